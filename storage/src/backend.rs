@@ -1,0 +1,31 @@
+//! The contract an engine fulfils. It is deliberately small, so that adding
+//! an engine means implementing five methods; locking, overlays, group commit,
+//! migrations and backups are built once on top of it in [`crate::Store`].
+
+use std::ops::Bound;
+
+use crate::{Entry, StorageError};
+
+/// An iterator over engine keys and values.
+pub(crate) type EntryIter<'a> = Box<dyn Iterator<Item = Result<Entry, StorageError>> + Send + 'a>;
+
+/// One write in an atomic batch: `None` deletes the key.
+pub(crate) type Write = (Vec<u8>, Option<Vec<u8>>);
+
+/// An ordered byte-key store with atomic batches and an explicit flush.
+pub(crate) trait Backend: Send + Sync {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError>;
+
+    /// Keys in `[start, end)` bounds order, or reversed.
+    fn range(&self, start: Bound<Vec<u8>>, end: Bound<Vec<u8>>, reverse: bool) -> EntryIter<'_>;
+
+    /// Applies all writes or none, also across a crash. Visible to readers
+    /// at once; durable only after [`Backend::flush`].
+    fn apply(&self, writes: Vec<Write>) -> Result<(), StorageError>;
+
+    /// Makes every applied batch durable (fsync).
+    fn flush(&self) -> Result<(), StorageError>;
+
+    /// True when the store holds no key at all.
+    fn is_empty(&self) -> bool;
+}

@@ -1,0 +1,289 @@
+//! The store handle the domain holds: reads, write transactions, durability.
+
+use std::ops::Bound;
+use std::path::Path;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use crate::backend::{Backend, EntryIter};
+use crate::durability::Durability;
+use crate::keyspace::prefix_successor;
+use crate::sled_backend::SledBackend;
+use crate::txn::WriteTxn;
+use crate::{Entry, Keyspace, StorageError};
+
+/// Tuning for [`Store::open`]. The defaults suit a directory of a few hundred
+/// thousand subjects on a small machine.
+#[derive(Clone, Debug)]
+pub struct OpenOptions {
+    /// Bytes of page cache the engine may keep in memory.
+    pub cache_bytes: u64,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions {
+            cache_bytes: 256 * 1024 * 1024,
+        }
+    }
+}
+
+/// A cloneable handle to one open data directory.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) backend: Arc<dyn Backend>,
+    /// Serializes write transactions (and consistent exports). Held only for
+    /// the in-memory part of a commit, never across the fsync.
+    pub(crate) writer: Mutex<()>,
+    durability: Arc<Durability>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.durability.stop();
+    }
+}
+
+/// The result of a write transaction that has been applied but may not yet be
+/// durable. Await [`Committed::durable`] before acknowledging the write.
+#[must_use = "a write is not durable until `durable()` resolves"]
+pub struct Committed<T> {
+    value: T,
+    seq: u64,
+    store: Store,
+}
+
+impl<T> Committed<T> {
+    /// Waits until the write is on stable storage and returns the
+    /// transaction's value. Fails only if the flush fails, in which case the
+    /// store refuses further writes.
+    pub async fn durable(self) -> Result<T, StorageError> {
+        if self.seq > 0 {
+            self.store.inner.durability.wait(self.seq).await?;
+        }
+        Ok(self.value)
+    }
+
+    /// For synchronous callers (start-up, command-line tools): flushes on the
+    /// calling thread.
+    pub fn durable_blocking(self) -> Result<T, StorageError> {
+        if self.seq > 0 {
+            self.store.inner.backend.flush()?;
+        }
+        Ok(self.value)
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the embedded store in `dir`.
+    pub fn open(dir: &Path, options: &OpenOptions) -> Result<Store, StorageError> {
+        std::fs::create_dir_all(dir)?;
+        let backend: Arc<dyn Backend> = Arc::new(SledBackend::open(dir, options.cache_bytes)?);
+        Ok(Store::with_backend(backend))
+    }
+
+    pub(crate) fn with_backend(backend: Arc<dyn Backend>) -> Store {
+        let durability = Durability::start(Arc::clone(&backend));
+        Store {
+            inner: Arc::new(Inner {
+                backend,
+                writer: Mutex::new(()),
+                durability,
+            }),
+        }
+    }
+
+    pub(crate) fn inner(&self) -> &Inner {
+        &self.inner
+    }
+
+    /// Reads one key's current value.
+    pub fn get(&self, ks: Keyspace, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        self.inner.backend.get(&ks.encode(key))
+    }
+
+    /// Reads and decodes a JSON value written with [`WriteTxn::put_json`].
+    pub fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        ks: Keyspace,
+        key: &[u8],
+    ) -> Result<Option<T>, StorageError> {
+        self.get(ks, key)?
+            .map(|bytes| crate::txn::decode_json(ks, &bytes))
+            .transpose()
+    }
+
+    /// Keys of `ks` that start with `prefix`, in key order (or reversed),
+    /// strictly after `after` in the direction of travel when given. `after`
+    /// is how cursor pagination resumes; it is a full key, not a suffix.
+    pub fn scan(
+        &self,
+        ks: Keyspace,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        reverse: bool,
+    ) -> impl Iterator<Item = Result<Entry, StorageError>> + Send + '_ {
+        let (start, end) = scan_bounds(ks, prefix, after, reverse);
+        let iter: EntryIter<'_> = self.inner.backend.range(start, end, reverse);
+        iter.map(move |r| r.map(|(k, v)| (ks.strip(&k).to_vec(), v)))
+    }
+
+    /// True when `ks` holds no key.
+    pub fn keyspace_is_empty(&self, ks: Keyspace) -> Result<bool, StorageError> {
+        Ok(self.scan(ks, b"", None, false).next().transpose()?.is_none())
+    }
+
+    /// Runs `f` as a serializable write transaction. When `f` returns `Ok`,
+    /// its writes are applied atomically and become visible to readers; await
+    /// the returned [`Committed::durable`] before telling anyone. When `f`
+    /// returns `Err`, nothing is written.
+    pub fn write<T, E>(&self, f: impl FnOnce(&mut WriteTxn<'_>) -> Result<T, E>) -> Result<Committed<T>, E>
+    where
+        E: From<StorageError>,
+    {
+        if let Some(msg) = self.inner.durability.failure() {
+            return Err(StorageError::Poisoned(msg.to_string()).into());
+        }
+        let _guard = self.inner.writer.lock();
+        let mut txn = WriteTxn::new(self.inner.backend.as_ref());
+        let value = f(&mut txn)?;
+        let writes = txn.into_writes();
+        let seq = if writes.is_empty() {
+            0
+        } else {
+            self.inner.backend.apply(writes)?;
+            self.inner.durability.committed()
+        };
+        Ok(Committed {
+            value,
+            seq,
+            store: self.clone(),
+        })
+    }
+
+    /// Flushes everything applied so far, on the calling thread. Used at
+    /// shutdown; request handlers use [`Committed::durable`] instead.
+    pub fn flush(&self) -> Result<(), StorageError> {
+        let _ = self.inner.durability.last_committed();
+        self.inner.backend.flush()
+    }
+
+    /// `Some(reason)` once a flush has failed and writes are refused.
+    pub fn failure(&self) -> Option<String> {
+        self.inner.durability.failure().map(|s| s.to_string())
+    }
+}
+
+fn scan_bounds(
+    ks: Keyspace,
+    prefix: &[u8],
+    after: Option<&[u8]>,
+    reverse: bool,
+) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
+    let lo = ks.encode(prefix);
+    let hi = prefix_successor(&lo);
+    let mut start = Bound::Included(lo.clone());
+    let mut end = match hi.clone() {
+        Some(h) => Bound::Excluded(h),
+        None => Bound::Unbounded,
+    };
+    if let Some(after) = after {
+        let a = ks.encode(after);
+        if reverse {
+            if hi.as_ref().is_none_or(|h| &a < h) {
+                end = Bound::Excluded(a);
+            }
+        } else if a >= lo {
+            start = Bound::Excluded(a);
+        }
+    }
+    (start, end)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KS: Keyspace = Keyspace::new("t");
+    const OTHER: Keyspace = Keyspace::new("t2");
+
+    fn open() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &OpenOptions::default()).unwrap();
+        (dir, store)
+    }
+
+    fn keys(store: &Store, prefix: &[u8], after: Option<&[u8]>, reverse: bool) -> Vec<Vec<u8>> {
+        store
+            .scan(KS, prefix, after, reverse)
+            .map(|r| r.unwrap().0)
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn write_is_visible_and_durable() {
+        let (_dir, store) = open();
+        let c = store
+            .write(|t| {
+                t.put(KS, b"a", b"1".to_vec());
+                Ok::<_, StorageError>(7)
+            })
+            .unwrap();
+        assert_eq!(c.durable().await.unwrap(), 7);
+        assert_eq!(store.get(KS, b"a").unwrap(), Some(b"1".to_vec()));
+    }
+
+    #[test]
+    fn failed_transaction_writes_nothing() {
+        let (_dir, store) = open();
+        let r = store.write(|t| {
+            t.put(KS, b"a", b"1".to_vec());
+            Err::<(), _>(StorageError::Engine("boom".into()))
+        });
+        assert!(r.is_err());
+        assert_eq!(store.get(KS, b"a").unwrap(), None);
+    }
+
+    #[test]
+    fn scans_stay_inside_their_keyspace_and_resume_after_cursor() {
+        let (_dir, store) = open();
+        store
+            .write(|t| {
+                for k in [&b"a1"[..], b"a2", b"a3", b"b1"] {
+                    t.put(KS, k, vec![]);
+                }
+                t.put(OTHER, b"a1", vec![]);
+                Ok::<_, StorageError>(())
+            })
+            .unwrap()
+            .durable_blocking()
+            .unwrap();
+        assert_eq!(keys(&store, b"a", None, false), vec![b"a1".to_vec(), b"a2".to_vec(), b"a3".to_vec()]);
+        assert_eq!(keys(&store, b"a", Some(b"a1"), false), vec![b"a2".to_vec(), b"a3".to_vec()]);
+        assert_eq!(keys(&store, b"a", Some(b"a3"), true), vec![b"a2".to_vec(), b"a1".to_vec()]);
+        assert_eq!(keys(&store, b"", None, true).len(), 4);
+    }
+
+    #[test]
+    fn data_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path(), &OpenOptions::default()).unwrap();
+            store
+                .write(|t| {
+                    t.put(KS, b"k", b"v".to_vec());
+                    Ok::<_, StorageError>(())
+                })
+                .unwrap()
+                .durable_blocking()
+                .unwrap();
+        }
+        let store = Store::open(dir.path(), &OpenOptions::default()).unwrap();
+        assert_eq!(store.get(KS, b"k").unwrap(), Some(b"v".to_vec()));
+    }
+}

@@ -1,0 +1,107 @@
+//! A write transaction: reads see the committed state plus the transaction's
+//! own writes; writes are buffered and applied as one atomic batch.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::backend::Backend;
+use crate::keyspace::prefix_successor;
+use crate::{Entry, Keyspace, StorageError};
+
+/// Handed to the closure of [`crate::Store::write`]. Only one exists at a time.
+pub struct WriteTxn<'a> {
+    backend: &'a dyn Backend,
+    /// Buffered writes by engine key; `None` is a delete.
+    writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+}
+
+impl<'a> WriteTxn<'a> {
+    pub(crate) fn new(backend: &'a dyn Backend) -> Self {
+        WriteTxn {
+            backend,
+            writes: BTreeMap::new(),
+        }
+    }
+
+    pub(crate) fn into_writes(self) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+        self.writes.into_iter().collect()
+    }
+
+    /// The value of `key` as this transaction sees it.
+    pub fn get(&self, ks: Keyspace, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        let full = ks.encode(key);
+        match self.writes.get(&full) {
+            Some(v) => Ok(v.clone()),
+            None => self.backend.get(&full),
+        }
+    }
+
+    /// Decodes a JSON value written with [`WriteTxn::put_json`].
+    pub fn get_json<T: DeserializeOwned>(&self, ks: Keyspace, key: &[u8]) -> Result<Option<T>, StorageError> {
+        self.get(ks, key)?
+            .map(|bytes| decode_json(ks, &bytes))
+            .transpose()
+    }
+
+    /// True when `key` exists as this transaction sees it.
+    pub fn contains(&self, ks: Keyspace, key: &[u8]) -> Result<bool, StorageError> {
+        Ok(self.get(ks, key)?.is_some())
+    }
+
+    /// Sets `key` to `value`.
+    pub fn put(&mut self, ks: Keyspace, key: &[u8], value: Vec<u8>) {
+        self.writes.insert(ks.encode(key), Some(value));
+    }
+
+    /// Sets `key` to the JSON encoding of `value`.
+    pub fn put_json<T: Serialize>(&mut self, ks: Keyspace, key: &[u8], value: &T) -> Result<(), StorageError> {
+        let bytes = serde_json::to_vec(value).map_err(|e| StorageError::Corrupt {
+            keyspace: ks.name().to_string(),
+            detail: format!("cannot encode value: {e}"),
+        })?;
+        self.put(ks, key, bytes);
+        Ok(())
+    }
+
+    /// Removes `key` (a no-op when it does not exist).
+    pub fn delete(&mut self, ks: Keyspace, key: &[u8]) {
+        self.writes.insert(ks.encode(key), None);
+    }
+
+    /// All entries of `ks` under `prefix`, merged with this transaction's own
+    /// writes. Meant for bounded sets (a user's devices), not whole tables.
+    pub fn scan_prefix(&self, ks: Keyspace, prefix: &[u8]) -> Result<Vec<Entry>, StorageError> {
+        let lo = ks.encode(prefix);
+        let hi = prefix_successor(&lo);
+        let end = match &hi {
+            Some(h) => Bound::Excluded(h.clone()),
+            None => Bound::Unbounded,
+        };
+        let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+        for r in self.backend.range(Bound::Included(lo.clone()), end.clone(), false) {
+            let (k, v) = r?;
+            merged.insert(k, v);
+        }
+        for (k, v) in self.writes.range((Bound::Included(lo), end)) {
+            match v {
+                Some(v) => merged.insert(k.clone(), v.clone()),
+                None => merged.remove(k),
+            };
+        }
+        Ok(merged
+            .into_iter()
+            .map(|(k, v)| (ks.strip(&k).to_vec(), v))
+            .collect())
+    }
+}
+
+/// Decodes a JSON record read by a scan, naming the keyspace when it is corrupt.
+pub fn decode_json<T: DeserializeOwned>(ks: Keyspace, bytes: &[u8]) -> Result<T, StorageError> {
+    serde_json::from_slice(bytes).map_err(|e| StorageError::Corrupt {
+        keyspace: ks.name().to_string(),
+        detail: e.to_string(),
+    })
+}
