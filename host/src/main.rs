@@ -1,1 +1,202 @@
-fn main(){}
+//! The `cohort` command: serve the directory, back it up, restore it.
+
+use std::io::{BufReader, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use cohort::config::{Config, LogFormat};
+use tracing_subscriber::EnvFilter;
+
+/// Cohort: a self-hosted directory of users, devices and groups.
+#[derive(Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    /// TOML configuration file. Environment variables (COHORT_LISTEN,
+    /// COHORT_DATA_DIR, COHORT_BOOTSTRAP_ADMIN_KEY, COHORT_LOG_FORMAT,
+    /// COHORT_LOG_LEVEL) override it; defaults apply to anything unset.
+    #[arg(long, global = true, env = "COHORT_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (default: 127.0.0.1:8080, data in ./data). On first
+    /// start it creates an admin API key: COHORT_BOOTSTRAP_ADMIN_KEY when
+    /// set, otherwise a generated one printed once.
+    Serve,
+    /// Write a consistent backup of a running server to a file, over its
+    /// HTTP API (needs an admin key). With --offline, read the data directory
+    /// of a stopped server instead.
+    Backup {
+        /// The backup file to write.
+        #[arg(long, short, value_name = "FILE")]
+        output: PathBuf,
+        /// Base URL of the running server; defaults to the configured
+        /// listen address.
+        #[arg(long, value_name = "URL")]
+        server: Option<String>,
+        /// Admin API key for the running server.
+        #[arg(long, env = "COHORT_API_KEY", hide_env_values = true)]
+        api_key: Option<String>,
+        /// Read the configured data directory directly (the server must be stopped).
+        #[arg(long)]
+        offline: bool,
+    },
+    /// Load a backup into an empty data directory (the configured one unless
+    /// --data-dir is given). The server must not be running on it.
+    Restore {
+        /// The backup file to read.
+        #[arg(long, short, value_name = "FILE")]
+        input: PathBuf,
+        /// Target data directory; must be empty or absent.
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+    },
+    /// Print the OpenAPI document of the admin API.
+    Openapi,
+}
+
+fn init_logging(config: &Config) {
+    let filter = EnvFilter::try_new(&config.log.level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log.format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutdown signal received");
+}
+
+fn write_atomically(
+    path: &Path,
+    fill: impl FnOnce(&mut std::fs::File) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .context("creating a temporary file next to the output")?;
+    fill(tmp.as_file_mut())?;
+    tmp.as_file_mut().sync_all()?;
+    tmp.persist(path).context("moving the backup into place")?;
+    Ok(())
+}
+
+async fn backup(
+    config: &Config,
+    output: &Path,
+    server: Option<String>,
+    api_key: Option<String>,
+    offline: bool,
+) -> anyhow::Result<()> {
+    if offline {
+        let store = cohort::server::open_store(&config.data_dir, config.storage.cache_mb)
+            .with_context(|| format!("opening {}", config.data_dir.display()))?;
+        let mut summary = None;
+        write_atomically(output, |f| {
+            let mut w = std::io::BufWriter::new(f);
+            summary = Some(store.export(&mut w)?);
+            w.flush()?;
+            Ok(())
+        })?;
+        if let Some(s) = summary {
+            eprintln!(
+                "backup written: {} entries, schema version {}",
+                s.entries, s.schema_version
+            );
+        }
+        return Ok(());
+    }
+    let Some(key) = api_key else {
+        bail!(
+            "an admin API key is needed: pass --api-key or set COHORT_API_KEY (or use --offline on a stopped server)"
+        );
+    };
+    let base = server.unwrap_or_else(|| format!("http://{}", config.listen));
+    let url = format!("{}/api/v1/backup", base.trim_end_matches('/'));
+    let resp = reqwest::Client::new()
+        .post(&url)
+        .bearer_auth(key)
+        .send()
+        .await
+        .with_context(|| format!("contacting {url}"))?;
+    if !resp.status().is_success() {
+        let status = resp.status();
+        let body = resp.text().await.unwrap_or_default();
+        bail!("server refused the backup ({status}): {body}");
+    }
+    let bytes = resp.bytes().await.context("reading the backup")?;
+    write_atomically(output, |f| {
+        f.write_all(&bytes)?;
+        Ok(())
+    })?;
+    eprintln!(
+        "backup written to {} ({} bytes)",
+        output.display(),
+        bytes.len()
+    );
+    Ok(())
+}
+
+fn restore(config: &Config, input: &Path, data_dir: Option<PathBuf>) -> anyhow::Result<()> {
+    let target = data_dir.unwrap_or_else(|| config.data_dir.clone());
+    let file =
+        std::fs::File::open(input).with_context(|| format!("opening {}", input.display()))?;
+    let summary = cohort_storage::restore_into(
+        &target,
+        &mut BufReader::new(file),
+        &cohort_storage::OpenOptions::default(),
+    )?;
+    eprintln!(
+        "restored {} entries (schema version {}) into {}",
+        summary.entries,
+        summary.schema_version,
+        target.display()
+    );
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let config = Config::load(cli.config.as_deref(), |k| std::env::var(k).ok())?;
+    match cli.command {
+        Command::Serve => {
+            init_logging(&config);
+            cohort::server::serve(config, shutdown_signal()).await?;
+        }
+        Command::Backup {
+            output,
+            server,
+            api_key,
+            offline,
+        } => backup(&config, &output, server, api_key, offline).await?,
+        Command::Restore { input, data_dir } => restore(&config, &input, data_dir)?,
+        Command::Openapi => println!("{}", cohort::api::openapi_json()),
+    }
+    Ok(())
+}

@@ -25,7 +25,4 @@ pub(crate) trait Backend: Send + Sync {
 
     /// Makes every applied batch durable (fsync).
     fn flush(&self) -> Result<(), StorageError>;
-
-    /// True when the store holds no key at all.
-    fn is_empty(&self) -> bool;
 }

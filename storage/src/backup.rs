@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::keyspace::split;
-use crate::{OpenOptions, Store, StorageError};
+use crate::{OpenOptions, StorageError, Store};
 
 const FORMAT: &str = "cohort-backup";
 const FORMAT_VERSION: u32 = 1;
@@ -90,10 +90,17 @@ impl Store {
             schema_version,
             created_unix,
         };
-        writeln!(out, "{}", serde_json::to_string(&header).expect("header encodes"))?;
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string(&header).expect("header encodes")
+        )?;
         let mut hasher = Sha256::new();
         let mut entries = 0u64;
-        for r in inner.backend.range(Bound::Unbounded, Bound::Unbounded, false) {
+        for r in inner
+            .backend
+            .range(Bound::Unbounded, Bound::Unbounded, false)
+        {
             let (full, v) = r?;
             let Some((ks, k)) = split(&full) else {
                 return Err(StorageError::Corrupt {
@@ -119,7 +126,11 @@ impl Store {
                 sha256: sha256.clone(),
             },
         };
-        writeln!(out, "{}", serde_json::to_string(&trailer).expect("trailer encodes"))?;
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string(&trailer).expect("trailer encodes")
+        )?;
         out.flush()?;
         Ok(BackupSummary {
             entries,
@@ -172,10 +183,13 @@ fn restore_staged(
     let bad = |line: usize, detail: String| StorageError::BadBackup { line, detail };
     let mut lines = input.lines().enumerate().map(|(i, l)| (i + 1, l));
     let (_, first) = lines.next().ok_or_else(|| bad(1, "empty file".into()))?;
-    let header: Header =
-        serde_json::from_str(&first?).map_err(|e| bad(1, format!("not a Cohort backup header: {e}")))?;
+    let header: Header = serde_json::from_str(&first?)
+        .map_err(|e| bad(1, format!("not a Cohort backup header: {e}")))?;
     if header.format != FORMAT {
-        return Err(bad(1, format!("format is {:?}, expected {FORMAT:?}", header.format)));
+        return Err(bad(
+            1,
+            format!("format is {:?}, expected {FORMAT:?}", header.format),
+        ));
     }
     if header.format_version > FORMAT_VERSION {
         return Err(bad(
@@ -196,13 +210,19 @@ fn restore_staged(
     for (no, line) in lines.by_ref() {
         let text = line?;
         if text.starts_with("{\"end\"") {
-            let t: Trailer = serde_json::from_str(&text).map_err(|e| bad(no, format!("bad trailer: {e}")))?;
+            let t: Trailer =
+                serde_json::from_str(&text).map_err(|e| bad(no, format!("bad trailer: {e}")))?;
             trailer = Some((no, t));
             break;
         }
-        let entry: Line = serde_json::from_str(&text).map_err(|e| bad(no, format!("bad entry: {e}")))?;
-        let key = B64.decode(&entry.k).map_err(|e| bad(no, format!("bad key encoding: {e}")))?;
-        let value = B64.decode(&entry.v).map_err(|e| bad(no, format!("bad value encoding: {e}")))?;
+        let entry: Line =
+            serde_json::from_str(&text).map_err(|e| bad(no, format!("bad entry: {e}")))?;
+        let key = B64
+            .decode(&entry.k)
+            .map_err(|e| bad(no, format!("bad key encoding: {e}")))?;
+        let value = B64
+            .decode(&entry.v)
+            .map_err(|e| bad(no, format!("bad value encoding: {e}")))?;
         if entry.ks.is_empty() || entry.ks.contains('\0') {
             return Err(bad(no, "bad keyspace name".into()));
         }
@@ -218,7 +238,12 @@ fn restore_staged(
             backend.apply(std::mem::take(&mut batch))?;
         }
     }
-    let (no, trailer) = trailer.ok_or_else(|| bad(entries as usize + 2, "missing trailer: the file is truncated".into()))?;
+    let (no, trailer) = trailer.ok_or_else(|| {
+        bad(
+            entries as usize + 2,
+            "missing trailer: the file is truncated".into(),
+        )
+    })?;
     if let Some((extra, _)) = lines.next() {
         return Err(bad(extra, "content after the trailer".into()));
     }
@@ -226,7 +251,10 @@ fn restore_staged(
     if trailer.end.entries != entries {
         return Err(bad(
             no,
-            format!("trailer says {} entries, file has {entries}", trailer.end.entries),
+            format!(
+                "trailer says {} entries, file has {entries}",
+                trailer.end.entries
+            ),
         ));
     }
     if trailer.end.sha256 != sha256 {
@@ -288,12 +316,14 @@ mod tests {
         let text = String::from_utf8(full).unwrap();
         let truncated: String = text.lines().take(50).map(|l| format!("{l}\n")).collect();
         let target = dir.path().join("t1");
-        let err = restore_into(&target, &mut truncated.as_bytes(), &OpenOptions::default()).unwrap_err();
+        let err =
+            restore_into(&target, &mut truncated.as_bytes(), &OpenOptions::default()).unwrap_err();
         assert!(matches!(err, StorageError::BadBackup { .. }), "{err}");
         assert!(!target.exists());
 
         let tampered = text.replacen("\"v\":\"AAEC", "\"v\":\"AAED", 1);
-        let err = restore_into(&target, &mut tampered.as_bytes(), &OpenOptions::default()).unwrap_err();
+        let err =
+            restore_into(&target, &mut tampered.as_bytes(), &OpenOptions::default()).unwrap_err();
         assert!(err.to_string().contains("checksum"), "{err}");
     }
 
@@ -302,7 +332,12 @@ mod tests {
         let (dir, store) = sample();
         let mut full = Vec::new();
         store.export(&mut full).unwrap();
-        let err = restore_into(&dir.path().join("src"), &mut &full[..], &OpenOptions::default()).unwrap_err();
+        let err = restore_into(
+            &dir.path().join("src"),
+            &mut &full[..],
+            &OpenOptions::default(),
+        )
+        .unwrap_err();
         assert!(matches!(err, StorageError::NotEmpty(_)));
     }
 }

@@ -107,7 +107,9 @@ impl Durability {
                     }
                 }
             }
-            if self.shutdown.load(Ordering::SeqCst) && self.committed.load(Ordering::SeqCst) <= target {
+            if self.shutdown.load(Ordering::SeqCst)
+                && self.committed.load(Ordering::SeqCst) <= target
+            {
                 return;
             }
         }

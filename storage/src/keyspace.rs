@@ -7,7 +7,6 @@
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Keyspace(&'static str);
 
-
 impl Keyspace {
     /// Names must be non-empty, must not contain a zero byte and must not
     /// start with `__`; a violation fails the build when used in a `const`.

@@ -3,7 +3,7 @@
 //! domain knows what its keys mean.
 
 use crate::keyspace::Keyspace;
-use crate::{Store, StorageError, WriteTxn};
+use crate::{StorageError, Store, WriteTxn};
 
 const META: Keyspace = Keyspace::reserved("__meta");
 const SCHEMA_VERSION: &[u8] = b"schema_version";
@@ -23,9 +23,7 @@ pub struct Migration {
 impl Store {
     /// The stored schema version; 0 for a new, empty store.
     pub fn schema_version(&self) -> Result<u32, StorageError> {
-        Ok(self
-            .get_json::<u32>(META, SCHEMA_VERSION)?
-            .unwrap_or(0))
+        Ok(self.get_json::<u32>(META, SCHEMA_VERSION)?.unwrap_or(0))
     }
 
     /// Brings the store to the last version in `steps` (which must be sorted
@@ -40,7 +38,11 @@ impl Store {
             });
         }
         for step in steps.iter().filter(|m| m.version > current) {
-            tracing::info!(version = step.version, description = step.description, "migrating storage schema");
+            tracing::info!(
+                version = step.version,
+                description = step.description,
+                "migrating storage schema"
+            );
             self.write(|txn| {
                 (step.apply)(txn).map_err(|e| StorageError::Migration {
                     version: step.version,
@@ -74,13 +76,34 @@ mod tests {
     fn steps_run_once_in_order_and_failures_write_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), &OpenOptions::default()).unwrap();
-        let s1 = Migration { version: 1, description: "one", apply: step1 };
+        let s1 = Migration {
+            version: 1,
+            description: "one",
+            apply: step1,
+        };
         assert_eq!(store.migrate(&[s1]).unwrap(), 1);
         assert_eq!(store.schema_version().unwrap(), 1);
-        let s1 = Migration { version: 1, description: "one", apply: step1 };
-        let s2 = Migration { version: 2, description: "two", apply: step2 };
-        assert!(matches!(store.migrate(&[s1, s2]), Err(StorageError::Migration { version: 2, .. })));
+        let s1 = Migration {
+            version: 1,
+            description: "one",
+            apply: step1,
+        };
+        let s2 = Migration {
+            version: 2,
+            description: "two",
+            apply: step2,
+        };
+        assert!(matches!(
+            store.migrate(&[s1, s2]),
+            Err(StorageError::Migration { version: 2, .. })
+        ));
         assert_eq!(store.schema_version().unwrap(), 1);
-        assert!(matches!(store.migrate(&[]), Err(StorageError::SchemaTooNew { found: 1, supported: 0 })));
+        assert!(matches!(
+            store.migrate(&[]),
+            Err(StorageError::SchemaTooNew {
+                found: 1,
+                supported: 0
+            })
+        ));
     }
 }

@@ -6,8 +6,8 @@
 use std::ops::Bound;
 use std::path::Path;
 
-use crate::backend::{Backend, EntryIter, Write};
 use crate::StorageError;
+use crate::backend::{Backend, EntryIter, Write};
 
 pub(crate) struct SledBackend {
     db: sled::Db,
@@ -68,9 +68,5 @@ impl Backend for SledBackend {
     fn flush(&self) -> Result<(), StorageError> {
         self.db.flush()?;
         Ok(())
-    }
-
-    fn is_empty(&self) -> bool {
-        self.db.is_empty()
     }
 }

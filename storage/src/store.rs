@@ -135,14 +135,21 @@ impl Store {
 
     /// True when `ks` holds no key.
     pub fn keyspace_is_empty(&self, ks: Keyspace) -> Result<bool, StorageError> {
-        Ok(self.scan(ks, b"", None, false).next().transpose()?.is_none())
+        Ok(self
+            .scan(ks, b"", None, false)
+            .next()
+            .transpose()?
+            .is_none())
     }
 
     /// Runs `f` as a serializable write transaction. When `f` returns `Ok`,
     /// its writes are applied atomically and become visible to readers; await
     /// the returned [`Committed::durable`] before telling anyone. When `f`
     /// returns `Err`, nothing is written.
-    pub fn write<T, E>(&self, f: impl FnOnce(&mut WriteTxn<'_>) -> Result<T, E>) -> Result<Committed<T>, E>
+    pub fn write<T, E>(
+        &self,
+        f: impl FnOnce(&mut WriteTxn<'_>) -> Result<T, E>,
+    ) -> Result<Committed<T>, E>
     where
         E: From<StorageError>,
     {
@@ -263,9 +270,18 @@ mod tests {
             .unwrap()
             .durable_blocking()
             .unwrap();
-        assert_eq!(keys(&store, b"a", None, false), vec![b"a1".to_vec(), b"a2".to_vec(), b"a3".to_vec()]);
-        assert_eq!(keys(&store, b"a", Some(b"a1"), false), vec![b"a2".to_vec(), b"a3".to_vec()]);
-        assert_eq!(keys(&store, b"a", Some(b"a3"), true), vec![b"a2".to_vec(), b"a1".to_vec()]);
+        assert_eq!(
+            keys(&store, b"a", None, false),
+            vec![b"a1".to_vec(), b"a2".to_vec(), b"a3".to_vec()]
+        );
+        assert_eq!(
+            keys(&store, b"a", Some(b"a1"), false),
+            vec![b"a2".to_vec(), b"a3".to_vec()]
+        );
+        assert_eq!(
+            keys(&store, b"a", Some(b"a3"), true),
+            vec![b"a2".to_vec(), b"a1".to_vec()]
+        );
         assert_eq!(keys(&store, b"", None, true).len(), 4);
     }
 

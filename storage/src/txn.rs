@@ -40,7 +40,11 @@ impl<'a> WriteTxn<'a> {
     }
 
     /// Decodes a JSON value written with [`WriteTxn::put_json`].
-    pub fn get_json<T: DeserializeOwned>(&self, ks: Keyspace, key: &[u8]) -> Result<Option<T>, StorageError> {
+    pub fn get_json<T: DeserializeOwned>(
+        &self,
+        ks: Keyspace,
+        key: &[u8],
+    ) -> Result<Option<T>, StorageError> {
         self.get(ks, key)?
             .map(|bytes| decode_json(ks, &bytes))
             .transpose()
@@ -57,7 +61,12 @@ impl<'a> WriteTxn<'a> {
     }
 
     /// Sets `key` to the JSON encoding of `value`.
-    pub fn put_json<T: Serialize>(&mut self, ks: Keyspace, key: &[u8], value: &T) -> Result<(), StorageError> {
+    pub fn put_json<T: Serialize>(
+        &mut self,
+        ks: Keyspace,
+        key: &[u8],
+        value: &T,
+    ) -> Result<(), StorageError> {
         let bytes = serde_json::to_vec(value).map_err(|e| StorageError::Corrupt {
             keyspace: ks.name().to_string(),
             detail: format!("cannot encode value: {e}"),
@@ -81,7 +90,10 @@ impl<'a> WriteTxn<'a> {
             None => Bound::Unbounded,
         };
         let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
-        for r in self.backend.range(Bound::Included(lo.clone()), end.clone(), false) {
+        for r in self
+            .backend
+            .range(Bound::Included(lo.clone()), end.clone(), false)
+        {
             let (k, v) = r?;
             merged.insert(k, v);
         }

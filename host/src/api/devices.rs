@@ -1,0 +1,179 @@
+//! `/api/v1/devices`: parse, authorize, call the directory, shape the answer.
+
+use axum::Json;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::Value;
+
+use super::error::{ApiError, ErrorBody};
+use super::extract::{ApiJson, etag, if_match, parse_id, query_pairs};
+use super::users::page_request;
+use super::{AppState, allow};
+use crate::auth::Principal;
+use crate::directory::{Binding, CheckIn, Device, DeviceInput, SubjectKind};
+use crate::page::Page;
+
+fn device_response(status: StatusCode, device: Device) -> Response {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::ETAG,
+        etag(device.version).parse().expect("etag is ASCII"),
+    );
+    if status == StatusCode::CREATED {
+        headers.insert(
+            header::LOCATION,
+            format!("/api/v1/devices/{}", device.id)
+                .parse()
+                .expect("location is ASCII"),
+        );
+    }
+    (status, headers, Json(device)).into_response()
+}
+
+/// List devices, filtered by attribute and sorted by an indexed key.
+#[utoipa::path(
+    get, path = "/api/v1/devices", tag = "devices",
+    params(
+        ("limit" = Option<usize>, Query, description = "Items per page, 1-500 (default 50)"),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+        ("sort" = Option<String>, Query, description = "created_at (default) or hostname; prefix '-' for descending"),
+        ("os_family" = Option<String>, Query, description = "Filter by OS family. Any other attribute name filters too"),
+    ),
+    responses((status = 200, body = Page<Device>), (status = 400, body = ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn list_devices(
+    State(s): State<AppState>,
+    p: Principal,
+    RawQuery(q): RawQuery,
+) -> Result<Json<Page<Device>>, ApiError> {
+    let read = allow(p.read(), &p, "read devices")?;
+    let pairs = query_pairs(q.as_deref())?;
+    let req = page_request(&pairs)?;
+    let query = s.directory.device_query(&pairs)?;
+    Ok(Json(s.directory.list_devices(&read, &query, &req)?))
+}
+
+/// Create a device.
+#[utoipa::path(
+    post, path = "/api/v1/devices", tag = "devices",
+    request_body = DeviceInput,
+    responses((status = 201, body = Device), (status = 422, body = ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn create_device(
+    State(s): State<AppState>,
+    p: Principal,
+    ApiJson(input): ApiJson<DeviceInput>,
+) -> Result<Response, ApiError> {
+    let cap = allow(p.manage_directory(), &p, "create devices")?;
+    let device = s.directory.create_device(&cap, input).await?;
+    Ok(device_response(StatusCode::CREATED, device))
+}
+
+/// Get a device.
+#[utoipa::path(
+    get, path = "/api/v1/devices/{id}", tag = "devices",
+    params(("id" = String, Path, description = "Device id")),
+    responses((status = 200, body = Device), (status = 404, body = ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn get_device(
+    State(s): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let read = allow(p.read(), &p, "read devices")?;
+    let device = s.directory.get_device(&read, &parse_id("device", &id)?)?;
+    Ok(device_response(StatusCode::OK, device))
+}
+
+/// Change a device's fields with a JSON merge patch (RFC 7396).
+#[utoipa::path(
+    patch, path = "/api/v1/devices/{id}", tag = "devices",
+    params(("id" = String, Path, description = "Device id"), ("If-Match" = Option<String>, Header, description = "ETag from a previous read")),
+    request_body(content = Object, description = "Merge patch over the fields of DeviceInput", content_type = "application/merge-patch+json"),
+    responses((status = 200, body = Device), (status = 404, body = ErrorBody), (status = 412, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn update_device(
+    State(s): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    ApiJson(patch): ApiJson<Value>,
+) -> Result<Response, ApiError> {
+    let cap = allow(p.manage_directory(), &p, "change devices")?;
+    let device = s
+        .directory
+        .update_device(&cap, &parse_id("device", &id)?, &patch, if_match(&headers)?)
+        .await?;
+    Ok(device_response(StatusCode::OK, device))
+}
+
+/// Delete a device, with its user bindings.
+#[utoipa::path(
+    delete, path = "/api/v1/devices/{id}", tag = "devices",
+    params(("id" = String, Path, description = "Device id"), ("If-Match" = Option<String>, Header, description = "ETag from a previous read")),
+    responses((status = 204, description = "Deleted"), (status = 404, body = ErrorBody), (status = 412, body = ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn delete_device(
+    State(s): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    let cap = allow(p.manage_directory(), &p, "delete devices")?;
+    s.directory
+        .delete_device(&cap, &parse_id("device", &id)?, if_match(&headers)?)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Report a device's current attributes and update `last_contact`. For
+/// device-agent keys (and admins).
+#[utoipa::path(
+    post, path = "/api/v1/devices/{id}/check-in", tag = "devices",
+    params(("id" = String, Path, description = "Device id")),
+    request_body = CheckIn,
+    responses((status = 200, body = Device), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn check_in(
+    State(s): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+    ApiJson(report): ApiJson<CheckIn>,
+) -> Result<Response, ApiError> {
+    let cap = allow(p.check_in_device(), &p, "check in devices")?;
+    let device = s
+        .directory
+        .check_in_device(&cap, &parse_id("device", &id)?, report)
+        .await?;
+    Ok(device_response(StatusCode::OK, device))
+}
+
+/// The users bound to a device.
+#[utoipa::path(
+    get, path = "/api/v1/devices/{id}/users", tag = "bindings",
+    params(("id" = String, Path, description = "Device id"), ("limit" = Option<usize>, Query), ("cursor" = Option<String>, Query)),
+    responses((status = 200, body = Page<Binding>), (status = 404, body = ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn device_users(
+    State(s): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<Json<Page<Binding>>, ApiError> {
+    let read = allow(p.read(), &p, "read bindings")?;
+    let req = page_request(&query_pairs(q.as_deref())?)?;
+    Ok(Json(s.directory.list_bindings(
+        &read,
+        SubjectKind::Device,
+        &parse_id("device", &id)?,
+        &req,
+    )?))
+}

@@ -1,0 +1,208 @@
+//! Extractors that turn malformed requests into the standard error shape
+//! instead of axum's plain-text rejections.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, header};
+use serde::de::DeserializeOwned;
+use uuid::Uuid;
+
+use super::AppState;
+use super::error::ApiError;
+use crate::auth::Principal;
+use crate::json::{self, DecodeError};
+
+/// The id of the current request, set by the request-id middleware.
+#[derive(Clone, Debug)]
+pub struct RequestId(pub String);
+
+/// A JSON body: 415 without a JSON content type, 413 over the size limit,
+/// 400 for malformed JSON (with line and column), 422 for a wrong shape
+/// (naming the field).
+pub struct ApiJson<T>(pub T);
+
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(ct) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let mime = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+}
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        if !is_json(req.headers()) {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "send the body as JSON with Content-Type: application/json",
+            )
+            .with_field("Content-Type"));
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    "the request body is too large",
+                )
+            } else {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "unreadable_body",
+                    rejection.body_text(),
+                )
+            }
+        })?;
+        match json::from_slice(&bytes) {
+            Ok(v) => Ok(ApiJson(v)),
+            Err(DecodeError::Syntax { position, message }) => Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "malformed_json",
+                format!("the body is not valid JSON: {message} at {position}"),
+            )
+            .with_field(position)),
+            Err(DecodeError::Shape { field, message }) => {
+                Err(
+                    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", message)
+                        .with_field(field),
+                )
+            }
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for Principal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let request_id = parts
+            .extensions
+            .get::<RequestId>()
+            .map(|r| r.0.clone())
+            .unwrap_or_default();
+        let header = parts.headers.get(header::AUTHORIZATION).ok_or_else(|| {
+            ApiError::unauthorized("missing API key: send Authorization: Bearer <key>")
+        })?;
+        let key = header
+            .to_str()
+            .ok()
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .ok_or_else(|| {
+                ApiError::unauthorized("malformed Authorization header: expected Bearer <key>")
+            })?;
+        state
+            .keys
+            .authenticate(key, &request_id)?
+            .ok_or_else(|| ApiError::unauthorized("invalid API key"))
+    }
+}
+
+/// Parses an id from the path; a malformed id is a 404 for that resource,
+/// since no resource can have it.
+pub fn parse_id(kind: &str, raw: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(raw).map_err(|_| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{kind} {raw} not found"),
+        )
+    })
+}
+
+/// The version an `If-Match` header demands, if any. `*` matches anything;
+/// an ETag Cohort did not issue can never match (412 follows).
+pub fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+    let Some(v) = headers.get(header::IF_MATCH) else {
+        return Ok(None);
+    };
+    let v = v
+        .to_str()
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_header",
+                "If-Match is not ASCII",
+            )
+            .with_field("If-Match")
+        })?
+        .trim();
+    if v == "*" {
+        return Ok(None);
+    }
+    let tag = v.strip_prefix("W/").unwrap_or(v);
+    Ok(Some(tag.trim_matches('"').parse::<u64>().unwrap_or(0)))
+}
+
+/// The query string as name/value pairs, in order.
+pub fn query_pairs(raw: Option<&str>) -> Result<Vec<(String, String)>, ApiError> {
+    serde_urlencoded::from_str(raw.unwrap_or("")).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            format!("malformed query string: {e}"),
+        )
+    })
+}
+
+/// The ETag of a resource version.
+pub fn etag(version: u64) -> String {
+    format!("\"{version}\"")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    #[test]
+    fn if_match_accepts_strong_weak_and_star() {
+        let mut h = HeaderMap::new();
+        assert_eq!(if_match(&h).unwrap(), None);
+        h.insert(header::IF_MATCH, HeaderValue::from_static("\"7\""));
+        assert_eq!(if_match(&h).unwrap(), Some(7));
+        h.insert(header::IF_MATCH, HeaderValue::from_static("W/\"8\""));
+        assert_eq!(if_match(&h).unwrap(), Some(8));
+        h.insert(header::IF_MATCH, HeaderValue::from_static("*"));
+        assert_eq!(if_match(&h).unwrap(), None);
+        h.insert(header::IF_MATCH, HeaderValue::from_static("\"abc\""));
+        assert_eq!(if_match(&h).unwrap(), Some(0));
+    }
+
+    #[test]
+    fn json_content_types() {
+        let mut h = HeaderMap::new();
+        assert!(!is_json(&h));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json; charset=utf-8"),
+        );
+        assert!(is_json(&h));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/merge-patch+json"),
+        );
+        assert!(is_json(&h));
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        assert!(!is_json(&h));
+    }
+}

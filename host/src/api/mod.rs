@@ -1,0 +1,201 @@
+//! The HTTP layer. It is thin on purpose: each handler parses its input,
+//! asks the principal for the capability it needs, calls the domain and maps
+//! the result. Anything that is a rule of the directory lives in the domain.
+
+mod attributes;
+mod audit;
+mod devices;
+pub mod error;
+pub mod extract;
+mod keys;
+pub mod metrics;
+mod ops;
+mod users;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use cohort_storage::Store;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::audit::AuditLog;
+use crate::auth::{ApiKeys, Principal};
+use crate::directory::Directory;
+use error::ApiError;
+use extract::RequestId;
+use metrics::Metrics;
+
+/// Everything a handler may need. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    /// Users, devices, bindings, attribute schema.
+    pub directory: Directory,
+    /// The audit log (read side).
+    pub audit: AuditLog,
+    /// Authentication and API key management.
+    pub keys: ApiKeys,
+    /// The store, for backups and readiness.
+    pub store: Store,
+    /// Request metrics.
+    pub metrics: Arc<Metrics>,
+    /// Where temporary backup files go (same filesystem as the store).
+    pub data_dir: PathBuf,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+    /// The rendered OpenAPI document.
+    pub openapi: Arc<String>,
+}
+
+/// Turns a missing capability into a 403 naming the role and the action.
+pub(crate) fn allow<T>(cap: Option<T>, p: &Principal, what: &str) -> Result<T, ApiError> {
+    cap.ok_or_else(|| ApiError::forbidden(p.role().as_str(), what))
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Cohort API",
+        description = "Admin API of Cohort, a self-hosted directory. Authenticate with `Authorization: Bearer <API key>`. Errors have the shape `{\"error\": {\"code\", \"message\", \"field\"?}}`."
+    ),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "users", description = "People in the directory"),
+        (name = "devices", description = "Computers and phones"),
+        (name = "bindings", description = "Which users use which devices"),
+        (name = "attributes", description = "The attribute schema"),
+        (name = "audit", description = "The audit log"),
+        (name = "api-keys", description = "API keys and roles"),
+        (name = "ops", description = "Health, metrics and backups"),
+    )
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The routes with their OpenAPI descriptions.
+fn api_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(users::list_users, users::create_user))
+        .routes(routes!(
+            users::get_user,
+            users::update_user,
+            users::delete_user
+        ))
+        .routes(routes!(users::change_state))
+        .routes(routes!(users::user_devices))
+        .routes(routes!(users::bind_device, users::unbind_device))
+        .routes(routes!(devices::list_devices, devices::create_device))
+        .routes(routes!(
+            devices::get_device,
+            devices::update_device,
+            devices::delete_device
+        ))
+        .routes(routes!(devices::check_in))
+        .routes(routes!(devices::device_users))
+        .routes(routes!(
+            attributes::list_attributes,
+            attributes::create_attribute
+        ))
+        .routes(routes!(
+            attributes::get_attribute,
+            attributes::update_attribute,
+            attributes::delete_attribute
+        ))
+        .routes(routes!(audit::query))
+        .routes(routes!(audit::export))
+        .routes(routes!(keys::list_keys, keys::create_key))
+        .routes(routes!(keys::revoke_key))
+        .routes(routes!(keys::whoami))
+        .routes(routes!(ops::healthz))
+        .routes(routes!(ops::readyz))
+        .routes(routes!(ops::metrics))
+        .routes(routes!(ops::backup))
+}
+
+/// The OpenAPI document, as served at `/api/v1/openapi.json`.
+pub fn openapi_json() -> String {
+    let (_, api) = api_routes().split_for_parts();
+    api.to_pretty_json()
+        .expect("the OpenAPI document serializes")
+}
+
+/// The whole HTTP application over `state`. Tests can drive it without a
+/// socket.
+pub fn router(state: AppState) -> Router {
+    let (routes, _) = api_routes().split_for_parts();
+    routes
+        .route("/api/v1/openapi.json", get(ops::openapi))
+        .fallback(|| async { ApiError::no_route() })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this endpoint does not support that method",
+            )
+        })
+        .layer(DefaultBodyLimit::max(state.max_body_bytes))
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state)
+}
+
+/// Longest request id accepted from a client; longer ones are replaced.
+const MAX_REQUEST_ID: usize = 128;
+
+/// Assigns the request id, logs the request and records its metrics.
+async fn observe(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let request_id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty() && v.len() <= MAX_REQUEST_ID && v.chars().all(|c| c.is_ascii_graphic())
+        })
+        .map(str::to_string)
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |m| m.as_str())
+        .to_string();
+    let method = req.method().clone();
+    req.extensions_mut().insert(RequestId(request_id.clone()));
+    let mut resp = next.run(req).await.into_response();
+    let elapsed = start.elapsed();
+    let status = resp.status().as_u16();
+    state
+        .metrics
+        .record(method.as_str(), &route, status, elapsed);
+    tracing::debug!(
+        request_id = %request_id,
+        method = %method,
+        route = %route,
+        status,
+        micros = elapsed.as_micros() as u64,
+        "request"
+    );
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    resp
+}

@@ -1,0 +1,189 @@
+//! Who may do what. A request authenticates with an API key and becomes a
+//! [`Principal`]; the principal hands out *capabilities*, and every domain
+//! operation that changes something takes one. An operation therefore cannot
+//! be called without the permission check having happened first, and the
+//! capability carries the actor that the audit log records.
+//!
+//! | role        | reads | user state changes | device check-in | everything else |
+//! |-------------|-------|--------------------|-----------------|-----------------|
+//! | admin       | yes   | yes                | yes             | yes             |
+//! | help-desk   | yes   | yes                | no              | no              |
+//! | read-only   | yes   | no                 | no              | no              |
+//! | device-agent| no    | no                 | yes             | no              |
+
+mod keys;
+
+pub use keys::{ApiKey, ApiKeys, CreatedKey, NewApiKey};
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// What a key may do. See the module table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    /// Everything.
+    Admin,
+    /// Reads, and user state changes (activate, suspend) for support staff.
+    HelpDesk,
+    /// Reads only, for reporting and monitoring.
+    ReadOnly,
+    /// Device check-in only, for the agent that runs on each device.
+    DeviceAgent,
+}
+
+impl Role {
+    /// The role's name as it appears in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::HelpDesk => "help-desk",
+            Role::ReadOnly => "read-only",
+            Role::DeviceAgent => "device-agent",
+        }
+    }
+}
+
+/// Who made a change, as the audit log records it.
+#[derive(Clone, Debug)]
+pub struct Actor {
+    /// The API key's name (or a system actor such as `system`).
+    pub name: String,
+    /// The API key's id, when the actor is a key.
+    pub key_id: Option<String>,
+    /// Correlates the audit event with the request and its logs.
+    pub request_id: String,
+}
+
+impl Actor {
+    /// An actor for changes Cohort makes on its own (bootstrap, migrations).
+    pub fn system(request_id: impl Into<String>) -> Self {
+        Actor {
+            name: "system".into(),
+            key_id: None,
+            request_id: request_id.into(),
+        }
+    }
+}
+
+/// An authenticated caller.
+#[derive(Clone, Debug)]
+pub struct Principal {
+    actor: Actor,
+    role: Role,
+}
+
+/// Permission to read the directory and the audit log.
+#[derive(Debug)]
+pub struct Read(());
+
+/// Permission to change anything in the directory.
+#[derive(Debug)]
+pub struct ManageDirectory<'a>(&'a Actor);
+
+/// Permission to change a user's state (and nothing else).
+#[derive(Debug)]
+pub struct ChangeUserState<'a>(&'a Actor);
+
+/// Permission to report a device's own attributes.
+#[derive(Debug)]
+pub struct CheckInDevice<'a>(&'a Actor);
+
+/// Permission to create and revoke API keys and take backups.
+#[derive(Debug)]
+pub struct ManageKeys<'a>(&'a Actor);
+
+/// A capability that changes something knows who is changing it.
+pub trait Mutation {
+    /// The actor recorded in the audit log.
+    fn actor(&self) -> &Actor;
+}
+
+macro_rules! mutation {
+    ($($t:ident),*) => {$(
+        impl Mutation for $t<'_> {
+            fn actor(&self) -> &Actor {
+                self.0
+            }
+        }
+    )*};
+}
+mutation!(ManageDirectory, ChangeUserState, CheckInDevice, ManageKeys);
+
+impl<'a> ManageDirectory<'a> {
+    /// Admins may change user state too.
+    pub fn change_user_state(&self) -> ChangeUserState<'a> {
+        ChangeUserState(self.0)
+    }
+}
+
+impl Principal {
+    pub(crate) fn new(actor: Actor, role: Role) -> Self {
+        Principal { actor, role }
+    }
+
+    /// The caller's role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The caller as the audit log names it.
+    pub fn actor(&self) -> &Actor {
+        &self.actor
+    }
+
+    /// Reads: every role but `device-agent`.
+    pub fn read(&self) -> Option<Read> {
+        (self.role != Role::DeviceAgent).then_some(Read(()))
+    }
+
+    /// Directory changes: admins only.
+    pub fn manage_directory(&self) -> Option<ManageDirectory<'_>> {
+        (self.role == Role::Admin).then_some(ManageDirectory(&self.actor))
+    }
+
+    /// User state changes: admins and help-desk.
+    pub fn change_user_state(&self) -> Option<ChangeUserState<'_>> {
+        matches!(self.role, Role::Admin | Role::HelpDesk).then_some(ChangeUserState(&self.actor))
+    }
+
+    /// Device check-in: admins and device agents.
+    pub fn check_in_device(&self) -> Option<CheckInDevice<'_>> {
+        matches!(self.role, Role::Admin | Role::DeviceAgent).then_some(CheckInDevice(&self.actor))
+    }
+
+    /// API keys and backups: admins only.
+    pub fn manage_keys(&self) -> Option<ManageKeys<'_>> {
+        (self.role == Role::Admin).then_some(ManageKeys(&self.actor))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(role: Role) -> Principal {
+        Principal::new(Actor::system("r"), role)
+    }
+
+    #[test]
+    fn role_matrix() {
+        let rows = [
+            (Role::Admin, [true, true, true, true, true]),
+            (Role::HelpDesk, [true, false, true, false, false]),
+            (Role::ReadOnly, [true, false, false, false, false]),
+            (Role::DeviceAgent, [false, false, false, true, false]),
+        ];
+        for (role, expected) in rows {
+            let p = p(role);
+            let got = [
+                p.read().is_some(),
+                p.manage_directory().is_some(),
+                p.change_user_state().is_some(),
+                p.check_in_device().is_some(),
+                p.manage_keys().is_some(),
+            ];
+            assert_eq!(got, expected, "{role:?}");
+        }
+    }
+}

@@ -1,0 +1,275 @@
+//! Server configuration: a TOML file, then environment overrides, then
+//! defaults. Unknown keys are errors, because a typo in a config file should
+//! not silently fall back to a default.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Environment variables that override the file. Their names are a stable
+/// interface for scripts and ops tooling.
+pub const ENV_LISTEN: &str = "COHORT_LISTEN";
+/// See [`ENV_LISTEN`].
+pub const ENV_DATA_DIR: &str = "COHORT_DATA_DIR";
+/// See [`ENV_LISTEN`].
+pub const ENV_BOOTSTRAP_ADMIN_KEY: &str = "COHORT_BOOTSTRAP_ADMIN_KEY";
+/// See [`ENV_LISTEN`].
+pub const ENV_LOG_FORMAT: &str = "COHORT_LOG_FORMAT";
+/// See [`ENV_LISTEN`].
+pub const ENV_LOG_LEVEL: &str = "COHORT_LOG_LEVEL";
+
+/// Everything `cohort serve` can be told.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address the HTTP API listens on.
+    pub listen: SocketAddr,
+    /// Where the embedded store keeps its files.
+    pub data_dir: PathBuf,
+    /// The first admin's API key. Used once, when the store has no key yet;
+    /// when unset, a key is generated and printed once instead.
+    pub bootstrap_admin_key: Option<Secret>,
+    /// Logging.
+    pub log: LogConfig,
+    /// HTTP limits.
+    pub http: HttpConfig,
+    /// Storage engine tuning.
+    pub storage: StorageConfig,
+}
+
+/// How logs are written.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` for people, `json` for log pipelines.
+    pub format: LogFormat,
+    /// A `tracing` filter such as `info` or `cohort=debug,tower_http=info`.
+    pub level: String,
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Limits on HTTP requests.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Largest request body accepted; larger ones get 413.
+    pub max_body_bytes: usize,
+}
+
+/// Storage engine tuning.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Page cache size in MiB.
+    pub cache_mb: u64,
+}
+
+/// A string that never shows up in `Debug` output or logs.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+
+    /// The secret itself; call only where it is used.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("./data"),
+            bootstrap_admin_key: None,
+            log: LogConfig::default(),
+            http: HttpConfig::default(),
+            storage: StorageConfig::default(),
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            max_body_bytes: 1024 * 1024,
+        }
+    }
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig { cache_mb: 256 }
+    }
+}
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file named by `--config` could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has unknown keys or wrong types.
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// An environment override has a value that does not parse.
+    #[error("invalid value for {var}: {message}")]
+    Env {
+        /// The variable.
+        var: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+impl Config {
+    /// Loads `path` when given (defaults otherwise), then applies overrides
+    /// from `env` (a lookup, so tests need not touch the process environment).
+    pub fn load(
+        path: Option<&Path>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let mut config = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+                toml::from_str(&text).map_err(|e| ConfigError::Parse {
+                    path: path.to_path_buf(),
+                    message: e.to_string(),
+                })?
+            }
+            None => Config::default(),
+        };
+        if let Some(v) = env(ENV_LISTEN) {
+            config.listen = v.parse().map_err(|e| ConfigError::Env {
+                var: ENV_LISTEN,
+                message: format!("{e} (expected host:port, e.g. 127.0.0.1:8080)"),
+            })?;
+        }
+        if let Some(v) = env(ENV_DATA_DIR) {
+            config.data_dir = PathBuf::from(v);
+        }
+        if let Some(v) = env(ENV_BOOTSTRAP_ADMIN_KEY) {
+            config.bootstrap_admin_key = Some(Secret(v));
+        }
+        if let Some(v) = env(ENV_LOG_FORMAT) {
+            config.log.format = match v.as_str() {
+                "text" => LogFormat::Text,
+                "json" => LogFormat::Json,
+                _ => {
+                    return Err(ConfigError::Env {
+                        var: ENV_LOG_FORMAT,
+                        message: format!("{v:?} is not one of text, json"),
+                    });
+                }
+            };
+        }
+        if let Some(v) = env(ENV_LOG_LEVEL) {
+            config.log.level = v;
+        }
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn defaults_are_loopback_and_local_data() {
+        let c = Config::load(None, env(&[])).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.data_dir, PathBuf::from("./data"));
+        assert!(c.bootstrap_admin_key.is_none());
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cohort.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:9000\"\ndata_dir = \"/srv/cohort\"\n[log]\nformat = \"json\"\n",
+        )
+        .unwrap();
+        let c = Config::load(Some(&path), env(&[(ENV_LISTEN, "127.0.0.1:9100")])).unwrap();
+        assert_eq!(c.listen.port(), 9100);
+        assert_eq!(c.data_dir, PathBuf::from("/srv/cohort"));
+        assert_eq!(c.log.format, LogFormat::Json);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cohort.toml");
+        std::fs::write(&path, "listne = \"127.0.0.1:9000\"\n").unwrap();
+        let err = Config::load(Some(&path), env(&[])).unwrap_err().to_string();
+        assert!(err.contains("listne"), "{err}");
+        let err = Config::load(None, env(&[(ENV_LISTEN, "nowhere")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(ENV_LISTEN), "{err}");
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let c = Config::load(
+            None,
+            env(&[(ENV_BOOTSTRAP_ADMIN_KEY, "super-secret-value")]),
+        )
+        .unwrap();
+        assert!(!format!("{c:?}").contains("super-secret-value"));
+    }
+}

@@ -1,0 +1,53 @@
+//! The directory's key layout. Every query the API answers without a scan has
+//! an index here; the comment on each keyspace says which query it serves.
+
+use cohort_storage::Keyspace;
+use uuid::Uuid;
+
+/// user id (16 bytes) → `User` JSON. UUIDv7 ids make this creation order.
+pub const USERS: Keyspace = Keyspace::new("users");
+/// lowercased username → user id. Uniqueness and lookup by username.
+pub const USERS_BY_USERNAME: Keyspace = Keyspace::new("users_by_username");
+/// lowercased email → user id. Uniqueness and lookup by email.
+pub const USERS_BY_EMAIL: Keyspace = Keyspace::new("users_by_email");
+/// manager id ++ report id → (). Clearing `manager_id` when a manager goes.
+pub const USERS_BY_MANAGER: Keyspace = Keyspace::new("users_by_manager");
+/// device id → `Device` JSON.
+pub const DEVICES: Keyspace = Keyspace::new("devices");
+/// lowercased hostname ++ 0 ++ device id → (). Hostnames need not be unique.
+pub const DEVICES_BY_HOSTNAME: Keyspace = Keyspace::new("devices_by_hostname");
+/// user id ++ device id → `Binding` JSON. The devices of a user.
+pub const USER_DEVICES: Keyspace = Keyspace::new("user_devices");
+/// device id ++ user id → `Binding` JSON. The users of a device.
+pub const DEVICE_USERS: Keyspace = Keyspace::new("device_users");
+/// subject kind ++ 0 ++ name → `CustomAttribute` JSON.
+pub const ATTRIBUTE_DEFS: Keyspace = Keyspace::new("attribute_defs");
+/// subject kind ++ 0 ++ name ++ 0 ++ subject id → (). Whether a custom
+/// attribute is in use, without scanning every subject.
+pub const ATTRIBUTE_USAGE: Keyspace = Keyspace::new("attribute_usage");
+
+/// Concatenates key parts.
+pub fn join(parts: &[&[u8]]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(parts.iter().map(|p| p.len()).sum());
+    for p in parts {
+        out.extend_from_slice(p);
+    }
+    out
+}
+
+/// A user id or device id as a key.
+pub fn id(id: &Uuid) -> [u8; 16] {
+    *id.as_bytes()
+}
+
+/// Reads a UUID from 16 key bytes.
+pub fn uuid_at(bytes: &[u8], offset: usize) -> Option<Uuid> {
+    bytes
+        .get(offset..offset + 16)
+        .and_then(|b| Uuid::from_slice(b).ok())
+}
+
+/// The case-insensitive form used by unique indexes.
+pub fn fold(s: &str) -> Vec<u8> {
+    s.to_lowercase().into_bytes()
+}

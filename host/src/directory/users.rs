@@ -1,0 +1,680 @@
+//! Users: the people in the directory, their profile, their state, and the
+//! indexes that keep usernames and emails unique.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use cohort_storage::WriteTxn;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::attributes::{AttrValue, SubjectKind, check_string, track_usage, validate_custom};
+use super::keys::{self, USERS, USERS_BY_EMAIL, USERS_BY_MANAGER, USERS_BY_USERNAME};
+use super::query::{ListQuery, Subject};
+use super::{Directory, Versioned, decode_patch};
+use crate::audit::{self, Record};
+use crate::auth::{Actor, ChangeUserState, ManageDirectory, Mutation, Read};
+use crate::error::DomainError;
+use crate::page::{self, Page, PageRequest};
+
+/// Where a user is in their lifecycle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum UserState {
+    /// Created but not yet given access (e.g. before a start date).
+    Staged,
+    /// Has access.
+    Active,
+    /// Access withdrawn; the account and its history are kept.
+    Suspended,
+}
+
+impl UserState {
+    /// The state's name in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UserState::Staged => "staged",
+            UserState::Active => "active",
+            UserState::Suspended => "suspended",
+        }
+    }
+
+    /// The states a user in this state may move to. Staged users are
+    /// activated; active users are suspended; suspended users are
+    /// reactivated. Nothing returns to staged.
+    pub fn allowed_next(self) -> &'static [UserState] {
+        match self {
+            UserState::Staged => &[UserState::Active],
+            UserState::Active => &[UserState::Suspended],
+            UserState::Suspended => &[UserState::Active],
+        }
+    }
+}
+
+/// A user as stored and returned.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct User {
+    /// Stable id (UUIDv7).
+    pub id: Uuid,
+    /// Unique login name, compared case-insensitively.
+    pub username: String,
+    /// Unique email, compared case-insensitively.
+    pub email: String,
+    /// Lifecycle state; changed only through `POST /api/v1/users/{id}/state`.
+    pub state: UserState,
+    /// Given name.
+    pub first_name: Option<String>,
+    /// Family name.
+    pub last_name: Option<String>,
+    /// Name shown in user interfaces.
+    pub display_name: Option<String>,
+    /// Department.
+    pub department: Option<String>,
+    /// Job title.
+    pub job_title: Option<String>,
+    /// Office or work location.
+    pub location: Option<String>,
+    /// Employee type, e.g. full-time or contractor.
+    pub employee_type: Option<String>,
+    /// Company or legal entity.
+    pub company: Option<String>,
+    /// Cost center.
+    pub cost_center: Option<String>,
+    /// Employee id from the HR system.
+    pub employee_id: Option<String>,
+    /// Id of the user's manager, another user in the directory.
+    pub manager_id: Option<Uuid>,
+    /// Phone number.
+    pub phone: Option<String>,
+    /// Free-form description.
+    pub description: Option<String>,
+    /// Values of declared custom attributes.
+    pub custom_attributes: BTreeMap<String, AttrValue>,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+    /// Increases by one with every change; the ETag.
+    pub version: u64,
+}
+
+/// The writable fields of a user: the body of a create, and what a PATCH
+/// (JSON merge patch) is applied to.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UserInput {
+    /// Unique login name: 1–64 of letters, digits and `. _ @ + -`.
+    pub username: String,
+    /// Unique email address.
+    pub email: String,
+    /// Initial state on create (`staged` by default, or `active`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<UserState>,
+    /// Given name.
+    #[serde(default)]
+    pub first_name: Option<String>,
+    /// Family name.
+    #[serde(default)]
+    pub last_name: Option<String>,
+    /// Name shown in user interfaces.
+    #[serde(default)]
+    pub display_name: Option<String>,
+    /// Department.
+    #[serde(default)]
+    pub department: Option<String>,
+    /// Job title.
+    #[serde(default)]
+    pub job_title: Option<String>,
+    /// Office or work location.
+    #[serde(default)]
+    pub location: Option<String>,
+    /// Employee type.
+    #[serde(default)]
+    pub employee_type: Option<String>,
+    /// Company.
+    #[serde(default)]
+    pub company: Option<String>,
+    /// Cost center.
+    #[serde(default)]
+    pub cost_center: Option<String>,
+    /// Employee id.
+    #[serde(default)]
+    pub employee_id: Option<String>,
+    /// Id of the manager, an existing user.
+    #[serde(default)]
+    pub manager_id: Option<Uuid>,
+    /// Phone number.
+    #[serde(default)]
+    pub phone: Option<String>,
+    /// Free-form description.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Values for declared custom attributes; null removes one in a PATCH.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub custom_attributes: BTreeMap<String, Value>,
+}
+
+impl From<&User> for UserInput {
+    fn from(u: &User) -> Self {
+        UserInput {
+            username: u.username.clone(),
+            email: u.email.clone(),
+            state: None,
+            first_name: u.first_name.clone(),
+            last_name: u.last_name.clone(),
+            display_name: u.display_name.clone(),
+            department: u.department.clone(),
+            job_title: u.job_title.clone(),
+            location: u.location.clone(),
+            employee_type: u.employee_type.clone(),
+            company: u.company.clone(),
+            cost_center: u.cost_center.clone(),
+            employee_id: u.employee_id.clone(),
+            manager_id: u.manager_id,
+            phone: u.phone.clone(),
+            description: u.description.clone(),
+            custom_attributes: u
+                .custom_attributes
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        serde_json::to_value(v).expect("attribute values serialize"),
+                    )
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Body of a state change.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StateChange {
+    /// The state to move to.
+    pub state: UserState,
+}
+
+impl Subject for User {
+    fn attribute(&self, name: &str) -> Option<AttrValue> {
+        let s = |v: &Option<String>| v.clone().map(AttrValue::String);
+        let t = |v: &DateTime<Utc>| {
+            Some(AttrValue::String(
+                v.to_rfc3339_opts(SecondsFormat::Micros, true),
+            ))
+        };
+        match name {
+            "id" => Some(AttrValue::String(self.id.to_string())),
+            "username" => Some(AttrValue::String(self.username.clone())),
+            "email" => Some(AttrValue::String(self.email.clone())),
+            "state" => Some(AttrValue::String(self.state.as_str().into())),
+            "first_name" => s(&self.first_name),
+            "last_name" => s(&self.last_name),
+            "display_name" => s(&self.display_name),
+            "department" => s(&self.department),
+            "job_title" => s(&self.job_title),
+            "location" => s(&self.location),
+            "employee_type" => s(&self.employee_type),
+            "company" => s(&self.company),
+            "cost_center" => s(&self.cost_center),
+            "employee_id" => s(&self.employee_id),
+            "manager_id" => self.manager_id.map(|m| AttrValue::String(m.to_string())),
+            "phone" => s(&self.phone),
+            "description" => s(&self.description),
+            "created_at" => t(&self.created_at),
+            "updated_at" => t(&self.updated_at),
+            custom => self.custom_attributes.get(custom).cloned(),
+        }
+    }
+}
+
+/// Sort keys an index serves; the first is the default.
+pub const USER_SORTS: &[&str] = &["created_at", "username", "email"];
+
+/// Fields a PATCH may not touch, with the reason given to the client.
+const READ_ONLY: &[(&str, &str)] = &[
+    ("id", "is assigned by Cohort"),
+    ("created_at", "is set by Cohort"),
+    ("updated_at", "is set by Cohort"),
+    ("version", "is set by Cohort; send it as If-Match instead"),
+    (
+        "state",
+        "changes only through POST /api/v1/users/{id}/state",
+    ),
+];
+
+fn is_valid_username(s: &str) -> bool {
+    let mut chars = s.chars();
+    !s.is_empty()
+        && s.len() <= 64
+        && chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '@' | '+' | '-'))
+}
+
+fn is_valid_email(s: &str) -> bool {
+    let Some((local, domain)) = s.split_once('@') else {
+        return false;
+    };
+    s.len() <= 254
+        && !local.is_empty()
+        && local.len() <= 64
+        && !domain.contains('@')
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !s.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
+/// Loads a user inside a transaction.
+pub(crate) fn load(txn: &WriteTxn<'_>, id: &Uuid) -> Result<User, DomainError> {
+    txn.get_json(USERS, &keys::id(id))?
+        .ok_or_else(|| DomainError::not_found("user", id))
+}
+
+impl Directory {
+    /// Validates input and builds the user it describes; `existing` is the
+    /// user being updated, if any.
+    fn build_user(
+        &self,
+        txn: &WriteTxn<'_>,
+        input: UserInput,
+        existing: Option<&User>,
+        now: DateTime<Utc>,
+    ) -> Result<User, DomainError> {
+        if !is_valid_username(&input.username) {
+            return Err(DomainError::invalid(
+                "username",
+                "must be 1-64 characters, start with a letter or digit, and contain only letters, digits and . _ @ + -",
+            ));
+        }
+        if !is_valid_email(&input.email) {
+            return Err(DomainError::invalid(
+                "email",
+                "must be a valid email address",
+            ));
+        }
+        let text_fields = [
+            ("first_name", &input.first_name, 256),
+            ("last_name", &input.last_name, 256),
+            ("display_name", &input.display_name, 256),
+            ("department", &input.department, 256),
+            ("job_title", &input.job_title, 256),
+            ("location", &input.location, 256),
+            ("employee_type", &input.employee_type, 256),
+            ("company", &input.company, 256),
+            ("cost_center", &input.cost_center, 256),
+            ("employee_id", &input.employee_id, 256),
+            ("phone", &input.phone, 64),
+            ("description", &input.description, 4096),
+        ];
+        for (field, value, max) in text_fields {
+            if let Some(v) = value {
+                check_string(field, v, max)?;
+            }
+        }
+        let id = existing.map_or_else(Uuid::now_v7, |u| u.id);
+        if let Some(m) = input.manager_id {
+            if m == id {
+                return Err(DomainError::invalid(
+                    "manager_id",
+                    "a user cannot be their own manager",
+                ));
+            }
+            if !txn.contains(USERS, &keys::id(&m))? {
+                return Err(DomainError::invalid(
+                    "manager_id",
+                    format!("no user with id {m}"),
+                ));
+            }
+        }
+        let custom_attributes = validate_custom(txn, SubjectKind::User, &input.custom_attributes)?;
+        let state = match (existing, input.state) {
+            (Some(u), _) => u.state,
+            (None, None) => UserState::Staged,
+            (None, Some(UserState::Suspended)) => {
+                return Err(DomainError::invalid(
+                    "state",
+                    "a new user starts as staged or active",
+                ));
+            }
+            (None, Some(s)) => s,
+        };
+        Ok(User {
+            id,
+            username: input.username,
+            email: input.email,
+            state,
+            first_name: input.first_name,
+            last_name: input.last_name,
+            display_name: input.display_name,
+            department: input.department,
+            job_title: input.job_title,
+            location: input.location,
+            employee_type: input.employee_type,
+            company: input.company,
+            cost_center: input.cost_center,
+            employee_id: input.employee_id,
+            manager_id: input.manager_id,
+            phone: input.phone,
+            description: input.description,
+            custom_attributes,
+            created_at: existing.map_or(now, |u| u.created_at),
+            updated_at: now,
+            version: existing.map_or(1, |u| u.version + 1),
+        })
+    }
+
+    /// Writes `after` with its indexes and audit event, replacing `before`.
+    /// Checks uniqueness of username and email.
+    fn put_user(
+        txn: &mut WriteTxn<'_>,
+        actor: &Actor,
+        action: &str,
+        before: Option<&User>,
+        after: &User,
+    ) -> Result<(), DomainError> {
+        let id = keys::id(&after.id);
+        let unique = [
+            (
+                USERS_BY_USERNAME,
+                "username",
+                "username_taken",
+                &after.username,
+                before.map(|b| &b.username),
+            ),
+            (
+                USERS_BY_EMAIL,
+                "email",
+                "email_taken",
+                &after.email,
+                before.map(|b| &b.email),
+            ),
+        ];
+        for (ks, field, code, new, old) in unique {
+            let new_key = keys::fold(new);
+            if old.map(|o| keys::fold(o)) == Some(new_key.clone()) {
+                continue;
+            }
+            if txn.contains(ks, &new_key)? {
+                return Err(DomainError::Conflict {
+                    code,
+                    field: Some(field.into()),
+                    message: format!("another user already has {field} {new:?}"),
+                });
+            }
+            if let Some(old) = old {
+                txn.delete(ks, &keys::fold(old));
+            }
+            txn.put(ks, &new_key, id.to_vec());
+        }
+        let old_manager = before.and_then(|b| b.manager_id);
+        if old_manager != after.manager_id {
+            if let Some(m) = old_manager {
+                txn.delete(USERS_BY_MANAGER, &keys::join(&[&keys::id(&m), &id]));
+            }
+            if let Some(m) = after.manager_id {
+                txn.put(
+                    USERS_BY_MANAGER,
+                    &keys::join(&[&keys::id(&m), &id]),
+                    Vec::new(),
+                );
+            }
+        }
+        track_usage(
+            txn,
+            SubjectKind::User,
+            &id,
+            before.map(|b| &b.custom_attributes),
+            Some(&after.custom_attributes),
+        );
+        txn.put_json(USERS, &id, after)?;
+        audit::record(
+            txn,
+            after.updated_at,
+            actor,
+            Record {
+                action,
+                resource_type: "user",
+                resource_id: after.id.to_string(),
+                changes: audit::diff(before, Some(after)),
+            },
+        )?;
+        Ok(())
+    }
+
+    /// Creates a user.
+    pub async fn create_user(
+        &self,
+        cap: &ManageDirectory<'_>,
+        input: UserInput,
+    ) -> Result<User, DomainError> {
+        let now = self.clock.now();
+        super::commit(&self.store, |txn| {
+            let user = self.build_user(txn, input, None, now)?;
+            Self::put_user(txn, cap.actor(), "user.create", None, &user)?;
+            Ok(user)
+        })
+        .await
+    }
+
+    /// One user by id.
+    pub fn get_user(&self, _: &Read, id: &Uuid) -> Result<User, DomainError> {
+        self.store
+            .get_json(USERS, &keys::id(id))?
+            .ok_or_else(|| DomainError::not_found("user", id))
+    }
+
+    /// Applies a JSON merge patch (RFC 7396) to a user's writable fields.
+    pub async fn update_user(
+        &self,
+        cap: &ManageDirectory<'_>,
+        id: &Uuid,
+        patch: &Value,
+        if_match: Option<u64>,
+    ) -> Result<User, DomainError> {
+        let now = self.clock.now();
+        super::commit(&self.store, |txn| {
+            let before = load(txn, id)?;
+            before.check_version(if_match)?;
+            let input: UserInput = decode_patch(&UserInput::from(&before), patch, READ_ONLY)?;
+            let after = self.build_user(txn, input, Some(&before), now)?;
+            if after
+                == (User {
+                    updated_at: after.updated_at,
+                    version: after.version,
+                    ..before.clone()
+                })
+            {
+                // Nothing changed: no write, no audit event, same version.
+                return Ok(before);
+            }
+            Self::put_user(txn, cap.actor(), "user.update", Some(&before), &after)?;
+            Ok(after)
+        })
+        .await
+    }
+
+    /// Moves a user to another state, if the transition is allowed.
+    pub async fn change_user_state(
+        &self,
+        cap: &ChangeUserState<'_>,
+        id: &Uuid,
+        to: UserState,
+        if_match: Option<u64>,
+    ) -> Result<User, DomainError> {
+        let now = self.clock.now();
+        super::commit(&self.store, |txn| {
+            let before = load(txn, id)?;
+            before.check_version(if_match)?;
+            if !before.state.allowed_next().contains(&to) {
+                return Err(DomainError::InvalidTransition {
+                    from: before.state.as_str(),
+                    to: to.as_str(),
+                    allowed: before
+                        .state
+                        .allowed_next()
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                });
+            }
+            let after = User {
+                state: to,
+                updated_at: now,
+                version: before.version + 1,
+                ..before.clone()
+            };
+            Self::put_user(txn, cap.actor(), "user.state_change", Some(&before), &after)?;
+            Ok(after)
+        })
+        .await
+    }
+
+    /// Deletes a user, their device bindings, and their place as anyone's
+    /// manager (those users' `manager_id` is cleared, each with its own audit
+    /// event).
+    pub async fn delete_user(
+        &self,
+        cap: &ManageDirectory<'_>,
+        id: &Uuid,
+        if_match: Option<u64>,
+    ) -> Result<(), DomainError> {
+        let now = self.clock.now();
+        let actor = cap.actor();
+        super::commit(&self.store, |txn| {
+            let user = load(txn, id)?;
+            user.check_version(if_match)?;
+            let key = keys::id(id);
+            for (k, _) in txn.scan_prefix(USERS_BY_MANAGER, &key)? {
+                let Some(report_id) = keys::uuid_at(&k, 16) else {
+                    continue;
+                };
+                let before = load(txn, &report_id)?;
+                let after = User {
+                    manager_id: None,
+                    updated_at: now,
+                    version: before.version + 1,
+                    ..before.clone()
+                };
+                Self::put_user(txn, actor, "user.update", Some(&before), &after)?;
+            }
+            super::bindings::unbind_all(txn, SubjectKind::User, id, now, actor)?;
+            if let Some(m) = user.manager_id {
+                txn.delete(USERS_BY_MANAGER, &keys::join(&[&keys::id(&m), &key]));
+            }
+            txn.delete(USERS_BY_USERNAME, &keys::fold(&user.username));
+            txn.delete(USERS_BY_EMAIL, &keys::fold(&user.email));
+            track_usage(
+                txn,
+                SubjectKind::User,
+                &key,
+                Some(&user.custom_attributes),
+                None,
+            );
+            txn.delete(USERS, &key);
+            audit::record(
+                txn,
+                now,
+                actor,
+                Record {
+                    action: "user.delete",
+                    resource_type: "user",
+                    resource_id: id.to_string(),
+                    changes: audit::diff(Some(&user), None),
+                },
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Parses list parameters for users.
+    pub fn user_query(&self, params: &[(String, String)]) -> Result<ListQuery, DomainError> {
+        self.parse_list_query(SubjectKind::User, USER_SORTS, params)
+    }
+
+    /// A page of users matching `query`, walked along the sort key's index.
+    pub fn list_users(
+        &self,
+        _: &Read,
+        query: &ListQuery,
+        req: &PageRequest,
+    ) -> Result<Page<User>, DomainError> {
+        let tag = query.cursor_tag(SubjectKind::User);
+        // An exact username or email filter is one index lookup.
+        for (name, ks) in [("username", USERS_BY_USERNAME), ("email", USERS_BY_EMAIL)] {
+            if let Some(v) = query.exact(name) {
+                let found = match self.store.get(ks, &keys::fold(v))? {
+                    Some(id) => self.store.get_json::<User>(USERS, &id)?,
+                    None => None,
+                };
+                return Ok(Page {
+                    items: found.into_iter().filter(|u| query.matches(u)).collect(),
+                    next_cursor: None,
+                });
+            }
+        }
+        let resume = req.resume_key(&tag)?;
+        let index = match query.sort {
+            "username" => USERS_BY_USERNAME,
+            "email" => USERS_BY_EMAIL,
+            _ => USERS,
+        };
+        let entries = self
+            .store
+            .scan(index, b"", resume.as_deref(), query.descending);
+        page::collect(&tag, req.limit, entries, |_, v| {
+            let user: User = if index == USERS {
+                cohort_storage::decode_json(USERS, v)?
+            } else {
+                match self.store.get_json(USERS, v)? {
+                    Some(u) => u,
+                    // The user was deleted between the index read and this one.
+                    None => return Ok(page::Visit::Skip),
+                }
+            };
+            Ok(query.matches(&user).then_some(user).into())
+        })
+    }
+}
+
+impl Versioned for User {
+    fn version(&self) -> u64 {
+        self.version
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usernames_and_emails_are_checked() {
+        assert!(is_valid_username("ada.lovelace+test@corp"));
+        assert!(!is_valid_username(".ada"));
+        assert!(!is_valid_username("ada lovelace"));
+        assert!(is_valid_email("ada@example.com"));
+        assert!(!is_valid_email("ada@example"));
+        assert!(!is_valid_email("ada@@example.com"));
+        assert!(!is_valid_email("a da@example.com"));
+    }
+
+    #[test]
+    fn transitions_follow_the_lifecycle() {
+        assert_eq!(UserState::Staged.allowed_next(), &[UserState::Active]);
+        assert!(
+            !UserState::Active
+                .allowed_next()
+                .contains(&UserState::Staged)
+        );
+        assert!(
+            UserState::Suspended
+                .allowed_next()
+                .contains(&UserState::Active)
+        );
+    }
+}

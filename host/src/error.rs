@@ -1,0 +1,88 @@
+//! The domain's error type. It says what went wrong in domain terms; the HTTP
+//! layer (`api::error`) alone decides which status and code that becomes.
+
+use cohort_storage::StorageError;
+
+/// Why a domain operation was refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DomainError {
+    /// The addressed resource does not exist.
+    #[error("{kind} {id} not found")]
+    NotFound {
+        /// `user`, `device`, `binding`, …
+        kind: &'static str,
+        /// The id or name that was looked up.
+        id: String,
+    },
+    /// The change would break a uniqueness or referential rule.
+    #[error("{message}")]
+    Conflict {
+        /// Stable machine-readable code, e.g. `username_taken`.
+        code: &'static str,
+        /// The input field at fault, when there is one.
+        field: Option<String>,
+        /// A sentence for people.
+        message: String,
+    },
+    /// The input is well-formed but breaks a rule of the directory.
+    #[error("{field}: {message}")]
+    Invalid {
+        /// The offending field, as a dotted path (`custom_attributes.level`).
+        field: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// A list query has a bad parameter.
+    #[error("{field}: {message}")]
+    BadQuery {
+        /// The query parameter at fault.
+        field: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// Optimistic concurrency: the caller edited an older version.
+    #[error("the resource has changed (current version {current}); fetch it again and retry")]
+    VersionMismatch {
+        /// The version now stored.
+        current: u64,
+    },
+    /// The requested user state change is not one of the allowed transitions.
+    #[error("cannot change state from {from} to {to}; allowed: {allowed}")]
+    InvalidTransition {
+        /// Current state.
+        from: &'static str,
+        /// Requested state.
+        to: &'static str,
+        /// The states reachable from `from`.
+        allowed: String,
+    },
+    /// The storage layer failed; the change was not made.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+impl DomainError {
+    /// Shorthand for [`DomainError::Invalid`].
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        DomainError::Invalid {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    /// Shorthand for [`DomainError::BadQuery`].
+    pub fn bad_query(field: impl Into<String>, message: impl Into<String>) -> Self {
+        DomainError::BadQuery {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    /// Shorthand for [`DomainError::NotFound`].
+    pub fn not_found(kind: &'static str, id: impl ToString) -> Self {
+        DomainError::NotFound {
+            kind,
+            id: id.to_string(),
+        }
+    }
+}

@@ -1,0 +1,14 @@
+//! The Cohort server: directory, audit log, authentication and the HTTP API
+//! over them. `main.rs` is a thin command-line shell around [`server`].
+
+pub mod api;
+pub mod audit;
+pub mod auth;
+pub mod clock;
+pub mod config;
+pub mod directory;
+pub mod error;
+pub mod json;
+pub mod migrations;
+pub mod page;
+pub mod server;

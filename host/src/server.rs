@@ -1,0 +1,111 @@
+//! Wires the pieces together and runs the HTTP server until shutdown.
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+
+use cohort_storage::{OpenOptions, StorageError, Store};
+use tokio::net::TcpListener;
+
+use crate::api::{self, AppState, metrics::Metrics};
+use crate::audit::AuditLog;
+use crate::auth::ApiKeys;
+use crate::clock::{Clock, SystemClock};
+use crate::config::Config;
+use crate::directory::Directory;
+use crate::error::DomainError;
+use crate::migrations::MIGRATIONS;
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The store could not be opened or migrated.
+    #[error("storage: {0}")]
+    Storage(#[from] StorageError),
+    /// Bootstrapping failed.
+    #[error("{0}")]
+    Domain(#[from] DomainError),
+    /// Serving HTTP failed.
+    #[error("http server: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A started application: the state handlers share, and the bootstrap key
+/// when one was generated.
+pub struct App {
+    /// Shared state.
+    pub state: AppState,
+    /// A freshly generated admin key, to be shown once.
+    pub generated_admin_key: Option<String>,
+}
+
+/// Opens the store in the data directory and migrates it.
+pub fn open_store(data_dir: &Path, cache_mb: u64) -> Result<Store, StorageError> {
+    let store = Store::open(
+        data_dir,
+        &OpenOptions {
+            cache_bytes: cache_mb * 1024 * 1024,
+        },
+    )?;
+    let version = store.migrate(MIGRATIONS)?;
+    tracing::info!(schema_version = version, data_dir = %data_dir.display(), "storage ready");
+    Ok(store)
+}
+
+/// Builds the application over an open store.
+pub fn build(config: &Config, store: Store, clock: Arc<dyn Clock>) -> Result<App, ServerError> {
+    let keys = ApiKeys::new(store.clone(), Arc::clone(&clock));
+    let generated_admin_key = keys.bootstrap(config.bootstrap_admin_key.as_ref())?;
+    let state = AppState {
+        directory: Directory::new(store.clone(), Arc::clone(&clock)),
+        audit: AuditLog::new(store.clone()),
+        keys,
+        store,
+        metrics: Arc::new(Metrics::default()),
+        data_dir: config.data_dir.clone(),
+        max_body_bytes: config.http.max_body_bytes,
+        openapi: Arc::new(api::openapi_json()),
+    };
+    Ok(App {
+        state,
+        generated_admin_key,
+    })
+}
+
+/// Serves `state` on `listener` until `shutdown` resolves, then drains
+/// in-flight requests and flushes storage.
+pub async fn run(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let store = state.store.clone();
+    let app = api::router(state);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    tracing::info!("shutting down: flushing storage");
+    store.flush()?;
+    Ok(())
+}
+
+/// Opens, builds and serves with the real clock; what `cohort serve` does.
+pub async fn serve(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let store = open_store(&config.data_dir, config.storage.cache_mb)?;
+    let app = build(&config, store, Arc::new(SystemClock))?;
+    if let Some(key) = &app.generated_admin_key {
+        // Printed, never logged: logs are shipped and kept; this is shown once.
+        println!(
+            "Cohort created the first admin API key. It is shown only this once; store it now:\n\n    {key}\n"
+        );
+    }
+    let listener = TcpListener::bind(config.listen).await?;
+    let addr = listener.local_addr()?;
+    tracing::info!(listen = %addr, "cohort is serving");
+    // Scripts and tests read this line to learn the port when listening on :0.
+    println!("listening on http://{addr}");
+    run(listener, app.state, shutdown).await
+}
