@@ -71,6 +71,17 @@ fn shape_or_syntax(
             format!("{field}.{name}")
         };
     }
+    // A missing field is reported at its parent; name the field itself.
+    if let Some(name) = message
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.split('`').next())
+    {
+        field = if field.is_empty() {
+            name.to_string()
+        } else {
+            format!("{field}.{name}")
+        };
+    }
     DecodeError::Shape { field, message }
 }
 
@@ -137,6 +148,8 @@ mod tests {
     #[test]
     fn errors_name_the_field() {
         assert_eq!(field(from_slice(br#"{"name": 5}"#)), "name");
+        assert_eq!(field(from_slice(br#"{}"#)), "name");
+        assert_eq!(field(from_slice(br#"{"name": "a", "inner": {}}"#)), "inner.n");
         assert_eq!(field(from_slice(br#"{"name": "a", "nmae": 1}"#)), "nmae");
         assert_eq!(
             field(from_slice(br#"{"name": "a", "inner": {"n": "x"}}"#)),

@@ -1,1 +1,325 @@
+//! The end-to-end harness: start the real `cohort` binary on a free loopback
+//! port with a temporary data directory, and talk to it over HTTP. Nothing
+//! here reaches into the server's internals; if a test passes, a client
+//! would see the same.
 
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use reqwest::header::HeaderMap;
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+
+/// The admin key every test server is bootstrapped with.
+pub const ADMIN_KEY: &str = "e2e-admin-key-0123456789abcdef";
+
+/// Path of the `cohort` binary: `COHORT_BIN`, or the one next to the test
+/// executable's target directory (`cargo build --bin cohort` puts it there).
+pub fn cohort_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("COHORT_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    // target/<profile>/deps/<test> → target/<profile>/cohort
+    let profile_dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let bin = profile_dir.join("cohort");
+    assert!(
+        bin.exists(),
+        "{} does not exist: build it first with `cargo build --bin cohort` (the README's test command does)",
+        bin.display()
+    );
+    bin
+}
+
+/// A running server process and its data directory.
+pub struct Server {
+    child: Option<Child>,
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+    data: PathBuf,
+    log: PathBuf,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Server {
+    /// Starts a server on a fresh temporary data directory.
+    pub fn start() -> Server {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let data = dir.path().join("data");
+        let mut s = Server::start_on(&data, dir.path().join("server.log"));
+        s._dir = Some(dir);
+        s
+    }
+
+    /// Starts a server on an existing data directory (after a kill, or a
+    /// restore). The caller owns the directory.
+    pub fn start_on(data: &Path, log: PathBuf) -> Server {
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("log file");
+        let mut child = Command::new(cohort_bin())
+            .arg("serve")
+            .env("COHORT_LISTEN", "127.0.0.1:0")
+            .env("COHORT_DATA_DIR", data)
+            .env("COHORT_BOOTSTRAP_ADMIN_KEY", ADMIN_KEY)
+            .env("COHORT_LOG_LEVEL", "warn")
+            .env_remove("COHORT_CONFIG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log_file))
+            .spawn()
+            .expect("spawn cohort");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let base = loop {
+            match lines.next() {
+                Some(Ok(line)) => {
+                    if let Some(url) = line.strip_prefix("listening on ") {
+                        break url.trim().to_string();
+                    }
+                }
+                _ => {
+                    let _ = child.kill();
+                    let log = std::fs::read_to_string(&log).unwrap_or_default();
+                    panic!("cohort exited before listening; its log:\n{log}");
+                }
+            }
+        };
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Server {
+            child: Some(child),
+            base,
+            data: data.to_path_buf(),
+            log,
+            _dir: None,
+        }
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.data
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGKILL: no chance to flush or clean up.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, then wait for a clean exit; returns the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("server is running");
+        let status = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status()
+            .expect("kill -TERM");
+        assert!(status.success());
+        for _ in 0..200 {
+            if let Some(s) = c.try_wait().expect("wait") {
+                return s;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = c.kill();
+        panic!("server did not exit within 10 s of SIGTERM");
+    }
+
+    /// Kills the server and starts it again on the same data directory.
+    pub fn restart_after_kill(&mut self) {
+        self.kill();
+        let dir = self._dir.take();
+        let mut fresh = Server::start_on(&self.data, self.log.clone());
+        fresh._dir = dir;
+        *self = fresh;
+    }
+
+    /// A client for this server with the bootstrap admin key.
+    pub fn admin(&self) -> Api {
+        self.client(Some(ADMIN_KEY))
+    }
+
+    /// A client with `key`, or with none.
+    pub fn client(&self, key: Option<&str>) -> Api {
+        Api {
+            base: self.base.clone(),
+            key: key.map(str::to_string),
+            http: reqwest::Client::builder()
+                .no_proxy()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("client"),
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A response, decoded.
+#[derive(Debug)]
+pub struct Resp {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Response headers.
+    pub headers: HeaderMap,
+    /// The body as JSON (`Null` when empty, a string when not JSON).
+    pub body: Value,
+}
+
+impl Resp {
+    /// `error.code` of an error body.
+    pub fn code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or("")
+    }
+
+    /// `error.field` of an error body.
+    pub fn field(&self) -> &str {
+        self.body["error"]["field"].as_str().unwrap_or("")
+    }
+
+    /// A header as text.
+    pub fn header(&self, name: &str) -> &str {
+        self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
+    }
+
+    /// Asserts the status, printing the body when it differs.
+    #[track_caller]
+    pub fn expect(self, status: u16) -> Self {
+        assert_eq!(self.status.as_u16(), status, "unexpected status; body: {}", self.body);
+        self
+    }
+}
+
+/// A small HTTP client bound to one server and one key.
+#[derive(Clone)]
+pub struct Api {
+    base: String,
+    key: Option<String>,
+    http: reqwest::Client,
+}
+
+impl Api {
+    /// Sends a request with an optional JSON body and extra headers.
+    pub async fn send(&self, method: Method, path: &str, body: Option<&Value>, headers: &[(&str, &str)]) -> Resp {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(k) = &self.key {
+            req = req.bearer_auth(k);
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if let Some(b) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(serde_json::to_vec(b).expect("json"));
+        }
+        let resp = req.send().await.expect("request failed");
+        Self::decode(resp).await
+    }
+
+    /// POST that tolerates a dead server: `None` when the request could not
+    /// complete (connection refused or reset), else status and body.
+    pub async fn try_post(&self, path: &str, body: &Value) -> Option<(u16, Value)> {
+        let mut req = self.http.post(format!("{}{path}", self.base)).json(body);
+        if let Some(k) = &self.key {
+            req = req.bearer_auth(k);
+        }
+        let resp = req.send().await.ok()?;
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await.ok()?;
+        Some((status, serde_json::from_slice(&bytes).unwrap_or(Value::Null)))
+    }
+
+    /// Sends raw bytes with a content type.
+    pub async fn send_raw(&self, method: Method, path: &str, content_type: Option<&str>, body: Vec<u8>) -> Resp {
+        let mut req = self.http.request(method, format!("{}{path}", self.base)).body(body);
+        if let Some(k) = &self.key {
+            req = req.bearer_auth(k);
+        }
+        if let Some(ct) = content_type {
+            req = req.header("content-type", ct);
+        }
+        Self::decode(req.send().await.expect("request failed")).await
+    }
+
+    async fn decode(resp: reqwest::Response) -> Resp {
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = resp.bytes().await.expect("body");
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+        };
+        Resp { status, headers, body }
+    }
+
+    /// GET.
+    pub async fn get(&self, path: &str) -> Resp {
+        self.send(Method::GET, path, None, &[]).await
+    }
+
+    /// POST with a JSON body.
+    pub async fn post(&self, path: &str, body: Value) -> Resp {
+        self.send(Method::POST, path, Some(&body), &[]).await
+    }
+
+    /// PATCH with a JSON body.
+    pub async fn patch(&self, path: &str, body: Value) -> Resp {
+        self.send(Method::PATCH, path, Some(&body), &[]).await
+    }
+
+    /// PUT without a body.
+    pub async fn put(&self, path: &str) -> Resp {
+        self.send(Method::PUT, path, None, &[]).await
+    }
+
+    /// DELETE.
+    pub async fn delete(&self, path: &str) -> Resp {
+        self.send(Method::DELETE, path, None, &[]).await
+    }
+
+    /// GET that returns the raw body text.
+    pub async fn get_text(&self, path: &str) -> (StatusCode, String) {
+        let mut req = self.http.get(format!("{}{path}", self.base));
+        if let Some(k) = &self.key {
+            req = req.bearer_auth(k);
+        }
+        let resp = req.send().await.expect("request failed");
+        (resp.status(), resp.text().await.expect("body"))
+    }
+
+    /// Creates a user and returns its JSON.
+    pub async fn create_user(&self, username: &str) -> Value {
+        self.post(
+            "/api/v1/users",
+            serde_json::json!({"username": username, "email": format!("{username}@example.com")}),
+        )
+        .await
+        .expect(201)
+        .body
+    }
+
+    /// Creates an API key with `role` and returns its secret.
+    pub async fn create_key(&self, name: &str, role: &str) -> String {
+        let r = self
+            .post("/api/v1/api-keys", serde_json::json!({"name": name, "role": role}))
+            .await
+            .expect(201);
+        r.body["secret"].as_str().expect("secret").to_string()
+    }
+}

@@ -1,0 +1,158 @@
+//! The role matrix: every role against every kind of endpoint. A forbidden
+//! call is a 403 that names the role, and writes nothing.
+
+use cohort_tests::{Api, Server};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+/// What each probe needs to exist.
+struct Fixture {
+    user: String,
+    device: String,
+}
+
+/// One kind of endpoint, and which roles may call it
+/// (admin, help-desk, read-only, device-agent).
+struct Probe {
+    name: &'static str,
+    allowed: [bool; 4],
+    /// Builds the request from the fixture, a unique number and the role's
+    /// index (the state probe suspends as admin, reactivates as help-desk).
+    call: fn(&Fixture, usize, usize) -> (Method, String, Option<Value>),
+}
+
+const PROBES: &[Probe] = &[
+    Probe { name: "list users", allowed: [true, true, true, false], call: |_, _, _| (Method::GET, "/api/v1/users".into(), None) },
+    Probe { name: "get user", allowed: [true, true, true, false], call: |f, _, _| (Method::GET, format!("/api/v1/users/{}", f.user), None) },
+    Probe {
+        name: "create user",
+        allowed: [true, false, false, false],
+        call: |_, i, _| (Method::POST, "/api/v1/users".into(), Some(json!({"username": format!("new{i}"), "email": format!("new{i}@example.com")}))),
+    },
+    Probe { name: "patch user", allowed: [true, false, false, false], call: |f, i, _| (Method::PATCH, format!("/api/v1/users/{}", f.user), Some(json!({"phone": format!("{i}")}))) },
+    Probe {
+        name: "change user state",
+        allowed: [true, true, false, false],
+        call: |f, _, role| {
+            let to = if role == 0 { "suspended" } else { "active" };
+            (Method::POST, format!("/api/v1/users/{}/state", f.user), Some(json!({"state": to})))
+        },
+    },
+    Probe { name: "list devices", allowed: [true, true, true, false], call: |_, _, _| (Method::GET, "/api/v1/devices".into(), None) },
+    Probe {
+        name: "create device",
+        allowed: [true, false, false, false],
+        call: |_, i, _| (Method::POST, "/api/v1/devices".into(), Some(json!({"hostname": format!("h{i}"), "os_family": "linux"}))),
+    },
+    Probe {
+        name: "device check-in",
+        allowed: [true, false, false, true],
+        call: |f, i, _| (Method::POST, format!("/api/v1/devices/{}/check-in", f.device), Some(json!({"agent_version": format!("1.{i}")}))),
+    },
+    Probe { name: "bind", allowed: [true, false, false, false], call: |f, _, _| (Method::PUT, format!("/api/v1/users/{}/devices/{}", f.user, f.device), None) },
+    Probe { name: "read bindings", allowed: [true, true, true, false], call: |f, _, _| (Method::GET, format!("/api/v1/users/{}/devices", f.user), None) },
+    Probe { name: "read schema", allowed: [true, true, true, false], call: |_, _, _| (Method::GET, "/api/v1/attributes".into(), None) },
+    Probe {
+        name: "declare attribute",
+        allowed: [true, false, false, false],
+        call: |_, i, _| (Method::POST, "/api/v1/attributes".into(), Some(json!({"name": format!("attr{i}"), "subject": "user", "type": "string"}))),
+    },
+    Probe { name: "read audit", allowed: [true, true, true, false], call: |_, _, _| (Method::GET, "/api/v1/audit".into(), None) },
+    Probe { name: "list api keys", allowed: [true, false, false, false], call: |_, _, _| (Method::GET, "/api/v1/api-keys".into(), None) },
+    Probe {
+        name: "create api key",
+        allowed: [true, false, false, false],
+        call: |_, i, _| (Method::POST, "/api/v1/api-keys".into(), Some(json!({"name": format!("k{i}"), "role": "read-only"}))),
+    },
+    Probe { name: "backup", allowed: [true, false, false, false], call: |_, _, _| (Method::POST, "/api/v1/backup".into(), None) },
+    Probe { name: "whoami", allowed: [true, true, true, true], call: |_, _, _| (Method::GET, "/api/v1/whoami".into(), None) },
+];
+
+#[tokio::test]
+async fn every_role_against_every_kind_of_endpoint() {
+    let s = Server::start();
+    let admin = s.admin();
+    let user = admin.create_user("subject").await;
+    let device = admin
+        .post("/api/v1/devices", json!({"hostname": "dev", "os_family": "macos"}))
+        .await
+        .expect(201);
+    let fixture = Fixture {
+        user: user["id"].as_str().unwrap().into(),
+        device: device.body["id"].as_str().unwrap().into(),
+    };
+    admin
+        .post(&format!("/api/v1/users/{}/state", fixture.user), json!({"state": "active"}))
+        .await
+        .expect(200);
+    let roles = ["admin", "help-desk", "read-only", "device-agent"];
+    let mut clients: Vec<Api> = Vec::new();
+    for role in roles {
+        let key = admin.create_key(&format!("{role}-key"), role).await;
+        clients.push(s.client(Some(&key)));
+    }
+    let mut n = 0;
+    for probe in PROBES {
+        for (r, role) in roles.iter().enumerate() {
+            n += 1;
+            let (method, path, body) = (probe.call)(&fixture, n, r);
+            let resp = clients[r].send(method, &path, body.as_ref(), &[]).await;
+            if probe.allowed[r] {
+                assert!(
+                    resp.status.is_success(),
+                    "{role} should be allowed to {}: {} {}",
+                    probe.name,
+                    resp.status,
+                    resp.body
+                );
+            } else {
+                assert_eq!(resp.status.as_u16(), 403, "{role} must not {}: {}", probe.name, resp.body);
+                assert_eq!(resp.code(), "forbidden");
+                assert!(resp.body["error"]["message"].as_str().unwrap().contains(role));
+            }
+        }
+    }
+    // Only the allowed calls left audit events: count events per actor.
+    for (r, role) in roles.iter().enumerate() {
+        let events = admin
+            .get(&format!("/api/v1/audit?actor={role}-key&limit=500"))
+            .await
+            .expect(200);
+        let writes = PROBES
+            .iter()
+            .filter(|p| p.allowed[r])
+            .filter(|p| (p.call)(&fixture, 0, r).0 != Method::GET && p.name != "backup")
+            .count();
+        assert_eq!(events.body["items"].as_array().unwrap().len(), writes, "{role}");
+    }
+}
+
+#[tokio::test]
+async fn revoked_keys_stop_working_at_once() {
+    let s = Server::start();
+    let admin = s.admin();
+    let created = admin
+        .post("/api/v1/api-keys", json!({"name": "temp", "role": "read-only"}))
+        .await
+        .expect(201);
+    let secret = created.body["secret"].as_str().unwrap();
+    assert!(secret.starts_with("cohort_"));
+    let id = created.body["id"].as_str().unwrap();
+    let temp = s.client(Some(secret));
+    let me = temp.get("/api/v1/whoami").await.expect(200);
+    assert_eq!(me.body["role"], "read-only");
+    // Secrets are never listed.
+    let list = admin.get("/api/v1/api-keys").await.expect(200);
+    assert!(!list.body.to_string().contains(secret));
+    admin.delete(&format!("/api/v1/api-keys/{id}")).await.expect(204);
+    temp.get("/api/v1/users").await.expect(401);
+    // A key cannot revoke itself.
+    let own = admin.get("/api/v1/whoami").await.body["key_id"].as_str().unwrap().to_string();
+    let r = admin.delete(&format!("/api/v1/api-keys/{own}")).await.expect(409);
+    assert_eq!(r.code(), "key_in_use");
+    let r = admin
+        .post("/api/v1/api-keys", json!({"name": "temp2", "role": "root"}))
+        .await
+        .expect(422);
+    assert_eq!(r.field(), "role");
+}
