@@ -149,7 +149,10 @@ mod tests {
     fn errors_name_the_field() {
         assert_eq!(field(from_slice(br#"{"name": 5}"#)), "name");
         assert_eq!(field(from_slice(br#"{}"#)), "name");
-        assert_eq!(field(from_slice(br#"{"name": "a", "inner": {}}"#)), "inner.n");
+        assert_eq!(
+            field(from_slice(br#"{"name": "a", "inner": {}}"#)),
+            "inner.n"
+        );
         assert_eq!(field(from_slice(br#"{"name": "a", "nmae": 1}"#)), "nmae");
         assert_eq!(
             field(from_slice(br#"{"name": "a", "inner": {"n": "x"}}"#)),

@@ -1,5 +1,6 @@
 //! The store handle the domain holds: reads, write transactions, durability.
 
+use std::collections::HashMap;
 use std::ops::Bound;
 use std::path::Path;
 use std::sync::Arc;
@@ -38,8 +39,9 @@ pub struct Store {
 pub(crate) struct Inner {
     pub(crate) backend: Arc<dyn Backend>,
     /// Serializes write transactions (and consistent exports). Held only for
-    /// the in-memory part of a commit, never across the fsync.
-    pub(crate) writer: Mutex<()>,
+    /// the in-memory part of a commit, never across the fsync. Guards the
+    /// committed sequence numbers of append-only keyspaces.
+    pub(crate) writer: Mutex<HashMap<&'static str, u64>>,
     durability: Arc<Durability>,
 }
 
@@ -92,7 +94,7 @@ impl Store {
         Store {
             inner: Arc::new(Inner {
                 backend,
-                writer: Mutex::new(()),
+                writer: Mutex::new(HashMap::new()),
                 durability,
             }),
         }
@@ -156,14 +158,15 @@ impl Store {
         if let Some(msg) = self.inner.durability.failure() {
             return Err(StorageError::Poisoned(msg.to_string()).into());
         }
-        let _guard = self.inner.writer.lock();
-        let mut txn = WriteTxn::new(self.inner.backend.as_ref());
+        let mut sequences = self.inner.writer.lock();
+        let mut txn = WriteTxn::new(self.inner.backend.as_ref(), &mut sequences);
         let value = f(&mut txn)?;
-        let writes = txn.into_writes();
+        let (writes, taken) = txn.finish();
         let seq = if writes.is_empty() {
             0
         } else {
             self.inner.backend.apply(writes)?;
+            sequences.extend(taken);
             self.inner.durability.committed()
         };
         Ok(Committed {
@@ -283,6 +286,41 @@ mod tests {
             vec![b"a2".to_vec(), b"a1".to_vec()]
         );
         assert_eq!(keys(&store, b"", None, true).len(), 4);
+    }
+
+    #[test]
+    fn sequences_follow_commits_and_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let append = |store: &Store, fail: bool| {
+            store.write(|t| {
+                let n = t.next_sequence(KS)?;
+                let m = t.next_sequence(KS)?;
+                assert_eq!(m, n + 1);
+                t.put(KS, &n.to_be_bytes(), vec![]);
+                t.put(KS, &m.to_be_bytes(), vec![]);
+                if fail {
+                    return Err(StorageError::Engine("abort".into()));
+                }
+                Ok(n)
+            })
+        };
+        {
+            let store = Store::open(dir.path(), &OpenOptions::default()).unwrap();
+            assert_eq!(
+                append(&store, false).unwrap().durable_blocking().unwrap(),
+                1
+            );
+            assert!(append(&store, true).is_err());
+            assert_eq!(
+                append(&store, false).unwrap().durable_blocking().unwrap(),
+                3
+            );
+        }
+        let store = Store::open(dir.path(), &OpenOptions::default()).unwrap();
+        assert_eq!(
+            append(&store, false).unwrap().durable_blocking().unwrap(),
+            5
+        );
     }
 
     #[test]

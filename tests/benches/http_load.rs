@@ -7,13 +7,19 @@
 //! Phase 1 measures durable user creates per second: every 201 means the
 //! user and its audit event were flushed to disk. Phase 2 measures
 //! `GET /api/v1/users/{id}` per second. Both report p50/p99 latency.
-//! Environment: BENCH_SECONDS (default 10), BENCH_CONNECTIONS (default 64).
+//! Environment: BENCH_SECONDS (default 10), BENCH_CREATE_CONNECTIONS
+//! (default 128), BENCH_GET_CONNECTIONS (default 32), BENCH_CLIENT_THREADS
+//! (default 1).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use cohort_tests::{ADMIN_KEY, Server};
+use http_body_util::{BodyExt, Full};
+use hyper::{Method, Request};
+use hyper_util::rt::TokioIo;
 use serde_json::json;
 
 struct Outcome {
@@ -39,28 +45,89 @@ fn report(name: &str, o: &mut Outcome) {
     );
 }
 
-async fn drive<F, Fut>(connections: usize, seconds: u64, make: F) -> Outcome
+/// One keep-alive HTTP/1.1 connection, used by one task at a time: the
+/// leanest client there is, so the generator leaves the cores to the server.
+struct Conn {
+    send: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    host: String,
+}
+
+impl Conn {
+    async fn open(addr: &str) -> Conn {
+        let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        stream.set_nodelay(true).expect("nodelay");
+        let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .expect("handshake");
+        tokio::spawn(conn);
+        Conn {
+            send,
+            host: addr.to_string(),
+        }
+    }
+
+    /// Sends one request; returns the status and body.
+    async fn call(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Option<(u16, Bytes)> {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", &self.host)
+            .header("authorization", format!("Bearer {ADMIN_KEY}"));
+        if body.is_some() {
+            req = req.header("content-type", "application/json");
+        }
+        let req = req
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .ok()?;
+        self.send.ready().await.ok()?;
+        let resp = self.send.send_request(req).await.ok()?;
+        let status = resp.status().as_u16();
+        let body = resp.into_body().collect().await.ok()?.to_bytes();
+        Some((status, body))
+    }
+}
+
+/// Runs one task per connection for `seconds`; `op` makes one request and
+/// says whether it succeeded.
+async fn drive<F>(addr: &str, connections: usize, seconds: u64, op: F) -> Outcome
 where
-    F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = bool> + Send,
+    F: for<'a> Fn(
+            &'a mut Conn,
+            usize,
+            u64,
+        )
+            -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + 'a>>
+        + Send
+        + Sync
+        + 'static,
 {
     let stop = Arc::new(AtomicBool::new(false));
-    let make = Arc::new(make);
-    let start = Instant::now();
+    let op = Arc::new(op);
     let mut tasks = Vec::new();
-    for c in 0..connections {
+    let mut conns = Vec::new();
+    for _ in 0..connections {
+        conns.push(Conn::open(addr).await);
+    }
+    let start = Instant::now();
+    for (c, mut conn) in conns.into_iter().enumerate() {
         let stop = Arc::clone(&stop);
-        let make = Arc::clone(&make);
+        let op = Arc::clone(&op);
         tasks.push(tokio::spawn(async move {
             let (mut ok, mut errors, mut lat) = (0u64, 0u64, Vec::new());
             let mut i = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 let t = Instant::now();
-                if make(c, i).await {
+                if op(&mut conn, c, i).await {
                     ok += 1;
                     lat.push(t.elapsed());
                 } else {
                     errors += 1;
+                    conn = Conn::open(&conn.host.clone()).await;
                 }
                 i += 1;
             }
@@ -85,67 +152,63 @@ where
     out
 }
 
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
 fn main() {
-    let seconds: u64 = std::env::var("BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(10);
-    let connections: usize = std::env::var("BENCH_CONNECTIONS").ok().and_then(|s| s.parse().ok()).unwrap_or(64);
+    let seconds: u64 = env_or("BENCH_SECONDS", 10);
+    let create_conns: usize = env_or("BENCH_CREATE_CONNECTIONS", 128);
+    let get_conns: usize = env_or("BENCH_GET_CONNECTIONS", 32);
+    // One generator thread: the server gets the rest of the machine.
+    let threads: usize = env_or("BENCH_CLIENT_THREADS", 1);
     let server = Server::start();
-    let base = server.base.clone();
-    println!("cohort at {base}; {connections} connections, {seconds} s per phase");
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .pool_max_idle_per_host(connections)
+    let addr = server.base.trim_start_matches("http://").to_string();
+    println!(
+        "cohort at {addr}; {seconds} s per phase; creates over {create_conns} connections, gets over {get_conns}; generator threads {threads}"
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
         .build()
         .unwrap();
 
     let created = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let mut creates = {
-        let (client, base, created) = (client.clone(), base.clone(), Arc::clone(&created));
-        rt.block_on(drive(connections, seconds, move |c, i| {
-            let (client, base, created) = (client.clone(), base.clone(), Arc::clone(&created));
-            async move {
-                let name = format!("c{c}n{i}");
-                let r = client
-                    .post(format!("{base}/api/v1/users"))
-                    .bearer_auth(ADMIN_KEY)
-                    .json(&json!({"username": name, "email": format!("{name}@example.com"), "department": "Bench"}))
-                    .send()
-                    .await;
-                match r {
-                    Ok(resp) if resp.status().as_u16() == 201 => {
-                        let v: serde_json::Value = resp.json().await.unwrap_or_default();
-                        if let Some(id) = v["id"].as_str() {
-                            created.lock().unwrap().push(id.to_string());
-                        }
-                        true
+    let sink = Arc::clone(&created);
+    let mut creates = rt.block_on(drive(&addr, create_conns, seconds, move |conn, c, i| {
+        let sink = Arc::clone(&sink);
+        Box::pin(async move {
+            let name = format!("c{c}n{i}");
+            let body = serde_json::to_vec(&json!({
+                "username": name, "email": format!("{name}@example.com"), "department": "Bench"
+            }))
+            .unwrap();
+            match conn.call(Method::POST, "/api/v1/users", Some(body)).await {
+                Some((201, bytes)) => {
+                    let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+                    if let Some(id) = v["id"].as_str() {
+                        sink.lock().unwrap().push(id.to_string());
                     }
-                    _ => false,
+                    true
                 }
+                _ => false,
             }
-        }))
-    };
+        })
+    }));
     report("POST /api/v1/users (durable)", &mut creates);
 
     let ids = Arc::new(created.lock().unwrap().clone());
     assert!(!ids.is_empty(), "no user was created");
-    let mut gets = {
-        let (client, base, ids) = (client.clone(), base.clone(), Arc::clone(&ids));
-        rt.block_on(drive(connections, seconds, move |c, i| {
-            let (client, base) = (client.clone(), base.clone());
-            let id = ids[(c * 7919 + i as usize * 104_729) % ids.len()].clone();
-            async move {
-                match client
-                    .get(format!("{base}/api/v1/users/{id}"))
-                    .bearer_auth(ADMIN_KEY)
-                    .send()
-                    .await
-                {
-                    Ok(resp) if resp.status().is_success() => resp.bytes().await.is_ok(),
-                    _ => false,
-                }
-            }
-        }))
-    };
+    let mut gets = rt.block_on(drive(&addr, get_conns, seconds, move |conn, c, i| {
+        let path = format!(
+            "/api/v1/users/{}",
+            ids[(c * 7919 + i as usize * 104_729) % ids.len()]
+        );
+        Box::pin(async move { matches!(conn.call(Method::GET, &path, None).await, Some((200, _))) })
+    }));
     report("GET /api/v1/users/{id}", &mut gets);
     drop(server);
 }

@@ -193,13 +193,21 @@ impl Resp {
 
     /// A header as text.
     pub fn header(&self, name: &str) -> &str {
-        self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
     }
 
     /// Asserts the status, printing the body when it differs.
     #[track_caller]
     pub fn expect(self, status: u16) -> Self {
-        assert_eq!(self.status.as_u16(), status, "unexpected status; body: {}", self.body);
+        assert_eq!(
+            self.status.as_u16(),
+            status,
+            "unexpected status; body: {}",
+            self.body
+        );
         self
     }
 }
@@ -214,7 +222,13 @@ pub struct Api {
 
 impl Api {
     /// Sends a request with an optional JSON body and extra headers.
-    pub async fn send(&self, method: Method, path: &str, body: Option<&Value>, headers: &[(&str, &str)]) -> Resp {
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+    ) -> Resp {
         let mut req = self.http.request(method, format!("{}{path}", self.base));
         if let Some(k) = &self.key {
             req = req.bearer_auth(k);
@@ -241,12 +255,24 @@ impl Api {
         let resp = req.send().await.ok()?;
         let status = resp.status().as_u16();
         let bytes = resp.bytes().await.ok()?;
-        Some((status, serde_json::from_slice(&bytes).unwrap_or(Value::Null)))
+        Some((
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        ))
     }
 
     /// Sends raw bytes with a content type.
-    pub async fn send_raw(&self, method: Method, path: &str, content_type: Option<&str>, body: Vec<u8>) -> Resp {
-        let mut req = self.http.request(method, format!("{}{path}", self.base)).body(body);
+    pub async fn send_raw(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+    ) -> Resp {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .body(body);
         if let Some(k) = &self.key {
             req = req.bearer_auth(k);
         }
@@ -263,9 +289,14 @@ impl Api {
         let body = if bytes.is_empty() {
             Value::Null
         } else {
-            serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
         };
-        Resp { status, headers, body }
+        Resp {
+            status,
+            headers,
+            body,
+        }
     }
 
     /// GET.
@@ -317,7 +348,10 @@ impl Api {
     /// Creates an API key with `role` and returns its secret.
     pub async fn create_key(&self, name: &str, role: &str) -> String {
         let r = self
-            .post("/api/v1/api-keys", serde_json::json!({"name": name, "role": role}))
+            .post(
+                "/api/v1/api-keys",
+                serde_json::json!({"name": name, "role": role}),
+            )
             .await
             .expect(201);
         r.body["secret"].as_str().expect("secret").to_string()

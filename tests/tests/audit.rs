@@ -24,26 +24,65 @@ async fn each_mutation_records_one_event_with_its_diff() {
     assert_eq!(r.header("x-request-id"), "req-create-kim");
     let uid = r.body["id"].as_str().unwrap().to_string();
     let upath = format!("/api/v1/users/{uid}");
-    bot.patch(&upath, json!({"department": "Support"})).await.expect(200);
-    bot.post(&format!("{upath}/state"), json!({"state": "active"})).await.expect(200);
+    bot.patch(&upath, json!({"department": "Support"}))
+        .await
+        .expect(200);
+    bot.post(&format!("{upath}/state"), json!({"state": "active"}))
+        .await
+        .expect(200);
     let d = bot
-        .post("/api/v1/devices", json!({"hostname": "kim-pc", "os_family": "windows"}))
+        .post(
+            "/api/v1/devices",
+            json!({"hostname": "kim-pc", "os_family": "windows"}),
+        )
         .await
         .expect(201);
     let did = d.body["id"].as_str().unwrap().to_string();
-    bot.post(&format!("/api/v1/devices/{did}/check-in"), json!({"os_version": "11"})).await.expect(200);
-    bot.patch(&format!("/api/v1/devices/{did}"), json!({"display_name": "Kim's PC"})).await.expect(200);
+    bot.post(
+        &format!("/api/v1/devices/{did}/check-in"),
+        json!({"os_version": "11"}),
+    )
+    .await
+    .expect(200);
+    bot.patch(
+        &format!("/api/v1/devices/{did}"),
+        json!({"display_name": "Kim's PC"}),
+    )
+    .await
+    .expect(200);
     bot.put(&format!("{upath}/devices/{did}")).await.expect(201);
-    bot.delete(&format!("{upath}/devices/{did}")).await.expect(204);
-    bot.post("/api/v1/attributes", json!({"name": "tier", "subject": "device", "type": "string"})).await.expect(201);
-    bot.patch("/api/v1/attributes/device/tier", json!({"description": "Support tier"})).await.expect(200);
-    bot.delete("/api/v1/attributes/device/tier").await.expect(204);
-    bot.delete(&format!("/api/v1/devices/{did}")).await.expect(204);
+    bot.delete(&format!("{upath}/devices/{did}"))
+        .await
+        .expect(204);
+    bot.post(
+        "/api/v1/attributes",
+        json!({"name": "tier", "subject": "device", "type": "string"}),
+    )
+    .await
+    .expect(201);
+    bot.patch(
+        "/api/v1/attributes/device/tier",
+        json!({"description": "Support tier"}),
+    )
+    .await
+    .expect(200);
+    bot.delete("/api/v1/attributes/device/tier")
+        .await
+        .expect(204);
+    bot.delete(&format!("/api/v1/devices/{did}"))
+        .await
+        .expect(204);
     bot.delete(&upath).await.expect(204);
 
-    let all = api.get("/api/v1/audit?actor=ops-bot&order=asc&limit=100").await.expect(200);
+    let all = api
+        .get("/api/v1/audit?actor=ops-bot&order=asc&limit=100")
+        .await
+        .expect(200);
     let events = all.body["items"].as_array().unwrap();
-    let actions: Vec<&str> = events.iter().map(|e| e["action"].as_str().unwrap()).collect();
+    let actions: Vec<&str> = events
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
     assert_eq!(
         actions,
         [
@@ -70,40 +109,100 @@ async fn each_mutation_records_one_event_with_its_diff() {
     assert_eq!(create["request_id"], "req-create-kim");
     assert_eq!(create["resource_type"], "user");
     assert_eq!(create["resource_id"], uid.as_str());
-    assert_eq!(create["changes"]["username"], json!({"before": null, "after": "kim"}));
+    assert_eq!(
+        create["changes"]["username"],
+        json!({"before": null, "after": "kim"})
+    );
     let update = &events[1];
-    assert_eq!(update["changes"], json!({"department": {"before": "Sales", "after": "Support"}}));
-    assert_eq!(events[2]["changes"]["state"], json!({"before": "staged", "after": "active"}));
-    assert_eq!(events[12]["changes"]["username"], json!({"before": "kim", "after": null}));
+    assert_eq!(
+        update["changes"],
+        json!({"department": {"before": "Sales", "after": "Support"}})
+    );
+    assert_eq!(
+        events[2]["changes"]["state"],
+        json!({"before": "staged", "after": "active"})
+    );
+    assert_eq!(
+        events[12]["changes"]["username"],
+        json!({"before": "kim", "after": null})
+    );
 
     // The history of one resource, newest first.
     let history = api
-        .get(&format!("/api/v1/audit?resource_type=user&resource_id={uid}"))
+        .get(&format!(
+            "/api/v1/audit?resource_type=user&resource_id={uid}"
+        ))
         .await
         .expect(200);
-    let hist: Vec<&str> = history.body["items"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
-    assert_eq!(hist, ["user.delete", "user.state_change", "user.update", "user.create"]);
-    let by_action = api.get("/api/v1/audit?action=device.check_in").await.expect(200);
+    let hist: Vec<&str> = history.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        hist,
+        [
+            "user.delete",
+            "user.state_change",
+            "user.update",
+            "user.create"
+        ]
+    );
+    let by_action = api
+        .get("/api/v1/audit?action=device.check_in")
+        .await
+        .expect(200);
     assert_eq!(by_action.body["items"].as_array().unwrap().len(), 1);
 
     // Time range: everything from the first event on, nothing before it.
     let t0 = create["time"].as_str().unwrap();
-    let from = api.get(&format!("/api/v1/audit?actor=ops-bot&from={t0}&limit=100")).await.expect(200);
-    assert_eq!(from.body["items"].as_array().unwrap().len(), 13);
-    let before = api.get(&format!("/api/v1/audit?to={t0}&limit=100")).await.expect(200);
-    assert!(before.body["items"].as_array().unwrap().iter().all(|e| e["actor"] != "ops-bot"));
-    let ranged = api
-        .get(&format!("/api/v1/audit?from={t0}&to={}&limit=100", events[1]["time"].as_str().unwrap()))
+    let from = api
+        .get(&format!("/api/v1/audit?actor=ops-bot&from={t0}&limit=100"))
         .await
         .expect(200);
-    assert!(ranged.body["items"].as_array().unwrap().iter().any(|e| e["action"] == "user.create"));
+    assert_eq!(from.body["items"].as_array().unwrap().len(), 13);
+    let before = api
+        .get(&format!("/api/v1/audit?to={t0}&limit=100"))
+        .await
+        .expect(200);
+    assert!(
+        before.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["actor"] != "ops-bot")
+    );
+    let ranged = api
+        .get(&format!(
+            "/api/v1/audit?from={t0}&to={}&limit=100",
+            events[1]["time"].as_str().unwrap()
+        ))
+        .await
+        .expect(200);
+    assert!(
+        ranged.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "user.create")
+    );
 
     // Pagination across the whole log.
     let mut ids = Vec::new();
     let mut cursor = String::new();
     loop {
-        let r = api.get(&format!("/api/v1/audit?limit=4{cursor}")).await.expect(200);
-        ids.extend(r.body["items"].as_array().unwrap().iter().map(|e| e["id"].as_u64().unwrap()));
+        let r = api
+            .get(&format!("/api/v1/audit?limit=4{cursor}"))
+            .await
+            .expect(200);
+        ids.extend(
+            r.body["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["id"].as_u64().unwrap()),
+        );
         match r.body["next_cursor"].as_str() {
             Some(c) => cursor = format!("&cursor={c}"),
             None => break,
@@ -130,11 +229,16 @@ async fn export_as_json_lines_and_csv_without_secrets() {
 
     let (status, jsonl) = api.get_text("/api/v1/audit/export?order=asc").await;
     assert!(status.is_success());
-    let lines: Vec<Value> = jsonl.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<Value> = jsonl
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines.len(), 3);
     assert_eq!(lines[2]["action"], "user.create");
 
-    let (status, csv) = api.get_text("/api/v1/audit/export?format=csv&action=user.create").await;
+    let (status, csv) = api
+        .get_text("/api/v1/audit/export?format=csv&action=user.create")
+        .await;
     assert!(status.is_success());
     let mut rows = csv.split("\r\n").filter(|l| !l.is_empty());
     assert_eq!(

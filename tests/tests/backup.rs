@@ -10,19 +10,34 @@ use serde_json::{Value, json};
 /// Everything a client can read, in a comparable form.
 async fn snapshot(api: &Api) -> Vec<Value> {
     let mut out = Vec::new();
-    for path in ["/api/v1/users?limit=500", "/api/v1/devices?limit=500", "/api/v1/attributes", "/api/v1/audit?limit=500", "/api/v1/api-keys"] {
+    for path in [
+        "/api/v1/users?limit=500",
+        "/api/v1/devices?limit=500",
+        "/api/v1/attributes",
+        "/api/v1/audit?limit=500",
+        "/api/v1/api-keys",
+    ] {
         out.push(api.get(path).await.expect(200).body);
     }
     let users = out[0]["items"].as_array().unwrap().clone();
     for u in users {
         let id = u["id"].as_str().unwrap();
-        out.push(api.get(&format!("/api/v1/users/{id}/devices")).await.expect(200).body);
+        out.push(
+            api.get(&format!("/api/v1/users/{id}/devices"))
+                .await
+                .expect(200)
+                .body,
+        );
     }
     out
 }
 
 fn run(args: &[&str]) -> std::process::Output {
-    let out = Command::new(cohort_bin()).args(args).env_remove("COHORT_CONFIG").output().expect("run cohort");
+    let out = Command::new(cohort_bin())
+        .args(args)
+        .env_remove("COHORT_CONFIG")
+        .output()
+        .expect("run cohort");
     assert!(
         out.status.success(),
         "cohort {args:?} failed: {}",
@@ -35,7 +50,12 @@ fn run(args: &[&str]) -> std::process::Output {
 async fn backup_while_running_then_restore_gives_an_identical_directory() {
     let mut s = Server::start();
     let api = s.admin();
-    api.post("/api/v1/attributes", json!({"name": "badge", "subject": "user", "type": "number"})).await.expect(201);
+    api.post(
+        "/api/v1/attributes",
+        json!({"name": "badge", "subject": "user", "type": "number"}),
+    )
+    .await
+    .expect(201);
     for i in 0..30 {
         let u = api
             .post(
@@ -46,28 +66,55 @@ async fn backup_while_running_then_restore_gives_an_identical_directory() {
             .expect(201);
         if i % 3 == 0 {
             let d = api
-                .post("/api/v1/devices", json!({"hostname": format!("d{i}"), "os_family": "linux"}))
+                .post(
+                    "/api/v1/devices",
+                    json!({"hostname": format!("d{i}"), "os_family": "linux"}),
+                )
                 .await
                 .expect(201);
-            api.put(&format!("/api/v1/users/{}/devices/{}", u.body["id"].as_str().unwrap(), d.body["id"].as_str().unwrap()))
-                .await
-                .expect(201);
+            api.put(&format!(
+                "/api/v1/users/{}/devices/{}",
+                u.body["id"].as_str().unwrap(),
+                d.body["id"].as_str().unwrap()
+            ))
+            .await
+            .expect(201);
         }
     }
     let before = snapshot(&api).await;
 
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("cohort.backup");
-    run(&["backup", "--output", file.to_str().unwrap(), "--server", &s.base, "--api-key", ADMIN_KEY]);
+    run(&[
+        "backup",
+        "--output",
+        file.to_str().unwrap(),
+        "--server",
+        &s.base,
+        "--api-key",
+        ADMIN_KEY,
+    ]);
     let text = std::fs::read_to_string(&file).unwrap();
     assert!(text.starts_with("{\"format\":\"cohort-backup\""));
 
     // The server kept serving; now restore into a fresh directory.
     let restored = dir.path().join("restored");
-    run(&["restore", "--input", file.to_str().unwrap(), "--data-dir", restored.to_str().unwrap()]);
+    run(&[
+        "restore",
+        "--input",
+        file.to_str().unwrap(),
+        "--data-dir",
+        restored.to_str().unwrap(),
+    ]);
     // Restoring over a non-empty directory is refused.
     let again = Command::new(cohort_bin())
-        .args(["restore", "--input", file.to_str().unwrap(), "--data-dir", restored.to_str().unwrap()])
+        .args([
+            "restore",
+            "--input",
+            file.to_str().unwrap(),
+            "--data-dir",
+            restored.to_str().unwrap(),
+        ])
         .output()
         .unwrap();
     assert!(!again.status.success());
@@ -81,7 +128,10 @@ async fn backup_while_running_then_restore_gives_an_identical_directory() {
     copy.admin().create_user("after-restore").await;
     let dup = copy
         .admin()
-        .post("/api/v1/users", json!({"username": "u0", "email": "fresh@example.com"}))
+        .post(
+            "/api/v1/users",
+            json!({"username": "u0", "email": "fresh@example.com"}),
+        )
         .await
         .expect(409);
     assert_eq!(dup.code(), "username_taken");
@@ -93,7 +143,15 @@ async fn restored_indexes_still_enforce_uniqueness() {
     s.admin().create_user("unique").await;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("b");
-    run(&["backup", "--output", file.to_str().unwrap(), "--server", &s.base, "--api-key", ADMIN_KEY]);
+    run(&[
+        "backup",
+        "--output",
+        file.to_str().unwrap(),
+        "--server",
+        &s.base,
+        "--api-key",
+        ADMIN_KEY,
+    ]);
     s.kill();
     // Offline backup of the stopped server matches the online one, entry for entry.
     let offline = dir.path().join("b2");
@@ -102,16 +160,36 @@ async fn restored_indexes_still_enforce_uniqueness() {
         .env("COHORT_DATA_DIR", s.data_dir())
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let body = |p: &std::path::Path| std::fs::read_to_string(p).unwrap().lines().skip(1).map(str::to_string).collect::<Vec<_>>();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let body = |p: &std::path::Path| {
+        std::fs::read_to_string(p)
+            .unwrap()
+            .lines()
+            .skip(1)
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
     assert_eq!(body(&file), body(&offline));
 
     let restored = dir.path().join("r");
-    run(&["restore", "--input", file.to_str().unwrap(), "--data-dir", restored.to_str().unwrap()]);
+    run(&[
+        "restore",
+        "--input",
+        file.to_str().unwrap(),
+        "--data-dir",
+        restored.to_str().unwrap(),
+    ]);
     let copy = Server::start_on(&restored, dir.path().join("log"));
     let r = copy
         .admin()
-        .post("/api/v1/users", json!({"username": "UNIQUE", "email": "other@example.com"}))
+        .post(
+            "/api/v1/users",
+            json!({"username": "UNIQUE", "email": "other@example.com"}),
+        )
         .await
         .expect(409);
     assert_eq!(r.code(), "username_taken");
@@ -123,14 +201,27 @@ async fn sigterm_shuts_down_cleanly_and_keeps_acknowledged_writes() {
     let api = s.admin();
     let mut ids = Vec::new();
     for i in 0..20 {
-        ids.push(api.create_user(&format!("t{i}")).await["id"].as_str().unwrap().to_string());
+        ids.push(
+            api.create_user(&format!("t{i}")).await["id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
     }
     let status = s.terminate();
-    assert!(status.success(), "exit status {status:?}; log:\n{}", s.log());
+    assert!(
+        status.success(),
+        "exit status {status:?}; log:\n{}",
+        s.log()
+    );
     let dir = s.data_dir().to_path_buf();
     let log = dir.parent().unwrap().join("again.log");
     let again = Server::start_on(&dir, log);
     for id in ids {
-        again.admin().get(&format!("/api/v1/users/{id}")).await.expect(200);
+        again
+            .admin()
+            .get(&format!("/api/v1/users/{id}"))
+            .await
+            .expect(200);
     }
 }

@@ -46,21 +46,35 @@ async fn acknowledged_creates_survive_sigkill() {
         server.restart_after_kill();
         let api = server.admin();
         let acked = acked.lock().unwrap().clone();
-        assert!(!acked.is_empty(), "round {round}: no create was acknowledged");
+        assert!(
+            !acked.is_empty(),
+            "round {round}: no create was acknowledged"
+        );
         for user in &acked {
             let id = user["id"].as_str().unwrap();
             let got = api.get(&format!("/api/v1/users/{id}")).await;
-            assert_eq!(got.status.as_u16(), 200, "round {round}: acknowledged user {id} lost; log:\n{}", server.log());
+            assert_eq!(
+                got.status.as_u16(),
+                200,
+                "round {round}: acknowledged user {id} lost; log:\n{}",
+                server.log()
+            );
             assert_eq!(&got.body, user, "round {round}: user {id} changed");
         }
         // Every acknowledged user still owns its username in the index.
         let sample = &acked[acked.len() / 2];
         let by_name = api
-            .get(&format!("/api/v1/users?username={}", sample["username"].as_str().unwrap()))
+            .get(&format!(
+                "/api/v1/users?username={}",
+                sample["username"].as_str().unwrap()
+            ))
             .await
             .expect(200);
         assert_eq!(by_name.body["items"][0]["id"], sample["id"]);
         api.get("/readyz").await.expect(200);
-        eprintln!("round {round}: killed after {delay} ms, {} acknowledged users intact", acked.len());
+        eprintln!(
+            "round {round}: killed after {delay} ms, {} acknowledged users intact",
+            acked.len()
+        );
     }
 }

@@ -28,7 +28,10 @@ async fn user_lifecycle() {
 
     // Merge patch: set one field, clear another.
     let patched = api
-        .patch(&format!("/api/v1/users/{id}"), json!({"job_title": "Engineer", "first_name": null}))
+        .patch(
+            &format!("/api/v1/users/{id}"),
+            json!({"job_title": "Engineer", "first_name": null}),
+        )
         .await
         .expect(200);
     assert_eq!(patched.body["job_title"], "Engineer");
@@ -38,30 +41,45 @@ async fn user_lifecycle() {
 
     // An unchanged patch writes nothing and keeps the version.
     let same = api
-        .patch(&format!("/api/v1/users/{id}"), json!({"job_title": "Engineer"}))
+        .patch(
+            &format!("/api/v1/users/{id}"),
+            json!({"job_title": "Engineer"}),
+        )
         .await
         .expect(200);
     assert_eq!(same.body["version"], 2);
 
     // State transitions.
     let active = api
-        .post(&format!("/api/v1/users/{id}/state"), json!({"state": "active"}))
+        .post(
+            &format!("/api/v1/users/{id}/state"),
+            json!({"state": "active"}),
+        )
         .await
         .expect(200);
     assert_eq!(active.body["state"], "active");
     let suspended = api
-        .post(&format!("/api/v1/users/{id}/state"), json!({"state": "suspended"}))
+        .post(
+            &format!("/api/v1/users/{id}/state"),
+            json!({"state": "suspended"}),
+        )
         .await
         .expect(200);
     assert_eq!(suspended.body["state"], "suspended");
-    api.post(&format!("/api/v1/users/{id}/state"), json!({"state": "active"}))
-        .await
-        .expect(200);
+    api.post(
+        &format!("/api/v1/users/{id}/state"),
+        json!({"state": "active"}),
+    )
+    .await
+    .expect(200);
 
     // Lookups by username and email are case-insensitive and exact.
     let by_name = api.get("/api/v1/users?username=ADA").await.expect(200);
     assert_eq!(by_name.body["items"][0]["id"], id.as_str());
-    let by_email = api.get("/api/v1/users?email=ada@example.com").await.expect(200);
+    let by_email = api
+        .get("/api/v1/users?email=ada@example.com")
+        .await
+        .expect(200);
     assert_eq!(by_email.body["items"].as_array().unwrap().len(), 1);
 
     api.delete(&format!("/api/v1/users/{id}")).await.expect(204);
@@ -85,7 +103,10 @@ async fn managers_are_references_and_are_cleared_when_deleted() {
         .expect(201);
     let worker_id = worker.body["id"].as_str().unwrap();
     let r = api
-        .patch(&format!("/api/v1/users/{worker_id}"), json!({"manager_id": worker_id}))
+        .patch(
+            &format!("/api/v1/users/{worker_id}"),
+            json!({"manager_id": worker_id}),
+        )
         .await
         .expect(422);
     assert_eq!(r.field(), "manager_id");
@@ -98,8 +119,13 @@ async fn managers_are_references_and_are_cleared_when_deleted() {
         .expect(422);
     assert_eq!(r.field(), "manager_id");
 
-    api.delete(&format!("/api/v1/users/{boss_id}")).await.expect(204);
-    let w = api.get(&format!("/api/v1/users/{worker_id}")).await.expect(200);
+    api.delete(&format!("/api/v1/users/{boss_id}"))
+        .await
+        .expect(204);
+    let w = api
+        .get(&format!("/api/v1/users/{worker_id}"))
+        .await
+        .expect(200);
     assert_eq!(w.body["manager_id"], serde_json::Value::Null);
     assert_eq!(w.body["version"], 2);
 }
@@ -133,36 +159,71 @@ async fn devices_check_ins_and_bindings() {
     assert!(checked.body["last_contact"].is_string());
 
     let patched = api
-        .patch(&format!("/api/v1/devices/{did}"), json!({"display_name": "Grace's laptop"}))
+        .patch(
+            &format!("/api/v1/devices/{did}"),
+            json!({"display_name": "Grace's laptop"}),
+        )
         .await
         .expect(200);
     assert_eq!(patched.body["display_name"], "Grace's laptop");
     let r = api
-        .patch(&format!("/api/v1/devices/{did}"), json!({"last_contact": "2020-01-01T00:00:00Z"}))
+        .patch(
+            &format!("/api/v1/devices/{did}"),
+            json!({"last_contact": "2020-01-01T00:00:00Z"}),
+        )
         .await
         .expect(422);
     assert_eq!(r.field(), "last_contact");
 
-    api.put(&format!("/api/v1/users/{uid}/devices/{did}")).await.expect(201);
-    api.put(&format!("/api/v1/users/{uid}/devices/{did}")).await.expect(200);
-    let of_user = api.get(&format!("/api/v1/users/{uid}/devices")).await.expect(200);
+    api.put(&format!("/api/v1/users/{uid}/devices/{did}"))
+        .await
+        .expect(201);
+    api.put(&format!("/api/v1/users/{uid}/devices/{did}"))
+        .await
+        .expect(200);
+    let of_user = api
+        .get(&format!("/api/v1/users/{uid}/devices"))
+        .await
+        .expect(200);
     assert_eq!(of_user.body["items"][0]["device_id"], did.as_str());
-    let of_device = api.get(&format!("/api/v1/devices/{did}/users")).await.expect(200);
+    let of_device = api
+        .get(&format!("/api/v1/devices/{did}/users"))
+        .await
+        .expect(200);
     assert_eq!(of_device.body["items"][0]["user_id"], uid);
 
-    api.delete(&format!("/api/v1/users/{uid}/devices/{did}")).await.expect(204);
-    api.delete(&format!("/api/v1/users/{uid}/devices/{did}")).await.expect(404);
-    let of_device = api.get(&format!("/api/v1/devices/{did}/users")).await.expect(200);
+    api.delete(&format!("/api/v1/users/{uid}/devices/{did}"))
+        .await
+        .expect(204);
+    api.delete(&format!("/api/v1/users/{uid}/devices/{did}"))
+        .await
+        .expect(404);
+    let of_device = api
+        .get(&format!("/api/v1/devices/{did}/users"))
+        .await
+        .expect(200);
     assert_eq!(of_device.body["items"].as_array().unwrap().len(), 0);
 
     // Deleting a device removes its bindings in both directions.
-    api.put(&format!("/api/v1/users/{uid}/devices/{did}")).await.expect(201);
-    api.delete(&format!("/api/v1/devices/{did}")).await.expect(204);
-    let of_user = api.get(&format!("/api/v1/users/{uid}/devices")).await.expect(200);
+    api.put(&format!("/api/v1/users/{uid}/devices/{did}"))
+        .await
+        .expect(201);
+    api.delete(&format!("/api/v1/devices/{did}"))
+        .await
+        .expect(204);
+    let of_user = api
+        .get(&format!("/api/v1/users/{uid}/devices"))
+        .await
+        .expect(200);
     assert_eq!(of_user.body["items"].as_array().unwrap().len(), 0);
-    api.get(&format!("/api/v1/devices/{did}/users")).await.expect(404);
+    api.get(&format!("/api/v1/devices/{did}/users"))
+        .await
+        .expect(404);
 
-    let by_host = api.get("/api/v1/devices?hostname=GRACE-MBP").await.expect(200);
+    let by_host = api
+        .get("/api/v1/devices?hostname=GRACE-MBP")
+        .await
+        .expect(200);
     assert_eq!(by_host.body["items"].as_array().unwrap().len(), 0);
 }
 
@@ -170,13 +231,24 @@ async fn devices_check_ins_and_bindings() {
 async fn custom_attributes_are_declared_typed_and_filterable() {
     let s = Server::start();
     let api = s.admin();
-    for (name, ty) in [("level", "number"), ("start_date", "date"), ("skills", "string_list"), ("remote", "boolean")] {
-        api.post("/api/v1/attributes", json!({"name": name, "subject": "user", "type": ty}))
-            .await
-            .expect(201);
+    for (name, ty) in [
+        ("level", "number"),
+        ("start_date", "date"),
+        ("skills", "string_list"),
+        ("remote", "boolean"),
+    ] {
+        api.post(
+            "/api/v1/attributes",
+            json!({"name": name, "subject": "user", "type": ty}),
+        )
+        .await
+        .expect(201);
     }
     let r = api
-        .post("/api/v1/attributes", json!({"name": "department", "subject": "user", "type": "string"}))
+        .post(
+            "/api/v1/attributes",
+            json!({"name": "department", "subject": "user", "type": "string"}),
+        )
         .await
         .expect(409);
     assert_eq!(r.code(), "attribute_exists");
@@ -192,7 +264,12 @@ async fn custom_attributes_are_declared_typed_and_filterable() {
     let id = u.body["id"].as_str().unwrap();
     api.create_user("other").await;
 
-    for q in ["level=3", "skills=rust", "remote=true", "start_date=2026-03-01"] {
+    for q in [
+        "level=3",
+        "skills=rust",
+        "remote=true",
+        "start_date=2026-03-01",
+    ] {
         let r = api.get(&format!("/api/v1/users?{q}")).await.expect(200);
         let items = r.body["items"].as_array().unwrap();
         assert_eq!(items.len(), 1, "{q}");
@@ -203,23 +280,36 @@ async fn custom_attributes_are_declared_typed_and_filterable() {
 
     for (bad, field) in [
         (json!({"level": "3"}), "custom_attributes.level"),
-        (json!({"start_date": "yesterday"}), "custom_attributes.start_date"),
+        (
+            json!({"start_date": "yesterday"}),
+            "custom_attributes.start_date",
+        ),
         (json!({"skills": ["ok", 1]}), "custom_attributes.skills[1]"),
         (json!({"undeclared": 1}), "custom_attributes.undeclared"),
     ] {
         let r = api
-            .patch(&format!("/api/v1/users/{id}"), json!({ "custom_attributes": bad }))
+            .patch(
+                &format!("/api/v1/users/{id}"),
+                json!({ "custom_attributes": bad }),
+            )
             .await
             .expect(422);
         assert_eq!(r.field(), field);
     }
 
     // In use: cannot delete; after removing the value, can.
-    api.delete("/api/v1/attributes/user/level").await.expect(409);
-    api.patch(&format!("/api/v1/users/{id}"), json!({"custom_attributes": {"level": null}}))
+    api.delete("/api/v1/attributes/user/level")
         .await
-        .expect(200);
-    api.delete("/api/v1/attributes/user/level").await.expect(204);
+        .expect(409);
+    api.patch(
+        &format!("/api/v1/users/{id}"),
+        json!({"custom_attributes": {"level": null}}),
+    )
+    .await
+    .expect(200);
+    api.delete("/api/v1/attributes/user/level")
+        .await
+        .expect(204);
     api.get("/api/v1/attributes/user/level").await.expect(404);
 
     let schema = api.get("/api/v1/attributes?subject=user").await.expect(200);
@@ -229,9 +319,14 @@ async fn custom_attributes_are_declared_typed_and_filterable() {
         .iter()
         .map(|a| a["name"].as_str().unwrap())
         .collect();
-    assert!(names.contains(&"department") && names.contains(&"skills") && !names.contains(&"level"));
+    assert!(
+        names.contains(&"department") && names.contains(&"skills") && !names.contains(&"level")
+    );
     let described = api
-        .patch("/api/v1/attributes/user/skills", json!({"description": "What they know"}))
+        .patch(
+            "/api/v1/attributes/user/skills",
+            json!({"description": "What they know"}),
+        )
         .await
         .expect(200);
     assert_eq!(described.body["description"], "What they know");
@@ -241,7 +336,9 @@ async fn custom_attributes_are_declared_typed_and_filterable() {
 async fn pagination_walks_every_user_once_in_each_sort_order() {
     let s = Server::start();
     let api = s.admin();
-    let mut names: Vec<String> = (0..23).map(|i| format!("user{:02}", (i * 7) % 23)).collect();
+    let mut names: Vec<String> = (0..23)
+        .map(|i| format!("user{:02}", (i * 7) % 23))
+        .collect();
     for n in &names {
         api.create_user(n).await;
     }
@@ -272,12 +369,21 @@ async fn pagination_walks_every_user_once_in_each_sort_order() {
         assert_eq!(pages, 5);
     }
     // Creation order, filtered.
-    let r = api.get("/api/v1/users?limit=500&state=staged").await.expect(200);
+    let r = api
+        .get("/api/v1/users?limit=500&state=staged")
+        .await
+        .expect(200);
     assert_eq!(r.body["items"].as_array().unwrap().len(), 23);
     // A cursor from one sort is refused by another.
-    let first = api.get("/api/v1/users?limit=5&sort=username").await.expect(200);
+    let first = api
+        .get("/api/v1/users?limit=5&sort=username")
+        .await
+        .expect(200);
     let c = first.body["next_cursor"].as_str().unwrap();
-    let r = api.get(&format!("/api/v1/users?limit=5&sort=email&cursor={c}")).await.expect(400);
+    let r = api
+        .get(&format!("/api/v1/users?limit=5&sort=email&cursor={c}"))
+        .await
+        .expect(400);
     assert_eq!(r.field(), "cursor");
 }
 
@@ -291,20 +397,39 @@ async fn etags_guard_against_lost_updates() {
     assert_eq!(etag, "\"1\"");
 
     let first = api
-        .send(Method::PATCH, &path, Some(&json!({"phone": "1"})), &[("if-match", &etag)])
+        .send(
+            Method::PATCH,
+            &path,
+            Some(&json!({"phone": "1"})),
+            &[("if-match", &etag)],
+        )
         .await
         .expect(200);
     assert_eq!(first.header("etag"), "\"2\"");
     // A second writer with the old ETag loses, and nothing is written.
     let stale = api
-        .send(Method::PATCH, &path, Some(&json!({"phone": "2"})), &[("if-match", &etag)])
+        .send(
+            Method::PATCH,
+            &path,
+            Some(&json!({"phone": "2"})),
+            &[("if-match", &etag)],
+        )
         .await
         .expect(412);
     assert_eq!(stale.code(), "precondition_failed");
     assert_eq!(api.get(&path).await.body["phone"], "1");
-    api.send(Method::POST, &format!("{path}/state"), Some(&json!({"state": "active"})), &[("if-match", "\"1\"")])
+    api.send(
+        Method::POST,
+        &format!("{path}/state"),
+        Some(&json!({"state": "active"})),
+        &[("if-match", "\"1\"")],
+    )
+    .await
+    .expect(412);
+    api.send(Method::DELETE, &path, None, &[("if-match", "\"1\"")])
         .await
         .expect(412);
-    api.send(Method::DELETE, &path, None, &[("if-match", "\"1\"")]).await.expect(412);
-    api.send(Method::DELETE, &path, None, &[("if-match", "W/\"2\"")]).await.expect(204);
+    api.send(Method::DELETE, &path, None, &[("if-match", "W/\"2\"")])
+        .await
+        .expect(204);
 }

@@ -22,7 +22,12 @@ async fn bad_input_gets_a_clear_error_and_writes_nothing() {
 
     // 400 malformed JSON, with the position.
     let r = api
-        .send_raw(Method::POST, "/api/v1/users", Some("application/json"), b"{\"username\": ".to_vec())
+        .send_raw(
+            Method::POST,
+            "/api/v1/users",
+            Some("application/json"),
+            b"{\"username\": ".to_vec(),
+        )
         .await
         .expect(400);
     assert_eq!(r.code(), "malformed_json");
@@ -30,29 +35,56 @@ async fn bad_input_gets_a_clear_error_and_writes_nothing() {
 
     // 415 without a JSON content type.
     let r = api
-        .send_raw(Method::POST, "/api/v1/users", Some("text/plain"), b"{}".to_vec())
+        .send_raw(
+            Method::POST,
+            "/api/v1/users",
+            Some("text/plain"),
+            b"{}".to_vec(),
+        )
         .await
         .expect(415);
     assert_eq!(r.code(), "unsupported_media_type");
-    api.send_raw(Method::POST, "/api/v1/users", None, b"{}".to_vec()).await.expect(415);
+    api.send_raw(Method::POST, "/api/v1/users", None, b"{}".to_vec())
+        .await
+        .expect(415);
 
     // 413 over the body limit (1 MiB by default).
-    let huge = format!("{{\"username\": \"x\", \"email\": \"x@example.com\", \"description\": \"{}\"}}", "a".repeat(2 << 20));
+    let huge = format!(
+        "{{\"username\": \"x\", \"email\": \"x@example.com\", \"description\": \"{}\"}}",
+        "a".repeat(2 << 20)
+    );
     let r = api
-        .send_raw(Method::POST, "/api/v1/users", Some("application/json"), huge.into_bytes())
+        .send_raw(
+            Method::POST,
+            "/api/v1/users",
+            Some("application/json"),
+            huge.into_bytes(),
+        )
         .await
         .expect(413);
     assert_eq!(r.code(), "payload_too_large");
 
     // 422 unknown field, wrong type, missing field, invalid values: each names the field.
     for (body, field) in [
-        (json!({"username": "a", "email": "a@example.com", "nickname": "x"}), "nickname"),
+        (
+            json!({"username": "a", "email": "a@example.com", "nickname": "x"}),
+            "nickname",
+        ),
         (json!({"username": 5, "email": "a@example.com"}), "username"),
         (json!({"username": "a"}), "email"),
-        (json!({"username": "a b", "email": "a@example.com"}), "username"),
+        (
+            json!({"username": "a b", "email": "a@example.com"}),
+            "username",
+        ),
         (json!({"username": "a", "email": "not-an-email"}), "email"),
-        (json!({"username": "a", "email": "a@example.com", "state": "suspended"}), "state"),
-        (json!({"username": "a", "email": "a@example.com", "manager_id": "nope"}), "manager_id"),
+        (
+            json!({"username": "a", "email": "a@example.com", "state": "suspended"}),
+            "state",
+        ),
+        (
+            json!({"username": "a", "email": "a@example.com", "manager_id": "nope"}),
+            "manager_id",
+        ),
     ] {
         let r = api.post("/api/v1/users", body.clone()).await.expect(422);
         assert_eq!(r.code(), "invalid_field", "{body}");
@@ -62,24 +94,36 @@ async fn bad_input_gets_a_clear_error_and_writes_nothing() {
 
     // 409 duplicate username or email, case-insensitively.
     let r = api
-        .post("/api/v1/users", json!({"username": "TAKEN", "email": "new@example.com"}))
+        .post(
+            "/api/v1/users",
+            json!({"username": "TAKEN", "email": "new@example.com"}),
+        )
         .await
         .expect(409);
     assert_eq!((r.code(), r.field()), ("username_taken", "username"));
     let r = api
-        .post("/api/v1/users", json!({"username": "new", "email": "Taken@Example.com"}))
+        .post(
+            "/api/v1/users",
+            json!({"username": "new", "email": "Taken@Example.com"}),
+        )
         .await
         .expect(409);
     assert_eq!((r.code(), r.field()), ("email_taken", "email"));
 
     // 409 invalid state transition.
     let r = api
-        .post(&format!("/api/v1/users/{id}/state"), json!({"state": "suspended"}))
+        .post(
+            &format!("/api/v1/users/{id}/state"),
+            json!({"state": "suspended"}),
+        )
         .await
         .expect(409);
     assert_eq!(r.code(), "invalid_state_transition");
     let r = api
-        .post(&format!("/api/v1/users/{id}/state"), json!({"state": "paused"}))
+        .post(
+            &format!("/api/v1/users/{id}/state"),
+            json!({"state": "paused"}),
+        )
         .await
         .expect(422);
     assert_eq!(r.field(), "state");
@@ -92,22 +136,38 @@ async fn bad_input_gets_a_clear_error_and_writes_nothing() {
 
     // 412 stale If-Match.
     let r = api
-        .send(Method::PATCH, &format!("/api/v1/users/{id}"), Some(&json!({"phone": "1"})), &[("if-match", "\"9\"")])
+        .send(
+            Method::PATCH,
+            &format!("/api/v1/users/{id}"),
+            Some(&json!({"phone": "1"})),
+            &[("if-match", "\"9\"")],
+        )
         .await
         .expect(412);
     assert_eq!(r.code(), "precondition_failed");
 
     // 404: unknown id, malformed id, unknown route.
-    api.get("/api/v1/users/01890a5d-ac96-774b-bcce-b302099a8057").await.expect(404);
+    api.get("/api/v1/users/01890a5d-ac96-774b-bcce-b302099a8057")
+        .await
+        .expect(404);
     let r = api.get("/api/v1/users/not-a-uuid").await.expect(404);
     assert_eq!(r.code(), "not_found");
     let r = api.get("/api/v1/nothing-here").await.expect(404);
     assert_eq!(r.code(), "not_found");
-    let r = api.send(Method::PUT, "/api/v1/users", None, &[]).await.expect(405);
+    let r = api
+        .send(Method::PUT, "/api/v1/users", None, &[])
+        .await
+        .expect(405);
     assert_eq!(r.code(), "method_not_allowed");
 
     // 400 bad query parameters name the parameter.
-    for (q, field) in [("limit=0", "limit"), ("limit=x", "limit"), ("sort=shoe_size", "sort"), ("shoe_size=9", "shoe_size"), ("cursor=%21%21", "cursor")] {
+    for (q, field) in [
+        ("limit=0", "limit"),
+        ("limit=x", "limit"),
+        ("sort=shoe_size", "sort"),
+        ("shoe_size=9", "shoe_size"),
+        ("cursor=%21%21", "cursor"),
+    ] {
         let r = api.get(&format!("/api/v1/users?{q}")).await.expect(400);
         assert_eq!((r.code(), r.field()), ("invalid_query", field), "{q}");
     }
@@ -118,7 +178,10 @@ async fn bad_input_gets_a_clear_error_and_writes_nothing() {
     assert_eq!(audit_count(&api).await, before);
     let users = api.get("/api/v1/users").await.expect(200);
     assert_eq!(users.body["items"].as_array().unwrap().len(), 1);
-    assert_eq!(api.get(&format!("/api/v1/users/{id}")).await.body["version"], 1);
+    assert_eq!(
+        api.get(&format!("/api/v1/users/{id}")).await.body["version"],
+        1
+    );
 }
 
 #[tokio::test]
@@ -127,12 +190,26 @@ async fn authentication_errors_are_401_with_the_error_shape() {
     let r = s.client(None).get("/api/v1/users").await.expect(401);
     assert_eq!(r.code(), "unauthorized");
     assert_eq!(r.header("www-authenticate"), "Bearer");
-    let r = s.client(Some("not-a-real-key")).get("/api/v1/users").await.expect(401);
+    let r = s
+        .client(Some("not-a-real-key"))
+        .get("/api/v1/users")
+        .await
+        .expect(401);
     assert_eq!(r.code(), "unauthorized");
     let r = s
         .client(None)
-        .send(Method::GET, "/api/v1/users", None, &[("authorization", "Basic Zm9vOmJhcg==")])
+        .send(
+            Method::GET,
+            "/api/v1/users",
+            None,
+            &[("authorization", "Basic Zm9vOmJhcg==")],
+        )
         .await
         .expect(401);
-    assert!(r.body["error"]["message"].as_str().unwrap().contains("Bearer"));
+    assert!(
+        r.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Bearer")
+    );
 }

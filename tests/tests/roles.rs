@@ -11,6 +11,9 @@ struct Fixture {
     device: String,
 }
 
+/// A request: method, path, optional JSON body.
+type Call = (Method, String, Option<Value>);
+
 /// One kind of endpoint, and which roles may call it
 /// (admin, help-desk, read-only, device-agent).
 struct Probe {
@@ -18,54 +21,152 @@ struct Probe {
     allowed: [bool; 4],
     /// Builds the request from the fixture, a unique number and the role's
     /// index (the state probe suspends as admin, reactivates as help-desk).
-    call: fn(&Fixture, usize, usize) -> (Method, String, Option<Value>),
+    call: fn(&Fixture, usize, usize) -> Call,
 }
 
 const PROBES: &[Probe] = &[
-    Probe { name: "list users", allowed: [true, true, true, false], call: |_, _, _| (Method::GET, "/api/v1/users".into(), None) },
-    Probe { name: "get user", allowed: [true, true, true, false], call: |f, _, _| (Method::GET, format!("/api/v1/users/{}", f.user), None) },
+    Probe {
+        name: "list users",
+        allowed: [true, true, true, false],
+        call: |_, _, _| (Method::GET, "/api/v1/users".into(), None),
+    },
+    Probe {
+        name: "get user",
+        allowed: [true, true, true, false],
+        call: |f, _, _| (Method::GET, format!("/api/v1/users/{}", f.user), None),
+    },
     Probe {
         name: "create user",
         allowed: [true, false, false, false],
-        call: |_, i, _| (Method::POST, "/api/v1/users".into(), Some(json!({"username": format!("new{i}"), "email": format!("new{i}@example.com")}))),
+        call: |_, i, _| {
+            (
+                Method::POST,
+                "/api/v1/users".into(),
+                Some(
+                    json!({"username": format!("new{i}"), "email": format!("new{i}@example.com")}),
+                ),
+            )
+        },
     },
-    Probe { name: "patch user", allowed: [true, false, false, false], call: |f, i, _| (Method::PATCH, format!("/api/v1/users/{}", f.user), Some(json!({"phone": format!("{i}")}))) },
+    Probe {
+        name: "patch user",
+        allowed: [true, false, false, false],
+        call: |f, i, _| {
+            (
+                Method::PATCH,
+                format!("/api/v1/users/{}", f.user),
+                Some(json!({"phone": format!("{i}")})),
+            )
+        },
+    },
     Probe {
         name: "change user state",
         allowed: [true, true, false, false],
         call: |f, _, role| {
             let to = if role == 0 { "suspended" } else { "active" };
-            (Method::POST, format!("/api/v1/users/{}/state", f.user), Some(json!({"state": to})))
+            (
+                Method::POST,
+                format!("/api/v1/users/{}/state", f.user),
+                Some(json!({"state": to})),
+            )
         },
     },
-    Probe { name: "list devices", allowed: [true, true, true, false], call: |_, _, _| (Method::GET, "/api/v1/devices".into(), None) },
+    Probe {
+        name: "list devices",
+        allowed: [true, true, true, false],
+        call: |_, _, _| (Method::GET, "/api/v1/devices".into(), None),
+    },
     Probe {
         name: "create device",
         allowed: [true, false, false, false],
-        call: |_, i, _| (Method::POST, "/api/v1/devices".into(), Some(json!({"hostname": format!("h{i}"), "os_family": "linux"}))),
+        call: |_, i, _| {
+            (
+                Method::POST,
+                "/api/v1/devices".into(),
+                Some(json!({"hostname": format!("h{i}"), "os_family": "linux"})),
+            )
+        },
     },
     Probe {
         name: "device check-in",
         allowed: [true, false, false, true],
-        call: |f, i, _| (Method::POST, format!("/api/v1/devices/{}/check-in", f.device), Some(json!({"agent_version": format!("1.{i}")}))),
+        call: |f, i, _| {
+            (
+                Method::POST,
+                format!("/api/v1/devices/{}/check-in", f.device),
+                Some(json!({"agent_version": format!("1.{i}")})),
+            )
+        },
     },
-    Probe { name: "bind", allowed: [true, false, false, false], call: |f, _, _| (Method::PUT, format!("/api/v1/users/{}/devices/{}", f.user, f.device), None) },
-    Probe { name: "read bindings", allowed: [true, true, true, false], call: |f, _, _| (Method::GET, format!("/api/v1/users/{}/devices", f.user), None) },
-    Probe { name: "read schema", allowed: [true, true, true, false], call: |_, _, _| (Method::GET, "/api/v1/attributes".into(), None) },
+    Probe {
+        name: "bind",
+        allowed: [true, false, false, false],
+        call: |f, _, _| {
+            (
+                Method::PUT,
+                format!("/api/v1/users/{}/devices/{}", f.user, f.device),
+                None,
+            )
+        },
+    },
+    Probe {
+        name: "read bindings",
+        allowed: [true, true, true, false],
+        call: |f, _, _| {
+            (
+                Method::GET,
+                format!("/api/v1/users/{}/devices", f.user),
+                None,
+            )
+        },
+    },
+    Probe {
+        name: "read schema",
+        allowed: [true, true, true, false],
+        call: |_, _, _| (Method::GET, "/api/v1/attributes".into(), None),
+    },
     Probe {
         name: "declare attribute",
         allowed: [true, false, false, false],
-        call: |_, i, _| (Method::POST, "/api/v1/attributes".into(), Some(json!({"name": format!("attr{i}"), "subject": "user", "type": "string"}))),
+        call: |_, i, _| {
+            (
+                Method::POST,
+                "/api/v1/attributes".into(),
+                Some(json!({"name": format!("attr{i}"), "subject": "user", "type": "string"})),
+            )
+        },
     },
-    Probe { name: "read audit", allowed: [true, true, true, false], call: |_, _, _| (Method::GET, "/api/v1/audit".into(), None) },
-    Probe { name: "list api keys", allowed: [true, false, false, false], call: |_, _, _| (Method::GET, "/api/v1/api-keys".into(), None) },
+    Probe {
+        name: "read audit",
+        allowed: [true, true, true, false],
+        call: |_, _, _| (Method::GET, "/api/v1/audit".into(), None),
+    },
+    Probe {
+        name: "list api keys",
+        allowed: [true, false, false, false],
+        call: |_, _, _| (Method::GET, "/api/v1/api-keys".into(), None),
+    },
     Probe {
         name: "create api key",
         allowed: [true, false, false, false],
-        call: |_, i, _| (Method::POST, "/api/v1/api-keys".into(), Some(json!({"name": format!("k{i}"), "role": "read-only"}))),
+        call: |_, i, _| {
+            (
+                Method::POST,
+                "/api/v1/api-keys".into(),
+                Some(json!({"name": format!("k{i}"), "role": "read-only"})),
+            )
+        },
     },
-    Probe { name: "backup", allowed: [true, false, false, false], call: |_, _, _| (Method::POST, "/api/v1/backup".into(), None) },
-    Probe { name: "whoami", allowed: [true, true, true, true], call: |_, _, _| (Method::GET, "/api/v1/whoami".into(), None) },
+    Probe {
+        name: "backup",
+        allowed: [true, false, false, false],
+        call: |_, _, _| (Method::POST, "/api/v1/backup".into(), None),
+    },
+    Probe {
+        name: "whoami",
+        allowed: [true, true, true, true],
+        call: |_, _, _| (Method::GET, "/api/v1/whoami".into(), None),
+    },
 ];
 
 #[tokio::test]
@@ -74,7 +175,10 @@ async fn every_role_against_every_kind_of_endpoint() {
     let admin = s.admin();
     let user = admin.create_user("subject").await;
     let device = admin
-        .post("/api/v1/devices", json!({"hostname": "dev", "os_family": "macos"}))
+        .post(
+            "/api/v1/devices",
+            json!({"hostname": "dev", "os_family": "macos"}),
+        )
         .await
         .expect(201);
     let fixture = Fixture {
@@ -82,7 +186,10 @@ async fn every_role_against_every_kind_of_endpoint() {
         device: device.body["id"].as_str().unwrap().into(),
     };
     admin
-        .post(&format!("/api/v1/users/{}/state", fixture.user), json!({"state": "active"}))
+        .post(
+            &format!("/api/v1/users/{}/state", fixture.user),
+            json!({"state": "active"}),
+        )
         .await
         .expect(200);
     let roles = ["admin", "help-desk", "read-only", "device-agent"];
@@ -106,9 +213,20 @@ async fn every_role_against_every_kind_of_endpoint() {
                     resp.body
                 );
             } else {
-                assert_eq!(resp.status.as_u16(), 403, "{role} must not {}: {}", probe.name, resp.body);
+                assert_eq!(
+                    resp.status.as_u16(),
+                    403,
+                    "{role} must not {}: {}",
+                    probe.name,
+                    resp.body
+                );
                 assert_eq!(resp.code(), "forbidden");
-                assert!(resp.body["error"]["message"].as_str().unwrap().contains(role));
+                assert!(
+                    resp.body["error"]["message"]
+                        .as_str()
+                        .unwrap()
+                        .contains(role)
+                );
             }
         }
     }
@@ -123,7 +241,11 @@ async fn every_role_against_every_kind_of_endpoint() {
             .filter(|p| p.allowed[r])
             .filter(|p| (p.call)(&fixture, 0, r).0 != Method::GET && p.name != "backup")
             .count();
-        assert_eq!(events.body["items"].as_array().unwrap().len(), writes, "{role}");
+        assert_eq!(
+            events.body["items"].as_array().unwrap().len(),
+            writes,
+            "{role}"
+        );
     }
 }
 
@@ -132,7 +254,10 @@ async fn revoked_keys_stop_working_at_once() {
     let s = Server::start();
     let admin = s.admin();
     let created = admin
-        .post("/api/v1/api-keys", json!({"name": "temp", "role": "read-only"}))
+        .post(
+            "/api/v1/api-keys",
+            json!({"name": "temp", "role": "read-only"}),
+        )
         .await
         .expect(201);
     let secret = created.body["secret"].as_str().unwrap();
@@ -144,11 +269,20 @@ async fn revoked_keys_stop_working_at_once() {
     // Secrets are never listed.
     let list = admin.get("/api/v1/api-keys").await.expect(200);
     assert!(!list.body.to_string().contains(secret));
-    admin.delete(&format!("/api/v1/api-keys/{id}")).await.expect(204);
+    admin
+        .delete(&format!("/api/v1/api-keys/{id}"))
+        .await
+        .expect(204);
     temp.get("/api/v1/users").await.expect(401);
     // A key cannot revoke itself.
-    let own = admin.get("/api/v1/whoami").await.body["key_id"].as_str().unwrap().to_string();
-    let r = admin.delete(&format!("/api/v1/api-keys/{own}")).await.expect(409);
+    let own = admin.get("/api/v1/whoami").await.body["key_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = admin
+        .delete(&format!("/api/v1/api-keys/{own}"))
+        .await
+        .expect(409);
     assert_eq!(r.code(), "key_in_use");
     let r = admin
         .post("/api/v1/api-keys", json!({"name": "temp2", "role": "root"}))

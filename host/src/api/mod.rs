@@ -199,3 +199,23 @@ async fn observe(State(state): State<AppState>, mut req: Request, next: Next) ->
     }
     resp
 }
+
+#[cfg(test)]
+mod tests {
+    /// The committed `docs/openapi.json` is what API clients and reviewers
+    /// read; it must not drift from the code. Regenerate with
+    /// `UPDATE_OPENAPI=1 cargo test -p cohort openapi`.
+    #[test]
+    fn committed_openapi_document_is_current() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/openapi.json");
+        let current = format!("{}\n", super::openapi_json());
+        if std::env::var_os("UPDATE_OPENAPI").is_some() {
+            std::fs::write(path, &current).expect("writing docs/openapi.json");
+        }
+        let committed = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            committed == current,
+            "docs/openapi.json is out of date: run UPDATE_OPENAPI=1 cargo test -p cohort openapi"
+        );
+    }
+}

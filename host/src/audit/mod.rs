@@ -28,9 +28,6 @@ pub(crate) const BY_ACTOR: Keyspace = Keyspace::new("audit_by_actor");
 pub(crate) const BY_RESOURCE: Keyspace = Keyspace::new("audit_by_resource");
 /// time (µs since epoch, 8 bytes) ++ seq → (). Time-range queries.
 pub(crate) const BY_TIME: Keyspace = Keyspace::new("audit_by_time");
-/// Holds the last event id handed out.
-const COUNTERS: Keyspace = Keyspace::new("audit_counters");
-const LAST_SEQ: &[u8] = b"last_seq";
 
 /// One recorded change.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -135,8 +132,7 @@ pub fn record(
     actor: &Actor,
     rec: Record<'_>,
 ) -> Result<u64, StorageError> {
-    let seq = txn.get_json::<u64>(COUNTERS, LAST_SEQ)?.unwrap_or(0) + 1;
-    txn.put_json(COUNTERS, LAST_SEQ, &seq)?;
+    let seq = txn.next_sequence(EVENTS)?;
     let event = AuditEvent {
         id: seq,
         time,

@@ -21,6 +21,9 @@ pub struct Filter {
     pub name: String,
     /// Accepted values, normalized for the attribute's type.
     pub values: Vec<AttrValue>,
+    /// Usernames, emails and hostnames compare case-insensitively, as
+    /// their indexes do.
+    pub fold_case: bool,
 }
 
 /// A parsed list request.
@@ -41,7 +44,9 @@ impl ListQuery {
             let Some(actual) = subject.attribute(&f.name) else {
                 return false;
             };
-            f.values.iter().any(|want| value_matches(&actual, want))
+            f.values
+                .iter()
+                .any(|want| value_matches(&actual, want, f.fold_case))
         })
     }
 
@@ -65,12 +70,18 @@ impl ListQuery {
     }
 }
 
-fn value_matches(actual: &AttrValue, want: &AttrValue) -> bool {
+fn value_matches(actual: &AttrValue, want: &AttrValue, fold_case: bool) -> bool {
     match (actual, want) {
+        (AttrValue::String(a), AttrValue::String(w)) if fold_case => {
+            a.to_lowercase() == w.to_lowercase()
+        }
         (AttrValue::StringList(items), AttrValue::String(w)) => items.iter().any(|i| i == w),
         (a, w) => a == w,
     }
 }
+
+/// Attributes whose unique or lookup index is case-insensitive.
+const FOLDED: &[&str] = &["username", "email", "hostname"];
 
 /// Query parameters that are not attribute filters.
 const RESERVED: &[&str] = &["limit", "cursor", "sort"];
@@ -125,6 +136,7 @@ impl Directory {
                 None => query.filters.push(Filter {
                     name: name.clone(),
                     values: vec![parsed],
+                    fold_case: FOLDED.contains(&name.as_str()),
                 }),
             }
         }
