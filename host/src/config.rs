@@ -19,6 +19,10 @@ pub const ENV_BOOTSTRAP_ADMIN_KEY: &str = "COHORT_BOOTSTRAP_ADMIN_KEY";
 pub const ENV_LOG_FORMAT: &str = "COHORT_LOG_FORMAT";
 /// See [`ENV_LISTEN`].
 pub const ENV_LOG_LEVEL: &str = "COHORT_LOG_LEVEL";
+/// See [`ENV_LISTEN`].
+pub const ENV_PLUGINS_DIR: &str = "COHORT_PLUGINS_DIR";
+/// See [`ENV_LISTEN`]. Base64 of 32 bytes; overrides the key file in the data directory.
+pub const ENV_SECRET_KEY: &str = "COHORT_SECRET_KEY";
 
 /// Everything `cohort serve` can be told.
 #[derive(Clone, Debug, Deserialize)]
@@ -37,6 +41,67 @@ pub struct Config {
     pub http: HttpConfig,
     /// Storage engine tuning.
     pub storage: StorageConfig,
+    /// The plugin runtime.
+    pub plugins: PluginsConfig,
+    /// The key that encrypts plugin secrets at rest. When unset, a key is
+    /// generated once into `<data_dir>/secret.key` (mode 0600). Keep it with
+    /// backups: without it, stored secrets cannot be read back.
+    pub secret_key: Option<Secret>,
+}
+
+/// Plugin loading and the limits every plugin call runs under.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PluginsConfig {
+    /// A directory of `<name>.wasm` + `<name>.toml` pairs loaded at start-up.
+    pub directory: Option<PathBuf>,
+    /// CPU budget of one call, in milliseconds. Time spent waiting for
+    /// outbound HTTP does not count.
+    pub cpu_ms: u64,
+    /// Wall-clock budget of one call, including outbound HTTP, in milliseconds.
+    pub wall_ms: u64,
+    /// Meter CPU with fuel (deterministic instruction counting) instead of
+    /// time; the value is the fuel per call. Slower, but reproducible.
+    pub fuel: Option<u64>,
+    /// Linear memory per plugin instance, in MiB.
+    pub memory_mb: u64,
+    /// Largest input one call may receive, in KiB.
+    pub input_kb: u64,
+    /// Largest output one call may return, in KiB.
+    pub output_kb: u64,
+    /// Bytes one call may log, in KiB; later lines are dropped and counted.
+    pub log_kb: u64,
+    /// Longest outbound HTTP request, in milliseconds.
+    pub http_timeout_ms: u64,
+    /// Largest outbound HTTP response body, in KiB.
+    pub http_response_kb: u64,
+    /// Consecutive failed calls after which a plugin is reported unhealthy.
+    pub unhealthy_after: u32,
+    /// Instances the pooling allocator keeps slots for; also the most
+    /// plugin calls in flight at once.
+    pub max_instances: u32,
+    /// Largest plugin upload, in MiB.
+    pub max_upload_mb: u64,
+}
+
+impl Default for PluginsConfig {
+    fn default() -> Self {
+        PluginsConfig {
+            directory: None,
+            cpu_ms: 100,
+            wall_ms: 30_000,
+            fuel: None,
+            memory_mb: 64,
+            input_kb: 16 * 1024,
+            output_kb: 4 * 1024,
+            log_kb: 64,
+            http_timeout_ms: 10_000,
+            http_response_kb: 8 * 1024,
+            unhealthy_after: 5,
+            max_instances: 128,
+            max_upload_mb: 64,
+        }
+    }
 }
 
 /// How logs are written.
@@ -107,6 +172,8 @@ impl Default for Config {
             log: LogConfig::default(),
             http: HttpConfig::default(),
             storage: StorageConfig::default(),
+            plugins: PluginsConfig::default(),
+            secret_key: None,
         }
     }
 }
@@ -209,6 +276,12 @@ impl Config {
         }
         if let Some(v) = env(ENV_LOG_LEVEL) {
             config.log.level = v;
+        }
+        if let Some(v) = env(ENV_PLUGINS_DIR) {
+            config.plugins.directory = Some(PathBuf::from(v));
+        }
+        if let Some(v) = env(ENV_SECRET_KEY) {
+            config.secret_key = Some(Secret(v));
         }
         Ok(config)
     }

@@ -11,4 +11,5 @@ pub mod error;
 pub mod json;
 pub mod migrations;
 pub mod page;
+pub mod plugins;
 pub mod server;

@@ -1,0 +1,276 @@
+//! The store data of one plugin instance, and the host imports it serves:
+//! logging, the clock and outbound HTTP. This is the whole surface a plugin
+//! can reach; WASI is linked for components from other languages, with no
+//! directories, no environment, no arguments and no network.
+
+use std::io::Read;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use wasmtime::ResourceLimiter;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use super::bindings::host::{self as wit, HttpError, Level, Method, Request, Response};
+use super::limits::Limits;
+use super::manifest::Manifest;
+
+/// What one instance of a plugin may do, and what it has used so far.
+pub struct Sandbox {
+    pub(crate) plugin: Arc<Manifest>,
+    pub(crate) limits: Arc<Limits>,
+    wasi: WasiCtx,
+    table: ResourceTable,
+    /// Per-call accounting, reset at the start of every call.
+    pub(crate) call: CallAccount,
+    /// Set when the guest asked for more memory than allowed, so the trap
+    /// that follows is reported as a memory limit rather than a crash.
+    pub(crate) memory_refused: bool,
+}
+
+/// What the current call has used.
+pub(crate) struct CallAccount {
+    pub(crate) name: &'static str,
+    pub(crate) started: Instant,
+    /// Time spent inside host calls (HTTP), which does not count as CPU.
+    pub(crate) host_wait: Duration,
+    pub(crate) log_bytes: usize,
+    pub(crate) logs_dropped: u32,
+    pub(crate) cpu_exceeded: bool,
+    pub(crate) wall_exceeded: bool,
+}
+
+impl CallAccount {
+    pub(crate) fn new(name: &'static str) -> Self {
+        CallAccount {
+            name,
+            started: Instant::now(),
+            host_wait: Duration::ZERO,
+            log_bytes: 0,
+            logs_dropped: 0,
+            cpu_exceeded: false,
+            wall_exceeded: false,
+        }
+    }
+
+    /// Guest execution time so far: wall time minus host waits.
+    pub(crate) fn cpu_used(&self) -> Duration {
+        self.started.elapsed().saturating_sub(self.host_wait)
+    }
+}
+
+impl Sandbox {
+    pub(crate) fn new(plugin: Arc<Manifest>, limits: Arc<Limits>) -> Self {
+        // Deny by default: no preopened directories, no environment, no
+        // arguments, no sockets, no name lookup; stdio goes nowhere. Clocks
+        // and random stay, because language runtimes need them to start.
+        let wasi = WasiCtxBuilder::new()
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        Sandbox {
+            plugin,
+            limits,
+            wasi,
+            table: ResourceTable::new(),
+            call: CallAccount::new("instantiate"),
+            memory_refused: false,
+        }
+    }
+
+    fn http_client() -> &'static reqwest::blocking::Client {
+        // Built lazily on a plugin thread: reqwest's blocking client must not
+        // be created (or dropped) on an async worker thread.
+        static CLIENT: OnceLock<reqwest::blocking::Client> = OnceLock::new();
+        CLIENT.get_or_init(|| {
+            reqwest::blocking::Client::builder()
+                // A redirect to another host would bypass the allow-list, so
+                // plugins see 3xx responses and follow them themselves.
+                .redirect(reqwest::redirect::Policy::none())
+                .no_proxy()
+                .build()
+                .expect("the HTTP client has a static configuration")
+        })
+    }
+
+    fn send(&mut self, request: Request) -> Result<Response, HttpError> {
+        let url = reqwest::Url::parse(&request.url)
+            .map_err(|e| HttpError::InvalidUrl(format!("{}: {e}", request.url)))?;
+        let default_port = match url.scheme() {
+            "http" => 80,
+            "https" => 443,
+            other => {
+                return Err(HttpError::InvalidUrl(format!(
+                    "scheme \"{other}\" is not http or https"
+                )));
+            }
+        };
+        let host = url
+            .host_str()
+            .ok_or_else(|| HttpError::InvalidUrl(format!("{} has no host", request.url)))?
+            .to_ascii_lowercase();
+        let port = url.port().unwrap_or(default_port);
+        if !self.plugin.allows(&host, port, default_port) {
+            let target = if port == default_port {
+                host
+            } else {
+                format!("{host}:{port}")
+            };
+            tracing::warn!(
+                plugin = %self.plugin.name,
+                call = self.call.name,
+                host = %target,
+                "refused outbound request to a host not in the plugin manifest"
+            );
+            return Err(HttpError::HostNotAllowed(target));
+        }
+        let remaining_wall = self.limits.wall.saturating_sub(self.call.started.elapsed());
+        let mut timeout = self.limits.http_timeout.min(remaining_wall);
+        if let Some(ms) = request.timeout_ms {
+            timeout = timeout.min(Duration::from_millis(ms.into()));
+        }
+        if timeout.is_zero() {
+            return Err(HttpError::Timeout);
+        }
+        let method = match &request.method {
+            Method::Get => reqwest::Method::GET,
+            Method::Post => reqwest::Method::POST,
+            Method::Put => reqwest::Method::PUT,
+            Method::Patch => reqwest::Method::PATCH,
+            Method::Delete => reqwest::Method::DELETE,
+            Method::Head => reqwest::Method::HEAD,
+            Method::Other(m) => reqwest::Method::from_bytes(m.as_bytes())
+                .map_err(|_| HttpError::InvalidRequest(format!("invalid method {m:?}")))?,
+        };
+        let mut builder = Self::http_client()
+            .request(method, url)
+            .timeout(timeout)
+            .body(request.body);
+        for (name, value) in &request.headers {
+            if name.eq_ignore_ascii_case("host") || name.eq_ignore_ascii_case("content-length") {
+                continue;
+            }
+            let name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| HttpError::InvalidRequest(format!("invalid header name {name:?}")))?;
+            let value = reqwest::header::HeaderValue::from_str(value).map_err(|_| {
+                HttpError::InvalidRequest(format!("invalid value for header {name}"))
+            })?;
+            builder = builder.header(name, value);
+        }
+        let response = builder.send().map_err(|e| {
+            if e.is_timeout() {
+                HttpError::Timeout
+            } else if e.is_connect() {
+                HttpError::Connection(e.to_string())
+            } else {
+                HttpError::Other(e.to_string())
+            }
+        })?;
+        let cap = self.limits.http_response_bytes;
+        if let Some(len) = response.content_length()
+            && len as usize > cap
+        {
+            return Err(HttpError::ResponseTooLarge(cap as u64));
+        }
+        let status = response.status().as_u16();
+        let headers = response
+            .headers()
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_owned(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        let mut body = Vec::new();
+        response
+            .take(cap as u64 + 1)
+            .read_to_end(&mut body)
+            .map_err(|e| {
+                if e.to_string().contains("timed out") {
+                    HttpError::Timeout
+                } else {
+                    HttpError::Connection(e.to_string())
+                }
+            })?;
+        if body.len() > cap {
+            return Err(HttpError::ResponseTooLarge(cap as u64));
+        }
+        Ok(Response {
+            status,
+            headers,
+            body,
+        })
+    }
+}
+
+impl wit::Host for Sandbox {
+    fn log(&mut self, level: Level, message: String, fields: Vec<(String, String)>) {
+        let size = message.len() + fields.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+        if self.call.log_bytes + size > self.limits.log_bytes {
+            self.call.logs_dropped += 1;
+            return;
+        }
+        self.call.log_bytes += size;
+        let fields = serde_json::to_string(&fields.into_iter().collect::<std::collections::BTreeMap<_, _>>())
+            .unwrap_or_default();
+        let plugin = self.plugin.name.as_str();
+        let call = self.call.name;
+        match level {
+            Level::Trace => tracing::trace!(plugin, call, fields, "{message}"),
+            Level::Debug => tracing::debug!(plugin, call, fields, "{message}"),
+            Level::Info => tracing::info!(plugin, call, fields, "{message}"),
+            Level::Warn => tracing::warn!(plugin, call, fields, "{message}"),
+            Level::Error => tracing::error!(plugin, call, fields, "{message}"),
+        }
+    }
+
+    fn now_millis(&mut self) -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0)
+    }
+
+    fn send_http(&mut self, request: Request) -> Result<Response, HttpError> {
+        let started = Instant::now();
+        let result = self.send(request);
+        self.call.host_wait += started.elapsed();
+        result
+    }
+}
+
+impl WasiView for Sandbox {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl ResourceLimiter for Sandbox {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.limits.memory_bytes {
+            self.memory_refused = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+}
