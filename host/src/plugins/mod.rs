@@ -2,6 +2,7 @@
 //! contract (`wit/`). The runtime runs them under limits; the registry keeps
 //! track of which are installed and enabled; instances hold their config.
 
+pub mod batch;
 pub mod bindings;
 mod footprint;
 pub mod limits;

@@ -5,6 +5,7 @@
 //! - `loop`: spins forever;
 //! - `alloc`: allocates until memory runs out;
 //! - `trap-at:N`: matches subjects until subject N, then traps;
+//! - `trap-compile`: traps in `compile` instead;
 //! - `http:URL`: sends a GET to URL and reports the outcome as a subject error;
 //! - `big-output`: returns explanations far past any output cap;
 //! - `log-flood`: logs a megabyte of lines, then matches everything;
@@ -45,6 +46,9 @@ impl RuleEvaluator for Hostile {
                 message: "empty behaviour".into(),
             })
             .collect();
+        if rules.iter().any(|r| r.text == "trap-compile") {
+            panic!("hostile plugin traps while compiling");
+        }
         if problems.is_empty() {
             Ok(rules.iter().map(|r| r.text.clone()).collect())
         } else {
@@ -80,7 +84,7 @@ impl RuleEvaluator for Hostile {
                     }
                 }
                 "big-output" => {
-                    for i in 0..200_000u32 {
+                    for i in 0..30_000u32 {
                         explanations.push(ConditionOutcome {
                             rule: r as u32,
                             subject: 0,
