@@ -21,6 +21,8 @@ pub const ENV_LOG_FORMAT: &str = "COHORT_LOG_FORMAT";
 pub const ENV_LOG_LEVEL: &str = "COHORT_LOG_LEVEL";
 /// See [`ENV_LISTEN`].
 pub const ENV_PLUGINS_DIR: &str = "COHORT_PLUGINS_DIR";
+/// See [`ENV_LISTEN`].
+pub const ENV_PLUGIN_CACHE_DIR: &str = "COHORT_PLUGIN_CACHE_DIR";
 /// See [`ENV_LISTEN`]. Base64 of 32 bytes; overrides the key file in the data directory.
 pub const ENV_SECRET_KEY: &str = "COHORT_SECRET_KEY";
 
@@ -55,6 +57,9 @@ pub struct Config {
 pub struct PluginsConfig {
     /// A directory of `<name>.wasm` + `<name>.toml` pairs loaded at start-up.
     pub directory: Option<PathBuf>,
+    /// Where compiled components are cached, keyed by content hash, so a
+    /// restart does not recompile. Default: `<data_dir>/cache/components`.
+    pub cache_dir: Option<PathBuf>,
     /// CPU budget of one call, in milliseconds. Time spent waiting for
     /// outbound HTTP does not count.
     pub cpu_ms: u64,
@@ -88,6 +93,7 @@ impl Default for PluginsConfig {
     fn default() -> Self {
         PluginsConfig {
             directory: None,
+            cache_dir: None,
             cpu_ms: 100,
             wall_ms: 30_000,
             fuel: None,
@@ -279,6 +285,9 @@ impl Config {
         }
         if let Some(v) = env(ENV_PLUGINS_DIR) {
             config.plugins.directory = Some(PathBuf::from(v));
+        }
+        if let Some(v) = env(ENV_PLUGIN_CACHE_DIR) {
+            config.plugins.cache_dir = Some(PathBuf::from(v));
         }
         if let Some(v) = env(ENV_SECRET_KEY) {
             config.secret_key = Some(Secret(v));

@@ -15,6 +15,8 @@ use crate::config::Config;
 use crate::directory::Directory;
 use crate::error::DomainError;
 use crate::migrations::MIGRATIONS;
+use crate::plugins::secrets::SecretBox;
+use crate::plugins::{Instances, Limits, Registry, Runtime};
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +30,9 @@ pub enum ServerError {
     /// Serving HTTP failed.
     #[error("http server: {0}")]
     Io(#[from] std::io::Error),
+    /// The plugin runtime or the secret key could not be set up.
+    #[error("plugins: {0}")]
+    Plugins(String),
 }
 
 /// A started application: the state handlers share, and the bootstrap key
@@ -56,6 +61,29 @@ pub fn open_store(data_dir: &Path, cache_mb: u64) -> Result<Store, StorageError>
 pub fn build(config: &Config, store: Store, clock: Arc<dyn Clock>) -> Result<App, ServerError> {
     let keys = ApiKeys::new(store.clone(), Arc::clone(&clock));
     let generated_admin_key = keys.bootstrap(config.bootstrap_admin_key.as_ref())?;
+    let runtime = Arc::new(
+        Runtime::new(
+            Limits::from_config(&config.plugins),
+            Some(
+                &config
+                    .plugins
+                    .cache_dir
+                    .clone()
+                    .unwrap_or_else(|| config.data_dir.join("cache").join("components")),
+            ),
+        )
+        .map_err(|e| ServerError::Plugins(e.to_string()))?,
+    );
+    let registry = Registry::open(
+        runtime,
+        store.clone(),
+        Arc::clone(&clock),
+        &config.data_dir,
+        config.plugins.directory.as_deref(),
+    )?;
+    let secrets = SecretBox::open(config.secret_key.as_ref(), &config.data_dir)
+        .map_err(|e| ServerError::Plugins(e.to_string()))?;
+    let instances = Instances::new(store.clone(), Arc::clone(&clock), registry.clone(), secrets);
     let state = AppState {
         directory: Directory::new(store.clone(), Arc::clone(&clock)),
         audit: AuditLog::new(store.clone()),
@@ -65,6 +93,9 @@ pub fn build(config: &Config, store: Store, clock: Arc<dyn Clock>) -> Result<App
         data_dir: config.data_dir.clone(),
         max_body_bytes: config.http.max_body_bytes,
         openapi: Arc::new(api::openapi_json()),
+        plugins: registry,
+        instances,
+        max_upload_bytes: (config.plugins.max_upload_mb as usize) << 20,
     };
     Ok(App {
         state,
@@ -95,7 +126,11 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let store = open_store(&config.data_dir, config.storage.cache_mb)?;
-    let app = build(&config, store, Arc::new(SystemClock))?;
+    // Building compiles plugins (and may call them), which blocks.
+    let build_config = config.clone();
+    let app = tokio::task::spawn_blocking(move || build(&build_config, store, Arc::new(SystemClock)))
+        .await
+        .map_err(|e| ServerError::Plugins(e.to_string()))??;
     if let Some(key) = &app.generated_admin_key {
         // Printed, never logged: logs are shipped and kept; this is shown once.
         println!(

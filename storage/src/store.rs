@@ -71,6 +71,16 @@ impl<T> Committed<T> {
         Ok(self.value)
     }
 
+    /// Replaces the value while keeping the durability promise, for callers
+    /// that build their answer from what the transaction returned.
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Committed<U> {
+        Committed {
+            value: f(self.value),
+            seq: self.seq,
+            store: self.store,
+        }
+    }
+
     /// For synchronous callers (start-up, command-line tools): flushes on the
     /// calling thread.
     pub fn durable_blocking(self) -> Result<T, StorageError> {

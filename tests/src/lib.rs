@@ -40,22 +40,61 @@ pub struct Server {
     pub base: String,
     data: PathBuf,
     log: PathBuf,
+    env: Vec<(String, String)>,
     _dir: Option<tempfile::TempDir>,
+}
+
+/// `target/plugins`, where `plugins/build` puts every built component.
+pub fn plugins_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/plugins");
+    assert!(
+        dir.join("rules-standard.wasm").exists(),
+        "{} has no built plugins: run plugins/build first (the README's test command does)",
+        dir.display()
+    );
+    dir
 }
 
 impl Server {
     /// Starts a server on a fresh temporary data directory.
     pub fn start() -> Server {
+        Server::start_with(&[])
+    }
+
+    /// Starts a server on a fresh temporary data directory with extra
+    /// environment variables.
+    pub fn start_with(env: &[(&str, &str)]) -> Server {
         let dir = tempfile::tempdir().expect("temp dir");
         let data = dir.path().join("data");
-        let mut s = Server::start_on(&data, dir.path().join("server.log"));
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let mut s = Server::launch(&data, dir.path().join("server.log"), env);
         s._dir = Some(dir);
         s
+    }
+
+    /// Starts a server that loads every built plugin from `target/plugins`,
+    /// sharing one compiled-component cache across tests.
+    pub fn start_with_plugins(env: &[(&str, &str)]) -> Server {
+        let plugins = plugins_dir();
+        let cache = plugins.join("../plugin-cache");
+        let mut all = vec![
+            ("COHORT_PLUGINS_DIR", plugins.to_str().unwrap()),
+            ("COHORT_PLUGIN_CACHE_DIR", cache.to_str().unwrap()),
+        ];
+        all.extend_from_slice(env);
+        Server::start_with(&all)
     }
 
     /// Starts a server on an existing data directory (after a kill, or a
     /// restore). The caller owns the directory.
     pub fn start_on(data: &Path, log: PathBuf) -> Server {
+        Server::launch(data, log, Vec::new())
+    }
+
+    fn launch(data: &Path, log: PathBuf, env: Vec<(String, String)>) -> Server {
         let log_file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -68,6 +107,7 @@ impl Server {
             .env("COHORT_BOOTSTRAP_ADMIN_KEY", ADMIN_KEY)
             .env("COHORT_LOG_LEVEL", "warn")
             .env_remove("COHORT_CONFIG")
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log_file))
             .spawn()
@@ -95,6 +135,7 @@ impl Server {
             base,
             data: data.to_path_buf(),
             log,
+            env,
             _dir: None,
         }
     }
@@ -139,7 +180,7 @@ impl Server {
     pub fn restart_after_kill(&mut self) {
         self.kill();
         let dir = self._dir.take();
-        let mut fresh = Server::start_on(&self.data, self.log.clone());
+        let mut fresh = Server::launch(&self.data, self.log.clone(), self.env.clone());
         fresh._dir = dir;
         *self = fresh;
     }

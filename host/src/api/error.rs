@@ -158,3 +158,40 @@ impl From<DomainError> for ApiError {
         }
     }
 }
+
+impl From<crate::plugins::PluginError> for ApiError {
+    fn from(e: crate::plugins::PluginError) -> Self {
+        use crate::plugins::PluginError as P;
+        let status = match &e {
+            P::NotFound(_) => StatusCode::NOT_FOUND,
+            P::Disabled(_) | P::WrongWorld { .. } => StatusCode::CONFLICT,
+            P::InputTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            P::Load { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            P::Busy => StatusCode::SERVICE_UNAVAILABLE,
+            // The plugin misbehaved: the server is fine, the upstream
+            // "gateway" (the plugin) is not.
+            _ => StatusCode::BAD_GATEWAY,
+        };
+        let field = matches!(e, P::Load { .. }).then_some("component");
+        let err = ApiError::new(status, e.code(), e.to_string());
+        match field {
+            Some(f) => err.with_field(f),
+            None => err,
+        }
+    }
+}
+
+impl From<crate::plugins::registry::Error> for ApiError {
+    fn from(e: crate::plugins::registry::Error) -> Self {
+        match e {
+            crate::plugins::registry::Error::Domain(d) => d.into(),
+            crate::plugins::registry::Error::Plugin(p) => p.into(),
+        }
+    }
+}
+
+impl From<cohort_storage::StorageError> for ApiError {
+    fn from(e: cohort_storage::StorageError) -> Self {
+        DomainError::from(e).into()
+    }
+}

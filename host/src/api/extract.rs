@@ -69,37 +69,43 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        if !is_json(req.headers()) {
-            return Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-                "send the body as JSON with Content-Type: application/json",
-            )
-            .with_field("Content-Type"));
-        }
-        let limit = state.max_body_bytes;
-        let Some(bytes) = read_limited(req.into_body(), limit).await? else {
-            return Err(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                format!("the request body is larger than {limit} bytes"),
-            ));
-        };
-        match json::from_slice(&bytes) {
-            Ok(v) => Ok(ApiJson(v)),
-            Err(DecodeError::Syntax { position, message }) => Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "malformed_json",
-                format!("the body is not valid JSON: {message} at {position}"),
-            )
-            .with_field(position)),
-            Err(DecodeError::Shape { field, message }) => {
-                Err(
-                    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", message)
-                        .with_field(field),
-                )
-            }
-        }
+        json_body(req, state.max_body_bytes).await.map(ApiJson)
+    }
+}
+
+/// Reads a JSON body of at most `limit` bytes, with the same errors as
+/// [`ApiJson`]. For the few endpoints whose bodies may be larger than the
+/// global limit (plugin uploads).
+pub async fn json_body<T: DeserializeOwned>(req: Request, limit: usize) -> Result<T, ApiError> {
+    if !is_json(req.headers()) {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the body as JSON with Content-Type: application/json",
+        )
+        .with_field("Content-Type"));
+    }
+    let Some(bytes) = read_limited(req.into_body(), limit).await? else {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the request body is larger than {limit} bytes"),
+        ));
+    };
+    match json::from_slice(&bytes) {
+        Ok(v) => Ok(v),
+        Err(DecodeError::Syntax { position, message }) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+            format!("the body is not valid JSON: {message} at {position}"),
+        )
+        .with_field(position)),
+        Err(DecodeError::Shape { field, message }) => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+            message,
+        )
+        .with_field(field)),
     }
 }
 

@@ -10,6 +10,7 @@ pub mod extract;
 mod keys;
 pub mod metrics;
 mod ops;
+mod plugins;
 mod users;
 
 use std::path::PathBuf;
@@ -54,6 +55,12 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// The rendered OpenAPI document.
     pub openapi: Arc<String>,
+    /// Installed plugins and the runtime they run in.
+    pub plugins: crate::plugins::Registry,
+    /// Configured plugin instances.
+    pub instances: crate::plugins::Instances,
+    /// Largest plugin upload body.
+    pub max_upload_bytes: usize,
 }
 
 /// Turns a missing capability into a 403 naming the role and the action.
@@ -75,6 +82,7 @@ pub(crate) fn allow<T>(cap: Option<T>, p: &Principal, what: &str) -> Result<T, A
         (name = "attributes", description = "The attribute schema"),
         (name = "audit", description = "The audit log"),
         (name = "api-keys", description = "API keys and roles"),
+        (name = "plugins", description = "WebAssembly plugins and their configured instances"),
         (name = "ops", description = "Health, metrics and backups"),
     )
 )]
@@ -126,6 +134,18 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(keys::list_keys, keys::create_key))
         .routes(routes!(keys::revoke_key))
         .routes(routes!(keys::whoami))
+        .routes(routes!(plugins::list_plugins, plugins::install_plugin))
+        .routes(routes!(plugins::get_plugin, plugins::remove_plugin))
+        .routes(routes!(plugins::enable_plugin))
+        .routes(routes!(plugins::disable_plugin))
+        .routes(routes!(plugins::evaluate))
+        .routes(routes!(plugins::list_instances, plugins::create_instance))
+        .routes(routes!(
+            plugins::get_instance,
+            plugins::update_instance,
+            plugins::delete_instance
+        ))
+        .routes(routes!(plugins::preview_instance))
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))
         .routes(routes!(ops::metrics))

@@ -93,6 +93,11 @@ pub struct CheckInDevice<'a>(&'a Actor);
 #[derive(Debug)]
 pub struct ManageKeys<'a>(&'a Actor);
 
+/// Permission to install, enable, disable and remove plugins, and to
+/// configure plugin instances (which hold third-party credentials).
+#[derive(Debug)]
+pub struct ManagePlugins<'a>(&'a Actor);
+
 /// A capability that changes something knows who is changing it.
 pub trait Mutation {
     /// The actor recorded in the audit log.
@@ -108,7 +113,13 @@ macro_rules! mutation {
         }
     )*};
 }
-mutation!(ManageDirectory, ChangeUserState, CheckInDevice, ManageKeys);
+mutation!(
+    ManageDirectory,
+    ChangeUserState,
+    CheckInDevice,
+    ManageKeys,
+    ManagePlugins
+);
 
 impl<'a> ManageDirectory<'a> {
     /// Admins may change user state too.
@@ -150,6 +161,12 @@ impl Principal {
     /// Device check-in: admins and device agents.
     pub fn check_in_device(&self) -> Option<CheckInDevice<'_>> {
         matches!(self.role, Role::Admin | Role::DeviceAgent).then_some(CheckInDevice(&self.actor))
+    }
+
+    /// Plugins and plugin instances: admins only. Plugins run code inside
+    /// the server and instances hold credentials.
+    pub fn manage_plugins(&self) -> Option<ManagePlugins<'_>> {
+        (self.role == Role::Admin).then_some(ManagePlugins(&self.actor))
     }
 
     /// API keys and backups: admins only.

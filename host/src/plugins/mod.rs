@@ -13,3 +13,9 @@ mod sandbox;
 pub use limits::{Limits, PluginError};
 pub use manifest::{Manifest, World};
 pub use runtime::{LoadedPlugin, RuleSession, Runtime};
+pub mod instances;
+pub mod registry;
+pub mod secrets;
+
+pub use instances::Instances;
+pub use registry::Registry;

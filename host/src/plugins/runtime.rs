@@ -13,7 +13,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -276,8 +276,12 @@ impl Runtime {
         if message.contains("maximum concurrent") || message.contains("instance limit") {
             return PluginError::Busy;
         }
-        // The first line is the trap; the rest is a guest backtrace.
-        let message: String = message.lines().take(3).collect::<Vec<_>>().join("; ");
+        // Name the trap itself ("wasm `unreachable` instruction executed",
+        // which is what a Rust panic becomes), not the backtrace around it.
+        let message = match err.downcast_ref::<Trap>() {
+            Some(trap) => trap.to_string(),
+            None => err.root_cause().to_string(),
+        };
         PluginError::Trap {
             plugin,
             message: message.chars().take(500).collect(),
@@ -336,7 +340,7 @@ impl Runtime {
             }
             Err(e) => Err(self.classify(store, e)),
         };
-        plugin.health.record(result.as_ref().err(), self.limits.unhealthy_after);
+        plugin.health.record(call.name, result.as_ref().err());
         if let Err(e) = &result {
             tracing::warn!(
                 plugin = %plugin.manifest.name,
@@ -696,12 +700,14 @@ impl PluginDescription {
     }
 }
 
-/// Call and failure counters of one plugin.
+/// Call and failure counters of one plugin. Consecutive failures are
+/// counted per function: a plugin whose `evaluate` always traps is unhealthy
+/// even though its `compile` keeps succeeding in between.
 #[derive(Default)]
 struct Health {
     calls: AtomicU64,
     failures: AtomicU64,
-    consecutive: AtomicU32,
+    consecutive: Mutex<std::collections::HashMap<&'static str, u32>>,
     last_error: Mutex<Option<LastError>>,
 }
 
@@ -732,12 +738,12 @@ pub struct HealthReport {
 }
 
 impl Health {
-    fn record(&self, error: Option<&PluginError>, _unhealthy_after: u32) {
+    fn record(&self, call: &'static str, error: Option<&PluginError>) {
         self.calls.fetch_add(1, Ordering::Relaxed);
         match error {
             Some(e) if e.is_plugin_fault() => {
                 self.failures.fetch_add(1, Ordering::Relaxed);
-                self.consecutive.fetch_add(1, Ordering::Relaxed);
+                *self.consecutive.lock().entry(call).or_default() += 1;
                 *self.last_error.lock() = Some(LastError {
                     at: Utc::now(),
                     code: e.code().to_owned(),
@@ -745,12 +751,14 @@ impl Health {
                 });
             }
             Some(_) => {}
-            None => self.consecutive.store(0, Ordering::Relaxed),
+            None => {
+                self.consecutive.lock().remove(call);
+            }
         }
     }
 
     fn report(&self, unhealthy_after: u32) -> HealthReport {
-        let consecutive = self.consecutive.load(Ordering::Relaxed);
+        let consecutive = self.consecutive.lock().values().copied().max().unwrap_or(0);
         HealthReport {
             status: if consecutive >= unhealthy_after {
                 "unhealthy"
@@ -837,9 +845,7 @@ impl RuleSession<'_> {
                             plugin: self.plugin.manifest.name.clone(),
                             message,
                         };
-                        self.plugin
-                            .health
-                            .record(Some(&e), runtime.limits.unhealthy_after);
+                        self.plugin.health.record("evaluate", Some(&e));
                         Err(e)
                     }
                 }

@@ -1,0 +1,632 @@
+//! Plugin instances: a plugin configured for one use ("BambooHR for the
+//! Berlin office"). Config is checked against the manifest's schema, then by
+//! the plugin itself, before anything is stored. Secret fields are sealed
+//! with the server key, never returned and never logged; the API only says
+//! which secrets are set.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use cohort_storage::{Committed, Keyspace, Store};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::sync::Arc;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::bindings::{importer, types};
+use super::manifest::{ConfigKind, Manifest};
+use super::registry::{Error, Registry, prefix};
+use super::secrets::SecretBox;
+use super::{PluginError, World};
+use crate::audit::{self, Change, Record};
+use crate::auth::{ManagePlugins, Mutation};
+use crate::clock::Clock;
+use crate::error::DomainError;
+
+/// id → `StoredInstance` JSON.
+const INSTANCES: Keyspace = Keyspace::new("plugin_instances");
+/// name → id. Instance names are unique.
+const INSTANCES_BY_NAME: Keyspace = Keyspace::new("plugin_instances_by_name");
+/// plugin ++ 0 ++ id → (). Which instances use a plugin.
+pub(crate) const INSTANCES_BY_PLUGIN: Keyspace = Keyspace::new("plugin_instances_by_plugin");
+
+/// A configured plugin, as the API shows it: secrets are never included.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Instance {
+    /// Stable id.
+    pub id: String,
+    /// Unique name.
+    pub name: String,
+    /// The plugin it configures.
+    pub plugin: String,
+    /// Non-secret configuration values.
+    #[schema(value_type = Object)]
+    pub config: BTreeMap<String, Value>,
+    /// Names of the secret fields that have a value.
+    pub secrets_set: Vec<String>,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// When it last changed.
+    pub updated_at: DateTime<Utc>,
+    /// Increments on every change; the ETag.
+    pub version: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredInstance {
+    #[serde(flatten)]
+    public: Instance,
+    /// field → sealed value.
+    sealed: BTreeMap<String, String>,
+}
+
+/// Input for a new instance.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewInstance {
+    /// Unique name, 1–64 letters, digits, `.`, `_`, `-`.
+    pub name: String,
+    /// The plugin to configure (an importer or IdP connector).
+    pub plugin: String,
+    /// Values by field name, as the manifest's `config` describes them.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub config: Map<String, Value>,
+}
+
+/// A change to an instance. `config` is merged: a field set to `null` is
+/// removed, a field left out keeps its value (secrets included).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceUpdate {
+    /// A new name.
+    pub name: Option<String>,
+    /// Fields to set or (with `null`) remove.
+    #[schema(value_type = Object)]
+    pub config: Option<Map<String, Value>>,
+}
+
+/// One page of records from an importer, for the admin to check a
+/// configuration before running an import.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PreviewPage {
+    /// Records as the plugin mapped them.
+    pub records: Vec<PreviewRecord>,
+    /// Records the plugin skipped, with reasons.
+    pub problems: Vec<PreviewProblem>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// A mapped record.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PreviewRecord {
+    /// `user` or `device`.
+    pub kind: &'static str,
+    /// The source's id.
+    pub external_id: String,
+    /// Attributes by name.
+    #[schema(value_type = Object)]
+    pub attributes: BTreeMap<String, Value>,
+}
+
+/// A skipped record.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PreviewProblem {
+    /// The source's id, when known.
+    pub external_id: Option<String>,
+    /// Why it was skipped.
+    pub message: String,
+}
+
+/// Why the importer produced no page: its own typed error.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SourceError {
+    /// `config`, `unauthorized`, `rate_limited`, `http`, `bad_response` or `other`.
+    pub kind: &'static str,
+    /// Details.
+    pub message: String,
+    /// For `rate_limited`: seconds to wait.
+    pub retry_after: Option<u32>,
+}
+
+/// Plugin instances.
+#[derive(Clone)]
+pub struct Instances {
+    store: Store,
+    clock: Arc<dyn Clock>,
+    registry: Registry,
+    secrets: SecretBox,
+}
+
+fn validate_name(name: &str) -> Result<(), DomainError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(DomainError::invalid(
+            "name",
+            "must be 1-64 characters of letters, digits, '.', '_' or '-'",
+        ))
+    }
+}
+
+/// Checked configuration: plain values and secrets, apart.
+struct Checked {
+    public: BTreeMap<String, Value>,
+    secrets: BTreeMap<String, String>,
+}
+
+fn check_config(manifest: &Manifest, values: &Map<String, Value>) -> Result<Checked, DomainError> {
+    let mut public = BTreeMap::new();
+    let mut secrets = BTreeMap::new();
+    for (name, value) in values {
+        let field = format!("config.{name}");
+        let Some(spec) = manifest.config.iter().find(|f| &f.name == name) else {
+            let known: Vec<&str> = manifest.config.iter().map(|f| f.name.as_str()).collect();
+            return Err(DomainError::invalid(
+                field,
+                format!(
+                    "plugin {} has no such field; its fields are: {}",
+                    manifest.name,
+                    if known.is_empty() { "(none)".into() } else { known.join(", ") }
+                ),
+            ));
+        };
+        let ok = match (spec.kind, value) {
+            (ConfigKind::Text | ConfigKind::Secret, Value::String(_)) => true,
+            (ConfigKind::Url, Value::String(s)) => {
+                let parsed = reqwest::Url::parse(s);
+                if !parsed
+                    .as_ref()
+                    .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+                {
+                    return Err(DomainError::invalid(field, "must be an absolute http(s) URL"));
+                }
+                true
+            }
+            (ConfigKind::Number, Value::Number(_)) => true,
+            (ConfigKind::Boolean, Value::Bool(_)) => true,
+            (ConfigKind::TextList, Value::Array(items)) => items.iter().all(Value::is_string),
+            _ => false,
+        };
+        if !ok {
+            let expected = match spec.kind {
+                ConfigKind::Text | ConfigKind::Secret | ConfigKind::Url => "a string",
+                ConfigKind::Number => "a number",
+                ConfigKind::Boolean => "true or false",
+                ConfigKind::TextList => "an array of strings",
+            };
+            return Err(DomainError::invalid(field, format!("must be {expected}")));
+        }
+        if spec.kind == ConfigKind::Secret {
+            secrets.insert(name.clone(), value.as_str().unwrap_or_default().to_owned());
+        } else {
+            public.insert(name.clone(), value.clone());
+        }
+    }
+    for spec in manifest.config.iter().filter(|f| f.required) {
+        if !public.contains_key(&spec.name) && !secrets.contains_key(&spec.name) {
+            return Err(DomainError::invalid(
+                format!("config.{}", spec.name),
+                "is required",
+            ));
+        }
+    }
+    Ok(Checked { public, secrets })
+}
+
+fn entries(manifest: &Manifest, checked: &Checked) -> Vec<types::ConfigEntry> {
+    let mut out = Vec::new();
+    for spec in &manifest.config {
+        let value = if let Some(s) = checked.secrets.get(&spec.name) {
+            types::ConfigValue::Secret(s.clone())
+        } else if let Some(v) = checked.public.get(&spec.name) {
+            match v {
+                Value::String(s) => types::ConfigValue::Text(s.clone()),
+                Value::Number(n) => types::ConfigValue::Number(n.as_f64().unwrap_or_default()),
+                Value::Bool(b) => types::ConfigValue::Boolean(*b),
+                Value::Array(items) => types::ConfigValue::TextList(
+                    items
+                        .iter()
+                        .filter_map(|i| i.as_str().map(str::to_owned))
+                        .collect(),
+                ),
+                _ => continue,
+            }
+        } else {
+            continue;
+        };
+        out.push(types::ConfigEntry {
+            name: spec.name.clone(),
+            value,
+        });
+    }
+    out
+}
+
+fn config_error(e: types::ConfigError) -> DomainError {
+    match e {
+        types::ConfigError::Missing(f) => {
+            DomainError::invalid(format!("config.{f}"), "is required by the plugin")
+        }
+        types::ConfigError::Invalid(p) => DomainError::invalid(format!("config.{}", p.field), p.message),
+        types::ConfigError::Other(m) => DomainError::invalid("config", m),
+    }
+}
+
+/// Converts a WIT value to JSON for the API.
+pub fn value_json(v: &types::Value) -> Value {
+    match v {
+        types::Value::Text(s) => Value::String(s.clone()),
+        types::Value::Number(n) => serde_json::Number::from_f64(*n).map_or(Value::Null, Value::Number),
+        types::Value::Boolean(b) => Value::Bool(*b),
+        types::Value::Timestamp(ms) => DateTime::<Utc>::from_timestamp_millis(*ms)
+            .map_or(Value::Null, |t| Value::String(t.to_rfc3339())),
+        types::Value::TextList(l) => Value::Array(l.iter().cloned().map(Value::String).collect()),
+    }
+}
+
+fn secret_changes(
+    before: &BTreeMap<String, String>,
+    after: &BTreeMap<String, String>,
+) -> BTreeMap<String, Change> {
+    let redacted = |present: bool| if present { Value::from("[secret]") } else { Value::Null };
+    let mut out = BTreeMap::new();
+    for name in before.keys().chain(after.keys()) {
+        if before.get(name) != after.get(name) {
+            out.insert(
+                format!("secrets.{name}"),
+                Change {
+                    before: redacted(before.contains_key(name)),
+                    after: if after.contains_key(name) {
+                        Value::from("[secret, changed]")
+                    } else {
+                        Value::Null
+                    },
+                },
+            );
+        }
+    }
+    out
+}
+
+impl Instances {
+    /// Instances over `store`, sealing secrets with `secrets`.
+    pub fn new(store: Store, clock: Arc<dyn Clock>, registry: Registry, secrets: SecretBox) -> Self {
+        Instances {
+            store,
+            clock,
+            registry,
+            secrets,
+        }
+    }
+
+    fn manifest_for(&self, plugin: &str) -> Result<Manifest, DomainError> {
+        let manifest = self.registry.manifest(plugin).ok_or_else(|| {
+            DomainError::invalid("plugin", format!("no plugin named {plugin:?} is installed"))
+        })?;
+        if manifest.world == World::RuleEvaluator {
+            return Err(DomainError::invalid(
+                "plugin",
+                format!("{plugin} is a rule evaluator; rule evaluators take no configuration"),
+            ));
+        }
+        Ok(manifest)
+    }
+
+    /// Ask the plugin whether it accepts the configuration.
+    fn plugin_validate(&self, manifest: &Manifest, checked: &Checked) -> Result<(), Error> {
+        let config = entries(manifest, checked);
+        let plugin = self.registry.callable(&manifest.name, manifest.world)?;
+        let runtime = self.registry.runtime();
+        let verdict = match manifest.world {
+            World::DirectoryImporter => runtime.importer_validate_config(&plugin, &config)?,
+            World::IdpConnector => runtime.idp_validate_config(&plugin, &config)?,
+            World::RuleEvaluator => Ok(()),
+        };
+        verdict.map_err(|e| Error::Domain(config_error(e)))
+    }
+
+    fn load(&self, id: &str) -> Result<StoredInstance, DomainError> {
+        self.store
+            .get_json::<StoredInstance>(INSTANCES, id.as_bytes())?
+            .ok_or_else(|| DomainError::not_found("plugin instance", id))
+    }
+
+    fn unseal(&self, stored: &StoredInstance) -> Result<BTreeMap<String, String>, DomainError> {
+        stored
+            .sealed
+            .iter()
+            .map(|(name, sealed)| {
+                self.secrets
+                    .open_value(&format!("{}/{name}", stored.public.id), sealed)
+                    .map(|plain| (name.clone(), plain))
+                    .map_err(|e| DomainError::invalid(format!("config.{name}"), e.to_string()))
+            })
+            .collect()
+    }
+
+    fn seal(&self, id: &str, secrets: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+        secrets
+            .iter()
+            .map(|(name, plain)| (name.clone(), self.secrets.seal(&format!("{id}/{name}"), plain)))
+            .collect()
+    }
+
+    /// Create an instance. Blocking: the plugin validates the config.
+    pub fn create(&self, cap: &ManagePlugins<'_>, input: NewInstance) -> Result<Committed<Instance>, Error> {
+        validate_name(&input.name)?;
+        let manifest = self.manifest_for(&input.plugin)?;
+        let checked = check_config(&manifest, &input.config)?;
+        self.plugin_validate(&manifest, &checked)?;
+        let now = self.clock.now();
+        let id = Uuid::now_v7().to_string();
+        let instance = Instance {
+            id: id.clone(),
+            name: input.name.clone(),
+            plugin: input.plugin.clone(),
+            config: checked.public.clone(),
+            secrets_set: checked.secrets.keys().cloned().collect(),
+            created_at: now,
+            updated_at: now,
+            version: 1,
+        };
+        let stored = StoredInstance {
+            public: instance.clone(),
+            sealed: self.seal(&id, &checked.secrets),
+        };
+        let committed = self.store.write(|txn| -> Result<Instance, Error> {
+            if txn.contains(INSTANCES_BY_NAME, input.name.as_bytes())? {
+                return Err(DomainError::Conflict {
+                    code: "name_taken",
+                    field: Some("name".into()),
+                    message: format!("a plugin instance named {:?} already exists", input.name),
+                }
+                .into());
+            }
+            txn.put_json(INSTANCES, id.as_bytes(), &stored)?;
+            txn.put(INSTANCES_BY_NAME, input.name.as_bytes(), id.as_bytes().to_vec());
+            let mut key = prefix(&input.plugin);
+            key.extend_from_slice(id.as_bytes());
+            txn.put(INSTANCES_BY_PLUGIN, &key, Vec::new());
+            let mut changes = audit::diff(None, Some(&instance));
+            changes.extend(secret_changes(&BTreeMap::new(), &checked.secrets));
+            audit::record(
+                txn,
+                now,
+                cap.actor(),
+                Record {
+                    action: "plugin_instance.create",
+                    resource_type: "plugin_instance",
+                    resource_id: id.clone(),
+                    changes,
+                },
+            )?;
+            Ok(instance.clone())
+        })?;
+        Ok(committed)
+    }
+
+    /// All instances, oldest first. Instances are configured by hand and few,
+    /// so the list is not paginated.
+    pub fn list(&self) -> Result<Vec<Instance>, DomainError> {
+        self.store
+            .scan(INSTANCES, b"", None, false)
+            .map(|r| {
+                let (_, v) = r?;
+                Ok(cohort_storage::decode_json::<StoredInstance>(INSTANCES, &v)?.public)
+            })
+            .collect()
+    }
+
+    /// One instance.
+    pub fn get(&self, id: &str) -> Result<Instance, DomainError> {
+        Ok(self.load(id)?.public)
+    }
+
+    /// Change an instance. Blocking: the plugin validates the merged config.
+    pub fn update(
+        &self,
+        cap: &ManagePlugins<'_>,
+        id: &str,
+        input: InstanceUpdate,
+        if_match: Option<u64>,
+    ) -> Result<Committed<Instance>, Error> {
+        let stored = self.load(id)?;
+        if let Some(v) = if_match
+            && v != stored.public.version
+        {
+            return Err(DomainError::VersionMismatch {
+                current: stored.public.version,
+            }
+            .into());
+        }
+        let manifest = self.manifest_for(&stored.public.plugin)?;
+        let old_secrets = self.unseal(&stored)?;
+        let mut merged: Map<String, Value> = stored
+            .public
+            .config
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .chain(old_secrets.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))))
+            .collect();
+        for (k, v) in input.config.unwrap_or_default() {
+            if v.is_null() {
+                merged.remove(&k);
+            } else {
+                merged.insert(k, v);
+            }
+        }
+        let checked = check_config(&manifest, &merged)?;
+        let name = input.name.unwrap_or_else(|| stored.public.name.clone());
+        validate_name(&name)?;
+        self.plugin_validate(&manifest, &checked)?;
+        let now = self.clock.now();
+        let before = stored.public.clone();
+        let after = Instance {
+            name: name.clone(),
+            config: checked.public.clone(),
+            secrets_set: checked.secrets.keys().cloned().collect(),
+            updated_at: now,
+            version: before.version + 1,
+            ..before.clone()
+        };
+        let new_stored = StoredInstance {
+            public: after.clone(),
+            sealed: self.seal(id, &checked.secrets),
+        };
+        let committed = self.store.write(|txn| -> Result<Instance, Error> {
+            let current: Option<StoredInstance> = txn.get_json(INSTANCES, id.as_bytes())?;
+            match current {
+                Some(c) if c.public.version == before.version => {}
+                Some(c) => {
+                    return Err(DomainError::VersionMismatch {
+                        current: c.public.version,
+                    }
+                    .into());
+                }
+                None => return Err(DomainError::not_found("plugin instance", id).into()),
+            }
+            if name != before.name {
+                if txn.contains(INSTANCES_BY_NAME, name.as_bytes())? {
+                    return Err(DomainError::Conflict {
+                        code: "name_taken",
+                        field: Some("name".into()),
+                        message: format!("a plugin instance named {name:?} already exists"),
+                    }
+                    .into());
+                }
+                txn.delete(INSTANCES_BY_NAME, before.name.as_bytes());
+                txn.put(INSTANCES_BY_NAME, name.as_bytes(), id.as_bytes().to_vec());
+            }
+            txn.put_json(INSTANCES, id.as_bytes(), &new_stored)?;
+            let mut changes = audit::diff(Some(&before), Some(&after));
+            changes.extend(secret_changes(&old_secrets, &checked.secrets));
+            audit::record(
+                txn,
+                now,
+                cap.actor(),
+                Record {
+                    action: "plugin_instance.update",
+                    resource_type: "plugin_instance",
+                    resource_id: id.to_owned(),
+                    changes,
+                },
+            )?;
+            Ok(after.clone())
+        })?;
+        Ok(committed)
+    }
+
+    /// Delete an instance.
+    pub fn delete(&self, cap: &ManagePlugins<'_>, id: &str) -> Result<Committed<()>, Error> {
+        let now = self.clock.now();
+        let committed = self.store.write(|txn| -> Result<(), Error> {
+            let stored: StoredInstance = txn
+                .get_json(INSTANCES, id.as_bytes())?
+                .ok_or_else(|| DomainError::not_found("plugin instance", id))?;
+            txn.delete(INSTANCES, id.as_bytes());
+            txn.delete(INSTANCES_BY_NAME, stored.public.name.as_bytes());
+            let mut key = prefix(&stored.public.plugin);
+            key.extend_from_slice(id.as_bytes());
+            txn.delete(INSTANCES_BY_PLUGIN, &key);
+            let mut changes = audit::diff(Some(&stored.public), None);
+            changes.extend(secret_changes(
+                &stored.sealed.keys().map(|k| (k.clone(), String::new())).collect(),
+                &BTreeMap::new(),
+            ));
+            audit::record(
+                txn,
+                now,
+                cap.actor(),
+                Record {
+                    action: "plugin_instance.delete",
+                    resource_type: "plugin_instance",
+                    resource_id: id.to_owned(),
+                    changes,
+                },
+            )?;
+            Ok(())
+        })?;
+        Ok(committed)
+    }
+
+    /// Fetch one page from an importer instance without importing anything.
+    /// Blocking: runs the plugin, which may call its source over HTTP.
+    pub fn preview(&self, id: &str, cursor: Option<&str>) -> Result<Result<PreviewPage, SourceError>, Error> {
+        let stored = self.load(id)?;
+        let manifest = self.manifest_for(&stored.public.plugin)?;
+        if manifest.world != World::DirectoryImporter {
+            return Err(PluginError::WrongWorld {
+                plugin: manifest.name.clone(),
+                expected: World::DirectoryImporter.as_str(),
+                actual: manifest.world.as_str(),
+            }
+            .into());
+        }
+        let checked = Checked {
+            public: stored.public.config.clone(),
+            secrets: self.unseal(&stored)?,
+        };
+        let config = entries(&manifest, &checked);
+        let plugin = self.registry.callable(&manifest.name, manifest.world)?;
+        let page = self
+            .registry
+            .runtime()
+            .importer_fetch_page(&plugin, &config, cursor)?;
+        Ok(page.map(preview_page).map_err(source_error))
+    }
+}
+
+fn preview_page(page: importer::Page) -> PreviewPage {
+    PreviewPage {
+        records: page
+            .records
+            .into_iter()
+            .map(|r| PreviewRecord {
+                kind: match r.kind {
+                    types::SubjectKind::User => "user",
+                    types::SubjectKind::Device => "device",
+                },
+                external_id: r.external_id,
+                attributes: r
+                    .attributes
+                    .iter()
+                    .map(|a| (a.name.clone(), value_json(&a.value)))
+                    .collect(),
+            })
+            .collect(),
+        problems: page
+            .problems
+            .into_iter()
+            .map(|p| PreviewProblem {
+                external_id: p.external_id,
+                message: p.message,
+            })
+            .collect(),
+        next_cursor: page.next_cursor,
+    }
+}
+
+fn source_error(e: importer::ImportError) -> SourceError {
+    use importer::ImportError as E;
+    let (kind, message, retry_after) = match e {
+        E::Config(c) => ("config", config_error(c).to_string(), None),
+        E::Unauthorized(m) => ("unauthorized", m, None),
+        E::RateLimited(s) => ("rate_limited", format!("retry after {s} s"), Some(s)),
+        E::Http(h) => ("http", format!("{h:?}"), None),
+        E::BadResponse(m) => ("bad_response", m, None),
+        E::Other(m) => ("other", m, None),
+    };
+    SourceError {
+        kind,
+        message,
+        retry_after,
+    }
+}

@@ -1,0 +1,527 @@
+//! Which plugins are installed and enabled. Two sources:
+//! - the plugins directory (`[plugins] directory`), read at start-up: files
+//!   an operator manages, so the API can disable but not delete them;
+//! - uploads through the API: the component is written content-addressed
+//!   under `<data_dir>/plugins/` and its record into the store, only after
+//!   it has compiled and described itself, so a broken upload leaves nothing.
+//!
+//! Enabled/disabled is stored per name for both sources and survives restarts.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use cohort_storage::{Committed, Keyspace, Store};
+use parking_lot::RwLock;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
+
+use super::instances::INSTANCES_BY_PLUGIN;
+use super::runtime::{HealthReport, PluginDescription};
+use super::{LoadedPlugin, Manifest, PluginError, Runtime, World};
+use crate::audit::{self, Change, Record};
+use crate::auth::{ManagePlugins, Mutation};
+use crate::clock::Clock;
+use crate::error::DomainError;
+
+/// name → `StoredPlugin` JSON, for uploaded plugins.
+const PLUGINS: Keyspace = Keyspace::new("plugins");
+/// name → `{"enabled": bool}`, for every plugin whose state an admin changed.
+const PLUGIN_STATE: Keyspace = Keyspace::new("plugin_state");
+
+/// Errors of plugin management: the directory's rules or the plugin's failure.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A domain rule (not found, conflict, invalid input) or storage failure.
+    #[error(transparent)]
+    Domain(#[from] DomainError),
+    /// The plugin failed or could not be loaded.
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
+}
+
+impl From<cohort_storage::StorageError> for Error {
+    fn from(e: cohort_storage::StorageError) -> Self {
+        Error::Domain(e.into())
+    }
+}
+
+/// Where an installed plugin came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// The plugins directory; managed as files.
+    Directory,
+    /// Uploaded through the API.
+    Upload,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredPlugin {
+    manifest: Manifest,
+    sha256: String,
+    size_bytes: u64,
+    installed_at: DateTime<Utc>,
+}
+
+#[derive(Serialize, Deserialize, Default)]
+struct StoredState {
+    enabled: bool,
+}
+
+struct Installed {
+    loaded: Arc<LoadedPlugin>,
+    source: Source,
+    sha256: String,
+    size_bytes: u64,
+    installed_at: DateTime<Utc>,
+    enabled: bool,
+}
+
+/// An installed plugin as the API shows it.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct PluginView {
+    /// The manifest.
+    pub manifest: Manifest,
+    /// What the plugin says about itself.
+    pub info: PluginDescription,
+    /// Whether calls are allowed.
+    pub enabled: bool,
+    /// Where it came from.
+    pub source: Source,
+    /// SHA-256 of the component, hex.
+    pub sha256: String,
+    /// Component size.
+    pub size_bytes: u64,
+    /// When it was installed (for directory plugins: when this server loaded it).
+    pub installed_at: DateTime<Utc>,
+    /// Call counts and health since the server started.
+    pub health: HealthReport,
+}
+
+/// A plugin file that did not load at start-up.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct LoadFailure {
+    /// The file.
+    pub file: String,
+    /// Why it did not load.
+    pub error: String,
+}
+
+/// The installed plugins.
+#[derive(Clone)]
+pub struct Registry {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    runtime: Arc<Runtime>,
+    store: Store,
+    clock: Arc<dyn Clock>,
+    upload_dir: PathBuf,
+    installed: RwLock<BTreeMap<String, Installed>>,
+    failures: Vec<LoadFailure>,
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+impl Registry {
+    /// Load the plugins directory and the uploaded plugins. A plugin that
+    /// fails to load is reported (log and API), never fatal: one bad file
+    /// must not keep the directory from starting.
+    pub fn open(
+        runtime: Arc<Runtime>,
+        store: Store,
+        clock: Arc<dyn Clock>,
+        data_dir: &Path,
+        directory: Option<&Path>,
+    ) -> Result<Registry, DomainError> {
+        let upload_dir = data_dir.join("plugins");
+        std::fs::create_dir_all(&upload_dir).map_err(|e| {
+            DomainError::invalid("plugins", format!("cannot create {}: {e}", upload_dir.display()))
+        })?;
+        let mut installed = BTreeMap::new();
+        let mut failures = Vec::new();
+        let now = clock.now();
+        let state = |name: &str| -> Result<bool, DomainError> {
+            Ok(store
+                .get_json::<StoredState>(PLUGIN_STATE, name.as_bytes())?
+                .map(|s| s.enabled)
+                .unwrap_or(true))
+        };
+        if let Some(dir) = directory {
+            let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+                .map_err(|e| {
+                    DomainError::invalid(
+                        "plugins.directory",
+                        format!("cannot read {}: {e}", dir.display()),
+                    )
+                })?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "wasm"))
+                .collect();
+            files.sort();
+            for wasm_path in files {
+                let file = wasm_path.display().to_string();
+                let result = (|| -> Result<(LoadedPlugin, Vec<u8>), String> {
+                    let manifest_path = wasm_path.with_extension("toml");
+                    let text = std::fs::read_to_string(&manifest_path)
+                        .map_err(|e| format!("no manifest {}: {e}", manifest_path.display()))?;
+                    let manifest = Manifest::from_toml(&text).map_err(|e| e.to_string())?;
+                    let bytes = std::fs::read(&wasm_path).map_err(|e| e.to_string())?;
+                    let loaded = runtime.load(manifest, &bytes).map_err(|e| e.to_string())?;
+                    Ok((loaded, bytes))
+                })();
+                match result {
+                    Ok((loaded, bytes)) => {
+                        let name = loaded.manifest().name.clone();
+                        if installed.contains_key(&name) {
+                            failures.push(LoadFailure {
+                                file,
+                                error: format!("a plugin named {name} is already loaded"),
+                            });
+                            continue;
+                        }
+                        tracing::info!(plugin = %name, file = %file, "loaded plugin");
+                        installed.insert(
+                            name.clone(),
+                            Installed {
+                                enabled: state(&name)?,
+                                loaded: Arc::new(loaded),
+                                source: Source::Directory,
+                                sha256: sha256_hex(&bytes),
+                                size_bytes: bytes.len() as u64,
+                                installed_at: now,
+                            },
+                        );
+                    }
+                    Err(error) => {
+                        tracing::error!(file = %file, error = %error, "plugin failed to load");
+                        failures.push(LoadFailure { file, error });
+                    }
+                }
+            }
+        }
+        for entry in store.scan(PLUGINS, b"", None, false) {
+            let (_, value) = entry?;
+            let stored: StoredPlugin = cohort_storage::decode_json(PLUGINS, &value)?;
+            let name = stored.manifest.name.clone();
+            let file = upload_dir.join(format!("{}.wasm", stored.sha256));
+            let loaded = std::fs::read(&file)
+                .map_err(|e| e.to_string())
+                .and_then(|bytes| {
+                    runtime
+                        .load(stored.manifest.clone(), &bytes)
+                        .map_err(|e| e.to_string())
+                });
+            match loaded {
+                Ok(loaded) if !installed.contains_key(&name) => {
+                    installed.insert(
+                        name.clone(),
+                        Installed {
+                            enabled: state(&name)?,
+                            loaded: Arc::new(loaded),
+                            source: Source::Upload,
+                            sha256: stored.sha256,
+                            size_bytes: stored.size_bytes,
+                            installed_at: stored.installed_at,
+                        },
+                    );
+                }
+                Ok(_) => failures.push(LoadFailure {
+                    file: file.display().to_string(),
+                    error: format!("a plugin named {name} is already loaded from the plugins directory"),
+                }),
+                Err(error) => {
+                    tracing::error!(plugin = %name, error = %error, "uploaded plugin failed to load");
+                    failures.push(LoadFailure {
+                        file: file.display().to_string(),
+                        error,
+                    });
+                }
+            }
+        }
+        Ok(Registry {
+            inner: Arc::new(Inner {
+                runtime,
+                store,
+                clock,
+                upload_dir,
+                installed: RwLock::new(installed),
+                failures,
+            }),
+        })
+    }
+
+    /// The runtime plugins run in.
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.inner.runtime
+    }
+
+    fn view(&self, i: &Installed) -> PluginView {
+        PluginView {
+            manifest: i.loaded.manifest().clone(),
+            info: i.loaded.description().clone(),
+            enabled: i.enabled,
+            source: i.source,
+            sha256: i.sha256.clone(),
+            size_bytes: i.size_bytes,
+            installed_at: i.installed_at,
+            health: i
+                .loaded
+                .health(self.inner.runtime.limits().unhealthy_after),
+        }
+    }
+
+    /// Every installed plugin, by name, and the files that failed to load.
+    pub fn list(&self) -> (Vec<PluginView>, Vec<LoadFailure>) {
+        let installed = self.inner.installed.read();
+        (
+            installed.values().map(|i| self.view(i)).collect(),
+            self.inner.failures.clone(),
+        )
+    }
+
+    /// One plugin.
+    pub fn get(&self, name: &str) -> Result<PluginView, DomainError> {
+        let installed = self.inner.installed.read();
+        installed
+            .get(name)
+            .map(|i| self.view(i))
+            .ok_or_else(|| DomainError::not_found("plugin", name))
+    }
+
+    /// The loaded plugin for a call: it must exist, be enabled and be of `world`.
+    pub fn callable(&self, name: &str, world: World) -> Result<Arc<LoadedPlugin>, PluginError> {
+        let installed = self.inner.installed.read();
+        let i = installed
+            .get(name)
+            .ok_or_else(|| PluginError::NotFound(name.to_owned()))?;
+        if !i.enabled {
+            return Err(PluginError::Disabled(name.to_owned()));
+        }
+        if i.loaded.manifest().world != world {
+            return Err(PluginError::WrongWorld {
+                plugin: name.to_owned(),
+                expected: world.as_str(),
+                actual: i.loaded.manifest().world.as_str(),
+            });
+        }
+        Ok(i.loaded.clone())
+    }
+
+    /// The world of an installed plugin (enabled or not).
+    pub fn world(&self, name: &str) -> Option<World> {
+        self.inner
+            .installed
+            .read()
+            .get(name)
+            .map(|i| i.loaded.manifest().world)
+    }
+
+    /// The manifest of an installed plugin (enabled or not).
+    pub fn manifest(&self, name: &str) -> Option<Manifest> {
+        self.inner
+            .installed
+            .read()
+            .get(name)
+            .map(|i| i.loaded.manifest().clone())
+    }
+
+    /// Install an uploaded component. Blocking: it compiles the component.
+    pub fn install(
+        &self,
+        cap: &ManagePlugins<'_>,
+        manifest: Manifest,
+        component: &[u8],
+    ) -> Result<Committed<PluginView>, Error> {
+        manifest.validate()?;
+        let name = manifest.name.clone();
+        if self.inner.installed.read().contains_key(&name) {
+            return Err(DomainError::Conflict {
+                code: "plugin_exists",
+                field: Some("manifest.name".into()),
+                message: format!("a plugin named {name:?} is already installed; remove it first"),
+            }
+            .into());
+        }
+        let loaded = self.inner.runtime.load(manifest.clone(), component)?;
+        let sha256 = sha256_hex(component);
+        self.write_component(&sha256, component)
+            .map_err(|e| DomainError::invalid("component", format!("cannot store: {e}")))?;
+        let now = self.inner.clock.now();
+        let stored = StoredPlugin {
+            manifest: manifest.clone(),
+            sha256: sha256.clone(),
+            size_bytes: component.len() as u64,
+            installed_at: now,
+        };
+        let committed = self.inner.store.write(|txn| -> Result<(), Error> {
+            if txn.contains(PLUGINS, name.as_bytes())? {
+                return Err(DomainError::Conflict {
+                    code: "plugin_exists",
+                    field: Some("manifest.name".into()),
+                    message: format!("a plugin named {name:?} is already installed"),
+                }
+                .into());
+            }
+            txn.put_json(PLUGINS, name.as_bytes(), &stored)?;
+            txn.delete(PLUGIN_STATE, name.as_bytes());
+            let mut changes = audit::diff(None, Some(&manifest));
+            changes.insert(
+                "sha256".into(),
+                Change {
+                    before: serde_json::Value::Null,
+                    after: sha256.clone().into(),
+                },
+            );
+            audit::record(
+                txn,
+                now,
+                cap.actor(),
+                Record {
+                    action: "plugin.install",
+                    resource_type: "plugin",
+                    resource_id: name.clone(),
+                    changes,
+                },
+            )?;
+            Ok(())
+        })?;
+        let installed = Installed {
+            loaded: Arc::new(loaded),
+            source: Source::Upload,
+            sha256,
+            size_bytes: component.len() as u64,
+            installed_at: now,
+            enabled: true,
+        };
+        let view = self.view(&installed);
+        self.inner.installed.write().insert(name, installed);
+        Ok(committed.map(|()| view))
+    }
+
+    fn write_component(&self, sha256: &str, bytes: &[u8]) -> std::io::Result<()> {
+        let path = self.inner.upload_dir.join(format!("{sha256}.wasm"));
+        if path.exists() {
+            return Ok(());
+        }
+        let tmp = self.inner.upload_dir.join(format!("{sha256}.wasm.tmp"));
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, &path)?;
+        std::fs::File::open(&self.inner.upload_dir)?.sync_all()
+    }
+
+    /// Enable or disable a plugin. Disabled plugins keep their instances;
+    /// calls to them fail with `plugin_disabled`.
+    pub fn set_enabled(
+        &self,
+        cap: &ManagePlugins<'_>,
+        name: &str,
+        enabled: bool,
+    ) -> Result<Committed<PluginView>, Error> {
+        let mut installed = self.inner.installed.write();
+        let entry = installed
+            .get_mut(name)
+            .ok_or_else(|| DomainError::not_found("plugin", name))?;
+        let before = entry.enabled;
+        let now = self.inner.clock.now();
+        let committed = self.inner.store.write(|txn| -> Result<(), Error> {
+            txn.put_json(PLUGIN_STATE, name.as_bytes(), &StoredState { enabled })?;
+            if before != enabled {
+                audit::record(
+                    txn,
+                    now,
+                    cap.actor(),
+                    Record {
+                        action: if enabled { "plugin.enable" } else { "plugin.disable" },
+                        resource_type: "plugin",
+                        resource_id: name.to_owned(),
+                        changes: BTreeMap::from([(
+                            "enabled".to_owned(),
+                            Change {
+                                before: before.into(),
+                                after: enabled.into(),
+                            },
+                        )]),
+                    },
+                )?;
+            }
+            Ok(())
+        })?;
+        entry.enabled = enabled;
+        let view = self.view(entry);
+        Ok(committed.map(|()| view))
+    }
+
+    /// Remove an uploaded plugin. Refused while instances use it, and for
+    /// plugins from the plugins directory (delete the file instead).
+    pub fn remove(&self, cap: &ManagePlugins<'_>, name: &str) -> Result<Committed<()>, Error> {
+        let mut installed = self.inner.installed.write();
+        let entry = installed
+            .get(name)
+            .ok_or_else(|| DomainError::not_found("plugin", name))?;
+        if entry.source == Source::Directory {
+            return Err(DomainError::Conflict {
+                code: "plugin_from_directory",
+                field: None,
+                message: format!(
+                    "plugin {name:?} was loaded from the plugins directory; delete its files there, \
+                     or disable it"
+                ),
+            }
+            .into());
+        }
+        let now = self.inner.clock.now();
+        let manifest = entry.loaded.manifest().clone();
+        let committed = self.inner.store.write(|txn| -> Result<(), Error> {
+            let users = txn.scan_prefix(INSTANCES_BY_PLUGIN, &prefix(name))?;
+            if !users.is_empty() {
+                return Err(DomainError::Conflict {
+                    code: "plugin_in_use",
+                    field: None,
+                    message: format!(
+                        "plugin {name:?} has {} instance(s); delete them first",
+                        users.len()
+                    ),
+                }
+                .into());
+            }
+            txn.delete(PLUGINS, name.as_bytes());
+            txn.delete(PLUGIN_STATE, name.as_bytes());
+            audit::record(
+                txn,
+                now,
+                cap.actor(),
+                Record {
+                    action: "plugin.remove",
+                    resource_type: "plugin",
+                    resource_id: name.to_owned(),
+                    changes: audit::diff(Some(&manifest), None),
+                },
+            )?;
+            Ok(())
+        })?;
+        installed.remove(name);
+        // The component file stays: content-addressed and possibly shared by
+        // another name; it is small next to the risk of deleting a live file.
+        Ok(committed)
+    }
+}
+
+/// Key prefix for per-plugin index entries.
+pub(crate) fn prefix(name: &str) -> Vec<u8> {
+    let mut p = name.as_bytes().to_vec();
+    p.push(0);
+    p
+}
