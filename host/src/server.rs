@@ -128,9 +128,10 @@ pub async fn serve(
     let store = open_store(&config.data_dir, config.storage.cache_mb)?;
     // Building compiles plugins (and may call them), which blocks.
     let build_config = config.clone();
-    let app = tokio::task::spawn_blocking(move || build(&build_config, store, Arc::new(SystemClock)))
-        .await
-        .map_err(|e| ServerError::Plugins(e.to_string()))??;
+    let app =
+        tokio::task::spawn_blocking(move || build(&build_config, store, Arc::new(SystemClock)))
+            .await
+            .map_err(|e| ServerError::Plugins(e.to_string()))??;
     if let Some(key) = &app.generated_admin_key {
         // Printed, never logged: logs are shipped and kept; this is shown once.
         println!(

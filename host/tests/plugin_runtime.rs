@@ -14,8 +14,9 @@ fn artifact(name: &str) -> (Manifest, Vec<u8>) {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/plugins");
     let wasm = std::fs::read(dir.join(format!("{name}.wasm")))
         .unwrap_or_else(|e| panic!("{name}.wasm missing ({e}); run plugins/build first"));
-    let manifest = Manifest::from_toml(&std::fs::read_to_string(dir.join(format!("{name}.toml"))).unwrap())
-        .unwrap();
+    let manifest =
+        Manifest::from_toml(&std::fs::read_to_string(dir.join(format!("{name}.toml"))).unwrap())
+            .unwrap();
     (manifest, wasm)
 }
 
@@ -46,7 +47,10 @@ fn schema() -> Vec<AttributeDef> {
 fn batch(n: usize) -> cohort::plugins::bindings::rules::SubjectBatch {
     let mut b = cohort::plugins::batch::BatchBuilder::new(SubjectKind::User);
     for i in 0..n {
-        b.push_text("department", if i % 2 == 0 { "Engineering" } else { "Sales" });
+        b.push_text(
+            "department",
+            if i % 2 == 0 { "Engineering" } else { "Sales" },
+        );
         b.push_number("level", i as f64);
         b.finish_subject();
     }
@@ -70,7 +74,9 @@ fn standard_evaluator_compiles_and_evaluates() {
     let p = load(&rt, "rules-standard");
     assert_eq!(p.description().language.as_deref(), Some("conditions-json"));
     let rules = [
-        src(r#"{"conditions":[{"attribute":"department","operator":"equals","values":["Engineering"]}]}"#),
+        src(
+            r#"{"conditions":[{"attribute":"department","operator":"equals","values":["Engineering"]}]}"#,
+        ),
         src(r#"{"conditions":[{"attribute":"level","operator":"greater_than","values":[7]}]}"#),
     ];
     let session = rt
@@ -91,7 +97,9 @@ fn compile_errors_point_at_the_condition() {
     let p = load(&rt, "rules-standard");
     let rules = [
         src(r#"{"conditions":[{"attribute":"department","operator":"equals","values":["x"]}]}"#),
-        src(r#"{"conditions":[{"attribute":"department","operator":"equals","values":["x"]},{"attribute":"level","operator":"starts_with","values":["1"]}]}"#),
+        src(
+            r#"{"conditions":[{"attribute":"department","operator":"equals","values":["x"]},{"attribute":"level","operator":"starts_with","values":["1"]}]}"#,
+        ),
         src(r#"{"conditions":[{"attribute":"nope","operator":"equals","values":["x"]}]}"#),
     ];
     let Err(cohort::plugins::bindings::rules::CompileError::Invalid(problems)) = rt
@@ -101,12 +109,25 @@ fn compile_errors_point_at_the_condition() {
         panic!("expected compile problems")
     };
     assert_eq!(problems.len(), 2, "{problems:?}");
-    assert_eq!((problems[0].rule, problems[0].at.as_str()), (1, "/conditions/1/operator"));
-    assert!(problems[0].message.contains("number"), "{}", problems[0].message);
-    assert_eq!((problems[1].rule, problems[1].at.as_str()), (2, "/conditions/0/attribute"));
+    assert_eq!(
+        (problems[0].rule, problems[0].at.as_str()),
+        (1, "/conditions/1/operator")
+    );
+    assert!(
+        problems[0].message.contains("number"),
+        "{}",
+        problems[0].message
+    );
+    assert_eq!(
+        (problems[1].rule, problems[1].at.as_str()),
+        (2, "/conditions/0/attribute")
+    );
 }
 
-fn hostile(rt: &Runtime, behaviour: &str) -> Result<cohort::plugins::bindings::rules::Evaluation, PluginError> {
+fn hostile(
+    rt: &Runtime,
+    behaviour: &str,
+) -> Result<cohort::plugins::bindings::rules::Evaluation, PluginError> {
     let p = load(rt, "hostile");
     let session = rt
         .compile_rules(p, SubjectKind::User, &schema(), &[src(behaviour)])
@@ -120,8 +141,15 @@ fn an_infinite_loop_is_stopped_at_the_cpu_budget() {
     let rt = runtime(PluginsConfig::default());
     let started = Instant::now();
     let err = hostile(&rt, "loop").unwrap_err();
-    assert!(matches!(err, PluginError::CpuLimit { limit_ms: 100, .. }), "{err:?}");
-    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert!(
+        matches!(err, PluginError::CpuLimit { limit_ms: 100, .. }),
+        "{err:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[test]
@@ -141,7 +169,10 @@ fn a_memory_bomb_is_stopped_at_the_cap() {
         ..Default::default()
     });
     let err = hostile(&rt, "alloc").unwrap_err();
-    assert!(matches!(err, PluginError::MemoryLimit { limit_mb: 16, .. }), "{err:?}");
+    assert!(
+        matches!(err, PluginError::MemoryLimit { limit_mb: 16, .. }),
+        "{err:?}"
+    );
 }
 
 #[test]
@@ -149,16 +180,29 @@ fn a_trap_mid_batch_fails_the_call_and_poisons_the_session() {
     let rt = runtime(PluginsConfig::default());
     let p = load(&rt, "hostile");
     let session = rt
-        .compile_rules(p.clone(), SubjectKind::User, &schema(), &[src("trap-at:500")])
+        .compile_rules(
+            p.clone(),
+            SubjectKind::User,
+            &schema(),
+            &[src("trap-at:500")],
+        )
         .unwrap()
         .unwrap();
     let err = session.evaluate(&batch(1000), opts()).unwrap_err();
     assert!(matches!(err, PluginError::Trap { .. }), "{err:?}");
     // A batch that ends before subject 500 would succeed on a fresh
     // session, but this instance is never entered again after a trap.
-    assert!(matches!(session.evaluate(&batch(10), opts()), Err(PluginError::Trap { .. })));
+    assert!(matches!(
+        session.evaluate(&batch(10), opts()),
+        Err(PluginError::Trap { .. })
+    ));
     let fresh = rt
-        .compile_rules(p.clone(), SubjectKind::User, &schema(), &[src("trap-at:500")])
+        .compile_rules(
+            p.clone(),
+            SubjectKind::User,
+            &schema(),
+            &[src("trap-at:500")],
+        )
         .unwrap()
         .unwrap();
     assert!(fresh.evaluate(&batch(10), opts()).unwrap().is_ok());
@@ -174,7 +218,10 @@ fn output_over_the_cap_is_refused() {
         ..Default::default()
     });
     let err = hostile(&rt, "big-output").unwrap_err();
-    assert!(matches!(err, PluginError::OutputTooLarge { limit: 1048576, .. }), "{err:?}");
+    assert!(
+        matches!(err, PluginError::OutputTooLarge { limit: 1048576, .. }),
+        "{err:?}"
+    );
 }
 
 #[test]
@@ -184,10 +231,16 @@ fn input_over_the_cap_is_refused_before_the_call() {
         ..Default::default()
     });
     let p = load(&rt, "hostile");
-    let session = rt.compile_rules(p.clone(), SubjectKind::User, &schema(), &[src("ok")]).unwrap().unwrap();
+    let session = rt
+        .compile_rules(p.clone(), SubjectKind::User, &schema(), &[src("ok")])
+        .unwrap()
+        .unwrap();
     let calls = p.health(5).calls;
     let err = session.evaluate(&batch(1000), opts()).unwrap_err();
-    assert!(matches!(err, PluginError::InputTooLarge { limit: 1024, .. }), "{err:?}");
+    assert!(
+        matches!(err, PluginError::InputTooLarge { limit: 1024, .. }),
+        "{err:?}"
+    );
     assert_eq!(p.health(5).calls, calls, "the plugin was not called");
 }
 
@@ -196,7 +249,13 @@ fn hosts_outside_the_manifest_are_refused() {
     let rt = runtime(PluginsConfig::default());
     let e = hostile(&rt, "http:http://192.0.2.1/steal").unwrap();
     assert_eq!(e.errors.len(), 1);
-    assert!(e.errors[0].message.contains("HostNotAllowed(\"192.0.2.1\")"), "{}", e.errors[0].message);
+    assert!(
+        e.errors[0]
+            .message
+            .contains("HostNotAllowed(\"192.0.2.1\")"),
+        "{}",
+        e.errors[0].message
+    );
 }
 
 #[test]
@@ -217,13 +276,23 @@ fn repeated_failures_mark_the_plugin_unhealthy_and_success_recovers() {
     });
     let p = load(&rt, "hostile");
     for _ in 0..3 {
-        let err = rt.compile_rules(p.clone(), SubjectKind::User, &schema(), &[src("trap-compile")]).err();
+        let err = rt
+            .compile_rules(
+                p.clone(),
+                SubjectKind::User,
+                &schema(),
+                &[src("trap-compile")],
+            )
+            .err();
         assert!(matches!(err, Some(PluginError::Trap { .. })), "{err:?}");
     }
     let report = p.health(3);
     assert_eq!(report.status, "unhealthy");
     assert_eq!(report.last_error.unwrap().code, "plugin_trap");
-    let s = rt.compile_rules(p.clone(), SubjectKind::User, &schema(), &[src("ok")]).unwrap().unwrap();
+    let s = rt
+        .compile_rules(p.clone(), SubjectKind::User, &schema(), &[src("ok")])
+        .unwrap()
+        .unwrap();
     s.evaluate(&batch(1), opts()).unwrap().unwrap();
     assert_eq!(p.health(3).status, "healthy");
 }
@@ -232,12 +301,17 @@ fn repeated_failures_mark_the_plugin_unhealthy_and_success_recovers() {
 fn concurrent_calls_to_one_plugin_are_safe() {
     let rt = Arc::new(runtime(PluginsConfig::default()));
     let p = load(&rt, "rules-standard");
-    let rule = [src(r#"{"conditions":[{"attribute":"department","operator":"equals","values":["Sales"]}]}"#)];
+    let rule = [src(
+        r#"{"conditions":[{"attribute":"department","operator":"equals","values":["Sales"]}]}"#,
+    )];
     std::thread::scope(|s| {
         for _ in 0..8 {
             s.spawn(|| {
                 for _ in 0..20 {
-                    let session = rt.compile_rules(p.clone(), SubjectKind::User, &schema(), &rule).unwrap().unwrap();
+                    let session = rt
+                        .compile_rules(p.clone(), SubjectKind::User, &schema(), &rule)
+                        .unwrap()
+                        .unwrap();
                     let e = session.evaluate(&batch(64), opts()).unwrap().unwrap();
                     assert_eq!(e.matches, vec![0xAAAA_AAAA_AAAA_AAAA]);
                 }
@@ -251,10 +325,17 @@ fn a_core_module_or_wrong_world_is_refused_at_load() {
     let rt = runtime(PluginsConfig::default());
     let (mut manifest, wasm) = artifact("hostile");
     let err = rt.load(manifest.clone(), b"\0asm\x01\0\0\0").err().unwrap();
-    assert!(err.to_string().contains("not a WebAssembly component"), "{err}");
+    assert!(
+        err.to_string().contains("not a WebAssembly component"),
+        "{err}"
+    );
     manifest.world = cohort::plugins::World::DirectoryImporter;
     let err = rt.load(manifest, &wasm).err().unwrap();
-    assert!(err.to_string().contains("does not export cohort:plugin/importer"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("does not export cohort:plugin/importer"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -275,10 +356,15 @@ fn python_component_instantiates_with_deny_by_default_wasi() {
     }];
     let page = rt.importer_fetch_page(&p, &probe, None).unwrap().unwrap();
     for record in &page.records {
-        let cohort::plugins::bindings::types::Value::Text(outcome) = &record.attributes[0].value else {
+        let cohort::plugins::bindings::types::Value::Text(outcome) = &record.attributes[0].value
+        else {
             panic!()
         };
-        assert!(outcome.starts_with("denied"), "{}: {outcome}", record.external_id);
+        assert!(
+            outcome.starts_with("denied"),
+            "{}: {outcome}",
+            record.external_id
+        );
     }
     assert_eq!(page.records.len(), 4);
 }

@@ -44,7 +44,7 @@ pub fn now_millis() -> i64 {
 }
 
 /// Send one HTTP request. Only hosts listed in the plugin manifest's
-/// `allowed-hosts` are reachable; anything else is
+/// `allowed_hosts` are reachable; anything else is
 /// [`HttpError::HostNotAllowed`].
 pub fn send(request: &Request) -> Result<Response, HttpError> {
     imp::send_http(request)

@@ -5,10 +5,10 @@
 
 use std::marker::PhantomData;
 
+use crate::bindings::idp_connector::exports::cohort::plugin::idp as wit;
 pub use crate::bindings::idp_connector::exports::cohort::plugin::idp::{
     Claims, ConnectorError, MappedIdentity, ProviderEndpoints, UserPage,
 };
-use crate::bindings::idp_connector::exports::cohort::plugin::idp as wit;
 use crate::config::Config;
 use crate::host::FetchError;
 use crate::{ConfigEntry, ConfigError, PluginInfo};
@@ -28,8 +28,10 @@ pub trait IdpConnector: 'static {
 
     /// Apply provider checks to validated claims (a JSON object) and map them
     /// to directory attributes.
-    fn map_claims(config: &Config, claims: &serde_json::Value)
-    -> Result<MappedIdentity, ConnectorError>;
+    fn map_claims(
+        config: &Config,
+        claims: &serde_json::Value,
+    ) -> Result<MappedIdentity, ConnectorError>;
 
     /// List the provider's users. The default says the connector has no user API.
     fn list_users(_config: &Config, _cursor: Option<String>) -> Result<UserPage, ConnectorError> {
@@ -68,12 +70,18 @@ impl<T: IdpConnector> wit::Guest for Adapter<T> {
     fn endpoints(config: Vec<ConfigEntry>) -> Result<ProviderEndpoints, ConnectorError> {
         T::endpoints(&Config::new(config))
     }
-    fn map_claims(config: Vec<ConfigEntry>, claims: Claims) -> Result<MappedIdentity, ConnectorError> {
+    fn map_claims(
+        config: Vec<ConfigEntry>,
+        claims: Claims,
+    ) -> Result<MappedIdentity, ConnectorError> {
         let json: serde_json::Value = serde_json::from_str(&claims.json)
             .map_err(|e| ConnectorError::BadResponse(format!("claims are not JSON: {e}")))?;
         T::map_claims(&Config::new(config), &json)
     }
-    fn list_users(config: Vec<ConfigEntry>, cursor: Option<String>) -> Result<UserPage, ConnectorError> {
+    fn list_users(
+        config: Vec<ConfigEntry>,
+        cursor: Option<String>,
+    ) -> Result<UserPage, ConnectorError> {
         T::list_users(&Config::new(config), cursor)
     }
 }
@@ -82,9 +90,14 @@ impl<T: IdpConnector> wit::Guest for Adapter<T> {
 #[macro_export]
 macro_rules! export_idp_connector {
     ($ty:ty) => {
-        type __CohortIdpConnector = $crate::idp::Adapter<$ty>;
-        $crate::bindings::idp_connector::__export_idp_connector!(
-            __CohortIdpConnector with_types_in $crate::bindings::idp_connector
-        );
+        // Exports exist only in the WebAssembly build; a native build (unit
+        // tests, benchmarks) links the plugin as an ordinary library.
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            type __CohortIdpConnector = $crate::idp::Adapter<$ty>;
+            $crate::bindings::idp_connector::__export_idp_connector!(
+                __CohortIdpConnector with_types_in $crate::bindings::idp_connector
+            );
+        };
     };
 }

@@ -5,10 +5,10 @@
 
 use std::marker::PhantomData;
 
+use crate::bindings::directory_importer::exports::cohort::plugin::importer as wit;
 pub use crate::bindings::directory_importer::exports::cohort::plugin::importer::{
     ImportError, Page, RecordProblem,
 };
-use crate::bindings::directory_importer::exports::cohort::plugin::importer as wit;
 use crate::config::Config;
 use crate::host::FetchError;
 use crate::{ConfigEntry, ConfigError, PluginInfo};
@@ -73,9 +73,14 @@ impl<T: Importer> wit::Guest for Adapter<T> {
 #[macro_export]
 macro_rules! export_importer {
     ($ty:ty) => {
-        type __CohortImporter = $crate::importer::Adapter<$ty>;
-        $crate::bindings::directory_importer::__export_directory_importer!(
-            __CohortImporter with_types_in $crate::bindings::directory_importer
-        );
+        // Exports exist only in the WebAssembly build; a native build (unit
+        // tests, benchmarks) links the plugin as an ordinary library.
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            type __CohortImporter = $crate::importer::Adapter<$ty>;
+            $crate::bindings::directory_importer::__export_directory_importer!(
+                __CohortImporter with_types_in $crate::bindings::directory_importer
+            );
+        };
     };
 }

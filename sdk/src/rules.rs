@@ -7,11 +7,11 @@
 
 use std::marker::PhantomData;
 
+use crate::bindings::rule_evaluator::exports::cohort::plugin::rules as wit;
 pub use crate::bindings::rule_evaluator::exports::cohort::plugin::rules::{
     Cell, CellValue, CompileError, ConditionOutcome, EvaluateError, EvaluateOptions, Evaluation,
     EvaluatorInfo, RuleProblem, RuleSource, Span, SubjectBatch, SubjectError,
 };
-use crate::bindings::rule_evaluator::exports::cohort::plugin::rules as wit;
 use crate::{AttributeDef, SubjectKind};
 
 /// A rule evaluator. The SDK turns it into the component's exports.
@@ -85,10 +85,15 @@ impl<T: RuleEvaluator> wit::GuestRuleSet for RuleSetAdapter<T> {
 #[macro_export]
 macro_rules! export_rule_evaluator {
     ($ty:ty) => {
-        type __CohortRuleEvaluator = $crate::rules::Adapter<$ty>;
-        $crate::bindings::rule_evaluator::__export_rule_evaluator!(
-            __CohortRuleEvaluator with_types_in $crate::bindings::rule_evaluator
-        );
+        // Exports exist only in the WebAssembly build; a native build (unit
+        // tests, benchmarks) links the plugin as an ordinary library.
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            type __CohortRuleEvaluator = $crate::rules::Adapter<$ty>;
+            $crate::bindings::rule_evaluator::__export_rule_evaluator!(
+                __CohortRuleEvaluator with_types_in $crate::bindings::rule_evaluator
+            );
+        };
     };
 }
 

@@ -159,7 +159,12 @@ impl FakeCalls<'_> {
                 *url == request.url && method.as_ref().is_none_or(|m| *m == request.method)
             })
             .map(|(_, _, result)| result.clone())
-            .unwrap_or_else(|| Err(HttpError::HostNotAllowed(format!("no fake response for {}", request.url))))
+            .unwrap_or_else(|| {
+                Err(HttpError::HostNotAllowed(format!(
+                    "no fake response for {}",
+                    request.url
+                )))
+            })
     }
 }
 
@@ -175,4 +180,3 @@ pub(crate) fn with_fake<T>(f: impl FnOnce(&mut FakeCalls<'_>) -> T) -> T {
         f(&mut FakeCalls(&mut state))
     })
 }
-

@@ -64,8 +64,20 @@ async fn built_in_and_test_plugins_load_and_describe_themselves() {
         .iter()
         .map(|p| p["manifest"]["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["echo-importer", "hostile", "python-importer", "rules-standard"]);
-    let standard = api.get("/api/v1/plugins/rules-standard").await.expect(200).body;
+    assert_eq!(
+        names,
+        [
+            "echo-importer",
+            "hostile",
+            "python-importer",
+            "rules-standard"
+        ]
+    );
+    let standard = api
+        .get("/api/v1/plugins/rules-standard")
+        .await
+        .expect(200)
+        .body;
     assert_eq!(standard["manifest"]["world"], "rule-evaluator");
     assert_eq!(standard["info"]["language"], "conditions-json");
     assert_eq!(standard["source"], "directory");
@@ -87,7 +99,10 @@ async fn rules_standard_evaluates_and_reports_rule_errors_by_position() {
     let r = evaluate(
         &api,
         "rules-standard",
-        &[STANDARD_RULE, r#"{"conditions":[{"attribute":"department","operator":"not_exists"}]}"#],
+        &[
+            STANDARD_RULE,
+            r#"{"conditions":[{"attribute":"department","operator":"not_exists"}]}"#,
+        ],
         subjects.clone(),
     )
     .await
@@ -104,7 +119,10 @@ async fn rules_standard_evaluates_and_reports_rule_errors_by_position() {
         .expect(200)
         .body;
     let x = &explained["explanations"][1];
-    assert_eq!((x["subject"].as_u64(), x["matched"].as_bool()), (Some(1), Some(false)));
+    assert_eq!(
+        (x["subject"].as_u64(), x["matched"].as_bool()),
+        (Some(1), Some(false))
+    );
     assert!(x["detail"].as_str().unwrap().contains("\"Sales\""), "{x}");
 
     let bad = evaluate(
@@ -121,11 +139,18 @@ async fn rules_standard_evaluates_and_reports_rule_errors_by_position() {
     assert_eq!(bad.code(), "invalid_rule");
     assert_eq!(bad.field(), "rules[1]/conditions/0/operator");
 
-    let bad = evaluate(&api, "rules-standard", &[STANDARD_RULE], json!([{"shoe_size": 9}]))
-        .await
-        .expect(422);
+    let bad = evaluate(
+        &api,
+        "rules-standard",
+        &[STANDARD_RULE],
+        json!([{"shoe_size": 9}]),
+    )
+    .await
+    .expect(422);
     assert_eq!(bad.field(), "subjects[0].shoe_size");
-    let wrong = evaluate(&api, "echo-importer", &[STANDARD_RULE], json!([])).await.expect(409);
+    let wrong = evaluate(&api, "echo-importer", &[STANDARD_RULE], json!([]))
+        .await
+        .expect(409);
     assert_eq!(wrong.code(), "plugin_wrong_world");
 }
 
@@ -133,20 +158,36 @@ async fn rules_standard_evaluates_and_reports_rule_errors_by_position() {
 async fn hostile_plugins_fail_their_own_calls_and_the_server_keeps_serving() {
     let s = Server::start_with_plugins(&[]);
     let api = s.admin();
-    let subjects: Vec<Value> = (0..1000).map(|i| json!({"username": format!("u{i}")})).collect();
+    let subjects: Vec<Value> = (0..1000)
+        .map(|i| json!({"username": format!("u{i}")}))
+        .collect();
     let subjects = Value::Array(subjects);
 
     // A host missing from the manifest is refused before any traffic, and logged.
-    let r = evaluate(&api, "hostile", &["http:http://192.0.2.1/steal"], json!([{}]))
+    let r = evaluate(
+        &api,
+        "hostile",
+        &["http:http://192.0.2.1/steal"],
+        json!([{}]),
+    )
+    .await
+    .expect(200)
+    .body;
+    let message = r["errors"][0]["message"].as_str().unwrap();
+    assert!(
+        message.contains("HostNotAllowed(\"192.0.2.1\")"),
+        "{message}"
+    );
+    assert!(
+        s.log()
+            .contains("refused outbound request to a host not in the plugin manifest")
+    );
+
+    // The wasm32 std has no files or environment to find.
+    let r = evaluate(&api, "hostile", &["env"], json!([{}]))
         .await
         .expect(200)
         .body;
-    let message = r["errors"][0]["message"].as_str().unwrap();
-    assert!(message.contains("HostNotAllowed(\"192.0.2.1\")"), "{message}");
-    assert!(s.log().contains("refused outbound request to a host not in the plugin manifest"));
-
-    // The wasm32 std has no files or environment to find.
-    let r = evaluate(&api, "hostile", &["env"], json!([{}])).await.expect(200).body;
     let message = r["errors"][0]["message"].as_str().unwrap();
     assert!(message.starts_with("home=None file=Err"), "{message}");
 
@@ -168,19 +209,25 @@ async fn hostile_plugins_fail_their_own_calls_and_the_server_keeps_serving() {
         ("big-output", "plugin_output_too_large"),
     ];
     for (behaviour, code) in cases {
-        let r = evaluate(&api, "hostile", &[behaviour], subjects.clone()).await.expect(502);
+        let r = evaluate(&api, "hostile", &[behaviour], subjects.clone())
+            .await
+            .expect(502);
         assert_eq!(r.code(), code, "{behaviour}: {}", r.body);
         s.client(None).get("/healthz").await.expect(200);
     }
 
     // Five failures in a row: reported unhealthy, with the last error.
-    evaluate(&api, "hostile", &["trap-at:0"], json!([{}])).await.expect(502);
+    evaluate(&api, "hostile", &["trap-at:0"], json!([{}]))
+        .await
+        .expect(502);
     let health = api.get("/api/v1/plugins/hostile").await.expect(200).body["health"].clone();
     assert_eq!(health["status"], "unhealthy", "{health}");
     assert_eq!(health["consecutive_failures"], 5);
     assert_eq!(health["last_error"]["code"], "plugin_trap");
     // Other plugins are unaffected.
-    evaluate(&api, "rules-standard", &[STANDARD_RULE], json!([{}])).await.expect(200);
+    evaluate(&api, "rules-standard", &[STANDARD_RULE], json!([{}]))
+        .await
+        .expect(200);
 }
 
 #[tokio::test]
@@ -197,7 +244,13 @@ async fn a_python_component_runs_and_finds_no_files_or_environment() {
         .expect(201)
         .body;
     let page = api
-        .post(&format!("/api/v1/plugin-instances/{}/preview", roster["id"].as_str().unwrap()), json!({}))
+        .post(
+            &format!(
+                "/api/v1/plugin-instances/{}/preview",
+                roster["id"].as_str().unwrap()
+            ),
+            json!({}),
+        )
         .await
         .expect(200)
         .body;
@@ -225,7 +278,13 @@ async fn a_python_component_runs_and_finds_no_files_or_environment() {
         .expect(201)
         .body;
     let page = api
-        .post(&format!("/api/v1/plugin-instances/{}/preview", probe["id"].as_str().unwrap()), json!({}))
+        .post(
+            &format!(
+                "/api/v1/plugin-instances/{}/preview",
+                probe["id"].as_str().unwrap()
+            ),
+            json!({}),
+        )
         .await
         .expect(200)
         .body;
@@ -233,7 +292,11 @@ async fn a_python_component_runs_and_finds_no_files_or_environment() {
     assert_eq!(records.len(), 4);
     for r in records {
         let outcome = r["attributes"]["probe"].as_str().unwrap();
-        assert!(outcome.starts_with("denied"), "{}: {outcome}", r["external_id"]);
+        assert!(
+            outcome.starts_with("denied"),
+            "{}: {outcome}",
+            r["external_id"]
+        );
     }
     assert!(!page.to_string().contains("do-not-leak"));
 }
@@ -243,7 +306,8 @@ async fn upload_configure_preview_and_remove_a_plugin() {
     let s = Server::start_with_plugins(&[]);
     let api = s.admin();
     let (port, seen) = fixture_server(
-        r#"{"people":[{"id":"e1","email":"ada@example.com","department":"R&D"}],"next":null}"#.into(),
+        r#"{"people":[{"id":"e1","email":"ada@example.com","department":"R&D"}],"next":null}"#
+            .into(),
     );
     let wasm = std::fs::read(plugins_dir().join("echo-importer.wasm")).unwrap();
     let component = base64::engine::general_purpose::STANDARD.encode(&wasm);
@@ -259,45 +323,72 @@ async fn upload_configure_preview_and_remove_a_plugin() {
 
     // Refusals first: bad base64, a core module, a manifest that lies about the world.
     let r = api
-        .post("/api/v1/plugins", json!({"manifest": manifest, "component": "%%%"}))
+        .post(
+            "/api/v1/plugins",
+            json!({"manifest": manifest, "component": "%%%"}),
+        )
         .await
         .expect(422);
     assert_eq!(r.field(), "component");
     let core = base64::engine::general_purpose::STANDARD.encode(b"\0asm\x01\0\0\0");
     let r = api
-        .post("/api/v1/plugins", json!({"manifest": manifest, "component": core}))
+        .post(
+            "/api/v1/plugins",
+            json!({"manifest": manifest, "component": core}),
+        )
         .await
         .expect(422);
     assert_eq!(r.code(), "plugin_load_failed");
     let mut lying = manifest.clone();
     lying["world"] = json!("rule-evaluator");
     let r = api
-        .post("/api/v1/plugins", json!({"manifest": lying, "component": component}))
+        .post(
+            "/api/v1/plugins",
+            json!({"manifest": lying, "component": component}),
+        )
         .await
         .expect(422);
-    assert!(r.body.to_string().contains("does not export cohort:plugin/rules"), "{}", r.body);
+    assert!(
+        r.body
+            .to_string()
+            .contains("does not export cohort:plugin/rules"),
+        "{}",
+        r.body
+    );
     let mut drifted = manifest.clone();
     drifted["config"] = json!([{"name": "url", "kind": "url", "required": true}]);
     let r = api
-        .post("/api/v1/plugins", json!({"manifest": drifted, "component": component}))
+        .post(
+            "/api/v1/plugins",
+            json!({"manifest": drifted, "component": component}),
+        )
         .await
         .expect(422);
     assert!(r.body.to_string().contains("differ"), "{}", r.body);
     let ro = s.client(Some(&api.create_key("ro", "read-only").await));
-    ro.post("/api/v1/plugins", json!({"manifest": manifest, "component": component}))
-        .await
-        .expect(403);
+    ro.post(
+        "/api/v1/plugins",
+        json!({"manifest": manifest, "component": component}),
+    )
+    .await
+    .expect(403);
 
     let installed = api
-        .post("/api/v1/plugins", json!({"manifest": manifest, "component": component}))
+        .post(
+            "/api/v1/plugins",
+            json!({"manifest": manifest, "component": component}),
+        )
         .await
         .expect(201)
         .body;
     assert_eq!(installed["source"], "upload");
     assert_eq!(installed["manifest"]["version"], "1.2.3");
-    api.post("/api/v1/plugins", json!({"manifest": manifest, "component": component}))
-        .await
-        .expect(409);
+    api.post(
+        "/api/v1/plugins",
+        json!({"manifest": manifest, "component": component}),
+    )
+    .await
+    .expect(409);
 
     // Instance config is checked against the manifest, then by the plugin.
     let url = format!("http://127.0.0.1:{port}/people");
@@ -306,10 +397,16 @@ async fn upload_configure_preview_and_remove_a_plugin() {
         (json!({"url": 5}), "config.url"),
         (json!({"token": "x"}), "config.url"),
         (json!({"url": "ftp://x/"}), "config.url"),
-        (json!({"url": format!("http://127.0.0.1:{port}/forbidden")}), "config.url"),
+        (
+            json!({"url": format!("http://127.0.0.1:{port}/forbidden")}),
+            "config.url",
+        ),
     ] {
         let r = api
-            .post("/api/v1/plugin-instances", json!({"name": "x", "plugin": "echo-uploaded", "config": config}))
+            .post(
+                "/api/v1/plugin-instances",
+                json!({"name": "x", "plugin": "echo-uploaded", "config": config}),
+            )
             .await
             .expect(422);
         assert_eq!(r.field(), field, "{}", r.body);
@@ -327,7 +424,11 @@ async fn upload_configure_preview_and_remove_a_plugin() {
     let id = instance["id"].as_str().unwrap().to_string();
     assert_eq!(instance["secrets_set"], json!(["token"]));
     assert_eq!(instance["config"], json!({"url": url}));
-    let fetched = api.get(&format!("/api/v1/plugin-instances/{id}")).await.expect(200).body;
+    let fetched = api
+        .get(&format!("/api/v1/plugin-instances/{id}"))
+        .await
+        .expect(200)
+        .body;
     assert!(!fetched.to_string().contains(secret));
 
     let page = api
@@ -335,10 +436,16 @@ async fn upload_configure_preview_and_remove_a_plugin() {
         .await
         .expect(200)
         .body;
-    assert_eq!(page["page"]["records"][0]["attributes"]["department"], "R&D");
+    assert_eq!(
+        page["page"]["records"][0]["attributes"]["department"],
+        "R&D"
+    );
     let head = seen.lock().unwrap()[0].to_ascii_lowercase();
     assert!(head.starts_with("get /people "), "{head}");
-    assert!(head.contains(&format!("authorization: bearer {secret}")), "{head}");
+    assert!(
+        head.contains(&format!("authorization: bearer {secret}")),
+        "{head}"
+    );
 
     // PATCH keeps the secret unless it is replaced; a stale ETag is refused.
     let patched = api
@@ -371,25 +478,48 @@ async fn upload_configure_preview_and_remove_a_plugin() {
         .expect(201)
         .body;
     let refused = api
-        .post(&format!("/api/v1/plugin-instances/{}/preview", closed["id"].as_str().unwrap()), json!({}))
+        .post(
+            &format!(
+                "/api/v1/plugin-instances/{}/preview",
+                closed["id"].as_str().unwrap()
+            ),
+            json!({}),
+        )
         .await
         .expect(200)
         .body;
     assert_eq!(refused["source_error"]["kind"], "http", "{refused}");
-    assert!(refused["source_error"]["message"].as_str().unwrap().contains("HostNotAllowed"));
-    assert_eq!(seen.lock().unwrap().len(), 1, "the refused request never left the server");
+    assert!(
+        refused["source_error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("HostNotAllowed")
+    );
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        1,
+        "the refused request never left the server"
+    );
 
     // Disabled plugins refuse calls but keep their instances.
-    api.post("/api/v1/plugins/echo-uploaded/disable", json!({})).await.expect(200);
+    api.post("/api/v1/plugins/echo-uploaded/disable", json!({}))
+        .await
+        .expect(200);
     let r = api
         .post(&format!("/api/v1/plugin-instances/{id}/preview"), json!({}))
         .await
         .expect(409);
     assert_eq!(r.code(), "plugin_disabled");
-    api.post("/api/v1/plugins/echo-uploaded/enable", json!({})).await.expect(200);
+    api.post("/api/v1/plugins/echo-uploaded/enable", json!({}))
+        .await
+        .expect(200);
 
     // The secret is nowhere in the audit log or in the data files.
-    let audit = api.get("/api/v1/audit?resource_type=plugin_instance").await.expect(200).body;
+    let audit = api
+        .get("/api/v1/audit?resource_type=plugin_instance")
+        .await
+        .expect(200)
+        .body;
     assert!(!audit.to_string().contains(secret));
     let actions: Vec<String> = api.get("/api/v1/audit").await.expect(200).body["items"]
         .as_array()
@@ -397,8 +527,17 @@ async fn upload_configure_preview_and_remove_a_plugin() {
         .iter()
         .map(|e| e["action"].as_str().unwrap().to_string())
         .collect();
-    for action in ["plugin.install", "plugin.disable", "plugin.enable", "plugin_instance.create", "plugin_instance.update"] {
-        assert!(actions.iter().any(|a| a == action), "{action} missing from {actions:?}");
+    for action in [
+        "plugin.install",
+        "plugin.disable",
+        "plugin.enable",
+        "plugin_instance.create",
+        "plugin_instance.update",
+    ] {
+        assert!(
+            actions.iter().any(|a| a == action),
+            "{action} missing from {actions:?}"
+        );
     }
     for entry in walk(s.data_dir()) {
         let bytes = std::fs::read(&entry).unwrap();
@@ -422,12 +561,22 @@ async fn upload_configure_preview_and_remove_a_plugin() {
     assert_eq!(page["page"]["records"][0]["external_id"], "e1");
 
     // Removal: not while in use, never for directory plugins.
-    let r = api.delete("/api/v1/plugins/echo-uploaded").await.expect(409);
+    let r = api
+        .delete("/api/v1/plugins/echo-uploaded")
+        .await
+        .expect(409);
     assert_eq!(r.code(), "plugin_in_use");
-    api.delete(&format!("/api/v1/plugin-instances/{id}")).await.expect(204);
-    api.delete("/api/v1/plugins/echo-uploaded").await.expect(204);
+    api.delete(&format!("/api/v1/plugin-instances/{id}"))
+        .await
+        .expect(204);
+    api.delete("/api/v1/plugins/echo-uploaded")
+        .await
+        .expect(204);
     api.get("/api/v1/plugins/echo-uploaded").await.expect(404);
-    let r = api.delete("/api/v1/plugins/rules-standard").await.expect(409);
+    let r = api
+        .delete("/api/v1/plugins/rules-standard")
+        .await
+        .expect(409);
     assert_eq!(r.code(), "plugin_from_directory");
 }
 

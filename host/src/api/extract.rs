@@ -100,12 +100,12 @@ pub async fn json_body<T: DeserializeOwned>(req: Request, limit: usize) -> Resul
             format!("the body is not valid JSON: {message} at {position}"),
         )
         .with_field(position)),
-        Err(DecodeError::Shape { field, message }) => Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_field",
-            message,
-        )
-        .with_field(field)),
+        Err(DecodeError::Shape { field, message }) => {
+            Err(
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", message)
+                    .with_field(field),
+            )
+        }
     }
 }
 

@@ -33,7 +33,9 @@ const MAX_RULES: usize = 100;
 /// Most subjects one evaluation request may carry.
 const MAX_SUBJECTS: usize = 1_000;
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f).await.map_err(|e| {
         tracing::error!(error = %e, "plugin task panicked");
         ApiError::new(
@@ -73,7 +75,10 @@ pub struct Upload {
     responses((status = 200, body = PluginList), (status = 403, body = ErrorBody)),
     security(("api_key" = []))
 )]
-pub async fn list_plugins(State(s): State<AppState>, p: Principal) -> Result<Json<PluginList>, ApiError> {
+pub async fn list_plugins(
+    State(s): State<AppState>,
+    p: Principal,
+) -> Result<Json<PluginList>, ApiError> {
     allow(p.read(), &p, "read plugins")?;
     let (items, failed) = s.plugins.list();
     Ok(Json(PluginList { items, failed }))
@@ -162,7 +167,9 @@ pub async fn enable_plugin(
     Path(name): Path<String>,
 ) -> Result<Json<PluginView>, ApiError> {
     let cap = allow(p.manage_plugins(), &p, "manage plugins")?;
-    Ok(Json(s.plugins.set_enabled(&cap, &name, true)?.durable().await?))
+    Ok(Json(
+        s.plugins.set_enabled(&cap, &name, true)?.durable().await?,
+    ))
 }
 
 /// Refuse calls to a plugin; its instances stay configured.
@@ -178,7 +185,9 @@ pub async fn disable_plugin(
     Path(name): Path<String>,
 ) -> Result<Json<PluginView>, ApiError> {
     let cap = allow(p.manage_plugins(), &p, "manage plugins")?;
-    Ok(Json(s.plugins.set_enabled(&cap, &name, false)?.durable().await?))
+    Ok(Json(
+        s.plugins.set_enabled(&cap, &name, false)?.durable().await?,
+    ))
 }
 
 /// Rules and sample subjects to try a rule evaluator on.
@@ -279,7 +288,10 @@ pub async fn evaluate(
         ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", message).with_field(field)
     };
     if input.rules.is_empty() || input.rules.len() > MAX_RULES {
-        return Err(invalid("rules".into(), format!("give 1 to {MAX_RULES} rules")));
+        return Err(invalid(
+            "rules".into(),
+            format!("give 1 to {MAX_RULES} rules"),
+        ));
     }
     if input.subjects.len() > MAX_SUBJECTS {
         return Err(invalid(
@@ -320,7 +332,10 @@ pub async fn evaluate(
         .map(|text| rules::RuleSource { text })
         .collect();
     let options = rules::EvaluateOptions {
-        now_millis: input.now.unwrap_or_else(chrono::Utc::now).timestamp_millis(),
+        now_millis: input
+            .now
+            .unwrap_or_else(chrono::Utc::now)
+            .timestamp_millis(),
         explain: input.explain,
     };
     let runtime = s.plugins.runtime().clone();
@@ -346,8 +361,10 @@ pub async fn evaluate(
                 .with_field(field));
             }
             Err(rules::CompileError::Other(m)) => {
-                return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_rule", m)
-                    .with_field("rules"));
+                return Err(
+                    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_rule", m)
+                        .with_field("rules"),
+                );
             }
         };
         match session.evaluate(&batch, options)? {
@@ -394,7 +411,11 @@ pub async fn evaluate(
 }
 
 fn sources_len(e: &rules::Evaluation, words: usize) -> usize {
-    if words == 0 { 0 } else { e.matches.len() / words }
+    if words == 0 {
+        0
+    } else {
+        e.matches.len() / words
+    }
 }
 
 /// All plugin instances.
@@ -415,7 +436,10 @@ fn instance_response(status: StatusCode, instance: Instance) -> Response {
     responses((status = 200, body = InstanceList), (status = 403, body = ErrorBody)),
     security(("api_key" = []))
 )]
-pub async fn list_instances(State(s): State<AppState>, p: Principal) -> Result<Json<InstanceList>, ApiError> {
+pub async fn list_instances(
+    State(s): State<AppState>,
+    p: Principal,
+) -> Result<Json<InstanceList>, ApiError> {
     allow(p.read(), &p, "read plugin instances")?;
     Ok(Json(InstanceList {
         items: s.instances.list()?,
@@ -446,7 +470,10 @@ pub async fn create_instance(
         instances.create(&cap, input).map_err(ApiError::from)
     })
     .await??;
-    Ok(instance_response(StatusCode::CREATED, committed.durable().await?))
+    Ok(instance_response(
+        StatusCode::CREATED,
+        committed.durable().await?,
+    ))
 }
 
 /// One plugin instance.
@@ -493,7 +520,10 @@ pub async fn update_instance(
             .map_err(ApiError::from)
     })
     .await??;
-    Ok(instance_response(StatusCode::OK, committed.durable().await?))
+    Ok(instance_response(
+        StatusCode::OK,
+        committed.durable().await?,
+    ))
 }
 
 /// Delete an instance.

@@ -37,8 +37,8 @@ pub mod idp_connector {
     });
 }
 
+pub use directory_importer::exports::cohort::plugin::importer;
+pub use idp_connector::exports::cohort::plugin::idp;
 pub use rule_evaluator::cohort::plugin::host;
 pub use rule_evaluator::cohort::plugin::types;
 pub use rule_evaluator::exports::cohort::plugin::rules;
-pub use directory_importer::exports::cohort::plugin::importer;
-pub use idp_connector::exports::cohort::plugin::idp;

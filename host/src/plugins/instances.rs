@@ -174,7 +174,11 @@ fn check_config(manifest: &Manifest, values: &Map<String, Value>) -> Result<Chec
                 format!(
                     "plugin {} has no such field; its fields are: {}",
                     manifest.name,
-                    if known.is_empty() { "(none)".into() } else { known.join(", ") }
+                    if known.is_empty() {
+                        "(none)".into()
+                    } else {
+                        known.join(", ")
+                    }
                 ),
             ));
         };
@@ -186,7 +190,10 @@ fn check_config(manifest: &Manifest, values: &Map<String, Value>) -> Result<Chec
                     .as_ref()
                     .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
                 {
-                    return Err(DomainError::invalid(field, "must be an absolute http(s) URL"));
+                    return Err(DomainError::invalid(
+                        field,
+                        "must be an absolute http(s) URL",
+                    ));
                 }
                 true
             }
@@ -255,7 +262,9 @@ fn config_error(e: types::ConfigError) -> DomainError {
         types::ConfigError::Missing(f) => {
             DomainError::invalid(format!("config.{f}"), "is required by the plugin")
         }
-        types::ConfigError::Invalid(p) => DomainError::invalid(format!("config.{}", p.field), p.message),
+        types::ConfigError::Invalid(p) => {
+            DomainError::invalid(format!("config.{}", p.field), p.message)
+        }
         types::ConfigError::Other(m) => DomainError::invalid("config", m),
     }
 }
@@ -264,7 +273,9 @@ fn config_error(e: types::ConfigError) -> DomainError {
 pub fn value_json(v: &types::Value) -> Value {
     match v {
         types::Value::Text(s) => Value::String(s.clone()),
-        types::Value::Number(n) => serde_json::Number::from_f64(*n).map_or(Value::Null, Value::Number),
+        types::Value::Number(n) => {
+            serde_json::Number::from_f64(*n).map_or(Value::Null, Value::Number)
+        }
         types::Value::Boolean(b) => Value::Bool(*b),
         types::Value::Timestamp(ms) => DateTime::<Utc>::from_timestamp_millis(*ms)
             .map_or(Value::Null, |t| Value::String(t.to_rfc3339())),
@@ -276,7 +287,13 @@ fn secret_changes(
     before: &BTreeMap<String, String>,
     after: &BTreeMap<String, String>,
 ) -> BTreeMap<String, Change> {
-    let redacted = |present: bool| if present { Value::from("[secret]") } else { Value::Null };
+    let redacted = |present: bool| {
+        if present {
+            Value::from("[secret]")
+        } else {
+            Value::Null
+        }
+    };
     let mut out = BTreeMap::new();
     for name in before.keys().chain(after.keys()) {
         if before.get(name) != after.get(name) {
@@ -298,7 +315,12 @@ fn secret_changes(
 
 impl Instances {
     /// Instances over `store`, sealing secrets with `secrets`.
-    pub fn new(store: Store, clock: Arc<dyn Clock>, registry: Registry, secrets: SecretBox) -> Self {
+    pub fn new(
+        store: Store,
+        clock: Arc<dyn Clock>,
+        registry: Registry,
+        secrets: SecretBox,
+    ) -> Self {
         Instances {
             store,
             clock,
@@ -355,12 +377,21 @@ impl Instances {
     fn seal(&self, id: &str, secrets: &BTreeMap<String, String>) -> BTreeMap<String, String> {
         secrets
             .iter()
-            .map(|(name, plain)| (name.clone(), self.secrets.seal(&format!("{id}/{name}"), plain)))
+            .map(|(name, plain)| {
+                (
+                    name.clone(),
+                    self.secrets.seal(&format!("{id}/{name}"), plain),
+                )
+            })
             .collect()
     }
 
     /// Create an instance. Blocking: the plugin validates the config.
-    pub fn create(&self, cap: &ManagePlugins<'_>, input: NewInstance) -> Result<Committed<Instance>, Error> {
+    pub fn create(
+        &self,
+        cap: &ManagePlugins<'_>,
+        input: NewInstance,
+    ) -> Result<Committed<Instance>, Error> {
         validate_name(&input.name)?;
         let manifest = self.manifest_for(&input.plugin)?;
         let checked = check_config(&manifest, &input.config)?;
@@ -391,7 +422,11 @@ impl Instances {
                 .into());
             }
             txn.put_json(INSTANCES, id.as_bytes(), &stored)?;
-            txn.put(INSTANCES_BY_NAME, input.name.as_bytes(), id.as_bytes().to_vec());
+            txn.put(
+                INSTANCES_BY_NAME,
+                input.name.as_bytes(),
+                id.as_bytes().to_vec(),
+            );
             let mut key = prefix(&input.plugin);
             key.extend_from_slice(id.as_bytes());
             txn.put(INSTANCES_BY_PLUGIN, &key, Vec::new());
@@ -454,7 +489,11 @@ impl Instances {
             .config
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
-            .chain(old_secrets.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))))
+            .chain(
+                old_secrets
+                    .iter()
+                    .map(|(k, v)| (k.clone(), Value::String(v.clone()))),
+            )
             .collect();
         for (k, v) in input.config.unwrap_or_default() {
             if v.is_null() {
@@ -538,7 +577,11 @@ impl Instances {
             txn.delete(INSTANCES_BY_PLUGIN, &key);
             let mut changes = audit::diff(Some(&stored.public), None);
             changes.extend(secret_changes(
-                &stored.sealed.keys().map(|k| (k.clone(), String::new())).collect(),
+                &stored
+                    .sealed
+                    .keys()
+                    .map(|k| (k.clone(), String::new()))
+                    .collect(),
                 &BTreeMap::new(),
             ));
             audit::record(
@@ -559,7 +602,11 @@ impl Instances {
 
     /// Fetch one page from an importer instance without importing anything.
     /// Blocking: runs the plugin, which may call its source over HTTP.
-    pub fn preview(&self, id: &str, cursor: Option<&str>) -> Result<Result<PreviewPage, SourceError>, Error> {
+    pub fn preview(
+        &self,
+        id: &str,
+        cursor: Option<&str>,
+    ) -> Result<Result<PreviewPage, SourceError>, Error> {
         let stored = self.load(id)?;
         let manifest = self.manifest_for(&stored.public.plugin)?;
         if manifest.world != World::DirectoryImporter {

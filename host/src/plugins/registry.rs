@@ -146,7 +146,10 @@ impl Registry {
     ) -> Result<Registry, DomainError> {
         let upload_dir = data_dir.join("plugins");
         std::fs::create_dir_all(&upload_dir).map_err(|e| {
-            DomainError::invalid("plugins", format!("cannot create {}: {e}", upload_dir.display()))
+            DomainError::invalid(
+                "plugins",
+                format!("cannot create {}: {e}", upload_dir.display()),
+            )
         })?;
         let mut installed = BTreeMap::new();
         let mut failures = Vec::new();
@@ -238,7 +241,9 @@ impl Registry {
                 }
                 Ok(_) => failures.push(LoadFailure {
                     file: file.display().to_string(),
-                    error: format!("a plugin named {name} is already loaded from the plugins directory"),
+                    error: format!(
+                        "a plugin named {name} is already loaded from the plugins directory"
+                    ),
                 }),
                 Err(error) => {
                     tracing::error!(plugin = %name, error = %error, "uploaded plugin failed to load");
@@ -275,9 +280,7 @@ impl Registry {
             sha256: i.sha256.clone(),
             size_bytes: i.size_bytes,
             installed_at: i.installed_at,
-            health: i
-                .loaded
-                .health(self.inner.runtime.limits().unhealthy_after),
+            health: i.loaded.health(self.inner.runtime.limits().unhealthy_after),
         }
     }
 
@@ -444,7 +447,11 @@ impl Registry {
                     now,
                     cap.actor(),
                     Record {
-                        action: if enabled { "plugin.enable" } else { "plugin.disable" },
+                        action: if enabled {
+                            "plugin.enable"
+                        } else {
+                            "plugin.disable"
+                        },
                         resource_type: "plugin",
                         resource_id: name.to_owned(),
                         changes: BTreeMap::from([(

@@ -22,8 +22,8 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use wasmtime::component::{Component, Linker, ResourceAny};
 use wasmtime::{
-    Cache, CacheConfig, Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig,
-    Store, StoreContextMut, Trap, UpdateDeadline,
+    Cache, CacheConfig, Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store,
+    StoreContextMut, Trap, UpdateDeadline,
 };
 
 use super::bindings::directory_importer::{DirectoryImporter, DirectoryImporterPre};
@@ -90,7 +90,12 @@ impl Runtime {
             .max_tables_per_component(16)
             .max_memory_size(limits.memory_bytes)
             .max_component_instance_size(1 << 20)
-            .max_core_instance_size(4 << 20);
+            .max_core_instance_size(4 << 20)
+            // Reset the first pages of a returned slot with memset instead of
+            // madvise: cheaper than a syscall plus the page faults that
+            // follow when the next instance touches its stack and data.
+            .linear_memory_keep_resident(128 << 10)
+            .table_keep_resident(16 << 10);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         if let Some(dir) = cache_dir {
             std::fs::create_dir_all(dir).map_err(|e| StartError(e.to_string()))?;
@@ -205,7 +210,8 @@ impl Runtime {
                 _ => return Err(format!("{name} has no cohort:plugin version")),
             };
             let (host_major, host_minor, _) = WIT_VERSION;
-            let compatible = major == host_major && (major != 0 || minor == host_minor) && minor <= host_minor;
+            let compatible =
+                major == host_major && (major != 0 || minor == host_minor) && minor <= host_minor;
             if !compatible {
                 return Err(format!(
                     "built against cohort:plugin@{version}; this server implements \
@@ -306,14 +312,17 @@ impl Runtime {
         let mut store = self.new_store(plugin);
         self.begin(&mut store, name);
         let result = f(&mut store);
-        self.settle(plugin, &store, result)
+        self.settle(plugin, &store, result, |_| Ok(()))
     }
 
+    /// Classify, cap and check a call's result, then count it (once) in the
+    /// plugin's health.
     fn settle<R: Footprint>(
         &self,
         plugin: &LoadedPlugin,
         store: &Store<Sandbox>,
         result: wasmtime::Result<R>,
+        check: impl FnOnce(&R) -> Result<(), String>,
     ) -> Result<R, PluginError> {
         let call = &store.data().call;
         if call.logs_dropped > 0 {
@@ -333,6 +342,11 @@ impl Runtime {
                         plugin: plugin.manifest.name.clone(),
                         size,
                         limit: self.limits.output_bytes,
+                    })
+                } else if let Err(message) = check(&value) {
+                    Err(PluginError::InvalidOutput {
+                        plugin: plugin.manifest.name.clone(),
+                        message,
                     })
                 } else {
                     Ok(value)
@@ -394,7 +408,10 @@ impl Runtime {
         }
     }
 
-    fn idp<'a>(&self, plugin: &'a LoadedPlugin) -> Result<&'a IdpConnectorPre<Sandbox>, PluginError> {
+    fn idp<'a>(
+        &self,
+        plugin: &'a LoadedPlugin,
+    ) -> Result<&'a IdpConnectorPre<Sandbox>, PluginError> {
         match &plugin.pre {
             WorldPre::Idp(pre) => Ok(pre),
             _ => Err(plugin.wrong_world(World::IdpConnector)),
@@ -429,6 +446,31 @@ impl Runtime {
         })
     }
 
+    /// Instantiate the plugin in a fresh store and drop it, without calling
+    /// anything: the fixed cost every per-call instance pays. Used by the
+    /// benchmarks and as a cheap liveness probe.
+    pub fn instantiate_only(&self, plugin: &LoadedPlugin) -> Result<(), PluginError> {
+        let mut store = self.new_store(plugin);
+        self.begin(&mut store, "instantiate");
+        let result = match &plugin.pre {
+            WorldPre::Rules(pre) => pre.instantiate(&mut store).map(drop),
+            WorldPre::Importer(pre) => pre.instantiate(&mut store).map(drop),
+            WorldPre::Idp(pre) => pre.instantiate(&mut store).map(drop),
+        };
+        result.map_err(|e| self.classify(&store, e))
+    }
+
+    /// `importer.describe` in a fresh instance: the cost of one small call
+    /// including instantiation.
+    pub fn importer_describe(
+        &self,
+        plugin: &LoadedPlugin,
+    ) -> Result<types::PluginInfo, PluginError> {
+        self.with_importer(plugin, "describe", 0, |i, s| {
+            i.cohort_plugin_importer().call_describe(s)
+        })
+    }
+
     /// `importer.validate-config`.
     pub fn importer_validate_config(
         &self,
@@ -449,7 +491,8 @@ impl Runtime {
     ) -> Result<Result<importer::Page, importer::ImportError>, PluginError> {
         let input = config.footprint() + cursor.map_or(0, str::len);
         self.with_importer(plugin, "fetch-page", input, |i, s| {
-            i.cohort_plugin_importer().call_fetch_page(s, config, cursor)
+            i.cohort_plugin_importer()
+                .call_fetch_page(s, config, cursor)
         })
     }
 
@@ -485,9 +528,12 @@ impl Runtime {
         let claims = idp::Claims {
             json: claims_json.to_owned(),
         };
-        self.with_idp(plugin, "map-claims", config.footprint() + claims_json.len(), |i, s| {
-            i.cohort_plugin_idp().call_map_claims(s, config, &claims)
-        })
+        self.with_idp(
+            plugin,
+            "map-claims",
+            config.footprint() + claims_json.len(),
+            |i, s| i.cohort_plugin_idp().call_map_claims(s, config, &claims),
+        )
     }
 
     /// `idp.list-users`.
@@ -531,7 +577,7 @@ impl Runtime {
                 .call_compile(&mut store, kind, schema, sources)?;
             Ok((inst, compiled))
         })();
-        let (inst, compiled) = match self.settle(&plugin, &store, result.map(Opaque)) {
+        let (inst, compiled) = match self.settle(&plugin, &store, result.map(Opaque), |_| Ok(())) {
             Ok(Opaque(v)) => v,
             Err(e) => return Err(e),
         };
@@ -830,28 +876,18 @@ impl RuleSession<'_> {
             ..
         } = &mut *inner;
         runtime.begin(store, "evaluate");
-        let result = instance
-            .cohort_plugin_rules()
-            .rule_set()
-            .call_evaluate(&mut *store, *handle, batch, options);
-        let result = runtime.settle(&self.plugin, store, result);
-        let result = match result {
-            Ok(Ok(evaluation)) => {
-                let subjects = batch.row_offsets.len().saturating_sub(1);
-                match check_evaluation(&evaluation, self.count, subjects) {
-                    Ok(()) => Ok(Ok(evaluation)),
-                    Err(message) => {
-                        let e = PluginError::InvalidOutput {
-                            plugin: self.plugin.manifest.name.clone(),
-                            message,
-                        };
-                        self.plugin.health.record("evaluate", Some(&e));
-                        Err(e)
-                    }
-                }
-            }
-            other => other,
-        };
+        let result = instance.cohort_plugin_rules().rule_set().call_evaluate(
+            &mut *store,
+            *handle,
+            batch,
+            options,
+        );
+        let subjects = batch.row_offsets.len().saturating_sub(1);
+        let count = self.count;
+        let result = runtime.settle(&self.plugin, store, result, |r| match r {
+            Ok(evaluation) => check_evaluation(evaluation, count, subjects),
+            Err(_) => Ok(()),
+        });
         if result.is_err() {
             inner.poisoned = true;
         }
@@ -888,7 +924,9 @@ fn check_evaluation(e: &rules::Evaluation, rules: u32, subjects: usize) -> Resul
         let tail_mask = !0u64 << (subjects % 64);
         for r in 0..rules as usize {
             if e.matches[r * words + words - 1] & tail_mask != 0 {
-                return Err(format!("rule {r} matches subjects past the end of the batch"));
+                return Err(format!(
+                    "rule {r} matches subjects past the end of the batch"
+                ));
             }
         }
     }

@@ -19,13 +19,20 @@ use super::manifest::Manifest;
 pub struct Sandbox {
     pub(crate) plugin: Arc<Manifest>,
     pub(crate) limits: Arc<Limits>,
-    wasi: WasiCtx,
+    /// Built on first use: only components that import WASI (other
+    /// languages) need one, and building it seeds random generators, which
+    /// would otherwise dominate the cost of instantiating a Rust plugin.
+    wasi: Option<WasiCtx>,
     table: ResourceTable,
     /// Per-call accounting, reset at the start of every call.
     pub(crate) call: CallAccount,
     /// Set when the guest asked for more memory than allowed, so the trap
     /// that follows is reported as a memory limit rather than a crash.
     pub(crate) memory_refused: bool,
+    /// Bytes of linear memory across all of the instance's memories:
+    /// components from other languages have several, and the cap is per
+    /// instance, not per memory.
+    memory_total: usize,
 }
 
 /// What the current call has used.
@@ -61,21 +68,14 @@ impl CallAccount {
 
 impl Sandbox {
     pub(crate) fn new(plugin: Arc<Manifest>, limits: Arc<Limits>) -> Self {
-        // Deny by default: no preopened directories, no environment, no
-        // arguments, no sockets, no name lookup; stdio goes nowhere. Clocks
-        // and random stay, because language runtimes need them to start.
-        let wasi = WasiCtxBuilder::new()
-            .allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .build();
         Sandbox {
             plugin,
             limits,
-            wasi,
+            wasi: None,
             table: ResourceTable::new(),
             call: CallAccount::new("instantiate"),
             memory_refused: false,
+            memory_total: 0,
         }
     }
 
@@ -214,8 +214,12 @@ impl wit::Host for Sandbox {
             return;
         }
         self.call.log_bytes += size;
-        let fields = serde_json::to_string(&fields.into_iter().collect::<std::collections::BTreeMap<_, _>>())
-            .unwrap_or_default();
+        let fields = serde_json::to_string(
+            &fields
+                .into_iter()
+                .collect::<std::collections::BTreeMap<_, _>>(),
+        )
+        .unwrap_or_default();
         let plugin = self.plugin.name.as_str();
         let call = self.call.name;
         match level {
@@ -244,8 +248,18 @@ impl wit::Host for Sandbox {
 
 impl WasiView for Sandbox {
     fn ctx(&mut self) -> WasiCtxView<'_> {
+        // Deny by default: no preopened directories, no environment, no
+        // arguments, no sockets, no name lookup; stdio goes nowhere. Clocks
+        // and random stay, because language runtimes need them to start.
+        let ctx = self.wasi.get_or_insert_with(|| {
+            WasiCtxBuilder::new()
+                .allow_tcp(false)
+                .allow_udp(false)
+                .allow_ip_name_lookup(false)
+                .build()
+        });
         WasiCtxView {
-            ctx: &mut self.wasi,
+            ctx,
             table: &mut self.table,
         }
     }
@@ -254,14 +268,16 @@ impl WasiView for Sandbox {
 impl ResourceLimiter for Sandbox {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.limits.memory_bytes {
+        let total = self.memory_total + desired.saturating_sub(current);
+        if total > self.limits.memory_bytes {
             self.memory_refused = true;
             return Ok(false);
         }
+        self.memory_total = total;
         Ok(true)
     }
 

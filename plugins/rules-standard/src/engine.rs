@@ -192,7 +192,11 @@ impl RuleSet {
             .map(|r| {
                 r.blocks
                     .iter()
-                    .map(|b| b.iter().map(|c| batch.attribute_index(&c.attribute)).collect())
+                    .map(|b| {
+                        b.iter()
+                            .map(|c| batch.attribute_index(&c.attribute))
+                            .collect()
+                    })
                     .collect()
             })
             .collect();
@@ -275,7 +279,10 @@ impl Ctx<'_> {
                 return None;
             }
             _ => {
-                self.problem("", "a rule has either \"conditions\" or \"any\", exactly one of them");
+                self.problem(
+                    "",
+                    "a rule has either \"conditions\" or \"any\", exactly one of them",
+                );
                 return None;
             }
         };
@@ -321,7 +328,10 @@ impl Ctx<'_> {
         let Some(operator) = Operator::parse(&c.operator) else {
             self.problem(
                 format!("{at}/operator"),
-                format!("unknown operator \"{}\"; expected one of: {OPERATORS}", c.operator),
+                format!(
+                    "unknown operator \"{}\"; expected one of: {OPERATORS}",
+                    c.operator
+                ),
             );
             return None;
         };
@@ -379,7 +389,10 @@ impl Ctx<'_> {
             let vat = format!("{at}/values/{i}");
             match operand(ty, v) {
                 Ok(mut o) => {
+                    // Regex patterns are not lowercased: `\D` (non-digit) would
+                    // become `\d`. The regex gets a case-insensitive flag instead.
                     if c.ignore_case
+                        && operator != Operator::Matches
                         && let Operand::Text(s) = &mut o
                     {
                         *s = s.to_lowercase();
@@ -405,8 +418,14 @@ impl Ctx<'_> {
                     );
                     return None;
                 }
-                if let Err(e) = regex::RegexBuilder::new(p).size_limit(REGEX_SIZE_LIMIT).build() {
-                    self.problem(format!("{at}/values/{i}"), format!("invalid regular expression: {e}"));
+                if let Err(e) = regex::RegexBuilder::new(p)
+                    .size_limit(REGEX_SIZE_LIMIT)
+                    .build()
+                {
+                    self.problem(
+                        format!("{at}/values/{i}"),
+                        format!("invalid regular expression: {e}"),
+                    );
                     return None;
                 }
                 if !pattern.is_empty() {
@@ -420,21 +439,27 @@ impl Ctx<'_> {
                 .build()
                 .ok();
             if regex.is_none() {
-                self.problem(format!("{at}/values"), "the combined expressions are too large");
+                self.problem(
+                    format!("{at}/values"),
+                    "the combined expressions are too large",
+                );
                 return None;
             }
         }
-        let set = matches!(operator, Operator::In | Operator::NotIn | Operator::Equals | Operator::NotEquals)
-            .then(|| {
-                operands
-                    .iter()
-                    .filter_map(|o| match o {
-                        Operand::Text(s) => Some(s.clone()),
-                        _ => None,
-                    })
-                    .collect::<HashSet<_>>()
-            })
-            .filter(|s| s.len() > 8);
+        let set = matches!(
+            operator,
+            Operator::In | Operator::NotIn | Operator::Equals | Operator::NotEquals
+        )
+        .then(|| {
+            operands
+                .iter()
+                .filter_map(|o| match o {
+                    Operand::Text(s) => Some(s.clone()),
+                    _ => None,
+                })
+                .collect::<HashSet<_>>()
+        })
+        .filter(|s| s.len() > 8);
         Some(Condition {
             at,
             attribute: c.attribute,
@@ -460,10 +485,13 @@ fn type_name(ty: AttributeType) -> &'static str {
 fn operand(ty: AttributeType, v: &serde_json::Value) -> Result<Operand, String> {
     use serde_json::Value as J;
     match (ty, v) {
-        (AttributeType::Text | AttributeType::TextList, J::String(s)) => Ok(Operand::Text(s.clone())),
-        (AttributeType::Number, J::Number(n)) => {
-            n.as_f64().map(Operand::Number).ok_or_else(|| "not a finite number".to_owned())
+        (AttributeType::Text | AttributeType::TextList, J::String(s)) => {
+            Ok(Operand::Text(s.clone()))
         }
+        (AttributeType::Number, J::Number(n)) => n
+            .as_f64()
+            .map(Operand::Number)
+            .ok_or_else(|| "not a finite number".to_owned()),
         (AttributeType::Number, J::String(s)) => s
             .trim()
             .parse::<f64>()
@@ -485,7 +513,7 @@ fn operand(ty: AttributeType, v: &serde_json::Value) -> Result<Operand, String> 
 fn parse_time(s: &str) -> Result<Operand, String> {
     let bad = || {
         format!(
-            "\"{s}\" is not a date: use YYYY-MM-DD, an RFC 3339 time such as \
+            "\"{s}\" is not a date: use YYYY-MM-DD, a UTC time such as \
              2026-01-31T12:00:00Z, or a relative time such as now-30d"
         )
     };
@@ -493,19 +521,27 @@ fn parse_time(s: &str) -> Result<Operand, String> {
         if rest.is_empty() {
             return Ok(Operand::Relative(0));
         }
-        let (sign, rest) = match rest.as_bytes()[0] {
-            b'-' => (1i64, &rest[1..]),
-            b'+' => (-1i64, &rest[1..]),
-            _ => return Err(bad()),
+        let (sign, rest) = if let Some(r) = rest.strip_prefix('-') {
+            (1i64, r)
+        } else if let Some(r) = rest.strip_prefix('+') {
+            (-1i64, r)
+        } else {
+            return Err(bad());
         };
-        let (num, unit) = rest.split_at(rest.len().saturating_sub(1));
+        let Some(unit) = rest.chars().last() else {
+            return Err(bad());
+        };
+        let num = &rest[..rest.len() - unit.len_utf8()];
+        if num.is_empty() || !num.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad());
+        }
         let n: i64 = num.parse().map_err(|_| bad())?;
         let unit_ms: i64 = match unit {
-            "s" => 1_000,
-            "m" => 60_000,
-            "h" => 3_600_000,
-            "d" => 86_400_000,
-            "w" => 7 * 86_400_000,
+            's' => 1_000,
+            'm' => 60_000,
+            'h' => 3_600_000,
+            'd' => 86_400_000,
+            'w' => 7 * 86_400_000,
             _ => return Err(bad()),
         };
         return n
@@ -521,13 +557,23 @@ pub fn parse_absolute(s: &str) -> Option<i64> {
     let b = s.as_bytes();
     let num = |r: std::ops::Range<usize>| -> Option<i64> {
         let part = s.get(r)?;
-        part.bytes().all(|c| c.is_ascii_digit()).then(|| part.parse().ok())?
+        part.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| part.parse().ok())?
     };
     if b.len() < 10 || b[4] != b'-' || b[7] != b'-' {
         return None;
     }
     let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    let days_in_month = match m {
+        2 if leap => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        1..=12 => 31,
+        _ => return None,
+    };
+    if !(1..=days_in_month).contains(&d) {
         return None;
     }
     let mut secs = days_from_civil(y, m, d) * 86_400;
@@ -706,5 +752,156 @@ impl Condition {
             operands.join(", "),
             if ok { "held" } else { "did not hold" }
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cohort_sdk::rules::{BatchBuilder, Input};
+
+    fn schema() -> Vec<AttributeDef> {
+        let def = |name: &str, t| AttributeDef {
+            name: name.into(),
+            kind: SubjectKind::User,
+            type_: t,
+            custom: name == "cost_center",
+        };
+        vec![
+            def("department", AttributeType::Text),
+            def("cost_center", AttributeType::Text),
+            def("skills", AttributeType::TextList),
+            def("level", AttributeType::Number),
+            def("start_date", AttributeType::Timestamp),
+            def("email", AttributeType::Text),
+        ]
+    }
+
+    fn run(rule: &str, subjects: &[&[(&str, Input<'_>)]]) -> Vec<bool> {
+        let set = RuleSet::compile(
+            SubjectKind::User,
+            &schema(),
+            &[RuleSource { text: rule.into() }],
+        )
+        .unwrap_or_else(|p| panic!("{p:?}"));
+        let mut b = BatchBuilder::new(SubjectKind::User);
+        for s in subjects {
+            b.push(s);
+        }
+        let batch = b.build();
+        let view = BatchView::new(&batch).unwrap();
+        let e = set.evaluate(
+            &view,
+            &EvaluateOptions {
+                now_millis: 1_000 * 86_400_000,
+                explain: false,
+            },
+        );
+        let m = Matches::from_evaluation(&e);
+        (0..subjects.len()).map(|i| m.get(0, i)).collect()
+    }
+
+    fn problems(rule: &str) -> Vec<RuleProblem> {
+        RuleSet::compile(
+            SubjectKind::User,
+            &schema(),
+            &[RuleSource { text: rule.into() }],
+        )
+        .unwrap_err()
+    }
+
+    #[test]
+    fn missing_attributes_satisfy_nothing_but_not_exists() {
+        let r = r#"{"conditions":[{"attribute":"cost_center","operator":"not_equals","values":["A"]}]}"#;
+        assert_eq!(
+            run(r, &[&[("cost_center", Input::Text("B"))], &[]]),
+            [true, false]
+        );
+        let r = r#"{"conditions":[{"attribute":"cost_center","operator":"not_exists"}]}"#;
+        assert_eq!(
+            run(r, &[&[("cost_center", Input::Text("B"))], &[]]),
+            [false, true]
+        );
+    }
+
+    #[test]
+    fn lists_any_for_positive_none_for_negative() {
+        let rust: &[&str] = &["go", "rust"];
+        let go: &[&str] = &["go"];
+        let pos =
+            r#"{"conditions":[{"attribute":"skills","operator":"equals","values":["rust"]}]}"#;
+        let neg =
+            r#"{"conditions":[{"attribute":"skills","operator":"not_equals","values":["rust"]}]}"#;
+        let subjects: &[&[(&str, Input<'_>)]] = &[
+            &[("skills", Input::List(rust))],
+            &[("skills", Input::List(go))],
+        ];
+        assert_eq!(run(pos, subjects), [true, false]);
+        assert_eq!(run(neg, subjects), [false, true]);
+    }
+
+    #[test]
+    fn case_is_sensitive_unless_asked() {
+        let s: &[&[(&str, Input<'_>)]] = &[&[("email", Input::Text("Ada@Example.COM"))]];
+        let r = |ic: bool| {
+            format!(
+                r#"{{"conditions":[{{"attribute":"email","operator":"ends_with","values":["@example.com"],"ignore_case":{ic}}}]}}"#
+            )
+        };
+        assert_eq!(run(&r(false), s), [false]);
+        assert_eq!(run(&r(true), s), [true]);
+        // Regex classes keep their meaning with ignore_case.
+        let re = r#"{"conditions":[{"attribute":"department","operator":"matches","values":["^\\D+$"],"ignore_case":true}]}"#;
+        assert_eq!(
+            run(
+                re,
+                &[
+                    &[("department", Input::Text("Sales"))],
+                    &[("department", Input::Text("42"))]
+                ]
+            ),
+            [true, false]
+        );
+    }
+
+    #[test]
+    fn relative_and_absolute_dates() {
+        let day = 86_400_000i64;
+        let r = r#"{"conditions":[{"attribute":"start_date","operator":"less_than","values":["now-30d"]}]}"#;
+        assert_eq!(
+            run(
+                r,
+                &[
+                    &[("start_date", Input::Timestamp(900 * day))],
+                    &[("start_date", Input::Timestamp(990 * day))]
+                ]
+            ),
+            [true, false]
+        );
+        assert_eq!(parse_absolute("1970-01-02"), Some(day));
+        assert_eq!(parse_absolute("2024-02-29"), Some(19_782 * day));
+        assert_eq!(parse_absolute("2026-02-31"), None);
+        assert_eq!(parse_absolute("1970-01-01T00:00:01Z"), Some(1_000));
+    }
+
+    #[test]
+    fn bad_rules_are_reported_with_their_position_and_never_panic() {
+        let p = problems(
+            r#"{"conditions":[{"attribute":"level","operator":"contains","values":["1"]}]}"#,
+        );
+        assert_eq!(p[0].at, "/conditions/0/operator");
+        for value in ["now-5é", "now--5d", "now-d", "2026-13-01", "yesterday"] {
+            let rule = format!(
+                r#"{{"any":[{{"conditions":[{{"attribute":"start_date","operator":"greater_than","values":["{value}"]}}]}}]}}"#
+            );
+            let p = problems(&rule);
+            assert_eq!(p[0].at, "/any/0/conditions/0/values/0", "{value}");
+        }
+        let p = problems(
+            r#"{"conditions":[{"attribute":"department","operator":"matches","values":["("]}]}"#,
+        );
+        assert!(p[0].message.contains("invalid regular expression"));
+        assert_eq!(problems("[]")[0].at, "");
+        assert_eq!(problems(r#"{"conditions":[]}"#)[0].at, "/conditions");
     }
 }

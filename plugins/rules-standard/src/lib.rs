@@ -11,7 +11,7 @@
 //!
 //! Conditions are AND'd; the values of one condition are OR'd. `{"any":
 //! [{"conditions": [...]}, ...]}` is an OR of such AND blocks. See
-//! `docs/rules.md` in the repository for the operators and their semantics.
+//! `docs/rules-standard.md` in the repository for the operators and their semantics.
 
 pub mod engine;
 

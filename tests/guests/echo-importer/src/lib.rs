@@ -67,7 +67,10 @@ impl Importer for Echo {
             request = request.bearer(token);
         }
         let (feed, _): (Feed, _) = request.fetch_json()?;
-        host::info("fetched page", &[("people", &feed.people.len().to_string())]);
+        host::info(
+            "fetched page",
+            &[("people", &feed.people.len().to_string())],
+        );
         Ok(Page {
             records: feed
                 .people
@@ -94,8 +97,14 @@ mod tests {
 
     fn config(url: &str) -> Config {
         Config::new(vec![
-            ConfigEntry { name: "url".into(), value: ConfigValue::Text(url.into()) },
-            ConfigEntry { name: "token".into(), value: ConfigValue::Secret("s3cret".into()) },
+            ConfigEntry {
+                name: "url".into(),
+                value: ConfigValue::Text(url.into()),
+            },
+            ConfigEntry {
+                name: "token".into(),
+                value: ConfigValue::Secret("s3cret".into()),
+            },
         ])
     }
 
@@ -112,9 +121,16 @@ mod tests {
         assert_eq!(page.records.len(), 1);
         assert_eq!(page.records[0].external_id, "7");
         assert!(page.records[0].get("department").is_none());
-        assert_eq!(page.next_cursor.as_deref(), Some("https://hr.example/people?page=2"));
+        assert_eq!(
+            page.next_cursor.as_deref(),
+            Some("https://hr.example/people?page=2")
+        );
         let sent = fake.requests();
-        assert!(sent[0].headers.contains(&("authorization".into(), "Bearer s3cret".into())));
+        assert!(
+            sent[0]
+                .headers
+                .contains(&("authorization".into(), "Bearer s3cret".into()))
+        );
         assert_eq!(fake.logs()[0].message, "fetched page");
     }
 

@@ -18,6 +18,7 @@ use cohort_sdk::rules::{
 };
 use cohort_sdk::{AttributeDef, SubjectKind};
 
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 struct Hostile;
 
 impl RuleEvaluator for Hostile {
