@@ -22,7 +22,7 @@ const SUBJECTS: usize = 100_000;
 const BATCH: usize = 1_000;
 
 fn load(rt: &Runtime, name: &str) -> Arc<LoadedPlugin> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/plugins");
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/test-plugins");
     let wasm = std::fs::read(dir.join(format!("{name}.wasm")))
         .unwrap_or_else(|e| panic!("{name}.wasm: {e}; run plugins/build first"));
     let manifest =

@@ -11,7 +11,7 @@ use cohort::plugins::bindings::types::{AttributeDef, AttributeType, SubjectKind}
 use cohort::plugins::{Limits, LoadedPlugin, Manifest, PluginError, Runtime};
 
 fn artifact(name: &str) -> (Manifest, Vec<u8>) {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/plugins");
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/test-plugins");
     let wasm = std::fs::read(dir.join(format!("{name}.wasm")))
         .unwrap_or_else(|e| panic!("{name}.wasm missing ({e}); run plugins/build first"));
     let manifest =

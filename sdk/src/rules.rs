@@ -366,7 +366,7 @@ impl BatchBuilder {
             }
         }
         self.row.sort_by_key(|c| c.attribute);
-        self.batch.cells.extend(self.row.drain(..));
+        self.batch.cells.append(&mut self.row);
         self.batch.row_offsets.push(self.batch.cells.len() as u32);
         self
     }

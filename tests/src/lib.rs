@@ -44,11 +44,12 @@ pub struct Server {
     _dir: Option<tempfile::TempDir>,
 }
 
-/// `target/plugins`, where `plugins/build` puts every built component.
+/// `target/test-plugins`, where `plugins/build` puts the built-in plugins
+/// and the test guests.
 pub fn plugins_dir() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/plugins");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-plugins");
     assert!(
-        dir.join("rules-standard.wasm").exists(),
+        dir.join("hostile.wasm").exists(),
         "{} has no built plugins: run plugins/build first (the README's test command does)",
         dir.display()
     );

@@ -340,6 +340,7 @@ pub async fn evaluate(
     };
     let runtime = s.plugins.runtime().clone();
     let kind = wit_kind(input.kind);
+    let rule_count = sources.len();
     let outcome = blocking(move || -> Result<_, ApiError> {
         let session = match runtime.compile_rules(plugin, kind, &schema, &sources)? {
             Ok(session) => session,
@@ -377,7 +378,7 @@ pub async fn evaluate(
     .await??;
     let subjects = input.subjects.len();
     let words = outcome.words_per_rule as usize;
-    let matches = (0..sources_len(&outcome, words))
+    let matches = (0..rule_count)
         .map(|r| {
             (0..subjects)
                 .filter(|&s| outcome.matches[r * words + s / 64] & (1 << (s % 64)) != 0)
@@ -408,14 +409,6 @@ pub async fn evaluate(
             })
             .collect(),
     }))
-}
-
-fn sources_len(e: &rules::Evaluation, words: usize) -> usize {
-    if words == 0 {
-        0
-    } else {
-        e.matches.len() / words
-    }
 }
 
 /// All plugin instances.

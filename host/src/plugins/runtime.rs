@@ -920,7 +920,7 @@ fn check_evaluation(e: &rules::Evaluation, rules: u32, subjects: usize) -> Resul
             words * rules as usize
         ));
     }
-    if subjects % 64 != 0 && words > 0 {
+    if !subjects.is_multiple_of(64) && words > 0 {
         let tail_mask = !0u64 << (subjects % 64);
         for r in 0..rules as usize {
             if e.matches[r * words + words - 1] & tail_mask != 0 {
