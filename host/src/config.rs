@@ -310,6 +310,20 @@ mod tests {
     }
 
     #[test]
+    fn the_example_config_parses_to_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../cohort.example.toml");
+        let c = Config::load(Some(&path), env(&[])).unwrap();
+        let d = Config::default();
+        assert_eq!(c.listen, d.listen);
+        assert_eq!(c.plugins.cpu_ms, d.plugins.cpu_ms);
+        assert_eq!(c.plugins.memory_mb, d.plugins.memory_mb);
+        assert_eq!(c.plugins.max_upload_mb, d.plugins.max_upload_mb);
+        let c = Config::load(None, env(&[("COHORT_PLUGINS_DIR", "/p"), ("COHORT_PLUGIN_CACHE_DIR", "/c")])).unwrap();
+        assert_eq!(c.plugins.directory.as_deref(), Some(Path::new("/p")));
+        assert_eq!(c.plugins.cache_dir.as_deref(), Some(Path::new("/c")));
+    }
+
+    #[test]
     fn defaults_are_loopback_and_local_data() {
         let c = Config::load(None, env(&[])).unwrap();
         assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
