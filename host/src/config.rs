@@ -318,7 +318,14 @@ mod tests {
         assert_eq!(c.plugins.cpu_ms, d.plugins.cpu_ms);
         assert_eq!(c.plugins.memory_mb, d.plugins.memory_mb);
         assert_eq!(c.plugins.max_upload_mb, d.plugins.max_upload_mb);
-        let c = Config::load(None, env(&[("COHORT_PLUGINS_DIR", "/p"), ("COHORT_PLUGIN_CACHE_DIR", "/c")])).unwrap();
+        let c = Config::load(
+            None,
+            env(&[
+                ("COHORT_PLUGINS_DIR", "/p"),
+                ("COHORT_PLUGIN_CACHE_DIR", "/c"),
+            ]),
+        )
+        .unwrap();
         assert_eq!(c.plugins.directory.as_deref(), Some(Path::new("/p")));
         assert_eq!(c.plugins.cache_dir.as_deref(), Some(Path::new("/c")));
     }

@@ -86,3 +86,22 @@ impl DomainError {
         }
     }
 }
+
+/// The rule for names people choose and other records refer to (API keys,
+/// plugin instances): 1–64 letters, digits, `.`, `_` or `-`, so they are safe
+/// in URLs, logs and the audit log's actor field.
+pub fn check_name(name: &str) -> Result<(), DomainError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(DomainError::invalid(
+            "name",
+            "must be 1-64 characters of letters, digits, '.', '_' or '-'",
+        ))
+    }
+}

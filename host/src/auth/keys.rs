@@ -98,22 +98,6 @@ fn generate() -> String {
     format!("{KEY_PREFIX}{}", B64.encode(bytes))
 }
 
-fn validate_name(name: &str) -> Result<(), DomainError> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(DomainError::invalid(
-            "name",
-            "must be 1-64 characters of letters, digits, '.', '_' or '-'",
-        ))
-    }
-}
-
 impl ApiKeys {
     /// Key management over `store`.
     pub fn new(store: Store, clock: Arc<dyn Clock>) -> Self {
@@ -227,7 +211,7 @@ impl ApiKeys {
         cap: &ManageKeys<'_>,
         input: NewApiKey,
     ) -> Result<CreatedKey, DomainError> {
-        validate_name(&input.name)?;
+        crate::error::check_name(&input.name)?;
         let secret = generate();
         let key = self
             .insert(cap.actor(), &input.name, input.role, &secret)?

@@ -140,22 +140,6 @@ pub struct Instances {
     secrets: SecretBox,
 }
 
-fn validate_name(name: &str) -> Result<(), DomainError> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(DomainError::invalid(
-            "name",
-            "must be 1-64 characters of letters, digits, '.', '_' or '-'",
-        ))
-    }
-}
-
 /// Checked configuration: plain values and secrets, apart.
 struct Checked {
     public: BTreeMap<String, Value>,
@@ -392,7 +376,7 @@ impl Instances {
         cap: &ManagePlugins<'_>,
         input: NewInstance,
     ) -> Result<Committed<Instance>, Error> {
-        validate_name(&input.name)?;
+        crate::error::check_name(&input.name)?;
         let manifest = self.manifest_for(&input.plugin)?;
         let checked = check_config(&manifest, &input.config)?;
         self.plugin_validate(&manifest, &checked)?;
@@ -504,7 +488,7 @@ impl Instances {
         }
         let checked = check_config(&manifest, &merged)?;
         let name = input.name.unwrap_or_else(|| stored.public.name.clone());
-        validate_name(&name)?;
+        crate::error::check_name(&name)?;
         self.plugin_validate(&manifest, &checked)?;
         let now = self.clock.now();
         let before = stored.public.clone();

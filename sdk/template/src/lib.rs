@@ -99,9 +99,8 @@ impl Importer for MyImporter {
                 )));
             }
         };
-        let (page, _): (PeoplePage, _) = host::request(Method::Get, url)
-            .bearer(token)
-            .fetch_json()?;
+        let (page, _): (PeoplePage, _) =
+            host::request(Method::Get, url).bearer(token).fetch_json()?;
 
         let mut records = Vec::with_capacity(page.people.len());
         let mut problems = Vec::new();
@@ -178,25 +177,39 @@ mod tests {
         let first = MyImporter::fetch_page(&config(), None).unwrap();
         assert_eq!(first.records.len(), 1);
         assert_eq!(first.records[0].external_id, "7");
-        assert_eq!(first.records[0].get("first_name"), Some(&Value::Text("Ada".into())));
+        assert_eq!(
+            first.records[0].get("first_name"),
+            Some(&Value::Text("Ada".into()))
+        );
         assert!(first.records[0].get("department").is_none());
         assert_eq!(first.problems.len(), 1);
         assert_eq!(first.problems[0].external_id.as_deref(), Some("8"));
 
         let second = MyImporter::fetch_page(&config(), first.next_cursor).unwrap();
         assert_eq!(second.records[0].external_id, "9");
-        assert_eq!(second.records[0].get("job_title"), Some(&Value::Text("Engineer".into())));
+        assert_eq!(
+            second.records[0].get("job_title"),
+            Some(&Value::Text("Engineer".into()))
+        );
         assert_eq!(second.next_cursor, None);
 
         let sent = fake.requests();
         assert_eq!(sent.len(), 2);
-        assert!(sent[0].headers.contains(&("authorization".into(), "Bearer s3cret".into())));
+        assert!(
+            sent[0]
+                .headers
+                .contains(&("authorization".into(), "Bearer s3cret".into()))
+        );
     }
 
     #[test]
     fn a_refused_token_is_unauthorized() {
         let _fake = FakeHost::new()
-            .respond("https://hr.example.com/api/people", 401, r#"{"error":"bad token"}"#)
+            .respond(
+                "https://hr.example.com/api/people",
+                401,
+                r#"{"error":"bad token"}"#,
+            )
             .install();
         let err = MyImporter::fetch_page(&config(), None).unwrap_err();
         assert!(matches!(err, ImportError::Unauthorized(_)), "{err:?}");
