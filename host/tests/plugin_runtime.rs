@@ -368,3 +368,30 @@ fn python_component_instantiates_with_deny_by_default_wasi() {
     }
     assert_eq!(page.records.len(), 4);
 }
+
+#[test]
+fn allowed_hosts_are_reached_over_http_and_https() {
+    let rt = runtime(PluginsConfig::default());
+    let (mut manifest, wasm) = artifact("hostile");
+    // Port 1 on loopback: nothing listens, so the request gets as far as
+    // connecting, which proves both schemes are supported and allowed.
+    manifest.allowed_hosts = vec!["127.0.0.1:1".into()];
+    let p = Arc::new(rt.load(manifest, &wasm).unwrap());
+    for url in ["http://127.0.0.1:1/x", "https://127.0.0.1:1/x"] {
+        let session = rt
+            .compile_rules(
+                p.clone(),
+                SubjectKind::User,
+                &schema(),
+                &[src(&format!("http:{url}"))],
+            )
+            .unwrap()
+            .unwrap();
+        let e = session.evaluate(&batch(1), opts()).unwrap().unwrap();
+        let message = &e.errors[0].message;
+        assert!(
+            message.contains("Connection(") && message.contains("refused"),
+            "{url}: {message}"
+        );
+    }
+}

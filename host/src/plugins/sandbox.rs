@@ -159,12 +159,21 @@ impl Sandbox {
             builder = builder.header(name, value);
         }
         let response = builder.send().map_err(|e| {
+            // reqwest's own message is only "error sending request"; the
+            // cause (refused, DNS, certificate) is what a plugin author needs.
+            let mut message = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(cause) = source {
+                message.push_str(": ");
+                message.push_str(&cause.to_string());
+                source = cause.source();
+            }
             if e.is_timeout() {
                 HttpError::Timeout
             } else if e.is_connect() {
-                HttpError::Connection(e.to_string())
+                HttpError::Connection(message)
             } else {
-                HttpError::Other(e.to_string())
+                HttpError::Other(message)
             }
         })?;
         let cap = self.limits.http_response_bytes;
