@@ -78,7 +78,6 @@ pub fn build(config: &Config, store: Store, clock: Arc<dyn Clock>) -> Result<App
         runtime,
         store.clone(),
         Arc::clone(&clock),
-        &config.data_dir,
         config.plugins.directory.as_deref(),
     )?;
     let secrets = SecretBox::open(config.secret_key.as_ref(), &config.data_dir)

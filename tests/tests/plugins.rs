@@ -592,3 +592,87 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+#[tokio::test]
+async fn backups_carry_uploaded_plugins_and_sealed_secrets() {
+    let s = Server::start_with_plugins(&[]);
+    let api = s.admin();
+    let (port, seen) = fixture_server(r#"{"people":[],"next":null}"#.into());
+    let wasm = std::fs::read(plugins_dir().join("echo-importer.wasm")).unwrap();
+    let manifest = json!({
+        "name": "echo-backed-up", "version": "0.1.0", "world": "directory-importer",
+        "description": "", "allowed_hosts": [format!("127.0.0.1:{port}")],
+        "config": [{"name": "url", "kind": "url", "required": true}, {"name": "token", "kind": "secret"}]
+    });
+    let component = base64::engine::general_purpose::STANDARD.encode(&wasm);
+    api.post(
+        "/api/v1/plugins",
+        json!({"manifest": manifest, "component": component}),
+    )
+    .await
+    .expect(201);
+    let id = api
+        .post(
+            "/api/v1/plugin-instances",
+            json!({"name": "hr", "plugin": "echo-backed-up",
+                   "config": {"url": format!("http://127.0.0.1:{port}/p"), "token": "restored-secret"}}),
+        )
+        .await
+        .expect(201)
+        .body["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("cohort.backup");
+    let restored = dir.path().join("restored");
+    for args in [
+        vec![
+            "backup",
+            "--output",
+            file.to_str().unwrap(),
+            "--server",
+            &s.base,
+            "--api-key",
+            cohort_tests::ADMIN_KEY,
+        ],
+        vec![
+            "restore",
+            "--input",
+            file.to_str().unwrap(),
+            "--data-dir",
+            restored.to_str().unwrap(),
+        ],
+    ] {
+        let out = std::process::Command::new(cohort_tests::cohort_bin())
+            .args(&args)
+            .env_remove("COHORT_CONFIG")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // The key is not in the backup, by design: it is copied separately.
+    std::fs::copy(s.data_dir().join("secret.key"), restored.join("secret.key")).unwrap();
+
+    let copy = Server::start_on(&restored, dir.path().join("restored.log"));
+    let api = copy.admin();
+    let plugin = api
+        .get("/api/v1/plugins/echo-backed-up")
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(plugin["source"], "upload");
+    api.post(&format!("/api/v1/plugin-instances/{id}/preview"), json!({}))
+        .await
+        .expect(200);
+    let head = seen.lock().unwrap().last().unwrap().to_ascii_lowercase();
+    assert!(
+        head.contains("authorization: bearer restored-secret"),
+        "{head}"
+    );
+}

@@ -1,14 +1,14 @@
 //! Which plugins are installed and enabled. Two sources:
 //! - the plugins directory (`[plugins] directory`), read at start-up: files
 //!   an operator manages, so the API can disable but not delete them;
-//! - uploads through the API: the component is written content-addressed
-//!   under `<data_dir>/plugins/` and its record into the store, only after
-//!   it has compiled and described itself, so a broken upload leaves nothing.
+//! - uploads through the API: the component is stored, content-addressed,
+//!   in the same transaction as its record (so backups carry it), and only
+//!   after it has compiled and described itself, so a broken upload leaves
+//!   nothing.
 //!
 //! Enabled/disabled is stored per name for both sources and survives restarts.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -31,6 +31,8 @@ use crate::error::DomainError;
 const PLUGINS: Keyspace = Keyspace::new("plugins");
 /// name → `{"enabled": bool}`, for every plugin whose state an admin changed.
 const PLUGIN_STATE: Keyspace = Keyspace::new("plugin_state");
+/// sha256 (hex) → component bytes of uploaded plugins.
+const COMPONENTS: Keyspace = Keyspace::new("plugin_components");
 
 /// Errors of plugin management: the directory's rules or the plugin's failure.
 #[derive(Debug, thiserror::Error)]
@@ -121,7 +123,6 @@ struct Inner {
     runtime: Arc<Runtime>,
     store: Store,
     clock: Arc<dyn Clock>,
-    upload_dir: PathBuf,
     installed: RwLock<BTreeMap<String, Installed>>,
     failures: Vec<LoadFailure>,
 }
@@ -141,16 +142,8 @@ impl Registry {
         runtime: Arc<Runtime>,
         store: Store,
         clock: Arc<dyn Clock>,
-        data_dir: &Path,
         directory: Option<&Path>,
     ) -> Result<Registry, DomainError> {
-        let upload_dir = data_dir.join("plugins");
-        std::fs::create_dir_all(&upload_dir).map_err(|e| {
-            DomainError::invalid(
-                "plugins",
-                format!("cannot create {}: {e}", upload_dir.display()),
-            )
-        })?;
         let mut installed = BTreeMap::new();
         let mut failures = Vec::new();
         let now = clock.now();
@@ -217,9 +210,10 @@ impl Registry {
             let (_, value) = entry?;
             let stored: StoredPlugin = cohort_storage::decode_json(PLUGINS, &value)?;
             let name = stored.manifest.name.clone();
-            let file = upload_dir.join(format!("{}.wasm", stored.sha256));
-            let loaded = std::fs::read(&file)
-                .map_err(|e| e.to_string())
+            let file = format!("(uploaded) {name}");
+            let loaded = store
+                .get(COMPONENTS, stored.sha256.as_bytes())?
+                .ok_or_else(|| format!("component {} is missing from the store", stored.sha256))
                 .and_then(|bytes| {
                     runtime
                         .load(stored.manifest.clone(), &bytes)
@@ -240,17 +234,14 @@ impl Registry {
                     );
                 }
                 Ok(_) => failures.push(LoadFailure {
-                    file: file.display().to_string(),
+                    file,
                     error: format!(
                         "a plugin named {name} is already loaded from the plugins directory"
                     ),
                 }),
                 Err(error) => {
                     tracing::error!(plugin = %name, error = %error, "uploaded plugin failed to load");
-                    failures.push(LoadFailure {
-                        file: file.display().to_string(),
-                        error,
-                    });
+                    failures.push(LoadFailure { file, error });
                 }
             }
         }
@@ -259,7 +250,6 @@ impl Registry {
                 runtime,
                 store,
                 clock,
-                upload_dir,
                 installed: RwLock::new(installed),
                 failures,
             }),
@@ -358,8 +348,6 @@ impl Registry {
         }
         let loaded = self.inner.runtime.load(manifest.clone(), component)?;
         let sha256 = sha256_hex(component);
-        self.write_component(&sha256, component)
-            .map_err(|e| DomainError::invalid("component", format!("cannot store: {e}")))?;
         let now = self.inner.clock.now();
         let stored = StoredPlugin {
             manifest: manifest.clone(),
@@ -377,6 +365,7 @@ impl Registry {
                 .into());
             }
             txn.put_json(PLUGINS, name.as_bytes(), &stored)?;
+            txn.put(COMPONENTS, sha256.as_bytes(), component.to_vec());
             txn.delete(PLUGIN_STATE, name.as_bytes());
             let mut changes = audit::diff(None, Some(&manifest));
             changes.insert(
@@ -410,19 +399,6 @@ impl Registry {
         let view = self.view(&installed);
         self.inner.installed.write().insert(name, installed);
         Ok(committed.map(|()| view))
-    }
-
-    fn write_component(&self, sha256: &str, bytes: &[u8]) -> std::io::Result<()> {
-        let path = self.inner.upload_dir.join(format!("{sha256}.wasm"));
-        if path.exists() {
-            return Ok(());
-        }
-        let tmp = self.inner.upload_dir.join(format!("{sha256}.wasm.tmp"));
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, &path)?;
-        std::fs::File::open(&self.inner.upload_dir)?.sync_all()
     }
 
     /// Enable or disable a plugin. Disabled plugins keep their instances;
@@ -491,6 +467,7 @@ impl Registry {
         }
         let now = self.inner.clock.now();
         let manifest = entry.loaded.manifest().clone();
+        let sha256 = entry.sha256.clone();
         let committed = self.inner.store.write(|txn| -> Result<(), Error> {
             let users = txn.scan_prefix(INSTANCES_BY_PLUGIN, &prefix(name))?;
             if !users.is_empty() {
@@ -506,6 +483,18 @@ impl Registry {
             }
             txn.delete(PLUGINS, name.as_bytes());
             txn.delete(PLUGIN_STATE, name.as_bytes());
+            // Content-addressed: keep the bytes if another name uses them.
+            let shared = txn
+                .scan_prefix(PLUGINS, b"")?
+                .into_iter()
+                .filter(|(k, _)| k.as_slice() != name.as_bytes())
+                .any(|(_, v)| {
+                    cohort_storage::decode_json::<StoredPlugin>(PLUGINS, &v)
+                        .is_ok_and(|p| p.sha256 == sha256)
+                });
+            if !shared {
+                txn.delete(COMPONENTS, sha256.as_bytes());
+            }
             audit::record(
                 txn,
                 now,
@@ -520,8 +509,6 @@ impl Registry {
             Ok(())
         })?;
         installed.remove(name);
-        // The component file stays: content-addressed and possibly shared by
-        // another name; it is small next to the risk of deleting a live file.
         Ok(committed)
     }
 }
