@@ -21,6 +21,27 @@ async fn evaluate(api: &Api, plugin: &str, rules: &[&str], subjects: Value) -> c
     .await
 }
 
+/// Create a plugin instance and return its id.
+async fn create_instance(api: &Api, name: &str, plugin: &str, config: Value) -> String {
+    api.post(
+        "/api/v1/plugin-instances",
+        json!({"name": name, "plugin": plugin, "config": config}),
+    )
+    .await
+    .expect(201)
+    .body["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// Preview an importer instance's first page; `expected` is the status.
+async fn preview(api: &Api, id: &str, expected: u16) -> cohort_tests::Resp {
+    api.post(&format!("/api/v1/plugin-instances/{id}/preview"), json!({}))
+        .await
+        .expect(expected)
+}
+
 /// A loopback HTTP server answering every request with `body`, recording
 /// each request's head.
 fn fixture_server(body: String) -> (u16, Arc<Mutex<Vec<String>>>) {
@@ -234,26 +255,14 @@ async fn hostile_plugins_fail_their_own_calls_and_the_server_keeps_serving() {
 async fn a_python_component_runs_and_finds_no_files_or_environment() {
     let s = Server::start_with_plugins(&[("COHORT_TEST_SENTINEL", "do-not-leak")]);
     let api = s.admin();
-    let roster = api
-        .post(
-            "/api/v1/plugin-instances",
-            json!({"name": "py", "plugin": "python-importer",
-                   "config": {"people": ["7,ada@example.com,Engineering"]}}),
-        )
-        .await
-        .expect(201)
-        .body;
-    let page = api
-        .post(
-            &format!(
-                "/api/v1/plugin-instances/{}/preview",
-                roster["id"].as_str().unwrap()
-            ),
-            json!({}),
-        )
-        .await
-        .expect(200)
-        .body;
+    let roster = create_instance(
+        &api,
+        "py",
+        "python-importer",
+        json!({"people": ["7,ada@example.com,Engineering"]}),
+    )
+    .await;
+    let page = preview(&api, &roster, 200).await.body;
     assert_eq!(
         page["page"]["records"],
         json!([{"kind": "user", "external_id": "7",
@@ -269,25 +278,8 @@ async fn a_python_component_runs_and_finds_no_files_or_environment() {
         .expect(422);
     assert_eq!(bad.field(), "config.people");
 
-    let probe = api
-        .post(
-            "/api/v1/plugin-instances",
-            json!({"name": "probe", "plugin": "python-importer", "config": {"probe": true}}),
-        )
-        .await
-        .expect(201)
-        .body;
-    let page = api
-        .post(
-            &format!(
-                "/api/v1/plugin-instances/{}/preview",
-                probe["id"].as_str().unwrap()
-            ),
-            json!({}),
-        )
-        .await
-        .expect(200)
-        .body;
+    let probe = create_instance(&api, "probe", "python-importer", json!({"probe": true})).await;
+    let page = preview(&api, &probe, 200).await.body;
     let records = page["page"]["records"].as_array().unwrap();
     assert_eq!(records.len(), 4);
     for r in records {
@@ -431,11 +423,7 @@ async fn upload_configure_preview_and_remove_a_plugin() {
         .body;
     assert!(!fetched.to_string().contains(secret));
 
-    let page = api
-        .post(&format!("/api/v1/plugin-instances/{id}/preview"), json!({}))
-        .await
-        .expect(200)
-        .body;
+    let page = preview(&api, &id, 200).await.body;
     assert_eq!(
         page["page"]["records"][0]["attributes"]["department"],
         "R&D"
@@ -469,25 +457,8 @@ async fn upload_configure_preview_and_remove_a_plugin() {
     .expect(412);
 
     // The same importer from the plugins directory may call no host at all.
-    let closed = api
-        .post(
-            "/api/v1/plugin-instances",
-            json!({"name": "closed", "plugin": "echo-importer", "config": {"url": url}}),
-        )
-        .await
-        .expect(201)
-        .body;
-    let refused = api
-        .post(
-            &format!(
-                "/api/v1/plugin-instances/{}/preview",
-                closed["id"].as_str().unwrap()
-            ),
-            json!({}),
-        )
-        .await
-        .expect(200)
-        .body;
+    let closed = create_instance(&api, "closed", "echo-importer", json!({"url": url})).await;
+    let refused = preview(&api, &closed, 200).await.body;
     assert_eq!(refused["source_error"]["kind"], "http", "{refused}");
     assert!(
         refused["source_error"]["message"]
@@ -505,10 +476,7 @@ async fn upload_configure_preview_and_remove_a_plugin() {
     api.post("/api/v1/plugins/echo-uploaded/disable", json!({}))
         .await
         .expect(200);
-    let r = api
-        .post(&format!("/api/v1/plugin-instances/{id}/preview"), json!({}))
-        .await
-        .expect(409);
+    let r = preview(&api, &id, 409).await;
     assert_eq!(r.code(), "plugin_disabled");
     api.post("/api/v1/plugins/echo-uploaded/enable", json!({}))
         .await
@@ -553,11 +521,7 @@ async fn upload_configure_preview_and_remove_a_plugin() {
     s.restart_after_kill();
     let api = s.admin();
     api.get("/api/v1/plugins/echo-uploaded").await.expect(200);
-    let page = api
-        .post(&format!("/api/v1/plugin-instances/{id}/preview"), json!({}))
-        .await
-        .expect(200)
-        .body;
+    let page = preview(&api, &id, 200).await.body;
     assert_eq!(page["page"]["records"][0]["external_id"], "e1");
 
     // Removal: not while in use, never for directory plugins.
@@ -611,18 +575,13 @@ async fn backups_carry_uploaded_plugins_and_sealed_secrets() {
     )
     .await
     .expect(201);
-    let id = api
-        .post(
-            "/api/v1/plugin-instances",
-            json!({"name": "hr", "plugin": "echo-backed-up",
-                   "config": {"url": format!("http://127.0.0.1:{port}/p"), "token": "restored-secret"}}),
-        )
-        .await
-        .expect(201)
-        .body["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = create_instance(
+        &api,
+        "hr",
+        "echo-backed-up",
+        json!({"url": format!("http://127.0.0.1:{port}/p"), "token": "restored-secret"}),
+    )
+    .await;
 
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("cohort.backup");
@@ -667,9 +626,7 @@ async fn backups_carry_uploaded_plugins_and_sealed_secrets() {
         .expect(200)
         .body;
     assert_eq!(plugin["source"], "upload");
-    api.post(&format!("/api/v1/plugin-instances/{id}/preview"), json!({}))
-        .await
-        .expect(200);
+    preview(&api, &id, 200).await;
     let head = seen.lock().unwrap().last().unwrap().to_ascii_lowercase();
     assert!(
         head.contains("authorization: bearer restored-secret"),
