@@ -193,16 +193,18 @@ fn native_batch(people: &[Person]) -> cohort_sdk::rules::SubjectBatch {
 }
 
 fn main() {
-    let rt = Runtime::new(
-        Limits::from_config(&PluginsConfig {
-            // One batch of 1,000 × 1,000 pairs takes tens of milliseconds.
-            cpu_ms: 60_000,
-            wall_ms: 120_000,
-            ..Default::default()
-        }),
-        None,
-    )
-    .unwrap();
+    let rt = std::sync::Arc::new(
+        Runtime::new(
+            Limits::from_config(&PluginsConfig {
+                // One batch of 1,000 × 1,000 pairs takes tens of milliseconds.
+                cpu_ms: 60_000,
+                wall_ms: 120_000,
+                ..Default::default()
+            }),
+            None,
+        )
+        .unwrap(),
+    );
     let standard = load(&rt, "rules-standard");
     let importer = load(&rt, "echo-importer");
 

@@ -45,6 +45,8 @@ pub struct Config {
     pub storage: StorageConfig,
     /// The plugin runtime.
     pub plugins: PluginsConfig,
+    /// Group membership computation.
+    pub groups: GroupsConfig,
     /// The key that encrypts plugin secrets at rest. When unset, a key is
     /// generated once into `<data_dir>/secret.key` (mode 0600). Keep it with
     /// backups: without it, stored secrets cannot be read back.
@@ -138,6 +140,23 @@ pub struct HttpConfig {
     pub max_body_bytes: usize,
 }
 
+/// Group membership computation.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GroupsConfig {
+    /// Hours between full recomputes of every dynamic group (one also runs at
+    /// start-up). 24 by default; 0 runs only the one at start-up.
+    pub full_recompute_hours: u64,
+}
+
+impl Default for GroupsConfig {
+    fn default() -> Self {
+        GroupsConfig {
+            full_recompute_hours: 24,
+        }
+    }
+}
+
 /// Storage engine tuning.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -179,6 +198,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             storage: StorageConfig::default(),
             plugins: PluginsConfig::default(),
+            groups: GroupsConfig::default(),
             secret_key: None,
         }
     }

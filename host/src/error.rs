@@ -56,6 +56,17 @@ pub enum DomainError {
         /// The states reachable from `from`.
         allowed: String,
     },
+    /// A group rule is malformed or refers to something it may not.
+    #[error("{field}: {message}")]
+    InvalidRule {
+        /// Where in the rule, as a path: `rule/conditions/1/operator`.
+        field: String,
+        /// What is wrong, for the admin.
+        message: String,
+    },
+    /// A plugin the operation needs could not be called or failed.
+    #[error(transparent)]
+    Plugin(#[from] crate::plugins::PluginError),
     /// The storage layer failed; the change was not made.
     #[error(transparent)]
     Storage(#[from] StorageError),
@@ -65,6 +76,14 @@ impl DomainError {
     /// Shorthand for [`DomainError::Invalid`].
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
         DomainError::Invalid {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    /// Shorthand for [`DomainError::InvalidRule`].
+    pub fn invalid_rule(field: impl Into<String>, message: impl Into<String>) -> Self {
+        DomainError::InvalidRule {
             field: field.into(),
             message: message.into(),
         }

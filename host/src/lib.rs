@@ -8,6 +8,7 @@ pub mod clock;
 pub mod config;
 pub mod directory;
 pub mod error;
+pub mod groups;
 pub mod json;
 pub mod migrations;
 pub mod page;

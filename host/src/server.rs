@@ -14,6 +14,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::directory::Directory;
 use crate::error::DomainError;
+use crate::groups::Groups;
 use crate::migrations::MIGRATIONS;
 use crate::plugins::secrets::SecretBox;
 use crate::plugins::{Instances, Limits, Registry, Runtime};
@@ -83,8 +84,12 @@ pub fn build(config: &Config, store: Store, clock: Arc<dyn Clock>) -> Result<App
     let secrets = SecretBox::open(config.secret_key.as_ref(), &config.data_dir)
         .map_err(|e| ServerError::Plugins(e.to_string()))?;
     let instances = Instances::new(store.clone(), Arc::clone(&clock), registry.clone(), secrets);
+    let groups = Groups::open(store.clone(), Arc::clone(&clock), registry.clone())
+        .map_err(|e| ServerError::Plugins(format!("groups: {e}")))?;
     let state = AppState {
-        directory: Directory::new(store.clone(), Arc::clone(&clock)),
+        directory: Directory::new(store.clone(), Arc::clone(&clock))
+            .with_listener(Arc::new(groups.clone())),
+        groups,
         audit: AuditLog::new(store.clone()),
         keys,
         store,
@@ -137,10 +142,39 @@ pub async fn serve(
             "Cohort created the first admin API key. It is shown only this once; store it now:\n\n    {key}\n"
         );
     }
+    spawn_full_recomputes(app.state.groups.clone(), config.groups.full_recompute_hours);
     let listener = TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
     tracing::info!(listen = %addr, "cohort is serving");
     // Scripts and tests read this line to learn the port when listening on :0.
     println!("listening on http://{addr}");
     run(listener, app.state, shutdown).await
+}
+
+/// A full recompute at start-up (memberships may be stale if the rule
+/// evaluator was missing last time, or relative dates moved on), then every
+/// `hours` hours.
+fn spawn_full_recomputes(groups: Groups, hours: u64) {
+    tokio::spawn(async move {
+        loop {
+            let started = std::time::Instant::now();
+            match groups
+                .recompute_all(&crate::auth::Actor::system("scheduled-recompute"))
+                .await
+            {
+                Ok(c) => tracing::info!(
+                    added = c.added,
+                    removed = c.removed,
+                    suggested = c.suggested,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "full group recompute finished"
+                ),
+                Err(e) => tracing::error!(error = %e, "full group recompute failed"),
+            }
+            if hours == 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(hours * 3600)).await;
+        }
+    });
 }

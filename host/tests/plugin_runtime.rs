@@ -20,8 +20,8 @@ fn artifact(name: &str) -> (Manifest, Vec<u8>) {
     (manifest, wasm)
 }
 
-fn runtime(cfg: PluginsConfig) -> Runtime {
-    Runtime::new(Limits::from_config(&cfg), None).unwrap()
+fn runtime(cfg: PluginsConfig) -> Arc<Runtime> {
+    Arc::new(Runtime::new(Limits::from_config(&cfg), None).unwrap())
 }
 
 fn load(rt: &Runtime, name: &str) -> Arc<LoadedPlugin> {
@@ -125,7 +125,7 @@ fn compile_errors_point_at_the_condition() {
 }
 
 fn hostile(
-    rt: &Runtime,
+    rt: &Arc<Runtime>,
     behaviour: &str,
 ) -> Result<cohort::plugins::bindings::rules::Evaluation, PluginError> {
     let p = load(rt, "hostile");
@@ -299,7 +299,7 @@ fn repeated_failures_mark_the_plugin_unhealthy_and_success_recovers() {
 
 #[test]
 fn concurrent_calls_to_one_plugin_are_safe() {
-    let rt = Arc::new(runtime(PluginsConfig::default()));
+    let rt = runtime(PluginsConfig::default());
     let p = load(&rt, "rules-standard");
     let rule = [src(
         r#"{"conditions":[{"attribute":"department","operator":"equals","values":["Sales"]}]}"#,

@@ -124,6 +124,11 @@ impl From<DomainError> for ApiError {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", message)
                     .with_field(field)
             }
+            DomainError::InvalidRule { field, message } => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_rule", message)
+                    .with_field(field)
+            }
+            DomainError::Plugin(p) => p.into(),
             DomainError::BadQuery { field, message } => {
                 ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", message).with_field(field)
             }

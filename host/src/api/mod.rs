@@ -7,6 +7,7 @@ mod audit;
 mod devices;
 pub mod error;
 pub mod extract;
+mod groups;
 mod keys;
 pub mod metrics;
 mod ops;
@@ -41,6 +42,8 @@ use metrics::Metrics;
 pub struct AppState {
     /// Users, devices, bindings, attribute schema.
     pub directory: Directory,
+    /// Groups and their memberships.
+    pub groups: crate::groups::Groups,
     /// The audit log (read side).
     pub audit: AuditLog,
     /// Authentication and API key management.
@@ -80,6 +83,7 @@ pub(crate) fn allow<T>(cap: Option<T>, p: &Principal, what: &str) -> Result<T, A
         (name = "devices", description = "Computers and phones"),
         (name = "bindings", description = "Which users use which devices"),
         (name = "attributes", description = "The attribute schema"),
+        (name = "groups", description = "Static and dynamic groups of users and devices"),
         (name = "audit", description = "The audit log"),
         (name = "api-keys", description = "API keys and roles"),
         (name = "plugins", description = "WebAssembly plugins and their configured instances"),
@@ -129,6 +133,23 @@ fn api_routes() -> OpenApiRouter<AppState> {
             attributes::update_attribute,
             attributes::delete_attribute
         ))
+        .routes(routes!(groups::list_groups, groups::create_group))
+        .routes(routes!(groups::recompute))
+        .routes(routes!(
+            groups::get_group,
+            groups::update_group,
+            groups::delete_group
+        ))
+        .routes(routes!(groups::copy_group))
+        .routes(routes!(groups::list_members, groups::add_member))
+        .routes(routes!(groups::remove_member))
+        .routes(routes!(groups::list_exemptions, groups::set_exemption))
+        .routes(routes!(groups::remove_exemption))
+        .routes(routes!(groups::list_suggestions))
+        .routes(routes!(groups::accept_suggestions))
+        .routes(routes!(groups::reject_suggestions))
+        .routes(routes!(groups::user_groups))
+        .routes(routes!(groups::device_groups))
         .routes(routes!(audit::query))
         .routes(routes!(audit::export))
         .routes(routes!(keys::list_keys, keys::create_key))

@@ -22,8 +22,8 @@ use super::extract::{ApiJson, etag, if_match, json_body};
 use super::{AppState, allow};
 use crate::auth::Principal;
 use crate::directory::{SubjectKind, parse_value};
-use crate::plugins::batch::BatchBuilder;
-use crate::plugins::bindings::{rules, types};
+use crate::plugins::batch::{BatchBuilder, attribute_defs, wit_kind};
+use crate::plugins::bindings::rules;
 use crate::plugins::instances::{Instance, InstanceUpdate, NewInstance, PreviewPage, SourceError};
 use crate::plugins::registry::{LoadFailure, PluginView};
 use crate::plugins::{Manifest, World};
@@ -245,24 +245,6 @@ pub struct EvaluationIssue {
     pub message: String,
 }
 
-fn wit_kind(kind: SubjectKind) -> types::SubjectKind {
-    match kind {
-        SubjectKind::User => types::SubjectKind::User,
-        SubjectKind::Device => types::SubjectKind::Device,
-    }
-}
-
-fn wit_type(t: crate::directory::AttrType) -> types::AttributeType {
-    use crate::directory::AttrType as A;
-    match t {
-        A::String => types::AttributeType::Text,
-        A::Number => types::AttributeType::Number,
-        A::Boolean => types::AttributeType::Boolean,
-        A::Date => types::AttributeType::Timestamp,
-        A::StringList => types::AttributeType::TextList,
-    }
-}
-
 /// Evaluate rules over sample subjects with a rule-evaluator plugin. Nothing
 /// in the directory is read or changed; use it to try a rule or a plugin.
 #[utoipa::path(
@@ -301,15 +283,7 @@ pub async fn evaluate(
     }
     let plugin = s.plugins.callable(&name, World::RuleEvaluator)?;
     let attributes = s.directory.list_attributes(&read, Some(input.kind))?;
-    let schema: Vec<types::AttributeDef> = attributes
-        .iter()
-        .map(|a| types::AttributeDef {
-            name: a.name.clone(),
-            kind: wit_kind(input.kind),
-            type_: wit_type(a.attr_type),
-            custom: !a.standard,
-        })
-        .collect();
+    let schema = attribute_defs(input.kind, &attributes);
     let mut batch = BatchBuilder::new(wit_kind(input.kind));
     for (i, subject) in input.subjects.iter().enumerate() {
         for (attr, raw) in subject {

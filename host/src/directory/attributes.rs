@@ -26,7 +26,9 @@ pub const MAX_LIST_LEN: usize = 256;
 pub const MAX_CUSTOM_PER_SUBJECT: usize = 128;
 
 /// What an attribute belongs to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum SubjectKind {
     /// A person in the directory.
@@ -353,6 +355,35 @@ pub(crate) fn track_usage(
     }
 }
 
+/// The schema of one kind of subject: standard attributes, then custom ones
+/// by name. For the rule engine, which checks rules against it.
+pub fn schema(
+    store: &cohort_storage::Store,
+    kind: SubjectKind,
+) -> Result<Vec<Attribute>, DomainError> {
+    let mut out: Vec<Attribute> = standard(kind)
+        .iter()
+        .map(|(name, ty, desc)| Attribute {
+            name: name.to_string(),
+            subject: kind,
+            attr_type: *ty,
+            standard: true,
+            description: Some(desc.to_string()),
+            created_at: None,
+        })
+        .collect();
+    for entry in store.scan(
+        ATTRIBUTE_DEFS,
+        &[kind.as_str().as_bytes(), &[0]].concat(),
+        None,
+        false,
+    ) {
+        let (_, v) = entry?;
+        out.push(cohort_storage::decode_json(ATTRIBUTE_DEFS, &v)?);
+    }
+    Ok(out)
+}
+
 impl Directory {
     /// The full schema (standard, then custom attributes by name), optionally
     /// for one kind of subject.
@@ -368,23 +399,7 @@ impl Directory {
         };
         let mut out = Vec::new();
         for &k in kinds {
-            out.extend(standard(k).iter().map(|(name, ty, desc)| Attribute {
-                name: name.to_string(),
-                subject: k,
-                attr_type: *ty,
-                standard: true,
-                description: Some(desc.to_string()),
-                created_at: None,
-            }));
-            for entry in self.store.scan(
-                ATTRIBUTE_DEFS,
-                &[k.as_str().as_bytes(), &[0]].concat(),
-                None,
-                false,
-            ) {
-                let (_, v) = entry?;
-                out.push(cohort_storage::decode_json(ATTRIBUTE_DEFS, &v)?);
-            }
+            out.extend(schema(&self.store, k)?);
         }
         Ok(out)
     }

@@ -62,28 +62,50 @@ fn record(
     Ok(())
 }
 
-/// Removes every binding of one user or device (when it is deleted).
-pub(crate) fn unbind_all(
-    txn: &mut WriteTxn<'_>,
-    kind: SubjectKind,
-    id: &Uuid,
-    now: DateTime<Utc>,
-    actor: &Actor,
-) -> Result<(), DomainError> {
-    let ks = match kind {
-        SubjectKind::User => USER_DEVICES,
-        SubjectKind::Device => DEVICE_USERS,
-    };
-    for (_, v) in txn.scan_prefix(ks, &keys::id(id))? {
-        let b: Binding = cohort_storage::decode_json(ks, &v)?;
-        txn.delete(USER_DEVICES, &user_key(&b.user_id, &b.device_id));
-        txn.delete(DEVICE_USERS, &device_key(&b.device_id, &b.user_id));
-        record(txn, now, actor, "binding.delete", &b, false)?;
-    }
-    Ok(())
-}
-
 impl Directory {
+    /// Removes every binding of one user or device (when it is deleted).
+    pub(crate) fn unbind_all(
+        &self,
+        txn: &mut WriteTxn<'_>,
+        kind: SubjectKind,
+        id: &Uuid,
+        now: DateTime<Utc>,
+        actor: &Actor,
+    ) -> Result<(), DomainError> {
+        let ks = match kind {
+            SubjectKind::User => USER_DEVICES,
+            SubjectKind::Device => DEVICE_USERS,
+        };
+        for (_, v) in txn.scan_prefix(ks, &keys::id(id))? {
+            let b: Binding = cohort_storage::decode_json(ks, &v)?;
+            txn.delete(USER_DEVICES, &user_key(&b.user_id, &b.device_id));
+            txn.delete(DEVICE_USERS, &device_key(&b.device_id, &b.user_id));
+            self.record_binding(txn, now, actor, "binding.delete", &b, false)?;
+        }
+        Ok(())
+    }
+
+    fn record_binding(
+        &self,
+        txn: &mut WriteTxn<'_>,
+        now: DateTime<Utc>,
+        actor: &Actor,
+        action: &str,
+        b: &Binding,
+        created: bool,
+    ) -> Result<(), DomainError> {
+        record(txn, now, actor, action, b, created)?;
+        self.emit(
+            txn,
+            actor,
+            now,
+            super::Change::Binding {
+                user: b.user_id,
+                device: b.device_id,
+            },
+        )
+    }
+
     /// Binds a user to a device. Idempotent: binding again returns the
     /// existing binding and `false`.
     pub async fn bind(
@@ -112,7 +134,7 @@ impl Directory {
             };
             txn.put_json(USER_DEVICES, &user_key(user, device), &b)?;
             txn.put_json(DEVICE_USERS, &device_key(device, user), &b)?;
-            record(txn, now, cap.actor(), "binding.create", &b, true)?;
+            self.record_binding(txn, now, cap.actor(), "binding.create", &b, true)?;
             Ok((b, true))
         })
         .await
@@ -132,7 +154,7 @@ impl Directory {
                 .ok_or_else(|| DomainError::not_found("binding", format!("{user}/{device}")))?;
             txn.delete(USER_DEVICES, &user_key(user, device));
             txn.delete(DEVICE_USERS, &device_key(device, user));
-            record(txn, now, cap.actor(), "binding.delete", &b, false)?;
+            self.record_binding(txn, now, cap.actor(), "binding.delete", &b, false)?;
             Ok(())
         })
         .await

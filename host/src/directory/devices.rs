@@ -285,6 +285,7 @@ impl Directory {
     }
 
     fn put_device(
+        &self,
         txn: &mut WriteTxn<'_>,
         actor: &Actor,
         action: &str,
@@ -310,6 +311,8 @@ impl Directory {
             Some(&after.custom_attributes),
         );
         txn.put_json(DEVICES, &id, after)?;
+        let changes = audit::diff(before, Some(after));
+        let attributes = before.map(|_| super::changed_attributes(&changes));
         audit::record(
             txn,
             after.updated_at,
@@ -318,10 +321,19 @@ impl Directory {
                 action,
                 resource_type: "device",
                 resource_id: after.id.to_string(),
-                changes: audit::diff(before, Some(after)),
+                changes,
             },
         )?;
-        Ok(())
+        self.emit(
+            txn,
+            actor,
+            after.updated_at,
+            super::Change::Subject {
+                kind: SubjectKind::Device,
+                id: after.id,
+                attributes,
+            },
+        )
     }
 
     /// Creates a device.
@@ -333,7 +345,7 @@ impl Directory {
         let now = self.clock.now();
         super::commit(&self.store, |txn| {
             let device = self.build_device(txn, input, None, now, None)?;
-            Self::put_device(txn, cap.actor(), "device.create", None, &device)?;
+            self.put_device(txn, cap.actor(), "device.create", None, &device)?;
             Ok(device)
         })
         .await
@@ -395,7 +407,7 @@ impl Directory {
             {
                 return Ok(before);
             }
-            Self::put_device(txn, actor, action, Some(&before), &after)?;
+            self.put_device(txn, actor, action, Some(&before), &after)?;
             Ok(after)
         })
         .await
@@ -414,7 +426,7 @@ impl Directory {
             let device = load(txn, id)?;
             device.check_version(if_match)?;
             let key = keys::id(id);
-            super::bindings::unbind_all(txn, SubjectKind::Device, id, now, actor)?;
+            self.unbind_all(txn, SubjectKind::Device, id, now, actor)?;
             txn.delete(DEVICES_BY_HOSTNAME, &hostname_key(&device.hostname, id));
             track_usage(
                 txn,
@@ -435,7 +447,16 @@ impl Directory {
                     changes: audit::diff(Some(&device), None),
                 },
             )?;
-            Ok(())
+            self.emit(
+                txn,
+                actor,
+                now,
+                super::Change::Subject {
+                    kind: SubjectKind::Device,
+                    id: *id,
+                    attributes: None,
+                },
+            )
         })
         .await
     }

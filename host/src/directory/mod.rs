@@ -11,21 +11,25 @@ mod query;
 mod users;
 
 pub use attributes::{
-    AttrType, AttrValue, Attribute, AttributeUpdate, NewAttribute, SubjectKind, normalize_date,
-    parse_value, standard_type,
+    AttrType, AttrValue, Attribute, AttributeUpdate, NewAttribute, SubjectKind, check_string,
+    normalize_date, parse_value, schema, standard_type,
 };
 pub use bindings::Binding;
 pub use devices::{CheckIn, DEVICE_SORTS, Device, DeviceInput, OsFamily};
 pub use query::{Filter, ListQuery, Subject};
 pub use users::{StateChange, USER_SORTS, User, UserInput, UserState};
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use cohort_storage::Store;
+use chrono::{DateTime, Utc};
+use cohort_storage::{Store, WriteTxn};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use uuid::Uuid;
 
+use crate::auth::Actor;
 use crate::clock::Clock;
 use crate::error::DomainError;
 use crate::json::{self, DecodeError};
@@ -35,13 +39,89 @@ use crate::json::{self, DecodeError};
 pub struct Directory {
     store: Store,
     clock: Arc<dyn Clock>,
+    listener: Option<Arc<dyn ChangeListener>>,
+}
+
+/// What changed in the directory, for state derived from it.
+#[derive(Clone, Debug)]
+pub enum Change {
+    /// A user or device was created, changed or deleted.
+    Subject {
+        /// User or device.
+        kind: SubjectKind,
+        /// Its id.
+        id: Uuid,
+        /// The attributes that changed; `None` when it was created or deleted.
+        attributes: Option<BTreeSet<String>>,
+    },
+    /// A user was bound to a device, or unbound.
+    Binding {
+        /// The user.
+        user: Uuid,
+        /// The device.
+        device: Uuid,
+    },
+}
+
+/// Derived state that must change in the same transaction as the directory
+/// (group memberships): told of every change before the transaction commits,
+/// and may write in it. An error aborts the whole change.
+pub trait ChangeListener: Send + Sync {
+    /// Called once per change, after the directory's own writes.
+    fn changed(
+        &self,
+        txn: &mut WriteTxn<'_>,
+        actor: &Actor,
+        now: DateTime<Utc>,
+        change: &Change,
+    ) -> Result<(), DomainError>;
 }
 
 impl Directory {
     /// A directory over `store`, taking time from `clock`.
     pub fn new(store: Store, clock: Arc<dyn Clock>) -> Self {
-        Directory { store, clock }
+        Directory {
+            store,
+            clock,
+            listener: None,
+        }
     }
+
+    /// The same directory, telling `listener` about every change.
+    pub fn with_listener(mut self, listener: Arc<dyn ChangeListener>) -> Self {
+        self.listener = Some(listener);
+        self
+    }
+
+    pub(crate) fn emit(
+        &self,
+        txn: &mut WriteTxn<'_>,
+        actor: &Actor,
+        now: DateTime<Utc>,
+        change: Change,
+    ) -> Result<(), DomainError> {
+        match &self.listener {
+            Some(l) => l.changed(txn, actor, now, &change),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The attribute names an audit diff touches (`custom_attributes.x` is `x`),
+/// plus `updated_at`, which every change moves.
+pub(crate) fn changed_attributes(
+    changes: &std::collections::BTreeMap<String, crate::audit::Change>,
+) -> BTreeSet<String> {
+    let mut out: BTreeSet<String> = changes
+        .keys()
+        .map(|k| {
+            k.strip_prefix("custom_attributes.")
+                .unwrap_or(k)
+                .to_string()
+        })
+        .collect();
+    out.insert("updated_at".into());
+    out
 }
 
 /// Runs a write transaction and waits until it is durable: the one way the

@@ -370,6 +370,7 @@ impl Directory {
     /// Writes `after` with its indexes and audit event, replacing `before`.
     /// Checks uniqueness of username and email.
     fn put_user(
+        &self,
         txn: &mut WriteTxn<'_>,
         actor: &Actor,
         action: &str,
@@ -431,6 +432,8 @@ impl Directory {
             Some(&after.custom_attributes),
         );
         txn.put_json(USERS, &id, after)?;
+        let changes = audit::diff(before, Some(after));
+        let attributes = before.map(|_| super::changed_attributes(&changes));
         audit::record(
             txn,
             after.updated_at,
@@ -439,10 +442,19 @@ impl Directory {
                 action,
                 resource_type: "user",
                 resource_id: after.id.to_string(),
-                changes: audit::diff(before, Some(after)),
+                changes,
             },
         )?;
-        Ok(())
+        self.emit(
+            txn,
+            actor,
+            after.updated_at,
+            super::Change::Subject {
+                kind: SubjectKind::User,
+                id: after.id,
+                attributes,
+            },
+        )
     }
 
     /// Creates a user.
@@ -454,7 +466,7 @@ impl Directory {
         let now = self.clock.now();
         super::commit(&self.store, |txn| {
             let user = self.build_user(txn, input, None, now)?;
-            Self::put_user(txn, cap.actor(), "user.create", None, &user)?;
+            self.put_user(txn, cap.actor(), "user.create", None, &user)?;
             Ok(user)
         })
         .await
@@ -491,7 +503,7 @@ impl Directory {
                 // Nothing changed: no write, no audit event, same version.
                 return Ok(before);
             }
-            Self::put_user(txn, cap.actor(), "user.update", Some(&before), &after)?;
+            self.put_user(txn, cap.actor(), "user.update", Some(&before), &after)?;
             Ok(after)
         })
         .await
@@ -528,7 +540,7 @@ impl Directory {
                 version: before.version + 1,
                 ..before.clone()
             };
-            Self::put_user(txn, cap.actor(), "user.state_change", Some(&before), &after)?;
+            self.put_user(txn, cap.actor(), "user.state_change", Some(&before), &after)?;
             Ok(after)
         })
         .await
@@ -560,9 +572,9 @@ impl Directory {
                     version: before.version + 1,
                     ..before.clone()
                 };
-                Self::put_user(txn, actor, "user.update", Some(&before), &after)?;
+                self.put_user(txn, actor, "user.update", Some(&before), &after)?;
             }
-            super::bindings::unbind_all(txn, SubjectKind::User, id, now, actor)?;
+            self.unbind_all(txn, SubjectKind::User, id, now, actor)?;
             if let Some(m) = user.manager_id {
                 txn.delete(USERS_BY_MANAGER, &keys::join(&[&keys::id(&m), &key]));
             }
@@ -587,7 +599,16 @@ impl Directory {
                     changes: audit::diff(Some(&user), None),
                 },
             )?;
-            Ok(())
+            self.emit(
+                txn,
+                actor,
+                now,
+                super::Change::Subject {
+                    kind: SubjectKind::User,
+                    id: *id,
+                    attributes: None,
+                },
+            )
         })
         .await
     }

@@ -8,8 +8,8 @@ use std::collections::HashMap;
 use chrono::{NaiveDate, NaiveTime};
 
 use super::bindings::rules::{Cell, CellValue, Span, SubjectBatch};
-use super::bindings::types::SubjectKind;
-use crate::directory::{AttrType, AttrValue};
+use super::bindings::types::{self, SubjectKind};
+use crate::directory::{self, AttrType, AttrValue, Attribute};
 
 /// Builds a [`SubjectBatch`] one subject at a time.
 pub struct BatchBuilder {
@@ -129,4 +129,39 @@ pub fn date_millis(s: &str) -> Option<i64> {
     chrono::DateTime::parse_from_rfc3339(s)
         .ok()
         .map(|t| t.timestamp_millis())
+}
+
+/// The contract's name for a subject kind.
+pub fn wit_kind(kind: directory::SubjectKind) -> SubjectKind {
+    match kind {
+        directory::SubjectKind::User => SubjectKind::User,
+        directory::SubjectKind::Device => SubjectKind::Device,
+    }
+}
+
+/// The contract's name for an attribute type.
+pub fn wit_type(t: AttrType) -> types::AttributeType {
+    match t {
+        AttrType::String => types::AttributeType::Text,
+        AttrType::Number => types::AttributeType::Number,
+        AttrType::Boolean => types::AttributeType::Boolean,
+        AttrType::Date => types::AttributeType::Timestamp,
+        AttrType::StringList => types::AttributeType::TextList,
+    }
+}
+
+/// The schema handed to a rule evaluator's `compile`.
+pub fn attribute_defs(
+    kind: directory::SubjectKind,
+    attributes: &[Attribute],
+) -> Vec<types::AttributeDef> {
+    attributes
+        .iter()
+        .map(|a| types::AttributeDef {
+            name: a.name.clone(),
+            kind: wit_kind(kind),
+            type_: wit_type(a.attr_type),
+            custom: !a.standard,
+        })
+        .collect()
 }

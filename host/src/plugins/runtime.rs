@@ -552,12 +552,12 @@ impl Runtime {
     /// Compile rules with a rule-evaluator plugin. The session keeps the
     /// instance (and the compiled rules) for later batches.
     pub fn compile_rules(
-        &self,
+        self: &Arc<Self>,
         plugin: Arc<LoadedPlugin>,
         kind: types::SubjectKind,
         schema: &[types::AttributeDef],
         sources: &[rules::RuleSource],
-    ) -> Result<Result<RuleSession<'_>, rules::CompileError>, PluginError> {
+    ) -> Result<Result<RuleSession, rules::CompileError>, PluginError> {
         let WorldPre::Rules(pre) = &plugin.pre else {
             return Err(plugin.wrong_world(World::RuleEvaluator));
         };
@@ -582,7 +582,7 @@ impl Runtime {
             Err(e) => return Err(e),
         };
         Ok(compiled.map(|rules| RuleSession {
-            runtime: self,
+            runtime: Arc::clone(self),
             plugin,
             inner: Mutex::new(SessionInner {
                 store,
@@ -820,8 +820,8 @@ impl Health {
 }
 
 /// Compiled rules living in their evaluator's instance.
-pub struct RuleSession<'r> {
-    runtime: &'r Runtime,
+pub struct RuleSession {
+    runtime: Arc<Runtime>,
     plugin: Arc<LoadedPlugin>,
     inner: Mutex<SessionInner>,
     count: u32,
@@ -844,7 +844,7 @@ impl<T> Footprint for Opaque<T> {
     }
 }
 
-impl RuleSession<'_> {
+impl RuleSession {
     /// Evaluate a batch. The result is checked against the contract (bitmap
     /// size, indices) before it is returned. After a failed call the session
     /// refuses further batches: compile the rules again.
@@ -853,7 +853,7 @@ impl RuleSession<'_> {
         batch: &rules::SubjectBatch,
         options: rules::EvaluateOptions,
     ) -> Result<Result<rules::Evaluation, rules::EvaluateError>, PluginError> {
-        let runtime = self.runtime;
+        let runtime = &*self.runtime;
         let input = batch.footprint();
         if input > runtime.limits.input_bytes {
             return Err(PluginError::InputTooLarge {

@@ -1,7 +1,7 @@
 //! Compilation and evaluation of condition rules. Independent of the
 //! component glue so it can be tested and benchmarked natively.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use cohort_sdk::rules::{
     BatchView, ConditionOutcome, EvaluateOptions, Evaluation, Matches, RuleProblem, RuleSource,
@@ -124,6 +124,8 @@ enum Operand {
 struct Condition {
     at: String,
     attribute: String,
+    /// The attribute's slot in [`RuleSet::attributes`].
+    slot: usize,
     operator: Operator,
     ignore_case: bool,
     operands: Vec<Operand>,
@@ -141,6 +143,8 @@ struct Rule {
 #[derive(Debug)]
 pub struct RuleSet {
     rules: Vec<Rule>,
+    attributes: Attributes,
+    index: AnchorIndex,
 }
 
 impl RuleSet {
@@ -151,12 +155,14 @@ impl RuleSet {
         sources: &[RuleSource],
     ) -> Result<RuleSet, Vec<RuleProblem>> {
         let mut problems = Vec::new();
+        let mut attributes = Attributes::default();
         let mut rules = Vec::with_capacity(sources.len());
         for (index, source) in sources.iter().enumerate() {
             let mut ctx = Ctx {
                 rule: index as u32,
                 kind,
                 schema,
+                attributes: &mut attributes,
                 problems: &mut problems,
             };
             if let Some(rule) = ctx.rule(&source.text) {
@@ -164,7 +170,12 @@ impl RuleSet {
             }
         }
         if problems.is_empty() {
-            Ok(RuleSet { rules })
+            let index = AnchorIndex::build(&rules);
+            Ok(RuleSet {
+                rules,
+                attributes,
+                index,
+            })
         } else {
             Err(problems)
         }
@@ -181,40 +192,64 @@ impl RuleSet {
     }
 
     /// Evaluate every rule over every subject.
+    ///
+    /// Without `explain`, a subject is tested only against the rules the
+    /// anchor index offers for its values and against the unanchored rules:
+    /// a rule the index does not offer cannot match, so the result is the
+    /// same as testing every rule. With `explain`, every condition's outcome
+    /// is reported, so every rule is tested.
     pub fn evaluate(&self, batch: &BatchView<'_>, options: &EvaluateOptions) -> Evaluation {
+        if options.explain {
+            return self.evaluate_every_rule(batch, options);
+        }
+        let slots = self.attributes.resolve(batch);
+        let groups = self.index.resolve(batch);
+        let mut matches = Matches::new(self.rules.len(), batch.len());
+        let mut candidates = Candidates::new(self.rules.len());
+        let mut key = String::new();
+        for s in 0..batch.len() {
+            let subject = batch.subject(s);
+            candidates.clear();
+            for (group, attribute) in &groups {
+                for value in subject.values(*attribute) {
+                    if let ValueRef::Text(text) = value {
+                        candidates.add(group.rules_for(text, &mut key));
+                    }
+                }
+            }
+            for &r in candidates.rules().iter().chain(&self.index.unanchored) {
+                if self.rules[r].matches(&subject, &slots, options.now_millis) {
+                    matches.set(r, s);
+                }
+            }
+        }
+        matches.into_evaluation()
+    }
+
+    /// Test every rule against every subject: the explain path, which
+    /// reports every condition, and the reference the indexed path of
+    /// [`RuleSet::evaluate`] is tested against.
+    fn evaluate_every_rule(&self, batch: &BatchView<'_>, options: &EvaluateOptions) -> Evaluation {
         let subjects = batch.len();
         let mut matches = Matches::new(self.rules.len(), subjects);
         let mut explanations = Vec::new();
-        // Resolve attribute names to this batch's indices once per batch.
-        let resolved: Vec<Vec<Vec<Option<u32>>>> = self
-            .rules
-            .iter()
-            .map(|r| {
-                r.blocks
-                    .iter()
-                    .map(|b| {
-                        b.iter()
-                            .map(|c| batch.attribute_index(&c.attribute))
-                            .collect()
-                    })
-                    .collect()
-            })
-            .collect();
+        let slots = self.attributes.resolve(batch);
         for s in 0..subjects {
             let subject = batch.subject(s);
             for (r, rule) in self.rules.iter().enumerate() {
                 let mut rule_matched = false;
-                for (b, block) in rule.blocks.iter().enumerate() {
+                for block in &rule.blocks {
                     let mut block_matched = true;
-                    for (c, condition) in block.iter().enumerate() {
-                        let ok = condition.test(&subject, resolved[r][b][c], options.now_millis);
+                    for condition in block {
+                        let attribute = slots[condition.slot];
+                        let ok = condition.test(&subject, attribute, options.now_millis);
                         if options.explain {
                             explanations.push(ConditionOutcome {
                                 rule: r as u32,
                                 subject: s as u32,
                                 at: condition.at.clone(),
                                 matched: ok,
-                                detail: condition.describe(&subject, resolved[r][b][c], ok),
+                                detail: condition.describe(&subject, attribute, ok),
                             });
                         } else if !ok {
                             block_matched = false;
@@ -240,10 +275,219 @@ impl RuleSet {
     }
 }
 
+impl Rule {
+    /// Whether `subject` satisfies every condition of some block. `slots`
+    /// maps attribute slots to the batch's attribute indices.
+    fn matches(&self, subject: &SubjectView<'_>, slots: &[Option<u32>], now: i64) -> bool {
+        self.blocks
+            .iter()
+            .any(|block| block.iter().all(|c| c.test(subject, slots[c.slot], now)))
+    }
+
+    /// One anchor per block, or `None` if some block has none: then a
+    /// subject may satisfy that block whatever its values are, and the rule
+    /// has to be tested against every subject.
+    fn anchors(&self) -> Option<Vec<&Condition>> {
+        self.blocks
+            .iter()
+            .map(|block| {
+                block
+                    .iter()
+                    .filter(|c| c.is_anchor())
+                    // Fewer values, fewer subjects for which the rule is a
+                    // candidate only to fail on another condition.
+                    .min_by_key(|c| c.operands.len())
+            })
+            .collect()
+    }
+}
+
+/// The distinct attribute names of a rule set. Conditions refer to them by
+/// slot, so a batch's attribute indices are looked up once per name rather
+/// than once per condition.
+#[derive(Debug, Default)]
+struct Attributes {
+    names: Vec<String>,
+    slots: HashMap<String, usize>,
+}
+
+impl Attributes {
+    /// The slot of `name`, added if new.
+    fn slot(&mut self, name: &str) -> usize {
+        if let Some(&slot) = self.slots.get(name) {
+            return slot;
+        }
+        self.names.push(name.to_owned());
+        self.slots.insert(name.to_owned(), self.names.len() - 1);
+        self.names.len() - 1
+    }
+
+    /// Each slot's attribute index in `batch`, `None` where no subject of
+    /// the batch has the attribute.
+    fn resolve(&self, batch: &BatchView<'_>) -> Vec<Option<u32>> {
+        self.names
+            .iter()
+            .map(|n| batch.attribute_index(n))
+            .collect()
+    }
+}
+
+/// Finds the rules a subject may match from the subject's text values.
+///
+/// A rule is *anchored* when each of its blocks has an anchor: a positive
+/// `equals` / `in` condition on a text or text-list attribute. Such a
+/// condition holds only if one of the subject's values for the attribute
+/// equals (after lowercasing, with `ignore_case`) one of the condition's
+/// values, so a subject can match an anchored rule only if one of its values
+/// leads to the rule here. Those candidates are then tested in full, so the
+/// index only has to never miss a rule; it may offer too many.
+#[derive(Debug, Default)]
+struct AnchorIndex {
+    groups: Vec<AnchorGroup>,
+    /// The rules that are not anchored, tested against every subject.
+    unanchored: Vec<usize>,
+}
+
+/// The anchors on one attribute with one `ignore_case` setting.
+#[derive(Debug)]
+struct AnchorGroup {
+    attribute: String,
+    ignore_case: bool,
+    /// An anchor's value (lowercased with `ignore_case`, as the condition's
+    /// operands are) → the rules with an anchor listing it, ascending and
+    /// each once.
+    rules_by_value: HashMap<String, Vec<usize>>,
+}
+
+impl AnchorIndex {
+    fn build(rules: &[Rule]) -> AnchorIndex {
+        let mut index = AnchorIndex::default();
+        let mut group_of: HashMap<(&str, bool), usize> = HashMap::new();
+        for (r, rule) in rules.iter().enumerate() {
+            let Some(anchors) = rule.anchors() else {
+                index.unanchored.push(r);
+                continue;
+            };
+            for anchor in anchors {
+                let g = *group_of
+                    .entry((&anchor.attribute, anchor.ignore_case))
+                    .or_insert_with(|| {
+                        index.groups.push(AnchorGroup {
+                            attribute: anchor.attribute.clone(),
+                            ignore_case: anchor.ignore_case,
+                            rules_by_value: HashMap::new(),
+                        });
+                        index.groups.len() - 1
+                    });
+                index.groups[g].add(r, anchor);
+            }
+        }
+        index
+    }
+
+    /// The groups whose attribute some subject of `batch` has, with the
+    /// attribute's index in the batch.
+    fn resolve(&self, batch: &BatchView<'_>) -> Vec<(&AnchorGroup, u32)> {
+        self.groups
+            .iter()
+            .filter_map(|g| Some((g, batch.attribute_index(&g.attribute)?)))
+            .collect()
+    }
+}
+
+impl AnchorGroup {
+    /// Record that rule `r` is a candidate for the values of `anchor`. Rules
+    /// are added in ascending order, so a rule already listed for a value is
+    /// the last one in its list.
+    fn add(&mut self, r: usize, anchor: &Condition) {
+        for value in anchor.texts() {
+            let rules = self.rules_by_value.entry(value.to_owned()).or_default();
+            if rules.last() != Some(&r) {
+                rules.push(r);
+            }
+        }
+    }
+
+    /// The rules whose anchor on this attribute holds for the subject value
+    /// `text`. `key` is scratch space for lowercasing.
+    fn rules_for<'g>(&'g self, text: &str, key: &mut String) -> &'g [usize] {
+        let text = if self.ignore_case {
+            lowercase_into(text, key);
+            key.as_str()
+        } else {
+            text
+        };
+        self.rules_by_value.get(text).map_or(&[], Vec::as_slice)
+    }
+}
+
+/// `text.to_lowercase()` into `out`, without allocating for ASCII text.
+///
+/// With `ignore_case`, an `equals` / `in` condition ([`text_eq`],
+/// [`Condition::test_text`]) holds for a value exactly when the value's
+/// lowercase equals one of its operands, which were lowercased the same way
+/// when compiled. So the anchor index looks values up by this key. (For
+/// non-ASCII values `test_text` may lowercase twice; the test
+/// `lowercasing_is_idempotent` checks that this changes nothing.)
+fn lowercase_into(text: &str, out: &mut String) {
+    out.clear();
+    if text.is_ascii() {
+        out.push_str(text);
+        out.make_ascii_lowercase();
+    } else {
+        out.push_str(&text.to_lowercase());
+    }
+}
+
+/// The rules the anchor index offers for one subject, each once.
+struct Candidates {
+    /// `seen[r] == generation` when rule `r` is in `rules`, so clearing is
+    /// O(1) rather than O(rules) per subject.
+    seen: Vec<u32>,
+    generation: u32,
+    rules: Vec<usize>,
+}
+
+impl Candidates {
+    fn new(rules: usize) -> Candidates {
+        Candidates {
+            seen: vec![0; rules],
+            generation: 0,
+            rules: Vec::new(),
+        }
+    }
+
+    /// Forget the previous subject's candidates.
+    fn clear(&mut self) {
+        self.rules.clear();
+        self.generation = self.generation.wrapping_add(1);
+        if self.generation == 0 {
+            // Wrapped around: an old mark could now look current.
+            self.seen.fill(0);
+            self.generation = 1;
+        }
+    }
+
+    /// Add `rules`, skipping those already added.
+    fn add(&mut self, rules: &[usize]) {
+        for &r in rules {
+            if self.seen[r] != self.generation {
+                self.seen[r] = self.generation;
+                self.rules.push(r);
+            }
+        }
+    }
+
+    fn rules(&self) -> &[usize] {
+        &self.rules
+    }
+}
+
 struct Ctx<'a> {
     rule: u32,
     kind: SubjectKind,
     schema: &'a [AttributeDef],
+    attributes: &'a mut Attributes,
     problems: &'a mut Vec<RuleProblem>,
 }
 
@@ -462,6 +706,7 @@ impl Ctx<'_> {
         .filter(|s| s.len() > 8);
         Some(Condition {
             at,
+            slot: self.attributes.slot(&c.attribute),
             attribute: c.attribute,
             operator,
             ignore_case: c.ignore_case,
@@ -615,6 +860,26 @@ fn text_eq(ignore_case: bool, subject: &str, operand: &str) -> bool {
 }
 
 impl Condition {
+    /// Whether this condition can anchor its block in the [`AnchorIndex`]: a
+    /// positive `equals` / `in` on text, which holds only for a subject with
+    /// a text value equal to one of [`Condition::texts`] (lowercased with
+    /// `ignore_case`). Operands are text exactly when the attribute is a
+    /// text or text-list attribute.
+    fn is_anchor(&self) -> bool {
+        matches!(self.operator, Operator::Equals | Operator::In)
+            && self.regex.is_none()
+            && !self.operands.is_empty()
+            && self.operands.iter().all(|o| matches!(o, Operand::Text(_)))
+    }
+
+    /// The text operands, lowercased if `ignore_case`.
+    fn texts(&self) -> impl Iterator<Item = &str> {
+        self.operands.iter().filter_map(|o| match o {
+            Operand::Text(s) => Some(s.as_str()),
+            _ => None,
+        })
+    }
+
     /// Whether `subject` satisfies the condition. `attribute` is the
     /// attribute's index in the batch, `None` when no subject has it.
     fn test(&self, subject: &SubjectView<'_>, attribute: Option<u32>, now: i64) -> bool {
@@ -774,6 +1039,7 @@ mod tests {
             def("level", AttributeType::Number),
             def("start_date", AttributeType::Timestamp),
             def("email", AttributeType::Text),
+            def("location", AttributeType::Text),
         ]
     }
 
@@ -903,5 +1169,393 @@ mod tests {
         assert!(p[0].message.contains("invalid regular expression"));
         assert_eq!(problems("[]")[0].at, "");
         assert_eq!(problems(r#"{"conditions":[]}"#)[0].at, "/conditions");
+    }
+
+    /// The non-explain options the tests evaluate with.
+    const OPTIONS: EvaluateOptions = EvaluateOptions {
+        now_millis: 1_000 * 86_400_000,
+        explain: false,
+    };
+
+    fn compile(rules: &[String]) -> RuleSet {
+        let sources: Vec<RuleSource> = rules
+            .iter()
+            .map(|text| RuleSource { text: text.clone() })
+            .collect();
+        RuleSet::compile(SubjectKind::User, &schema(), &sources).unwrap_or_else(|p| panic!("{p:?}"))
+    }
+
+    /// A small deterministic generator (SplitMix64), so failures reproduce
+    /// without a dependency.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        }
+
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+
+        fn chance(&mut self, percent: u64) -> bool {
+            self.next() % 100 < percent
+        }
+
+        fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+            items[self.below(items.len())]
+        }
+    }
+
+    /// Texts whose case-insensitive comparisons are easy to get wrong: case
+    /// variants, non-ASCII letters, the Kelvin sign (lowercases to ASCII
+    /// `k`), dotted capital I (lowercases to two chars), Greek final sigma,
+    /// sharp s, and the empty string.
+    const WORDS: &[&str] = &[
+        "Engineering",
+        "engineering",
+        "ENGINEERING",
+        "Sales",
+        "sales",
+        "Ärger",
+        "ärger",
+        "ÄRGER",
+        "\u{212A}",
+        "k",
+        "K",
+        "İ",
+        "i\u{307}",
+        "i",
+        "ΣΑΣ",
+        "σας",
+        "σασ",
+        "straße",
+        "STRASSE",
+        "ẞ",
+        "",
+        "x",
+    ];
+
+    fn random_values(rng: &mut Rng) -> Vec<serde_json::Value> {
+        // More than 8 distinct values use the condition's hash set.
+        let n = if rng.chance(20) {
+            9 + rng.below(8)
+        } else {
+            1 + rng.below(3)
+        };
+        (0..n).map(|_| rng.pick(WORDS).into()).collect()
+    }
+
+    fn random_condition(rng: &mut Rng) -> serde_json::Value {
+        use serde_json::json;
+        let ignore_case = rng.chance(40);
+        match rng.below(10) {
+            0..=6 => {
+                let attribute = rng.pick(&["department", "cost_center", "skills", "email"]);
+                let operator = rng.pick(&[
+                    "equals",
+                    "in",
+                    "equals",
+                    "in",
+                    "not_equals",
+                    "not_in",
+                    "starts_with",
+                    "ends_with",
+                    "contains",
+                    "not_contains",
+                ]);
+                json!({"attribute": attribute, "operator": operator,
+                       "values": random_values(rng), "ignore_case": ignore_case})
+            }
+            7 => {
+                let attribute = rng.pick(&["department", "skills", "level", "location"]);
+                let operator = rng.pick(&["exists", "not_exists"]);
+                json!({"attribute": attribute, "operator": operator})
+            }
+            8 => {
+                let pattern = rng.pick(&["^s", "ärger", "E", "\\D", "^$"]);
+                json!({"attribute": "department", "operator": "matches",
+                       "values": [pattern], "ignore_case": ignore_case})
+            }
+            _ => {
+                let operator =
+                    rng.pick(&["equals", "in", "not_equals", "less_than", "greater_than"]);
+                json!({"attribute": "level", "operator": operator, "values": [rng.below(5)]})
+            }
+        }
+    }
+
+    fn random_rule(rng: &mut Rng) -> String {
+        let block = |rng: &mut Rng| -> Vec<serde_json::Value> {
+            (0..1 + rng.below(3))
+                .map(|_| random_condition(rng))
+                .collect()
+        };
+        let rule = if rng.chance(50) {
+            serde_json::json!({"conditions": block(rng)})
+        } else {
+            let blocks: Vec<_> = (0..1 + rng.below(3))
+                .map(|_| serde_json::json!({"conditions": block(rng)}))
+                .collect();
+            serde_json::json!({"any": blocks})
+        };
+        rule.to_string()
+    }
+
+    /// A batch of random subjects. Attributes are often missing, lists are
+    /// sometimes empty, and `department` is sometimes not text at all, as a
+    /// faulty host might send.
+    fn random_batch(rng: &mut Rng) -> cohort_sdk::rules::SubjectBatch {
+        let mut b = BatchBuilder::new(SubjectKind::User);
+        for _ in 0..rng.below(80) {
+            let skills: Vec<&str> = (0..rng.below(4)).map(|_| rng.pick(WORDS)).collect();
+            let mut row: Vec<(&str, Input<'_>)> = Vec::new();
+            for attribute in ["department", "cost_center", "email"] {
+                if rng.chance(70) {
+                    row.push((attribute, Input::Text(rng.pick(WORDS))));
+                }
+            }
+            if rng.chance(5) {
+                row.push(("department", Input::Number(1.0)));
+            }
+            if rng.chance(70) {
+                row.push(("skills", Input::List(&skills)));
+            }
+            if rng.chance(70) {
+                row.push(("level", Input::Number(rng.below(5) as f64)));
+            }
+            b.push(&row);
+        }
+        b.build()
+    }
+
+    #[test]
+    fn indexed_evaluation_equals_testing_every_rule() {
+        let mut rng = Rng(7);
+        let (mut anchored, mut unanchored, mut matched) = (0, 0, 0);
+        for round in 0..400 {
+            let rules: Vec<String> = (0..1 + rng.below(40))
+                .map(|_| random_rule(&mut rng))
+                .collect();
+            let set = compile(&rules);
+            unanchored += set.index.unanchored.len();
+            anchored += set.len() - set.index.unanchored.len();
+            let batch = random_batch(&mut rng);
+            let view = BatchView::new(&batch).unwrap();
+            let indexed = set.evaluate(&view, &OPTIONS);
+            let every = set.evaluate_every_rule(&view, &OPTIONS);
+            assert_eq!(
+                indexed.words_per_rule, every.words_per_rule,
+                "round {round}"
+            );
+            assert_eq!(indexed.matches, every.matches, "round {round}: {rules:#?}");
+            if round % 4 == 0 {
+                // Explaining tests every condition and finds the same matches.
+                let explain = EvaluateOptions {
+                    explain: true,
+                    ..OPTIONS
+                };
+                let explained = set.evaluate(&view, &explain);
+                assert_eq!(explained.matches, every.matches, "round {round}");
+                let conditions: usize =
+                    set.rules.iter().flat_map(|r| &r.blocks).map(Vec::len).sum();
+                assert_eq!(explained.explanations.len(), conditions * view.len());
+            }
+            matched += every.matches.iter().map(|w| w.count_ones()).sum::<u32>();
+        }
+        // The generator must exercise both paths and produce matches.
+        assert!(
+            anchored > 1_000 && unanchored > 1_000,
+            "{anchored} {unanchored}"
+        );
+        assert!(matched > 10_000, "{matched}");
+    }
+
+    #[test]
+    fn each_block_is_anchored_by_its_narrowest_equals_or_in() {
+        let set = compile(&[
+            // Anchored by department (one value rather than two).
+            r#"{"conditions":[
+                {"attribute":"skills","operator":"in","values":["go","rust"]},
+                {"attribute":"department","operator":"equals","values":["Sales"],"ignore_case":true}]}"#
+                .into(),
+            // A block without equals / in: unanchored.
+            r#"{"any":[
+                {"conditions":[{"attribute":"department","operator":"equals","values":["Sales"]}]},
+                {"conditions":[{"attribute":"department","operator":"not_equals","values":["Sales"]}]}]}"#
+                .into(),
+            // Numbers are not indexed.
+            r#"{"conditions":[{"attribute":"level","operator":"equals","values":[3]}]}"#.into(),
+        ]);
+        assert_eq!(set.index.unanchored, [1, 2]);
+        assert_eq!(set.index.groups.len(), 1);
+        let group = &set.index.groups[0];
+        assert_eq!(
+            (group.attribute.as_str(), group.ignore_case),
+            ("department", true)
+        );
+        assert_eq!(group.rules_for("SALES", &mut String::new()), [0]);
+    }
+
+    #[test]
+    fn ignore_case_anchors_match_non_ascii_values() {
+        let rule = r#"{"conditions":[{"attribute":"department","operator":"equals","values":["Ärger","\u212a"],"ignore_case":true}]}"#;
+        let subjects: Vec<[(&str, Input<'_>); 1]> = ["ÄRGER", "ärger", "Arger", "K", "k", "x"]
+            .into_iter()
+            .map(|d| [("department", Input::Text(d))])
+            .collect();
+        let subjects: Vec<&[(&str, Input<'_>)]> = subjects.iter().map(|s| &s[..]).collect();
+        assert_eq!(run(rule, &subjects), [true, true, false, true, true, false]);
+    }
+
+    #[test]
+    fn lowercasing_is_idempotent() {
+        // With `ignore_case`, `Condition::test_text` lowercases a non-ASCII
+        // value and `text_eq` may lowercase it again, while the anchor index
+        // lowercases it once. They agree because lowercasing twice is
+        // lowercasing once, for every character.
+        for c in (0..=char::MAX as u32).filter_map(char::from_u32) {
+            let once = c.to_string().to_lowercase();
+            assert_eq!(once.to_lowercase(), once, "{c:?}");
+        }
+    }
+
+    /// The attribute values of the benchmark.
+    struct Vocabulary {
+        departments: Vec<String>,
+        locations: Vec<String>,
+        cost_centers: Vec<String>,
+        skills: Vec<String>,
+    }
+
+    impl Vocabulary {
+        fn new() -> Vocabulary {
+            let names = |prefix: &str, n: usize| -> Vec<String> {
+                (0..n).map(|i| format!("{prefix} {i}")).collect()
+            };
+            Vocabulary {
+                departments: names("Department", 40),
+                locations: names("City", 60),
+                cost_centers: names("CC", 200),
+                skills: names("skill", 30),
+            }
+        }
+
+        /// `subjects` random subjects with every attribute, in host-sized
+        /// batches.
+        fn batches(&self, subjects: usize, batch: usize) -> Vec<cohort_sdk::rules::SubjectBatch> {
+            let mut rng = Rng(42);
+            let pick = |rng: &mut Rng, items: &'_ [String]| items[rng.below(items.len())].clone();
+            (0..subjects / batch)
+                .map(|b| {
+                    let mut builder = BatchBuilder::new(SubjectKind::User);
+                    for i in 0..batch {
+                        let email = format!("user{}@corp{}.example", b * batch + i, rng.below(10));
+                        let texts = [
+                            pick(&mut rng, &self.departments),
+                            pick(&mut rng, &self.locations),
+                            pick(&mut rng, &self.cost_centers),
+                        ];
+                        let skills: Vec<String> = (0..rng.below(4))
+                            .map(|_| pick(&mut rng, &self.skills))
+                            .collect();
+                        let skills: Vec<&str> = skills.iter().map(String::as_str).collect();
+                        builder.push(&[
+                            ("department", Input::Text(&texts[0])),
+                            ("location", Input::Text(&texts[1])),
+                            ("cost_center", Input::Text(&texts[2])),
+                            ("email", Input::Text(&email)),
+                            ("level", Input::Number(rng.below(10) as f64)),
+                            ("skills", Input::List(&skills)),
+                        ]);
+                    }
+                    builder.build()
+                })
+                .collect()
+        }
+    }
+
+    /// Run with `cargo test --release -p rules-standard -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "a benchmark; run it in release mode"]
+    fn throughput_indexed_vs_every_rule() {
+        use std::time::Instant;
+        const RULES: usize = 1_000;
+        const SUBJECTS: usize = 20_000;
+        const BATCH: usize = 1_000;
+        let vocabulary = Vocabulary::new();
+        let batches = vocabulary.batches(SUBJECTS, BATCH);
+        let time = |f: &dyn Fn(&BatchView<'_>) -> Evaluation| {
+            let start = Instant::now();
+            let evaluations: Vec<Evaluation> = batches
+                .iter()
+                .map(|b| f(&BatchView::new(b).unwrap()))
+                .collect();
+            (start.elapsed().as_secs_f64(), evaluations)
+        };
+        let pairs = (RULES * SUBJECTS) as f64;
+        println!("{RULES} rules x {SUBJECTS} subjects in batches of {BATCH}");
+        // 20 shapes: two of them unanchored; 18: all anchored.
+        for shapes in [20, 18] {
+            let rules: Vec<String> = (0..RULES)
+                .map(|r| bench_rule(r, shapes, &vocabulary))
+                .collect();
+            let set = compile(&rules);
+            let (every_s, every) = time(&|b| set.evaluate_every_rule(b, &OPTIONS));
+            let (indexed_s, indexed) = time(&|b| set.evaluate(b, &OPTIONS));
+            for (i, e) in indexed.iter().zip(&every) {
+                assert_eq!(i.matches, e.matches);
+            }
+            println!(
+                "{} unanchored rules: every rule {every_s:.3} s ({:.1} M pairs/s), \
+                 indexed {indexed_s:.3} s ({:.1} M pairs/s), {:.1}x",
+                set.index.unanchored.len(),
+                pairs / every_s / 1e6,
+                pairs / indexed_s / 1e6,
+                every_s / indexed_s
+            );
+        }
+    }
+
+    /// Rule `r` of the benchmark, of shape `r % shapes`. Shapes 0 to 17 have
+    /// an `equals` / `in` in every block, as dynamic-group rules mostly do;
+    /// 18 and 19 have none.
+    fn bench_rule(r: usize, shapes: usize, v: &Vocabulary) -> String {
+        use serde_json::json;
+        let (departments, locations) = (&v.departments, &v.locations);
+        let (cost_centers, skills) = (&v.cost_centers, &v.skills);
+        let at = |items: &[String], k: usize| items[(r * 7 + k) % items.len()].clone();
+        let rule = match r % shapes {
+            0..=7 => json!({"conditions": [{"attribute": "department", "operator": "equals",
+                "values": [at(departments, 0)], "ignore_case": r.is_multiple_of(2)}]}),
+            8..=10 => json!({"conditions": [
+                {"attribute": "location", "operator": "in",
+                 "values": [at(locations, 0), at(locations, 1), at(locations, 2)]},
+                {"attribute": "email", "operator": "ends_with",
+                 "values": [format!("@CORP{}.EXAMPLE", r % 10)], "ignore_case": true}]}),
+            11..=12 => json!({"any": [
+                {"conditions": [
+                    {"attribute": "department", "operator": "equals", "values": [at(departments, 0)]},
+                    {"attribute": "level", "operator": "greater_than", "values": [5]}]},
+                {"conditions": [
+                    {"attribute": "cost_center", "operator": "equals", "values": [at(cost_centers, 0)]}]}]}),
+            13..=14 => json!({"conditions": [
+                {"attribute": "skills", "operator": "in", "values": [at(skills, 0)]}]}),
+            15..=17 => {
+                let values: Vec<String> = (0..12).map(|k| at(cost_centers, k)).collect();
+                json!({"conditions": [{"attribute": "cost_center", "operator": "in",
+                    "values": values, "ignore_case": true}]})
+            }
+            18 => json!({"conditions": [{"attribute": "email", "operator": "ends_with",
+                "values": [format!("@corp{}.example", r % 10)]}]}),
+            _ => json!({"conditions": [
+                {"attribute": "department", "operator": "not_equals", "values": [at(departments, 0)]},
+                {"attribute": "level", "operator": "greater_than", "values": [7]}]}),
+        };
+        rule.to_string()
     }
 }

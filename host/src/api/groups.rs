@@ -1,0 +1,517 @@
+//! `/api/v1/groups`: groups, their members, exemptions and suggestions.
+
+use axum::Json;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::error::{ApiError, ErrorBody};
+use super::extract::{ApiJson, etag, if_match, parse_id, query_pairs};
+use super::users::page_request;
+use super::{AppState, allow};
+use crate::auth::Principal;
+use crate::directory::SubjectKind;
+use crate::error::DomainError;
+use crate::groups::model::Exemption;
+use crate::groups::{
+    Counts, ExemptionInput, GroupInput, GroupType, GroupView, Member, Membership, Suggestion,
+};
+use crate::page::Page;
+
+fn group_response(status: StatusCode, view: GroupView) -> Response {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::ETAG,
+        etag(view.group.version).parse().expect("etag is ASCII"),
+    );
+    if status == StatusCode::CREATED {
+        headers.insert(
+            header::LOCATION,
+            format!("/api/v1/groups/{}", view.group.id)
+                .parse()
+                .expect("location is ASCII"),
+        );
+    }
+    (status, headers, Json(view)).into_response()
+}
+
+fn param<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    pairs
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+/// List groups.
+#[utoipa::path(
+    get, path = "/api/v1/groups", tag = "groups",
+    params(
+        ("limit" = Option<usize>, Query, description = "Items per page, 1-500 (default 50)"),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+        ("subject" = Option<String>, Query, description = "`user` or `device`"),
+        ("type" = Option<String>, Query, description = "`static` or `dynamic`"),
+    ),
+    responses((status = 200, body = Page<GroupView>), (status = 400, body = ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn list_groups(
+    State(s): State<AppState>,
+    p: Principal,
+    RawQuery(q): RawQuery,
+) -> Result<Json<Page<GroupView>>, ApiError> {
+    let read = allow(p.read(), &p, "read groups")?;
+    let pairs = query_pairs(q.as_deref())?;
+    let req = page_request(&pairs)?;
+    let subject = match param(&pairs, "subject") {
+        None => None,
+        Some(v) => Some(
+            SubjectKind::parse(v)
+                .ok_or_else(|| DomainError::bad_query("subject", "must be user or device"))?,
+        ),
+    };
+    let group_type = match param(&pairs, "type") {
+        None => None,
+        Some("static") => Some(GroupType::Static),
+        Some("dynamic") => Some(GroupType::Dynamic),
+        Some(_) => {
+            return Err(DomainError::bad_query("type", "must be static or dynamic").into());
+        }
+    };
+    Ok(Json(
+        s.groups.list_groups(&read, subject, group_type, &req)?,
+    ))
+}
+
+/// Create a group. A dynamic group's rule is checked completely and its
+/// members computed before the answer.
+#[utoipa::path(
+    post, path = "/api/v1/groups", tag = "groups",
+    request_body = GroupInput,
+    responses((status = 201, body = GroupView), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn create_group(
+    State(s): State<AppState>,
+    p: Principal,
+    ApiJson(input): ApiJson<GroupInput>,
+) -> Result<Response, ApiError> {
+    let cap = allow(p.manage_directory(), &p, "create groups")?;
+    let view = s.groups.create_group(&cap, input).await?;
+    Ok(group_response(StatusCode::CREATED, view))
+}
+
+/// Get a group with its status.
+#[utoipa::path(
+    get, path = "/api/v1/groups/{id}", tag = "groups",
+    params(("id" = String, Path, description = "Group id")),
+    responses((status = 200, body = GroupView), (status = 404, body = ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn get_group(
+    State(s): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let read = allow(p.read(), &p, "read groups")?;
+    let view = s.groups.get_group(&read, &parse_id("group", &id)?)?;
+    Ok(group_response(StatusCode::OK, view))
+}
+
+/// Change a group with a JSON merge patch.
+#[utoipa::path(
+    patch, path = "/api/v1/groups/{id}", tag = "groups",
+    params(("id" = String, Path, description = "Group id"), ("If-Match" = Option<String>, Header, description = "ETag from a previous read")),
+    request_body(content = Object, description = "Merge patch over the fields of GroupInput", content_type = "application/merge-patch+json"),
+    responses((status = 200, body = GroupView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 412, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn update_group(
+    State(s): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    ApiJson(patch): ApiJson<Value>,
+) -> Result<Response, ApiError> {
+    let cap = allow(p.manage_directory(), &p, "change groups")?;
+    let view = s
+        .groups
+        .update_group(&cap, parse_id("group", &id)?, patch, if_match(&headers)?)
+        .await?;
+    Ok(group_response(StatusCode::OK, view))
+}
+
+/// Delete a group with its memberships.
+#[utoipa::path(
+    delete, path = "/api/v1/groups/{id}", tag = "groups",
+    params(("id" = String, Path, description = "Group id"), ("If-Match" = Option<String>, Header, description = "ETag from a previous read")),
+    responses((status = 204, description = "Deleted"), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 412, body = ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn delete_group(
+    State(s): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    let cap = allow(p.manage_directory(), &p, "delete groups")?;
+    s.groups
+        .delete_group(&cap, parse_id("group", &id)?, if_match(&headers)?)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The body of a copy.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CopyRequest {
+    /// The copy's name.
+    pub name: String,
+}
+
+/// Copy a group: rule, exclusion, settings, exemptions and manual members.
+#[utoipa::path(
+    post, path = "/api/v1/groups/{id}/copy", tag = "groups",
+    params(("id" = String, Path, description = "Group to copy")),
+    request_body = CopyRequest,
+    responses((status = 201, body = GroupView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn copy_group(
+    State(s): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<CopyRequest>,
+) -> Result<Response, ApiError> {
+    let cap = allow(p.manage_directory(), &p, "create groups")?;
+    let view = s
+        .groups
+        .copy_group(&cap, parse_id("group", &id)?, body.name)
+        .await?;
+    Ok(group_response(StatusCode::CREATED, view))
+}
+
+/// List a group's members.
+#[utoipa::path(
+    get, path = "/api/v1/groups/{id}/members", tag = "groups",
+    params(
+        ("id" = String, Path, description = "Group id"),
+        ("limit" = Option<usize>, Query, description = "Items per page, 1-500 (default 50)"),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+    ),
+    responses((status = 200, body = Page<Member>), (status = 404, body = ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn list_members(
+    State(s): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<Json<Page<Member>>, ApiError> {
+    let read = allow(p.read(), &p, "read groups")?;
+    let req = page_request(&query_pairs(q.as_deref())?)?;
+    Ok(Json(s.groups.list_members(
+        &read,
+        &parse_id("group", &id)?,
+        &req,
+    )?))
+}
+
+/// The body naming a subject.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SubjectRef {
+    /// A user or device id.
+    pub subject_id: Uuid,
+}
+
+/// Add a member to a static group.
+#[utoipa::path(
+    post, path = "/api/v1/groups/{id}/members", tag = "groups",
+    params(("id" = String, Path, description = "Group id")),
+    request_body = SubjectRef,
+    responses((status = 200, body = Member), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn add_member(
+    State(s): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<SubjectRef>,
+) -> Result<Json<Member>, ApiError> {
+    let cap = allow(p.manage_directory(), &p, "change group members")?;
+    Ok(Json(
+        s.groups
+            .add_member(&cap, parse_id("group", &id)?, body.subject_id)
+            .await?,
+    ))
+}
+
+/// Remove a member added by hand.
+#[utoipa::path(
+    delete, path = "/api/v1/groups/{id}/members/{subject}", tag = "groups",
+    params(("id" = String, Path, description = "Group id"), ("subject" = String, Path, description = "User or device id")),
+    responses((status = 204, description = "Removed"), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn remove_member(
+    State(s): State<AppState>,
+    p: Principal,
+    Path((id, subject)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let cap = allow(p.manage_directory(), &p, "change group members")?;
+    s.groups
+        .remove_member(
+            &cap,
+            parse_id("group", &id)?,
+            parse_id("subject", &subject)?,
+        )
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// List a dynamic group's exemptions.
+#[utoipa::path(
+    get, path = "/api/v1/groups/{id}/exemptions", tag = "groups",
+    params(
+        ("id" = String, Path, description = "Group id"),
+        ("limit" = Option<usize>, Query, description = "Items per page, 1-500 (default 50)"),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+    ),
+    responses((status = 200, body = Page<Exemption>), (status = 404, body = ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn list_exemptions(
+    State(s): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<Json<Page<Exemption>>, ApiError> {
+    let read = allow(p.read(), &p, "read groups")?;
+    let req = page_request(&query_pairs(q.as_deref())?)?;
+    Ok(Json(s.groups.list_exemptions(
+        &read,
+        &parse_id("group", &id)?,
+        &req,
+    )?))
+}
+
+/// Set an exemption ("always" or "never" a member); it applies before the
+/// answer.
+#[utoipa::path(
+    post, path = "/api/v1/groups/{id}/exemptions", tag = "groups",
+    params(("id" = String, Path, description = "Group id")),
+    request_body = ExemptionInput,
+    responses((status = 200, body = Exemption), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn set_exemption(
+    State(s): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<ExemptionInput>,
+) -> Result<Json<Exemption>, ApiError> {
+    let cap = allow(p.manage_directory(), &p, "change group exemptions")?;
+    Ok(Json(
+        s.groups
+            .set_exemption(&cap, parse_id("group", &id)?, body)
+            .await?,
+    ))
+}
+
+/// Remove an exemption.
+#[utoipa::path(
+    delete, path = "/api/v1/groups/{id}/exemptions/{subject}", tag = "groups",
+    params(("id" = String, Path, description = "Group id"), ("subject" = String, Path, description = "User or device id")),
+    responses((status = 204, description = "Removed"), (status = 404, body = ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn remove_exemption(
+    State(s): State<AppState>,
+    p: Principal,
+    Path((id, subject)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let cap = allow(p.manage_directory(), &p, "change group exemptions")?;
+    s.groups
+        .remove_exemption(
+            &cap,
+            parse_id("group", &id)?,
+            parse_id("subject", &subject)?,
+        )
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// List a review-mode group's suggestions.
+#[utoipa::path(
+    get, path = "/api/v1/groups/{id}/suggestions", tag = "groups",
+    params(
+        ("id" = String, Path, description = "Group id"),
+        ("dismissed" = Option<bool>, Query, description = "List rejected suggestions instead of pending ones"),
+        ("limit" = Option<usize>, Query, description = "Items per page, 1-500 (default 50)"),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+    ),
+    responses((status = 200, body = Page<Suggestion>), (status = 404, body = ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn list_suggestions(
+    State(s): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<Json<Page<Suggestion>>, ApiError> {
+    let read = allow(p.read(), &p, "read groups")?;
+    let pairs = query_pairs(q.as_deref())?;
+    let req = page_request(&pairs)?;
+    let dismissed = match param(&pairs, "dismissed") {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(_) => return Err(DomainError::bad_query("dismissed", "must be true or false").into()),
+    };
+    Ok(Json(s.groups.list_suggestions(
+        &read,
+        &parse_id("group", &id)?,
+        dismissed,
+        &req,
+    )?))
+}
+
+/// Which suggestions to accept or reject.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SuggestionDecision {
+    /// The subjects whose suggestions to decide; all pending ones when absent.
+    #[serde(default)]
+    pub subject_ids: Option<Vec<Uuid>>,
+}
+
+/// How many suggestions were decided.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Decided {
+    /// Suggestions accepted or rejected.
+    pub decided: u64,
+}
+
+/// Accept suggestions: the memberships change, and groups depending on this
+/// one follow, before the answer.
+#[utoipa::path(
+    post, path = "/api/v1/groups/{id}/suggestions/accept", tag = "groups",
+    params(("id" = String, Path, description = "Group id")),
+    request_body = SuggestionDecision,
+    responses((status = 200, body = Decided), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn accept_suggestions(
+    State(s): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<SuggestionDecision>,
+) -> Result<Json<Decided>, ApiError> {
+    let cap = allow(p.manage_directory(), &p, "review group suggestions")?;
+    let decided = s
+        .groups
+        .decide_suggestions(&cap, parse_id("group", &id)?, body.subject_ids, true)
+        .await?;
+    Ok(Json(Decided { decided }))
+}
+
+/// Reject suggestions: they are dismissed until the rule suggests something
+/// else for the subject.
+#[utoipa::path(
+    post, path = "/api/v1/groups/{id}/suggestions/reject", tag = "groups",
+    params(("id" = String, Path, description = "Group id")),
+    request_body = SuggestionDecision,
+    responses((status = 200, body = Decided), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn reject_suggestions(
+    State(s): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<SuggestionDecision>,
+) -> Result<Json<Decided>, ApiError> {
+    let cap = allow(p.manage_directory(), &p, "review group suggestions")?;
+    let decided = s
+        .groups
+        .decide_suggestions(&cap, parse_id("group", &id)?, body.subject_ids, false)
+        .await?;
+    Ok(Json(Decided { decided }))
+}
+
+/// Recompute every dynamic group over the whole directory now.
+#[utoipa::path(
+    post, path = "/api/v1/groups/recompute", tag = "groups",
+    responses((status = 200, body = Counts)),
+    security(("api_key" = []))
+)]
+pub async fn recompute(State(s): State<AppState>, p: Principal) -> Result<Json<Counts>, ApiError> {
+    let cap = allow(p.manage_directory(), &p, "recompute groups")?;
+    use crate::auth::Mutation;
+    Ok(Json(s.groups.recompute_all(cap.actor()).await?))
+}
+
+/// A group a subject is in.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SubjectGroup {
+    /// Group id.
+    pub id: Uuid,
+    /// Group name.
+    pub name: String,
+    /// How the subject is a member.
+    #[serde(flatten)]
+    pub membership: Membership,
+}
+
+fn subject_groups(
+    s: &AppState,
+    p: &Principal,
+    id: &str,
+    kind: &str,
+) -> Result<Json<Vec<SubjectGroup>>, ApiError> {
+    let read = allow(p.read(), p, "read groups")?;
+    let id = parse_id(kind, id)?;
+    let groups = s.groups.groups_of_subject(&read, &id)?;
+    Ok(Json(
+        groups
+            .into_iter()
+            .map(|(g, m)| SubjectGroup {
+                id: g.id,
+                name: g.name,
+                membership: m,
+            })
+            .collect(),
+    ))
+}
+
+/// The groups a user is in.
+#[utoipa::path(
+    get, path = "/api/v1/users/{id}/groups", tag = "groups",
+    params(("id" = String, Path, description = "User id")),
+    responses((status = 200, body = Vec<SubjectGroup>)),
+    security(("api_key" = []))
+)]
+pub async fn user_groups(
+    State(s): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<SubjectGroup>>, ApiError> {
+    subject_groups(&s, &p, &id, "user")
+}
+
+/// The groups a device is in.
+#[utoipa::path(
+    get, path = "/api/v1/devices/{id}/groups", tag = "groups",
+    params(("id" = String, Path, description = "Device id")),
+    responses((status = 200, body = Vec<SubjectGroup>)),
+    security(("api_key" = []))
+)]
+pub async fn device_groups(
+    State(s): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<SubjectGroup>>, ApiError> {
+    subject_groups(&s, &p, &id, "device")
+}

@@ -1,0 +1,245 @@
+//! Writing a run's decisions: the membership delta, review suggestions,
+//! per-subject evaluation errors and the group status, each membership change
+//! with its audit event, all in the caller's transaction.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use cohort_storage::WriteTxn;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::keys::{ERRORS, MEMBERS, STATUS, SUBJECT_GROUPS, SUGGESTIONS, pair};
+use super::model::{GroupStatus, Membership, Source, Suggestion};
+use super::run::{GroupResult, Outcome};
+use crate::audit::{self, Change, Record};
+use crate::auth::Actor;
+use crate::error::DomainError;
+
+/// How many membership changes a write made.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct Counts {
+    /// Memberships added.
+    pub added: u64,
+    /// Memberships removed.
+    pub removed: u64,
+    /// Suggestions created or changed.
+    pub suggested: u64,
+}
+
+fn change(before: Value, after: Value) -> Change {
+    Change { before, after }
+}
+
+/// Records one membership change.
+#[allow(clippy::too_many_arguments)]
+pub fn record_membership(
+    txn: &mut WriteTxn<'_>,
+    now: DateTime<Utc>,
+    actor: &Actor,
+    group: &Uuid,
+    subject: &Uuid,
+    before: Option<Source>,
+    after: Option<Source>,
+    reason: &str,
+) -> Result<(), DomainError> {
+    let key = pair(group, subject);
+    match after {
+        Some(source) => {
+            txn.put_json(MEMBERS, &key, &Membership { source, since: now })?;
+            txn.put(SUBJECT_GROUPS, &pair(subject, group), Vec::new());
+        }
+        None => {
+            txn.delete(MEMBERS, &key);
+            txn.delete(SUBJECT_GROUPS, &pair(subject, group));
+        }
+    }
+    let action = match (before, after) {
+        (None, Some(_)) => "group.member_add",
+        (Some(_), None) => "group.member_remove",
+        _ => "group.member_update",
+    };
+    let src = |s: Option<Source>| s.map_or(Value::Null, |s| json!(s.as_str()));
+    let mut changes = BTreeMap::new();
+    changes.insert(
+        "subject_id".to_string(),
+        change(Value::Null, json!(subject.to_string())),
+    );
+    changes.insert("source".to_string(), change(src(before), src(after)));
+    changes.insert("reason".to_string(), change(Value::Null, json!(reason)));
+    audit::record(
+        txn,
+        now,
+        actor,
+        Record {
+            action,
+            resource_type: "group",
+            resource_id: group.to_string(),
+            changes,
+        },
+    )?;
+    Ok(())
+}
+
+/// Reads a group's status (default when none was written yet).
+pub fn load_status(txn: &WriteTxn<'_>, group: &Uuid) -> Result<GroupStatus, DomainError> {
+    Ok(txn.get_json(STATUS, group.as_bytes())?.unwrap_or_default())
+}
+
+/// Writes every group's decisions from `outcome`. `reason` says what caused
+/// the run, for the audit log.
+pub fn apply(
+    txn: &mut WriteTxn<'_>,
+    outcome: Outcome,
+    actor: &Actor,
+    now: DateTime<Utc>,
+    reason: &str,
+    full: bool,
+) -> Result<Counts, DomainError> {
+    let mut counts = Counts::default();
+    let mut groups: Vec<(Uuid, GroupResult)> = outcome.groups.into_iter().collect();
+    groups.sort_by_key(|(id, _)| *id);
+    for (group, result) in groups {
+        apply_group(txn, &group, result, actor, now, reason, full, &mut counts)?;
+    }
+    Ok(counts)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn apply_group(
+    txn: &mut WriteTxn<'_>,
+    group: &Uuid,
+    result: GroupResult,
+    actor: &Actor,
+    now: DateTime<Utc>,
+    reason: &str,
+    full: bool,
+    counts: &mut Counts,
+) -> Result<(), DomainError> {
+    // Status counters move by deltas; the status is read only when one moved.
+    let mut status = Delta::default();
+    let stored = &result.stored;
+    let mut new_errors = 0u64;
+    for d in &result.decisions {
+        let current = stored.members.get(&d.subject).map(|m| m.source);
+        if current != d.member {
+            let why = match d.member {
+                Some(Source::Rule) => format!("the rule matches ({reason})"),
+                Some(Source::Exemption) => format!("an 'always' exemption applies ({reason})"),
+                Some(Source::Manual) => format!("added by hand ({reason})"),
+                None if d.excluded => format!("the exclusion rule matches ({reason})"),
+                None if d.rule_match => {
+                    format!("an exemption or the group's state scoping leaves it out ({reason})")
+                }
+                None => format!("the rule no longer matches ({reason})"),
+            };
+            record_membership(txn, now, actor, group, &d.subject, current, d.member, &why)?;
+            match (current.is_some(), d.member.is_some()) {
+                (false, true) => {
+                    counts.added += 1;
+                    status.member_count += 1;
+                }
+                (true, false) => {
+                    counts.removed += 1;
+                    status.member_count -= 1;
+                }
+                _ => {}
+            }
+        }
+        let key = pair(group, &d.subject);
+        let existing = stored.suggestions.get(&d.subject);
+        match (existing, d.suggestion) {
+            (None, None) => {}
+            (Some(s), Some(a)) if s.action == a => {}
+            (Some(s), None) => {
+                if !s.dismissed {
+                    status.pending_suggestions -= 1;
+                }
+                txn.delete(SUGGESTIONS, &key);
+            }
+            (existing, Some(action)) => {
+                if existing.is_some_and(|s| !s.dismissed) {
+                    status.pending_suggestions -= 1;
+                }
+                txn.put_json(
+                    SUGGESTIONS,
+                    &key,
+                    &Suggestion {
+                        subject_id: d.subject,
+                        action,
+                        since: now,
+                        dismissed: false,
+                    },
+                )?;
+                status.pending_suggestions += 1;
+                counts.suggested += 1;
+            }
+        }
+        let had_error = stored.errors.contains(&d.subject);
+        match result.errors.get(&d.subject) {
+            Some(message) => {
+                txn.put(ERRORS, &key, message.clone().into_bytes());
+                if !had_error {
+                    status.evaluation_errors += 1;
+                    new_errors += 1;
+                }
+            }
+            None if had_error => {
+                txn.delete(ERRORS, &key);
+                status.evaluation_errors -= 1;
+            }
+            None => {}
+        }
+    }
+    if new_errors > 0 {
+        let example = result
+            .errors
+            .iter()
+            .next()
+            .map(|(s, m)| format!("{s}: {m}"));
+        let mut changes = BTreeMap::new();
+        changes.insert(
+            "evaluation_errors".to_string(),
+            change(Value::Null, json!(new_errors)),
+        );
+        changes.insert("example".to_string(), change(Value::Null, json!(example)));
+        audit::record(
+            txn,
+            now,
+            actor,
+            Record {
+                action: "group.warning",
+                resource_type: "group",
+                resource_id: group.to_string(),
+                changes,
+            },
+        )?;
+    }
+    if status == Delta::default() && !full && result.failure.is_none() {
+        return Ok(());
+    }
+    let mut current = load_status(txn, group)?;
+    let before = current.clone();
+    let add = |v: u64, d: i64| (v as i64 + d).max(0) as u64;
+    current.member_count = add(current.member_count, status.member_count);
+    current.pending_suggestions = add(current.pending_suggestions, status.pending_suggestions);
+    current.evaluation_errors = add(current.evaluation_errors, status.evaluation_errors);
+    if full || result.failure.is_some() {
+        current.evaluator_error = result.failure.clone();
+    }
+    if full && result.failure.is_none() {
+        current.evaluated_at = Some(now);
+    }
+    if current != before {
+        txn.put_json(STATUS, group.as_bytes(), &current)?;
+    }
+    Ok(())
+}
+
+/// Changes to a group's status counters.
+#[derive(Default, PartialEq)]
+struct Delta {
+    member_count: i64,
+    pending_suggestions: i64,
+    evaluation_errors: i64,
+}

@@ -1,0 +1,321 @@
+//! Groups of users and of devices, and the engine that keeps dynamic groups'
+//! memberships in line with their rules.
+//!
+//! Memberships change in the same transaction as whatever caused them: the
+//! directory tells the engine about every change (it is the directory's
+//! [`ChangeListener`]), and the engine re-evaluates only the subjects the
+//! change can affect, against a compiled plan of every dynamic group that it
+//! keeps between changes. A full recompute walks everything with the same
+//! code, so the two paths cannot disagree by construction; a test checks it.
+
+mod apply;
+mod crud;
+mod defaults;
+pub mod keys;
+mod members;
+pub mod model;
+mod plan;
+pub mod rule;
+mod run;
+mod universe;
+
+pub use apply::Counts;
+pub use model::{
+    ExemptionInput, Group, GroupInput, GroupStatus, GroupType, GroupView, Member, Membership,
+    Source, Suggestion,
+};
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use chrono::{DateTime, Utc};
+use cohort_storage::{Store, WriteTxn};
+use parking_lot::Mutex;
+use uuid::Uuid;
+
+use crate::auth::Actor;
+use crate::clock::Clock;
+use crate::directory::{self, Change, ChangeListener, SubjectKind};
+use crate::error::DomainError;
+use crate::plugins::Registry;
+use keys::{GROUPS, MEMBERS, SUBJECT_GROUPS, pair};
+use plan::{Plan, Schema};
+use run::{Mode, Run};
+use universe::{Reader, Universe};
+
+/// The groups service. Cheap to clone.
+#[derive(Clone)]
+pub struct Groups {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    clock: Arc<dyn Clock>,
+    registry: Registry,
+    /// Bumped whenever a group changes; the cached plan is for one value.
+    generation: AtomicU64,
+    cache: Mutex<Option<Cached>>,
+}
+
+struct Cached {
+    generation: u64,
+    schema: Schema,
+    plan: Arc<Plan>,
+}
+
+impl Groups {
+    /// The service over `store`; creates the built-in groups on first use.
+    pub fn open(
+        store: Store,
+        clock: Arc<dyn Clock>,
+        registry: Registry,
+    ) -> Result<Groups, DomainError> {
+        let groups = Groups {
+            inner: Arc::new(Inner {
+                store,
+                clock,
+                registry,
+                generation: AtomicU64::new(0),
+                cache: Mutex::new(None),
+            }),
+        };
+        groups.seed_defaults()?;
+        Ok(groups)
+    }
+
+    fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        self.inner.clock.now()
+    }
+
+    fn invalidate(&self) {
+        self.inner.generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn schema(&self) -> Result<Schema, DomainError> {
+        Ok(Schema {
+            by_kind: [
+                directory::schema(self.store(), SubjectKind::User)?,
+                directory::schema(self.store(), SubjectKind::Device)?,
+            ],
+        })
+    }
+
+    /// Every stored group.
+    fn all_groups(&self, r: &impl Reader) -> Result<Vec<Arc<Group>>, DomainError> {
+        r.scan(GROUPS, b"")?
+            .iter()
+            .map(|(_, v)| Ok(Arc::new(cohort_storage::decode_json(GROUPS, v)?)))
+            .collect()
+    }
+
+    /// The compiled plan of every dynamic group, rebuilt when a group or the
+    /// attribute schema changed since it was built.
+    fn full_plan(&self, r: &impl Reader) -> Result<Arc<Plan>, DomainError> {
+        let generation = self.inner.generation.load(Ordering::SeqCst);
+        let schema = self.schema()?;
+        let mut cache = self.inner.cache.lock();
+        if let Some(c) = cache.as_ref()
+            && c.generation == generation
+            && c.schema == schema
+        {
+            return Ok(Arc::clone(&c.plan));
+        }
+        let targets: Vec<Arc<Group>> = self
+            .all_groups(r)?
+            .into_iter()
+            .filter(|g| g.is_dynamic())
+            .collect();
+        let plan = Arc::new(plan::build(&self.inner.registry, &schema, targets, false)?);
+        for (group, reason) in &plan.failed {
+            tracing::warn!(group = %group, reason = %reason, "group left out of evaluation");
+        }
+        *cache = Some(Cached {
+            generation,
+            schema,
+            plan: Arc::clone(&plan),
+        });
+        Ok(plan)
+    }
+
+    fn drop_plan(&self) {
+        *self.inner.cache.lock() = None;
+    }
+
+    /// Runs `plan` over `universe` and writes the result.
+    #[allow(clippy::too_many_arguments)]
+    fn run_and_apply(
+        &self,
+        txn: &mut WriteTxn<'_>,
+        plan: &Plan,
+        universe: &Universe,
+        actor: &Actor,
+        now: DateTime<Utc>,
+        reason: &str,
+        full: bool,
+    ) -> Result<Counts, DomainError> {
+        let outcome = Run::new(&*txn, plan, universe, now, Mode::Apply, false).run()?;
+        if outcome.poisoned {
+            self.drop_plan();
+        }
+        apply::apply(txn, outcome, actor, now, reason, full)
+    }
+
+    /// Recomputes every dynamic group over the whole directory and writes
+    /// what differs. Gives the same memberships as the incremental path.
+    pub async fn recompute_all(&self, actor: &Actor) -> Result<Counts, DomainError> {
+        let actor = actor.clone();
+        self.write(move |this, txn| {
+            let now = this.now();
+            let plan = this.full_plan(&*txn)?;
+            let universe = Universe::everything(&*txn, plan.has_related.iter().any(|h| *h))?;
+            let counts =
+                this.run_and_apply(txn, &plan, &universe, &actor, now, "full recompute", true)?;
+            this.record_failures(txn, &plan)?;
+            Ok(counts)
+        })
+        .await
+    }
+
+    /// Runs a write transaction off the async threads (it may evaluate rules
+    /// over the whole directory) and waits until it is durable.
+    async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Groups, &mut WriteTxn<'_>) -> Result<T, DomainError> + Send + 'static,
+    ) -> Result<T, DomainError> {
+        let this = self.clone();
+        let committed = match tokio::task::spawn_blocking(move || {
+            this.store().write(|txn| f(&this, txn))
+        })
+        .await
+        {
+            Ok(c) => c?,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        };
+        Ok(committed.durable().await?)
+    }
+
+    /// Keeps the reason a group could not be compiled on its status.
+    fn record_failures(&self, txn: &mut WriteTxn<'_>, plan: &Plan) -> Result<(), DomainError> {
+        for (group, reason) in &plan.failed {
+            let mut status = apply::load_status(txn, group)?;
+            if status.evaluator_error.as_deref() != Some(reason) {
+                status.evaluator_error = Some(reason.clone());
+                txn.put_json(keys::STATUS, group.as_bytes(), &status)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes a deleted subject from every group, with audit events.
+    fn forget_subject(
+        &self,
+        txn: &mut WriteTxn<'_>,
+        actor: &Actor,
+        now: DateTime<Utc>,
+        subject: &Uuid,
+    ) -> Result<(), DomainError> {
+        for (k, _) in txn.scan_prefix(SUBJECT_GROUPS, subject.as_bytes())? {
+            let Some(group) = directory::keys::uuid_at(&k, 16) else {
+                continue;
+            };
+            let before = txn
+                .get_json::<Membership>(MEMBERS, &pair(&group, subject))?
+                .map(|m| m.source);
+            apply::record_membership(
+                txn,
+                now,
+                actor,
+                &group,
+                subject,
+                before,
+                None,
+                "the subject was deleted",
+            )?;
+            let mut status = apply::load_status(txn, &group)?;
+            status.member_count = status.member_count.saturating_sub(1);
+            txn.put_json(keys::STATUS, group.as_bytes(), &status)?;
+        }
+        for g in self.all_groups(&*txn)? {
+            let key = pair(&g.id, subject);
+            for ks in [keys::MANUAL, keys::EXEMPTIONS, keys::ERRORS] {
+                txn.delete(ks, &key);
+            }
+            if let Some(s) = txn.get_json::<Suggestion>(keys::SUGGESTIONS, &key)? {
+                txn.delete(keys::SUGGESTIONS, &key);
+                if !s.dismissed {
+                    let mut status = apply::load_status(txn, &g.id)?;
+                    status.pending_suggestions = status.pending_suggestions.saturating_sub(1);
+                    txn.put_json(keys::STATUS, g.id.as_bytes(), &status)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl ChangeListener for Groups {
+    fn changed(
+        &self,
+        txn: &mut WriteTxn<'_>,
+        actor: &Actor,
+        now: DateTime<Utc>,
+        change: &Change,
+    ) -> Result<(), DomainError> {
+        let plan = self.full_plan(&*txn)?;
+        let (mut users, mut devices) = (BTreeSet::new(), BTreeSet::new());
+        let reason = match change {
+            Change::Subject {
+                kind,
+                id,
+                attributes,
+            } => {
+                let exists = match kind {
+                    SubjectKind::User => txn.contains(directory::keys::USERS, id.as_bytes())?,
+                    SubjectKind::Device => txn.contains(directory::keys::DEVICES, id.as_bytes())?,
+                };
+                if !exists {
+                    return self.forget_subject(txn, actor, now, id);
+                }
+                if let Some(attrs) = attributes {
+                    let matters = plan.reads.touches(*kind, attrs)
+                        || (*kind == SubjectKind::User && attrs.contains("state"));
+                    if !matters {
+                        return Ok(());
+                    }
+                }
+                match kind {
+                    SubjectKind::User => users.insert(*id),
+                    SubjectKind::Device => devices.insert(*id),
+                };
+                format!("{} {id} changed", kind.as_str())
+            }
+            Change::Binding { user, device } => {
+                if plan.has_related(SubjectKind::User) {
+                    users.insert(*user);
+                }
+                if plan.has_related(SubjectKind::Device) {
+                    devices.insert(*device);
+                }
+                if users.is_empty() && devices.is_empty() {
+                    return Ok(());
+                }
+                format!("binding of user {user} and device {device} changed")
+            }
+        };
+        let universe = Universe::around(
+            &*txn,
+            &users,
+            &devices,
+            plan.has_related(SubjectKind::User),
+            plan.has_related(SubjectKind::Device),
+        )?;
+        self.run_and_apply(txn, &plan, &universe, actor, now, &reason, false)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,655 @@
+//! Turning groups into compiled evaluation programs.
+//!
+//! A plan covers a set of *target* groups (all dynamic groups for a
+//! recompute, one group for a preview or an explanation). Groups the targets
+//! refer to but that are not targets are inputs: their stored memberships are
+//! read. Targets are split into stages so that a group is evaluated only after
+//! every target group it refers to; each stage holds one compiled rule set
+//! per (subject kind, evaluator), so one plugin call evaluates many rules over
+//! many subjects.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use uuid::Uuid;
+
+use super::model::Group;
+use super::rule::{Cond, Quantifier, RuleModel, member_attribute, related_attribute};
+use crate::directory::{AttrType, Attribute, SubjectKind};
+use crate::error::DomainError;
+use crate::plugins::batch::{attribute_defs, wit_kind};
+use crate::plugins::bindings::rules::{CompileError, RuleSource};
+use crate::plugins::bindings::types::{AttributeDef, AttributeType};
+use crate::plugins::{PluginError, Registry, RuleSession, World};
+
+/// What one compiled rule stands for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Unit {
+    /// The rule of a group.
+    Rule(Uuid),
+    /// The exclusion rule of a group.
+    Exclusion(Uuid),
+    /// A cross-subject condition, evaluated on the related subjects.
+    Related(usize),
+}
+
+/// A cross-subject condition of some target group.
+#[derive(Clone, Debug)]
+pub struct RelatedDef {
+    /// The group whose rule has the condition.
+    pub owner: Uuid,
+    /// Where the condition is: `rule/conditions/2/devices`.
+    pub field: String,
+    /// How their results combine.
+    pub quantifier: Quantifier,
+}
+
+/// A parsed group rule, with what it reads and refers to.
+#[derive(Clone, Debug)]
+pub struct Parsed {
+    /// The rule; `None` for an opaque rule in another evaluator's language.
+    pub rule: Option<RuleModel>,
+    /// The exclusion rule, likewise.
+    pub exclusion: Option<RuleModel>,
+}
+
+impl Parsed {
+    /// Parses a dynamic group's rules. A rule given as a JSON string is
+    /// passed to its evaluator verbatim.
+    pub fn of(group: &Group) -> Result<Parsed, DomainError> {
+        let parse = |v: &Option<serde_json::Value>, field: &str| match v {
+            Some(serde_json::Value::String(_)) | None => Ok(None),
+            Some(v) => RuleModel::parse(v, group.subject, field).map(Some),
+        };
+        Ok(Parsed {
+            rule: parse(&group.rule, "rule")?,
+            exclusion: parse(&group.exclusion, "exclusion")?,
+        })
+    }
+
+    fn models(&self) -> impl Iterator<Item = &RuleModel> {
+        self.rule.iter().chain(self.exclusion.iter())
+    }
+
+    /// The groups the rules refer to.
+    pub fn references(&self, kind: SubjectKind) -> BTreeSet<super::rule::Reference> {
+        self.models().flat_map(|m| m.references(kind)).collect()
+    }
+}
+
+/// Attributes read by rules, per kind; `None` means every attribute (an
+/// opaque rule may read anything).
+#[derive(Clone, Debug, Default)]
+pub struct Reads {
+    /// Per kind (user, device).
+    pub by_kind: [Option<BTreeSet<String>>; 2],
+}
+
+fn slot(kind: SubjectKind) -> usize {
+    match kind {
+        SubjectKind::User => 0,
+        SubjectKind::Device => 1,
+    }
+}
+
+impl Reads {
+    fn all() -> Self {
+        Reads {
+            by_kind: [Some(BTreeSet::new()), Some(BTreeSet::new())],
+        }
+    }
+
+    fn add(&mut self, kind: SubjectKind, attrs: Option<&BTreeSet<String>>) {
+        let entry = &mut self.by_kind[slot(kind)];
+        match (entry.as_mut(), attrs) {
+            (Some(set), Some(a)) => set.extend(a.iter().cloned()),
+            (Some(_), None) => *entry = None,
+            (None, _) => {}
+        }
+    }
+
+    /// Whether a change to `attrs` of a `kind` subject can matter.
+    pub fn touches(&self, kind: SubjectKind, attrs: &BTreeSet<String>) -> bool {
+        match &self.by_kind[slot(kind)] {
+            None => true,
+            Some(set) => attrs.iter().any(|a| set.contains(a)),
+        }
+    }
+}
+
+/// One compiled rule set.
+pub struct Program {
+    /// Whose attributes the batch carries.
+    pub kind: SubjectKind,
+    /// The compiled rules.
+    pub session: RuleSession,
+    /// What each rule stands for, by position.
+    pub units: Vec<Unit>,
+    /// Plain attributes to put in the batch, with their types.
+    pub attributes: Vec<(String, AttrType)>,
+    /// Groups whose membership the rules read.
+    pub members: Vec<Uuid>,
+    /// Cross-subject outcomes the rules read.
+    pub related: Vec<usize>,
+}
+
+/// A compiled plan.
+pub struct Plan {
+    /// The target groups, by id.
+    pub groups: HashMap<Uuid, Arc<Group>>,
+    /// Targets in dependency order.
+    pub order: Vec<Uuid>,
+    /// Each target's stage.
+    pub stage_of: HashMap<Uuid, usize>,
+    /// Programs per stage.
+    pub stages: Vec<Vec<Program>>,
+    /// Cross-subject conditions, by number.
+    pub related: Vec<RelatedDef>,
+    /// Stage of each cross-subject condition's related rule.
+    pub related_stage: Vec<usize>,
+    /// What the targets read, including through related subjects.
+    pub reads: Reads,
+    /// Whether targets of a kind have conditions on related subjects: then a
+    /// change to a related subject matters to them.
+    pub has_related: [bool; 2],
+    /// Targets that could not be compiled, with the reason; they are left
+    /// out, and their memberships stay as they are.
+    pub failed: BTreeMap<Uuid, String>,
+}
+
+impl Plan {
+    /// Whether targets of `kind` test their related subjects.
+    pub fn has_related(&self, kind: SubjectKind) -> bool {
+        self.has_related[slot(kind)]
+    }
+}
+
+/// The attribute schema per kind, as the plan compiles against it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Schema {
+    /// Users' attributes, then devices'.
+    pub by_kind: [Vec<Attribute>; 2],
+}
+
+impl Schema {
+    /// The attributes of `kind`.
+    pub fn of(&self, kind: SubjectKind) -> &[Attribute] {
+        &self.by_kind[slot(kind)]
+    }
+
+    /// Name → type for `kind`.
+    pub fn types(&self, kind: SubjectKind) -> BTreeMap<String, AttrType> {
+        self.of(kind)
+            .iter()
+            .map(|a| (a.name.clone(), a.attr_type))
+            .collect()
+    }
+}
+
+/// Finds a cycle through `start` in the reference graph, as a list of group
+/// ids from `start` back to `start`.
+pub fn find_cycle(edges: &HashMap<Uuid, Vec<Uuid>>, start: Uuid) -> Option<Vec<Uuid>> {
+    fn dfs(
+        edges: &HashMap<Uuid, Vec<Uuid>>,
+        node: Uuid,
+        start: Uuid,
+        path: &mut Vec<Uuid>,
+        seen: &mut BTreeSet<Uuid>,
+    ) -> bool {
+        for next in edges.get(&node).into_iter().flatten() {
+            if *next == start {
+                path.push(*next);
+                return true;
+            }
+            if seen.insert(*next) {
+                path.push(*next);
+                if dfs(edges, *next, start, path, seen) {
+                    return true;
+                }
+                path.pop();
+            }
+        }
+        false
+    }
+    let mut path = vec![start];
+    let mut seen = BTreeSet::new();
+    dfs(edges, start, start, &mut path, &mut seen).then_some(path)
+}
+
+/// Builds and compiles a plan for `targets`. Every target must be a
+/// dynamic group; the reference graph must be acyclic (checked when rules
+/// are saved). With `strict`, the first target that does not compile fails
+/// the whole plan with an error naming the position; otherwise such targets
+/// are recorded in `failed` and left out.
+pub fn build(
+    registry: &Registry,
+    schema: &Schema,
+    targets: Vec<Arc<Group>>,
+    strict: bool,
+) -> Result<Plan, DomainError> {
+    let mut failed = BTreeMap::new();
+    let mut parsed: HashMap<Uuid, Parsed> = HashMap::new();
+    let mut groups: HashMap<Uuid, Arc<Group>> = HashMap::new();
+    for g in targets {
+        match Parsed::of(&g) {
+            Ok(p) => {
+                parsed.insert(g.id, p);
+                groups.insert(g.id, g);
+            }
+            Err(e) if !strict => {
+                failed.insert(g.id, e.to_string());
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    loop {
+        let plan = assemble(&groups, &parsed, failed.clone())?;
+        match compile(registry, schema, plan, strict)? {
+            Ok(plan) => return Ok(plan),
+            Err((group, reason)) => {
+                // Drop the failing group (and, next round, what depends on it).
+                failed.insert(group, reason);
+                groups.remove(&group);
+                parsed.remove(&group);
+                let dependents: Vec<Uuid> = parsed
+                    .iter()
+                    .filter(|(_, p)| {
+                        p.references(SubjectKind::User)
+                            .iter()
+                            .chain(p.references(SubjectKind::Device).iter())
+                            .any(|r| r.group == group)
+                    })
+                    .map(|(id, _)| *id)
+                    .collect();
+                for d in dependents {
+                    failed.insert(
+                        d,
+                        format!("it refers to group {group}, which cannot be evaluated"),
+                    );
+                    groups.remove(&d);
+                    parsed.remove(&d);
+                }
+            }
+        }
+    }
+}
+
+/// One rule of a bucket: what it stands for, its text, what it reads.
+type BucketRule = (Unit, String, Option<BTreeSet<String>>);
+
+/// A plan before compilation: units grouped by (stage, kind, evaluator),
+/// with their rule texts.
+struct Draft {
+    groups: HashMap<Uuid, Arc<Group>>,
+    order: Vec<Uuid>,
+    stage_of: HashMap<Uuid, usize>,
+    related: Vec<RelatedDef>,
+    related_stage: Vec<usize>,
+    buckets: BTreeMap<(usize, usize, String), Vec<BucketRule>>,
+    reads: Reads,
+    has_related: [bool; 2],
+    failed: BTreeMap<Uuid, String>,
+}
+
+fn assemble(
+    groups: &HashMap<Uuid, Arc<Group>>,
+    parsed: &HashMap<Uuid, Parsed>,
+    failed: BTreeMap<Uuid, String>,
+) -> Result<Draft, DomainError> {
+    // Dependency order among targets (depth-first, stable by id).
+    let mut ids: Vec<Uuid> = groups.keys().copied().collect();
+    ids.sort();
+    let refs = |id: &Uuid| -> Vec<Uuid> {
+        let g = &groups[id];
+        parsed[id]
+            .references(g.subject)
+            .into_iter()
+            .map(|r| r.group)
+            .filter(|r| groups.contains_key(r))
+            .collect()
+    };
+    let mut order = Vec::new();
+    let mut state: HashMap<Uuid, u8> = HashMap::new();
+    fn visit(
+        id: Uuid,
+        refs: &dyn Fn(&Uuid) -> Vec<Uuid>,
+        state: &mut HashMap<Uuid, u8>,
+        order: &mut Vec<Uuid>,
+    ) -> Result<(), DomainError> {
+        match state.get(&id) {
+            Some(2) => return Ok(()),
+            Some(1) => {
+                return Err(DomainError::invalid_rule(
+                    "rule",
+                    format!("group {id} is part of a reference cycle"),
+                ));
+            }
+            _ => {}
+        }
+        state.insert(id, 1);
+        for r in refs(&id) {
+            visit(r, refs, state, order)?;
+        }
+        state.insert(id, 2);
+        order.push(id);
+        Ok(())
+    }
+    for id in &ids {
+        visit(*id, &refs, &mut state, &mut order)?;
+    }
+    let mut stage_of: HashMap<Uuid, usize> = HashMap::new();
+    let mut related = Vec::new();
+    let mut related_stage = Vec::new();
+    let mut buckets: BTreeMap<_, Vec<_>> = BTreeMap::new();
+    let mut reads = Reads::all();
+    let mut has_related = [false; 2];
+    let after = |refs: &BTreeSet<super::rule::Reference>, stage_of: &HashMap<Uuid, usize>| {
+        refs.iter()
+            .filter_map(|r| stage_of.get(&r.group).map(|s| s + 1))
+            .max()
+            .unwrap_or(0)
+    };
+    for id in &order {
+        let g = &groups[id];
+        let p = &parsed[id];
+        let mut stage = 0;
+        // Cross-subject conditions first: each is a rule of its own in the
+        // related kind, evaluated in an earlier stage than the owner.
+        let mut texts: Vec<(Unit, String, Option<BTreeSet<String>>)> = Vec::new();
+        let mut related_units = Vec::new();
+        for (field, model, raw) in [
+            ("rule", &p.rule, &g.rule),
+            ("exclusion", &p.exclusion, &g.exclusion),
+        ] {
+            let Some(raw) = raw else { continue };
+            let unit = if field == "rule" {
+                Unit::Rule(*id)
+            } else {
+                Unit::Exclusion(*id)
+            };
+            match model {
+                None => {
+                    let text = raw.as_str().unwrap_or_default().to_string();
+                    reads.add(g.subject, None);
+                    texts.push((unit, text, None));
+                }
+                Some(model) => {
+                    let (own, _) = model.reads();
+                    reads.add(g.subject, Some(&own));
+                    let text = model.to_evaluator_text(|at, cond| {
+                        let Cond::Related {
+                            kind,
+                            quantifier,
+                            rule,
+                        } = cond
+                        else {
+                            unreachable!("only related conditions are handed out")
+                        };
+                        let n = related.len();
+                        let rel_field = format!(
+                            "{field}{at}/{}",
+                            if *kind == SubjectKind::Device {
+                                "devices"
+                            } else {
+                                "users"
+                            }
+                        );
+                        related.push(RelatedDef {
+                            owner: *id,
+                            field: rel_field,
+                            quantifier: *quantifier,
+                        });
+                        let rel_refs = rule.references(*kind);
+                        let rel_stage = after(&rel_refs, &stage_of);
+                        related_stage.push(rel_stage);
+                        let rel_reads = rule.reads().0;
+                        reads.add(*kind, Some(&rel_reads));
+                        has_related[slot(g.subject)] = true;
+                        related_units.push((
+                            rel_stage,
+                            *kind,
+                            Unit::Related(n),
+                            rule.to_evaluator_text(|_, _| unreachable!("no nesting")),
+                            rel_reads,
+                        ));
+                        related_attribute(n)
+                    });
+                    texts.push((unit, text, Some(own)));
+                }
+            }
+        }
+        stage = stage.max(after(&p.references(g.subject), &stage_of));
+        for (rs, ..) in &related_units {
+            stage = stage.max(rs + 1);
+        }
+        stage_of.insert(*id, stage);
+        for (rs, kind, unit, text, rel_reads) in related_units {
+            buckets
+                .entry((rs, slot(kind), g.evaluator.clone()))
+                .or_default()
+                .push((unit, text, Some(rel_reads)));
+        }
+        for (unit, text, r) in texts {
+            buckets
+                .entry((stage, slot(g.subject), g.evaluator.clone()))
+                .or_default()
+                .push((unit, text, r));
+        }
+    }
+    Ok(Draft {
+        groups: groups.clone(),
+        order,
+        stage_of,
+        related,
+        related_stage,
+        buckets,
+        reads,
+        has_related,
+        failed,
+    })
+}
+
+fn kind_of(slot: usize) -> SubjectKind {
+    if slot == 0 {
+        SubjectKind::User
+    } else {
+        SubjectKind::Device
+    }
+}
+
+/// The group a unit belongs to, and the field prefix of its positions.
+fn unit_owner(draft: &Draft, unit: Unit) -> (Uuid, String) {
+    match unit {
+        Unit::Rule(g) => (g, "rule".into()),
+        Unit::Exclusion(g) => (g, "exclusion".into()),
+        Unit::Related(n) => (draft.related[n].owner, draft.related[n].field.clone()),
+    }
+}
+
+/// Compiles every bucket. `Ok(Err((group, reason)))` names a target that
+/// failed when not strict.
+fn compile(
+    registry: &Registry,
+    schema: &Schema,
+    draft: Draft,
+    strict: bool,
+) -> Result<Result<Plan, (Uuid, String)>, DomainError> {
+    let mut stages: Vec<Vec<Program>> = Vec::new();
+    for ((stage, kind_slot, evaluator), units) in &draft.buckets {
+        let kind = kind_of(*kind_slot);
+        let fail = |unit: Unit, field: String, message: String| {
+            let (owner, _) = unit_owner(&draft, unit);
+            if strict {
+                Err(DomainError::invalid_rule(field, message))
+            } else {
+                Ok(Err((owner, message)))
+            }
+        };
+        let plugin = match registry.callable(evaluator, World::RuleEvaluator) {
+            Ok(p) => p,
+            Err(e) => {
+                let unit = units[0].0;
+                if strict {
+                    return Err(evaluator_error(e));
+                }
+                return fail(
+                    unit,
+                    "evaluator".into(),
+                    format!("evaluator {evaluator:?}: {e}"),
+                );
+            }
+        };
+        let attributes = schema.of(kind);
+        // Plain attributes the bucket reads (all, if any rule is opaque).
+        let mut wanted: Option<BTreeSet<String>> = Some(BTreeSet::new());
+        let mut members: BTreeSet<Uuid> = BTreeSet::new();
+        let mut related_inputs: BTreeSet<usize> = BTreeSet::new();
+        for (unit, _, reads) in units {
+            match (wanted.as_mut(), reads) {
+                (Some(w), Some(r)) => w.extend(r.iter().cloned()),
+                _ => wanted = None,
+            }
+            let (owner, _) = unit_owner(&draft, *unit);
+            let g = &draft.groups[&owner];
+            if let Ok(p) = Parsed::of(g) {
+                for model in p.models() {
+                    match unit {
+                        Unit::Related(n) => {
+                            // The related rule reads memberships in its own kind.
+                            for (_, cond) in model.conditions() {
+                                if let Cond::Related { rule, .. } = cond {
+                                    members.extend(rule.references(kind).iter().map(|r| r.group));
+                                }
+                            }
+                            let _ = n;
+                        }
+                        _ => {
+                            for (_, cond) in model.conditions() {
+                                if let Cond::Member { group, .. } = cond {
+                                    members.insert(*group);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            if !matches!(unit, Unit::Related(_)) {
+                for (n, def) in draft.related.iter().enumerate() {
+                    if def.owner == owner {
+                        related_inputs.insert(n);
+                    }
+                }
+            }
+        }
+        let plain: Vec<(String, AttrType)> = attributes
+            .iter()
+            .filter(|a| wanted.as_ref().is_none_or(|w| w.contains(&a.name)))
+            .map(|a| (a.name.clone(), a.attr_type))
+            .collect();
+        // The evaluator checks names against the full schema, so unknown
+        // attributes are reported; synthetic inputs are added to it.
+        let mut defs: Vec<AttributeDef> = attribute_defs(kind, attributes);
+        for g in &members {
+            defs.push(synthetic_def(kind, member_attribute(g)));
+        }
+        for n in &related_inputs {
+            defs.push(synthetic_def(kind, related_attribute(*n)));
+        }
+        let sources: Vec<RuleSource> = units
+            .iter()
+            .map(|(_, text, _)| RuleSource { text: text.clone() })
+            .collect();
+        let session =
+            match registry
+                .runtime()
+                .compile_rules(plugin, wit_kind(kind), &defs, &sources)
+            {
+                Ok(Ok(s)) => s,
+                Ok(Err(CompileError::Invalid(problems))) => {
+                    let Some(first) = problems.first() else {
+                        return fail(
+                            units[0].0,
+                            "rule".into(),
+                            "the evaluator refused the rule".into(),
+                        );
+                    };
+                    let (unit, _, _) = &units[first.rule as usize % units.len()];
+                    let (_, prefix) = unit_owner(&draft, *unit);
+                    let message = problems
+                        .iter()
+                        .filter(|p| p.rule == first.rule)
+                        .map(|p| {
+                            let (_, pre) =
+                                unit_owner(&draft, units[p.rule as usize % units.len()].0);
+                            format!("{pre}{}: {}", p.at, p.message)
+                        })
+                        .collect::<Vec<_>>()
+                        .join("; ");
+                    return fail(*unit, format!("{prefix}{}", first.at), message);
+                }
+                Ok(Err(CompileError::Other(m))) => {
+                    return fail(units[0].0, "rule".into(), m);
+                }
+                Err(e) => {
+                    if strict {
+                        return Err(evaluator_error(e));
+                    }
+                    return fail(units[0].0, "evaluator".into(), e.to_string());
+                }
+            };
+        while stages.len() <= *stage {
+            stages.push(Vec::new());
+        }
+        stages[*stage].push(Program {
+            kind,
+            session,
+            units: units.iter().map(|(u, ..)| *u).collect(),
+            attributes: plain,
+            members: members.into_iter().collect(),
+            related: related_inputs.into_iter().collect(),
+        });
+    }
+    Ok(Ok(Plan {
+        groups: draft.groups,
+        order: draft.order,
+        stage_of: draft.stage_of,
+        stages,
+        related: draft.related,
+        related_stage: draft.related_stage,
+        reads: draft.reads,
+        has_related: draft.has_related,
+        failed: draft.failed,
+    }))
+}
+
+fn synthetic_def(kind: SubjectKind, name: String) -> AttributeDef {
+    AttributeDef {
+        name,
+        kind: wit_kind(kind),
+        type_: AttributeType::Boolean,
+        custom: false,
+    }
+}
+
+/// An evaluator that cannot be called is a conflict with the group's
+/// settings, not an invalid rule.
+fn evaluator_error(e: PluginError) -> DomainError {
+    match e {
+        PluginError::NotFound(name) => DomainError::Conflict {
+            code: "evaluator_not_installed",
+            field: Some("evaluator".into()),
+            message: format!("no rule-evaluator plugin named {name:?} is installed"),
+        },
+        PluginError::Disabled(name) => DomainError::Conflict {
+            code: "evaluator_disabled",
+            field: Some("evaluator".into()),
+            message: format!("the rule-evaluator plugin {name:?} is disabled"),
+        },
+        PluginError::WrongWorld { plugin, actual, .. } => DomainError::Conflict {
+            code: "evaluator_wrong_world",
+            field: Some("evaluator".into()),
+            message: format!("plugin {plugin:?} is a {actual}, not a rule-evaluator"),
+        },
+        other => DomainError::Plugin(other),
+    }
+}
