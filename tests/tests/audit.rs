@@ -212,7 +212,11 @@ async fn each_mutation_records_one_event_with_its_diff() {
     sorted.sort_unstable_by(|a, b| b.cmp(a));
     sorted.dedup();
     assert_eq!(ids, sorted, "newest first, no repeats");
-    assert_eq!(ids.len(), 15, "bootstrap key + ops-bot key + 13 changes");
+    assert_eq!(
+        ids.len(),
+        22,
+        "7 built-in groups + bootstrap key + ops-bot key + 13 changes"
+    );
 }
 
 #[tokio::test]
@@ -233,8 +237,9 @@ async fn export_as_json_lines_and_csv_without_secrets() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(lines.len(), 3);
-    assert_eq!(lines[2]["action"], "user.create");
+    // 7 built-in groups, the bootstrap key, the exporter key, the user.
+    assert_eq!(lines.len(), 10);
+    assert_eq!(lines[9]["action"], "user.create");
 
     let (status, csv) = api
         .get_text("/api/v1/audit/export?format=csv&action=user.create")
