@@ -1,6 +1,7 @@
 //! The Cohort server: directory, audit log, authentication and the HTTP API
 //! over them. `main.rs` is a thin command-line shell around [`server`].
 
+pub mod access;
 pub mod api;
 pub mod audit;
 pub mod auth;

@@ -90,6 +90,7 @@ pub fn build(config: &Config, store: Store, clock: Arc<dyn Clock>) -> Result<App
         directory: Directory::new(store.clone(), Arc::clone(&clock))
             .with_listener(Arc::new(groups.clone())),
         groups,
+        access: crate::access::Access::new(store.clone(), Arc::clone(&clock)),
         audit: AuditLog::new(store.clone()),
         keys,
         store,

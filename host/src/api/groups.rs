@@ -18,7 +18,8 @@ use crate::directory::SubjectKind;
 use crate::error::DomainError;
 use crate::groups::model::Exemption;
 use crate::groups::{
-    Counts, ExemptionInput, GroupInput, GroupType, GroupView, Member, Membership, Suggestion,
+    Counts, ExemptionInput, Explanation, GroupInput, GroupType, GroupView, Member, Membership,
+    Preview, PreviewInput, Suggestion,
 };
 use crate::page::Page;
 
@@ -514,4 +515,43 @@ pub async fn device_groups(
     Path(id): Path<String>,
 ) -> Result<Json<Vec<SubjectGroup>>, ApiError> {
     subject_groups(&s, &p, &id, "device")
+}
+
+/// Evaluate an unsaved rule over the whole directory: the members it would
+/// have, and the difference with an existing group's members. Nothing is
+/// written; any key that may read may call it.
+#[utoipa::path(
+    post, path = "/api/v1/groups/preview", tag = "groups",
+    request_body = PreviewInput,
+    responses((status = 200, body = Preview), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn preview(
+    State(s): State<AppState>,
+    p: Principal,
+    ApiJson(input): ApiJson<PreviewInput>,
+) -> Result<Json<Preview>, ApiError> {
+    let read = allow(p.read(), &p, "preview group rules")?;
+    Ok(Json(s.groups.preview(&read, input).await?))
+}
+
+/// Why a user or device is, or is not, a member: condition by condition,
+/// with exemptions, state scoping, referenced groups and related subjects.
+#[utoipa::path(
+    get, path = "/api/v1/groups/{id}/members/{subject}/explain", tag = "groups",
+    params(("id" = String, Path, description = "Group id"), ("subject" = String, Path, description = "User or device id, member or not")),
+    responses((status = 200, body = Explanation), (status = 404, body = ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn explain(
+    State(s): State<AppState>,
+    p: Principal,
+    Path((id, subject)): Path<(String, String)>,
+) -> Result<Json<Explanation>, ApiError> {
+    let read = allow(p.read(), &p, "read groups")?;
+    Ok(Json(
+        s.groups
+            .explain(&read, parse_id("group", &id)?, parse_id("subject", &subject)?)
+            .await?,
+    ))
 }

@@ -12,6 +12,7 @@ mod keys;
 pub mod metrics;
 mod ops;
 mod plugins;
+mod resources;
 mod users;
 
 use std::path::PathBuf;
@@ -44,6 +45,8 @@ pub struct AppState {
     pub directory: Directory,
     /// Groups and their memberships.
     pub groups: crate::groups::Groups,
+    /// Resources, bindings and effective access.
+    pub access: crate::access::Access,
     /// The audit log (read side).
     pub audit: AuditLog,
     /// Authentication and API key management.
@@ -84,6 +87,7 @@ pub(crate) fn allow<T>(cap: Option<T>, p: &Principal, what: &str) -> Result<T, A
         (name = "bindings", description = "Which users use which devices"),
         (name = "attributes", description = "The attribute schema"),
         (name = "groups", description = "Static and dynamic groups of users and devices"),
+        (name = "access", description = "Resources, group bindings and effective access"),
         (name = "audit", description = "The audit log"),
         (name = "api-keys", description = "API keys and roles"),
         (name = "plugins", description = "WebAssembly plugins and their configured instances"),
@@ -135,6 +139,8 @@ fn api_routes() -> OpenApiRouter<AppState> {
         ))
         .routes(routes!(groups::list_groups, groups::create_group))
         .routes(routes!(groups::recompute))
+        .routes(routes!(groups::preview))
+        .routes(routes!(groups::explain))
         .routes(routes!(
             groups::get_group,
             groups::update_group,
@@ -150,6 +156,19 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(groups::reject_suggestions))
         .routes(routes!(groups::user_groups))
         .routes(routes!(groups::device_groups))
+        .routes(routes!(resources::list_resources, resources::create_resource))
+        .routes(routes!(
+            resources::get_resource,
+            resources::update_resource,
+            resources::delete_resource
+        ))
+        .routes(routes!(resources::resource_groups, resources::bind_resource))
+        .routes(routes!(resources::unbind_resource))
+        .routes(routes!(resources::grantees))
+        .routes(routes!(resources::bound_groups, resources::bind_groups))
+        .routes(routes!(resources::unbind_groups))
+        .routes(routes!(resources::user_access))
+        .routes(routes!(resources::device_access))
         .routes(routes!(audit::query))
         .routes(routes!(audit::export))
         .routes(routes!(keys::list_keys, keys::create_key))

@@ -36,13 +36,13 @@ const READ_ONLY: &[(&str, &str)] = &[
     ("status", "is computed by Cohort"),
 ];
 
-fn load(r: &impl Reader, id: &Uuid) -> Result<Group, DomainError> {
+pub(super) fn load(r: &impl Reader, id: &Uuid) -> Result<Group, DomainError> {
     r.get_json(GROUPS, id.as_bytes())?
         .ok_or_else(|| DomainError::not_found("group", id))
 }
 
 /// Checks input and builds the group it describes.
-fn build(
+pub(super) fn build(
     input: GroupInput,
     existing: Option<&Group>,
     now: DateTime<Utc>,
@@ -286,7 +286,7 @@ impl Groups {
     }
 
     /// Validates a dynamic group's rule and returns the warnings to keep.
-    fn validate_rule(
+    pub(super) fn validate_rule(
         &self,
         r: &impl Reader,
         group: &Group,
@@ -688,6 +688,7 @@ impl Groups {
                     txn.delete(REFERENCED_BY, &pair(&r.group, &id));
                 }
             }
+            crate::access::forget_group(txn, &id)?;
             txn.delete(STATUS, id.as_bytes());
             txn.delete(GROUP_NAMES, &name_key(group.subject, &group.name));
             txn.delete(GROUPS, id.as_bytes());

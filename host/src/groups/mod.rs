@@ -11,6 +11,7 @@
 mod apply;
 mod crud;
 mod defaults;
+mod inspect;
 pub mod keys;
 mod members;
 pub mod model;
@@ -20,6 +21,7 @@ mod run;
 mod universe;
 
 pub use apply::Counts;
+pub use inspect::{Explanation, Preview, PreviewInput};
 pub use model::{
     ExemptionInput, Group, GroupInput, GroupStatus, GroupType, GroupView, Member, Membership,
     Source, Suggestion,

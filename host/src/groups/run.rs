@@ -19,7 +19,7 @@ use super::universe::{Reader, Side, Universe};
 use crate::directory::SubjectKind;
 use crate::error::DomainError;
 use crate::plugins::batch::{BatchBuilder, wit_kind};
-use crate::plugins::bindings::rules::{EvaluateError, EvaluateOptions};
+use crate::plugins::bindings::rules::{ConditionOutcome, EvaluateError, EvaluateOptions};
 
 /// Pairs (subjects × rules) per evaluator call: small enough to stay well
 /// inside a call's CPU budget even for rules the evaluator cannot index.
@@ -33,6 +33,8 @@ const SCAN_ABOVE: usize = 512;
 pub enum Mode {
     /// For writing: review-mode groups keep their members and suggest.
     Apply,
+    /// What the rules give, review mode or not (previews, explanations).
+    Preview,
 }
 
 /// A membership decision for one affected subject of one group.
@@ -141,12 +143,28 @@ pub struct GroupResult {
     pub failure: Option<String>,
 }
 
+/// One condition's outcome for one subject, when explaining.
+pub struct Explained {
+    /// What the compiled rule stands for.
+    pub unit: Unit,
+    /// The subject (on the unit's side).
+    pub subject: Uuid,
+    /// The evaluator's outcome.
+    pub outcome: ConditionOutcome,
+}
+
 /// Everything a run produced.
 #[derive(Default)]
 pub struct Outcome {
     /// Per target group.
     pub groups: HashMap<Uuid, GroupResult>,
-    /// Per cross-subject condition: owner subject → combined result.
+    /// Per-condition outcomes, when explaining.
+    pub explanations: Vec<Explained>,
+    /// Per cross-subject condition: related subject → whether it matched
+    /// (when explaining).
+    pub nested: HashMap<usize, HashMap<Uuid, bool>>,
+    /// Per cross-subject condition: owner subject → combined result (when
+    /// explaining).
     pub related: HashMap<usize, HashMap<Uuid, bool>>,
     /// A program failed in a way that leaves its session unusable.
     pub poisoned: bool,
@@ -164,8 +182,6 @@ pub struct Run<'a, R: Reader> {
     decided: HashMap<Uuid, Vec<bool>>,
     /// Stored memberships of non-target groups read as inputs.
     inputs: HashMap<Uuid, HashSet<Uuid>>,
-    /// Raw per-related-subject outcomes of each cross-subject rule.
-    nested: HashMap<usize, Vec<bool>>,
     /// Combined cross-subject outcomes, per owner-side position.
     combined: HashMap<usize, Vec<bool>>,
     rule_bits: HashMap<Unit, Vec<bool>>,
@@ -190,7 +206,6 @@ impl<'a, R: Reader> Run<'a, R> {
             explain,
             decided: HashMap::new(),
             inputs: HashMap::new(),
-            nested: HashMap::new(),
             combined: HashMap::new(),
             rule_bits: HashMap::new(),
         }
@@ -310,6 +325,16 @@ impl<'a, R: Reader> Run<'a, R> {
                         let result = out.groups.entry(owner).or_default();
                         result.errors.entry(subject).or_insert(e.message);
                     }
+                    for x in eval.explanations {
+                        let Some(unit) = program.units.get(x.rule as usize) else {
+                            continue;
+                        };
+                        out.explanations.push(Explained {
+                            unit: *unit,
+                            subject: side.subjects[start + x.subject as usize].id(),
+                            outcome: x,
+                        });
+                    }
                     None
                 }
                 Ok(Err(EvaluateError::InvalidBatch(m) | EvaluateError::Other(m))) => {
@@ -361,11 +386,17 @@ impl<'a, R: Reader> Run<'a, R> {
                     )
                 })
                 .collect();
-            let report = out.related.entry(n).or_default();
-            for (i, v) in combined.iter().enumerate() {
-                report.insert(side.subjects[i].id(), *v);
+            if self.explain {
+                let report = out.related.entry(n).or_default();
+                for (i, v) in combined.iter().enumerate() {
+                    report.insert(side.subjects[i].id(), *v);
+                }
+                let related_side = self.universe.side(other(owner_kind));
+                let report = out.nested.entry(n).or_default();
+                for (j, v) in nested.iter().enumerate() {
+                    report.insert(related_side.subjects[j].id(), *v);
+                }
             }
-            self.nested.insert(n, nested);
             self.combined.insert(n, combined);
         }
     }
@@ -430,5 +461,12 @@ impl<'a, R: Reader> Run<'a, R> {
         }
         self.decided.insert(*id, bits);
         Ok(())
+    }
+}
+
+fn other(kind: SubjectKind) -> SubjectKind {
+    match kind {
+        SubjectKind::User => SubjectKind::Device,
+        SubjectKind::Device => SubjectKind::User,
     }
 }

@@ -1,0 +1,624 @@
+//! Looking without writing: previewing an unsaved rule over the whole
+//! directory, and explaining one subject's membership condition by
+//! condition. Both run the same plan and evaluator as the real thing, so what
+//! they say is what a save would do.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::crud::{build, load};
+use super::keys::{EXEMPTIONS, MANUAL, MEMBERS, SUGGESTIONS, pair};
+use super::model::{
+    ErrorExample, Exemption, ExemptionKind, Group, GroupInput, GroupType, Membership, Source,
+    Suggestion,
+};
+use super::plan::{self, Parsed, Unit};
+use super::rule::{Cond, Quantifier, RuleModel, Warning};
+use super::run::{Explained, Mode, Run};
+use super::universe::{Reader, Universe};
+use super::Groups;
+use crate::auth::Read;
+use crate::directory::{SubjectKind, UserState};
+use crate::error::DomainError;
+use crate::plugins::PluginError;
+
+/// Ids listed per list in a preview unless asked otherwise.
+const DEFAULT_PREVIEW_IDS: usize = 100;
+/// The most ids a preview lists per list.
+const MAX_PREVIEW_IDS: usize = 10_000;
+
+/// An unsaved rule to try.
+#[derive(Clone, Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PreviewInput {
+    /// `user` or `device`.
+    pub subject: SubjectKind,
+    /// The rule, as in a group.
+    #[schema(value_type = Object)]
+    pub rule: Value,
+    /// An exclusion rule.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub exclusion: Option<Value>,
+    /// Rule-evaluator plugin; `rules-standard` by default.
+    #[serde(default)]
+    pub evaluator: Option<String>,
+    /// For user groups: states admitted (default `active`).
+    #[serde(default)]
+    pub member_states: Option<Vec<UserState>>,
+    /// An existing group to compare with: the diff is against its members,
+    /// and its exemptions and manual members apply.
+    #[serde(default)]
+    pub group_id: Option<Uuid>,
+    /// How many ids to list per list (default 100, at most 10,000); counts
+    /// are always complete.
+    #[serde(default)]
+    pub limit: Option<usize>,
+}
+
+/// Ids with their full count.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct IdList {
+    /// How many there are.
+    pub count: u64,
+    /// The first of them, by id.
+    pub subject_ids: Vec<Uuid>,
+    /// More exist than are listed.
+    pub truncated: bool,
+}
+
+impl IdList {
+    fn of(ids: &BTreeSet<Uuid>, limit: usize) -> IdList {
+        IdList {
+            count: ids.len() as u64,
+            subject_ids: ids.iter().take(limit).copied().collect(),
+            truncated: ids.len() > limit,
+        }
+    }
+}
+
+/// What a rule would do.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct Preview {
+    /// The members the rule would give.
+    pub members: IdList,
+    /// Subjects that would join (compared with `group_id`'s members).
+    pub added: IdList,
+    /// Members that would leave.
+    pub removed: IdList,
+    /// Findings about the rule.
+    pub warnings: Vec<Warning>,
+    /// Subjects the evaluator could not evaluate (not members).
+    pub evaluation_errors: u64,
+    /// The first few of those.
+    pub error_examples: Vec<ErrorExample>,
+    /// The evaluation time relative dates were resolved against.
+    pub evaluated_at: DateTime<Utc>,
+    /// How long the evaluation took.
+    pub elapsed_ms: u64,
+}
+
+/// A user's state against the group's state scoping.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct StateCheck {
+    /// The user's state.
+    pub state: UserState,
+    /// The states the group admits.
+    pub member_states: Vec<UserState>,
+    /// Whether the state is admitted.
+    pub admitted: bool,
+}
+
+/// A group a condition refers to.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct GroupRef {
+    /// Its id.
+    pub id: Uuid,
+    /// Its name, when it still exists.
+    pub name: Option<String>,
+}
+
+/// How one related subject fared in a cross-subject condition.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct RelatedSubject {
+    /// The related user or device.
+    pub subject_id: Uuid,
+    /// Whether it satisfies the inner conditions.
+    pub matched: bool,
+    /// The inner conditions' outcomes.
+    pub conditions: Vec<ConditionExplanation>,
+}
+
+/// A cross-subject condition's details.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct RelatedExplanation {
+    /// How the related subjects combine.
+    pub quantifier: Quantifier,
+    /// Each related subject.
+    pub subjects: Vec<RelatedSubject>,
+}
+
+/// One condition's outcome.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct ConditionExplanation {
+    /// Where the condition is: `rule/conditions/0`.
+    pub at: String,
+    /// Whether it held.
+    pub matched: bool,
+    /// Why, in words.
+    pub detail: String,
+    /// The group a `member_of` / `not_member_of` condition refers to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<GroupRef>,
+    /// The related subjects of a cross-subject condition.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub related: Option<RelatedExplanation>,
+}
+
+/// A rule's outcome.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct RuleExplanation {
+    /// Whether the rule matched as a whole.
+    pub matched: bool,
+    /// Every condition, in order.
+    pub conditions: Vec<ConditionExplanation>,
+}
+
+/// Why a subject is or is not a member.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct Explanation {
+    /// The group.
+    pub group_id: Uuid,
+    /// The subject.
+    pub subject_id: Uuid,
+    /// Whether the subject is a member now.
+    pub member: bool,
+    /// How, when it is.
+    pub source: Option<Source>,
+    /// One sentence.
+    pub summary: String,
+    /// Static or dynamic.
+    pub group_type: GroupType,
+    /// For users in dynamic groups: the state scoping.
+    pub state: Option<StateCheck>,
+    /// An exemption for the subject, active or expired.
+    pub exemption: Option<Exemption>,
+    /// Whether the exemption is in force.
+    pub exemption_active: bool,
+    /// Whether the subject was added by hand.
+    pub manual: bool,
+    /// The rule, condition by condition.
+    pub rule: Option<RuleExplanation>,
+    /// The exclusion rule, when the group has one.
+    pub exclusion: Option<RuleExplanation>,
+    /// A pending or dismissed review suggestion.
+    pub suggestion: Option<Suggestion>,
+    /// Why the rule could not be evaluated for this subject, if it could not.
+    pub evaluation_error: Option<String>,
+}
+
+fn failure(group: &Group, message: String) -> DomainError {
+    DomainError::Plugin(PluginError::Trap {
+        plugin: group.evaluator.clone(),
+        message,
+    })
+}
+
+impl Groups {
+    /// Evaluates an unsaved rule over the whole directory. Nothing is written.
+    pub async fn preview(&self, _: &Read, input: PreviewInput) -> Result<Preview, DomainError> {
+        let this = self.clone();
+        match tokio::task::spawn_blocking(move || this.preview_blocking(input)).await {
+            Ok(r) => r,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+    }
+
+    fn preview_blocking(&self, input: PreviewInput) -> Result<Preview, DomainError> {
+        let started = Instant::now();
+        let store = self.store();
+        let limit = input.limit.unwrap_or(DEFAULT_PREVIEW_IDS);
+        if limit > MAX_PREVIEW_IDS {
+            return Err(DomainError::invalid(
+                "limit",
+                format!("must be at most {MAX_PREVIEW_IDS}"),
+            ));
+        }
+        let existing = match input.group_id {
+            Some(id) => {
+                let g = load(store, &id).map_err(|_| {
+                    DomainError::invalid("group_id", format!("no group with id {id}"))
+                })?;
+                if g.subject != input.subject {
+                    return Err(DomainError::invalid(
+                        "group_id",
+                        format!("group {:?} holds {}s", g.name, g.subject.as_str()),
+                    ));
+                }
+                Some(g)
+            }
+            None => None,
+        };
+        let now = self.now();
+        let mut group = build(
+            GroupInput {
+                name: existing.as_ref().map_or("preview".into(), |g| g.name.clone()),
+                subject: input.subject,
+                description: None,
+                group_type: GroupType::Dynamic,
+                rule: Some(input.rule),
+                exclusion: input.exclusion,
+                evaluator: input.evaluator,
+                review: false,
+                member_states: input.member_states,
+            },
+            existing.as_ref(),
+            now,
+        )?;
+        group.built_in = false;
+        let warnings = self.validate_rule(store, &group)?;
+        let schema = self.schema()?;
+        let plan = plan::build(
+            &self.inner.registry,
+            &schema,
+            vec![Arc::new(group.clone())],
+            true,
+        )?;
+        let universe = Universe::everything(store, plan.has_related.iter().any(|h| *h))?;
+        let mut outcome = Run::new(store, &plan, &universe, now, Mode::Preview, false).run()?;
+        let result = outcome.groups.remove(&group.id).unwrap_or_default();
+        if let Some(reason) = result.failure {
+            return Err(failure(&group, reason));
+        }
+        let members: BTreeSet<Uuid> = result
+            .decisions
+            .iter()
+            .filter(|d| d.member.is_some())
+            .map(|d| d.subject)
+            .collect();
+        let current: BTreeSet<Uuid> = if existing.is_some() {
+            result.stored.members.keys().copied().collect()
+        } else {
+            BTreeSet::new()
+        };
+        let added: BTreeSet<Uuid> = members.difference(&current).copied().collect();
+        let removed: BTreeSet<Uuid> = current.difference(&members).copied().collect();
+        let mut examples: Vec<ErrorExample> = result
+            .errors
+            .iter()
+            .map(|(s, m)| ErrorExample {
+                subject_id: *s,
+                message: m.clone(),
+            })
+            .collect();
+        examples.sort_by_key(|e| e.subject_id);
+        examples.truncate(5);
+        Ok(Preview {
+            members: IdList::of(&members, limit),
+            added: IdList::of(&added, limit),
+            removed: IdList::of(&removed, limit),
+            warnings,
+            evaluation_errors: result.errors.len() as u64,
+            error_examples: examples,
+            evaluated_at: now,
+            elapsed_ms: started.elapsed().as_millis() as u64,
+        })
+    }
+
+    /// Explains why `subject` is or is not a member of `group`, condition by
+    /// condition. Nothing is written.
+    pub async fn explain(
+        &self,
+        _: &Read,
+        group: Uuid,
+        subject: Uuid,
+    ) -> Result<Explanation, DomainError> {
+        let this = self.clone();
+        match tokio::task::spawn_blocking(move || this.explain_blocking(group, subject)).await {
+            Ok(r) => r,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+    }
+
+    fn explain_blocking(&self, group_id: Uuid, subject: Uuid) -> Result<Explanation, DomainError> {
+        let store = self.store();
+        let group = load(store, &group_id)?;
+        let key = pair(&group_id, &subject);
+        let kind_ks = match group.subject {
+            SubjectKind::User => crate::directory::keys::USERS,
+            SubjectKind::Device => crate::directory::keys::DEVICES,
+        };
+        if store.get(kind_ks, subject.as_bytes())?.is_none() {
+            return Err(DomainError::not_found(
+                match group.subject {
+                    SubjectKind::User => "user",
+                    SubjectKind::Device => "device",
+                },
+                subject,
+            ));
+        }
+        let stored: Option<Membership> = store.get_json(MEMBERS, &key)?;
+        let exemption: Option<Exemption> = store.get_json(EXEMPTIONS, &key)?;
+        let manual = store.get(MANUAL, &key)?.is_some();
+        let suggestion: Option<Suggestion> = store.get_json(SUGGESTIONS, &key)?;
+        let now = self.now();
+        let exemption_active = exemption.as_ref().is_some_and(|e| e.active(now));
+        let mut out = Explanation {
+            group_id,
+            subject_id: subject,
+            member: stored.is_some(),
+            source: stored.as_ref().map(|m| m.source),
+            summary: String::new(),
+            group_type: group.group_type,
+            state: None,
+            exemption: exemption.clone(),
+            exemption_active,
+            manual,
+            rule: None,
+            exclusion: None,
+            suggestion,
+            evaluation_error: None,
+        };
+        if !group.is_dynamic() {
+            out.summary = if manual {
+                "a member: it was added to this static group by hand".into()
+            } else {
+                "not a member: this is a static group, and it was not added to it".into()
+            };
+            return Ok(out);
+        }
+        let schema = self.schema()?;
+        let plan = plan::build(
+            &self.inner.registry,
+            &schema,
+            vec![Arc::new(group.clone())],
+            false,
+        )?;
+        if let Some(reason) = plan.failed.get(&group_id) {
+            out.evaluation_error = Some(reason.clone());
+            out.summary = format!("the rule cannot be evaluated: {reason}");
+            return Ok(out);
+        }
+        let (users, devices): (BTreeSet<Uuid>, BTreeSet<Uuid>) = match group.subject {
+            SubjectKind::User => ([subject].into(), BTreeSet::new()),
+            SubjectKind::Device => (BTreeSet::new(), [subject].into()),
+        };
+        let universe = Universe::around(
+            store,
+            &users,
+            &devices,
+            plan.has_related(SubjectKind::User),
+            plan.has_related(SubjectKind::Device),
+        )?;
+        let outcome = Run::new(store, &plan, &universe, now, Mode::Preview, true).run()?;
+        let result = outcome.groups.get(&group_id);
+        if let Some(reason) = result.and_then(|r| r.failure.clone()) {
+            out.evaluation_error = Some(reason.clone());
+            out.summary = format!("the rule could not be evaluated: {reason}");
+            return Ok(out);
+        }
+        out.evaluation_error = result.and_then(|r| r.errors.get(&subject).cloned());
+        let decision = result.and_then(|r| r.decisions.iter().find(|d| d.subject == subject));
+        let (rule_match, excluded) = decision.map_or((false, false), |d| (d.rule_match, d.excluded));
+        let parsed = Parsed::of(&group)?;
+        let names = self.group_names(store, &parsed, group.subject)?;
+        let ctx = Ctx {
+            plan: &plan,
+            explanations: &outcome.explanations,
+            nested: &outcome.nested,
+            names: &names,
+        };
+        out.rule = Some(ctx.rule(Unit::Rule(group_id), "rule", parsed.rule.as_ref(), subject, rule_match));
+        if group.exclusion.is_some() {
+            out.exclusion = Some(ctx.rule(
+                Unit::Exclusion(group_id),
+                "exclusion",
+                parsed.exclusion.as_ref(),
+                subject,
+                excluded,
+            ));
+        }
+        let state = universe
+            .side(group.subject)
+            .subjects
+            .iter()
+            .find(|s| s.id() == subject)
+            .and_then(|s| s.state());
+        if let Some(state) = state {
+            out.state = Some(StateCheck {
+                state,
+                member_states: group.member_states.clone(),
+                admitted: group.member_states.contains(&state),
+            });
+        }
+        out.summary = summary(&group, &out, rule_match, excluded);
+        Ok(out)
+    }
+
+    fn group_names(
+        &self,
+        r: &impl Reader,
+        parsed: &Parsed,
+        kind: SubjectKind,
+    ) -> Result<HashMap<Uuid, String>, DomainError> {
+        let mut names = HashMap::new();
+        for reference in parsed.references(kind) {
+            if let Ok(g) = load(r, &reference.group) {
+                names.insert(g.id, g.name);
+            }
+        }
+        Ok(names)
+    }
+}
+
+struct Ctx<'a> {
+    plan: &'a plan::Plan,
+    explanations: &'a [Explained],
+    nested: &'a HashMap<usize, HashMap<Uuid, bool>>,
+    names: &'a HashMap<Uuid, String>,
+}
+
+impl Ctx<'_> {
+    fn outcomes(&self, unit: Unit, subject: Uuid) -> impl Iterator<Item = &Explained> {
+        self.explanations
+            .iter()
+            .filter(move |x| x.unit == unit && x.subject == subject)
+    }
+
+    fn rule(
+        &self,
+        unit: Unit,
+        field: &str,
+        model: Option<&RuleModel>,
+        subject: Uuid,
+        matched: bool,
+    ) -> RuleExplanation {
+        let host: HashMap<String, &Cond> = model
+            .map(|m| m.conditions().collect())
+            .unwrap_or_default();
+        let conditions = self
+            .outcomes(unit, subject)
+            .map(|x| {
+                let at = format!("{field}{}", x.outcome.at);
+                let mut c = ConditionExplanation {
+                    at,
+                    matched: x.outcome.matched,
+                    detail: x.outcome.detail.clone(),
+                    group: None,
+                    related: None,
+                };
+                match host.get(&x.outcome.at) {
+                    Some(Cond::Member { group, negate }) => {
+                        let name = self.names.get(group).cloned();
+                        let shown = name.clone().map_or_else(|| group.to_string(), |n| format!("{n:?}"));
+                        let is_member = x.outcome.matched != *negate;
+                        c.detail = format!(
+                            "{} a member of {shown}; the condition asks for {}",
+                            if is_member { "is" } else { "is not" },
+                            if *negate { "not being one" } else { "being one" }
+                        );
+                        c.group = Some(GroupRef { id: *group, name });
+                    }
+                    Some(Cond::Related { quantifier, .. }) => {
+                        c.related = Some(self.related(&c.at, *quantifier));
+                        let rel = c.related.as_ref().expect("set above");
+                        let hits = rel.subjects.iter().filter(|s| s.matched).count();
+                        c.detail = format!(
+                            "{hits} of {} related subjects match; the condition needs {}",
+                            rel.subjects.len(),
+                            match quantifier {
+                                Quantifier::Any => "at least one",
+                                Quantifier::All => "at least one, and all of them",
+                                Quantifier::None => "none",
+                            }
+                        );
+                    }
+                    _ => {}
+                }
+                c
+            })
+            .collect();
+        RuleExplanation { matched, conditions }
+    }
+
+    fn related(&self, at: &str, quantifier: Quantifier) -> RelatedExplanation {
+        let Some((n, _)) = self
+            .plan
+            .related
+            .iter()
+            .enumerate()
+            .find(|(_, d)| d.field == at)
+        else {
+            return RelatedExplanation {
+                quantifier,
+                subjects: Vec::new(),
+            };
+        };
+        let mut subjects: Vec<RelatedSubject> = self
+            .nested
+            .get(&n)
+            .map(|m| {
+                m.iter()
+                    .map(|(id, matched)| RelatedSubject {
+                        subject_id: *id,
+                        matched: *matched,
+                        conditions: self
+                            .outcomes(Unit::Related(n), *id)
+                            .map(|x| ConditionExplanation {
+                                at: format!("{at}{}", x.outcome.at),
+                                matched: x.outcome.matched,
+                                detail: x.outcome.detail.clone(),
+                                group: None,
+                                related: None,
+                            })
+                            .collect(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        subjects.sort_by_key(|s| s.subject_id);
+        RelatedExplanation {
+            quantifier,
+            subjects,
+        }
+    }
+}
+
+fn summary(group: &Group, out: &Explanation, rule_match: bool, excluded: bool) -> String {
+    let admitted = out.state.as_ref().is_none_or(|s| s.admitted);
+    let exemption = out.exemption.as_ref().filter(|_| out.exemption_active);
+    let reason = exemption
+        .and_then(|e| e.reason.as_deref())
+        .map(|r| format!(" ({r})"))
+        .unwrap_or_default();
+    let mut s = match (exemption.map(|e| e.kind), out.member) {
+        (Some(ExemptionKind::Never), _) => {
+            format!("not a member: a \"never\" exemption keeps it out{reason}")
+        }
+        (Some(ExemptionKind::Always), true) => {
+            format!("a member through an \"always\" exemption{reason}")
+        }
+        (Some(ExemptionKind::Always), false) if !admitted => format!(
+            "not a member: it has an \"always\" exemption{reason}, but the group admits only {} users",
+            states(&group.member_states)
+        ),
+        _ if out.manual && out.member => {
+            "a member added by hand (kept when the group became dynamic)".to_string()
+        }
+        _ if out.member && !rule_match => {
+            "a member: the rule no longer matches, but the group is in review mode and the removal awaits review".to_string()
+        }
+        _ if out.member => "a member: the rule matches".to_string(),
+        _ if excluded => "not a member: the exclusion rule matches".to_string(),
+        _ if rule_match && !admitted => format!(
+            "not a member: the rule matches, but the group admits only {} users and this one is {}",
+            states(&group.member_states),
+            out.state.as_ref().map_or("", |s| s.state.as_str())
+        ),
+        _ if rule_match && group.review => {
+            "not a member yet: the rule matches, and the group is in review mode".to_string()
+        }
+        _ => "not a member: the rule does not match".to_string(),
+    };
+    if let Some(sg) = out.suggestion.as_ref().filter(|s| !s.dismissed) {
+        s.push_str(&format!(
+            "; review mode: the rule suggests {} it",
+            match sg.action {
+                super::model::SuggestionAction::Add => "adding",
+                super::model::SuggestionAction::Remove => "removing",
+            }
+        ));
+    }
+    s
+}
+
+fn states(s: &[UserState]) -> String {
+    s.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" or ")
+}
