@@ -398,4 +398,72 @@ impl Api {
             .expect(201);
         r.body["secret"].as_str().expect("secret").to_string()
     }
+
+    /// Creates an active user with extra fields and returns its id.
+    pub async fn user(&self, username: &str, extra: Value) -> String {
+        let mut body = serde_json::json!({
+            "username": username,
+            "email": format!("{username}@example.com"),
+            "state": "active",
+        });
+        if let Value::Object(fields) = extra {
+            for (k, v) in fields {
+                body[k] = v;
+            }
+        }
+        self.post("/api/v1/users", body).await.expect(201).body["id"]
+            .as_str()
+            .expect("id")
+            .to_string()
+    }
+
+    /// Creates a device with extra fields and returns its id.
+    pub async fn device(&self, hostname: &str, os_family: &str, extra: Value) -> String {
+        let mut body = serde_json::json!({"hostname": hostname, "os_family": os_family});
+        if let Value::Object(fields) = extra {
+            for (k, v) in fields {
+                body[k] = v;
+            }
+        }
+        self.post("/api/v1/devices", body).await.expect(201).body["id"]
+            .as_str()
+            .expect("id")
+            .to_string()
+    }
+
+    /// Creates a dynamic group of `subject`s with `rule` and returns its id.
+    pub async fn dynamic_group(&self, name: &str, subject: &str, rule: Value) -> String {
+        self.post(
+            "/api/v1/groups",
+            serde_json::json!({"name": name, "subject": subject, "type": "dynamic", "rule": rule}),
+        )
+        .await
+        .expect(201)
+        .body["id"]
+            .as_str()
+            .expect("id")
+            .to_string()
+    }
+
+    /// Every member id of a group, sorted, across all pages.
+    pub async fn member_ids(&self, group: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut cursor = String::new();
+        loop {
+            let page = self
+                .get(&format!("/api/v1/groups/{group}/members?limit=500{cursor}"))
+                .await
+                .expect(200)
+                .body;
+            for m in page["items"].as_array().expect("items") {
+                out.push(m["subject_id"].as_str().expect("subject_id").to_string());
+            }
+            match page["next_cursor"].as_str() {
+                Some(c) => cursor = format!("&cursor={c}"),
+                None => break,
+            }
+        }
+        out.sort();
+        out
+    }
 }

@@ -422,7 +422,11 @@ impl Access {
     }
 
     /// Groups bound to a resource.
-    pub fn resource_groups(&self, read: &Read, id: &Uuid) -> Result<Vec<GroupBinding>, DomainError> {
+    pub fn resource_groups(
+        &self,
+        read: &Read,
+        id: &Uuid,
+    ) -> Result<Vec<GroupBinding>, DomainError> {
         self.get_resource(read, id)?;
         self.store
             .scan(RESOURCE_GROUPS, id.as_bytes(), None, false)
@@ -445,8 +449,9 @@ impl Access {
             if !txn.contains(RESOURCES, resource.as_bytes())? {
                 return Err(DomainError::not_found("resource", resource));
             }
-            load_group_txn(txn, group)
-                .map_err(|_| DomainError::invalid("group_id", format!("no group with id {group}")))?;
+            load_group_txn(txn, group).map_err(|_| {
+                DomainError::invalid("group_id", format!("no group with id {group}"))
+            })?;
             let key = pair(resource, group);
             if let Some(b) = txn.get_json::<GroupBinding>(RESOURCE_GROUPS, &key)? {
                 return Ok(b);
@@ -482,7 +487,10 @@ impl Access {
         self.commit(|txn| {
             let key = pair(resource, group);
             if !txn.contains(RESOURCE_GROUPS, &key)? {
-                return Err(DomainError::not_found("binding", format!("{resource}/{group}")));
+                return Err(DomainError::not_found(
+                    "binding",
+                    format!("{resource}/{group}"),
+                ));
             }
             txn.delete(RESOURCE_GROUPS, &key);
             txn.delete(GROUP_RESOURCES, &pair(group, resource));
@@ -573,7 +581,11 @@ impl Access {
                         created_at: now,
                     },
                 )?;
-                txn.put(DEVICE_GROUP_USER_GROUPS, &pair(&device_group, &user_group), Vec::new());
+                txn.put(
+                    DEVICE_GROUP_USER_GROUPS,
+                    &pair(&device_group, &user_group),
+                    Vec::new(),
+                );
             } else {
                 txn.delete(USER_GROUP_DEVICE_GROUPS, &key);
                 txn.delete(DEVICE_GROUP_USER_GROUPS, &pair(&device_group, &user_group));
@@ -627,7 +639,10 @@ impl Access {
             SubjectKind::User => USER_GROUP_DEVICE_GROUPS,
             SubjectKind::Device => DEVICE_GROUP_USER_GROUPS,
         };
-        for entry in self.store.scan(SUBJECT_GROUPS, subject.as_bytes(), None, false) {
+        for entry in self
+            .store
+            .scan(SUBJECT_GROUPS, subject.as_bytes(), None, false)
+        {
             let (k, _) = entry?;
             let Some(g) = crate::directory::keys::uuid_at(&k, 16) else {
                 continue;
@@ -683,7 +698,10 @@ impl Access {
         let after = req.resume_key(&tag)?;
         let mut bound: Vec<(Via, SubjectKind)> = Vec::new();
         for b in self.resource_groups(read, resource)? {
-            if let Some(g) = self.store.get_json::<Group>(GROUPS, b.group_id.as_bytes())? {
+            if let Some(g) = self
+                .store
+                .get_json::<Group>(GROUPS, b.group_id.as_bytes())?
+            {
                 bound.push((
                     Via {
                         group_id: g.id,

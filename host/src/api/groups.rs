@@ -551,7 +551,11 @@ pub async fn explain(
     let read = allow(p.read(), &p, "read groups")?;
     Ok(Json(
         s.groups
-            .explain(&read, parse_id("group", &id)?, parse_id("subject", &subject)?)
+            .explain(
+                &read,
+                parse_id("group", &id)?,
+                parse_id("subject", &subject)?,
+            )
             .await?,
     ))
 }

@@ -156,13 +156,19 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(groups::reject_suggestions))
         .routes(routes!(groups::user_groups))
         .routes(routes!(groups::device_groups))
-        .routes(routes!(resources::list_resources, resources::create_resource))
+        .routes(routes!(
+            resources::list_resources,
+            resources::create_resource
+        ))
         .routes(routes!(
             resources::get_resource,
             resources::update_resource,
             resources::delete_resource
         ))
-        .routes(routes!(resources::resource_groups, resources::bind_resource))
+        .routes(routes!(
+            resources::resource_groups,
+            resources::bind_resource
+        ))
         .routes(routes!(resources::unbind_resource))
         .routes(routes!(resources::grantees))
         .routes(routes!(resources::bound_groups, resources::bind_groups))

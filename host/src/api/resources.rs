@@ -114,7 +114,12 @@ pub async fn update_resource(
     let cap = allow(p.manage_directory(), &p, "change resources")?;
     let r = s
         .access
-        .update_resource(&cap, &parse_id("resource", &id)?, &patch, if_match(&headers)?)
+        .update_resource(
+            &cap,
+            &parse_id("resource", &id)?,
+            &patch,
+            if_match(&headers)?,
+        )
         .await?;
     Ok(resource_response(StatusCode::OK, r))
 }
@@ -201,7 +206,11 @@ pub async fn unbind_resource(
 ) -> Result<StatusCode, ApiError> {
     let cap = allow(p.manage_directory(), &p, "bind resources")?;
     s.access
-        .unbind_resource(&cap, &parse_id("resource", &id)?, &parse_id("group", &group)?)
+        .unbind_resource(
+            &cap,
+            &parse_id("resource", &id)?,
+            &parse_id("group", &group)?,
+        )
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -225,10 +234,11 @@ pub async fn grantees(
 ) -> Result<Json<Page<Grantee>>, ApiError> {
     let read = allow(p.read(), &p, "read access")?;
     let req = page_request(&query_pairs(q.as_deref())?)?;
-    Ok(Json(
-        s.access
-            .grantees(&read, &parse_id("resource", &id)?, &req)?,
-    ))
+    Ok(Json(s.access.grantees(
+        &read,
+        &parse_id("resource", &id)?,
+        &req,
+    )?))
 }
 
 /// The groups of the other kind bound to a group: device groups of a user
@@ -245,7 +255,9 @@ pub async fn bound_groups(
     Path(id): Path<String>,
 ) -> Result<Json<Vec<GroupBinding>>, ApiError> {
     let read = allow(p.read(), &p, "read groups")?;
-    Ok(Json(s.access.bound_groups(&read, &parse_id("group", &id)?)?))
+    Ok(Json(
+        s.access.bound_groups(&read, &parse_id("group", &id)?)?,
+    ))
 }
 
 /// Bind a user group to a device group.
@@ -283,7 +295,12 @@ pub async fn unbind_groups(
 ) -> Result<StatusCode, ApiError> {
     let cap = allow(p.manage_directory(), &p, "bind groups")?;
     s.access
-        .bind_groups(&cap, &parse_id("group", &id)?, &parse_id("group", &other)?, false)
+        .bind_groups(
+            &cap,
+            &parse_id("group", &id)?,
+            &parse_id("group", &other)?,
+            false,
+        )
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -13,6 +13,7 @@ use serde_json::Value;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use super::Groups;
 use super::crud::{build, load};
 use super::keys::{EXEMPTIONS, MANUAL, MEMBERS, SUGGESTIONS, pair};
 use super::model::{
@@ -23,7 +24,6 @@ use super::plan::{self, Parsed, Unit};
 use super::rule::{Cond, Quantifier, RuleModel, Warning};
 use super::run::{Explained, Mode, Run};
 use super::universe::{Reader, Universe};
-use super::Groups;
 use crate::auth::Read;
 use crate::directory::{SubjectKind, UserState};
 use crate::error::DomainError;
@@ -157,8 +157,10 @@ pub struct ConditionExplanation {
     /// The group a `member_of` / `not_member_of` condition refers to.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub group: Option<GroupRef>,
-    /// The related subjects of a cross-subject condition.
+    /// The related subjects of a cross-subject condition. Their own
+    /// conditions never have related subjects in turn.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(no_recursion)]
     pub related: Option<RelatedExplanation>,
 }
 
@@ -249,7 +251,9 @@ impl Groups {
         let now = self.now();
         let mut group = build(
             GroupInput {
-                name: existing.as_ref().map_or("preview".into(), |g| g.name.clone()),
+                name: existing
+                    .as_ref()
+                    .map_or("preview".into(), |g| g.name.clone()),
                 subject: input.subject,
                 description: None,
                 group_type: GroupType::Dynamic,
@@ -406,7 +410,8 @@ impl Groups {
         }
         out.evaluation_error = result.and_then(|r| r.errors.get(&subject).cloned());
         let decision = result.and_then(|r| r.decisions.iter().find(|d| d.subject == subject));
-        let (rule_match, excluded) = decision.map_or((false, false), |d| (d.rule_match, d.excluded));
+        let (rule_match, excluded) =
+            decision.map_or((false, false), |d| (d.rule_match, d.excluded));
         let parsed = Parsed::of(&group)?;
         let names = self.group_names(store, &parsed, group.subject)?;
         let ctx = Ctx {
@@ -415,7 +420,13 @@ impl Groups {
             nested: &outcome.nested,
             names: &names,
         };
-        out.rule = Some(ctx.rule(Unit::Rule(group_id), "rule", parsed.rule.as_ref(), subject, rule_match));
+        out.rule = Some(ctx.rule(
+            Unit::Rule(group_id),
+            "rule",
+            parsed.rule.as_ref(),
+            subject,
+            rule_match,
+        ));
         if group.exclusion.is_some() {
             out.exclusion = Some(ctx.rule(
                 Unit::Exclusion(group_id),
@@ -480,9 +491,8 @@ impl Ctx<'_> {
         subject: Uuid,
         matched: bool,
     ) -> RuleExplanation {
-        let host: HashMap<String, &Cond> = model
-            .map(|m| m.conditions().collect())
-            .unwrap_or_default();
+        let host: HashMap<String, &Cond> =
+            model.map(|m| m.conditions().collect()).unwrap_or_default();
         let conditions = self
             .outcomes(unit, subject)
             .map(|x| {
@@ -497,12 +507,18 @@ impl Ctx<'_> {
                 match host.get(&x.outcome.at) {
                     Some(Cond::Member { group, negate }) => {
                         let name = self.names.get(group).cloned();
-                        let shown = name.clone().map_or_else(|| group.to_string(), |n| format!("{n:?}"));
+                        let shown = name
+                            .clone()
+                            .map_or_else(|| group.to_string(), |n| format!("{n:?}"));
                         let is_member = x.outcome.matched != *negate;
                         c.detail = format!(
                             "{} a member of {shown}; the condition asks for {}",
                             if is_member { "is" } else { "is not" },
-                            if *negate { "not being one" } else { "being one" }
+                            if *negate {
+                                "not being one"
+                            } else {
+                                "being one"
+                            }
                         );
                         c.group = Some(GroupRef { id: *group, name });
                     }
@@ -525,17 +541,19 @@ impl Ctx<'_> {
                 c
             })
             .collect();
-        RuleExplanation { matched, conditions }
+        RuleExplanation {
+            matched,
+            conditions,
+        }
     }
 
     fn related(&self, at: &str, quantifier: Quantifier) -> RelatedExplanation {
-        let Some((n, _)) = self
-            .plan
-            .related
-            .iter()
-            .enumerate()
-            .find(|(_, d)| d.field == at)
-        else {
+        // The definition's field names the related kind: `…/devices`.
+        let Some((n, def)) = self.plan.related.iter().enumerate().find(|(_, d)| {
+            d.field
+                .strip_prefix(at)
+                .is_some_and(|rest| rest == "/devices" || rest == "/users")
+        }) else {
             return RelatedExplanation {
                 quantifier,
                 subjects: Vec::new(),
@@ -552,7 +570,7 @@ impl Ctx<'_> {
                         conditions: self
                             .outcomes(Unit::Related(n), *id)
                             .map(|x| ConditionExplanation {
-                                at: format!("{at}{}", x.outcome.at),
+                                at: format!("{}{}", def.field, x.outcome.at),
                                 matched: x.outcome.matched,
                                 detail: x.outcome.detail.clone(),
                                 group: None,
@@ -620,5 +638,8 @@ fn summary(group: &Group, out: &Explanation, rule_match: bool, excluded: bool) -
 }
 
 fn states(s: &[UserState]) -> String {
-    s.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" or ")
+    s.iter()
+        .map(|s| s.as_str())
+        .collect::<Vec<_>>()
+        .join(" or ")
 }
