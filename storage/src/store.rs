@@ -299,6 +299,47 @@ mod tests {
     }
 
     #[test]
+    fn transaction_scans_merge_their_own_writes_in_order() {
+        let (_dir, store) = open();
+        store
+            .write(|t| {
+                for k in [&b"a1"[..], b"a3", b"a5"] {
+                    t.put(KS, k, b"old".to_vec());
+                }
+                t.put(OTHER, b"a2", vec![]);
+                Ok::<_, StorageError>(())
+            })
+            .unwrap()
+            .durable_blocking()
+            .unwrap();
+        store
+            .write(|t| {
+                t.put(KS, b"a0", b"new".to_vec());
+                t.put(KS, b"a3", b"new".to_vec());
+                t.delete(KS, b"a5");
+                t.put(KS, b"a4", b"new".to_vec());
+                t.put(KS, b"b1", b"new".to_vec());
+                let seen: Vec<(String, String)> = t
+                    .scan_prefix(KS, b"a")?
+                    .into_iter()
+                    .map(|(k, v)| (String::from_utf8(k).unwrap(), String::from_utf8(v).unwrap()))
+                    .collect();
+                let expected: Vec<(String, String)> = [
+                    ("a0", "new"),
+                    ("a1", "old"),
+                    ("a3", "new"),
+                    ("a4", "new"),
+                ]
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+                assert_eq!(seen, expected);
+                Ok::<_, StorageError>(())
+            })
+            .unwrap();
+    }
+
+    #[test]
     fn sequences_follow_commits_and_survive_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let append = |store: &Store, fail: bool| {

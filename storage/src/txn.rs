@@ -128,32 +128,70 @@ impl<'a> WriteTxn<'a> {
     }
 
     /// All entries of `ks` under `prefix`, merged with this transaction's own
-    /// writes. Meant for bounded sets (a user's devices), not whole tables.
+    /// writes. Meant for bounded sets (a user's devices), not whole tables;
+    /// walk whole tables with [`WriteTxn::for_each_prefix`].
     pub fn scan_prefix(&self, ks: Keyspace, prefix: &[u8]) -> Result<Vec<Entry>, StorageError> {
+        let mut out = Vec::new();
+        self.for_each_prefix(ks, prefix, |k, v| {
+            out.push((k.to_vec(), v.to_vec()));
+            Ok::<_, StorageError>(())
+        })?;
+        Ok(out)
+    }
+
+    /// Calls `f` for every entry of `ks` under `prefix` in key order, as
+    /// this transaction sees them (committed state merged with its own
+    /// writes), without materializing the range: a walk over a whole table
+    /// costs one entry of memory at a time.
+    pub fn for_each_prefix<E: From<StorageError>>(
+        &self,
+        ks: Keyspace,
+        prefix: &[u8],
+        mut f: impl FnMut(&[u8], &[u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
         let lo = ks.encode(prefix);
         let hi = prefix_successor(&lo);
         let end = match &hi {
             Some(h) => Bound::Excluded(h.clone()),
             None => Bound::Unbounded,
         };
-        let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
-        for r in self
+        let mut committed = self
             .backend
             .range(Bound::Included(lo.clone()), end.clone(), false)
-        {
-            let (k, v) = r?;
-            merged.insert(k, v);
-        }
-        for (k, v) in self.writes.range((Bound::Included(lo), end)) {
-            match v {
-                Some(v) => merged.insert(k.clone(), v.clone()),
-                None => merged.remove(k),
+            .peekable();
+        let mut own = self.writes.range((Bound::Included(lo), end)).peekable();
+        loop {
+            let take_own = match (committed.peek(), own.peek()) {
+                (None, None) => return Ok(()),
+                (Some(Err(_)), _) => {
+                    return Err(committed
+                        .next()
+                        .and_then(|r| r.err())
+                        .expect("peeked an error")
+                        .into());
+                }
+                (Some(Ok((ck, _))), Some((ok, _))) => match ck.as_slice().cmp(ok.as_slice()) {
+                    std::cmp::Ordering::Less => false,
+                    std::cmp::Ordering::Equal => {
+                        // The transaction's write shadows the committed value.
+                        committed.next();
+                        true
+                    }
+                    std::cmp::Ordering::Greater => true,
+                },
+                (Some(Ok(_)), None) => false,
+                (None, Some(_)) => true,
             };
+            if take_own {
+                let (k, v) = own.next().expect("peeked");
+                if let Some(v) = v {
+                    f(ks.strip(k), v)?;
+                }
+            } else {
+                let (k, v) = committed.next().expect("peeked")?;
+                f(ks.strip(&k), &v)?;
+            }
         }
-        Ok(merged
-            .into_iter()
-            .map(|(k, v)| (ks.strip(&k).to_vec(), v))
-            .collect())
     }
 }
 

@@ -20,7 +20,7 @@ use crate::error::DomainError;
 use crate::page::{self, Page, PageRequest};
 
 /// Where a user is in their lifecycle.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum UserState {
     /// Created but not yet given access (e.g. before a start date).

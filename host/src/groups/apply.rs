@@ -46,7 +46,7 @@ pub fn record_membership(
     let key = pair(group, subject);
     match after {
         Some(source) => {
-            txn.put_json(MEMBERS, &key, &Membership { source, since: now })?;
+            txn.put(MEMBERS, &key, Membership { source, since: now }.encode());
             txn.put(SUBJECT_GROUPS, &pair(subject, group), Vec::new());
         }
         None => {
@@ -118,54 +118,43 @@ fn apply_group(
 ) -> Result<(), DomainError> {
     // Status counters move by deltas; the status is read only when one moved.
     let mut status = Delta::default();
-    let stored = &result.stored;
-    let mut new_errors = 0u64;
-    for d in &result.decisions {
-        let current = stored.members.get(&d.subject).map(|m| m.source);
-        if current != d.member {
-            let why = match d.member {
-                Some(Source::Rule) => format!("the rule matches ({reason})"),
-                Some(Source::Exemption) => format!("an 'always' exemption applies ({reason})"),
-                Some(Source::Manual) => format!("added by hand ({reason})"),
-                None if d.excluded => format!("the exclusion rule matches ({reason})"),
-                None if d.rule_match => {
-                    format!("an exemption or the group's state scoping leaves it out ({reason})")
-                }
-                None => format!("the rule no longer matches ({reason})"),
-            };
-            record_membership(txn, now, actor, group, &d.subject, current, d.member, &why)?;
-            match (current.is_some(), d.member.is_some()) {
-                (false, true) => {
-                    counts.added += 1;
-                    status.member_count += 1;
-                }
-                (true, false) => {
-                    counts.removed += 1;
-                    status.member_count -= 1;
-                }
-                _ => {}
+    for c in &result.changes {
+        let why = match c.after {
+            Some(Source::Rule) => format!("the rule matches ({reason})"),
+            Some(Source::Exemption) => format!("an 'always' exemption applies ({reason})"),
+            Some(Source::Manual) => format!("added by hand ({reason})"),
+            None if c.excluded => format!("the exclusion rule matches ({reason})"),
+            None if c.rule_match => {
+                format!("an exemption, review mode or the group's state scoping leaves it out ({reason})")
             }
+            None => format!("the rule no longer matches ({reason})"),
+        };
+        record_membership(txn, now, actor, group, &c.subject, c.before, c.after, &why)?;
+        match (c.before.is_some(), c.after.is_some()) {
+            (false, true) => {
+                counts.added += 1;
+                status.member_count += 1;
+            }
+            (true, false) => {
+                counts.removed += 1;
+                status.member_count -= 1;
+            }
+            _ => {}
         }
-        let key = pair(group, &d.subject);
-        let existing = stored.suggestions.get(&d.subject);
-        match (existing, d.suggestion) {
-            (None, None) => {}
-            (Some(s), Some(a)) if s.action == a => {}
-            (Some(s), None) => {
-                if !s.dismissed {
-                    status.pending_suggestions -= 1;
-                }
-                txn.delete(SUGGESTIONS, &key);
-            }
-            (existing, Some(action)) => {
-                if existing.is_some_and(|s| !s.dismissed) {
-                    status.pending_suggestions -= 1;
-                }
+    }
+    for c in &result.suggestions {
+        let key = pair(group, &c.subject);
+        if c.before.as_ref().is_some_and(|s| !s.dismissed) {
+            status.pending_suggestions -= 1;
+        }
+        match c.after {
+            None => txn.delete(SUGGESTIONS, &key),
+            Some(action) => {
                 txn.put_json(
                     SUGGESTIONS,
                     &key,
                     &Suggestion {
-                        subject_id: d.subject,
+                        subject_id: c.subject,
                         action,
                         since: now,
                         dismissed: false,
@@ -175,21 +164,16 @@ fn apply_group(
                 counts.suggested += 1;
             }
         }
-        let had_error = stored.errors.contains(&d.subject);
-        match result.errors.get(&d.subject) {
-            Some(message) => {
-                txn.put(ERRORS, &key, message.clone().into_bytes());
-                if !had_error {
-                    status.evaluation_errors += 1;
-                    new_errors += 1;
-                }
-            }
-            None if had_error => {
-                txn.delete(ERRORS, &key);
-                status.evaluation_errors -= 1;
-            }
-            None => {}
-        }
+    }
+    for s in &result.errors_cleared {
+        txn.delete(ERRORS, &pair(group, s));
+        status.evaluation_errors -= 1;
+    }
+    let mut new_errors = 0u64;
+    for (s, message) in &result.errors {
+        txn.put(ERRORS, &pair(group, s), message.clone().into_bytes());
+        status.evaluation_errors += 1;
+        new_errors += 1;
     }
     if new_errors > 0 {
         let example = result

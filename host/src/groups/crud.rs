@@ -431,7 +431,7 @@ impl Groups {
             let Some(subject) = crate::directory::keys::uuid_at(&k, 16) else {
                 continue;
             };
-            let m: Membership = cohort_storage::decode_json(MEMBERS, &v)?;
+            let m = Membership::decode(&v)?;
             txn.put(MANUAL, &pair(group, &subject), Vec::new());
             if m.source != Source::Manual {
                 apply::record_membership(

@@ -281,14 +281,9 @@ impl Groups {
         if let Some(reason) = result.failure {
             return Err(failure(&group, reason));
         }
-        let members: BTreeSet<Uuid> = result
-            .decisions
-            .iter()
-            .filter(|d| d.member.is_some())
-            .map(|d| d.subject)
-            .collect();
+        let members: BTreeSet<Uuid> = result.members.iter().copied().collect();
         let current: BTreeSet<Uuid> = if existing.is_some() {
-            result.stored.members.keys().copied().collect()
+            result.current.iter().copied().collect()
         } else {
             BTreeSet::new()
         };
@@ -348,7 +343,7 @@ impl Groups {
                 subject,
             ));
         }
-        let stored: Option<Membership> = store.get_json(MEMBERS, &key)?;
+        let stored = Membership::read(store.get(MEMBERS, &key)?)?;
         let exemption: Option<Exemption> = store.get_json(EXEMPTIONS, &key)?;
         let manual = store.get(MANUAL, &key)?.is_some();
         let suggestion: Option<Suggestion> = store.get_json(SUGGESTIONS, &key)?;
@@ -409,9 +404,9 @@ impl Groups {
             return Ok(out);
         }
         out.evaluation_error = result.and_then(|r| r.errors.get(&subject).cloned());
-        let decision = result.and_then(|r| r.decisions.iter().find(|d| d.subject == subject));
-        let (rule_match, excluded) =
-            decision.map_or((false, false), |d| (d.rule_match, d.excluded));
+        let (rule_match, excluded) = result
+            .and_then(|r| r.verdicts.get(&subject).copied())
+            .unwrap_or((false, false));
         let parsed = Parsed::of(&group)?;
         let names = self.group_names(store, &parsed, group.subject)?;
         let ctx = Ctx {

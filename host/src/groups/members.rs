@@ -121,7 +121,7 @@ impl Groups {
             let Some(subject_id) = crate::directory::keys::uuid_at(k, 16) else {
                 return Ok(page::Visit::Skip);
             };
-            let m: Membership = cohort_storage::decode_json(MEMBERS, v)?;
+            let m = Membership::decode(v)?;
             Ok(page::Visit::Item(Member {
                 subject_id,
                 source: m.source,
@@ -147,8 +147,7 @@ impl Groups {
             };
             let (Some(group), Some(m)) = (
                 self.store().get_json::<Group>(GROUPS, g.as_bytes())?,
-                self.store()
-                    .get_json::<Membership>(MEMBERS, &pair(&g, subject))?,
+                Membership::read(self.store().get(MEMBERS, &pair(&g, subject))?)?,
             ) else {
                 continue;
             };
@@ -178,7 +177,7 @@ impl Groups {
             check_subject(&*txn, &g, &subject)?;
             let now = this.now();
             let key = pair(&group, &subject);
-            if let Some(m) = txn.get_json::<Membership>(MEMBERS, &key)? {
+            if let Some(m) = Membership::read(txn.get(MEMBERS, &key)?)? {
                 return Ok(Member {
                     subject_id: subject,
                     source: m.source,
@@ -212,7 +211,7 @@ impl Groups {
         self.write(move |this, txn| {
             let g = load_group(&*txn, &group)?;
             let key = pair(&group, &subject);
-            let current = txn.get_json::<Membership>(MEMBERS, &key)?;
+            let current = Membership::read(txn.get(MEMBERS, &key)?)?;
             if !txn.contains(MANUAL, &key)? {
                 return match current {
                     None => Err(DomainError::not_found("member", subject)),
@@ -451,7 +450,7 @@ impl Groups {
                     continue;
                 }
                 txn.delete(SUGGESTIONS, &key);
-                let current = txn.get_json::<Membership>(MEMBERS, &key)?.map(|m| m.source);
+                let current = Membership::read(txn.get(MEMBERS, &key)?)?.map(|m| m.source);
                 let after = match s.action {
                     SuggestionAction::Add if current.is_none() => Some(Source::Rule),
                     SuggestionAction::Remove if current == Some(Source::Rule) => None,

@@ -226,9 +226,7 @@ impl Groups {
             let Some(group) = directory::keys::uuid_at(&k, 16) else {
                 continue;
             };
-            let before = txn
-                .get_json::<Membership>(MEMBERS, &pair(&group, subject))?
-                .map(|m| m.source);
+            let before = Membership::read(txn.get(MEMBERS, &pair(&group, subject))?)?.map(|m| m.source);
             apply::record_membership(
                 txn,
                 now,

@@ -163,6 +163,48 @@ pub struct Membership {
     pub since: DateTime<Utc>,
 }
 
+impl Membership {
+    /// The stored form: one byte of source, then the time in microseconds
+    /// (big-endian). Memberships are the most numerous records, and a full
+    /// recompute reads all of them; JSON with a parsed timestamp cost more
+    /// than evaluating the rules.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(9);
+        out.push(match self.source {
+            Source::Rule => 0,
+            Source::Manual => 1,
+            Source::Exemption => 2,
+        });
+        out.extend_from_slice(&self.since.timestamp_micros().to_be_bytes());
+        out
+    }
+
+    /// Reads the stored form.
+    pub fn decode(bytes: &[u8]) -> Result<Membership, cohort_storage::StorageError> {
+        let corrupt = || cohort_storage::StorageError::Corrupt {
+            keyspace: super::keys::MEMBERS.name().to_string(),
+            detail: format!("membership record of {} bytes", bytes.len()),
+        };
+        let (&tag, rest) = bytes.split_first().ok_or_else(corrupt)?;
+        let source = match tag {
+            0 => Source::Rule,
+            1 => Source::Manual,
+            2 => Source::Exemption,
+            _ => return Err(corrupt()),
+        };
+        let micros = i64::from_be_bytes(rest.try_into().map_err(|_| corrupt())?);
+        let since = DateTime::from_timestamp_micros(micros).ok_or_else(corrupt)?;
+        Ok(Membership { source, since })
+    }
+
+    /// Decodes an optional stored value.
+    pub fn read(
+        bytes: Option<Vec<u8>>,
+    ) -> Result<Option<Membership>, cohort_storage::StorageError> {
+        bytes.map(|b| Membership::decode(&b)).transpose()
+    }
+}
+
 /// A member as listed.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Member {

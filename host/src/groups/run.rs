@@ -3,6 +3,12 @@
 //! call the evaluators, and decide each affected subject's membership from
 //! the rule, the exclusion, exemptions, manual membership, state scoping and
 //! review mode.
+//!
+//! Decisions are made on bitsets over the universe's positions, a word of
+//! 64 subjects at a time; only the few subjects with an exemption, a manual
+//! membership or a non-rule membership are looked at one by one. A run
+//! reports changes against the stored state, not every decision, so a full
+//! recompute of an unchanged directory writes nothing and allocates little.
 
 use std::collections::{HashMap, HashSet};
 
@@ -16,7 +22,8 @@ use super::model::{
 use super::plan::{Plan, Program, Unit};
 use super::rule::{member_attribute, related_attribute};
 use super::universe::{Reader, Side, Universe};
-use crate::directory::SubjectKind;
+use crate::directory::keys::uuid_at;
+use crate::directory::{SubjectKind, UserState};
 use crate::error::DomainError;
 use crate::plugins::batch::{BatchBuilder, wit_kind};
 use crate::plugins::bindings::rules::{ConditionOutcome, EvaluateError, EvaluateOptions};
@@ -33,30 +40,90 @@ const SCAN_ABOVE: usize = 512;
 pub enum Mode {
     /// For writing: review-mode groups keep their members and suggest.
     Apply,
-    /// What the rules give, review mode or not (previews, explanations).
+    /// What the rules give, review mode or not (previews, explanations);
+    /// also lists the members and the rule's verdicts.
     Preview,
 }
 
-/// A membership decision for one affected subject of one group.
+/// A bitset over universe positions.
+#[derive(Clone, Debug, Default)]
+pub struct Bits(Vec<u64>);
+
+impl Bits {
+    fn zeros(n: usize) -> Bits {
+        Bits(vec![0; n.div_ceil(64)])
+    }
+
+    fn ones(n: usize) -> Bits {
+        let mut b = Bits(vec![!0; n.div_ceil(64)]);
+        if n % 64 != 0
+            && let Some(last) = b.0.last_mut()
+        {
+            *last = (1u64 << (n % 64)) - 1;
+        }
+        b
+    }
+
+    /// Whether position `i` is set.
+    pub fn get(&self, i: usize) -> bool {
+        self.0.get(i / 64).is_some_and(|w| w >> (i % 64) & 1 == 1)
+    }
+
+    fn set(&mut self, i: usize, v: bool) {
+        let w = &mut self.0[i / 64];
+        if v {
+            *w |= 1 << (i % 64);
+        } else {
+            *w &= !(1 << (i % 64));
+        }
+    }
+
+    fn ones_iter(&self) -> impl Iterator<Item = usize> + '_ {
+        self.0.iter().enumerate().flat_map(|(wi, &w)| {
+            let mut w = w;
+            std::iter::from_fn(move || {
+                if w == 0 {
+                    return None;
+                }
+                let b = w.trailing_zeros() as usize;
+                w &= w - 1;
+                Some(wi * 64 + b)
+            })
+        })
+    }
+}
+
+/// A membership change to write.
 #[derive(Clone, Debug)]
-pub struct Decision {
+pub struct MemberChange {
     /// The subject.
     pub subject: Uuid,
-    /// The membership it should have.
-    pub member: Option<Source>,
-    /// A review-mode suggestion, when the rule disagrees with the membership.
-    pub suggestion: Option<SuggestionAction>,
+    /// Its membership before.
+    pub before: Option<Source>,
+    /// Its membership after.
+    pub after: Option<Source>,
     /// The rule matched (before exclusion and scoping).
     pub rule_match: bool,
     /// The exclusion matched.
     pub excluded: bool,
 }
 
+/// A suggestion to create, replace or drop.
+#[derive(Clone, Debug)]
+pub struct SuggestionChange {
+    /// The subject.
+    pub subject: Uuid,
+    /// The stored suggestion, if any.
+    pub before: Option<Suggestion>,
+    /// The suggestion the rule makes now, if any.
+    pub after: Option<SuggestionAction>,
+}
+
 /// What a group's stored state says about the affected subjects.
 #[derive(Default)]
 pub struct Stored {
     /// Current memberships.
-    pub members: HashMap<Uuid, Membership>,
+    pub members: HashMap<Uuid, Source>,
     /// Manual members.
     pub manual: HashSet<Uuid>,
     /// Exemptions.
@@ -67,6 +134,10 @@ pub struct Stored {
     pub errors: HashSet<Uuid>,
 }
 
+fn subject_of(k: &[u8]) -> Option<Uuid> {
+    uuid_at(k, 16)
+}
+
 impl Stored {
     /// Reads a group's state for the affected subjects of `side`.
     pub fn load(r: &impl Reader, group: &Uuid, side: &Side) -> Result<Stored, DomainError> {
@@ -74,34 +145,34 @@ impl Stored {
         let affected = side.affected_count();
         if side.complete || affected > SCAN_ABOVE {
             let g = group.as_bytes();
-            for (k, v) in r.scan(MEMBERS, g)? {
-                if let Some(s) = crate::directory::keys::uuid_at(&k, 16) {
-                    out.members
-                        .insert(s, cohort_storage::decode_json(MEMBERS, &v)?);
+            r.for_each(MEMBERS, g, &mut |k, v| {
+                if let Some(s) = subject_of(k) {
+                    out.members.insert(s, Membership::decode(v)?.source);
                 }
-            }
-            for (k, _) in r.scan(MANUAL, g)? {
-                if let Some(s) = crate::directory::keys::uuid_at(&k, 16) {
-                    out.manual.insert(s);
-                }
-            }
-            for (k, v) in r.scan(EXEMPTIONS, g)? {
-                if let Some(s) = crate::directory::keys::uuid_at(&k, 16) {
+                Ok(())
+            })?;
+            r.for_each(MANUAL, g, &mut |k, _| {
+                out.manual.extend(subject_of(k));
+                Ok(())
+            })?;
+            r.for_each(EXEMPTIONS, g, &mut |k, v| {
+                if let Some(s) = subject_of(k) {
                     out.exemptions
-                        .insert(s, cohort_storage::decode_json(EXEMPTIONS, &v)?);
+                        .insert(s, cohort_storage::decode_json(EXEMPTIONS, v)?);
                 }
-            }
-            for (k, v) in r.scan(SUGGESTIONS, g)? {
-                if let Some(s) = crate::directory::keys::uuid_at(&k, 16) {
+                Ok(())
+            })?;
+            r.for_each(SUGGESTIONS, g, &mut |k, v| {
+                if let Some(s) = subject_of(k) {
                     out.suggestions
-                        .insert(s, cohort_storage::decode_json(SUGGESTIONS, &v)?);
+                        .insert(s, cohort_storage::decode_json(SUGGESTIONS, v)?);
                 }
-            }
-            for (k, _) in r.scan(ERRORS, g)? {
-                if let Some(s) = crate::directory::keys::uuid_at(&k, 16) {
-                    out.errors.insert(s);
-                }
-            }
+                Ok(())
+            })?;
+            r.for_each(ERRORS, g, &mut |k, _| {
+                out.errors.extend(subject_of(k));
+                Ok(())
+            })?;
         } else {
             for (i, s) in side.subjects.iter().enumerate() {
                 if !side.affected[i] {
@@ -109,8 +180,8 @@ impl Stored {
                 }
                 let id = s.id();
                 let key = pair(group, &id);
-                if let Some(m) = r.get_json(MEMBERS, &key)? {
-                    out.members.insert(id, m);
+                if let Some(m) = Membership::read(r.get(MEMBERS, &key)?)? {
+                    out.members.insert(id, m.source);
                 }
                 if r.get(MANUAL, &key)?.is_some() {
                     out.manual.insert(id);
@@ -133,14 +204,22 @@ impl Stored {
 /// One group's results.
 #[derive(Default)]
 pub struct GroupResult {
-    /// Decisions for the affected subjects, in universe order.
-    pub decisions: Vec<Decision>,
-    /// Stored state read for the decisions.
-    pub stored: Stored,
-    /// Subjects the evaluator could not evaluate, with the message.
+    /// Membership changes against the stored state.
+    pub changes: Vec<MemberChange>,
+    /// Suggestion changes (review mode, or suggestions to drop).
+    pub suggestions: Vec<SuggestionChange>,
+    /// Subjects the evaluator could not evaluate in this run, with the message.
     pub errors: HashMap<Uuid, String>,
+    /// Affected subjects whose stored error state no longer holds.
+    pub errors_cleared: Vec<Uuid>,
     /// Why the group could not be evaluated at all.
     pub failure: Option<String>,
+    /// In preview mode: the members the decisions give, among the affected.
+    pub members: Vec<Uuid>,
+    /// In preview mode: the stored members among the affected.
+    pub current: Vec<Uuid>,
+    /// In preview mode: subjects the rule matched, and the exclusion matched.
+    pub verdicts: HashMap<Uuid, (bool, bool)>,
 }
 
 /// One condition's outcome for one subject, when explaining.
@@ -163,9 +242,6 @@ pub struct Outcome {
     /// Per cross-subject condition: related subject → whether it matched
     /// (when explaining).
     pub nested: HashMap<usize, HashMap<Uuid, bool>>,
-    /// Per cross-subject condition: owner subject → combined result (when
-    /// explaining).
-    pub related: HashMap<usize, HashMap<Uuid, bool>>,
     /// A program failed in a way that leaves its session unusable.
     pub poisoned: bool,
 }
@@ -178,13 +254,16 @@ pub struct Run<'a, R: Reader> {
     now: DateTime<Utc>,
     mode: Mode,
     explain: bool,
-    /// Decided memberships of targets, per group: position → member.
-    decided: HashMap<Uuid, Vec<bool>>,
+    /// Decided memberships of targets (stored ones at unaffected positions).
+    decided: HashMap<Uuid, Bits>,
     /// Stored memberships of non-target groups read as inputs.
     inputs: HashMap<Uuid, HashSet<Uuid>>,
     /// Combined cross-subject outcomes, per owner-side position.
-    combined: HashMap<usize, Vec<bool>>,
-    rule_bits: HashMap<Unit, Vec<bool>>,
+    combined: HashMap<usize, Bits>,
+    /// Per compiled rule: which positions it matched.
+    rule_bits: HashMap<Unit, Bits>,
+    /// Positions admitted by a set of user states, per set.
+    admitted: HashMap<Vec<UserState>, Bits>,
 }
 
 impl<'a, R: Reader> Run<'a, R> {
@@ -208,6 +287,7 @@ impl<'a, R: Reader> Run<'a, R> {
             inputs: HashMap::new(),
             combined: HashMap::new(),
             rule_bits: HashMap::new(),
+            admitted: HashMap::new(),
         }
     }
 
@@ -240,19 +320,17 @@ impl<'a, R: Reader> Run<'a, R> {
         pos: usize,
     ) -> Result<bool, DomainError> {
         let side = self.universe.side(kind);
-        if side.affected[pos]
-            && let Some(bits) = self.decided.get(group)
-        {
-            return Ok(bits[pos]);
+        if let Some(bits) = self.decided.get(group) {
+            return Ok(bits.get(pos));
         }
         if !self.inputs.contains_key(group) {
             let mut set = HashSet::new();
             if side.complete || side.subjects.len() > SCAN_ABOVE {
-                for (k, _) in self.reader.scan(MEMBERS, group.as_bytes())? {
-                    if let Some(s) = crate::directory::keys::uuid_at(&k, 16) {
-                        set.insert(s);
-                    }
-                }
+                self.reader
+                    .for_each(MEMBERS, group.as_bytes(), &mut |k, _| {
+                        set.extend(subject_of(k));
+                        Ok(())
+                    })?;
             } else {
                 for s in &side.subjects {
                     if self.reader.get(MEMBERS, &pair(group, &s.id()))?.is_some() {
@@ -269,7 +347,7 @@ impl<'a, R: Reader> Run<'a, R> {
         let side = self.universe.side(program.kind);
         let n = side.subjects.len();
         for unit in &program.units {
-            self.rule_bits.insert(*unit, vec![false; n]);
+            self.rule_bits.insert(*unit, Bits::zeros(n));
         }
         if n == 0 {
             return Ok(());
@@ -280,7 +358,8 @@ impl<'a, R: Reader> Run<'a, R> {
             .iter()
             .map(|r| related_attribute(*r))
             .collect();
-        let per_call = (PAIRS_PER_CALL / program.units.len().max(1)).clamp(16, 4096);
+        // A multiple of 64, so each call's bitmap words land on whole words.
+        let per_call = (PAIRS_PER_CALL / program.units.len().max(1)).clamp(64, 4096) / 64 * 64;
         let mut start = 0;
         while start < n {
             let end = (start + per_call).min(n);
@@ -297,7 +376,7 @@ impl<'a, R: Reader> Run<'a, R> {
                     batch.push_bool(name, m);
                 }
                 for (r, name) in program.related.iter().zip(&related_names) {
-                    let v = self.combined.get(r).is_some_and(|c| c[pos]);
+                    let v = self.combined.get(r).is_some_and(|c| c.get(pos));
                     batch.push_bool(name, v);
                 }
                 batch.finish_subject();
@@ -310,11 +389,11 @@ impl<'a, R: Reader> Run<'a, R> {
             let failure = match program.session.evaluate(&batch, options) {
                 Ok(Ok(eval)) => {
                     let words = eval.words_per_rule as usize;
+                    let first = start / 64;
                     for (r, unit) in program.units.iter().enumerate() {
                         let bits = self.rule_bits.get_mut(unit).expect("inserted above");
-                        for (i, bit) in bits[start..end].iter_mut().enumerate() {
-                            *bit = eval.matches[r * words + i / 64] >> (i % 64) & 1 == 1;
-                        }
+                        bits.0[first..first + words]
+                            .copy_from_slice(&eval.matches[r * words..(r + 1) * words]);
                     }
                     for e in eval.errors {
                         let Some(unit) = program.units.get(e.rule as usize) else {
@@ -377,89 +456,229 @@ impl<'a, R: Reader> Run<'a, R> {
                 .unwrap_or_default();
             let owner_kind = self.plan.groups[&def.owner].subject;
             let side = self.universe.side(owner_kind);
-            let combined: Vec<bool> = (0..side.subjects.len())
-                .map(|i| {
-                    def.quantifier.combine(
-                        side.related[i]
-                            .iter()
-                            .map(|j| nested.get(*j).copied().unwrap_or(false)),
-                    )
-                })
-                .collect();
+            let mut combined = Bits::zeros(side.subjects.len());
+            for i in 0..side.subjects.len() {
+                let v = def
+                    .quantifier
+                    .combine(side.related[i].iter().map(|j| nested.get(*j)));
+                combined.set(i, v);
+            }
             if self.explain {
-                let report = out.related.entry(n).or_default();
-                for (i, v) in combined.iter().enumerate() {
-                    report.insert(side.subjects[i].id(), *v);
-                }
                 let related_side = self.universe.side(other(owner_kind));
                 let report = out.nested.entry(n).or_default();
-                for (j, v) in nested.iter().enumerate() {
-                    report.insert(related_side.subjects[j].id(), *v);
+                for (j, s) in related_side.subjects.iter().enumerate() {
+                    report.insert(s.id(), nested.get(j));
                 }
             }
             self.combined.insert(n, combined);
         }
     }
 
+    fn admitted(&mut self, group: &Group, side: &Side) -> Bits {
+        let n = side.subjects.len();
+        if group.subject != SubjectKind::User {
+            return Bits::ones(n);
+        }
+        self.admitted
+            .entry(group.member_states.clone())
+            .or_insert_with(|| {
+                let mut b = Bits::zeros(n);
+                for (i, s) in side.subjects.iter().enumerate() {
+                    if group.admits(s.state()) {
+                        b.set(i, true);
+                    }
+                }
+                b
+            })
+            .clone()
+    }
+
     fn decide(&mut self, id: &Uuid, out: &mut Outcome) -> Result<(), DomainError> {
         let group: &Group = &self.plan.groups[id];
         let side = self.universe.side(group.subject);
+        let n = side.subjects.len();
+        let stored = Stored::load(self.reader, id, side)?;
+        let affected = {
+            let mut b = Bits::zeros(n);
+            for (i, a) in side.affected.iter().enumerate() {
+                b.set(i, *a);
+            }
+            b
+        };
+        let pos_of = |s: &Uuid| side.index.get(s).copied();
+        let mut stored_bits = Bits::zeros(n);
+        let mut stored_rule = Bits::zeros(n);
+        for (s, source) in &stored.members {
+            if let Some(p) = pos_of(s) {
+                stored_bits.set(p, true);
+                stored_rule.set(p, *source == Source::Rule);
+            }
+        }
         let result = out.groups.entry(*id).or_default();
-        result.stored = Stored::load(self.reader, id, side)?;
-        let failed = result.failure.is_some();
-        let rule = self.rule_bits.get(&Unit::Rule(*id));
-        let excl = self.rule_bits.get(&Unit::Exclusion(*id));
-        let mut bits = vec![false; side.subjects.len()];
-        for (pos, subject) in side.subjects.iter().enumerate() {
-            if !side.affected[pos] {
+        if result.failure.is_some() {
+            // Leave memberships as they are when the rule could not run.
+            self.decided.insert(*id, stored_bits);
+            return Ok(());
+        }
+        let rule = self
+            .rule_bits
+            .remove(&Unit::Rule(*id))
+            .unwrap_or_else(|| Bits::zeros(n));
+        let excl = self
+            .rule_bits
+            .remove(&Unit::Exclusion(*id))
+            .unwrap_or_else(|| Bits::zeros(n));
+        let admitted = self.admitted(group, side);
+        let result = out.groups.entry(*id).or_default();
+        let errors: HashSet<Uuid> = result.errors.keys().copied().collect();
+        let mut by_rule = Bits::zeros(n);
+        for w in 0..by_rule.0.len() {
+            by_rule.0[w] = rule.0[w] & !excl.0[w] & admitted.0[w] & affected.0[w];
+        }
+        // Subjects in error count as not matching.
+        for s in &errors {
+            if let Some(p) = pos_of(s) {
+                by_rule.set(p, false);
+            }
+        }
+        let review = group.review && self.mode == Mode::Apply;
+        let mut finals = if review {
+            stored_rule.clone()
+        } else {
+            by_rule.clone()
+        };
+        // The few subjects an exemption or a manual membership decides.
+        let mut special: HashMap<usize, Option<Source>> = HashMap::new();
+        for s in stored.exemptions.keys().chain(stored.manual.iter()) {
+            let Some(p) = pos_of(s) else { continue };
+            if !affected.get(p) || special.contains_key(&p) {
                 continue;
             }
-            let sid = subject.id();
-            let stored = &result.stored;
-            let current = stored.members.get(&sid);
-            if failed {
-                // Leave memberships as they are when the rule could not run.
-                bits[pos] = current.is_some();
-                continue;
-            }
-            let rule_match = rule.is_some_and(|b| b[pos]);
-            let excluded = excl.is_some_and(|b| b[pos]);
-            let admitted = group.admits(subject.state());
-            let by_rule = rule_match && !excluded && admitted;
             let exemption = stored
                 .exemptions
-                .get(&sid)
+                .get(s)
                 .filter(|e| e.active(self.now))
                 .map(|e| e.kind);
-            let manual = stored.manual.contains(&sid);
-            let mut suggestion = None;
-            let member = match exemption {
-                Some(ExemptionKind::Never) => None,
-                Some(ExemptionKind::Always) if admitted => Some(Source::Exemption),
-                _ if manual => Some(Source::Manual),
-                _ if group.review && self.mode == Mode::Apply => {
-                    let has = current.is_some_and(|m| m.source == Source::Rule);
-                    if by_rule != has {
-                        suggestion = Some(if by_rule {
-                            SuggestionAction::Add
-                        } else {
-                            SuggestionAction::Remove
-                        });
-                    }
-                    has.then_some(Source::Rule)
+            match exemption {
+                Some(ExemptionKind::Never) => {
+                    special.insert(p, None);
                 }
-                _ => by_rule.then_some(Source::Rule),
+                Some(ExemptionKind::Always) if admitted.get(p) => {
+                    special.insert(p, Some(Source::Exemption));
+                }
+                _ if stored.manual.contains(s) => {
+                    special.insert(p, Some(Source::Manual));
+                }
+                _ => {}
+            }
+        }
+        for (p, d) in &special {
+            finals.set(*p, d.is_some());
+        }
+        // Unaffected positions keep what is stored.
+        for w in 0..finals.0.len() {
+            finals.0[w] = (finals.0[w] & affected.0[w]) | (stored_bits.0[w] & !affected.0[w]);
+        }
+        let mut changed: HashSet<usize> = HashSet::new();
+        for w in 0..finals.0.len() {
+            let d = (finals.0[w] ^ stored_bits.0[w]) & affected.0[w];
+            changed.extend(Bits(vec![d]).ones_iter().map(|b| w * 64 + b));
+        }
+        // Overridden subjects, and members whose source may change without
+        // their membership changing (an exemption that ended, say).
+        changed.extend(special.keys().copied());
+        for (s, src) in &stored.members {
+            if *src != Source::Rule
+                && let Some(p) = pos_of(s)
+                && affected.get(p)
+            {
+                changed.insert(p);
+            }
+        }
+        let mut positions: Vec<usize> = changed.into_iter().collect();
+        positions.sort_unstable();
+        for p in positions {
+            let sid = side.subjects[p].id();
+            let after = match special.get(&p) {
+                Some(d) => *d,
+                None => finals.get(p).then_some(Source::Rule),
             };
-            bits[pos] = member.is_some();
-            result.decisions.push(Decision {
+            let before = stored.members.get(&sid).copied();
+            if before == after {
+                continue;
+            }
+            result.changes.push(MemberChange {
                 subject: sid,
-                member,
-                suggestion,
-                rule_match,
-                excluded,
+                before,
+                after,
+                rule_match: rule.get(p),
+                excluded: excl.get(p),
             });
         }
-        self.decided.insert(*id, bits);
+        // Review suggestions: where the rule disagrees with the rule-sourced
+        // membership, for subjects no exemption or manual membership decides.
+        let mut wanted: HashMap<Uuid, SuggestionAction> = HashMap::new();
+        if review {
+            let mut disagree = Bits::zeros(n);
+            for w in 0..disagree.0.len() {
+                disagree.0[w] = (by_rule.0[w] ^ stored_rule.0[w]) & affected.0[w];
+            }
+            for p in disagree.ones_iter() {
+                if special.contains_key(&p) {
+                    continue;
+                }
+                let action = if by_rule.get(p) {
+                    SuggestionAction::Add
+                } else {
+                    SuggestionAction::Remove
+                };
+                wanted.insert(side.subjects[p].id(), action);
+            }
+        }
+        for (sid, action) in &wanted {
+            match stored.suggestions.get(sid) {
+                Some(s) if s.action == *action => {}
+                before => result.suggestions.push(SuggestionChange {
+                    subject: *sid,
+                    before: before.cloned(),
+                    after: Some(*action),
+                }),
+            }
+        }
+        for (sid, s) in &stored.suggestions {
+            let in_scope = pos_of(sid).is_some_and(|p| affected.get(p));
+            if in_scope && !wanted.contains_key(sid) {
+                result.suggestions.push(SuggestionChange {
+                    subject: *sid,
+                    before: Some(s.clone()),
+                    after: None,
+                });
+            }
+        }
+        for sid in &stored.errors {
+            let in_scope = pos_of(sid).is_some_and(|p| affected.get(p));
+            if in_scope && !errors.contains(sid) {
+                result.errors_cleared.push(*sid);
+            }
+        }
+        // Errors count for decided subjects; only new ones are written.
+        let apply = self.mode == Mode::Apply;
+        result.errors.retain(|s, _| {
+            pos_of(s).is_some_and(|p| affected.get(p)) && !(apply && stored.errors.contains(s))
+        });
+        if self.mode == Mode::Preview {
+            for p in affected.ones_iter() {
+                let sid = side.subjects[p].id();
+                if finals.get(p) {
+                    result.members.push(sid);
+                }
+                if stored_bits.get(p) {
+                    result.current.push(sid);
+                }
+                result.verdicts.insert(sid, (rule.get(p), excl.get(p)));
+            }
+        }
+        self.decided.insert(*id, finals);
         Ok(())
     }
 }

@@ -16,8 +16,16 @@ use crate::error::DomainError;
 pub trait Reader {
     /// One key.
     fn get(&self, ks: Keyspace, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError>;
-    /// All keys under a prefix.
+    /// All keys under a prefix (for bounded sets).
     fn scan(&self, ks: Keyspace, prefix: &[u8]) -> Result<Vec<Entry>, StorageError>;
+
+    /// Walks the keys under a prefix in order without collecting them.
+    fn for_each(
+        &self,
+        ks: Keyspace,
+        prefix: &[u8],
+        f: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), DomainError>,
+    ) -> Result<(), DomainError>;
 
     /// One JSON value.
     fn get_json<T: serde::de::DeserializeOwned>(
@@ -38,6 +46,14 @@ impl Reader for WriteTxn<'_> {
     fn scan(&self, ks: Keyspace, prefix: &[u8]) -> Result<Vec<Entry>, StorageError> {
         self.scan_prefix(ks, prefix)
     }
+    fn for_each(
+        &self,
+        ks: Keyspace,
+        prefix: &[u8],
+        f: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), DomainError>,
+    ) -> Result<(), DomainError> {
+        self.for_each_prefix(ks, prefix, f)
+    }
 }
 
 impl Reader for Store {
@@ -46,6 +62,18 @@ impl Reader for Store {
     }
     fn scan(&self, ks: Keyspace, prefix: &[u8]) -> Result<Vec<Entry>, StorageError> {
         Store::scan(self, ks, prefix, None, false).collect()
+    }
+    fn for_each(
+        &self,
+        ks: Keyspace,
+        prefix: &[u8],
+        f: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), DomainError>,
+    ) -> Result<(), DomainError> {
+        for entry in Store::scan(self, ks, prefix, None, false) {
+            let (k, v) = entry?;
+            f(&k, &v)?;
+        }
+        Ok(())
     }
 }
 
@@ -134,31 +162,32 @@ impl Universe {
             users: Side::default(),
             devices: Side::default(),
         };
-        for (_, v) in r.scan(USERS, b"")? {
-            let user: User = cohort_storage::decode_json(USERS, &v)?;
+        r.for_each(USERS, b"", &mut |_, v| {
+            let user: User = cohort_storage::decode_json(USERS, v)?;
             u.users.push(Loaded::User(Box::new(user)), true);
-        }
-        for (_, v) in r.scan(DEVICES, b"")? {
-            let device: Device = cohort_storage::decode_json(DEVICES, &v)?;
+            Ok(())
+        })?;
+        r.for_each(DEVICES, b"", &mut |_, v| {
+            let device: Device = cohort_storage::decode_json(DEVICES, v)?;
             u.devices.push(Loaded::Device(Box::new(device)), true);
-        }
+            Ok(())
+        })?;
         u.users.complete = true;
         u.devices.complete = true;
         u.users.related = vec![Vec::new(); u.users.subjects.len()];
         u.devices.related = vec![Vec::new(); u.devices.subjects.len()];
         if bindings {
-            for (k, _) in r.scan(USER_DEVICES, b"")? {
-                let (Some(user), Some(device)) = (keys::uuid_at(&k, 0), keys::uuid_at(&k, 16))
-                else {
-                    continue;
-                };
-                if let (Some(&ui), Some(&di)) =
-                    (u.users.index.get(&user), u.devices.index.get(&device))
+            let (users, devices) = (&mut u.users, &mut u.devices);
+            r.for_each(USER_DEVICES, b"", &mut |k, _| {
+                if let (Some(user), Some(device)) = (keys::uuid_at(k, 0), keys::uuid_at(k, 16))
+                    && let (Some(&ui), Some(&di)) =
+                        (users.index.get(&user), devices.index.get(&device))
                 {
-                    u.users.related[ui].push(di);
-                    u.devices.related[di].push(ui);
+                    users.related[ui].push(di);
+                    devices.related[di].push(ui);
                 }
-            }
+                Ok(())
+            })?;
         }
         Ok(u)
     }
