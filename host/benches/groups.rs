@@ -61,7 +61,14 @@ const DEPTS: usize = 50;
 const LOCATIONS: usize = 20;
 const COST_CENTERS: usize = 100;
 const DOMAINS: usize = 1_000;
-const TITLES: [&str; 6] = ["Senior", "Staff", "Principal", "Junior", "Lead", "Associate"];
+const TITLES: [&str; 6] = [
+    "Senior",
+    "Staff",
+    "Principal",
+    "Junior",
+    "Lead",
+    "Associate",
+];
 const FAMILIES: [OsFamily; 5] = [
     OsFamily::Macos,
     OsFamily::Windows,
@@ -137,7 +144,9 @@ fn rule(i: usize, users: usize, user_groups: &[Uuid]) -> (String, Value) {
     if i < users {
         let r = match i % 8 {
             0 => json!({"conditions": [eq("department", json!([d(i)]))]}),
-            1 => json!({"conditions": [eq("department", json!([d(i)])), eq("location", json!([l(i / 8)]))]}),
+            1 => {
+                json!({"conditions": [eq("department", json!([d(i)])), eq("location", json!([l(i / 8)]))]})
+            }
             2 => json!({"conditions": [
                 {"attribute": "department", "operator": "in", "values": [d(i), d(i + 7)]},
                 eq("employee_type", json!(["full-time"]))]}),
@@ -148,7 +157,9 @@ fn rule(i: usize, users: usize, user_groups: &[Uuid]) -> (String, Value) {
             5 => json!({"any": [
                 {"conditions": [eq("location", json!([l(i)])), eq("department", json!([d(i)]))]},
                 {"conditions": [eq("company", json!([format!("Co{}", i % 5)])), eq("department", json!([d(i + 3)]))]}]}),
-            6 => json!({"conditions": [{"member_of": user_groups[i - 6]}, eq("location", json!([l(i)]))]}),
+            6 => {
+                json!({"conditions": [{"member_of": user_groups[i - 6]}, eq("location", json!([l(i)]))]})
+            }
             _ => json!({"conditions": [{"attribute": "email", "operator": "ends_with",
                                         "values": [format!("@d{}.example", i % DOMAINS)]}]}),
         };
@@ -164,7 +175,9 @@ fn rule(i: usize, users: usize, user_groups: &[Uuid]) -> (String, Value) {
                                        {"attribute": "os_family", "operator": "in", "values": [f(i), f(i + 1)]}]}),
             3 => json!({"conditions": [eq("os_family", json!([f(i)])),
                                        {"users": {"conditions": [eq("department", json!([d(i)]))]}}]}),
-            _ => json!({"conditions": [eq("mdm_enrolled", json!([true])), eq("os_family", json!([f(i)]))]}),
+            _ => {
+                json!({"conditions": [eq("mdm_enrolled", json!([true])), eq("os_family", json!([f(i)]))]})
+            }
         };
         (format!("device group {i}"), r)
     }
@@ -193,7 +206,8 @@ fn main() {
     let mut config = Config::default();
     config.data_dir = dir.clone();
     config.plugins.directory = Some(plugins);
-    config.plugins.cache_dir = Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/plugin-cache"));
+    config.plugins.cache_dir =
+        Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/plugin-cache"));
     config.groups.full_recompute_hours = 0;
     config.bootstrap_admin_key = Some(Secret::new(ADMIN_KEY));
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -216,7 +230,11 @@ fn main() {
             .write(|txn| {
                 for &i in chunk {
                     let u = user(i, &mut rng);
-                    txn.put(USERS_BY_USERNAME, u.username.as_bytes(), u.id.as_bytes().to_vec());
+                    txn.put(
+                        USERS_BY_USERNAME,
+                        u.username.as_bytes(),
+                        u.id.as_bytes().to_vec(),
+                    );
                     txn.put(USERS_BY_EMAIL, u.email.as_bytes(), u.id.as_bytes().to_vec());
                     txn.put_json(USERS, u.id.as_bytes(), &u)?;
                     user_ids.push(u.id);
@@ -296,7 +314,12 @@ fn main() {
                 };
                 txn.put(
                     GROUP_NAMES,
-                    &[subject.as_str().as_bytes(), &[0], name.to_lowercase().as_bytes()].concat(),
+                    &[
+                        subject.as_str().as_bytes(),
+                        &[0],
+                        name.to_lowercase().as_bytes(),
+                    ]
+                    .concat(),
                     g.id.as_bytes().to_vec(),
                 );
                 txn.put_json(GROUPS, g.id.as_bytes(), &g)?;

@@ -170,13 +170,28 @@ impl Store {
         }
         let mut sequences = self.inner.writer.lock();
         let mut txn = WriteTxn::new(self.inner.backend.as_ref(), &mut sequences);
-        let value = f(&mut txn)?;
-        let (writes, taken) = txn.finish();
-        let seq = if writes.is_empty() {
+        let value = match f(&mut txn) {
+            Ok(v) => v,
+            Err(e) => {
+                for abort in txn.finish().on_abort {
+                    abort();
+                }
+                return Err(e);
+            }
+        };
+        let finished = txn.finish();
+        let seq = if finished.writes.is_empty() && !finished.checkpointed {
             0
         } else {
-            self.inner.backend.apply(writes)?;
-            sequences.extend(taken);
+            if !finished.writes.is_empty()
+                && let Err(e) = self.inner.backend.apply(finished.writes)
+            {
+                for abort in finished.on_abort {
+                    abort();
+                }
+                return Err(e.into());
+            }
+            sequences.extend(finished.taken);
             self.inner.durability.committed()
         };
         Ok(Committed {
@@ -299,6 +314,42 @@ mod tests {
     }
 
     #[test]
+    fn checkpoints_apply_early_and_aborts_are_reported() {
+        let (_dir, store) = open();
+        let aborted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = std::sync::Arc::clone(&aborted);
+        let r = store.write(|t| {
+            t.on_abort(move || flag.store(true, std::sync::atomic::Ordering::SeqCst));
+            t.put(KS, b"a", b"1".to_vec());
+            t.checkpoint()?;
+            assert_eq!(t.pending_writes(), 0);
+            assert_eq!(t.get(KS, b"a")?, Some(b"1".to_vec()));
+            t.put(KS, b"b", b"2".to_vec());
+            Err::<(), _>(StorageError::Engine("later failure".into()))
+        });
+        assert!(r.is_err());
+        assert!(aborted.load(std::sync::atomic::Ordering::SeqCst));
+        assert_eq!(store.get(KS, b"a").unwrap(), Some(b"1".to_vec()));
+        assert_eq!(store.get(KS, b"b").unwrap(), None);
+
+        // A transaction whose writes all went out at a checkpoint still
+        // waits for durability, and commit runs no abort callback.
+        let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let f2 = std::sync::Arc::clone(&flag);
+        store
+            .write(|t| {
+                t.on_abort(move || f2.store(true, std::sync::atomic::Ordering::SeqCst));
+                t.put(KS, b"c", b"3".to_vec());
+                t.checkpoint()
+            })
+            .unwrap()
+            .durable_blocking()
+            .unwrap();
+        assert!(!flag.load(std::sync::atomic::Ordering::SeqCst));
+        assert_eq!(store.get(KS, b"c").unwrap(), Some(b"3".to_vec()));
+    }
+
+    #[test]
     fn transaction_scans_merge_their_own_writes_in_order() {
         let (_dir, store) = open();
         store
@@ -324,15 +375,11 @@ mod tests {
                     .into_iter()
                     .map(|(k, v)| (String::from_utf8(k).unwrap(), String::from_utf8(v).unwrap()))
                     .collect();
-                let expected: Vec<(String, String)> = [
-                    ("a0", "new"),
-                    ("a1", "old"),
-                    ("a3", "new"),
-                    ("a4", "new"),
-                ]
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect();
+                let expected: Vec<(String, String)> =
+                    [("a0", "new"), ("a1", "old"), ("a3", "new"), ("a4", "new")]
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect();
                 assert_eq!(seen, expected);
                 Ok::<_, StorageError>(())
             })

@@ -21,6 +21,18 @@ pub struct WriteTxn<'a> {
     sequences: &'a mut HashMap<&'static str, u64>,
     /// Sequence numbers this transaction took; published on commit only.
     taken: HashMap<&'static str, u64>,
+    /// Whether [`WriteTxn::checkpoint`] applied writes already.
+    checkpointed: bool,
+    /// Run when the transaction does not commit.
+    on_abort: Vec<Box<dyn FnOnce() + Send>>,
+}
+
+/// What a finished transaction hands back to the store.
+pub(crate) struct Finished {
+    pub(crate) writes: Vec<Write>,
+    pub(crate) taken: HashMap<&'static str, u64>,
+    pub(crate) checkpointed: bool,
+    pub(crate) on_abort: Vec<Box<dyn FnOnce() + Send>>,
 }
 
 impl<'a> WriteTxn<'a> {
@@ -33,13 +45,51 @@ impl<'a> WriteTxn<'a> {
             writes: BTreeMap::new(),
             sequences,
             taken: HashMap::new(),
+            checkpointed: false,
+            on_abort: Vec::new(),
         }
     }
 
-    /// The buffered writes, and the sequence numbers to publish once they
-    /// are applied.
-    pub(crate) fn finish(self) -> (Vec<Write>, HashMap<&'static str, u64>) {
-        (self.writes.into_iter().collect(), self.taken)
+    /// The buffered writes, the sequence numbers to publish once they are
+    /// applied, and what to run if they are not.
+    pub(crate) fn finish(self) -> Finished {
+        Finished {
+            writes: self.writes.into_iter().collect(),
+            taken: self.taken,
+            checkpointed: self.checkpointed,
+            on_abort: self.on_abort,
+        }
+    }
+
+    /// Registers `f` to run if this transaction does not commit (its closure
+    /// fails, or applying fails). State kept in memory beside the store
+    /// (caches the transaction updated as it went) uses it to start over.
+    pub fn on_abort(&mut self, f: impl FnOnce() + Send + 'static) {
+        self.on_abort.push(Box::new(f));
+    }
+
+    /// Applies the writes buffered so far as one atomic batch, while keeping
+    /// the writer lock, so that a very large derived change (a full
+    /// recompute of group memberships) does not hold all its writes in
+    /// memory at once. The transaction is then no longer atomic as a whole:
+    /// if it fails later, what was checkpointed stays. Use it only where each
+    /// checkpointed part is valid on its own. Reads keep seeing everything.
+    pub fn checkpoint(&mut self) -> Result<(), StorageError> {
+        if self.writes.is_empty() {
+            return Ok(());
+        }
+        let writes = std::mem::take(&mut self.writes).into_iter().collect();
+        self.backend.apply(writes)?;
+        for (ks, n) in self.taken.drain() {
+            self.sequences.insert(ks, n);
+        }
+        self.checkpointed = true;
+        Ok(())
+    }
+
+    /// Number of writes buffered since the start or the last checkpoint.
+    pub fn pending_writes(&self) -> usize {
+        self.writes.len()
     }
 
     /// The next key of an append-only keyspace whose keys are 8-byte

@@ -322,7 +322,7 @@ impl Rng {
 
 #[tokio::test]
 async fn incremental_changes_agree_with_a_full_recompute() {
-    let server = Server::start_with_plugins(&[]);
+    let mut server = Server::start_with_plugins(&[]);
     let api = server.admin();
     let depts = ["Engineering", "Sales", "Design", "Ops"];
     let oses = ["macos", "windows", "linux"];

@@ -18,8 +18,8 @@ use super::model::{
     DEFAULT_EVALUATOR, Group, GroupInput, GroupStatus, GroupType, GroupView, Membership, Source,
 };
 use super::plan::{self, Parsed, find_cycle};
-use super::universe::{Reader, Universe};
-use super::{Groups, apply};
+use super::universe::Reader;
+use super::{Groups, Scope, apply};
 use crate::audit::{self, Record};
 use crate::auth::{Actor, ManageDirectory, Mutation, Read};
 use crate::directory::{SubjectKind, UserState, check_string, decode_patch};
@@ -410,9 +410,8 @@ impl Groups {
         }
         let schema = self.schema()?;
         let plan = plan::build(&self.inner.registry, &schema, targets, false)?;
-        let universe = Universe::everything(&*txn, plan.has_related.iter().any(|h| *h))?;
         let reason = format!("group {id} changed");
-        self.run_and_apply(txn, &plan, &universe, actor, now, &reason, true)?;
+        self.run_and_apply(txn, &plan, Scope::Everything, actor, now, &reason, true)?;
         self.record_failures(txn, &plan)?;
         Ok(())
     }
@@ -434,7 +433,7 @@ impl Groups {
             let m = Membership::decode(&v)?;
             txn.put(MANUAL, &pair(group, &subject), Vec::new());
             if m.source != Source::Manual {
-                apply::record_membership(
+                self.record_membership(
                     txn,
                     now,
                     actor,
@@ -688,6 +687,9 @@ impl Groups {
                     txn.delete(REFERENCED_BY, &pair(&r.group, &id));
                 }
             }
+            if let Some(rep) = this.inner.replica.lock().as_mut() {
+                rep.drop_group(&id);
+            }
             crate::access::forget_group(txn, &id)?;
             txn.delete(STATUS, id.as_bytes());
             txn.delete(GROUP_NAMES, &name_key(group.subject, &group.name));
@@ -748,7 +750,7 @@ impl Groups {
                 // A static copy has its manual members as members.
                 for (k, _) in txn.scan_prefix(MANUAL, group.id.as_bytes())? {
                     if let Some(subject) = crate::directory::keys::uuid_at(&k, 16) {
-                        apply::record_membership(
+                        this.record_membership(
                             txn,
                             now,
                             &actor,

@@ -22,6 +22,7 @@ use super::model::{
 };
 use super::plan::{self, Parsed, Unit};
 use super::rule::{Cond, Quantifier, RuleModel, Warning};
+use super::replica::Snapshot;
 use super::run::{Explained, Mode, Run};
 use super::universe::{Reader, Universe};
 use crate::auth::Read;
@@ -275,8 +276,9 @@ impl Groups {
             vec![Arc::new(group.clone())],
             true,
         )?;
-        let universe = Universe::everything(store, plan.has_related.iter().any(|h| *h))?;
-        let mut outcome = Run::new(store, &plan, &universe, now, Mode::Preview, false).run()?;
+        let (universe, snapshot) = self.universe_for(&group, None)?;
+        let mut outcome =
+            Run::new(store, &snapshot, &plan, &universe, now, Mode::Preview, false).run()?;
         let result = outcome.groups.remove(&group.id).unwrap_or_default();
         if let Some(reason) = result.failure {
             return Err(failure(&group, reason));
@@ -385,18 +387,9 @@ impl Groups {
             out.summary = format!("the rule cannot be evaluated: {reason}");
             return Ok(out);
         }
-        let (users, devices): (BTreeSet<Uuid>, BTreeSet<Uuid>) = match group.subject {
-            SubjectKind::User => ([subject].into(), BTreeSet::new()),
-            SubjectKind::Device => (BTreeSet::new(), [subject].into()),
-        };
-        let universe = Universe::around(
-            store,
-            &users,
-            &devices,
-            plan.has_related(SubjectKind::User),
-            plan.has_related(SubjectKind::Device),
-        )?;
-        let outcome = Run::new(store, &plan, &universe, now, Mode::Preview, true).run()?;
+        let (universe, snapshot) = self.universe_for(&group, Some((subject, &plan)))?;
+        let outcome =
+            Run::new(store, &snapshot, &plan, &universe, now, Mode::Preview, true).run()?;
         let result = outcome.groups.get(&group_id);
         if let Some(reason) = result.and_then(|r| r.failure.clone()) {
             out.evaluation_error = Some(reason.clone());
@@ -446,6 +439,42 @@ impl Groups {
         }
         out.summary = summary(&group, &out, rule_match, excluded);
         Ok(out)
+    }
+
+    /// The subjects to evaluate (everything, or one subject with what its
+    /// cross-subject conditions look at) and a copy of the memberships the
+    /// rule reads, taken from the replica so evaluation runs without locks.
+    fn universe_for(
+        &self,
+        group: &Group,
+        one: Option<(Uuid, &plan::Plan)>,
+    ) -> Result<(Universe, Snapshot), DomainError> {
+        let parsed = Parsed::of(group)?;
+        let mut wanted: Vec<Uuid> = vec![group.id];
+        wanted.extend(
+            parsed
+                .references(group.subject)
+                .into_iter()
+                .map(|r| r.group),
+        );
+        let rep = self.replica_read()?;
+        let universe = match one {
+            None => Universe::everything(&rep),
+            Some((subject, plan)) => {
+                let (users, devices): (BTreeSet<Uuid>, BTreeSet<Uuid>) = match group.subject {
+                    SubjectKind::User => ([subject].into(), BTreeSet::new()),
+                    SubjectKind::Device => (BTreeSet::new(), [subject].into()),
+                };
+                Universe::around(
+                    &rep,
+                    &users,
+                    &devices,
+                    plan.has_related(SubjectKind::User),
+                    plan.has_related(SubjectKind::Device),
+                )
+            }
+        };
+        Ok((universe, rep.snapshot(wanted)))
     }
 
     fn group_names(

@@ -11,8 +11,8 @@ use super::keys::{EXEMPTIONS, GROUPS, MANUAL, MEMBERS, STATUS, SUBJECT_GROUPS, S
 use super::model::{
     Exemption, ExemptionInput, Group, Member, Membership, Source, Suggestion, SuggestionAction,
 };
-use super::universe::{Reader, Universe};
-use super::{Groups, apply};
+use super::universe::Reader;
+use super::{Groups, Scope, apply};
 use crate::audit::{self, Record};
 use crate::auth::{Actor, ManageDirectory, Mutation, Read};
 use crate::directory::keys::{DEVICES, USERS};
@@ -93,14 +93,15 @@ impl Groups {
             SubjectKind::User => (&subjects, &empty),
             SubjectKind::Device => (&empty, &subjects),
         };
-        let universe = Universe::around(
-            &*txn,
-            users,
-            devices,
-            plan.has_related(SubjectKind::User),
-            plan.has_related(SubjectKind::Device),
+        self.run_and_apply(
+            txn,
+            &plan,
+            Scope::Around(users.clone(), devices.clone()),
+            actor,
+            now,
+            reason,
+            false,
         )?;
-        self.run_and_apply(txn, &plan, &universe, actor, now, reason, false)?;
         Ok(())
     }
 
@@ -185,7 +186,7 @@ impl Groups {
                 });
             }
             txn.put(MANUAL, &key, Vec::new());
-            apply::record_membership(txn, now, &actor, &group, &subject, None, Some(Source::Manual), "added by hand")?;
+            this.record_membership(txn, now, &actor, &group, &subject, None, Some(Source::Manual), "added by hand")?;
             let mut status = apply::load_status(txn, &group)?;
             status.member_count += 1;
             txn.put_json(STATUS, group.as_bytes(), &status)?;
@@ -231,7 +232,7 @@ impl Groups {
                 && let Some(m) = current
             {
                 {
-                    apply::record_membership(txn, now, &actor, &group, &subject, Some(m.source), None, "removed by hand")?;
+                    this.record_membership(txn, now, &actor, &group, &subject, Some(m.source), None, "removed by hand")?;
                     let mut status = apply::load_status(txn, &group)?;
                     status.member_count = status.member_count.saturating_sub(1);
                     txn.put_json(STATUS, group.as_bytes(), &status)?;
@@ -456,7 +457,7 @@ impl Groups {
                     SuggestionAction::Remove if current == Some(Source::Rule) => None,
                     _ => continue,
                 };
-                apply::record_membership(
+                this.record_membership(
                     txn,
                     now,
                     &actor,

@@ -16,6 +16,7 @@ pub mod keys;
 mod members;
 pub mod model;
 mod plan;
+mod replica;
 pub mod rule;
 mod run;
 mod universe;
@@ -33,7 +34,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::{DateTime, Utc};
 use cohort_storage::{Store, WriteTxn};
-use parking_lot::Mutex;
+use parking_lot::{MappedMutexGuard, Mutex, MutexGuard};
 use uuid::Uuid;
 
 use crate::auth::Actor;
@@ -44,6 +45,7 @@ use crate::plugins::Registry;
 use keys::{GROUPS, MEMBERS, SUBJECT_GROUPS, pair};
 use plan::{Plan, Schema};
 use run::{Mode, Run};
+use replica::Replica;
 use universe::{Reader, Universe};
 
 /// The groups service. Cheap to clone.
@@ -59,6 +61,17 @@ struct Inner {
     /// Bumped whenever a group changes; the cached plan is for one value.
     generation: AtomicU64,
     cache: Mutex<Option<Cached>>,
+    /// The in-memory copy of subjects and memberships; `None` until first
+    /// used, and again after a transaction that touched it failed.
+    replica: Mutex<Option<Replica>>,
+}
+
+/// Which subjects a run covers.
+pub(super) enum Scope {
+    /// Every user and device.
+    Everything,
+    /// These users and devices, and what depends on them.
+    Around(BTreeSet<Uuid>, BTreeSet<Uuid>),
 }
 
 struct Cached {
@@ -81,6 +94,7 @@ impl Groups {
                 registry,
                 generation: AtomicU64::new(0),
                 cache: Mutex::new(None),
+                replica: Mutex::new(None),
             }),
         };
         groups.seed_defaults()?;
@@ -149,23 +163,61 @@ impl Groups {
         *self.inner.cache.lock() = None;
     }
 
-    /// Runs `plan` over `universe` and writes the result.
+    /// The replica, loaded first if needed, for use inside `txn`: if the
+    /// transaction does not commit, the replica is dropped and loaded again
+    /// next time, since it may hold the transaction's changes.
+    fn replica_in(
+        &self,
+        txn: &mut WriteTxn<'_>,
+    ) -> Result<MappedMutexGuard<'_, Replica>, DomainError> {
+        let inner = Arc::clone(&self.inner);
+        txn.on_abort(move || *inner.replica.lock() = None);
+        let mut guard = self.inner.replica.lock();
+        if guard.is_none() {
+            *guard = Some(Replica::load(&*txn)?);
+        }
+        Ok(MutexGuard::map(guard, |r| r.as_mut().expect("loaded above")))
+    }
+
+    /// The replica for reading outside a transaction (previews, explanations).
+    fn replica_read(&self) -> Result<MappedMutexGuard<'_, Replica>, DomainError> {
+        let mut guard = self.inner.replica.lock();
+        if guard.is_none() {
+            *guard = Some(Replica::load(self.store())?);
+        }
+        Ok(MutexGuard::map(guard, |r| r.as_mut().expect("loaded above")))
+    }
+
+    /// Runs `plan` over the subjects of `scope` and writes the result.
     #[allow(clippy::too_many_arguments)]
     fn run_and_apply(
         &self,
         txn: &mut WriteTxn<'_>,
         plan: &Plan,
-        universe: &Universe,
+        scope: Scope,
         actor: &Actor,
         now: DateTime<Utc>,
         reason: &str,
         full: bool,
     ) -> Result<Counts, DomainError> {
-        let outcome = Run::new(&*txn, plan, universe, now, Mode::Apply, false).run()?;
+        let outcome = {
+            let rep = self.replica_in(txn)?;
+            let universe = match scope {
+                Scope::Everything => Universe::everything(&rep),
+                Scope::Around(users, devices) => Universe::around(
+                    &rep,
+                    &users,
+                    &devices,
+                    plan.has_related(SubjectKind::User),
+                    plan.has_related(SubjectKind::Device),
+                ),
+            };
+            Run::new(&*txn, &*rep, plan, &universe, now, Mode::Apply, false).run()?
+        };
         if outcome.poisoned {
             self.drop_plan();
         }
-        apply::apply(txn, outcome, actor, now, reason, full)
+        self.apply(txn, outcome, actor, now, reason, full)
     }
 
     /// Recomputes every dynamic group over the whole directory and writes
@@ -175,9 +227,15 @@ impl Groups {
         self.write(move |this, txn| {
             let now = this.now();
             let plan = this.full_plan(&*txn)?;
-            let universe = Universe::everything(&*txn, plan.has_related.iter().any(|h| *h))?;
-            let counts =
-                this.run_and_apply(txn, &plan, &universe, &actor, now, "full recompute", true)?;
+            let counts = this.run_and_apply(
+                txn,
+                &plan,
+                Scope::Everything,
+                &actor,
+                now,
+                "full recompute",
+                true,
+            )?;
             this.record_failures(txn, &plan)?;
             Ok(counts)
         })
@@ -226,8 +284,9 @@ impl Groups {
             let Some(group) = directory::keys::uuid_at(&k, 16) else {
                 continue;
             };
-            let before = Membership::read(txn.get(MEMBERS, &pair(&group, subject))?)?.map(|m| m.source);
-            apply::record_membership(
+            let before =
+                Membership::read(txn.get(MEMBERS, &pair(&group, subject))?)?.map(|m| m.source);
+            self.record_membership(
                 txn,
                 now,
                 actor,
@@ -267,6 +326,14 @@ impl ChangeListener for Groups {
         now: DateTime<Utc>,
         change: &Change,
     ) -> Result<(), DomainError> {
+        // The replica follows every change, whether or not a rule reads it.
+        {
+            let mut rep = self.replica_in(txn)?;
+            match change {
+                Change::Subject { kind, id, .. } => rep.refresh(&*txn, *kind, id)?,
+                Change::Binding { user, device } => rep.refresh_binding(&*txn, user, device)?,
+            }
+        }
         let plan = self.full_plan(&*txn)?;
         let (mut users, mut devices) = (BTreeSet::new(), BTreeSet::new());
         let reason = match change {
@@ -308,14 +375,15 @@ impl ChangeListener for Groups {
                 format!("binding of user {user} and device {device} changed")
             }
         };
-        let universe = Universe::around(
-            &*txn,
-            &users,
-            &devices,
-            plan.has_related(SubjectKind::User),
-            plan.has_related(SubjectKind::Device),
+        self.run_and_apply(
+            txn,
+            &plan,
+            Scope::Around(users, devices),
+            actor,
+            now,
+            &reason,
+            false,
         )?;
-        self.run_and_apply(txn, &plan, &universe, actor, now, &reason, false)?;
         Ok(())
     }
 }

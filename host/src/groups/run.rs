@@ -15,11 +15,10 @@ use std::collections::{HashMap, HashSet};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::keys::{ERRORS, EXEMPTIONS, MANUAL, MEMBERS, SUGGESTIONS, pair};
-use super::model::{
-    Exemption, ExemptionKind, Group, Membership, Source, Suggestion, SuggestionAction,
-};
+use super::keys::{ERRORS, EXEMPTIONS, MANUAL, SUGGESTIONS, pair};
+use super::model::{Exemption, ExemptionKind, Group, Source, Suggestion, SuggestionAction};
 use super::plan::{Plan, Program, Unit};
+use super::replica::Memberships;
 use super::rule::{member_attribute, related_attribute};
 use super::universe::{Reader, Side, Universe};
 use crate::directory::keys::uuid_at;
@@ -139,18 +138,53 @@ fn subject_of(k: &[u8]) -> Option<Uuid> {
 }
 
 impl Stored {
-    /// Reads a group's state for the affected subjects of `side`.
+    /// Every group's stored state, each keyspace read with one scan: for
+    /// runs over the whole directory, where a scan per group and keyspace
+    /// would cost more than the evaluation.
+    pub fn load_all(r: &impl Reader) -> Result<HashMap<Uuid, Stored>, DomainError> {
+        // Members come from the replica; the rest is small.
+        let mut out: HashMap<Uuid, Stored> = HashMap::new();
+        let ids = |k: &[u8]| Some((uuid_at(k, 0)?, uuid_at(k, 16)?));
+        r.for_each(MANUAL, b"", &mut |k, _| {
+            if let Some((g, s)) = ids(k) {
+                out.entry(g).or_default().manual.insert(s);
+            }
+            Ok(())
+        })?;
+        r.for_each(EXEMPTIONS, b"", &mut |k, v| {
+            if let Some((g, s)) = ids(k) {
+                out.entry(g)
+                    .or_default()
+                    .exemptions
+                    .insert(s, cohort_storage::decode_json(EXEMPTIONS, v)?);
+            }
+            Ok(())
+        })?;
+        r.for_each(SUGGESTIONS, b"", &mut |k, v| {
+            if let Some((g, s)) = ids(k) {
+                out.entry(g)
+                    .or_default()
+                    .suggestions
+                    .insert(s, cohort_storage::decode_json(SUGGESTIONS, v)?);
+            }
+            Ok(())
+        })?;
+        r.for_each(ERRORS, b"", &mut |k, _| {
+            if let Some((g, s)) = ids(k) {
+                out.entry(g).or_default().errors.insert(s);
+            }
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Reads a group's state, except its members, for the affected subjects
+    /// of `side`.
     pub fn load(r: &impl Reader, group: &Uuid, side: &Side) -> Result<Stored, DomainError> {
         let mut out = Stored::default();
         let affected = side.affected_count();
         if side.complete || affected > SCAN_ABOVE {
             let g = group.as_bytes();
-            r.for_each(MEMBERS, g, &mut |k, v| {
-                if let Some(s) = subject_of(k) {
-                    out.members.insert(s, Membership::decode(v)?.source);
-                }
-                Ok(())
-            })?;
             r.for_each(MANUAL, g, &mut |k, _| {
                 out.manual.extend(subject_of(k));
                 Ok(())
@@ -180,9 +214,6 @@ impl Stored {
                 }
                 let id = s.id();
                 let key = pair(group, &id);
-                if let Some(m) = Membership::read(r.get(MEMBERS, &key)?)? {
-                    out.members.insert(id, m.source);
-                }
                 if r.get(MANUAL, &key)?.is_some() {
                     out.manual.insert(id);
                 }
@@ -249,6 +280,7 @@ pub struct Outcome {
 /// Inputs and state of one run.
 pub struct Run<'a, R: Reader> {
     reader: &'a R,
+    memberships: &'a dyn Memberships,
     plan: &'a Plan,
     universe: &'a Universe,
     now: DateTime<Utc>,
@@ -256,20 +288,22 @@ pub struct Run<'a, R: Reader> {
     explain: bool,
     /// Decided memberships of targets (stored ones at unaffected positions).
     decided: HashMap<Uuid, Bits>,
-    /// Stored memberships of non-target groups read as inputs.
-    inputs: HashMap<Uuid, HashSet<Uuid>>,
     /// Combined cross-subject outcomes, per owner-side position.
     combined: HashMap<usize, Bits>,
     /// Per compiled rule: which positions it matched.
     rule_bits: HashMap<Unit, Bits>,
     /// Positions admitted by a set of user states, per set.
     admitted: HashMap<Vec<UserState>, Bits>,
+    /// Every group's stored state, read up front when the run covers the
+    /// whole directory and many groups.
+    prefetched: Option<HashMap<Uuid, Stored>>,
 }
 
 impl<'a, R: Reader> Run<'a, R> {
     /// Prepares a run.
     pub fn new(
         reader: &'a R,
+        memberships: &'a dyn Memberships,
         plan: &'a Plan,
         universe: &'a Universe,
         now: DateTime<Utc>,
@@ -278,22 +312,26 @@ impl<'a, R: Reader> Run<'a, R> {
     ) -> Self {
         Run {
             reader,
+            memberships,
             plan,
             universe,
             now,
             mode,
             explain,
             decided: HashMap::new(),
-            inputs: HashMap::new(),
             combined: HashMap::new(),
             rule_bits: HashMap::new(),
             admitted: HashMap::new(),
+            prefetched: None,
         }
     }
 
     /// Runs every stage.
     pub fn run(mut self) -> Result<Outcome, DomainError> {
         let mut out = Outcome::default();
+        if self.universe.users.complete && self.plan.order.len() > 8 {
+            self.prefetched = Some(Stored::load_all(self.reader)?);
+        }
         for (stage, programs) in self.plan.stages.iter().enumerate() {
             for program in programs {
                 self.run_program(program, &mut out)?;
@@ -313,34 +351,14 @@ impl<'a, R: Reader> Run<'a, R> {
         Ok(out)
     }
 
-    fn member_input(
-        &mut self,
-        group: &Uuid,
-        kind: SubjectKind,
-        pos: usize,
-    ) -> Result<bool, DomainError> {
-        let side = self.universe.side(kind);
+    fn member_input(&self, group: &Uuid, kind: SubjectKind, pos: usize) -> bool {
         if let Some(bits) = self.decided.get(group) {
-            return Ok(bits.get(pos));
+            return bits.get(pos);
         }
-        if !self.inputs.contains_key(group) {
-            let mut set = HashSet::new();
-            if side.complete || side.subjects.len() > SCAN_ABOVE {
-                self.reader
-                    .for_each(MEMBERS, group.as_bytes(), &mut |k, _| {
-                        set.extend(subject_of(k));
-                        Ok(())
-                    })?;
-            } else {
-                for s in &side.subjects {
-                    if self.reader.get(MEMBERS, &pair(group, &s.id()))?.is_some() {
-                        set.insert(s.id());
-                    }
-                }
-            }
-            self.inputs.insert(*group, set);
-        }
-        Ok(self.inputs[group].contains(&side.subjects[pos].id()))
+        let side = self.universe.side(kind);
+        self.memberships
+            .member(group, &side.subjects[pos].id())
+            .is_some()
     }
 
     fn run_program(&mut self, program: &Program, out: &mut Outcome) -> Result<(), DomainError> {
@@ -361,7 +379,11 @@ impl<'a, R: Reader> Run<'a, R> {
         // A multiple of 64, so each call's bitmap words land on whole words.
         let per_call = (PAIRS_PER_CALL / program.units.len().max(1)).clamp(64, 4096) / 64 * 64;
         let mut start = 0;
+        let (mut tb, mut te) = (std::time::Duration::ZERO, std::time::Duration::ZERO);
+        let mut calls = 0;
         while start < n {
+            let t0 = std::time::Instant::now();
+            calls += 1;
             let end = (start + per_call).min(n);
             let mut batch = BatchBuilder::new(wit_kind(program.kind));
             for pos in start..end {
@@ -372,7 +394,7 @@ impl<'a, R: Reader> Run<'a, R> {
                     }
                 }
                 for (g, name) in program.members.iter().zip(&member_names) {
-                    let m = self.member_input(g, program.kind, pos)?;
+                    let m = self.member_input(g, program.kind, pos);
                     batch.push_bool(name, m);
                 }
                 for (r, name) in program.related.iter().zip(&related_names) {
@@ -386,7 +408,11 @@ impl<'a, R: Reader> Run<'a, R> {
                 now_millis: self.now.timestamp_millis(),
                 explain: self.explain,
             };
-            let failure = match program.session.evaluate(&batch, options) {
+            let t1 = std::time::Instant::now();
+            tb += t1 - t0;
+            let evaluated = program.session.evaluate(&batch, options);
+            te += t1.elapsed();
+            let failure = match evaluated {
                 Ok(Ok(eval)) => {
                     let words = eval.words_per_rule as usize;
                     let first = start / 64;
@@ -434,6 +460,11 @@ impl<'a, R: Reader> Run<'a, R> {
             }
             start = end;
         }
+        eprintln!(
+            "TIMING program kind {:?} units {} subjects {n} calls {calls} build {tb:?} eval {te:?}",
+            program.kind,
+            program.units.len()
+        );
         Ok(())
     }
 
@@ -497,7 +528,21 @@ impl<'a, R: Reader> Run<'a, R> {
         let group: &Group = &self.plan.groups[id];
         let side = self.universe.side(group.subject);
         let n = side.subjects.len();
-        let stored = Stored::load(self.reader, id, side)?;
+        let mut stored = match self.prefetched.as_mut() {
+            Some(all) => all.remove(id).unwrap_or_default(),
+            None => Stored::load(self.reader, id, side)?,
+        };
+        if side.complete || side.affected_count() > SCAN_ABOVE {
+            stored.members = self.memberships.members_of(id).into_iter().collect();
+        } else {
+            for (i, s) in side.subjects.iter().enumerate() {
+                if side.affected[i]
+                    && let Some(src) = self.memberships.member(id, &s.id())
+                {
+                    stored.members.insert(s.id(), src);
+                }
+            }
+        }
         let affected = {
             let mut b = Bits::zeros(n);
             for (i, a) in side.affected.iter().enumerate() {

@@ -4,11 +4,12 @@
 //! cross-subject conditions can look at it).
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
 use cohort_storage::{Entry, Keyspace, StorageError, Store, WriteTxn};
 use uuid::Uuid;
 
-use crate::directory::keys::{self, DEVICE_USERS, DEVICES, USER_DEVICES, USERS};
+use super::replica::Replica;
 use crate::directory::{AttrValue, Device, Subject, SubjectKind, User, UserState};
 use crate::error::DomainError;
 
@@ -115,7 +116,7 @@ impl Loaded {
 #[derive(Default)]
 pub struct Side {
     /// The subjects.
-    pub subjects: Vec<Loaded>,
+    pub subjects: Vec<Arc<Loaded>>,
     /// Id → position.
     pub index: HashMap<Uuid, usize>,
     /// Whether the run decides each subject's memberships.
@@ -127,7 +128,7 @@ pub struct Side {
 }
 
 impl Side {
-    fn push(&mut self, s: Loaded, affected: bool) {
+    fn push(&mut self, s: Arc<Loaded>, affected: bool) {
         self.index.insert(s.id(), self.subjects.len());
         self.subjects.push(s);
         self.affected.push(affected);
@@ -156,82 +157,70 @@ impl Universe {
         }
     }
 
-    /// Every user and device, all affected, with bindings when `bindings`.
-    pub fn everything(r: &impl Reader, bindings: bool) -> Result<Universe, DomainError> {
-        let mut u = Universe {
+    fn empty() -> Universe {
+        Universe {
             users: Side::default(),
             devices: Side::default(),
-        };
-        r.for_each(USERS, b"", &mut |_, v| {
-            let user: User = cohort_storage::decode_json(USERS, v)?;
-            u.users.push(Loaded::User(Box::new(user)), true);
-            Ok(())
-        })?;
-        r.for_each(DEVICES, b"", &mut |_, v| {
-            let device: Device = cohort_storage::decode_json(DEVICES, v)?;
-            u.devices.push(Loaded::Device(Box::new(device)), true);
-            Ok(())
-        })?;
+        }
+    }
+
+    fn link(&mut self, rep: &Replica) {
+        self.users.related = vec![Vec::new(); self.users.subjects.len()];
+        self.devices.related = vec![Vec::new(); self.devices.subjects.len()];
+        for ui in 0..self.users.subjects.len() {
+            let uid = self.users.subjects[ui].id();
+            for d in rep.related(SubjectKind::User, &uid) {
+                if let Some(&di) = self.devices.index.get(d) {
+                    self.users.related[ui].push(di);
+                    self.devices.related[di].push(ui);
+                }
+            }
+        }
+    }
+
+    /// Every user and device, all affected, with their bindings.
+    pub fn everything(rep: &Replica) -> Universe {
+        let mut u = Universe::empty();
+        for s in rep.all(SubjectKind::User) {
+            u.users.push(Arc::clone(s), true);
+        }
+        for s in rep.all(SubjectKind::Device) {
+            u.devices.push(Arc::clone(s), true);
+        }
         u.users.complete = true;
         u.devices.complete = true;
-        u.users.related = vec![Vec::new(); u.users.subjects.len()];
-        u.devices.related = vec![Vec::new(); u.devices.subjects.len()];
-        if bindings {
-            let (users, devices) = (&mut u.users, &mut u.devices);
-            r.for_each(USER_DEVICES, b"", &mut |k, _| {
-                if let (Some(user), Some(device)) = (keys::uuid_at(k, 0), keys::uuid_at(k, 16))
-                    && let (Some(&ui), Some(&di)) =
-                        (users.index.get(&user), devices.index.get(&device))
-                {
-                    users.related[ui].push(di);
-                    devices.related[di].push(ui);
-                }
-                Ok(())
-            })?;
-        }
-        Ok(u)
+        u.link(rep);
+        u
     }
 
     /// The given subjects, plus what cross-subject conditions make depend on
     /// them. `user_rules_test_devices`: some user rule has a `devices`
     /// condition, so a device's change matters to its users (and the other
-    /// way round for `device_rules_test_users`).
+    /// way round for `device_rules_test_users`). Subjects that are only
+    /// needed to evaluate those conditions come in as context, not affected.
     pub fn around(
-        r: &impl Reader,
+        rep: &Replica,
         users: &BTreeSet<Uuid>,
         devices: &BTreeSet<Uuid>,
         user_rules_test_devices: bool,
         device_rules_test_users: bool,
-    ) -> Result<Universe, DomainError> {
+    ) -> Universe {
         let mut au = users.clone();
         let mut ad = devices.clone();
-        let mut links: HashMap<Uuid, Vec<Uuid>> = HashMap::new();
-        let mut related_of = |id: Uuid, ks: Keyspace| -> Result<Vec<Uuid>, DomainError> {
-            if let Some(v) = links.get(&id) {
-                return Ok(v.clone());
-            }
-            let v: Vec<Uuid> = r
-                .scan(ks, &keys::id(&id))?
-                .iter()
-                .filter_map(|(k, _)| keys::uuid_at(k, 16))
-                .collect();
-            links.insert(id, v.clone());
-            Ok(v)
-        };
         // Close the affected sets over bindings, in the directions rules look.
         loop {
             let mut grew = false;
             if device_rules_test_users {
                 for u in au.clone() {
-                    for d in related_of(u, USER_DEVICES)? {
-                        grew |= ad.insert(d);
+                    for d in rep.related(SubjectKind::User, &u) {
+                        grew |= ad.insert(*d);
                     }
                 }
             }
             if user_rules_test_devices {
                 for d in ad.clone() {
-                    for u in related_of(d, DEVICE_USERS)? {
-                        grew |= au.insert(u);
+                    for u in rep.related(SubjectKind::Device, &d) {
+                        grew |= au.insert(*u);
                     }
                 }
             }
@@ -244,8 +233,8 @@ impl Universe {
         if user_rules_test_devices {
             for u in &au {
                 cd.extend(
-                    related_of(*u, USER_DEVICES)?
-                        .into_iter()
+                    rep.related(SubjectKind::User, u)
+                        .iter()
                         .filter(|d| !ad.contains(d)),
                 );
             }
@@ -253,43 +242,28 @@ impl Universe {
         if device_rules_test_users {
             for d in &ad {
                 cu.extend(
-                    related_of(*d, DEVICE_USERS)?
-                        .into_iter()
+                    rep.related(SubjectKind::Device, d)
+                        .iter()
                         .filter(|u| !au.contains(u)),
                 );
             }
         }
-        let mut uni = Universe {
-            users: Side::default(),
-            devices: Side::default(),
-        };
+        let mut uni = Universe::empty();
         for (set, affected) in [(&au, true), (&cu, false)] {
             for id in set {
-                if let Some(user) = r.get_json::<User>(USERS, &keys::id(id))? {
-                    uni.users.push(Loaded::User(Box::new(user)), affected);
+                if let Some(s) = rep.subject(SubjectKind::User, id) {
+                    uni.users.push(Arc::clone(s), affected);
                 }
             }
         }
         for (set, affected) in [(&ad, true), (&cd, false)] {
             for id in set {
-                if let Some(device) = r.get_json::<Device>(DEVICES, &keys::id(id))? {
-                    uni.devices.push(Loaded::Device(Box::new(device)), affected);
+                if let Some(s) = rep.subject(SubjectKind::Device, id) {
+                    uni.devices.push(Arc::clone(s), affected);
                 }
             }
         }
-        uni.users.related = vec![Vec::new(); uni.users.subjects.len()];
-        uni.devices.related = vec![Vec::new(); uni.devices.subjects.len()];
-        if user_rules_test_devices || device_rules_test_users {
-            for ui in 0..uni.users.subjects.len() {
-                let uid = uni.users.subjects[ui].id();
-                for d in related_of(uid, USER_DEVICES)? {
-                    if let Some(&di) = uni.devices.index.get(&d) {
-                        uni.users.related[ui].push(di);
-                        uni.devices.related[di].push(ui);
-                    }
-                }
-            }
-        }
-        Ok(uni)
+        uni.link(rep);
+        uni
     }
 }

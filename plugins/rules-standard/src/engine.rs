@@ -213,7 +213,7 @@ impl RuleSet {
             for (group, attribute) in &groups {
                 for value in subject.values(*attribute) {
                     if let ValueRef::Text(text) = value {
-                        candidates.add(group.rules_for(text, &mut key));
+                        group.offer(text, &mut key, &mut candidates);
                     }
                 }
             }
@@ -287,16 +287,29 @@ impl Rule {
     /// One anchor per block, or `None` if some block has none: then a
     /// subject may satisfy that block whatever its values are, and the rule
     /// has to be tested against every subject.
-    fn anchors(&self) -> Option<Vec<&Condition>> {
+    ///
+    /// A block's anchor is, by preference: an exact (`equals` / `in`)
+    /// condition rather than a `starts_with` / `ends_with` one, which lets
+    /// through every value sharing the prefix or suffix; then one without
+    /// an empty prefix or suffix, which would let through every value; then
+    /// the one with the fewest values. Each step means fewer subjects for
+    /// which the rule is a candidate only to fail on another condition.
+    fn anchors(&self) -> Option<Vec<(&Condition, AnchorKind)>> {
         self.blocks
             .iter()
             .map(|block| {
                 block
                     .iter()
-                    .filter(|c| c.is_anchor())
-                    // Fewer values, fewer subjects for which the rule is a
-                    // candidate only to fail on another condition.
-                    .min_by_key(|c| c.operands.len())
+                    .filter_map(|c| Some((c, c.anchor_kind()?)))
+                    .min_by_key(|(c, kind)| {
+                        let matches_every_value =
+                            *kind != AnchorKind::Exact && c.texts().any(str::is_empty);
+                        (
+                            *kind != AnchorKind::Exact,
+                            matches_every_value,
+                            c.operands.len(),
+                        )
+                    })
             })
             .collect()
     }
@@ -335,12 +348,14 @@ impl Attributes {
 /// Finds the rules a subject may match from the subject's text values.
 ///
 /// A rule is *anchored* when each of its blocks has an anchor: a positive
-/// `equals` / `in` condition on a text or text-list attribute. Such a
-/// condition holds only if one of the subject's values for the attribute
-/// equals (after lowercasing, with `ignore_case`) one of the condition's
-/// values, so a subject can match an anchored rule only if one of its values
-/// leads to the rule here. Those candidates are then tested in full, so the
-/// index only has to never miss a rule; it may offer too many.
+/// `equals` / `in` / `starts_with` / `ends_with` condition on a text or
+/// text-list attribute (see [`Condition::anchor_kind`]). Such a condition
+/// holds only if one of the subject's values for the attribute (lowercased,
+/// with `ignore_case`) equals, starts with or ends with one of the
+/// condition's values, so a subject can match an anchored rule only if one
+/// of its values leads to the rule here. Those candidates are then tested
+/// in full, so the index only has to never miss a rule; it may offer too
+/// many.
 #[derive(Debug, Default)]
 struct AnchorIndex {
     groups: Vec<AnchorGroup>,
@@ -348,15 +363,39 @@ struct AnchorIndex {
     unanchored: Vec<usize>,
 }
 
+/// How an anchor compares a subject's value with its operands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AnchorKind {
+    /// `equals` / `in`: the value is an operand.
+    Exact,
+    /// `starts_with`: the value starts with an operand.
+    Prefix,
+    /// `ends_with`: the value ends with an operand.
+    Suffix,
+}
+
 /// The anchors on one attribute with one `ignore_case` setting.
 #[derive(Debug)]
 struct AnchorGroup {
     attribute: String,
     ignore_case: bool,
-    /// An anchor's value (lowercased with `ignore_case`, as the condition's
-    /// operands are) → the rules with an anchor listing it, ascending and
-    /// each once.
-    rules_by_value: HashMap<String, Vec<usize>>,
+    /// An exact anchor's value (lowercased with `ignore_case`, as the
+    /// condition's operands are) → the rules with an anchor listing it,
+    /// ascending and each once.
+    exact: HashMap<String, Vec<usize>>,
+    prefixes: Affixes,
+    suffixes: Affixes,
+}
+
+/// The operands of the prefix (or suffix) anchors of one [`AnchorGroup`].
+#[derive(Debug, Default)]
+struct Affixes {
+    /// An operand (lowercased with `ignore_case`) → the rules with an
+    /// anchor listing it, ascending and each once.
+    rules: HashMap<String, Vec<usize>>,
+    /// The distinct byte lengths of the keys of `rules`, ascending. A value
+    /// is looked up by its prefix (suffix) of each of these lengths.
+    lengths: Vec<usize>,
 }
 
 impl AnchorIndex {
@@ -368,18 +407,20 @@ impl AnchorIndex {
                 index.unanchored.push(r);
                 continue;
             };
-            for anchor in anchors {
+            for (anchor, kind) in anchors {
                 let g = *group_of
                     .entry((&anchor.attribute, anchor.ignore_case))
                     .or_insert_with(|| {
                         index.groups.push(AnchorGroup {
                             attribute: anchor.attribute.clone(),
                             ignore_case: anchor.ignore_case,
-                            rules_by_value: HashMap::new(),
+                            exact: HashMap::new(),
+                            prefixes: Affixes::default(),
+                            suffixes: Affixes::default(),
                         });
                         index.groups.len() - 1
                     });
-                index.groups[g].add(r, anchor);
+                index.groups[g].add(r, anchor, kind);
             }
         }
         index
@@ -395,40 +436,101 @@ impl AnchorIndex {
     }
 }
 
+/// Record rule `r` under `key`. Rules are added in ascending order, so a
+/// rule already listed for a key is the last one in its list.
+fn push_rule(map: &mut HashMap<String, Vec<usize>>, key: &str, r: usize) {
+    let rules = map.entry(key.to_owned()).or_default();
+    if rules.last() != Some(&r) {
+        rules.push(r);
+    }
+}
+
 impl AnchorGroup {
-    /// Record that rule `r` is a candidate for the values of `anchor`. Rules
-    /// are added in ascending order, so a rule already listed for a value is
-    /// the last one in its list.
-    fn add(&mut self, r: usize, anchor: &Condition) {
+    /// Record that rule `r` is a candidate for the values `anchor` lets
+    /// through.
+    fn add(&mut self, r: usize, anchor: &Condition, kind: AnchorKind) {
         for value in anchor.texts() {
-            let rules = self.rules_by_value.entry(value.to_owned()).or_default();
-            if rules.last() != Some(&r) {
-                rules.push(r);
+            match kind {
+                AnchorKind::Exact => push_rule(&mut self.exact, value, r),
+                AnchorKind::Prefix => self.prefixes.add(r, value),
+                AnchorKind::Suffix => self.suffixes.add(r, value),
             }
         }
     }
 
-    /// The rules whose anchor on this attribute holds for the subject value
-    /// `text`. `key` is scratch space for lowercasing.
-    fn rules_for<'g>(&'g self, text: &str, key: &mut String) -> &'g [usize] {
+    /// Offer `candidates` the rules whose anchor on this attribute holds for
+    /// the subject value `text`, and perhaps others. `key` is scratch space
+    /// for lowercasing.
+    fn offer(&self, text: &str, key: &mut String, candidates: &mut Candidates) {
         let text = if self.ignore_case {
             lowercase_into(text, key);
             key.as_str()
         } else {
             text
         };
-        self.rules_by_value.get(text).map_or(&[], Vec::as_slice)
+        if let Some(rules) = self.exact.get(text) {
+            candidates.add(rules);
+        }
+        self.prefixes.offer(text, |len| text.get(..len), candidates);
+        self.suffixes
+            .offer(text, |len| text.get(text.len() - len..), candidates);
+    }
+}
+
+impl Affixes {
+    fn add(&mut self, r: usize, affix: &str) {
+        push_rule(&mut self.rules, affix, r);
+        if let Err(i) = self.lengths.binary_search(&affix.len()) {
+            self.lengths.insert(i, affix.len());
+        }
+    }
+
+    /// Offer the rules of the operands that `text` starts (or ends) with.
+    /// `cut(len)` is the prefix (or suffix) of `text` of `len` bytes, `None`
+    /// when `len` bytes end (or start) inside a character: then no operand,
+    /// which is whole characters, can match there. The length 0 gives the
+    /// empty string, so an empty operand is offered for every value.
+    fn offer<'t>(
+        &self,
+        text: &'t str,
+        cut: impl Fn(usize) -> Option<&'t str>,
+        candidates: &mut Candidates,
+    ) {
+        for &len in &self.lengths {
+            if len > text.len() {
+                break;
+            }
+            if let Some(rules) = cut(len).and_then(|affix| self.rules.get(affix)) {
+                candidates.add(rules);
+            }
+        }
     }
 }
 
 /// `text.to_lowercase()` into `out`, without allocating for ASCII text.
 ///
-/// With `ignore_case`, an `equals` / `in` condition ([`text_eq`],
-/// [`Condition::test_text`]) holds for a value exactly when the value's
-/// lowercase equals one of its operands, which were lowercased the same way
-/// when compiled. So the anchor index looks values up by this key. (For
-/// non-ASCII values `test_text` may lowercase twice; the test
-/// `lowercasing_is_idempotent` checks that this changes nothing.)
+/// With `ignore_case`, the anchor index looks values up by this key, and it
+/// finds every rule whose anchor holds:
+///
+/// - An `equals` / `in` condition ([`text_eq`], [`Condition::test_text`])
+///   holds for a value exactly when the value's lowercase equals one of its
+///   operands, which were lowercased the same way when compiled.
+/// - A `starts_with` (`ends_with`) condition holds exactly when the value's
+///   lowercase starts (ends) with one of its operands. For a non-ASCII value,
+///   `test_text` lowercases the whole value first, as here, and then cuts it
+///   at the operand's length in bytes, so lowercasing changing byte lengths
+///   does not matter: both sides cut the same lowercased string. The cut
+///   piece is compared with `text_eq`, which for non-ASCII may lowercase it
+///   again (changing nothing, see below). For an ASCII value, `test_text`
+///   cuts the value unlowered and compares with `eq_ignore_ascii_case`,
+///   which is the same as cutting the ASCII-lowercased value here and
+///   comparing exactly, since an operand (lowercased) holds no ASCII
+///   capitals.
+///
+/// Both rest on lowercasing twice being lowercasing once, for every
+/// character (the test `lowercasing_is_idempotent`); the test
+/// `affix_anchors_offer_exactly_the_rules_whose_anchor_holds` checks the
+/// prefix and suffix lookups against `test_text` on awkward values.
 fn lowercase_into(text: &str, out: &mut String) {
     out.clear();
     if text.is_ascii() {
@@ -860,16 +962,23 @@ fn text_eq(ignore_case: bool, subject: &str, operand: &str) -> bool {
 }
 
 impl Condition {
-    /// Whether this condition can anchor its block in the [`AnchorIndex`]: a
-    /// positive `equals` / `in` on text, which holds only for a subject with
-    /// a text value equal to one of [`Condition::texts`] (lowercased with
-    /// `ignore_case`). Operands are text exactly when the attribute is a
-    /// text or text-list attribute.
-    fn is_anchor(&self) -> bool {
-        matches!(self.operator, Operator::Equals | Operator::In)
-            && self.regex.is_none()
+    /// How this condition can anchor its block in the [`AnchorIndex`], if
+    /// it can: a positive `equals` / `in` / `starts_with` / `ends_with` on
+    /// text, which holds only for a subject with a text value that equals,
+    /// starts with or ends with one of [`Condition::texts`] (after
+    /// lowercasing with `ignore_case`; see [`lowercase_into`]). Operands are
+    /// text exactly when the attribute is a text or text-list attribute.
+    fn anchor_kind(&self) -> Option<AnchorKind> {
+        let kind = match self.operator {
+            Operator::Equals | Operator::In => AnchorKind::Exact,
+            Operator::StartsWith => AnchorKind::Prefix,
+            Operator::EndsWith => AnchorKind::Suffix,
+            _ => return None,
+        };
+        (self.regex.is_none()
             && !self.operands.is_empty()
-            && self.operands.iter().all(|o| matches!(o, Operand::Text(_)))
+            && self.operands.iter().all(|o| matches!(o, Operand::Text(_))))
+        .then_some(kind)
     }
 
     /// The text operands, lowercased if `ignore_case`.
@@ -1040,6 +1149,7 @@ mod tests {
             def("start_date", AttributeType::Timestamp),
             def("email", AttributeType::Text),
             def("location", AttributeType::Text),
+            def("job_title", AttributeType::Text),
         ]
     }
 
@@ -1240,20 +1350,55 @@ mod tests {
         "x",
     ];
 
-    fn random_values(rng: &mut Rng) -> Vec<serde_json::Value> {
+    /// Prefixes and suffixes of [`WORDS`] (and of their lowercase and
+    /// uppercase), including pieces that end inside a character of a word's
+    /// lowercase (`"i"` of `"İ"`, whose lowercase is `"i\u{307}"`) and the
+    /// empty string, which every value starts and ends with.
+    const AFFIXES: &[&str] = &[
+        "", "Eng", "eng", "ENG", "ering", "ING", "Sa", "les", "LES", "Är", "är", "ÄR", "ger",
+        "GER", "\u{212A}", "k", "K", "i", "I", "\u{307}", "İ", "Σ", "σ", "ς", "ΑΣ", "ας", "str",
+        "STR", "ße", "SSE", "sse", "ẞ", "ss", "@", "x",
+    ];
+
+    /// Condition values: words, or with `affixes` also [`AFFIXES`].
+    fn random_values(rng: &mut Rng, affixes: bool) -> Vec<serde_json::Value> {
         // More than 8 distinct values use the condition's hash set.
         let n = if rng.chance(20) {
             9 + rng.below(8)
         } else {
             1 + rng.below(3)
         };
-        (0..n).map(|_| rng.pick(WORDS).into()).collect()
+        (0..n)
+            .map(|_| {
+                if affixes && rng.chance(60) {
+                    rng.pick(AFFIXES).into()
+                } else {
+                    rng.pick(WORDS).into()
+                }
+            })
+            .collect()
+    }
+
+    /// A subject's text value: a word, or sometimes two words or affixes
+    /// joined, so that prefixes and suffixes have something to match.
+    fn random_text(rng: &mut Rng) -> String {
+        if rng.chance(70) {
+            rng.pick(WORDS).to_owned()
+        } else {
+            let piece = |rng: &mut Rng| {
+                let pieces = if rng.chance(50) { WORDS } else { AFFIXES };
+                rng.pick(pieces)
+            };
+            let (a, b) = (piece(rng), piece(rng));
+            let join = rng.pick(&["", "", " ", "@"]);
+            format!("{a}{join}{b}")
+        }
     }
 
     fn random_condition(rng: &mut Rng) -> serde_json::Value {
         use serde_json::json;
         let ignore_case = rng.chance(40);
-        match rng.below(10) {
+        match rng.below(12) {
             0..=6 => {
                 let attribute = rng.pick(&["department", "cost_center", "skills", "email"]);
                 let operator = rng.pick(&[
@@ -1269,14 +1414,20 @@ mod tests {
                     "not_contains",
                 ]);
                 json!({"attribute": attribute, "operator": operator,
-                       "values": random_values(rng), "ignore_case": ignore_case})
+                       "values": random_values(rng, false), "ignore_case": ignore_case})
             }
-            7 => {
+            7..=8 => {
+                let attribute = rng.pick(&["department", "cost_center", "skills", "email"]);
+                let operator = rng.pick(&["starts_with", "ends_with"]);
+                json!({"attribute": attribute, "operator": operator,
+                       "values": random_values(rng, true), "ignore_case": ignore_case})
+            }
+            9 => {
                 let attribute = rng.pick(&["department", "skills", "level", "location"]);
                 let operator = rng.pick(&["exists", "not_exists"]);
                 json!({"attribute": attribute, "operator": operator})
             }
-            8 => {
+            10 => {
                 let pattern = rng.pick(&["^s", "ärger", "E", "\\D", "^$"]);
                 json!({"attribute": "department", "operator": "matches",
                        "values": [pattern], "ignore_case": ignore_case})
@@ -1312,13 +1463,18 @@ mod tests {
     fn random_batch(rng: &mut Rng) -> cohort_sdk::rules::SubjectBatch {
         let mut b = BatchBuilder::new(SubjectKind::User);
         for _ in 0..rng.below(80) {
-            let skills: Vec<&str> = (0..rng.below(4)).map(|_| rng.pick(WORDS)).collect();
-            let mut row: Vec<(&str, Input<'_>)> = Vec::new();
+            let skills: Vec<String> = (0..rng.below(4)).map(|_| random_text(rng)).collect();
+            let skills: Vec<&str> = skills.iter().map(String::as_str).collect();
+            let mut texts: Vec<(&str, String)> = Vec::new();
             for attribute in ["department", "cost_center", "email"] {
                 if rng.chance(70) {
-                    row.push((attribute, Input::Text(rng.pick(WORDS))));
+                    texts.push((attribute, random_text(rng)));
                 }
             }
+            let mut row: Vec<(&str, Input<'_>)> = texts
+                .iter()
+                .map(|(attribute, text)| (*attribute, Input::Text(text)))
+                .collect();
             if rng.chance(5) {
                 row.push(("department", Input::Number(1.0)));
             }
@@ -1337,6 +1493,8 @@ mod tests {
     fn indexed_evaluation_equals_testing_every_rule() {
         let mut rng = Rng(7);
         let (mut anchored, mut unanchored, mut matched) = (0, 0, 0);
+        // Rules with a starts_with / ends_with anchor, and their matches.
+        let (mut affix_anchored, mut affix_matched) = (0, 0);
         for round in 0..400 {
             let rules: Vec<String> = (0..1 + rng.below(40))
                 .map(|_| random_rule(&mut rng))
@@ -1366,13 +1524,26 @@ mod tests {
                 assert_eq!(explained.explanations.len(), conditions * view.len());
             }
             matched += every.matches.iter().map(|w| w.count_ones()).sum::<u32>();
+            let m = Matches::from_evaluation(&every);
+            for (r, rule) in set.rules.iter().enumerate() {
+                let affix = rule
+                    .anchors()
+                    .is_some_and(|a| a.iter().any(|(_, kind)| *kind != AnchorKind::Exact));
+                if affix {
+                    affix_anchored += 1;
+                    affix_matched += (0..view.len()).filter(|&s| m.get(r, s)).count();
+                }
+            }
         }
         // The generator must exercise both paths and produce matches.
         assert!(
-            anchored > 1_000 && unanchored > 1_000,
-            "{anchored} {unanchored}"
+            anchored > 1_000 && unanchored > 1_000 && affix_anchored > 1_000,
+            "{anchored} {unanchored} {affix_anchored}"
         );
-        assert!(matched > 10_000, "{matched}");
+        assert!(
+            matched > 10_000 && affix_matched > 5_000,
+            "{matched} {affix_matched}"
+        );
     }
 
     #[test]
@@ -1383,7 +1554,7 @@ mod tests {
                 {"attribute":"skills","operator":"in","values":["go","rust"]},
                 {"attribute":"department","operator":"equals","values":["Sales"],"ignore_case":true}]}"#
                 .into(),
-            // A block without equals / in: unanchored.
+            // A block without an anchor (not_equals is none): unanchored.
             r#"{"any":[
                 {"conditions":[{"attribute":"department","operator":"equals","values":["Sales"]}]},
                 {"conditions":[{"attribute":"department","operator":"not_equals","values":["Sales"]}]}]}"#
@@ -1398,7 +1569,185 @@ mod tests {
             (group.attribute.as_str(), group.ignore_case),
             ("department", true)
         );
-        assert_eq!(group.rules_for("SALES", &mut String::new()), [0]);
+        assert_eq!(offered(&set, "department", "SALES"), [0]);
+    }
+
+    /// The rules the anchor index offers for one text value of `attribute`,
+    /// ascending.
+    fn offered(set: &RuleSet, attribute: &str, value: &str) -> Vec<usize> {
+        let mut candidates = Candidates::new(set.len());
+        candidates.clear();
+        for group in set.index.groups.iter().filter(|g| g.attribute == attribute) {
+            group.offer(value, &mut String::new(), &mut candidates);
+        }
+        let mut rules = candidates.rules().to_vec();
+        rules.sort_unstable();
+        rules
+    }
+
+    #[test]
+    fn starts_with_and_ends_with_anchor_blocks_without_equals_or_in() {
+        let rules: Vec<String> = [
+            // 0: a suffix anchor, case-insensitive.
+            r#"{"conditions":[{"attribute":"email","operator":"ends_with","values":["@D1.example"],"ignore_case":true}]}"#,
+            // 1: a prefix anchor with two prefixes of different lengths.
+            r#"{"conditions":[{"attribute":"job_title","operator":"starts_with","values":["Senior","Sr. "]}]}"#,
+            // 2: anchored by the equals, not the starts_with.
+            r#"{"conditions":[
+                {"attribute":"job_title","operator":"starts_with","values":["Lead"]},
+                {"attribute":"department","operator":"equals","values":["Sales","Ops"]}]}"#,
+            // 3: an empty prefix holds for every value.
+            r#"{"conditions":[{"attribute":"job_title","operator":"starts_with","values":[""]}]}"#,
+            // 4: contains is no anchor.
+            r#"{"conditions":[{"attribute":"job_title","operator":"contains","values":["Senior"]}]}"#,
+            // 5: one block anchored by a suffix, the other by an equals.
+            r#"{"any":[
+                {"conditions":[{"attribute":"skills","operator":"ends_with","values":["script"]}]},
+                {"conditions":[{"attribute":"department","operator":"equals","values":["Web"]}]}]}"#,
+            // 6: a non-ASCII prefix with ignore_case; the non-empty suffix is
+            // preferred to the empty prefix.
+            r#"{"conditions":[
+                {"attribute":"department","operator":"starts_with","values":[""]},
+                {"attribute":"department","operator":"ends_with","values":["ÄRGER"],"ignore_case":true}]}"#,
+            // 7: a prefix that ends inside a character of some values.
+            r#"{"conditions":[{"attribute":"department","operator":"starts_with","values":["i"],"ignore_case":true}]}"#,
+        ]
+        .map(String::from)
+        .to_vec();
+        let set = compile(&rules);
+        assert_eq!(set.index.unanchored, [4]);
+        assert_eq!(offered(&set, "email", "ada@d1.EXAMPLE"), [0]);
+        assert_eq!(offered(&set, "email", "ada@d11.example"), [] as [usize; 0]);
+        assert_eq!(offered(&set, "email", "@d1.example"), [0]);
+        assert_eq!(offered(&set, "email", "d1.example"), [] as [usize; 0]);
+        assert_eq!(offered(&set, "job_title", "Senior Engineer"), [1, 3]);
+        assert_eq!(offered(&set, "job_title", "Sr. Engineer"), [1, 3]);
+        assert_eq!(offered(&set, "job_title", "senior engineer"), [3]);
+        assert_eq!(offered(&set, "job_title", "Lead"), [3]);
+        assert_eq!(offered(&set, "job_title", ""), [3]);
+        assert_eq!(offered(&set, "department", "Sales"), [2]);
+        assert_eq!(offered(&set, "skills", "TypeScript"), [] as [usize; 0]);
+        assert_eq!(offered(&set, "skills", "javascript"), [5]);
+        assert_eq!(offered(&set, "department", "Web"), [5]);
+        assert_eq!(offered(&set, "department", "Großer Ärger"), [6]);
+        // "İ" lowercases to "i" and a combining dot: 1 byte is a boundary.
+        assert_eq!(offered(&set, "department", "İstanbul"), [7]);
+        assert_eq!(offered(&set, "department", "Ärger"), [6]);
+
+        let subjects: [&[(&str, Input<'_>)]; 6] = [
+            &[
+                ("email", Input::Text("Ada@D1.Example")),
+                ("job_title", Input::Text("Senior Engineer")),
+            ],
+            &[
+                ("job_title", Input::Text("Lead Engineer")),
+                ("department", Input::Text("Ops")),
+            ],
+            &[("skills", Input::List(&["Go", "TypeScript"]))],
+            &[("skills", Input::List(&["javascript"]))],
+            &[("department", Input::Text("İnsan Kaynakları ärger"))],
+            &[],
+        ];
+        let mut b = BatchBuilder::new(SubjectKind::User);
+        for s in subjects {
+            b.push(s);
+        }
+        let batch = b.build();
+        let view = BatchView::new(&batch).unwrap();
+        let indexed = set.evaluate(&view, &OPTIONS);
+        assert_eq!(
+            indexed.matches,
+            set.evaluate_every_rule(&view, &OPTIONS).matches
+        );
+        let m = Matches::from_evaluation(&indexed);
+        let matched =
+            |s: usize| -> Vec<usize> { (0..set.len()).filter(|&r| m.get(r, s)).collect() };
+        assert_eq!(matched(0), [0, 1, 3, 4]);
+        assert_eq!(matched(1), [2, 3]);
+        assert_eq!(matched(2), [] as [usize; 0]);
+        assert_eq!(matched(3), [5]);
+        assert_eq!(matched(4), [6, 7]);
+        assert_eq!(matched(5), [] as [usize; 0]);
+    }
+
+    /// Values whose prefixes and suffixes are awkward to compare without
+    /// case: besides [`WORDS`], characters whose lowercase is longer or
+    /// shorter in bytes than they are, or is ASCII.
+    const AFFIX_WORDS: &[&str] = &[
+        "İstanbul",
+        "xİ",
+        "\u{212A}elvin",
+        "ȺȾ",
+        "ⱥⱦ",
+        "Ǆemal",
+        "ǅ",
+        "ΣΑΣ ΣΑΣ",
+        "ΌΣΟΣ",
+        "ẞtraße",
+        "ﬀ",
+        "ǰ",
+        "é",
+        "e\u{301}",
+        "Ω\u{2126}",
+        "@",
+    ];
+
+    #[test]
+    fn affix_anchors_offer_exactly_the_rules_whose_anchor_holds() {
+        // Values: the awkward words, alone and in pairs.
+        let singles: Vec<String> = WORDS
+            .iter()
+            .chain(AFFIX_WORDS)
+            .map(|w| w.to_string())
+            .collect();
+        let joins = ["K", "i\u{307}", "Σ", "ǅ", "İ", "ss", "ẞ"];
+        let mut values = singles.clone();
+        for a in &singles {
+            for b in joins {
+                values.push(format!("{a}{b}"));
+                values.push(format!("{b}{a}"));
+            }
+        }
+        // Operands: every prefix and suffix (on a character boundary) of the
+        // words, of their lowercase and of their uppercase.
+        let mut operands: Vec<String> = Vec::new();
+        for v in singles.iter().cloned().chain(joins.map(String::from)) {
+            for v in [v.clone(), v.to_lowercase(), v.to_uppercase()] {
+                for (i, _) in v.char_indices().chain([(v.len(), ' ')]) {
+                    operands.push(v[..i].to_owned());
+                    operands.push(v[i..].to_owned());
+                }
+            }
+        }
+        operands.sort();
+        operands.dedup();
+        let mut rules = Vec::new();
+        for operand in &operands {
+            for operator in ["starts_with", "ends_with"] {
+                for ignore_case in [false, true] {
+                    rules.push(
+                        serde_json::json!({"conditions": [{"attribute": "department",
+                            "operator": operator, "values": [operand],
+                            "ignore_case": ignore_case}]})
+                        .to_string(),
+                    );
+                }
+            }
+        }
+        let set = compile(&rules);
+        assert!(set.index.unanchored.is_empty());
+        // The index must offer every rule whose condition holds (missing
+        // one would be a wrong result); for these one-value conditions it
+        // offers no other rule either.
+        let mut holding = 0;
+        for value in &values {
+            let expected: Vec<usize> = (0..set.len())
+                .filter(|&r| set.rules[r].blocks[0][0].test_text(value))
+                .collect();
+            holding += expected.len();
+            assert_eq!(offered(&set, "department", value), expected, "{value:?}");
+        }
+        assert!(holding > 10_000, "{holding}");
     }
 
     #[test]
@@ -1430,6 +1779,9 @@ mod tests {
         locations: Vec<String>,
         cost_centers: Vec<String>,
         skills: Vec<String>,
+        /// Job titles start with a seniority, then a role.
+        seniorities: Vec<String>,
+        roles: Vec<String>,
     }
 
     impl Vocabulary {
@@ -1437,28 +1789,69 @@ mod tests {
             let names = |prefix: &str, n: usize| -> Vec<String> {
                 (0..n).map(|i| format!("{prefix} {i}")).collect()
             };
+            let words = |w: &[&str]| -> Vec<String> { w.iter().map(|w| w.to_string()).collect() };
             Vocabulary {
                 departments: names("Department", 40),
                 locations: names("City", 60),
                 cost_centers: names("CC", 200),
                 skills: names("skill", 30),
+                seniorities: words(&[
+                    "Senior",
+                    "Junior",
+                    "Staff",
+                    "Principal",
+                    "Lead",
+                    "Associate",
+                    "Chief",
+                    "Head of",
+                    "Intern",
+                    "Sr.",
+                ]),
+                roles: words(&[
+                    "Engineer",
+                    "Analyst",
+                    "Designer",
+                    "Manager",
+                    "Accountant",
+                    "Recruiter",
+                    "Scientist",
+                    "Consultant",
+                    "Architect",
+                    "Writer",
+                ]),
             }
         }
 
         /// `subjects` random subjects with every attribute, in host-sized
-        /// batches.
-        fn batches(&self, subjects: usize, batch: usize) -> Vec<cohort_sdk::rules::SubjectBatch> {
+        /// batches, with e-mail addresses at `domains` domains
+        /// `corp<k>.example`.
+        fn batches(
+            &self,
+            subjects: usize,
+            batch: usize,
+            domains: usize,
+        ) -> Vec<cohort_sdk::rules::SubjectBatch> {
             let mut rng = Rng(42);
+            // Job titles come from their own generator, so the other values
+            // are the same as before job titles existed.
+            let mut titles = Rng(43);
             let pick = |rng: &mut Rng, items: &'_ [String]| items[rng.below(items.len())].clone();
             (0..subjects / batch)
                 .map(|b| {
                     let mut builder = BatchBuilder::new(SubjectKind::User);
                     for i in 0..batch {
-                        let email = format!("user{}@corp{}.example", b * batch + i, rng.below(10));
+                        let email =
+                            format!("user{}@corp{}.example", b * batch + i, rng.below(domains));
                         let texts = [
                             pick(&mut rng, &self.departments),
                             pick(&mut rng, &self.locations),
                             pick(&mut rng, &self.cost_centers),
+                            format!(
+                                "{} {}, team {}",
+                                pick(&mut titles, &self.seniorities),
+                                pick(&mut titles, &self.roles),
+                                titles.below(50)
+                            ),
                         ];
                         let skills: Vec<String> = (0..rng.below(4))
                             .map(|_| pick(&mut rng, &self.skills))
@@ -1468,6 +1861,7 @@ mod tests {
                             ("department", Input::Text(&texts[0])),
                             ("location", Input::Text(&texts[1])),
                             ("cost_center", Input::Text(&texts[2])),
+                            ("job_title", Input::Text(&texts[3])),
                             ("email", Input::Text(&email)),
                             ("level", Input::Number(rng.below(10) as f64)),
                             ("skills", Input::List(&skills)),
@@ -1479,51 +1873,75 @@ mod tests {
         }
     }
 
+    /// Time every-rule and indexed evaluation of `rules` over `batches`,
+    /// check they agree and print the throughput. Each is timed 3 times and
+    /// the fastest run counts, as the machine may be busy with other work.
+    fn bench(label: &str, rules: &[String], batches: &[cohort_sdk::rules::SubjectBatch]) {
+        use std::time::Instant;
+        let set = compile(rules);
+        let time = |f: &dyn Fn(&BatchView<'_>) -> Evaluation| {
+            let mut best = f64::INFINITY;
+            let mut evaluations = Vec::new();
+            for _ in 0..3 {
+                let start = Instant::now();
+                evaluations = batches
+                    .iter()
+                    .map(|b| f(&BatchView::new(b).unwrap()))
+                    .collect();
+                best = best.min(start.elapsed().as_secs_f64());
+            }
+            (best, evaluations)
+        };
+        let (every_s, every) = time(&|b| set.evaluate_every_rule(b, &OPTIONS));
+        let (indexed_s, indexed) = time(&|b| set.evaluate(b, &OPTIONS));
+        let mut matched = 0;
+        for (i, e) in indexed.iter().zip(&every) {
+            assert_eq!(i.matches, e.matches);
+            matched += e.matches.iter().map(|w| w.count_ones() as u64).sum::<u64>();
+        }
+        let subjects: usize = batches
+            .iter()
+            .map(|b| BatchView::new(b).unwrap().len())
+            .sum();
+        let pairs = (set.len() * subjects) as f64;
+        println!(
+            "{label}: {} rules ({} unanchored) x {subjects} subjects, {matched} matches: \
+             every rule {every_s:.3} s ({:.1} M pairs/s), indexed {indexed_s:.3} s \
+             ({:.1} M pairs/s), {:.1}x",
+            set.len(),
+            set.index.unanchored.len(),
+            pairs / every_s / 1e6,
+            pairs / indexed_s / 1e6,
+            every_s / indexed_s
+        );
+    }
+
     /// Run with `cargo test --release -p rules-standard -- --ignored --nocapture`.
     #[test]
     #[ignore = "a benchmark; run it in release mode"]
     fn throughput_indexed_vs_every_rule() {
-        use std::time::Instant;
         const RULES: usize = 1_000;
         const SUBJECTS: usize = 20_000;
         const BATCH: usize = 1_000;
         let vocabulary = Vocabulary::new();
-        let batches = vocabulary.batches(SUBJECTS, BATCH);
-        let time = |f: &dyn Fn(&BatchView<'_>) -> Evaluation| {
-            let start = Instant::now();
-            let evaluations: Vec<Evaluation> = batches
-                .iter()
-                .map(|b| f(&BatchView::new(b).unwrap()))
-                .collect();
-            (start.elapsed().as_secs_f64(), evaluations)
-        };
-        let pairs = (RULES * SUBJECTS) as f64;
-        println!("{RULES} rules x {SUBJECTS} subjects in batches of {BATCH}");
-        // 20 shapes: two of them unanchored; 18: all anchored.
+        println!("batches of {BATCH} subjects");
+        let batches = vocabulary.batches(SUBJECTS, BATCH, 10);
+        // 20 shapes: one of them unanchored; 18: all anchored.
         for shapes in [20, 18] {
             let rules: Vec<String> = (0..RULES)
                 .map(|r| bench_rule(r, shapes, &vocabulary))
                 .collect();
-            let set = compile(&rules);
-            let (every_s, every) = time(&|b| set.evaluate_every_rule(b, &OPTIONS));
-            let (indexed_s, indexed) = time(&|b| set.evaluate(b, &OPTIONS));
-            for (i, e) in indexed.iter().zip(&every) {
-                assert_eq!(i.matches, e.matches);
-            }
-            println!(
-                "{} unanchored rules: every rule {every_s:.3} s ({:.1} M pairs/s), \
-                 indexed {indexed_s:.3} s ({:.1} M pairs/s), {:.1}x",
-                set.index.unanchored.len(),
-                pairs / every_s / 1e6,
-                pairs / indexed_s / 1e6,
-                every_s / indexed_s
-            );
+            bench(&format!("{shapes} shapes"), &rules, &batches);
         }
+        // Rules anchored by prefixes and suffixes, among others.
+        let batches = vocabulary.batches(SUBJECTS, BATCH, 1_000);
+        let rules: Vec<String> = (0..700).map(|r| mixed_rule(r, &vocabulary)).collect();
+        bench("mix", &rules, &batches);
     }
 
     /// Rule `r` of the benchmark, of shape `r % shapes`. Shapes 0 to 17 have
     /// an `equals` / `in` in every block, as dynamic-group rules mostly do;
-    /// 18 and 19 have none.
+    /// 18 has an `ends_with`, 19 no anchor.
     fn bench_rule(r: usize, shapes: usize, v: &Vocabulary) -> String {
         use serde_json::json;
         let (departments, locations) = (&v.departments, &v.locations);
@@ -1555,6 +1973,66 @@ mod tests {
             _ => json!({"conditions": [
                 {"attribute": "department", "operator": "not_equals", "values": [at(departments, 0)]},
                 {"attribute": "level", "operator": "greater_than", "values": [7]}]}),
+        };
+        rule.to_string()
+    }
+
+    /// Rule `r` of the mixed benchmark: 400 `equals` / `in` rules, 100
+    /// `ends_with` rules on e-mail domains, 100 `starts_with` rules on job
+    /// titles, and 100 `contains` rules, which are not anchored.
+    fn mixed_rule(r: usize, v: &Vocabulary) -> String {
+        use serde_json::json;
+        let (departments, locations) = (&v.departments, &v.locations);
+        let (cost_centers, skills) = (&v.cost_centers, &v.skills);
+        let at = |items: &[String], k: usize| items[(r * 7 + k) % items.len()].clone();
+        let rule = match r {
+            0..=399 => match r % 4 {
+                0 => json!({"conditions": [{"attribute": "department", "operator": "equals",
+                    "values": [at(departments, 0)], "ignore_case": r.is_multiple_of(8)}]}),
+                1 => json!({"conditions": [
+                    {"attribute": "location", "operator": "in",
+                     "values": [at(locations, 0), at(locations, 1), at(locations, 2)]},
+                    {"attribute": "level", "operator": "greater_than", "values": [4]}]}),
+                2 => json!({"conditions": [{"attribute": "cost_center", "operator": "equals",
+                    "values": [at(cost_centers, 0)]}]}),
+                _ => json!({"conditions": [{"attribute": "skills", "operator": "in",
+                    "values": [at(skills, 0), at(skills, 1)]}]}),
+            },
+            400..=499 => {
+                // One or two of the 1,000 domains; every fourth rule ignores
+                // case.
+                let i = r - 400;
+                let mut domains = vec![format!("@corp{}.example", i * 10)];
+                if !i.is_multiple_of(2) {
+                    domains.push(format!("@corp{}.example", i * 10 + 1));
+                }
+                let ignore_case = i.is_multiple_of(4);
+                if ignore_case {
+                    domains = domains.iter().map(|d| d.to_uppercase()).collect();
+                }
+                json!({"conditions": [{"attribute": "email", "operator": "ends_with",
+                    "values": domains, "ignore_case": ignore_case}]})
+            }
+            500..=599 => {
+                // 90 "<seniority> <role>" prefixes and 10 "<seniority>" ones.
+                let i = r - 500;
+                let seniority = &v.seniorities[i % v.seniorities.len()];
+                let prefix = if i < 90 {
+                    format!("{seniority} {}", v.roles[i / v.seniorities.len()])
+                } else {
+                    seniority.clone()
+                };
+                let ignore_case = i.is_multiple_of(3);
+                let prefix = if ignore_case {
+                    prefix.to_lowercase()
+                } else {
+                    prefix
+                };
+                json!({"conditions": [{"attribute": "job_title", "operator": "starts_with",
+                    "values": [prefix], "ignore_case": ignore_case}]})
+            }
+            _ => json!({"conditions": [{"attribute": "job_title", "operator": "contains",
+                "values": [format!("team {}", r % 50)]}]}),
         };
         rule.to_string()
     }

@@ -1,0 +1,231 @@
+//! The engine's in-memory copy of what rules read and what they produce:
+//! every user and device (decoded once), the bindings between them, and
+//! every group's members with their source.
+//!
+//! Why: a full recompute of 100,000 users and 1,000 groups would otherwise
+//! read and decode every subject and every membership from the store, which
+//! costs several times more than evaluating the rules. The store stays the
+//! source of truth: the replica is loaded from it on first use, updated in
+//! the same write transactions that change the store (which run one at a
+//! time), and thrown away (to be loaded again) when such a transaction does
+//! not commit.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use uuid::Uuid;
+
+use super::keys::MEMBERS;
+use super::model::{Membership, Source};
+use super::universe::{Loaded, Reader};
+use crate::directory::keys::{self, DEVICES, USER_DEVICES, USERS};
+use crate::directory::{Device, SubjectKind, User};
+use crate::error::DomainError;
+
+/// Membership lookups a run needs: the live replica inside a write
+/// transaction, or a snapshot of a few groups for previews.
+pub trait Memberships {
+    /// The membership of `subject` in `group`, if any.
+    fn member(&self, group: &Uuid, subject: &Uuid) -> Option<Source>;
+    /// All members of `group`.
+    fn members_of(&self, group: &Uuid) -> Vec<(Uuid, Source)>;
+}
+
+/// See the module documentation.
+#[derive(Default)]
+pub struct Replica {
+    users: HashMap<Uuid, Arc<Loaded>>,
+    devices: HashMap<Uuid, Arc<Loaded>>,
+    user_devices: HashMap<Uuid, Vec<Uuid>>,
+    device_users: HashMap<Uuid, Vec<Uuid>>,
+    members: HashMap<Uuid, HashMap<Uuid, Source>>,
+}
+
+fn link(map: &mut HashMap<Uuid, Vec<Uuid>>, a: Uuid, b: Uuid, on: bool) {
+    let list = map.entry(a).or_default();
+    list.retain(|x| *x != b);
+    if on {
+        list.push(b);
+    }
+    if list.is_empty() {
+        map.remove(&a);
+    }
+}
+
+impl Replica {
+    /// Reads everything from the store (or a transaction's view of it).
+    pub fn load(r: &impl Reader) -> Result<Replica, DomainError> {
+        let mut rep = Replica::default();
+        r.for_each(USERS, b"", &mut |_, v| {
+            let u: User = cohort_storage::decode_json(USERS, v)?;
+            rep.users.insert(u.id, Arc::new(Loaded::User(Box::new(u))));
+            Ok(())
+        })?;
+        r.for_each(DEVICES, b"", &mut |_, v| {
+            let d: Device = cohort_storage::decode_json(DEVICES, v)?;
+            rep.devices.insert(d.id, Arc::new(Loaded::Device(Box::new(d))));
+            Ok(())
+        })?;
+        r.for_each(USER_DEVICES, b"", &mut |k, _| {
+            if let (Some(u), Some(d)) = (keys::uuid_at(k, 0), keys::uuid_at(k, 16)) {
+                rep.user_devices.entry(u).or_default().push(d);
+                rep.device_users.entry(d).or_default().push(u);
+            }
+            Ok(())
+        })?;
+        r.for_each(MEMBERS, b"", &mut |k, v| {
+            if let (Some(g), Some(s)) = (keys::uuid_at(k, 0), keys::uuid_at(k, 16)) {
+                rep.members
+                    .entry(g)
+                    .or_default()
+                    .insert(s, Membership::decode(v)?.source);
+            }
+            Ok(())
+        })?;
+        tracing::info!(
+            users = rep.users.len(),
+            devices = rep.devices.len(),
+            groups = rep.members.len(),
+            "group engine loaded the directory"
+        );
+        Ok(rep)
+    }
+
+    /// Reads one subject again after it changed (or drops it when deleted).
+    pub fn refresh(
+        &mut self,
+        r: &impl Reader,
+        kind: SubjectKind,
+        id: &Uuid,
+    ) -> Result<(), DomainError> {
+        match kind {
+            SubjectKind::User => match r.get_json::<User>(USERS, id.as_bytes())? {
+                Some(u) => {
+                    self.users.insert(*id, Arc::new(Loaded::User(Box::new(u))));
+                }
+                None => {
+                    self.users.remove(id);
+                    for d in self.user_devices.remove(id).unwrap_or_default() {
+                        link(&mut self.device_users, d, *id, false);
+                    }
+                }
+            },
+            SubjectKind::Device => match r.get_json::<Device>(DEVICES, id.as_bytes())? {
+                Some(d) => {
+                    self.devices
+                        .insert(*id, Arc::new(Loaded::Device(Box::new(d))));
+                }
+                None => {
+                    self.devices.remove(id);
+                    for u in self.device_users.remove(id).unwrap_or_default() {
+                        link(&mut self.user_devices, u, *id, false);
+                    }
+                }
+            },
+        }
+        Ok(())
+    }
+
+    /// Reads one binding again after it changed.
+    pub fn refresh_binding(
+        &mut self,
+        r: &impl Reader,
+        user: &Uuid,
+        device: &Uuid,
+    ) -> Result<(), DomainError> {
+        let key = [user.as_bytes().as_slice(), device.as_bytes()].concat();
+        let bound = r.get(USER_DEVICES, &key)?.is_some();
+        link(&mut self.user_devices, *user, *device, bound);
+        link(&mut self.device_users, *device, *user, bound);
+        Ok(())
+    }
+
+    /// Records a membership change written to the store.
+    pub fn set_member(&mut self, group: &Uuid, subject: &Uuid, source: Option<Source>) {
+        match source {
+            Some(s) => {
+                self.members.entry(*group).or_default().insert(*subject, s);
+            }
+            None => {
+                if let Some(m) = self.members.get_mut(group) {
+                    m.remove(subject);
+                }
+            }
+        }
+    }
+
+    /// Forgets a deleted group's members.
+    pub fn drop_group(&mut self, group: &Uuid) {
+        self.members.remove(group);
+    }
+
+    /// One subject.
+    pub fn subject(&self, kind: SubjectKind, id: &Uuid) -> Option<&Arc<Loaded>> {
+        match kind {
+            SubjectKind::User => self.users.get(id),
+            SubjectKind::Device => self.devices.get(id),
+        }
+    }
+
+    /// Every subject of a kind, by id.
+    pub fn all(&self, kind: SubjectKind) -> Vec<&Arc<Loaded>> {
+        let map = match kind {
+            SubjectKind::User => &self.users,
+            SubjectKind::Device => &self.devices,
+        };
+        let mut v: Vec<&Arc<Loaded>> = map.values().collect();
+        v.sort_unstable_by_key(|s| s.id());
+        v
+    }
+
+    /// The subjects bound to `id` (devices of a user, users of a device).
+    pub fn related(&self, kind: SubjectKind, id: &Uuid) -> &[Uuid] {
+        let map = match kind {
+            SubjectKind::User => &self.user_devices,
+            SubjectKind::Device => &self.device_users,
+        };
+        map.get(id).map_or(&[], Vec::as_slice)
+    }
+
+    /// A copy of some groups' members, for work done outside the writer lock.
+    pub fn snapshot(&self, groups: impl IntoIterator<Item = Uuid>) -> Snapshot {
+        Snapshot {
+            members: groups
+                .into_iter()
+                .filter_map(|g| self.members.get(&g).map(|m| (g, m.clone())))
+                .collect(),
+        }
+    }
+}
+
+impl Memberships for Replica {
+    fn member(&self, group: &Uuid, subject: &Uuid) -> Option<Source> {
+        self.members.get(group)?.get(subject).copied()
+    }
+
+    fn members_of(&self, group: &Uuid) -> Vec<(Uuid, Source)> {
+        self.members
+            .get(group)
+            .map(|m| m.iter().map(|(s, src)| (*s, *src)).collect())
+            .unwrap_or_default()
+    }
+}
+
+/// Some groups' members, copied out of the replica.
+#[derive(Default)]
+pub struct Snapshot {
+    members: HashMap<Uuid, HashMap<Uuid, Source>>,
+}
+
+impl Memberships for Snapshot {
+    fn member(&self, group: &Uuid, subject: &Uuid) -> Option<Source> {
+        self.members.get(group)?.get(subject).copied()
+    }
+
+    fn members_of(&self, group: &Uuid) -> Vec<(Uuid, Source)> {
+        self.members
+            .get(group)
+            .map(|m| m.iter().map(|(s, src)| (*s, *src)).collect())
+            .unwrap_or_default()
+    }
+}
