@@ -291,15 +291,27 @@ impl Groups {
         r: &impl Reader,
         group: &Group,
     ) -> Result<Vec<super::rule::Warning>, DomainError> {
+        Ok(self.validate_and_compile(r, group, 1)?.0)
+    }
+
+    /// Validates a dynamic group's rule and compiles it alone (`copies`
+    /// instances per program), for runs of just this group.
+    pub(super) fn validate_and_compile(
+        &self,
+        r: &impl Reader,
+        group: &Group,
+        copies: usize,
+    ) -> Result<(Vec<super::rule::Warning>, plan::Plan), DomainError> {
         let parsed = Parsed::of(group)?;
         self.check_references(r, group, &parsed)?;
         let schema = self.schema()?;
         // Compiling the group alone finds every problem with its position.
-        plan::build(
+        let compiled = plan::build(
             &self.inner.registry,
             &schema,
             vec![Arc::new(group.clone())],
             true,
+            copies,
         )?;
         let types = schema.types(group.subject);
         let mut warnings = Vec::new();
@@ -310,7 +322,7 @@ impl Groups {
                 }
             }
         }
-        Ok(warnings)
+        Ok((warnings, compiled))
     }
 
     /// Writes a group with its indexes and audit event.
@@ -409,7 +421,13 @@ impl Groups {
             return Ok(());
         }
         let schema = self.schema()?;
-        let plan = plan::build(&self.inner.registry, &schema, targets, false)?;
+        let plan = plan::build(
+            &self.inner.registry,
+            &schema,
+            targets,
+            false,
+            plan::parallelism(),
+        )?;
         let reason = format!("group {id} changed");
         self.run_and_apply(txn, &plan, Scope::Everything, actor, now, &reason, true)?;
         self.record_failures(txn, &plan)?;

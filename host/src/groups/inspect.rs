@@ -268,14 +268,7 @@ impl Groups {
             now,
         )?;
         group.built_in = false;
-        let warnings = self.validate_rule(store, &group)?;
-        let schema = self.schema()?;
-        let plan = plan::build(
-            &self.inner.registry,
-            &schema,
-            vec![Arc::new(group.clone())],
-            true,
-        )?;
+        let (warnings, plan) = self.validate_and_compile(store, &group, plan::parallelism())?;
         let (universe, snapshot) = self.universe_for(&group, None)?;
         let mut outcome =
             Run::new(store, &snapshot, &plan, &universe, now, Mode::Preview, false).run()?;
@@ -381,6 +374,7 @@ impl Groups {
             &schema,
             vec![Arc::new(group.clone())],
             false,
+            1,
         )?;
         if let Some(reason) = plan.failed.get(&group_id) {
             out.evaluation_error = Some(reason.clone());

@@ -147,7 +147,13 @@ impl Groups {
             .into_iter()
             .filter(|g| g.is_dynamic())
             .collect();
-        let plan = Arc::new(plan::build(&self.inner.registry, &schema, targets, false)?);
+        let plan = Arc::new(plan::build(
+            &self.inner.registry,
+            &schema,
+            targets,
+            false,
+            plan::parallelism(),
+        )?);
         for (group, reason) in &plan.failed {
             tracing::warn!(group = %group, reason = %reason, "group left out of evaluation");
         }

@@ -121,8 +121,9 @@ impl Reads {
 pub struct Program {
     /// Whose attributes the batch carries.
     pub kind: SubjectKind,
-    /// The compiled rules.
-    pub session: RuleSession,
+    /// The compiled rules: one instance per thread that evaluates them (the
+    /// first one for small runs).
+    pub sessions: Vec<RuleSession>,
     /// What each rule stands for, by position.
     pub units: Vec<Unit>,
     /// Plain attributes to put in the batch, with their types.
@@ -162,6 +163,12 @@ impl Plan {
     pub fn has_related(&self, kind: SubjectKind) -> bool {
         self.has_related[slot(kind)]
     }
+}
+
+/// Instances per program for runs over the whole directory: one per core,
+/// up to four.
+pub fn parallelism() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
 }
 
 /// The attribute schema per kind, as the plan compiles against it.
@@ -220,12 +227,14 @@ pub fn find_cycle(edges: &HashMap<Uuid, Vec<Uuid>>, start: Uuid) -> Option<Vec<U
 /// dynamic group; the reference graph must be acyclic (checked when rules
 /// are saved). With `strict`, the first target that does not compile fails
 /// the whole plan with an error naming the position; otherwise such targets
-/// are recorded in `failed` and left out.
+/// are recorded in `failed` and left out. Each program is compiled into
+/// `copies` instances, so that many threads can evaluate it.
 pub fn build(
     registry: &Registry,
     schema: &Schema,
     targets: Vec<Arc<Group>>,
     strict: bool,
+    copies: usize,
 ) -> Result<Plan, DomainError> {
     let mut failed = BTreeMap::new();
     let mut parsed: HashMap<Uuid, Parsed> = HashMap::new();
@@ -244,7 +253,7 @@ pub fn build(
     }
     loop {
         let plan = assemble(&groups, &parsed, failed.clone())?;
-        match compile(registry, schema, plan, strict)? {
+        match compile(registry, schema, plan, strict, copies.max(1))? {
             Ok(plan) => return Ok(plan),
             Err((group, reason)) => {
                 // Drop the failing group (and, next round, what depends on it).
@@ -473,6 +482,7 @@ fn compile(
     schema: &Schema,
     draft: Draft,
     strict: bool,
+    copies: usize,
 ) -> Result<Result<Plan, (Uuid, String)>, DomainError> {
     let mut stages: Vec<Vec<Program>> = Vec::new();
     for ((stage, kind_slot, evaluator), units) in &draft.buckets {
@@ -562,7 +572,7 @@ fn compile(
         let session =
             match registry
                 .runtime()
-                .compile_rules(plugin, wit_kind(kind), &defs, &sources)
+                .compile_rules(Arc::clone(&plugin), wit_kind(kind), &defs, &sources)
             {
                 Ok(Ok(s)) => s,
                 Ok(Err(CompileError::Invalid(problems))) => {
@@ -597,12 +607,25 @@ fn compile(
                     return fail(units[0].0, "evaluator".into(), e.to_string());
                 }
             };
+        let mut sessions = vec![session];
+        while sessions.len() < copies {
+            // Extra instances only speed evaluation up; go without on failure.
+            match registry.runtime().compile_rules(
+                Arc::clone(&plugin),
+                wit_kind(kind),
+                &defs,
+                &sources,
+            ) {
+                Ok(Ok(s)) => sessions.push(s),
+                _ => break,
+            }
+        }
         while stages.len() <= *stage {
             stages.push(Vec::new());
         }
         stages[*stage].push(Program {
             kind,
-            session,
+            sessions,
             units: units.iter().map(|(u, ..)| *u).collect(),
             attributes: plain,
             members: members.into_iter().collect(),

@@ -6,9 +6,12 @@
 //! evaluator can answer from one subject's attributes: membership of another
 //! group, and conditions on the related subjects (a user's devices, a
 //! device's users). Before evaluation the host computes those as synthetic
-//! boolean attributes and rewrites the condition into an ordinary
-//! `equals true` on that attribute, at the same position, so the evaluator's
-//! error positions and explanations line up with what the admin wrote.
+//! boolean attributes and rewrites the condition into an ordinary `exists`
+//! (or `not_exists`) on that attribute, at the same position, so the
+//! evaluator's error positions and explanations line up with what the admin
+//! wrote. The host sends a synthetic attribute only for subjects where it
+//! holds: most subjects are in few of the groups rules refer to, and a batch
+//! stays small.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -209,13 +212,11 @@ impl RuleModel {
                         Cond::Attr { raw, .. } => raw.clone(),
                         Cond::Member { group, negate } => json!({
                             "attribute": member_attribute(group),
-                            "operator": "equals",
-                            "values": [!negate],
+                            "operator": if *negate { "not_exists" } else { "exists" },
                         }),
                         Cond::Related { .. } => json!({
                             "attribute": related(&condition_pointer(self.any, b, c), cond),
-                            "operator": "equals",
-                            "values": [true],
+                            "operator": "exists",
                         }),
                     })
                     .collect();
@@ -632,7 +633,7 @@ mod tests {
         let v: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(
             v["any"][0]["conditions"][1],
-            json!({"attribute": member_attribute(&g), "operator": "equals", "values": [false]})
+            json!({"attribute": member_attribute(&g), "operator": "not_exists"})
         );
         assert_eq!(v["any"][1]["conditions"][0]["attribute"], "$related:0");
     }

@@ -351,14 +351,28 @@ impl<'a, R: Reader> Run<'a, R> {
         Ok(out)
     }
 
-    fn member_input(&self, group: &Uuid, kind: SubjectKind, pos: usize) -> bool {
+    /// Which positions of `kind`'s side are members of `group`: decided in
+    /// this run, or as stored.
+    fn member_bits(&self, group: &Uuid, kind: SubjectKind) -> Bits {
         if let Some(bits) = self.decided.get(group) {
-            return bits.get(pos);
+            return bits.clone();
         }
         let side = self.universe.side(kind);
-        self.memberships
-            .member(group, &side.subjects[pos].id())
-            .is_some()
+        let mut bits = Bits::zeros(side.subjects.len());
+        if side.complete || side.subjects.len() > SCAN_ABOVE {
+            for (s, _) in self.memberships.members_of(group) {
+                if let Some(&p) = side.index.get(&s) {
+                    bits.set(p, true);
+                }
+            }
+        } else {
+            for (p, s) in side.subjects.iter().enumerate() {
+                if self.memberships.member(group, &s.id()).is_some() {
+                    bits.set(p, true);
+                }
+            }
+        }
+        bits
     }
 
     fn run_program(&mut self, program: &Program, out: &mut Outcome) -> Result<(), DomainError> {
@@ -370,21 +384,32 @@ impl<'a, R: Reader> Run<'a, R> {
         if n == 0 {
             return Ok(());
         }
-        let member_names: Vec<String> = program.members.iter().map(member_attribute).collect();
-        let related_names: Vec<String> = program
+        // Synthetic inputs, resolved once per program. They are sent only
+        // where they hold; rules test them with `exists`.
+        let members: Vec<(String, Bits)> = program
+            .members
+            .iter()
+            .map(|g| (member_attribute(g), self.member_bits(g, program.kind)))
+            .collect();
+        let related: Vec<(String, Bits)> = program
             .related
             .iter()
-            .map(|r| related_attribute(*r))
+            .map(|r| {
+                let bits = self.combined.get(r).cloned().unwrap_or_else(|| Bits::zeros(n));
+                (related_attribute(*r), bits)
+            })
             .collect();
         // A multiple of 64, so each call's bitmap words land on whole words.
         let per_call = (PAIRS_PER_CALL / program.units.len().max(1)).clamp(64, 4096) / 64 * 64;
-        let mut start = 0;
-        let (mut tb, mut te) = (std::time::Duration::ZERO, std::time::Duration::ZERO);
-        let mut calls = 0;
-        while start < n {
-            let t0 = std::time::Instant::now();
-            calls += 1;
-            let end = (start + per_call).min(n);
+        let chunks: Vec<(usize, usize)> = (0..n)
+            .step_by(per_call)
+            .map(|start| (start, (start + per_call).min(n)))
+            .collect();
+        let options = EvaluateOptions {
+            now_millis: self.now.timestamp_millis(),
+            explain: self.explain,
+        };
+        let build = |start: usize, end: usize| {
             let mut batch = BatchBuilder::new(wit_kind(program.kind));
             for pos in start..end {
                 let subject = &side.subjects[pos];
@@ -393,25 +418,56 @@ impl<'a, R: Reader> Run<'a, R> {
                         batch.push_value(name, *ty, &v);
                     }
                 }
-                for (g, name) in program.members.iter().zip(&member_names) {
-                    let m = self.member_input(g, program.kind, pos);
-                    batch.push_bool(name, m);
-                }
-                for (r, name) in program.related.iter().zip(&related_names) {
-                    let v = self.combined.get(r).is_some_and(|c| c.get(pos));
-                    batch.push_bool(name, v);
+                for (name, bits) in members.iter().chain(&related) {
+                    if bits.get(pos) {
+                        batch.push_bool(name, true);
+                    }
                 }
                 batch.finish_subject();
             }
-            let batch = batch.build();
-            let options = EvaluateOptions {
-                now_millis: self.now.timestamp_millis(),
-                explain: self.explain,
-            };
-            let t1 = std::time::Instant::now();
-            tb += t1 - t0;
-            let evaluated = program.session.evaluate(&batch, options);
-            te += t1.elapsed();
+            batch.build()
+        };
+        type Evaluated = Result<
+            Result<crate::plugins::bindings::rules::Evaluation, EvaluateError>,
+            crate::plugins::PluginError,
+        >;
+        let evaluate_all = |session: &crate::plugins::RuleSession,
+                            mine: Vec<(usize, usize)>|
+         -> Vec<(usize, Evaluated)> {
+            let mut done = Vec::with_capacity(mine.len());
+            for (start, end) in mine {
+                let r = session.evaluate(&build(start, end), options);
+                let failed = !matches!(r, Ok(Ok(_)));
+                done.push((start, r));
+                if failed {
+                    break;
+                }
+            }
+            done
+        };
+        let threads = program.sessions.len().min(chunks.len()).max(1);
+        let mut results: Vec<(usize, Evaluated)> = if threads > 1 {
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = program.sessions[..threads]
+                    .iter()
+                    .enumerate()
+                    .map(|(t, session)| {
+                        let mine: Vec<(usize, usize)> =
+                            chunks.iter().copied().skip(t).step_by(threads).collect();
+                        let evaluate_all = &evaluate_all;
+                        scope.spawn(move || evaluate_all(session, mine))
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .flat_map(|h| h.join().expect("an evaluation thread panicked"))
+                    .collect()
+            })
+        } else {
+            evaluate_all(&program.sessions[0], chunks.clone())
+        };
+        results.sort_by_key(|(start, _)| *start);
+        for (start, evaluated) in results {
             let failure = match evaluated {
                 Ok(Ok(eval)) => {
                     let words = eval.words_per_rule as usize;
@@ -458,13 +514,7 @@ impl<'a, R: Reader> Run<'a, R> {
                 }
                 return Ok(());
             }
-            start = end;
         }
-        eprintln!(
-            "TIMING program kind {:?} units {} subjects {n} calls {calls} build {tb:?} eval {te:?}",
-            program.kind,
-            program.units.len()
-        );
         Ok(())
     }
 
