@@ -193,6 +193,7 @@ impl Groups {
         }
         let mut new_errors = 0u64;
         for (s, message) in &result.errors {
+            self.note_special(group, s);
             txn.put(ERRORS, &pair(group, s), message.clone().into_bytes());
             status.evaluation_errors += 1;
             new_errors += 1;

@@ -449,6 +449,7 @@ impl Groups {
                 continue;
             };
             let m = Membership::decode(&v)?;
+            self.note_special(group, &subject);
             txn.put(MANUAL, &pair(group, &subject), Vec::new());
             if m.source != Source::Manual {
                 self.record_membership(
@@ -759,6 +760,7 @@ impl Groups {
                 for (k, v) in txn.scan_prefix(ks, id.as_bytes())? {
                     if let Some(subject) = crate::directory::keys::uuid_at(&k, 16) {
                         let key = pair(&group.id, &subject);
+                        this.note_special(&group.id, &subject);
                         txn.put(ks, &key, v);
                     }
                 }

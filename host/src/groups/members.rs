@@ -185,6 +185,7 @@ impl Groups {
                     since: m.since,
                 });
             }
+            this.note_special(&group, &subject);
             txn.put(MANUAL, &key, Vec::new());
             this.record_membership(txn, now, &actor, &group, &subject, None, Some(Source::Manual), "added by hand")?;
             let mut status = apply::load_status(txn, &group)?;
@@ -302,6 +303,7 @@ impl Groups {
                 created_by: actor.name.clone(),
                 created_at: now,
             };
+            this.note_special(&group, &input.subject_id);
             txn.put_json(EXEMPTIONS, &key, &exemption)?;
             record(
                 txn,

@@ -194,6 +194,15 @@ impl Groups {
         Ok(MutexGuard::map(guard, |r| r.as_mut().expect("loaded above")))
     }
 
+    /// Records in the replica that `subject` has state beside membership in
+    /// `group` (call with every write of a manual membership, exemption,
+    /// suggestion or evaluation error).
+    fn note_special(&self, group: &Uuid, subject: &Uuid) {
+        if let Some(rep) = self.inner.replica.lock().as_mut() {
+            rep.note_special(group, subject);
+        }
+    }
+
     /// Runs `plan` over the subjects of `scope` and writes the result.
     #[allow(clippy::too_many_arguments)]
     fn run_and_apply(
@@ -256,7 +265,13 @@ impl Groups {
     ) -> Result<T, DomainError> {
         let this = self.clone();
         let committed = match tokio::task::spawn_blocking(move || {
-            this.store().write(|txn| f(&this, txn))
+            this.store().write(|txn| {
+                // The replica follows this transaction's writes as they are
+                // made; if it does not commit, start over from the store.
+                let inner = Arc::clone(&this.inner);
+                txn.on_abort(move || *inner.replica.lock() = None);
+                f(&this, txn)
+            })
         })
         .await
         {

@@ -10,12 +10,12 @@
 //! time), and thrown away (to be loaded again) when such a transaction does
 //! not commit.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use uuid::Uuid;
 
-use super::keys::MEMBERS;
+use super::keys::{ERRORS, EXEMPTIONS, MANUAL, MEMBERS, SUGGESTIONS};
 use super::model::{Membership, Source};
 use super::universe::{Loaded, Reader};
 use crate::directory::keys::{self, DEVICES, USER_DEVICES, USERS};
@@ -29,6 +29,12 @@ pub trait Memberships {
     fn member(&self, group: &Uuid, subject: &Uuid) -> Option<Source>;
     /// All members of `group`.
     fn members_of(&self, group: &Uuid) -> Vec<(Uuid, Source)>;
+    /// Calls `f` for every member of `group`, without collecting them.
+    fn for_each_member(&self, group: &Uuid, f: &mut dyn FnMut(&Uuid, Source));
+    /// Whether `subject` may have a manual membership, an exemption, a
+    /// suggestion or an evaluation error in `group`. `false` means it has
+    /// none, so a run over a few subjects skips the lookups.
+    fn may_have_state(&self, group: &Uuid, subject: &Uuid) -> bool;
 }
 
 /// See the module documentation.
@@ -39,6 +45,10 @@ pub struct Replica {
     user_devices: HashMap<Uuid, Vec<Uuid>>,
     device_users: HashMap<Uuid, Vec<Uuid>>,
     members: HashMap<Uuid, HashMap<Uuid, Source>>,
+    /// Subject → groups where it has (or had) a manual membership,
+    /// exemption, suggestion or error. A superset: entries are added with
+    /// every such write and dropped only with the subject.
+    specials: HashMap<Uuid, HashSet<Uuid>>,
 }
 
 fn link(map: &mut HashMap<Uuid, Vec<Uuid>>, a: Uuid, b: Uuid, on: bool) {
@@ -82,6 +92,14 @@ impl Replica {
             }
             Ok(())
         })?;
+        for ks in [MANUAL, EXEMPTIONS, SUGGESTIONS, ERRORS] {
+            r.for_each(ks, b"", &mut |k, _| {
+                if let (Some(g), Some(s)) = (keys::uuid_at(k, 0), keys::uuid_at(k, 16)) {
+                    rep.specials.entry(s).or_default().insert(g);
+                }
+                Ok(())
+            })?;
+        }
         tracing::info!(
             users = rep.users.len(),
             devices = rep.devices.len(),
@@ -105,6 +123,7 @@ impl Replica {
                 }
                 None => {
                     self.users.remove(id);
+                    self.specials.remove(id);
                     for d in self.user_devices.remove(id).unwrap_or_default() {
                         link(&mut self.device_users, d, *id, false);
                     }
@@ -117,6 +136,7 @@ impl Replica {
                 }
                 None => {
                     self.devices.remove(id);
+                    self.specials.remove(id);
                     for u in self.device_users.remove(id).unwrap_or_default() {
                         link(&mut self.user_devices, u, *id, false);
                     }
@@ -152,6 +172,11 @@ impl Replica {
                 }
             }
         }
+    }
+
+    /// Notes that `subject` now has state beside membership in `group`.
+    pub fn note_special(&mut self, group: &Uuid, subject: &Uuid) {
+        self.specials.entry(*subject).or_default().insert(*group);
     }
 
     /// Forgets a deleted group's members.
@@ -203,6 +228,16 @@ impl Memberships for Replica {
         self.members.get(group)?.get(subject).copied()
     }
 
+    fn may_have_state(&self, group: &Uuid, subject: &Uuid) -> bool {
+        self.specials.get(subject).is_some_and(|g| g.contains(group))
+    }
+
+    fn for_each_member(&self, group: &Uuid, f: &mut dyn FnMut(&Uuid, Source)) {
+        for (s, src) in self.members.get(group).into_iter().flatten() {
+            f(s, *src);
+        }
+    }
+
     fn members_of(&self, group: &Uuid) -> Vec<(Uuid, Source)> {
         self.members
             .get(group)
@@ -220,6 +255,16 @@ pub struct Snapshot {
 impl Memberships for Snapshot {
     fn member(&self, group: &Uuid, subject: &Uuid) -> Option<Source> {
         self.members.get(group)?.get(subject).copied()
+    }
+
+    fn may_have_state(&self, _: &Uuid, _: &Uuid) -> bool {
+        true
+    }
+
+    fn for_each_member(&self, group: &Uuid, f: &mut dyn FnMut(&Uuid, Source)) {
+        for (s, src) in self.members.get(group).into_iter().flatten() {
+            f(s, *src);
+        }
     }
 
     fn members_of(&self, group: &Uuid) -> Vec<(Uuid, Source)> {

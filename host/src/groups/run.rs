@@ -118,11 +118,10 @@ pub struct SuggestionChange {
     pub after: Option<SuggestionAction>,
 }
 
-/// What a group's stored state says about the affected subjects.
+/// What a group's stored state says about the affected subjects, besides
+/// the members (which come from the replica).
 #[derive(Default)]
 pub struct Stored {
-    /// Current memberships.
-    pub members: HashMap<Uuid, Source>,
     /// Manual members.
     pub manual: HashSet<Uuid>,
     /// Exemptions.
@@ -180,7 +179,12 @@ impl Stored {
 
     /// Reads a group's state, except its members, for the affected subjects
     /// of `side`.
-    pub fn load(r: &impl Reader, group: &Uuid, side: &Side) -> Result<Stored, DomainError> {
+    pub fn load(
+        r: &impl Reader,
+        m: &dyn Memberships,
+        group: &Uuid,
+        side: &Side,
+    ) -> Result<Stored, DomainError> {
         let mut out = Stored::default();
         let affected = side.affected_count();
         if side.complete || affected > SCAN_ABOVE {
@@ -213,6 +217,9 @@ impl Stored {
                     continue;
                 }
                 let id = s.id();
+                if !m.may_have_state(group, &id) {
+                    continue;
+                }
                 let key = pair(group, &id);
                 if r.get(MANUAL, &key)?.is_some() {
                     out.manual.insert(id);
@@ -297,6 +304,8 @@ pub struct Run<'a, R: Reader> {
     /// Every group's stored state, read up front when the run covers the
     /// whole directory and many groups.
     prefetched: Option<HashMap<Uuid, Stored>>,
+    /// Affected positions per side (users, devices).
+    affected: [Option<Bits>; 2],
 }
 
 impl<'a, R: Reader> Run<'a, R> {
@@ -323,7 +332,22 @@ impl<'a, R: Reader> Run<'a, R> {
             rule_bits: HashMap::new(),
             admitted: HashMap::new(),
             prefetched: None,
+            affected: [None, None],
         }
+    }
+
+    fn affected_bits(&mut self, kind: SubjectKind) -> Bits {
+        let slot = usize::from(kind == SubjectKind::Device);
+        let side = self.universe.side(kind);
+        self.affected[slot]
+            .get_or_insert_with(|| {
+                let mut b = Bits::zeros(side.subjects.len());
+                for (i, a) in side.affected.iter().enumerate() {
+                    b.set(i, *a);
+                }
+                b
+            })
+            .clone()
     }
 
     /// Runs every stage.
@@ -578,37 +602,44 @@ impl<'a, R: Reader> Run<'a, R> {
         let group: &Group = &self.plan.groups[id];
         let side = self.universe.side(group.subject);
         let n = side.subjects.len();
-        let mut stored = match self.prefetched.as_mut() {
+        let stored = match self.prefetched.as_mut() {
             Some(all) => all.remove(id).unwrap_or_default(),
-            None => Stored::load(self.reader, id, side)?,
+            None => Stored::load(self.reader, self.memberships, id, side)?,
+        };
+        let affected = self.affected_bits(group.subject);
+        let pos_of = |s: &Uuid| side.index.get(s).copied();
+        // Stored members as bits; sources other than the rule by position.
+        let mut stored_bits = Bits::zeros(n);
+        let mut stored_rule = Bits::zeros(n);
+        let mut other_source: HashMap<usize, Source> = HashMap::new();
+        let mut note = |p: usize, source: Source| {
+            stored_bits.set(p, true);
+            if source == Source::Rule {
+                stored_rule.set(p, true);
+            } else {
+                other_source.insert(p, source);
+            }
         };
         if side.complete || side.affected_count() > SCAN_ABOVE {
-            stored.members = self.memberships.members_of(id).into_iter().collect();
+            self.memberships.for_each_member(id, &mut |s, source| {
+                if let Some(p) = pos_of(s) {
+                    note(p, source);
+                }
+            });
         } else {
-            for (i, s) in side.subjects.iter().enumerate() {
-                if side.affected[i]
-                    && let Some(src) = self.memberships.member(id, &s.id())
+            for (p, s) in side.subjects.iter().enumerate() {
+                if side.affected[p]
+                    && let Some(source) = self.memberships.member(id, &s.id())
                 {
-                    stored.members.insert(s.id(), src);
+                    note(p, source);
                 }
             }
         }
-        let affected = {
-            let mut b = Bits::zeros(n);
-            for (i, a) in side.affected.iter().enumerate() {
-                b.set(i, *a);
-            }
-            b
+        let stored_source = |p: usize| -> Option<Source> {
+            stored_bits
+                .get(p)
+                .then(|| other_source.get(&p).copied().unwrap_or(Source::Rule))
         };
-        let pos_of = |s: &Uuid| side.index.get(s).copied();
-        let mut stored_bits = Bits::zeros(n);
-        let mut stored_rule = Bits::zeros(n);
-        for (s, source) in &stored.members {
-            if let Some(p) = pos_of(s) {
-                stored_bits.set(p, true);
-                stored_rule.set(p, *source == Source::Rule);
-            }
-        }
         let result = out.groups.entry(*id).or_default();
         if result.failure.is_some() {
             // Leave memberships as they are when the rule could not run.
@@ -674,31 +705,24 @@ impl<'a, R: Reader> Run<'a, R> {
         for w in 0..finals.0.len() {
             finals.0[w] = (finals.0[w] & affected.0[w]) | (stored_bits.0[w] & !affected.0[w]);
         }
-        let mut changed: HashSet<usize> = HashSet::new();
+        let mut diff = Bits::zeros(n);
         for w in 0..finals.0.len() {
-            let d = (finals.0[w] ^ stored_bits.0[w]) & affected.0[w];
-            changed.extend(Bits(vec![d]).ones_iter().map(|b| w * 64 + b));
+            diff.0[w] = (finals.0[w] ^ stored_bits.0[w]) & affected.0[w];
         }
+        let mut positions: Vec<usize> = diff.ones_iter().collect();
         // Overridden subjects, and members whose source may change without
         // their membership changing (an exemption that ended, say).
-        changed.extend(special.keys().copied());
-        for (s, src) in &stored.members {
-            if *src != Source::Rule
-                && let Some(p) = pos_of(s)
-                && affected.get(p)
-            {
-                changed.insert(p);
-            }
-        }
-        let mut positions: Vec<usize> = changed.into_iter().collect();
+        positions.extend(special.keys().copied());
+        positions.extend(other_source.keys().copied().filter(|p| affected.get(*p)));
         positions.sort_unstable();
+        positions.dedup();
         for p in positions {
             let sid = side.subjects[p].id();
             let after = match special.get(&p) {
                 Some(d) => *d,
                 None => finals.get(p).then_some(Source::Rule),
             };
-            let before = stored.members.get(&sid).copied();
+            let before = stored_source(p);
             if before == after {
                 continue;
             }
@@ -767,7 +791,7 @@ impl<'a, R: Reader> Run<'a, R> {
                 if finals.get(p) {
                     result.members.push(sid);
                 }
-                if stored_bits.get(p) {
+                if stored_source(p).is_some() {
                     result.current.push(sid);
                 }
                 result.verdicts.insert(sid, (rule.get(p), excl.get(p)));
