@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use cohort_storage::WriteTxn;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::attributes::{AttrValue, SubjectKind, check_string, track_usage, validate_custom};
 use super::keys::{self, DEVICES, DEVICES_BY_HOSTNAME};
-use super::query::{ListQuery, Subject};
+use super::query::{AttrRef, ListQuery, Subject, text};
 use super::{Directory, Versioned, decode_patch};
 use crate::audit::{self, Record};
 use crate::auth::{Actor, CheckInDevice, ManageDirectory, Mutation, Read};
@@ -181,25 +181,23 @@ impl From<&Device> for DeviceInput {
 }
 
 impl Subject for Device {
-    fn attribute(&self, name: &str) -> Option<AttrValue> {
-        let s = |v: &Option<String>| v.clone().map(AttrValue::String);
-        let t =
-            |v: &DateTime<Utc>| AttrValue::String(v.to_rfc3339_opts(SecondsFormat::Micros, true));
+    fn attribute_ref(&self, name: &str) -> Option<AttrRef<'_>> {
+        let s = text;
         match name {
-            "id" => Some(AttrValue::String(self.id.to_string())),
-            "hostname" => Some(AttrValue::String(self.hostname.clone())),
+            "id" => Some(AttrRef::Id(self.id)),
+            "hostname" => Some(AttrRef::Text(&self.hostname)),
             "display_name" => s(&self.display_name),
-            "os_family" => Some(AttrValue::String(self.os_family.as_str().into())),
+            "os_family" => Some(AttrRef::Text(self.os_family.as_str())),
             "os_version" => s(&self.os_version),
             "architecture" => s(&self.architecture),
             "serial_number" => s(&self.serial_number),
             "agent_version" => s(&self.agent_version),
-            "last_contact" => self.last_contact.as_ref().map(t),
-            "disk_encryption" => self.disk_encryption.map(AttrValue::Bool),
-            "mdm_enrolled" => self.mdm_enrolled.map(AttrValue::Bool),
-            "created_at" => Some(t(&self.created_at)),
-            "updated_at" => Some(t(&self.updated_at)),
-            custom => self.custom_attributes.get(custom).cloned(),
+            "last_contact" => self.last_contact.map(AttrRef::Time),
+            "disk_encryption" => self.disk_encryption.map(AttrRef::Bool),
+            "mdm_enrolled" => self.mdm_enrolled.map(AttrRef::Bool),
+            "created_at" => Some(AttrRef::Time(self.created_at)),
+            "updated_at" => Some(AttrRef::Time(self.updated_at)),
+            custom => self.custom_attributes.get(custom).map(AttrRef::from),
         }
     }
 }

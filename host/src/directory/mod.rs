@@ -16,7 +16,7 @@ pub use attributes::{
 };
 pub use bindings::Binding;
 pub use devices::{CheckIn, DEVICE_SORTS, Device, DeviceInput, OsFamily};
-pub use query::{Filter, ListQuery, Subject};
+pub use query::{AttrRef, Filter, ListQuery, Subject};
 pub use users::{StateChange, USER_SORTS, User, UserInput, UserState};
 
 use std::collections::BTreeSet;

@@ -6,11 +6,68 @@ use super::Directory;
 use super::attributes::{AttrType, AttrValue, SubjectKind, normalize_date};
 use crate::error::DomainError;
 
+/// An attribute value borrowed from its subject: reading it allocates
+/// nothing, which matters when the rule engine reads every attribute of every
+/// subject in a full recompute.
+#[derive(Clone, Copy, Debug)]
+pub enum AttrRef<'a> {
+    /// Text (also custom dates, as written: `YYYY-MM-DD` or RFC 3339).
+    Text(&'a str),
+    /// An id.
+    Id(uuid::Uuid),
+    /// A point in time (standard date attributes).
+    Time(chrono::DateTime<chrono::Utc>),
+    /// A number.
+    Number(f64),
+    /// A boolean.
+    Bool(bool),
+    /// A list of strings.
+    List(&'a [String]),
+}
+
+impl<'a> From<&'a AttrValue> for AttrRef<'a> {
+    fn from(v: &'a AttrValue) -> Self {
+        match v {
+            AttrValue::String(s) => AttrRef::Text(s),
+            AttrValue::Number(n) => AttrRef::Number(*n),
+            AttrValue::Bool(b) => AttrRef::Bool(*b),
+            AttrValue::StringList(l) => AttrRef::List(l),
+        }
+    }
+}
+
+impl AttrRef<'_> {
+    /// The owned value, as the API shows it (times in RFC 3339 with
+    /// microseconds, in UTC).
+    pub fn to_value(self) -> AttrValue {
+        match self {
+            AttrRef::Text(s) => AttrValue::String(s.to_string()),
+            AttrRef::Id(id) => AttrValue::String(id.to_string()),
+            AttrRef::Time(t) => AttrValue::String(
+                t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            ),
+            AttrRef::Number(n) => AttrValue::Number(n),
+            AttrRef::Bool(b) => AttrValue::Bool(b),
+            AttrRef::List(l) => AttrValue::StringList(l.to_vec()),
+        }
+    }
+}
+
+/// An optional text field as an attribute.
+pub(crate) fn text(v: &Option<String>) -> Option<AttrRef<'_>> {
+    v.as_deref().map(AttrRef::Text)
+}
+
 /// Anything whose attributes can be read by name.
 pub trait Subject {
-    /// The value of attribute `name` (standard or custom), or `None` when the
-    /// subject has no value for it.
-    fn attribute(&self, name: &str) -> Option<AttrValue>;
+    /// The value of attribute `name` (standard or custom), borrowed, or
+    /// `None` when the subject has no value for it.
+    fn attribute_ref(&self, name: &str) -> Option<AttrRef<'_>>;
+
+    /// The value of attribute `name`, owned.
+    fn attribute(&self, name: &str) -> Option<AttrValue> {
+        self.attribute_ref(name).map(AttrRef::to_value)
+    }
 }
 
 /// `attribute=value` from a query string. Several values for one attribute

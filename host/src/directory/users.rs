@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use cohort_storage::WriteTxn;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::attributes::{AttrValue, SubjectKind, check_string, track_usage, validate_custom};
 use super::keys::{self, USERS, USERS_BY_EMAIL, USERS_BY_MANAGER, USERS_BY_USERNAME};
-use super::query::{ListQuery, Subject};
+use super::query::{AttrRef, ListQuery, Subject, text};
 use super::{Directory, Versioned, decode_patch};
 use crate::audit::{self, Record};
 use crate::auth::{Actor, ChangeUserState, ManageDirectory, Mutation, Read};
@@ -199,18 +199,13 @@ pub struct StateChange {
 }
 
 impl Subject for User {
-    fn attribute(&self, name: &str) -> Option<AttrValue> {
-        let s = |v: &Option<String>| v.clone().map(AttrValue::String);
-        let t = |v: &DateTime<Utc>| {
-            Some(AttrValue::String(
-                v.to_rfc3339_opts(SecondsFormat::Micros, true),
-            ))
-        };
+    fn attribute_ref(&self, name: &str) -> Option<AttrRef<'_>> {
+        let s = text;
         match name {
-            "id" => Some(AttrValue::String(self.id.to_string())),
-            "username" => Some(AttrValue::String(self.username.clone())),
-            "email" => Some(AttrValue::String(self.email.clone())),
-            "state" => Some(AttrValue::String(self.state.as_str().into())),
+            "id" => Some(AttrRef::Id(self.id)),
+            "username" => Some(AttrRef::Text(&self.username)),
+            "email" => Some(AttrRef::Text(&self.email)),
+            "state" => Some(AttrRef::Text(self.state.as_str())),
             "first_name" => s(&self.first_name),
             "last_name" => s(&self.last_name),
             "display_name" => s(&self.display_name),
@@ -221,12 +216,12 @@ impl Subject for User {
             "company" => s(&self.company),
             "cost_center" => s(&self.cost_center),
             "employee_id" => s(&self.employee_id),
-            "manager_id" => self.manager_id.map(|m| AttrValue::String(m.to_string())),
+            "manager_id" => self.manager_id.map(AttrRef::Id),
             "phone" => s(&self.phone),
             "description" => s(&self.description),
-            "created_at" => t(&self.created_at),
-            "updated_at" => t(&self.updated_at),
-            custom => self.custom_attributes.get(custom).cloned(),
+            "created_at" => Some(AttrRef::Time(self.created_at)),
+            "updated_at" => Some(AttrRef::Time(self.updated_at)),
+            custom => self.custom_attributes.get(custom).map(AttrRef::from),
         }
     }
 }

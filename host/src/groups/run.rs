@@ -439,7 +439,7 @@ impl<'a, R: Reader> Run<'a, R> {
                 let subject = &side.subjects[pos];
                 for (name, ty) in &program.attributes {
                     if let Some(v) = subject.attribute(name) {
-                        batch.push_value(name, *ty, &v);
+                        batch.push_ref(name, *ty, v);
                     }
                 }
                 for (name, bits) in members.iter().chain(&related) {

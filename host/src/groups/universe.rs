@@ -10,7 +10,7 @@ use cohort_storage::{Entry, Keyspace, StorageError, Store, WriteTxn};
 use uuid::Uuid;
 
 use super::replica::Replica;
-use crate::directory::{AttrValue, Device, Subject, SubjectKind, User, UserState};
+use crate::directory::{AttrRef, Device, Subject, SubjectKind, User, UserState};
 use crate::error::DomainError;
 
 /// Reads for the engine, inside a write transaction or from the store.
@@ -103,11 +103,11 @@ impl Loaded {
         }
     }
 
-    /// An attribute's value.
-    pub fn attribute(&self, name: &str) -> Option<AttrValue> {
+    /// An attribute's value, borrowed.
+    pub fn attribute(&self, name: &str) -> Option<AttrRef<'_>> {
         match self {
-            Loaded::User(u) => u.attribute(name),
-            Loaded::Device(d) => d.attribute(name),
+            Loaded::User(u) => u.attribute_ref(name),
+            Loaded::Device(d) => d.attribute_ref(name),
         }
     }
 }

@@ -9,7 +9,7 @@ use chrono::{NaiveDate, NaiveTime};
 
 use super::bindings::rules::{Cell, CellValue, Span, SubjectBatch};
 use super::bindings::types::{self, SubjectKind};
-use crate::directory::{self, AttrType, AttrValue, Attribute};
+use crate::directory::{self, AttrRef, AttrType, AttrValue, Attribute};
 
 /// Builds a [`SubjectBatch`] one subject at a time.
 pub struct BatchBuilder {
@@ -80,16 +80,26 @@ impl BatchBuilder {
     /// Add a directory attribute value of type `ty`. Dates that do not parse
     /// are left out, which rules treat like a missing attribute.
     pub fn push_value(&mut self, name: &str, ty: AttrType, value: &AttrValue) {
+        self.push_ref(name, ty, AttrRef::from(value));
+    }
+
+    /// Add a borrowed attribute value of type `ty`, without allocating.
+    pub fn push_ref(&mut self, name: &str, ty: AttrType, value: AttrRef<'_>) {
         match (ty, value) {
-            (AttrType::Date, AttrValue::String(s)) => {
+            (_, AttrRef::Time(t)) => self.push_timestamp(name, t.timestamp_millis()),
+            (AttrType::Date, AttrRef::Text(s)) => {
                 if let Some(ms) = date_millis(s) {
                     self.push_timestamp(name, ms);
                 }
             }
-            (_, AttrValue::String(s)) => self.push_text(name, s),
-            (_, AttrValue::Number(n)) => self.push_number(name, *n),
-            (_, AttrValue::Bool(b)) => self.push_bool(name, *b),
-            (_, AttrValue::StringList(items)) => {
+            (_, AttrRef::Text(s)) => self.push_text(name, s),
+            (_, AttrRef::Id(id)) => {
+                let mut buf = uuid::Uuid::encode_buffer();
+                self.push_text(name, id.hyphenated().encode_lower(&mut buf));
+            }
+            (_, AttrRef::Number(n)) => self.push_number(name, n),
+            (_, AttrRef::Bool(b)) => self.push_bool(name, b),
+            (_, AttrRef::List(items)) => {
                 for item in items {
                     self.push_text(name, item);
                 }
