@@ -203,13 +203,15 @@ fn main() {
         plugins.join("rules-standard.wasm").exists(),
         "run plugins/build first"
     );
-    let mut config = Config::default();
-    config.data_dir = dir.clone();
+    let mut config = Config {
+        data_dir: dir.clone(),
+        bootstrap_admin_key: Some(Secret::new(ADMIN_KEY)),
+        ..Default::default()
+    };
     config.plugins.directory = Some(plugins);
     config.plugins.cache_dir =
         Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/plugin-cache"));
     config.groups.full_recompute_hours = 0;
-    config.bootstrap_admin_key = Some(Secret::new(ADMIN_KEY));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -157,25 +157,17 @@ pub async fn serve(
 /// `hours` hours.
 fn spawn_full_recomputes(groups: Groups, hours: u64) {
     tokio::spawn(async move {
+        let actor = crate::auth::Actor::system("scheduled-recompute");
+        let mut trigger = "startup";
         loop {
-            let started = std::time::Instant::now();
-            match groups
-                .recompute_all(&crate::auth::Actor::system("scheduled-recompute"))
-                .await
-            {
-                Ok(c) => tracing::info!(
-                    added = c.added,
-                    removed = c.removed,
-                    suggested = c.suggested,
-                    elapsed_ms = started.elapsed().as_millis() as u64,
-                    "full group recompute finished"
-                ),
-                Err(e) => tracing::error!(error = %e, "full group recompute failed"),
+            if let Err(e) = groups.start_recompute(&actor, trigger).await {
+                tracing::error!(error = %e, "could not start a full group recompute");
             }
             if hours == 0 {
                 break;
             }
             tokio::time::sleep(std::time::Duration::from_secs(hours * 3600)).await;
+            trigger = "schedule";
         }
     });
 }

@@ -383,6 +383,8 @@ mod tests {
                 assert_eq!(seen, expected);
                 Ok::<_, StorageError>(())
             })
+            .unwrap()
+            .durable_blocking()
             .unwrap();
     }
 

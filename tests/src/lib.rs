@@ -466,4 +466,27 @@ impl Api {
         out.sort();
         out
     }
+
+    /// Starts a full group recompute and waits for it; returns its counts.
+    pub async fn recompute(&self) -> Value {
+        let run = self
+            .post("/api/v1/groups/recompute", serde_json::json!({}))
+            .await
+            .expect(202)
+            .body;
+        let id = run["id"].as_str().expect("run id").to_string();
+        for _ in 0..600 {
+            let run = self
+                .get(&format!("/api/v1/groups/recompute/{id}"))
+                .await
+                .expect(200)
+                .body;
+            match run["state"].as_str() {
+                Some("finished") => return run["counts"].clone(),
+                Some("running") => tokio::time::sleep(Duration::from_millis(50)).await,
+                _ => panic!("the recompute did not finish: {run}"),
+            }
+        }
+        panic!("the recompute did not finish in 30 s");
+    }
 }

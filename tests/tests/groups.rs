@@ -141,13 +141,19 @@ async fn dynamic_groups_follow_every_change_before_the_call_returns() {
         "{names:?}"
     );
 
-    // A full recompute finds nothing to change.
-    let counts = api
-        .post("/api/v1/groups/recompute", json!({}))
-        .await
-        .expect(200)
-        .body;
+    // A full recompute finds nothing to change, and is kept as a run.
+    let counts = api.recompute().await;
     assert_eq!(counts, json!({"added": 0, "removed": 0, "suggested": 0}));
+    let runs = api.get("/api/v1/groups/recompute").await.expect(200).body;
+    assert_eq!(runs[0]["state"], "finished", "{runs}");
+    assert_eq!(runs[0]["trigger"], "api");
+    assert!(
+        runs.as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["trigger"] == "startup"),
+        "{runs}"
+    );
 }
 
 #[tokio::test]

@@ -18,8 +18,8 @@ use crate::directory::SubjectKind;
 use crate::error::DomainError;
 use crate::groups::model::Exemption;
 use crate::groups::{
-    Counts, ExemptionInput, Explanation, GroupInput, GroupType, GroupView, Member, Membership,
-    Preview, PreviewInput, Suggestion,
+    ExemptionInput, Explanation, GroupInput, GroupType, GroupView, Member, Membership, Preview,
+    PreviewInput, RecomputeRun, Suggestion,
 };
 use crate::page::Page;
 
@@ -442,16 +442,59 @@ pub async fn reject_suggestions(
     Ok(Json(Decided { decided }))
 }
 
-/// Recompute every dynamic group over the whole directory now.
+/// Start a full recompute of every dynamic group (or get the one already
+/// running). Answers at once with the run; follow it at its `Location`.
 #[utoipa::path(
     post, path = "/api/v1/groups/recompute", tag = "groups",
-    responses((status = 200, body = Counts)),
+    responses((status = 202, body = RecomputeRun)),
     security(("api_key" = []))
 )]
-pub async fn recompute(State(s): State<AppState>, p: Principal) -> Result<Json<Counts>, ApiError> {
+pub async fn recompute(State(s): State<AppState>, p: Principal) -> Result<Response, ApiError> {
     let cap = allow(p.manage_directory(), &p, "recompute groups")?;
     use crate::auth::Mutation;
-    Ok(Json(s.groups.recompute_all(cap.actor()).await?))
+    let run = s.groups.start_recompute(cap.actor(), "api").await?;
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::LOCATION,
+        format!("/api/v1/groups/recompute/{}", run.id)
+            .parse()
+            .expect("location is ASCII"),
+    );
+    Ok((StatusCode::ACCEPTED, headers, Json(run)).into_response())
+}
+
+/// The latest full recomputes, newest first (the last 50 are kept).
+#[utoipa::path(
+    get, path = "/api/v1/groups/recompute", tag = "groups",
+    responses((status = 200, body = Vec<RecomputeRun>)),
+    security(("api_key" = []))
+)]
+pub async fn list_recomputes(
+    State(s): State<AppState>,
+    p: Principal,
+) -> Result<Json<Vec<RecomputeRun>>, ApiError> {
+    allow(p.read(), &p, "read groups")?;
+    Ok(Json(s.groups.list_runs()?))
+}
+
+/// One full recompute: running, finished (with what it changed) or failed.
+#[utoipa::path(
+    get, path = "/api/v1/groups/recompute/{id}", tag = "groups",
+    params(("id" = String, Path, description = "Run id")),
+    responses((status = 200, body = RecomputeRun), (status = 404, body = ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn get_recompute(
+    State(s): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<RecomputeRun>, ApiError> {
+    allow(p.read(), &p, "read groups")?;
+    let id = parse_id("recompute", &id)?;
+    s.groups
+        .get_run(&id)?
+        .map(Json)
+        .ok_or_else(|| DomainError::not_found("recompute", id).into())
 }
 
 /// A group a subject is in.

@@ -138,7 +138,8 @@ fn api_routes() -> OpenApiRouter<AppState> {
             attributes::delete_attribute
         ))
         .routes(routes!(groups::list_groups, groups::create_group))
-        .routes(routes!(groups::recompute))
+        .routes(routes!(groups::recompute, groups::list_recomputes))
+        .routes(routes!(groups::get_recompute))
         .routes(routes!(groups::preview))
         .routes(routes!(groups::explain))
         .routes(routes!(

@@ -43,9 +43,9 @@ impl AttrRef<'_> {
         match self {
             AttrRef::Text(s) => AttrValue::String(s.to_string()),
             AttrRef::Id(id) => AttrValue::String(id.to_string()),
-            AttrRef::Time(t) => AttrValue::String(
-                t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-            ),
+            AttrRef::Time(t) => {
+                AttrValue::String(t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+            }
             AttrRef::Number(n) => AttrValue::Number(n),
             AttrRef::Bool(b) => AttrValue::Bool(b),
             AttrRef::List(l) => AttrValue::StringList(l.to_vec()),

@@ -18,7 +18,17 @@ use crate::auth::Actor;
 use crate::error::DomainError;
 
 /// How many membership changes a write made.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    utoipa::ToSchema,
+)]
 pub struct Counts {
     /// Memberships added.
     pub added: u64,

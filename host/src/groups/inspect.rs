@@ -21,8 +21,8 @@ use super::model::{
     Suggestion,
 };
 use super::plan::{self, Parsed, Unit};
-use super::rule::{Cond, Quantifier, RuleModel, Warning};
 use super::replica::Snapshot;
+use super::rule::{Cond, Quantifier, RuleModel, Warning};
 use super::run::{Explained, Mode, Run};
 use super::universe::{Reader, Universe};
 use crate::auth::Read;
@@ -270,8 +270,16 @@ impl Groups {
         group.built_in = false;
         let (warnings, plan) = self.validate_and_compile(store, &group, plan::parallelism())?;
         let (universe, snapshot) = self.universe_for(&group, None)?;
-        let mut outcome =
-            Run::new(store, &snapshot, &plan, &universe, now, Mode::Preview, false).run()?;
+        let mut outcome = Run::new(
+            store,
+            &snapshot,
+            &plan,
+            &universe,
+            now,
+            Mode::Preview,
+            false,
+        )
+        .run()?;
         let result = outcome.groups.remove(&group.id).unwrap_or_default();
         if let Some(reason) = result.failure {
             return Err(failure(&group, reason));

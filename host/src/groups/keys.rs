@@ -43,3 +43,5 @@ pub fn name_key(kind: crate::directory::SubjectKind, name: &str) -> Vec<u8> {
     ]
     .concat()
 }
+/// run id → `RecomputeRun` JSON. Full recomputes, newest last.
+pub const RUNS: Keyspace = Keyspace::new("group_recomputes");

@@ -19,6 +19,7 @@ mod plan;
 mod replica;
 pub mod rule;
 mod run;
+mod runs;
 mod universe;
 
 pub use apply::Counts;
@@ -27,6 +28,7 @@ pub use model::{
     ExemptionInput, Group, GroupInput, GroupStatus, GroupType, GroupView, Member, Membership,
     Source, Suggestion,
 };
+pub use runs::{RecomputeRun, RunState};
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -44,8 +46,8 @@ use crate::error::DomainError;
 use crate::plugins::Registry;
 use keys::{GROUPS, MEMBERS, SUBJECT_GROUPS, pair};
 use plan::{Plan, Schema};
-use run::{Mode, Run};
 use replica::Replica;
+use run::{Mode, Run};
 use universe::{Reader, Universe};
 
 /// The groups service. Cheap to clone.
@@ -64,6 +66,8 @@ struct Inner {
     /// The in-memory copy of subjects and memberships; `None` until first
     /// used, and again after a transaction that touched it failed.
     replica: Mutex<Option<Replica>>,
+    /// The full recompute in progress, if any.
+    running: Mutex<Option<Uuid>>,
 }
 
 /// Which subjects a run covers.
@@ -95,9 +99,11 @@ impl Groups {
                 generation: AtomicU64::new(0),
                 cache: Mutex::new(None),
                 replica: Mutex::new(None),
+                running: Mutex::new(None),
             }),
         };
         groups.seed_defaults()?;
+        groups.close_interrupted_runs()?;
         Ok(groups)
     }
 
@@ -182,7 +188,9 @@ impl Groups {
         if guard.is_none() {
             *guard = Some(Replica::load(&*txn)?);
         }
-        Ok(MutexGuard::map(guard, |r| r.as_mut().expect("loaded above")))
+        Ok(MutexGuard::map(guard, |r| {
+            r.as_mut().expect("loaded above")
+        }))
     }
 
     /// The replica for reading outside a transaction (previews, explanations).
@@ -191,7 +199,9 @@ impl Groups {
         if guard.is_none() {
             *guard = Some(Replica::load(self.store())?);
         }
-        Ok(MutexGuard::map(guard, |r| r.as_mut().expect("loaded above")))
+        Ok(MutexGuard::map(guard, |r| {
+            r.as_mut().expect("loaded above")
+        }))
     }
 
     /// Records in the replica that `subject` has state beside membership in

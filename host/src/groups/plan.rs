@@ -569,44 +569,44 @@ fn compile(
             .iter()
             .map(|(_, text, _)| RuleSource { text: text.clone() })
             .collect();
-        let session =
-            match registry
-                .runtime()
-                .compile_rules(Arc::clone(&plugin), wit_kind(kind), &defs, &sources)
-            {
-                Ok(Ok(s)) => s,
-                Ok(Err(CompileError::Invalid(problems))) => {
-                    let Some(first) = problems.first() else {
-                        return fail(
-                            units[0].0,
-                            "rule".into(),
-                            "the evaluator refused the rule".into(),
-                        );
-                    };
-                    let (unit, _, _) = &units[first.rule as usize % units.len()];
-                    let (_, prefix) = unit_owner(&draft, *unit);
-                    let message = problems
-                        .iter()
-                        .filter(|p| p.rule == first.rule)
-                        .map(|p| {
-                            let (_, pre) =
-                                unit_owner(&draft, units[p.rule as usize % units.len()].0);
-                            format!("{pre}{}: {}", p.at, p.message)
-                        })
-                        .collect::<Vec<_>>()
-                        .join("; ");
-                    return fail(*unit, format!("{prefix}{}", first.at), message);
+        let session = match registry.runtime().compile_rules(
+            Arc::clone(&plugin),
+            wit_kind(kind),
+            &defs,
+            &sources,
+        ) {
+            Ok(Ok(s)) => s,
+            Ok(Err(CompileError::Invalid(problems))) => {
+                let Some(first) = problems.first() else {
+                    return fail(
+                        units[0].0,
+                        "rule".into(),
+                        "the evaluator refused the rule".into(),
+                    );
+                };
+                let (unit, _, _) = &units[first.rule as usize % units.len()];
+                let (_, prefix) = unit_owner(&draft, *unit);
+                let message = problems
+                    .iter()
+                    .filter(|p| p.rule == first.rule)
+                    .map(|p| {
+                        let (_, pre) = unit_owner(&draft, units[p.rule as usize % units.len()].0);
+                        format!("{pre}{}: {}", p.at, p.message)
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                return fail(*unit, format!("{prefix}{}", first.at), message);
+            }
+            Ok(Err(CompileError::Other(m))) => {
+                return fail(units[0].0, "rule".into(), m);
+            }
+            Err(e) => {
+                if strict {
+                    return Err(evaluator_error(e));
                 }
-                Ok(Err(CompileError::Other(m))) => {
-                    return fail(units[0].0, "rule".into(), m);
-                }
-                Err(e) => {
-                    if strict {
-                        return Err(evaluator_error(e));
-                    }
-                    return fail(units[0].0, "evaluator".into(), e.to_string());
-                }
-            };
+                return fail(units[0].0, "evaluator".into(), e.to_string());
+            }
+        };
         let mut sessions = vec![session];
         while sessions.len() < copies {
             // Extra instances only speed evaluation up; go without on failure.

@@ -73,7 +73,8 @@ impl Replica {
         })?;
         r.for_each(DEVICES, b"", &mut |_, v| {
             let d: Device = cohort_storage::decode_json(DEVICES, v)?;
-            rep.devices.insert(d.id, Arc::new(Loaded::Device(Box::new(d))));
+            rep.devices
+                .insert(d.id, Arc::new(Loaded::Device(Box::new(d))));
             Ok(())
         })?;
         r.for_each(USER_DEVICES, b"", &mut |k, _| {
@@ -229,7 +230,9 @@ impl Memberships for Replica {
     }
 
     fn may_have_state(&self, group: &Uuid, subject: &Uuid) -> bool {
-        self.specials.get(subject).is_some_and(|g| g.contains(group))
+        self.specials
+            .get(subject)
+            .is_some_and(|g| g.contains(group))
     }
 
     fn for_each_member(&self, group: &Uuid, f: &mut dyn FnMut(&Uuid, Source)) {

@@ -55,7 +55,7 @@ impl Bits {
 
     fn ones(n: usize) -> Bits {
         let mut b = Bits(vec![!0; n.div_ceil(64)]);
-        if n % 64 != 0
+        if !n.is_multiple_of(64)
             && let Some(last) = b.0.last_mut()
         {
             *last = (1u64 << (n % 64)) - 1;
@@ -419,7 +419,11 @@ impl<'a, R: Reader> Run<'a, R> {
             .related
             .iter()
             .map(|r| {
-                let bits = self.combined.get(r).cloned().unwrap_or_else(|| Bits::zeros(n));
+                let bits = self
+                    .combined
+                    .get(r)
+                    .cloned()
+                    .unwrap_or_else(|| Bits::zeros(n));
                 (related_attribute(*r), bits)
             })
             .collect();

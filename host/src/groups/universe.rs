@@ -13,6 +13,9 @@ use super::replica::Replica;
 use crate::directory::{AttrRef, Device, Subject, SubjectKind, User, UserState};
 use crate::error::DomainError;
 
+/// A callback over key/value pairs of a scan.
+pub type Visit<'a> = dyn FnMut(&[u8], &[u8]) -> Result<(), DomainError> + 'a;
+
 /// Reads for the engine, inside a write transaction or from the store.
 pub trait Reader {
     /// One key.
@@ -21,12 +24,7 @@ pub trait Reader {
     fn scan(&self, ks: Keyspace, prefix: &[u8]) -> Result<Vec<Entry>, StorageError>;
 
     /// Walks the keys under a prefix in order without collecting them.
-    fn for_each(
-        &self,
-        ks: Keyspace,
-        prefix: &[u8],
-        f: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), DomainError>,
-    ) -> Result<(), DomainError>;
+    fn for_each(&self, ks: Keyspace, prefix: &[u8], f: &mut Visit<'_>) -> Result<(), DomainError>;
 
     /// One JSON value.
     fn get_json<T: serde::de::DeserializeOwned>(
@@ -47,12 +45,7 @@ impl Reader for WriteTxn<'_> {
     fn scan(&self, ks: Keyspace, prefix: &[u8]) -> Result<Vec<Entry>, StorageError> {
         self.scan_prefix(ks, prefix)
     }
-    fn for_each(
-        &self,
-        ks: Keyspace,
-        prefix: &[u8],
-        f: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), DomainError>,
-    ) -> Result<(), DomainError> {
+    fn for_each(&self, ks: Keyspace, prefix: &[u8], f: &mut Visit<'_>) -> Result<(), DomainError> {
         self.for_each_prefix(ks, prefix, f)
     }
 }
@@ -64,12 +57,7 @@ impl Reader for Store {
     fn scan(&self, ks: Keyspace, prefix: &[u8]) -> Result<Vec<Entry>, StorageError> {
         Store::scan(self, ks, prefix, None, false).collect()
     }
-    fn for_each(
-        &self,
-        ks: Keyspace,
-        prefix: &[u8],
-        f: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), DomainError>,
-    ) -> Result<(), DomainError> {
+    fn for_each(&self, ks: Keyspace, prefix: &[u8], f: &mut Visit<'_>) -> Result<(), DomainError> {
         for entry in Store::scan(self, ks, prefix, None, false) {
             let (k, v) = entry?;
             f(&k, &v)?;
