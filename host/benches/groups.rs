@@ -33,6 +33,10 @@ use cohort::server;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+/// The same allocator as the `cohort` binary.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const ADMIN_KEY: &str = "bench-admin-key-0123456789abcdef";
 
 fn env(name: &str, default: usize) -> usize {
