@@ -187,18 +187,7 @@ fn record(
             action,
             resource_type,
             resource_id,
-            changes: fields
-                .iter()
-                .map(|(k, b, a)| {
-                    (
-                        k.to_string(),
-                        audit::Change {
-                            before: b.clone(),
-                            after: a.clone(),
-                        },
-                    )
-                })
-                .collect(),
+            changes: audit::changes(fields),
         },
     )?;
     Ok(())

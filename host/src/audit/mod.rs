@@ -76,6 +76,23 @@ pub struct Record<'a> {
     pub changes: BTreeMap<String, Change>,
 }
 
+/// Changes given field by field as (name, before, after), for events that
+/// are not the diff of two versions of a record (a membership, a binding).
+pub fn changes(fields: &[(&str, Value, Value)]) -> BTreeMap<String, Change> {
+    fields
+        .iter()
+        .map(|(k, before, after)| {
+            (
+                k.to_string(),
+                Change {
+                    before: before.clone(),
+                    after: after.clone(),
+                },
+            )
+        })
+        .collect()
+}
+
 /// Fields that change on every write and would only add noise to diffs.
 const NOISE: &[&str] = &["version", "updated_at"];
 

@@ -2,8 +2,6 @@
 //! per-subject evaluation errors and the group status, each membership change
 //! with its audit event, all in the caller's transaction.
 
-use std::collections::BTreeMap;
-
 use chrono::{DateTime, Utc};
 use cohort_storage::WriteTxn;
 use serde_json::{Value, json};
@@ -13,7 +11,7 @@ use super::Groups;
 use super::keys::{ERRORS, MEMBERS, STATUS, SUBJECT_GROUPS, SUGGESTIONS, pair};
 use super::model::{GroupStatus, Membership, Source, Suggestion};
 use super::run::{GroupResult, Outcome};
-use crate::audit::{self, Change, Record};
+use crate::audit::{self, Record};
 use crate::auth::Actor;
 use crate::error::DomainError;
 
@@ -36,10 +34,6 @@ pub struct Counts {
     pub removed: u64,
     /// Suggestions created or changed.
     pub suggested: u64,
-}
-
-fn change(before: Value, after: Value) -> Change {
-    Change { before, after }
 }
 
 impl Groups {
@@ -76,13 +70,11 @@ impl Groups {
             _ => "group.member_update",
         };
         let src = |s: Option<Source>| s.map_or(Value::Null, |s| json!(s.as_str()));
-        let mut changes = BTreeMap::new();
-        changes.insert(
-            "subject_id".to_string(),
-            change(Value::Null, json!(subject.to_string())),
-        );
-        changes.insert("source".to_string(), change(src(before), src(after)));
-        changes.insert("reason".to_string(), change(Value::Null, json!(reason)));
+        let changes = audit::changes(&[
+            ("subject_id", Value::Null, json!(subject.to_string())),
+            ("source", src(before), src(after)),
+            ("reason", Value::Null, json!(reason)),
+        ]);
         audit::record(
             txn,
             now,
@@ -214,12 +206,10 @@ impl Groups {
                 .iter()
                 .next()
                 .map(|(s, m)| format!("{s}: {m}"));
-            let mut changes = BTreeMap::new();
-            changes.insert(
-                "evaluation_errors".to_string(),
-                change(Value::Null, json!(new_errors)),
-            );
-            changes.insert("example".to_string(), change(Value::Null, json!(example)));
+            let changes = audit::changes(&[
+                ("evaluation_errors", Value::Null, json!(new_errors)),
+                ("example", Value::Null, json!(example)),
+            ]);
             audit::record(
                 txn,
                 now,

@@ -48,18 +48,7 @@ fn record(
     group: &Uuid,
     fields: &[(&str, Value, Value)],
 ) -> Result<(), DomainError> {
-    let changes = fields
-        .iter()
-        .map(|(k, b, a)| {
-            (
-                k.to_string(),
-                audit::Change {
-                    before: b.clone(),
-                    after: a.clone(),
-                },
-            )
-        })
-        .collect();
+    let changes = audit::changes(fields);
     audit::record(
         txn,
         now,
