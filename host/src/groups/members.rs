@@ -85,7 +85,7 @@ impl Groups {
         self.run_and_apply(
             txn,
             &plan,
-            Scope::Around(users.clone(), devices.clone()),
+            Scope::Around(users.clone(), devices.clone(), None),
             actor,
             now,
             reason,

@@ -30,7 +30,7 @@ pub use model::{
 };
 pub use runs::{RecomputeRun, RunState};
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -74,8 +74,9 @@ struct Inner {
 pub(super) enum Scope {
     /// Every user and device.
     Everything,
-    /// These users and devices, and what depends on them.
-    Around(BTreeSet<Uuid>, BTreeSet<Uuid>),
+    /// These users and devices, and what depends on them; only the given
+    /// groups when the change can affect no other.
+    Around(BTreeSet<Uuid>, BTreeSet<Uuid>, Option<HashSet<Uuid>>),
 }
 
 struct Cached {
@@ -227,17 +228,22 @@ impl Groups {
     ) -> Result<Counts, DomainError> {
         let outcome = {
             let rep = self.replica_in(txn)?;
-            let universe = match scope {
-                Scope::Everything => Universe::everything(&rep),
-                Scope::Around(users, devices) => Universe::around(
-                    &rep,
-                    &users,
-                    &devices,
-                    plan.has_related(SubjectKind::User),
-                    plan.has_related(SubjectKind::Device),
+            let (universe, only) = match scope {
+                Scope::Everything => (Universe::everything(&rep), None),
+                Scope::Around(users, devices, only) => (
+                    Universe::around(
+                        &rep,
+                        &users,
+                        &devices,
+                        plan.has_related(SubjectKind::User),
+                        plan.has_related(SubjectKind::Device),
+                    ),
+                    only,
                 ),
             };
-            Run::new(&*txn, &*rep, plan, &universe, now, Mode::Apply, false).run()?
+            Run::new(&*txn, &*rep, plan, &universe, now, Mode::Apply, false)
+                .only(only)
+                .run()?
         };
         if outcome.poisoned {
             self.drop_plan();
@@ -367,6 +373,7 @@ impl ChangeListener for Groups {
         }
         let plan = self.full_plan(&*txn)?;
         let (mut users, mut devices) = (BTreeSet::new(), BTreeSet::new());
+        let mut only = None;
         let reason = match change {
             Change::Subject {
                 kind,
@@ -381,11 +388,11 @@ impl ChangeListener for Groups {
                     return self.forget_subject(txn, actor, now, id);
                 }
                 if let Some(attrs) = attributes {
-                    let matters = plan.reads.touches(*kind, attrs)
-                        || (*kind == SubjectKind::User && attrs.contains("state"));
-                    if !matters {
+                    let affected = plan.affected_by(*kind, attrs);
+                    if affected.is_empty() {
                         return Ok(());
                     }
+                    only = Some(affected);
                 }
                 match kind {
                     SubjectKind::User => users.insert(*id),
@@ -409,7 +416,7 @@ impl ChangeListener for Groups {
         self.run_and_apply(
             txn,
             &plan,
-            Scope::Around(users, devices),
+            Scope::Around(users, devices, only),
             actor,
             now,
             &reason,

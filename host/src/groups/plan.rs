@@ -8,7 +8,7 @@
 //! per (subject kind, evaluator), so one plugin call evaluates many rules over
 //! many subjects.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use uuid::Uuid;
@@ -148,8 +148,10 @@ pub struct Plan {
     pub related: Vec<RelatedDef>,
     /// Stage of each cross-subject condition's related rule.
     pub related_stage: Vec<usize>,
-    /// What the targets read, including through related subjects.
-    pub reads: Reads,
+    /// What each target reads, including through related subjects.
+    pub group_reads: HashMap<Uuid, Reads>,
+    /// Targets that refer to each target (directly).
+    pub dependents: HashMap<Uuid, Vec<Uuid>>,
     /// Whether targets of a kind have conditions on related subjects: then a
     /// change to a related subject matters to them.
     pub has_related: [bool; 2],
@@ -159,6 +161,31 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// The targets a change to `attrs` of a `kind` subject can affect: those
+    /// whose rules (or conditions on related subjects) read one of them, all
+    /// user groups when a user's state changed (state scoping), and every
+    /// group that depends on those.
+    pub fn affected_by(&self, kind: SubjectKind, attrs: &BTreeSet<String>) -> HashSet<Uuid> {
+        let state = kind == SubjectKind::User && attrs.contains("state");
+        let mut out: HashSet<Uuid> = self
+            .group_reads
+            .iter()
+            .filter(|(id, r)| {
+                r.touches(kind, attrs) || (state && self.groups[*id].subject == SubjectKind::User)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        let mut queue: Vec<Uuid> = out.iter().copied().collect();
+        while let Some(g) = queue.pop() {
+            for d in self.dependents.get(&g).into_iter().flatten() {
+                if out.insert(*d) {
+                    queue.push(*d);
+                }
+            }
+        }
+        out
+    }
+
     /// Whether targets of `kind` test their related subjects.
     pub fn has_related(&self, kind: SubjectKind) -> bool {
         self.has_related[slot(kind)]
@@ -295,7 +322,8 @@ struct Draft {
     related: Vec<RelatedDef>,
     related_stage: Vec<usize>,
     buckets: BTreeMap<(usize, usize, String), Vec<BucketRule>>,
-    reads: Reads,
+    group_reads: HashMap<Uuid, Reads>,
+    dependents: HashMap<Uuid, Vec<Uuid>>,
     has_related: [bool; 2],
     failed: BTreeMap<Uuid, String>,
 }
@@ -350,7 +378,6 @@ fn assemble(
     let mut related = Vec::new();
     let mut related_stage = Vec::new();
     let mut buckets: BTreeMap<_, Vec<_>> = BTreeMap::new();
-    let mut reads = Reads::all();
     let mut has_related = [false; 2];
     let after = |refs: &BTreeSet<super::rule::Reference>, stage_of: &HashMap<Uuid, usize>| {
         refs.iter()
@@ -358,10 +385,12 @@ fn assemble(
             .max()
             .unwrap_or(0)
     };
+    let mut group_reads: HashMap<Uuid, Reads> = HashMap::new();
     for id in &order {
         let g = &groups[id];
         let p = &parsed[id];
         let mut stage = 0;
+        let mut own_reads = Reads::all();
         // Cross-subject conditions first: each is a rule of its own in the
         // related kind, evaluated in an earlier stage than the owner.
         let mut texts: Vec<(Unit, String, Option<BTreeSet<String>>)> = Vec::new();
@@ -379,12 +408,12 @@ fn assemble(
             match model {
                 None => {
                     let text = raw.as_str().unwrap_or_default().to_string();
-                    reads.add(g.subject, None);
+                    own_reads.add(g.subject, None);
                     texts.push((unit, text, None));
                 }
                 Some(model) => {
                     let (own, _) = model.reads();
-                    reads.add(g.subject, Some(&own));
+                    own_reads.add(g.subject, Some(&own));
                     let text = model.to_evaluator_text(|at, cond| {
                         let Cond::Related {
                             kind,
@@ -412,7 +441,7 @@ fn assemble(
                         let rel_stage = after(&rel_refs, &stage_of);
                         related_stage.push(rel_stage);
                         let rel_reads = rule.reads().0;
-                        reads.add(*kind, Some(&rel_reads));
+                        own_reads.add(*kind, Some(&rel_reads));
                         has_related[slot(g.subject)] = true;
                         related_units.push((
                             rel_stage,
@@ -427,6 +456,7 @@ fn assemble(
                 }
             }
         }
+        group_reads.insert(*id, own_reads);
         stage = stage.max(after(&p.references(g.subject), &stage_of));
         for (rs, ..) in &related_units {
             stage = stage.max(rs + 1);
@@ -445,6 +475,12 @@ fn assemble(
                 .push((unit, text, r));
         }
     }
+    let mut dependents: HashMap<Uuid, Vec<Uuid>> = HashMap::new();
+    for id in &order {
+        for r in refs(id) {
+            dependents.entry(r).or_default().push(*id);
+        }
+    }
     Ok(Draft {
         groups: groups.clone(),
         order,
@@ -452,7 +488,8 @@ fn assemble(
         related,
         related_stage,
         buckets,
-        reads,
+        group_reads,
+        dependents,
         has_related,
         failed,
     })
@@ -639,7 +676,8 @@ fn compile(
         stages,
         related: draft.related,
         related_stage: draft.related_stage,
-        reads: draft.reads,
+        group_reads: draft.group_reads,
+        dependents: draft.dependents,
         has_related: draft.has_related,
         failed: draft.failed,
     }))

@@ -306,6 +306,8 @@ pub struct Run<'a, R: Reader> {
     prefetched: Option<HashMap<Uuid, Stored>>,
     /// Affected positions per side (users, devices).
     affected: [Option<Bits>; 2],
+    /// Decide only these groups (the others cannot change); all when `None`.
+    only: Option<HashSet<Uuid>>,
 }
 
 impl<'a, R: Reader> Run<'a, R> {
@@ -333,7 +335,15 @@ impl<'a, R: Reader> Run<'a, R> {
             admitted: HashMap::new(),
             prefetched: None,
             affected: [None, None],
+            only: None,
         }
+    }
+
+    /// Decides only `groups`: the others keep their stored memberships,
+    /// which the caller knows cannot change.
+    pub fn only(mut self, groups: Option<HashSet<Uuid>>) -> Self {
+        self.only = groups;
+        self
     }
 
     fn affected_bits(&mut self, kind: SubjectKind) -> Bits {
@@ -369,7 +379,9 @@ impl<'a, R: Reader> Run<'a, R> {
                 .copied()
                 .collect();
             for g in in_stage {
-                self.decide(&g, &mut out)?;
+                if self.only.as_ref().is_none_or(|o| o.contains(&g)) {
+                    self.decide(&g, &mut out)?;
+                }
             }
         }
         Ok(out)
