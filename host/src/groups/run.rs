@@ -614,10 +614,50 @@ impl<'a, R: Reader> Run<'a, R> {
             .clone()
     }
 
+    /// For a run over a few subjects: whether `group` has nothing to decide
+    /// (the rule matches none of them, none is a member, and none has an
+    /// exemption, manual membership, suggestion or error there). Most groups
+    /// are like that for any one subject, and skipping them keeps a change
+    /// cheap.
+    fn nothing_to_decide(&self, id: &Uuid, side: &Side, out: &Outcome) -> bool {
+        if side.complete || side.affected_count() > SCAN_ABOVE {
+            return false;
+        }
+        let matched = self
+            .rule_bits
+            .get(&Unit::Rule(*id))
+            .is_some_and(|b| b.0.iter().any(|w| *w != 0));
+        let failed_or_errors = out
+            .groups
+            .get(id)
+            .is_some_and(|r| r.failure.is_some() || !r.errors.is_empty());
+        if matched || failed_or_errors {
+            return false;
+        }
+        side.subjects.iter().enumerate().all(|(p, s)| {
+            !side.affected[p]
+                || (self.memberships.member(id, &s.id()).is_none()
+                    && !self.memberships.may_have_state(id, &s.id()))
+        })
+    }
+
     fn decide(&mut self, id: &Uuid, out: &mut Outcome) -> Result<(), DomainError> {
         let group: &Group = &self.plan.groups[id];
         let side = self.universe.side(group.subject);
         let n = side.subjects.len();
+        if self.mode == Mode::Apply && self.nothing_to_decide(id, side, out) {
+            self.rule_bits.remove(&Unit::Rule(*id));
+            self.rule_bits.remove(&Unit::Exclusion(*id));
+            // Unaffected (context) positions keep their stored membership.
+            let mut bits = Bits::zeros(n);
+            for (p, s) in side.subjects.iter().enumerate() {
+                if !side.affected[p] && self.memberships.member(id, &s.id()).is_some() {
+                    bits.set(p, true);
+                }
+            }
+            self.decided.insert(*id, bits);
+            return Ok(());
+        }
         let stored = match self.prefetched.as_mut() {
             Some(all) => all.remove(id).unwrap_or_default(),
             None => Stored::load(self.reader, self.memberships, id, side)?,
