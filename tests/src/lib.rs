@@ -33,6 +33,17 @@ pub fn cohort_bin() -> PathBuf {
     bin
 }
 
+/// An `equals` condition of a group rule.
+pub fn eq(attribute: &str, values: Value) -> Value {
+    serde_json::json!({"attribute": attribute, "operator": "equals", "values": values})
+}
+
+/// A sorted copy, for comparing id lists.
+pub fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
 /// A running server process and its data directory.
 pub struct Server {
     child: Option<Child>,

@@ -1,11 +1,7 @@
 //! Resources, group bindings and effective access in both directions.
 
-use cohort_tests::Server;
+use cohort_tests::{Server, eq};
 use serde_json::{Value, json};
-
-fn eq(attribute: &str, values: Value) -> Value {
-    json!({"attribute": attribute, "operator": "equals", "values": values})
-}
 
 fn via_names(v: &Value) -> Vec<String> {
     let mut out: Vec<String> = v

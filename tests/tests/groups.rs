@@ -3,17 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use cohort_tests::{Api, Server};
+use cohort_tests::{Api, Server, eq, sorted};
 use serde_json::{Value, json};
-
-fn eq(attribute: &str, values: Value) -> Value {
-    json!({"attribute": attribute, "operator": "equals", "values": values})
-}
-
-fn sorted(mut v: Vec<String>) -> Vec<String> {
-    v.sort();
-    v
-}
 
 /// Usernames of a group's members, sorted.
 async fn member_names(api: &Api, group: &str, names: &BTreeMap<String, String>) -> Vec<String> {

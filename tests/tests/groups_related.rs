@@ -1,17 +1,8 @@
 //! Cross-subject rules, explanations, previews, and the check that the
 //! incremental path and a full recompute always agree.
 
-use cohort_tests::Server;
+use cohort_tests::{Server, eq, sorted};
 use serde_json::{Value, json};
-
-fn eq(attribute: &str, values: Value) -> Value {
-    json!({"attribute": attribute, "operator": "equals", "values": values})
-}
-
-fn sorted(mut v: Vec<String>) -> Vec<String> {
-    v.sort();
-    v
-}
 
 #[tokio::test]
 async fn cross_subject_rules_follow_bindings_and_both_sides() {

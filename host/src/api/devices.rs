@@ -2,12 +2,12 @@
 
 use axum::Json;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 use serde_json::Value;
 
 use super::error::{ApiError, ErrorBody};
-use super::extract::{ApiJson, etag, if_match, parse_id, query_pairs};
+use super::extract::{ApiJson, if_match, parse_id, query_pairs, versioned};
 use super::users::page_request;
 use super::{AppState, allow};
 use crate::auth::Principal;
@@ -15,20 +15,7 @@ use crate::directory::{Binding, CheckIn, Device, DeviceInput, SubjectKind};
 use crate::page::Page;
 
 fn device_response(status: StatusCode, device: Device) -> Response {
-    let mut headers = HeaderMap::new();
-    headers.insert(
-        header::ETAG,
-        etag(device.version).parse().expect("etag is ASCII"),
-    );
-    if status == StatusCode::CREATED {
-        headers.insert(
-            header::LOCATION,
-            format!("/api/v1/devices/{}", device.id)
-                .parse()
-                .expect("location is ASCII"),
-        );
-    }
-    (status, headers, Json(device)).into_response()
+    versioned(status, device.version, "/api/v1/devices", device.id, device)
 }
 
 /// List devices, filtered by attribute and sorted by an indexed key.

@@ -195,6 +195,32 @@ pub fn etag(version: u64) -> String {
     format!("\"{version}\"")
 }
 
+/// A versioned resource as a response: its ETag always, and its `Location`
+/// (`{collection}/{id}`) when it was just created.
+pub fn versioned<T: serde::Serialize>(
+    status: axum::http::StatusCode,
+    version: u64,
+    collection: &str,
+    id: uuid::Uuid,
+    body: T,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        axum::http::header::ETAG,
+        etag(version).parse().expect("etag is ASCII"),
+    );
+    if status == axum::http::StatusCode::CREATED {
+        headers.insert(
+            axum::http::header::LOCATION,
+            format!("{collection}/{id}")
+                .parse()
+                .expect("location is ASCII"),
+        );
+    }
+    (status, headers, axum::Json(body)).into_response()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::error::{ApiError, ErrorBody};
-use super::extract::{ApiJson, etag, if_match, parse_id, query_pairs};
+use super::extract::{ApiJson, if_match, parse_id, query_pairs, versioned};
 use super::users::page_request;
 use super::{AppState, allow};
 use crate::auth::Principal;
@@ -24,20 +24,13 @@ use crate::groups::{
 use crate::page::Page;
 
 fn group_response(status: StatusCode, view: GroupView) -> Response {
-    let mut headers = HeaderMap::new();
-    headers.insert(
-        header::ETAG,
-        etag(view.group.version).parse().expect("etag is ASCII"),
-    );
-    if status == StatusCode::CREATED {
-        headers.insert(
-            header::LOCATION,
-            format!("/api/v1/groups/{}", view.group.id)
-                .parse()
-                .expect("location is ASCII"),
-        );
-    }
-    (status, headers, Json(view)).into_response()
+    versioned(
+        status,
+        view.group.version,
+        "/api/v1/groups",
+        view.group.id,
+        view,
+    )
 }
 
 fn param<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {

@@ -3,15 +3,15 @@
 
 use axum::Json;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 use serde::Deserialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::error::{ApiError, ErrorBody};
-use super::extract::{ApiJson, etag, if_match, parse_id, query_pairs};
+use super::extract::{ApiJson, if_match, parse_id, query_pairs, versioned};
 use super::users::page_request;
 use super::{AppState, allow};
 use crate::access::{Grantee, GroupBinding, Resource, ResourceInput, SubjectAccess};
@@ -20,20 +20,7 @@ use crate::directory::SubjectKind;
 use crate::page::Page;
 
 fn resource_response(status: StatusCode, r: Resource) -> Response {
-    let mut headers = HeaderMap::new();
-    headers.insert(
-        header::ETAG,
-        etag(r.version).parse().expect("etag is ASCII"),
-    );
-    if status == StatusCode::CREATED {
-        headers.insert(
-            header::LOCATION,
-            format!("/api/v1/resources/{}", r.id)
-                .parse()
-                .expect("location is ASCII"),
-        );
-    }
-    (status, headers, Json(r)).into_response()
+    versioned(status, r.version, "/api/v1/resources", r.id, r)
 }
 
 /// List resources.

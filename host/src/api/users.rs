@@ -2,12 +2,12 @@
 
 use axum::Json;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
 use super::error::{ApiError, ErrorBody};
-use super::extract::{ApiJson, etag, if_match, parse_id, query_pairs};
+use super::extract::{ApiJson, if_match, parse_id, query_pairs, versioned};
 use super::{AppState, allow};
 use crate::auth::Principal;
 use crate::directory::{Binding, StateChange, SubjectKind, User, UserInput};
@@ -15,20 +15,7 @@ use crate::page::{Page, PageRequest};
 
 /// A user with its ETag and, for creates, its Location.
 pub(super) fn user_response(status: StatusCode, user: User) -> Response {
-    let mut headers = HeaderMap::new();
-    headers.insert(
-        header::ETAG,
-        etag(user.version).parse().expect("etag is ASCII"),
-    );
-    if status == StatusCode::CREATED {
-        headers.insert(
-            header::LOCATION,
-            format!("/api/v1/users/{}", user.id)
-                .parse()
-                .expect("location is ASCII"),
-        );
-    }
-    (status, headers, Json(user)).into_response()
+    versioned(status, user.version, "/api/v1/users", user.id, user)
 }
 
 /// Page and filter parameters shared by the list endpoints.
