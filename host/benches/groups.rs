@@ -13,7 +13,8 @@
 //! - attribute change → durable, updated memberships, per change (p50 / p99);
 //! - previewing a new rule over the whole directory.
 //!
-//! Knobs: BENCH_USERS, BENCH_DEVICES, BENCH_GROUPS, BENCH_CHANGES.
+//! Knobs: BENCH_USERS, BENCH_DEVICES, BENCH_GROUPS, BENCH_CHANGES, and
+//! BENCH_CACHE_MB (the storage cache; the shipped default when unset).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -221,7 +222,8 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let store = server::open_store(&dir, 512).unwrap();
+    let cache_mb = env("BENCH_CACHE_MB", config.storage.cache_mb as usize) as u64;
+    let store = server::open_store(&dir, cache_mb).unwrap();
     let app = server::build(&config, store.clone(), Arc::new(SystemClock)).unwrap();
     let state = app.state;
     let actor = Actor::system("bench");

@@ -161,7 +161,11 @@ impl Default for GroupsConfig {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
-    /// Page cache size in MiB.
+    /// Page cache size in MiB. The default, 1 GiB, holds the hot part of a
+    /// directory of about 100,000 users with their memberships and audit
+    /// trail; with 256 MiB, writes there wait on pages read back from disk
+    /// often enough to double the slowest percent of changes (see
+    /// docs/PERFORMANCE.md).
     pub cache_mb: u64,
 }
 
@@ -223,7 +227,7 @@ impl Default for HttpConfig {
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        StorageConfig { cache_mb: 256 }
+        StorageConfig { cache_mb: 1024 }
     }
 }
 

@@ -107,14 +107,6 @@ impl Reads {
             (None, _) => {}
         }
     }
-
-    /// Whether a change to `attrs` of a `kind` subject can matter.
-    pub fn touches(&self, kind: SubjectKind, attrs: &BTreeSet<String>) -> bool {
-        match &self.by_kind[slot(kind)] {
-            None => true,
-            Some(set) => attrs.iter().any(|a| set.contains(a)),
-        }
-    }
 }
 
 /// One compiled rule set.
@@ -140,16 +132,12 @@ pub struct Plan {
     pub groups: HashMap<Uuid, Arc<Group>>,
     /// Targets in dependency order.
     pub order: Vec<Uuid>,
-    /// Each target's stage.
-    pub stage_of: HashMap<Uuid, usize>,
     /// Programs per stage.
     pub stages: Vec<Vec<Program>>,
     /// Cross-subject conditions, by number.
     pub related: Vec<RelatedDef>,
     /// Stage of each cross-subject condition's related rule.
     pub related_stage: Vec<usize>,
-    /// What each target reads, including through related subjects.
-    pub group_reads: HashMap<Uuid, Reads>,
     /// Targets that refer to each target (directly).
     pub dependents: HashMap<Uuid, Vec<Uuid>>,
     /// Whether targets of a kind have conditions on related subjects: then a
@@ -158,6 +146,38 @@ pub struct Plan {
     /// Targets that could not be compiled, with the reason; they are left
     /// out, and their memberships stay as they are.
     pub failed: BTreeMap<Uuid, String>,
+    /// Targets per stage, in dependency order.
+    pub by_stage: Vec<Vec<Uuid>>,
+    /// What each target reads (including through related subjects),
+    /// inverted per kind, so that a change finds the groups it matters to
+    /// without testing all of them.
+    readers: [Readers; 2],
+}
+
+/// The targets that read a kind's attributes.
+#[derive(Debug, Default)]
+struct Readers {
+    /// Attribute → the targets that read it.
+    by_attribute: HashMap<String, Vec<Uuid>>,
+    /// Targets that may read any attribute (opaque rules).
+    any: Vec<Uuid>,
+}
+
+impl Readers {
+    fn index(group_reads: &HashMap<Uuid, Reads>, kind: SubjectKind) -> Readers {
+        let mut out = Readers::default();
+        for (id, reads) in group_reads {
+            match &reads.by_kind[slot(kind)] {
+                None => out.any.push(*id),
+                Some(attrs) => {
+                    for a in attrs {
+                        out.by_attribute.entry(a.clone()).or_default().push(*id);
+                    }
+                }
+            }
+        }
+        out
+    }
 }
 
 impl Plan {
@@ -166,15 +186,19 @@ impl Plan {
     /// user groups when a user's state changed (state scoping), and every
     /// group that depends on those.
     pub fn affected_by(&self, kind: SubjectKind, attrs: &BTreeSet<String>) -> HashSet<Uuid> {
-        let state = kind == SubjectKind::User && attrs.contains("state");
-        let mut out: HashSet<Uuid> = self
-            .group_reads
-            .iter()
-            .filter(|(id, r)| {
-                r.touches(kind, attrs) || (state && self.groups[*id].subject == SubjectKind::User)
-            })
-            .map(|(id, _)| *id)
-            .collect();
+        let readers = &self.readers[slot(kind)];
+        let mut out: HashSet<Uuid> = readers.any.iter().copied().collect();
+        for a in attrs {
+            out.extend(readers.by_attribute.get(a).into_iter().flatten());
+        }
+        if kind == SubjectKind::User && attrs.contains("state") {
+            out.extend(
+                self.groups
+                    .values()
+                    .filter(|g| g.subject == SubjectKind::User)
+                    .map(|g| g.id),
+            );
+        }
         let mut queue: Vec<Uuid> = out.iter().copied().collect();
         while let Some(g) = queue.pop() {
             for d in self.dependents.get(&g).into_iter().flatten() {
@@ -669,14 +693,27 @@ fn compile(
             related: related_inputs.into_iter().collect(),
         });
     }
+    let mut by_stage = vec![Vec::new(); stages.len()];
+    for id in &draft.order {
+        if let Some(&stage) = draft.stage_of.get(id) {
+            while by_stage.len() <= stage {
+                by_stage.push(Vec::new());
+            }
+            by_stage[stage].push(*id);
+        }
+    }
+    let readers = [
+        Readers::index(&draft.group_reads, SubjectKind::User),
+        Readers::index(&draft.group_reads, SubjectKind::Device),
+    ];
     Ok(Ok(Plan {
+        by_stage,
+        readers,
         groups: draft.groups,
         order: draft.order,
-        stage_of: draft.stage_of,
         stages,
         related: draft.related,
         related_stage: draft.related_stage,
-        group_reads: draft.group_reads,
         dependents: draft.dependents,
         has_related: draft.has_related,
         failed: draft.failed,

@@ -35,6 +35,11 @@ pub trait Memberships {
     /// suggestion or an evaluation error in `group`. `false` means it has
     /// none, so a run over a few subjects skips the lookups.
     fn may_have_state(&self, group: &Uuid, subject: &Uuid) -> bool;
+    /// Calls `f` for every group where `subject` is a member or may have
+    /// state (see [`Memberships::may_have_state`]); perhaps for others too.
+    /// A run over a few subjects decides only these groups and those whose
+    /// rule matched, instead of looking at every group.
+    fn groups_touching(&self, subject: &Uuid, f: &mut dyn FnMut(&Uuid));
 }
 
 /// See the module documentation.
@@ -45,6 +50,8 @@ pub struct Replica {
     user_devices: HashMap<Uuid, Vec<Uuid>>,
     device_users: HashMap<Uuid, Vec<Uuid>>,
     members: HashMap<Uuid, HashMap<Uuid, Source>>,
+    /// `members` inverted: subject → the groups it is a member of.
+    groups_of: HashMap<Uuid, HashSet<Uuid>>,
     /// Subject → groups where it has (or had) a manual membership,
     /// exemption, suggestion or error. A superset: entries are added with
     /// every such write and dropped only with the subject.
@@ -90,6 +97,7 @@ impl Replica {
                     .entry(g)
                     .or_default()
                     .insert(s, Membership::decode(v)?.source);
+                rep.groups_of.entry(s).or_default().insert(g);
             }
             Ok(())
         })?;
@@ -166,11 +174,22 @@ impl Replica {
         match source {
             Some(s) => {
                 self.members.entry(*group).or_default().insert(*subject, s);
+                self.groups_of.entry(*subject).or_default().insert(*group);
             }
             None => {
                 if let Some(m) = self.members.get_mut(group) {
                     m.remove(subject);
                 }
+                self.leave(group, subject);
+            }
+        }
+    }
+
+    fn leave(&mut self, group: &Uuid, subject: &Uuid) {
+        if let Some(groups) = self.groups_of.get_mut(subject) {
+            groups.remove(group);
+            if groups.is_empty() {
+                self.groups_of.remove(subject);
             }
         }
     }
@@ -182,7 +201,9 @@ impl Replica {
 
     /// Forgets a deleted group's members.
     pub fn drop_group(&mut self, group: &Uuid) {
-        self.members.remove(group);
+        for subject in self.members.remove(group).unwrap_or_default().into_keys() {
+            self.leave(group, &subject);
+        }
     }
 
     /// One subject.
@@ -235,6 +256,12 @@ impl Memberships for Replica {
             .is_some_and(|g| g.contains(group))
     }
 
+    fn groups_touching(&self, subject: &Uuid, f: &mut dyn FnMut(&Uuid)) {
+        let member = self.groups_of.get(subject).into_iter().flatten();
+        let special = self.specials.get(subject).into_iter().flatten();
+        member.chain(special).for_each(f);
+    }
+
     fn for_each_member(&self, group: &Uuid, f: &mut dyn FnMut(&Uuid, Source)) {
         for (s, src) in self.members.get(group).into_iter().flatten() {
             f(s, *src);
@@ -262,6 +289,11 @@ impl Memberships for Snapshot {
 
     fn may_have_state(&self, _: &Uuid, _: &Uuid) -> bool {
         true
+    }
+
+    fn groups_touching(&self, _: &Uuid, f: &mut dyn FnMut(&Uuid)) {
+        // Any group may have state: all of them.
+        self.members.keys().for_each(f);
     }
 
     fn for_each_member(&self, group: &Uuid, f: &mut dyn FnMut(&Uuid, Source)) {

@@ -308,6 +308,9 @@ pub struct Run<'a, R: Reader> {
     affected: [Option<Bits>; 2],
     /// Decide only these groups (the others cannot change); all when `None`.
     only: Option<HashSet<Uuid>>,
+    /// For a run over a few subjects: the groups where one of them is a
+    /// member or may have state (see [`Memberships::groups_touching`]).
+    touched: Option<HashSet<Uuid>>,
 }
 
 impl<'a, R: Reader> Run<'a, R> {
@@ -336,6 +339,7 @@ impl<'a, R: Reader> Run<'a, R> {
             prefetched: None,
             affected: [None, None],
             only: None,
+            touched: None,
         }
     }
 
@@ -366,21 +370,29 @@ impl<'a, R: Reader> Run<'a, R> {
         if self.universe.users.complete && self.plan.order.len() > 8 {
             self.prefetched = Some(Stored::load_all(self.reader)?);
         }
+        let sides = [&self.universe.users, &self.universe.devices];
+        if sides.iter().all(|s| few(s)) {
+            let mut touched = HashSet::new();
+            for side in sides {
+                for (p, s) in side.subjects.iter().enumerate() {
+                    if side.affected[p] {
+                        self.memberships.groups_touching(&s.id(), &mut |g| {
+                            touched.insert(*g);
+                        });
+                    }
+                }
+            }
+            self.touched = Some(touched);
+        }
         for (stage, programs) in self.plan.stages.iter().enumerate() {
             for program in programs {
                 self.run_program(program, &mut out)?;
             }
             self.combine_related(stage, &mut out);
-            let in_stage: Vec<Uuid> = self
-                .plan
-                .order
-                .iter()
-                .filter(|g| self.plan.stage_of.get(g) == Some(&stage))
-                .copied()
-                .collect();
-            for g in in_stage {
-                if self.only.as_ref().is_none_or(|o| o.contains(&g)) {
-                    self.decide(&g, &mut out)?;
+            let plan = self.plan;
+            for g in plan.by_stage.get(stage).into_iter().flatten() {
+                if self.only.as_ref().is_none_or(|o| o.contains(g)) {
+                    self.decide(g, &mut out)?;
                 }
             }
         }
@@ -414,9 +426,6 @@ impl<'a, R: Reader> Run<'a, R> {
     fn run_program(&mut self, program: &Program, out: &mut Outcome) -> Result<(), DomainError> {
         let side = self.universe.side(program.kind);
         let n = side.subjects.len();
-        for unit in &program.units {
-            self.rule_bits.insert(*unit, Bits::zeros(n));
-        }
         if n == 0 {
             return Ok(());
         }
@@ -512,10 +521,18 @@ impl<'a, R: Reader> Run<'a, R> {
                 Ok(Ok(eval)) => {
                     let words = eval.words_per_rule as usize;
                     let first = start / 64;
+                    // Only rules that matched something get bits: a rule
+                    // without any reads as matching nothing.
                     for (r, unit) in program.units.iter().enumerate() {
-                        let bits = self.rule_bits.get_mut(unit).expect("inserted above");
-                        bits.0[first..first + words]
-                            .copy_from_slice(&eval.matches[r * words..(r + 1) * words]);
+                        let words_of_r = &eval.matches[r * words..(r + 1) * words];
+                        if words_of_r.iter().all(|w| *w == 0) {
+                            continue;
+                        }
+                        self.rule_bits
+                            .entry(*unit)
+                            .or_insert_with(|| Bits::zeros(n))
+                            .0[first..first + words]
+                            .copy_from_slice(words_of_r);
                     }
                     for e in eval.errors {
                         let Some(unit) = program.units.get(e.rule as usize) else {
@@ -620,7 +637,10 @@ impl<'a, R: Reader> Run<'a, R> {
     /// are like that for any one subject, and skipping them keeps a change
     /// cheap.
     fn nothing_to_decide(&self, id: &Uuid, side: &Side, out: &Outcome) -> bool {
-        if side.complete || side.affected_count() > SCAN_ABOVE {
+        let Some(touched) = &self.touched else {
+            return false;
+        };
+        if !few(side) {
             return false;
         }
         let matched = self
@@ -631,14 +651,7 @@ impl<'a, R: Reader> Run<'a, R> {
             .groups
             .get(id)
             .is_some_and(|r| r.failure.is_some() || !r.errors.is_empty());
-        if matched || failed_or_errors {
-            return false;
-        }
-        side.subjects.iter().enumerate().all(|(p, s)| {
-            !side.affected[p]
-                || (self.memberships.member(id, &s.id()).is_none()
-                    && !self.memberships.may_have_state(id, &s.id()))
-        })
+        !matched && !failed_or_errors && !touched.contains(id)
     }
 
     fn decide(&mut self, id: &Uuid, out: &mut Outcome) -> Result<(), DomainError> {
@@ -646,16 +659,10 @@ impl<'a, R: Reader> Run<'a, R> {
         let side = self.universe.side(group.subject);
         let n = side.subjects.len();
         if self.mode == Mode::Apply && self.nothing_to_decide(id, side, out) {
+            // Nothing changes: groups that refer to this one read its
+            // stored members (see `member_bits`).
             self.rule_bits.remove(&Unit::Rule(*id));
             self.rule_bits.remove(&Unit::Exclusion(*id));
-            // Unaffected (context) positions keep their stored membership.
-            let mut bits = Bits::zeros(n);
-            for (p, s) in side.subjects.iter().enumerate() {
-                if !side.affected[p] && self.memberships.member(id, &s.id()).is_some() {
-                    bits.set(p, true);
-                }
-            }
-            self.decided.insert(*id, bits);
             return Ok(());
         }
         let stored = match self.prefetched.as_mut() {
@@ -856,6 +863,12 @@ impl<'a, R: Reader> Run<'a, R> {
         self.decided.insert(*id, finals);
         Ok(())
     }
+}
+
+/// Whether a side is a few subjects around a change, decided one by one,
+/// rather than the whole directory or a large part of it.
+fn few(side: &Side) -> bool {
+    !side.complete && side.affected_count() <= SCAN_ABOVE
 }
 
 fn other(kind: SubjectKind) -> SubjectKind {
