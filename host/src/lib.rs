@@ -9,6 +9,7 @@ pub mod clock;
 pub mod config;
 pub mod directory;
 pub mod error;
+pub mod expression;
 pub mod groups;
 pub mod json;
 pub mod migrations;

@@ -1,0 +1,213 @@
+//! Bounding the work of an evaluation.
+//!
+//! The interpreter has no step counter, so the checked tree is rewritten
+//! before it is evaluated: every comprehension's range goes through
+//! `@meter(range, weight)`, which charges `size(range) × weight` (the size of
+//! the loop body) to a budget, and every concatenation goes through
+//! `@grow(a + b)`, which charges the size of its result, so doubling a string
+//! or a list in a loop cannot exhaust memory either. Names starting with `@`
+//! cannot be written in CEL, so rules cannot call or shadow them.
+//!
+//! Nested comprehensions meter their range once per outer step, so the
+//! charge is the real work. The `+` steps that the `map` and `filter`
+//! macros generate (`@result + [x]`) are left alone: the interpreter
+//! recognises that shape and appends in place.
+
+use std::cell::Cell;
+use std::collections::HashMap;
+
+use cel::ExecutionError;
+use cel::common::ast::{CallExpr, ComprehensionExpr, Expr, IdedExpr, LiteralValue};
+use cel::common::types::CelInt;
+use cel::common::value::CowVal;
+use uuid::Uuid;
+
+thread_local! {
+    /// Work left in the evaluation running on this thread.
+    static LEFT: Cell<u64> = const { Cell::new(u64::MAX) };
+}
+
+/// Runs `f` with a budget of `units`; evaluation is synchronous, so the
+/// budget is this thread's for the duration.
+pub(crate) fn with_budget<T>(units: u64, f: impl FnOnce() -> T) -> T {
+    let before = LEFT.replace(units);
+    let out = f();
+    LEFT.set(before);
+    out
+}
+
+/// The message of the error an exhausted budget gives.
+pub(crate) const EXHAUSTED: &str = "the expression did too much work for one subject";
+
+fn charge(units: u64) -> Result<(), ExecutionError> {
+    let left = LEFT.get();
+    if units > left {
+        LEFT.set(0);
+        return Err(ExecutionError::function_error(
+            "budget",
+            format!("{EXHAUSTED} (limit {} units)", super::BUDGET),
+        ));
+    }
+    LEFT.set(left - units);
+    Ok(())
+}
+
+fn size_of(v: &CowVal<'_, '_>) -> u64 {
+    v.as_sizer()
+        .map_or(1, |s| u64::try_from(*s.size().inner()).unwrap_or(0))
+}
+
+/// `@meter(range, weight)`: charges, then hands the range back untouched.
+pub(crate) fn meter<'b, 'v>(
+    mut args: Vec<CowVal<'b, 'v>>,
+) -> Result<CowVal<'b, 'v>, ExecutionError> {
+    if args.len() != 2 {
+        return Err(ExecutionError::InvalidArgumentCount {
+            expected: 2,
+            actual: args.len(),
+        });
+    }
+    let weight = args[1]
+        .downcast_ref::<CelInt>()
+        .map_or(1, |w| u64::try_from(*w.inner()).unwrap_or(1));
+    charge(size_of(&args[0]).saturating_mul(weight).max(1))?;
+    Ok(args.swap_remove(0))
+}
+
+/// `@grow(value)`: charges the size of a concatenation's result.
+pub(crate) fn grow<'b, 'v>(
+    mut args: Vec<CowVal<'b, 'v>>,
+) -> Result<CowVal<'b, 'v>, ExecutionError> {
+    if args.len() != 1 {
+        return Err(ExecutionError::InvalidArgumentCount {
+            expected: 1,
+            actual: args.len(),
+        });
+    }
+    charge(size_of(&args[0]) / 16 + 1)?;
+    Ok(args.swap_remove(0))
+}
+
+/// Rewrites a checked tree for evaluation: metering, and `in_group('name')`
+/// to `@in_group('<id>')` through `groups` (resolved when checked).
+pub(crate) fn instrument(mut expr: IdedExpr, groups: &HashMap<String, Uuid>) -> IdedExpr {
+    let mut next = max_id(&expr) + 1;
+    rewrite(&mut expr, groups, &mut next, None);
+    expr
+}
+
+fn max_id(e: &IdedExpr) -> u64 {
+    let mut max = e.id;
+    let mut stack = vec![e];
+    while let Some(n) = stack.pop() {
+        max = max.max(n.id);
+        stack.extend(super::children(n));
+    }
+    max
+}
+
+fn call(id: &mut u64, name: &str, args: Vec<IdedExpr>) -> IdedExpr {
+    *id += 1;
+    IdedExpr {
+        id: *id,
+        expr: Expr::Call(CallExpr {
+            func_name: name.to_string(),
+            target: None,
+            args,
+        }),
+    }
+}
+
+fn int(id: &mut u64, v: i64) -> IdedExpr {
+    *id += 1;
+    IdedExpr {
+        id: *id,
+        expr: Expr::Literal(LiteralValue::Int(v.into())),
+    }
+}
+
+fn count(e: &IdedExpr) -> i64 {
+    let mut n = 0;
+    let mut stack = vec![e];
+    while let Some(x) = stack.pop() {
+        n += 1;
+        stack.extend(super::children(x));
+    }
+    n
+}
+
+/// `accu` is the accumulator of the comprehension whose step is being
+/// rewritten, if any.
+fn rewrite(e: &mut IdedExpr, groups: &HashMap<String, Uuid>, next: &mut u64, accu: Option<&str>) {
+    let mut wrap = false;
+    match &mut e.expr {
+        Expr::Comprehension(c) => {
+            let ComprehensionExpr {
+                iter_range,
+                accu_init,
+                loop_cond,
+                loop_step,
+                result,
+                accu_var,
+                ..
+            } = &mut **c;
+            rewrite(iter_range, groups, next, None);
+            rewrite(accu_init, groups, next, None);
+            rewrite(loop_cond, groups, next, None);
+            rewrite(loop_step, groups, next, Some(accu_var.as_str()));
+            rewrite(result, groups, next, None);
+            let weight = (count(loop_cond) + count(loop_step)).max(1);
+            let range = std::mem::take(iter_range);
+            let w = int(next, weight);
+            *iter_range = call(next, "@meter", vec![range, w]);
+        }
+        Expr::Call(c) => {
+            if c.func_name == "in_group"
+                && c.target.is_none()
+                && let [
+                    IdedExpr {
+                        expr: Expr::Literal(LiteralValue::String(name)),
+                        ..
+                    },
+                ] = c.args.as_slice()
+                && let Some(id) = groups.get(name.inner())
+            {
+                let id = id.to_string();
+                c.func_name = "@in_group".into();
+                c.args[0].expr = Expr::Literal(LiteralValue::String(id.into()));
+                return;
+            }
+            let appends_to_accu = c.func_name == "_+_"
+                && matches!(c.args.first(), Some(IdedExpr { expr: Expr::Ident(n), .. }) if Some(n.as_str()) == accu);
+            // The `?:` and `+` a macro step is made of keep the accumulator
+            // context; everything below them is ordinary.
+            let inner_accu = if c.func_name == "_?_:_" { accu } else { None };
+            if let Some(t) = c.target.as_mut() {
+                rewrite(t, groups, next, None);
+            }
+            for a in c.args.iter_mut() {
+                rewrite(a, groups, next, inner_accu);
+            }
+            wrap = c.func_name == "_+_" && !appends_to_accu;
+        }
+        Expr::Select(s) => rewrite(&mut s.operand, groups, next, None),
+        Expr::List(l) => {
+            for x in l.elements.iter_mut() {
+                rewrite(x, groups, next, None);
+            }
+        }
+        Expr::Map(m) => {
+            for en in m.entries.iter_mut() {
+                if let cel::common::ast::EntryExpr::MapEntry(me) = &mut en.expr {
+                    rewrite(&mut me.key, groups, next, None);
+                    rewrite(&mut me.value, groups, next, None);
+                }
+            }
+        }
+        Expr::Struct(_) | Expr::Ident(_) | Expr::Literal(_) | Expr::Unspecified => {}
+    }
+    if wrap {
+        let sum = std::mem::take(e);
+        *e = call(next, "@grow", vec![sum]);
+    }
+}

@@ -1,0 +1,471 @@
+//! CEL expressions for advanced rules.
+//!
+//! Admins write rules such as
+//! `user.department == 'Engineering' && user.devices.exists(d, d.os_family == 'macos')`.
+//! This module is the only place that knows the `cel` crate: the rest of
+//! Cohort compiles an [`Expression`] against an [`Environment`] and evaluates
+//! it for one subject at a time through a [`Runtime`].
+//!
+//! The crate parses and interprets CEL but neither checks types nor bounds
+//! the work of an evaluation, and both matter for rules that run unattended
+//! over the whole directory. So compiling here also:
+//!
+//! - refuses sources over [`MAX_SOURCE_BYTES`] and syntax trees deeper than
+//!   [`MAX_DEPTH`], which keeps parsing and evaluation off the edge of the
+//!   stack;
+//! - checks every name and type against the attribute schema
+//!   ([`check`]), so a typo or a comparison of a number with a string is
+//!   refused when the rule is saved, not discovered at 3 a.m.;
+//! - rewrites the tree so that each comprehension step and each
+//!   concatenation is charged to a per-evaluation budget ([`meter`]), which
+//!   turns a pathological rule into an evaluation error instead of a stall.
+
+pub mod check;
+mod meter;
+mod runtime;
+
+use std::collections::BTreeSet;
+
+use cel::common::ast::{Expr, IdedExpr};
+use uuid::Uuid;
+
+use crate::directory::{Attribute, SubjectKind};
+
+pub use check::Type;
+pub use runtime::{Bindings, EvalError, Related, Runtime};
+
+/// The longest source accepted, in bytes. Rules that need more are better
+/// split into groups that refer to each other.
+pub const MAX_SOURCE_BYTES: usize = 4096;
+/// The deepest syntax tree accepted. Evaluating, checking and dropping a tree
+/// recurse once per level, so this bounds their stack use.
+pub const MAX_DEPTH: usize = 48;
+/// Work units one evaluation may spend: a comprehension step costs the size
+/// of its body, a concatenation the size of its result.
+pub const BUDGET: u64 = 10_000;
+
+/// What an expression may refer to.
+pub struct Environment<'a> {
+    /// Whose rule it is: `user` or `device` is in scope.
+    pub kind: SubjectKind,
+    /// Users' attributes.
+    pub users: &'a [Attribute],
+    /// Devices' attributes.
+    pub devices: &'a [Attribute],
+    /// Finds a group of `kind` by name (case-insensitive) or id, for
+    /// `in_group(...)`.
+    pub group: &'a (dyn Fn(&str) -> Option<Uuid> + Sync),
+}
+
+impl Environment<'_> {
+    /// The attributes of `kind`.
+    pub fn attributes(&self, kind: SubjectKind) -> &[Attribute] {
+        match kind {
+            SubjectKind::User => self.users,
+            SubjectKind::Device => self.devices,
+        }
+    }
+}
+
+/// A problem with an expression's source, located for the admin.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column, in characters.
+    pub column: usize,
+    /// What is wrong.
+    pub message: String,
+    /// The source line with a caret under the column.
+    pub excerpt: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "line {}, column {}: {}\n{}",
+            self.line, self.column, self.message, self.excerpt
+        )
+    }
+}
+
+impl Problem {
+    /// A problem at byte `offset` of `source`.
+    pub(crate) fn at(source: &str, offset: usize, message: impl Into<String>) -> Problem {
+        let offset = floor_char_boundary(source, offset.min(source.len()));
+        let before = &source[..offset];
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        let line = before.matches('\n').count() + 1;
+        let column = source[line_start..offset].chars().count() + 1;
+        let text = source[line_start..]
+            .split('\n')
+            .next()
+            .unwrap_or_default()
+            .trim_end_matches('\r');
+        let excerpt = format!("{text}\n{}^", " ".repeat(column - 1));
+        Problem {
+            line,
+            column,
+            message: message.into(),
+            excerpt,
+        }
+    }
+}
+
+fn floor_char_boundary(s: &str, mut i: usize) -> usize {
+    while !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+/// How the top level of an expression combines its parts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Chain {
+    /// `a && b && …`
+    And,
+    /// `a || b || …`
+    Or,
+    /// A single expression.
+    Single,
+}
+
+/// One operand of the top-level `&&` / `||` chain, for explanations.
+#[derive(Clone, Debug)]
+pub struct Part {
+    /// Its source text.
+    pub text: String,
+    expr: IdedExpr,
+}
+
+/// What an expression reads, so that a change to anything else re-evaluates
+/// none of the rules that use it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Reads {
+    /// Attributes of the subject itself.
+    pub own: BTreeSet<String>,
+    /// Attributes of its related subjects (`user.devices` / `device.users`).
+    pub related: BTreeSet<String>,
+    /// Whether it reads the related subjects at all (their number included).
+    pub reads_related: bool,
+    /// Whether it reads `.groups`, the groups the subject is in.
+    pub reads_groups: bool,
+    /// Groups named in `in_group(...)`, resolved to ids.
+    pub in_groups: BTreeSet<Uuid>,
+}
+
+/// A compiled, checked expression.
+#[derive(Clone, Debug)]
+pub struct Expression {
+    source: String,
+    kind: SubjectKind,
+    expr: IdedExpr,
+    reads: Reads,
+    chain: Chain,
+    parts: Vec<Part>,
+}
+
+impl Expression {
+    /// Compiles `source`, or says everything wrong with it.
+    ///
+    /// Parsing and checking run on a thread of their own with a large stack:
+    /// the parser recurses once per link of an `a + b + …` chain, which the
+    /// size limit alone does not keep shallow enough for a request thread.
+    pub fn compile(source: &str, env: &Environment<'_>) -> Result<Expression, Vec<Problem>> {
+        if source.len() > MAX_SOURCE_BYTES {
+            return Err(vec![Problem::at(
+                source,
+                MAX_SOURCE_BYTES,
+                format!(
+                    "the expression is {} bytes long; the limit is {MAX_SOURCE_BYTES}",
+                    source.len()
+                ),
+            )]);
+        }
+        if source.trim().is_empty() {
+            return Err(vec![Problem::at(source, 0, "the expression is empty")]);
+        }
+        std::thread::scope(|scope| {
+            std::thread::Builder::new()
+                .name("cohort-cel-compile".into())
+                .stack_size(64 * 1024 * 1024)
+                .spawn_scoped(scope, || compile_on_this_thread(source, env))
+                .map_err(|e| vec![Problem::at(source, 0, format!("cannot compile now: {e}"))])?
+                .join()
+                .unwrap_or_else(|_| {
+                    Err(vec![Problem::at(
+                        source,
+                        0,
+                        "the expression could not be compiled",
+                    )])
+                })
+        })
+    }
+
+    /// The source as written.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// Whose rule it is.
+    pub fn kind(&self) -> SubjectKind {
+        self.kind
+    }
+
+    /// What it reads.
+    pub fn reads(&self) -> &Reads {
+        &self.reads
+    }
+
+    /// How its top level combines [`Expression::parts`].
+    pub fn chain(&self) -> Chain {
+        self.chain
+    }
+
+    /// The operands of its top-level `&&` / `||` chain (one part when there
+    /// is no chain).
+    pub fn parts(&self) -> &[Part] {
+        &self.parts
+    }
+}
+
+fn compile_on_this_thread(source: &str, env: &Environment<'_>) -> Result<Expression, Vec<Problem>> {
+    let parsed = runtime::parse(source).map_err(|errors| {
+        errors
+            .into_iter()
+            .map(|(line, column, message)| {
+                let offset = line_column_offset(source, line, column);
+                Problem::at(source, offset, message)
+            })
+            .collect::<Vec<_>>()
+    })?;
+    let (expr, info) = parsed;
+    let offset_of = |id: u64| info.offset_for(id).map_or(0, |(start, _)| start as usize);
+    if let Some(deep) = too_deep(&expr) {
+        return Err(vec![Problem::at(
+            source,
+            offset_of(deep),
+            format!("the expression nests more than {MAX_DEPTH} levels deep"),
+        )]);
+    }
+    let checked = check::check(&expr, env, source, &offset_of)?;
+    let chain_parts = |op: &str| {
+        let mut parts = Vec::new();
+        flatten(&expr, op, &mut parts);
+        parts
+    };
+    let (chain, parts) = match &expr.expr {
+        Expr::Call(c) if c.func_name == "_&&_" => (Chain::And, chain_parts("_&&_")),
+        Expr::Call(c) if c.func_name == "_||_" => (Chain::Or, chain_parts("_||_")),
+        _ => (Chain::Single, vec![&expr]),
+    };
+    let spans = span_ends(&info, source);
+    let parts = parts
+        .into_iter()
+        .map(|p| {
+            let (start, end) = spans(p);
+            Part {
+                text: source[start..end].trim().to_string(),
+                expr: meter::instrument(p.clone(), &checked.groups),
+            }
+        })
+        .collect();
+    Ok(Expression {
+        source: source.to_string(),
+        kind: env.kind,
+        expr: meter::instrument(expr, &checked.groups),
+        reads: checked.reads,
+        chain,
+        parts,
+    })
+}
+
+/// The byte offset of a 1-based line and column (in characters).
+fn line_column_offset(source: &str, line: usize, column: usize) -> usize {
+    let mut offset = 0;
+    for (i, text) in source.split('\n').enumerate() {
+        if i + 1 == line {
+            return offset
+                + text
+                    .char_indices()
+                    .nth(column.saturating_sub(1))
+                    .map_or(text.len(), |(b, _)| b);
+        }
+        offset += text.len() + 1;
+    }
+    source.len()
+}
+
+/// Some node deeper than [`MAX_DEPTH`], if any. Iterative: the tree may be
+/// deep enough to be the problem.
+fn too_deep(root: &IdedExpr) -> Option<u64> {
+    let mut stack = vec![(root, 1usize)];
+    while let Some((e, depth)) = stack.pop() {
+        if depth > MAX_DEPTH {
+            return Some(e.id);
+        }
+        for child in children(e) {
+            stack.push((child, depth + 1));
+        }
+    }
+    None
+}
+
+/// The direct children of a node.
+pub(crate) fn children(e: &IdedExpr) -> Vec<&IdedExpr> {
+    use cel::common::ast::EntryExpr;
+    match &e.expr {
+        Expr::Call(c) => c.target.iter().map(|t| &**t).chain(&c.args).collect(),
+        Expr::Select(s) => vec![&s.operand],
+        Expr::List(l) => l.elements.iter().collect(),
+        Expr::Map(m) => m
+            .entries
+            .iter()
+            .flat_map(|en| match &en.expr {
+                EntryExpr::MapEntry(me) => vec![&me.key, &me.value],
+                EntryExpr::StructField(sf) => vec![&sf.value],
+            })
+            .collect(),
+        Expr::Struct(s) => s
+            .entries
+            .iter()
+            .flat_map(|en| match &en.expr {
+                EntryExpr::MapEntry(me) => vec![&me.key, &me.value],
+                EntryExpr::StructField(sf) => vec![&sf.value],
+            })
+            .collect(),
+        Expr::Comprehension(c) => vec![
+            &c.iter_range,
+            &c.accu_init,
+            &c.loop_cond,
+            &c.loop_step,
+            &c.result,
+        ],
+        Expr::Ident(_) | Expr::Literal(_) | Expr::Unspecified => Vec::new(),
+    }
+}
+
+fn flatten<'a>(e: &'a IdedExpr, op: &str, out: &mut Vec<&'a IdedExpr>) {
+    if let Expr::Call(c) = &e.expr
+        && c.func_name == op
+        && c.target.is_none()
+        && c.args.len() == 2
+    {
+        flatten(&c.args[0], op, out);
+        flatten(&c.args[1], op, out);
+        return;
+    }
+    out.push(e);
+}
+
+/// The source span of a subtree. Nodes carry the offset of one token each
+/// (a field selection its `.`, a call its `(`), so the span is widened over
+/// field names, function names and brackets left open.
+fn span_ends<'a>(
+    info: &'a cel::common::ast::SourceInfo,
+    source: &'a str,
+) -> impl Fn(&IdedExpr) -> (usize, usize) + 'a {
+    move |e: &IdedExpr| {
+        let mut lo = usize::MAX;
+        let mut hi = 0usize;
+        let mut stack = vec![e];
+        while let Some(n) = stack.pop() {
+            if let Some((start, stop)) = info.offset_for(n.id) {
+                let (start, stop) = (start as usize, stop as usize);
+                lo = lo.min(start);
+                hi = hi.max(stop + char_len_at(source, stop));
+                match &n.expr {
+                    Expr::Select(sel) => hi = hi.max(start + 1 + sel.field.len()),
+                    Expr::Call(c)
+                        if c.target.is_none()
+                            && !c.func_name.starts_with(['_', '@', '!', '-'])
+                            && start >= c.func_name.len()
+                            && source.get(start - c.func_name.len()..start)
+                                == Some(c.func_name.as_str()) =>
+                    {
+                        lo = lo.min(start - c.func_name.len());
+                    }
+                    _ => {}
+                }
+            }
+            stack.extend(children(n));
+        }
+        if lo == usize::MAX {
+            return (0, source.len());
+        }
+        let lo = floor_char_boundary(source, lo.min(source.len()));
+        let hi = floor_char_boundary(source, hi.min(source.len()));
+        (lo, balance(source, lo, hi))
+    }
+}
+
+fn char_len_at(source: &str, at: usize) -> usize {
+    source
+        .get(at..)
+        .and_then(|s| s.chars().next())
+        .map_or(1, char::len_utf8)
+}
+
+/// Extends `source[start..end]` over the brackets it opens but does not
+/// close (a call's arguments, a list literal), so a part reads as written.
+fn balance(source: &str, start: usize, end: usize) -> usize {
+    let mut depth: i32 = 0;
+    let mut quote: Option<char> = None;
+    let mut escaped = false;
+    let mut idx = start;
+    for (i, c) in source[start..].char_indices() {
+        let at = start + i;
+        if at >= end && depth <= 0 {
+            return idx.max(end);
+        }
+        match quote {
+            Some(q) => {
+                if c == q && !escaped {
+                    quote = None;
+                }
+                escaped = c == '\\' && !escaped;
+            }
+            None => match c {
+                '\'' | '"' => quote = Some(c),
+                '(' | '[' | '{' => depth += 1,
+                ')' | ']' | '}' => depth -= 1,
+                _ => {}
+            },
+        }
+        idx = at + c.len_utf8();
+    }
+    idx
+}
+
+/// The closest of `candidates` to `name`, if close enough to be a likely
+/// typo.
+pub(crate) fn closest<'a>(
+    name: &str,
+    candidates: impl Iterator<Item = &'a str>,
+) -> Option<&'a str> {
+    let limit = (name.chars().count() / 3).max(1);
+    candidates
+        .map(|c| (edit_distance(&name.to_lowercase(), &c.to_lowercase()), c))
+        .filter(|(d, _)| *d <= limit)
+        .min()
+        .map(|(_, c)| c)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != *cb))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests;
