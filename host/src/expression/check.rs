@@ -155,6 +155,7 @@ pub(crate) fn check(
     env: &Environment<'_>,
     source: &str,
     offset_of: &dyn Fn(u64) -> usize,
+    expect_bool: bool,
 ) -> Result<Checked, Vec<Problem>> {
     let mut c = Checker {
         env,
@@ -166,7 +167,7 @@ pub(crate) fn check(
         scope: Vec::new(),
     };
     let t = c.expr(expr);
-    if !matches!(t, Type::Bool | Type::Dyn) {
+    if expect_bool && !matches!(t, Type::Bool | Type::Dyn) {
         c.problem(
             expr.id,
             format!("the expression must be a bool (true or false), but it is a {t}"),

@@ -22,6 +22,7 @@
 
 pub mod check;
 mod meter;
+pub mod plain;
 mod runtime;
 
 use std::collections::BTreeSet;
@@ -249,7 +250,7 @@ fn compile_on_this_thread(source: &str, env: &Environment<'_>) -> Result<Express
             format!("the expression nests more than {MAX_DEPTH} levels deep"),
         )]);
     }
-    let checked = check::check(&expr, env, source, &offset_of)?;
+    let checked = check::check(&expr, env, source, &offset_of, true)?;
     let chain_parts = |op: &str| {
         let mut parts = Vec::new();
         flatten(&expr, op, &mut parts);

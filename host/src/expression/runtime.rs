@@ -109,6 +109,11 @@ impl Runtime {
         Runtime { env: Arc::new(env) }
     }
 
+    /// The environment, for evaluations outside rules ([`super::plain`]).
+    pub(crate) fn env(&self) -> Arc<Env> {
+        Arc::clone(&self.env)
+    }
+
     /// Binds one subject's values, for evaluating expressions over it.
     pub fn scope<'a>(&self, b: &'a Bindings<'a>) -> Scope<'a> {
         // A root scope per subject costs an `Arc` clone and two empty maps:

@@ -1,0 +1,193 @@
+//! Evaluating an expression on its own, over plain values: what the CEL
+//! conformance suite needs, without the `cel` crate's types leaking out of
+//! this module.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use cel::objects::{Key, Map};
+use cel::{Context, Value};
+use chrono::{DateTime, FixedOffset};
+
+use super::{Environment, Problem, check, meter, runtime};
+use crate::directory::SubjectKind;
+
+/// A CEL value.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Plain {
+    /// `null`
+    Null,
+    /// `bool`
+    Bool(bool),
+    /// `int`
+    Int(i64),
+    /// `uint`
+    Uint(u64),
+    /// `double`
+    Double(f64),
+    /// `string`
+    String(String),
+    /// `bytes`
+    Bytes(Vec<u8>),
+    /// `list`
+    List(Vec<Plain>),
+    /// `map`, in no particular order.
+    Map(Vec<(Plain, Plain)>),
+    /// `timestamp`
+    Timestamp(DateTime<FixedOffset>),
+    /// `duration`
+    Duration(chrono::Duration),
+    /// Anything else (types, messages), as debug text.
+    Other(String),
+}
+
+/// Why an evaluation gave no value.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PlainError {
+    /// The source does not parse, or is too large or deep.
+    Syntax(Vec<Problem>),
+    /// The checker refused it.
+    Check(Vec<Problem>),
+    /// Evaluation failed.
+    Eval(String),
+    /// A variable's value has no CEL equivalent here.
+    Unsupported(String),
+}
+
+/// Evaluates `source` with `variables` bound, through the same parser,
+/// limits, metering and runtime as rules. With `check`, the checker runs
+/// first, with no attributes in scope (so only for sources without
+/// variables).
+pub fn evaluate(
+    source: &str,
+    variables: &[(String, Plain)],
+    check: bool,
+) -> Result<Plain, PlainError> {
+    let mut out = None;
+    std::thread::scope(|s| {
+        let handle = std::thread::Builder::new()
+            .stack_size(64 * 1024 * 1024)
+            .spawn_scoped(s, || evaluate_here(source, variables, check));
+        out = Some(match handle {
+            Ok(h) => h
+                .join()
+                .unwrap_or_else(|_| Err(PlainError::Eval("panicked".into()))),
+            Err(e) => Err(PlainError::Eval(e.to_string())),
+        });
+    });
+    out.unwrap_or_else(|| Err(PlainError::Eval("not run".into())))
+}
+
+fn evaluate_here(
+    source: &str,
+    variables: &[(String, Plain)],
+    check: bool,
+) -> Result<Plain, PlainError> {
+    if source.len() > super::MAX_SOURCE_BYTES {
+        return Err(PlainError::Syntax(vec![Problem::at(source, 0, "too long")]));
+    }
+    let (expr, info) = runtime::parse(source).map_err(|errors| {
+        PlainError::Syntax(
+            errors
+                .into_iter()
+                .map(|(line, column, m)| {
+                    Problem::at(source, super::line_column_offset(source, line, column), m)
+                })
+                .collect(),
+        )
+    })?;
+    let offset_of = |id: u64| info.offset_for(id).map_or(0, |(start, _)| start as usize);
+    if let Some(deep) = super::too_deep(&expr) {
+        return Err(PlainError::Syntax(vec![Problem::at(
+            source,
+            offset_of(deep),
+            "too deep",
+        )]));
+    }
+    let mut groups = HashMap::new();
+    if check {
+        let none = |_: &str| None;
+        let env = Environment {
+            kind: SubjectKind::User,
+            users: &[],
+            devices: &[],
+            group: &none,
+        };
+        let checked =
+            check::check(&expr, &env, source, &offset_of, false).map_err(PlainError::Check)?;
+        groups = checked.groups;
+    }
+    let expr = meter::instrument(expr, &groups);
+    let runtime = runtime::Runtime::new();
+    let mut ctx = Context::with_env(runtime.env());
+    for (name, value) in variables {
+        ctx.add_variable_from_value(name.clone(), to_value(value)?);
+    }
+    meter::with_budget(super::BUDGET, || Value::resolve(&expr, &ctx))
+        .map(|v| from_value(&v))
+        .map_err(|e| PlainError::Eval(e.to_string()))
+}
+
+fn to_value(p: &Plain) -> Result<Value, PlainError> {
+    Ok(match p {
+        Plain::Null => Value::Null,
+        Plain::Bool(b) => Value::Bool(*b),
+        Plain::Int(i) => Value::Int(*i),
+        Plain::Uint(u) => Value::UInt(*u),
+        Plain::Double(d) => Value::Float(*d),
+        Plain::String(s) => Value::String(Arc::new(s.clone())),
+        Plain::Bytes(b) => Value::Bytes(Arc::new(b.clone())),
+        Plain::List(l) => Value::List(Arc::new(
+            l.iter().map(to_value).collect::<Result<Vec<_>, _>>()?,
+        )),
+        Plain::Map(entries) => {
+            let mut m = HashMap::new();
+            for (k, v) in entries {
+                let key = match k {
+                    Plain::Int(i) => Key::Int(*i),
+                    Plain::Uint(u) => Key::Uint(*u),
+                    Plain::Bool(b) => Key::Bool(*b),
+                    Plain::String(s) => Key::String(Arc::new(s.clone())),
+                    other => {
+                        return Err(PlainError::Unsupported(format!("map key {other:?}")));
+                    }
+                };
+                m.insert(key, to_value(v)?);
+            }
+            Value::Map(Map { map: Arc::new(m) })
+        }
+        Plain::Timestamp(t) => Value::Timestamp(*t),
+        Plain::Duration(d) => Value::Duration(*d),
+        Plain::Other(s) => return Err(PlainError::Unsupported(s.clone())),
+    })
+}
+
+fn from_value(v: &Value) -> Plain {
+    match v {
+        Value::Null => Plain::Null,
+        Value::Bool(b) => Plain::Bool(*b),
+        Value::Int(i) => Plain::Int(*i),
+        Value::UInt(u) => Plain::Uint(*u),
+        Value::Float(f) => Plain::Double(*f),
+        Value::String(s) => Plain::String(s.to_string()),
+        Value::Bytes(b) => Plain::Bytes(b.to_vec()),
+        Value::List(l) => Plain::List(l.iter().map(from_value).collect()),
+        Value::Map(m) => Plain::Map(
+            m.map
+                .iter()
+                .map(|(k, v)| {
+                    let key = match k {
+                        Key::Int(i) => Plain::Int(*i),
+                        Key::Uint(u) => Plain::Uint(*u),
+                        Key::Bool(b) => Plain::Bool(*b),
+                        Key::String(s) => Plain::String(s.to_string()),
+                    };
+                    (key, from_value(v))
+                })
+                .collect(),
+        ),
+        Value::Timestamp(t) => Plain::Timestamp(*t),
+        Value::Duration(d) => Plain::Duration(*d),
+        other => Plain::Other(format!("{other:?}")),
+    }
+}
