@@ -322,11 +322,16 @@ impl Checker<'_, '_> {
         if let Some((_, t)) = self.scope.iter().rev().find(|(n, _)| n == name) {
             return Some(t.clone());
         }
-        match name {
-            "user" if self.env.kind == SubjectKind::User => Some(Type::Subject(SubjectKind::User)),
-            "device" if self.env.kind == SubjectKind::Device => {
-                Some(Type::Subject(SubjectKind::Device))
+        let own = |kind| {
+            if self.env.related_only {
+                Type::Related(kind)
+            } else {
+                Type::Subject(kind)
             }
+        };
+        match name {
+            "user" if self.env.kind == SubjectKind::User => Some(own(SubjectKind::User)),
+            "device" if self.env.kind == SubjectKind::Device => Some(own(SubjectKind::Device)),
             "now" => Some(Type::Timestamp),
             _ => None,
         }

@@ -56,6 +56,10 @@ pub struct Environment<'a> {
     /// Finds a group of `kind` by name (case-insensitive) or id, for
     /// `in_group(...)`.
     pub group: &'a (dyn Fn(&str) -> Option<Uuid> + Sync),
+    /// The expression is about a related subject (inside a condition on a
+    /// user's devices, say): it sees that subject's attributes only, not its
+    /// groups or its own related subjects.
+    pub related_only: bool,
 }
 
 impl Environment<'_> {

@@ -112,6 +112,7 @@ fn evaluate_here(
             users: &[],
             devices: &[],
             group: &none,
+            related_only: false,
         };
         let checked =
             check::check(&expr, &env, source, &offset_of, false).map_err(PlainError::Check)?;

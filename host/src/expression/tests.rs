@@ -49,6 +49,7 @@ fn compile(kind: SubjectKind, source: &str) -> Result<Expression, Vec<Problem>> 
         users: &users,
         devices: &devices,
         group: &group,
+        related_only: false,
     };
     Expression::compile(source, &env)
 }

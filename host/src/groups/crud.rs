@@ -18,6 +18,7 @@ use super::model::{
     DEFAULT_EVALUATOR, Group, GroupInput, GroupStatus, GroupType, GroupView, Membership, Source,
 };
 use super::plan::{self, Parsed, find_cycle};
+use super::rule::ExpressionContext;
 use super::universe::Reader;
 use super::{Groups, Scope, apply};
 use crate::audit::{self, Record};
@@ -157,10 +158,15 @@ pub(super) fn build(
 }
 
 /// The reference edges of every dynamic group, with `group` as it will be.
-fn reference_graph(all: &[Arc<Group>], group: &Group, parsed: &Parsed) -> HashMap<Uuid, Vec<Uuid>> {
+fn reference_graph(
+    all: &[Arc<Group>],
+    group: &Group,
+    parsed: &Parsed,
+    ctx: &ExpressionContext,
+) -> HashMap<Uuid, Vec<Uuid>> {
     let mut edges = HashMap::new();
     for g in all.iter().filter(|g| g.id != group.id && g.is_dynamic()) {
-        if let Ok(p) = Parsed::of(g) {
+        if let Ok(p) = Parsed::of(g, ctx) {
             edges.insert(
                 g.id,
                 p.references(g.subject).iter().map(|r| r.group).collect(),
@@ -233,7 +239,25 @@ impl Groups {
                             })
                             .collect()
                     }
-                    super::rule::Cond::Attr { .. } => Vec::new(),
+                    super::rule::Cond::Expr {
+                        at: expr_at,
+                        compiled: Some(e),
+                        ..
+                    } => e
+                        .reads()
+                        .in_groups
+                        .iter()
+                        .map(|g| {
+                            (
+                                format!("{field}{expr_at}"),
+                                super::rule::Reference {
+                                    group: *g,
+                                    kind: e.kind(),
+                                },
+                            )
+                        })
+                        .collect(),
+                    super::rule::Cond::Attr { .. } | super::rule::Cond::Expr { .. } => Vec::new(),
                 };
                 for (path, reference) in refs {
                     if reference.group == group.id {
@@ -262,7 +286,8 @@ impl Groups {
                 }
             }
         }
-        let edges = reference_graph(&all, group, parsed);
+        let ctx = self.expression_context(&self.schema()?, &all);
+        let edges = reference_graph(&all, group, parsed, &ctx);
         if let Some(cycle) = find_cycle(&edges, group.id) {
             let name = |id: &Uuid| {
                 if *id == group.id {
@@ -302,13 +327,15 @@ impl Groups {
         group: &Group,
         copies: usize,
     ) -> Result<(Vec<super::rule::Warning>, plan::Plan), DomainError> {
-        let parsed = Parsed::of(group)?;
-        self.check_references(r, group, &parsed)?;
         let schema = self.schema()?;
+        let ctx = self.expression_context(&schema, &self.all_groups(r)?);
+        let parsed = Parsed::of(group, &ctx)?;
+        self.check_references(r, group, &parsed)?;
         // Compiling the group alone finds every problem with its position.
         let compiled = plan::build(
             &self.inner.registry,
             &schema,
+            &ctx,
             vec![Arc::new(group.clone())],
             true,
             copies,
@@ -352,9 +379,10 @@ impl Groups {
             }
             txn.put(GROUP_NAMES, &new_name, after.id.as_bytes().to_vec());
         }
+        let ctx = self.expression_context(&self.schema()?, &self.all_groups(&*txn)?);
         let refs = |g: Option<&Group>| -> BTreeSet<Uuid> {
             g.filter(|g| g.is_dynamic())
-                .and_then(|g| Parsed::of(g).ok().map(|p| (g.subject, p)))
+                .and_then(|g| Parsed::of(g, &ctx).ok().map(|p| (g.subject, p)))
                 .map(|(k, p)| p.references(k).iter().map(|r| r.group).collect())
                 .unwrap_or_default()
         };
@@ -421,9 +449,11 @@ impl Groups {
             return Ok(());
         }
         let schema = self.schema()?;
+        let ctx = self.expression_context(&schema, &self.all_groups(&*txn)?);
         let plan = plan::build(
             &self.inner.registry,
             &schema,
+            &ctx,
             targets,
             false,
             plan::parallelism(),
@@ -701,7 +731,8 @@ impl Groups {
                     txn.delete(ks, &k);
                 }
             }
-            if let Ok(p) = Parsed::of(&group) {
+            let ctx = this.expression_context(&this.schema()?, &this.all_groups(&*txn)?);
+            if let Ok(p) = Parsed::of(&group, &ctx) {
                 for r in p.references(group.subject) {
                     txn.delete(REFERENCED_BY, &pair(&r.group, &id));
                 }

@@ -28,6 +28,7 @@ use super::universe::{Reader, Universe};
 use crate::auth::Read;
 use crate::directory::{SubjectKind, UserState};
 use crate::error::DomainError;
+use crate::expression::Chain;
 use crate::plugins::PluginError;
 
 /// Ids listed per list in a preview unless asked otherwise.
@@ -163,6 +164,36 @@ pub struct ConditionExplanation {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(no_recursion)]
     pub related: Option<RelatedExplanation>,
+    /// A CEL expression's value, part by part.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expression: Option<ExpressionExplanation>,
+}
+
+/// How a CEL expression came out for the subject: the value of each operand
+/// of its top-level `&&` / `||` chain, which is usually where the answer to
+/// "why" is.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct ExpressionExplanation {
+    /// The expression as written.
+    pub source: String,
+    /// How the parts combine: `and`, `or`, or `single` (no chain).
+    pub chain: String,
+    /// Each part, in order.
+    pub parts: Vec<ExpressionPart>,
+}
+
+/// One operand of an expression's top-level chain.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct ExpressionPart {
+    /// Its source text.
+    pub text: String,
+    /// Its value, when it could be evaluated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<bool>,
+    /// Why it could not be evaluated (a missing attribute counts as false
+    /// for the expression as a whole).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// A rule's outcome.
@@ -269,7 +300,7 @@ impl Groups {
         )?;
         group.built_in = false;
         let (warnings, plan) = self.validate_and_compile(store, &group, plan::parallelism())?;
-        let (universe, snapshot) = self.universe_for(&group, None)?;
+        let (universe, snapshot) = self.universe_for(&group, &plan, None)?;
         let mut outcome = Run::new(
             store,
             &snapshot,
@@ -377,9 +408,11 @@ impl Groups {
             return Ok(out);
         }
         let schema = self.schema()?;
+        let ctx = self.expression_context(&schema, &self.all_groups(store)?);
         let plan = plan::build(
             &self.inner.registry,
             &schema,
+            &ctx,
             vec![Arc::new(group.clone())],
             false,
             1,
@@ -389,7 +422,7 @@ impl Groups {
             out.summary = format!("the rule cannot be evaluated: {reason}");
             return Ok(out);
         }
-        let (universe, snapshot) = self.universe_for(&group, Some((subject, &plan)))?;
+        let (universe, snapshot) = self.universe_for(&group, &plan, Some(subject))?;
         let outcome =
             Run::new(store, &snapshot, &plan, &universe, now, Mode::Preview, true).run()?;
         let result = outcome.groups.get(&group_id);
@@ -402,12 +435,13 @@ impl Groups {
         let (rule_match, excluded) = result
             .and_then(|r| r.verdicts.get(&subject).copied())
             .unwrap_or((false, false));
-        let parsed = Parsed::of(&group)?;
+        let parsed = Parsed::of(&group, &ctx)?;
         let names = self.group_names(store, &parsed, group.subject)?;
         let ctx = Ctx {
             plan: &plan,
             explanations: &outcome.explanations,
             nested: &outcome.nested,
+            expression_parts: &outcome.expression_parts,
             names: &names,
         };
         out.rule = Some(ctx.rule(
@@ -449,20 +483,17 @@ impl Groups {
     fn universe_for(
         &self,
         group: &Group,
-        one: Option<(Uuid, &plan::Plan)>,
+        plan: &plan::Plan,
+        one: Option<Uuid>,
     ) -> Result<(Universe, Snapshot), DomainError> {
-        let parsed = Parsed::of(group)?;
-        let mut wanted: Vec<Uuid> = vec![group.id];
-        wanted.extend(
-            parsed
-                .references(group.subject)
-                .into_iter()
-                .map(|r| r.group),
-        );
         let rep = self.replica_read()?;
+        let wanted: Vec<Uuid> = match plan.memberships_read() {
+            Some(groups) => std::iter::once(group.id).chain(groups).collect(),
+            None => rep.group_ids(),
+        };
         let universe = match one {
             None => Universe::everything(&rep),
-            Some((subject, plan)) => {
+            Some(subject) => {
                 let (users, devices): (BTreeSet<Uuid>, BTreeSet<Uuid>) = match group.subject {
                     SubjectKind::User => ([subject].into(), BTreeSet::new()),
                     SubjectKind::Device => (BTreeSet::new(), [subject].into()),
@@ -499,6 +530,7 @@ struct Ctx<'a> {
     plan: &'a plan::Plan,
     explanations: &'a [Explained],
     nested: &'a HashMap<usize, HashMap<Uuid, bool>>,
+    expression_parts: &'a HashMap<usize, HashMap<Uuid, Vec<Result<bool, String>>>>,
     names: &'a HashMap<Uuid, String>,
 }
 
@@ -529,6 +561,7 @@ impl Ctx<'_> {
                     detail: x.outcome.detail.clone(),
                     group: None,
                     related: None,
+                    expression: None,
                 };
                 match host.get(&x.outcome.at) {
                     Some(Cond::Member { group, negate }) => {
@@ -561,6 +594,56 @@ impl Ctx<'_> {
                                 Quantifier::None => "none",
                             }
                         );
+                    }
+                    Some(Cond::Expr {
+                        at: expr_at,
+                        compiled: Some(e),
+                        ..
+                    }) => {
+                        c.at = format!("{field}{expr_at}");
+                        let values = self
+                            .plan
+                            .expressions
+                            .iter()
+                            .position(|d| d.field == c.at && !d.nested)
+                            .and_then(|n| self.expression_parts.get(&n))
+                            .and_then(|m| m.get(&subject));
+                        let parts: Vec<ExpressionPart> = e
+                            .parts()
+                            .iter()
+                            .enumerate()
+                            .map(|(i, part)| {
+                                let v = values.and_then(|v| v.get(i));
+                                ExpressionPart {
+                                    text: part.text.clone(),
+                                    value: v.and_then(|r| r.as_ref().ok().copied()),
+                                    error: v.and_then(|r| r.as_ref().err().cloned()),
+                                }
+                            })
+                            .collect();
+                        let shown: Vec<String> = parts
+                            .iter()
+                            .map(|p| match (&p.value, &p.error) {
+                                (Some(v), _) => format!("`{}` is {v}", p.text),
+                                (None, Some(err)) => format!("`{}` fails: {err}", p.text),
+                                (None, None) => format!("`{}` was not evaluated", p.text),
+                            })
+                            .collect();
+                        c.detail = format!(
+                            "the expression is {}: {}",
+                            x.outcome.matched,
+                            shown.join("; ")
+                        );
+                        c.expression = Some(ExpressionExplanation {
+                            source: e.source().to_string(),
+                            chain: match e.chain() {
+                                Chain::And => "and",
+                                Chain::Or => "or",
+                                Chain::Single => "single",
+                            }
+                            .into(),
+                            parts,
+                        });
                     }
                     _ => {}
                 }
@@ -598,9 +681,14 @@ impl Ctx<'_> {
                             .map(|x| ConditionExplanation {
                                 at: format!("{}{}", def.field, x.outcome.at),
                                 matched: x.outcome.matched,
-                                detail: x.outcome.detail.clone(),
+                                detail: if x.outcome.detail.contains("$expr:") {
+                                    format!("the expression is {}", x.outcome.matched)
+                                } else {
+                                    x.outcome.detail.clone()
+                                },
                                 group: None,
                                 related: None,
+                                expression: None,
                             })
                             .collect(),
                     })

@@ -129,6 +129,21 @@ impl Groups {
         })
     }
 
+    /// What CEL expressions compile against: the schema, and every group's
+    /// name for `in_group(...)`.
+    fn expression_context(&self, schema: &Schema, all: &[Arc<Group>]) -> rule::ExpressionContext {
+        let mut ctx = rule::ExpressionContext {
+            users: schema.of(SubjectKind::User).to_vec(),
+            devices: schema.of(SubjectKind::Device).to_vec(),
+            ..Default::default()
+        };
+        for g in all {
+            ctx.names.insert((g.subject, g.name.to_lowercase()), g.id);
+            ctx.groups.insert(g.id, (g.subject, g.name.clone()));
+        }
+        ctx
+    }
+
     /// Every stored group.
     fn all_groups(&self, r: &impl Reader) -> Result<Vec<Arc<Group>>, DomainError> {
         r.scan(GROUPS, b"")?
@@ -149,14 +164,13 @@ impl Groups {
         {
             return Ok(Arc::clone(&c.plan));
         }
-        let targets: Vec<Arc<Group>> = self
-            .all_groups(r)?
-            .into_iter()
-            .filter(|g| g.is_dynamic())
-            .collect();
+        let all = self.all_groups(r)?;
+        let ctx = self.expression_context(&schema, &all);
+        let targets: Vec<Arc<Group>> = all.into_iter().filter(|g| g.is_dynamic()).collect();
         let plan = Arc::new(plan::build(
             &self.inner.registry,
             &schema,
+            &ctx,
             targets,
             false,
             plan::parallelism(),

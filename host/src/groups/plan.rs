@@ -14,9 +14,13 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 use super::model::Group;
-use super::rule::{Cond, Quantifier, RuleModel, member_attribute, related_attribute};
+use super::rule::{
+    Cond, ExpressionContext, Quantifier, RuleModel, expression_attribute, member_attribute,
+    related_attribute,
+};
 use crate::directory::{AttrType, Attribute, SubjectKind};
 use crate::error::DomainError;
+use crate::expression::{self, Expression};
 use crate::plugins::batch::{attribute_defs, wit_kind};
 use crate::plugins::bindings::rules::{CompileError, RuleSource};
 use crate::plugins::bindings::types::{AttributeDef, AttributeType};
@@ -54,12 +58,20 @@ pub struct Parsed {
 }
 
 impl Parsed {
-    /// Parses a dynamic group's rules. A rule given as a JSON string is
-    /// passed to its evaluator verbatim.
-    pub fn of(group: &Group) -> Result<Parsed, DomainError> {
-        let parse = |v: &Option<serde_json::Value>, field: &str| match v {
-            Some(serde_json::Value::String(_)) | None => Ok(None),
-            Some(v) => RuleModel::parse(v, group.subject, field).map(Some),
+    /// Parses a dynamic group's rules and compiles their CEL expressions. A
+    /// rule given as a JSON string is passed to its evaluator verbatim.
+    pub fn of(group: &Group, ctx: &ExpressionContext) -> Result<Parsed, DomainError> {
+        let parse = |v: &Option<serde_json::Value>,
+                     field: &str|
+         -> Result<Option<RuleModel>, DomainError> {
+            match v {
+                Some(serde_json::Value::String(_)) | None => Ok(None),
+                Some(v) => {
+                    let mut model = RuleModel::parse(v, group.subject, field)?;
+                    model.bind(group.subject, field, ctx)?;
+                    Ok(Some(model))
+                }
+            }
         };
         Ok(Parsed {
             rule: parse(&group.rule, "rule")?,
@@ -124,6 +136,33 @@ pub struct Program {
     pub members: Vec<Uuid>,
     /// Cross-subject outcomes the rules read.
     pub related: Vec<usize>,
+    /// Expression outcomes the rules read.
+    pub expressions: Vec<usize>,
+}
+
+/// A CEL expression of some target group, evaluated by the host over the
+/// subjects of its kind; the evaluator reads its outcome as a synthetic
+/// attribute.
+#[derive(Clone, Debug)]
+pub struct ExpressionDef {
+    /// The group whose rule has it.
+    pub owner: Uuid,
+    /// Where it is: `rule/conditions/1/expression`.
+    pub field: String,
+    /// The compiled expression. Its kind is the kind of the subjects it is
+    /// evaluated over (the related kind, inside a condition on related
+    /// subjects).
+    pub expr: Arc<Expression>,
+    /// Inside a condition on related subjects.
+    pub nested: bool,
+    /// The stage whose programs read it.
+    pub stage: usize,
+    /// The compiled rule that reads it.
+    pub consumer: Unit,
+    /// The subject's attributes it reads, with their types.
+    pub attributes: Vec<(String, AttrType)>,
+    /// The related subjects' attributes it reads, with their types.
+    pub related_attributes: Vec<(String, AttrType)>,
 }
 
 /// A compiled plan.
@@ -138,6 +177,12 @@ pub struct Plan {
     pub related: Vec<RelatedDef>,
     /// Stage of each cross-subject condition's related rule.
     pub related_stage: Vec<usize>,
+    /// CEL expressions, by number.
+    pub expressions: Vec<ExpressionDef>,
+    /// Evaluates the expressions.
+    pub runtime: Arc<expression::Runtime>,
+    /// Group names, for expressions that read `.groups`.
+    pub group_names: Arc<HashMap<Uuid, String>>,
     /// Targets that refer to each target (directly).
     pub dependents: HashMap<Uuid, Vec<Uuid>>,
     /// Whether targets of a kind have conditions on related subjects: then a
@@ -208,6 +253,22 @@ impl Plan {
             }
         }
         out
+    }
+
+    /// The groups whose stored memberships a run of this plan reads;
+    /// `None` when an expression reads `.groups`, which may be any group.
+    pub fn memberships_read(&self) -> Option<BTreeSet<Uuid>> {
+        let mut out: BTreeSet<Uuid> = self.groups.keys().copied().collect();
+        for program in self.stages.iter().flatten() {
+            out.extend(program.members.iter().copied());
+        }
+        for def in &self.expressions {
+            if def.expr.reads().reads_groups {
+                return None;
+            }
+            out.extend(def.expr.reads().in_groups.iter().copied());
+        }
+        Some(out)
     }
 
     /// Whether targets of `kind` test their related subjects.
@@ -283,6 +344,7 @@ pub fn find_cycle(edges: &HashMap<Uuid, Vec<Uuid>>, start: Uuid) -> Option<Vec<U
 pub fn build(
     registry: &Registry,
     schema: &Schema,
+    ctx: &ExpressionContext,
     targets: Vec<Arc<Group>>,
     strict: bool,
     copies: usize,
@@ -291,7 +353,7 @@ pub fn build(
     let mut parsed: HashMap<Uuid, Parsed> = HashMap::new();
     let mut groups: HashMap<Uuid, Arc<Group>> = HashMap::new();
     for g in targets {
-        match Parsed::of(&g) {
+        match Parsed::of(&g, ctx) {
             Ok(p) => {
                 parsed.insert(g.id, p);
                 groups.insert(g.id, g);
@@ -304,7 +366,7 @@ pub fn build(
     }
     loop {
         let plan = assemble(&groups, &parsed, failed.clone())?;
-        match compile(registry, schema, plan, strict, copies.max(1))? {
+        match compile(registry, schema, ctx, plan, strict, copies.max(1))? {
             Ok(plan) => return Ok(plan),
             Err((group, reason)) => {
                 // Drop the failing group (and, next round, what depends on it).
@@ -345,6 +407,8 @@ struct Draft {
     stage_of: HashMap<Uuid, usize>,
     related: Vec<RelatedDef>,
     related_stage: Vec<usize>,
+    expressions: Vec<ExpressionDef>,
+    parsed: HashMap<Uuid, Parsed>,
     buckets: BTreeMap<(usize, usize, String), Vec<BucketRule>>,
     group_reads: HashMap<Uuid, Reads>,
     dependents: HashMap<Uuid, Vec<Uuid>>,
@@ -401,6 +465,7 @@ fn assemble(
     let mut stage_of: HashMap<Uuid, usize> = HashMap::new();
     let mut related = Vec::new();
     let mut related_stage = Vec::new();
+    let mut expressions: Vec<ExpressionDef> = Vec::new();
     let mut buckets: BTreeMap<_, Vec<_>> = BTreeMap::new();
     let mut has_related = [false; 2];
     let after = |refs: &BTreeSet<super::rule::Reference>, stage_of: &HashMap<Uuid, usize>| {
@@ -419,6 +484,7 @@ fn assemble(
         // related kind, evaluated in an earlier stage than the owner.
         let mut texts: Vec<(Unit, String, Option<BTreeSet<String>>)> = Vec::new();
         let mut related_units = Vec::new();
+        let mut top_exprs: Vec<usize> = Vec::new();
         for (field, model, raw) in [
             ("rule", &p.rule, &g.rule),
             ("exclusion", &p.exclusion, &g.exclusion),
@@ -438,27 +504,42 @@ fn assemble(
                 Some(model) => {
                     let (own, _) = model.reads();
                     own_reads.add(g.subject, Some(&own));
+                    let mut own_exprs = Vec::new();
                     let text = model.to_evaluator_text(|at, cond| {
+                        if let Cond::Expr {
+                            at: expr_at,
+                            compiled: Some(e),
+                            ..
+                        } = cond
+                        {
+                            own_exprs.push(expressions.len());
+                            expressions.push(expression_def(
+                                *id,
+                                format!("{field}{expr_at}"),
+                                e,
+                                false,
+                                unit,
+                            ));
+                            return expression_attribute(expressions.len() - 1);
+                        }
                         let Cond::Related {
                             kind,
                             quantifier,
                             rule,
                         } = cond
                         else {
-                            unreachable!("only related conditions are handed out")
+                            unreachable!("only related conditions and expressions are handed out")
                         };
                         let n = related.len();
-                        let rel_field = format!(
-                            "{field}{at}/{}",
-                            if *kind == SubjectKind::Device {
-                                "devices"
-                            } else {
-                                "users"
-                            }
-                        );
+                        let key = if *kind == SubjectKind::Device {
+                            "devices"
+                        } else {
+                            "users"
+                        };
+                        let rel_field = format!("{field}{at}/{key}");
                         related.push(RelatedDef {
                             owner: *id,
-                            field: rel_field,
+                            field: rel_field.clone(),
                             quantifier: *quantifier,
                         });
                         let rel_refs = rule.references(*kind);
@@ -467,15 +548,38 @@ fn assemble(
                         let rel_reads = rule.reads().0;
                         own_reads.add(*kind, Some(&rel_reads));
                         has_related[slot(g.subject)] = true;
-                        related_units.push((
-                            rel_stage,
-                            *kind,
-                            Unit::Related(n),
-                            rule.to_evaluator_text(|_, _| unreachable!("no nesting")),
-                            rel_reads,
-                        ));
+                        let text = rule.to_evaluator_text(|_, nested| {
+                            let Cond::Expr {
+                                at: expr_at,
+                                compiled: Some(e),
+                                ..
+                            } = nested
+                            else {
+                                unreachable!("no nested conditions on related subjects")
+                            };
+                            let mut def = expression_def(
+                                *id,
+                                format!("{rel_field}{expr_at}"),
+                                e,
+                                true,
+                                Unit::Related(n),
+                            );
+                            def.stage = rel_stage;
+                            expressions.push(def);
+                            expression_attribute(expressions.len() - 1)
+                        });
+                        related_units.push((rel_stage, *kind, Unit::Related(n), text, rel_reads));
                         related_attribute(n)
                     });
+                    if model.expression_reads_related() {
+                        let other = match g.subject {
+                            SubjectKind::User => SubjectKind::Device,
+                            SubjectKind::Device => SubjectKind::User,
+                        };
+                        own_reads.add(other, Some(&model.reads().1));
+                        has_related[slot(g.subject)] = true;
+                    }
+                    top_exprs.extend(own_exprs);
                     texts.push((unit, text, Some(own)));
                 }
             }
@@ -486,6 +590,9 @@ fn assemble(
             stage = stage.max(rs + 1);
         }
         stage_of.insert(*id, stage);
+        for n in top_exprs {
+            expressions[n].stage = stage;
+        }
         for (rs, kind, unit, text, rel_reads) in related_units {
             buckets
                 .entry((rs, slot(kind), g.evaluator.clone()))
@@ -511,12 +618,33 @@ fn assemble(
         stage_of,
         related,
         related_stage,
+        expressions,
+        parsed: parsed.clone(),
         buckets,
         group_reads,
         dependents,
         has_related,
         failed,
     })
+}
+
+fn expression_def(
+    owner: Uuid,
+    field: String,
+    e: &Arc<Expression>,
+    nested: bool,
+    consumer: Unit,
+) -> ExpressionDef {
+    ExpressionDef {
+        owner,
+        field,
+        expr: Arc::clone(e),
+        nested,
+        stage: 0,
+        consumer,
+        attributes: Vec::new(),
+        related_attributes: Vec::new(),
+    }
 }
 
 fn kind_of(slot: usize) -> SubjectKind {
@@ -541,6 +669,7 @@ fn unit_owner(draft: &Draft, unit: Unit) -> (Uuid, String) {
 fn compile(
     registry: &Registry,
     schema: &Schema,
+    ctx: &ExpressionContext,
     draft: Draft,
     strict: bool,
     copies: usize,
@@ -575,14 +704,19 @@ fn compile(
         let mut wanted: Option<BTreeSet<String>> = Some(BTreeSet::new());
         let mut members: BTreeSet<Uuid> = BTreeSet::new();
         let mut related_inputs: BTreeSet<usize> = BTreeSet::new();
+        let mut expression_inputs: BTreeSet<usize> = BTreeSet::new();
         for (unit, _, reads) in units {
+            for (n, def) in draft.expressions.iter().enumerate() {
+                if def.consumer == *unit {
+                    expression_inputs.insert(n);
+                }
+            }
             match (wanted.as_mut(), reads) {
                 (Some(w), Some(r)) => w.extend(r.iter().cloned()),
                 _ => wanted = None,
             }
             let (owner, _) = unit_owner(&draft, *unit);
-            let g = &draft.groups[&owner];
-            if let Ok(p) = Parsed::of(g) {
+            if let Some(p) = draft.parsed.get(&owner) {
                 for model in p.models() {
                     match unit {
                         Unit::Related(n) => {
@@ -625,6 +759,9 @@ fn compile(
         }
         for n in &related_inputs {
             defs.push(synthetic_def(kind, related_attribute(*n)));
+        }
+        for n in &expression_inputs {
+            defs.push(synthetic_def(kind, expression_attribute(*n)));
         }
         let sources: Vec<RuleSource> = units
             .iter()
@@ -691,6 +828,7 @@ fn compile(
             attributes: plain,
             members: members.into_iter().collect(),
             related: related_inputs.into_iter().collect(),
+            expressions: expression_inputs.into_iter().collect(),
         });
     }
     let mut by_stage = vec![Vec::new(); stages.len()];
@@ -706,7 +844,39 @@ fn compile(
         Readers::index(&draft.group_reads, SubjectKind::User),
         Readers::index(&draft.group_reads, SubjectKind::Device),
     ];
+    let mut expressions = draft.expressions;
+    for def in &mut expressions {
+        let typed = |kind: SubjectKind, names: &BTreeSet<String>| -> Vec<(String, AttrType)> {
+            schema
+                .of(kind)
+                .iter()
+                .filter(|a| names.contains(&a.name))
+                .map(|a| (a.name.clone(), a.attr_type))
+                .collect()
+        };
+        let kind = def.expr.kind();
+        let other = match kind {
+            SubjectKind::User => SubjectKind::Device,
+            SubjectKind::Device => SubjectKind::User,
+        };
+        let reads = def.expr.reads();
+        if def.nested {
+            // About a related subject: what it reads is that subject's.
+            def.attributes = typed(kind, &reads.related);
+        } else {
+            def.attributes = typed(kind, &reads.own);
+            def.related_attributes = typed(other, &reads.related);
+        }
+    }
     Ok(Ok(Plan {
+        expressions,
+        runtime: Arc::new(expression::Runtime::new()),
+        group_names: Arc::new(
+            ctx.groups
+                .iter()
+                .map(|(id, (_, name))| (*id, name.clone()))
+                .collect(),
+        ),
         by_stage,
         readers,
         groups: draft.groups,

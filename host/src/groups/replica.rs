@@ -40,6 +40,9 @@ pub trait Memberships {
     /// A run over a few subjects decides only these groups and those whose
     /// rule matched, instead of looking at every group.
     fn groups_touching(&self, subject: &Uuid, f: &mut dyn FnMut(&Uuid));
+    /// The groups `subject` is a member of (for expressions that read
+    /// `.groups`).
+    fn groups_of(&self, subject: &Uuid) -> Vec<Uuid>;
 }
 
 /// See the module documentation.
@@ -234,6 +237,11 @@ impl Replica {
         map.get(id).map_or(&[], Vec::as_slice)
     }
 
+    /// Every group with members.
+    pub fn group_ids(&self) -> Vec<Uuid> {
+        self.members.keys().copied().collect()
+    }
+
     /// A copy of some groups' members, for work done outside the writer lock.
     pub fn snapshot(&self, groups: impl IntoIterator<Item = Uuid>) -> Snapshot {
         Snapshot {
@@ -254,6 +262,18 @@ impl Memberships for Replica {
         self.specials
             .get(subject)
             .is_some_and(|g| g.contains(group))
+    }
+
+    fn groups_of(&self, subject: &Uuid) -> Vec<Uuid> {
+        let mut out: Vec<Uuid> = self
+            .groups_of
+            .get(subject)
+            .into_iter()
+            .flatten()
+            .copied()
+            .collect();
+        out.sort_unstable();
+        out
     }
 
     fn groups_touching(&self, subject: &Uuid, f: &mut dyn FnMut(&Uuid)) {
@@ -289,6 +309,17 @@ impl Memberships for Snapshot {
 
     fn may_have_state(&self, _: &Uuid, _: &Uuid) -> bool {
         true
+    }
+
+    fn groups_of(&self, subject: &Uuid) -> Vec<Uuid> {
+        let mut out: Vec<Uuid> = self
+            .members
+            .iter()
+            .filter(|(_, m)| m.contains_key(subject))
+            .map(|(g, _)| *g)
+            .collect();
+        out.sort_unstable();
+        out
     }
 
     fn groups_touching(&self, _: &Uuid, f: &mut dyn FnMut(&Uuid)) {

@@ -12,16 +12,23 @@
 //! wrote. The host sends a synthetic attribute only for subjects where it
 //! holds: most subjects are in few of the groups rules refer to, and a batch
 //! stays small.
+//!
+//! CEL expressions (`{"expression": "..."}`, as a condition or next to the
+//! conditions) are the host's too: compiled against the schema
+//! ([`RuleModel::bind`]), evaluated by the host over each subject, and handed
+//! to the evaluator the same way, as a synthetic attribute.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::directory::{AttrType, SubjectKind};
+use crate::directory::{AttrType, Attribute, SubjectKind};
 use crate::error::DomainError;
+use crate::expression::{Environment, Expression};
 
 /// Prefix of synthetic attributes; real attribute names cannot contain `$`.
 const SYNTHETIC: &str = "$";
@@ -103,6 +110,19 @@ pub enum Cond {
         /// `not_member_of`.
         negate: bool,
     },
+    /// A CEL expression.
+    Expr {
+        /// Where it was written in the rule: `/conditions/2/expression`, or
+        /// `/expression` next to the conditions.
+        at: String,
+        /// The source.
+        source: String,
+        /// Inside a condition on related subjects: then the expression is
+        /// about a related subject, and sees its attributes only.
+        nested: bool,
+        /// The compiled expression, once bound ([`RuleModel::bind`]).
+        compiled: Option<Arc<Expression>>,
+    },
     /// A condition on the related subjects.
     Related {
         /// The related subjects' kind: devices for a user rule, users for a
@@ -170,9 +190,89 @@ impl RuleModel {
                 }
                 Cond::Member { .. } => {}
                 Cond::Related { rule, .. } => related.extend(rule.reads().0),
+                Cond::Expr {
+                    compiled: Some(e),
+                    nested,
+                    ..
+                } => {
+                    let r = e.reads();
+                    if *nested {
+                        own.extend(r.related.iter().cloned());
+                    } else {
+                        own.extend(r.own.iter().cloned());
+                        related.extend(r.related.iter().cloned());
+                    }
+                }
+                Cond::Expr { compiled: None, .. } => {}
             }
         }
         (own, related)
+    }
+
+    /// The CEL expressions of the rule, nested ones included.
+    pub fn expressions(&self) -> Vec<&Cond> {
+        let mut out = Vec::new();
+        for (_, cond) in self.conditions() {
+            match cond {
+                Cond::Expr { .. } => out.push(cond),
+                Cond::Related { rule, .. } => out.extend(rule.expressions()),
+                _ => {}
+            }
+        }
+        out
+    }
+
+    /// Whether a top-level expression reads the related subjects.
+    pub fn expression_reads_related(&self) -> bool {
+        self.conditions().any(|(_, c)| {
+            matches!(c, Cond::Expr { compiled: Some(e), nested: false, .. } if e.reads().reads_related)
+        })
+    }
+
+    /// Compiles the rule's CEL expressions against the schema; `kind` is the
+    /// rule's subject kind and `field` prefixes error positions.
+    pub fn bind(
+        &mut self,
+        kind: SubjectKind,
+        field: &str,
+        ctx: &ExpressionContext,
+    ) -> Result<(), DomainError> {
+        for block in &mut self.blocks {
+            for cond in block.iter_mut() {
+                match cond {
+                    Cond::Expr {
+                        at,
+                        source,
+                        nested,
+                        compiled,
+                    } => {
+                        let names = |name: &str| ctx.group(kind, name);
+                        let env = Environment {
+                            kind,
+                            users: &ctx.users,
+                            devices: &ctx.devices,
+                            group: &names,
+                            related_only: *nested,
+                        };
+                        let e = Expression::compile(source, &env).map_err(|problems| {
+                            let message = problems
+                                .iter()
+                                .map(|p| p.to_string())
+                                .collect::<Vec<_>>()
+                                .join("\n");
+                            DomainError::invalid_rule(format!("{field}{at}"), message)
+                        })?;
+                        *compiled = Some(Arc::new(e));
+                    }
+                    Cond::Related { kind: rk, rule, .. } => {
+                        let rk = *rk;
+                        rule.bind(rk, field, ctx)?;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The groups the rule refers to, directly or through related subjects.
@@ -187,7 +287,13 @@ impl RuleModel {
                     });
                 }
                 Cond::Related { kind: rk, rule, .. } => out.extend(rule.references(*rk)),
-                Cond::Attr { .. } => {}
+                Cond::Expr {
+                    compiled: Some(e), ..
+                } => out.extend(e.reads().in_groups.iter().map(|g| Reference {
+                    group: *g,
+                    kind: e.kind(),
+                })),
+                Cond::Attr { .. } | Cond::Expr { .. } => {}
             }
         }
         out
@@ -200,8 +306,8 @@ impl RuleModel {
     }
 
     /// The rule in the evaluator's language. `related` is called for each
-    /// cross-subject condition with its pointer and returns the synthetic
-    /// attribute that will hold its outcome.
+    /// cross-subject condition and each expression, with its pointer, and
+    /// returns the synthetic attribute that will hold its outcome.
     pub fn to_evaluator_text(&self, mut related: impl FnMut(&str, &Cond) -> String) -> String {
         let block_json =
             |b: usize, block: &Vec<Cond>, related: &mut dyn FnMut(&str, &Cond) -> String| {
@@ -214,7 +320,7 @@ impl RuleModel {
                             "attribute": member_attribute(group),
                             "operator": if *negate { "not_exists" } else { "exists" },
                         }),
-                        Cond::Related { .. } => json!({
+                        Cond::Related { .. } | Cond::Expr { .. } => json!({
                             "attribute": related(&condition_pointer(self.any, b, c), cond),
                             "operator": "exists",
                         }),
@@ -284,6 +390,35 @@ pub fn member_attribute(group: &Uuid) -> String {
     format!("{SYNTHETIC}member:{group}")
 }
 
+/// The synthetic attribute holding the outcome of expression `n`.
+pub fn expression_attribute(n: usize) -> String {
+    format!("{SYNTHETIC}expr:{n}")
+}
+
+/// What expressions are compiled against: the schema, and the groups
+/// `in_group(...)` may name.
+#[derive(Clone, Debug, Default)]
+pub struct ExpressionContext {
+    /// Users' attributes.
+    pub users: Vec<Attribute>,
+    /// Devices' attributes.
+    pub devices: Vec<Attribute>,
+    /// `(kind, lowercased name)` → group.
+    pub names: HashMap<(SubjectKind, String), Uuid>,
+    /// Group → `(kind, name)`.
+    pub groups: HashMap<Uuid, (SubjectKind, String)>,
+}
+
+impl ExpressionContext {
+    /// The group of `kind` that `name_or_id` names.
+    pub fn group(&self, kind: SubjectKind, name_or_id: &str) -> Option<Uuid> {
+        if let Ok(id) = Uuid::parse_str(name_or_id) {
+            return self.groups.get(&id).filter(|(k, _)| *k == kind).map(|_| id);
+        }
+        self.names.get(&(kind, name_or_id.to_lowercase())).copied()
+    }
+}
+
 /// The synthetic attribute holding the outcome of cross-subject condition `n`.
 pub fn related_attribute(n: usize) -> String {
     format!("{SYNTHETIC}related:{n}")
@@ -307,9 +442,9 @@ fn parse_rule(
         ));
     };
     let allowed: &[&str] = if nested {
-        &["conditions", "any", "quantifier"]
+        &["conditions", "any", "quantifier", "expression"]
     } else {
-        &["conditions", "any"]
+        &["conditions", "any", "expression"]
     };
     if let Some(k) = obj.keys().find(|k| !allowed.contains(&k.as_str())) {
         return Err(err(
@@ -318,7 +453,33 @@ fn parse_rule(
             format!("unknown key {k:?}; expected one of {}", allowed.join(", ")),
         ));
     }
-    match (obj.get("conditions"), obj.get("any")) {
+    // An expression next to the conditions holds as well as they do: it
+    // joins every block.
+    let expression = match obj.get("expression") {
+        None => None,
+        Some(Value::String(source)) => Some(Cond::Expr {
+            at: "/expression".into(),
+            source: source.clone(),
+            nested,
+            compiled: None,
+        }),
+        Some(_) => {
+            return Err(err(
+                field,
+                "/expression",
+                "must be a CEL expression, as a string",
+            ));
+        }
+    };
+    let mut model = match (obj.get("conditions"), obj.get("any")) {
+        (None, None) if expression.is_some() => Ok(RuleModel {
+            any: false,
+            blocks: vec![Vec::new()],
+        }),
+        (Some(Value::Array(c)), None) if c.is_empty() && expression.is_some() => Ok(RuleModel {
+            any: false,
+            blocks: vec![Vec::new()],
+        }),
         (Some(conds), None) => Ok(RuleModel {
             any: false,
             blocks: vec![parse_block(conds, kind, field, "/conditions", nested)?],
@@ -360,9 +521,15 @@ fn parse_rule(
         _ => Err(err(
             field,
             "",
-            "a rule has exactly one of `conditions` and `any`",
+            "a rule has exactly one of `conditions` and `any`, and may have an `expression`",
         )),
+    }?;
+    if let Some(e) = expression {
+        for block in &mut model.blocks {
+            block.push(e.clone());
+        }
     }
+    Ok(model)
 }
 
 fn parse_block(
@@ -423,6 +590,22 @@ fn parse_condition(
             return Ok(Cond::Member { group, negate });
         }
     }
+    if let Some(v) = obj.get("expression") {
+        only(obj, "expression")?;
+        let Value::String(source) = v else {
+            return Err(err(
+                field,
+                &format!("{at}/expression"),
+                "must be a CEL expression, as a string",
+            ));
+        };
+        return Ok(Cond::Expr {
+            at: format!("{at}/expression"),
+            source: source.clone(),
+            nested,
+            compiled: None,
+        });
+    }
     let other_related = related_key(related_kind).0;
     if obj.contains_key(other_related) && !obj.contains_key(related_name) {
         return Err(err(
@@ -481,7 +664,7 @@ fn parse_condition(
             at,
             format!(
                 "a condition needs `attribute` (with `operator` and `values`), `member_of`, \
-                 `not_member_of` or `{related_name}`"
+                 `not_member_of`, `{related_name}` or `expression`"
             ),
         )),
     }
@@ -573,7 +756,7 @@ fn block_never_matches(block: &[Cond], types: &BTreeMap<String, AttrType>) -> Op
                     ));
                 }
             }
-            Cond::Related { .. } => {}
+            Cond::Related { .. } | Cond::Expr { .. } => {}
         }
     }
     let positive: BTreeSet<&str> = exists

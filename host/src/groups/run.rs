@@ -19,11 +19,12 @@ use super::keys::{ERRORS, EXEMPTIONS, MANUAL, SUGGESTIONS, pair};
 use super::model::{Exemption, ExemptionKind, Group, Source, Suggestion, SuggestionAction};
 use super::plan::{Plan, Program, Unit};
 use super::replica::Memberships;
-use super::rule::{member_attribute, related_attribute};
-use super::universe::{Reader, Side, Universe};
+use super::rule::{expression_attribute, member_attribute, related_attribute};
+use super::universe::{Loaded, Reader, Side, Universe};
 use crate::directory::keys::uuid_at;
-use crate::directory::{SubjectKind, UserState};
+use crate::directory::{AttrType, SubjectKind, UserState};
 use crate::error::DomainError;
+use crate::expression::{Bindings, EvalError, Related};
 use crate::plugins::batch::{BatchBuilder, wit_kind};
 use crate::plugins::bindings::rules::{ConditionOutcome, EvaluateError, EvaluateOptions};
 
@@ -282,6 +283,9 @@ pub struct Outcome {
     pub nested: HashMap<usize, HashMap<Uuid, bool>>,
     /// A program failed in a way that leaves its session unusable.
     pub poisoned: bool,
+    /// Per expression: subject → the value of each part of its top-level
+    /// `&&` / `||` chain (when explaining).
+    pub expression_parts: HashMap<usize, HashMap<Uuid, Vec<Result<bool, String>>>>,
 }
 
 /// Inputs and state of one run.
@@ -297,6 +301,8 @@ pub struct Run<'a, R: Reader> {
     decided: HashMap<Uuid, Bits>,
     /// Combined cross-subject outcomes, per owner-side position.
     combined: HashMap<usize, Bits>,
+    /// Expression outcomes, per position of the expression's side.
+    expression_bits: HashMap<usize, Bits>,
     /// Per compiled rule: which positions it matched.
     rule_bits: HashMap<Unit, Bits>,
     /// Positions admitted by a set of user states, per set.
@@ -334,6 +340,7 @@ impl<'a, R: Reader> Run<'a, R> {
             explain,
             decided: HashMap::new(),
             combined: HashMap::new(),
+            expression_bits: HashMap::new(),
             rule_bits: HashMap::new(),
             admitted: HashMap::new(),
             prefetched: None,
@@ -385,6 +392,7 @@ impl<'a, R: Reader> Run<'a, R> {
             self.touched = Some(touched);
         }
         for (stage, programs) in self.plan.stages.iter().enumerate() {
+            self.run_expressions(stage, &mut out);
             for program in programs {
                 self.run_program(program, &mut out)?;
             }
@@ -426,6 +434,7 @@ impl<'a, R: Reader> Run<'a, R> {
     fn run_program(&mut self, program: &Program, out: &mut Outcome) -> Result<(), DomainError> {
         let side = self.universe.side(program.kind);
         let n = side.subjects.len();
+        let n_subjects = n;
         if n == 0 {
             return Ok(());
         }
@@ -447,6 +456,14 @@ impl<'a, R: Reader> Run<'a, R> {
                     .unwrap_or_else(|| Bits::zeros(n));
                 (related_attribute(*r), bits)
             })
+            .chain(program.expressions.iter().map(|n| {
+                let bits = self
+                    .expression_bits
+                    .get(n)
+                    .cloned()
+                    .unwrap_or_else(|| Bits::zeros(n_subjects));
+                (expression_attribute(*n), bits)
+            }))
             .collect();
         // A multiple of 64, so each call's bitmap words land on whole words.
         let per_call = (PAIRS_PER_CALL / program.units.len().max(1)).clamp(64, 4096) / 64 * 64;
@@ -573,6 +590,162 @@ impl<'a, R: Reader> Run<'a, R> {
             }
         }
         Ok(())
+    }
+
+    /// Evaluates the expressions that stage `stage` reads, over the
+    /// subjects of their kind: one scope per subject for all of them.
+    fn run_expressions(&mut self, stage: usize, out: &mut Outcome) {
+        let plan = self.plan;
+        for kind in [SubjectKind::User, SubjectKind::Device] {
+            let defs: Vec<usize> = plan
+                .expressions
+                .iter()
+                .enumerate()
+                .filter(|(_, d)| {
+                    d.stage == stage
+                        && d.expr.kind() == kind
+                        && self.only.as_ref().is_none_or(|o| o.contains(&d.owner))
+                })
+                .map(|(n, _)| n)
+                .collect();
+            if defs.is_empty() {
+                continue;
+            }
+            let side = self.universe.side(kind);
+            let related_side = self.universe.side(other(kind));
+            let n = side.subjects.len();
+            let mut attributes: Vec<(String, AttrType)> = Vec::new();
+            let mut related_attributes: Vec<(String, AttrType)> = Vec::new();
+            let (mut reads_groups, mut reads_related) = (false, false);
+            let mut in_groups: Vec<Uuid> = Vec::new();
+            for &d in &defs {
+                let def = &plan.expressions[d];
+                attributes.extend(def.attributes.iter().cloned());
+                related_attributes.extend(def.related_attributes.iter().cloned());
+                let reads = def.expr.reads();
+                reads_groups |= reads.reads_groups && !def.nested;
+                reads_related |= reads.reads_related && !def.nested;
+                in_groups.extend(reads.in_groups.iter().copied());
+            }
+            attributes.sort_by(|a, b| a.0.cmp(&b.0));
+            attributes.dedup_by(|a, b| a.0 == b.0);
+            related_attributes.sort_by(|a, b| a.0.cmp(&b.0));
+            related_attributes.dedup_by(|a, b| a.0 == b.0);
+            in_groups.sort();
+            in_groups.dedup();
+            let in_group_bits: Vec<(Uuid, Bits)> = in_groups
+                .iter()
+                .map(|g| (*g, self.member_bits(g, kind)))
+                .collect();
+            // Read up front: the membership view is not shared across threads.
+            let groups_by_position: Option<Vec<Vec<Uuid>>> = reads_groups.then(|| {
+                side.subjects
+                    .iter()
+                    .map(|s| self.memberships.groups_of(&s.id()))
+                    .collect()
+            });
+            let now = self.now;
+            let explain = self.explain;
+            let evaluate = |range: std::ops::Range<usize>| {
+                let mut results = Vec::new();
+                for p in range {
+                    let subject: &Loaded = &side.subjects[p];
+                    let groups = groups_by_position.as_ref().map(|all| {
+                        all[p]
+                            .iter()
+                            .filter_map(|g| plan.group_names.get(g).map(|name| (*g, name.as_str())))
+                            .collect()
+                    });
+                    let related = reads_related.then(|| {
+                        side.related
+                            .get(p)
+                            .into_iter()
+                            .flatten()
+                            .map(|j| &*related_side.subjects[*j] as &dyn Related)
+                            .collect()
+                    });
+                    let bindings = Bindings {
+                        kind,
+                        subject,
+                        attributes: &attributes,
+                        groups,
+                        related,
+                        related_attributes: &related_attributes,
+                        in_groups: in_group_bits
+                            .iter()
+                            .filter(|(_, b)| b.get(p))
+                            .map(|(g, _)| *g)
+                            .collect(),
+                        now,
+                    };
+                    let scope = plan.runtime.scope(&bindings);
+                    for &d in &defs {
+                        let expr = &plan.expressions[d].expr;
+                        let parts = (explain && side.affected[p]).then(|| {
+                            scope
+                                .evaluate_parts(expr)
+                                .into_iter()
+                                .map(|r| r.map_err(|e| e.message))
+                                .collect::<Vec<_>>()
+                        });
+                        results.push((d, p, scope.evaluate(expr), parts));
+                    }
+                }
+                results
+            };
+            type Evaluated = (
+                usize,
+                usize,
+                Result<bool, EvalError>,
+                Option<Vec<Result<bool, String>>>,
+            );
+            let threads = if n >= 2048 {
+                super::plan::parallelism()
+            } else {
+                1
+            };
+            let results: Vec<Evaluated> = if threads > 1 {
+                let per = n.div_ceil(threads);
+                std::thread::scope(|scope| {
+                    let handles: Vec<_> = (0..threads)
+                        .map(|t| {
+                            let evaluate = &evaluate;
+                            scope.spawn(move || evaluate(t * per..((t + 1) * per).min(n)))
+                        })
+                        .collect();
+                    handles
+                        .into_iter()
+                        .flat_map(|h| h.join().expect("an expression thread panicked"))
+                        .collect()
+                })
+            } else {
+                evaluate(0..n)
+            };
+            let mut bits: HashMap<usize, Bits> =
+                defs.iter().map(|d| (*d, Bits::zeros(n))).collect();
+            for (d, p, result, parts) in results {
+                let def = &plan.expressions[d];
+                let id = side.subjects[p].id();
+                if let Some(parts) = parts {
+                    out.expression_parts.entry(d).or_default().insert(id, parts);
+                }
+                match result {
+                    Ok(true) => bits.get_mut(&d).expect("inserted").set(p, true),
+                    Ok(false) => {}
+                    // As with conditions, a missing attribute never matches.
+                    Err(e) if e.missing_attribute => {}
+                    Err(e) => {
+                        out.groups
+                            .entry(def.owner)
+                            .or_default()
+                            .errors
+                            .entry(id)
+                            .or_insert_with(|| format!("{}: {}", def.field, e.message));
+                    }
+                }
+            }
+            self.expression_bits.extend(bits);
+        }
     }
 
     fn owner(&self, unit: Unit) -> Uuid {

@@ -100,6 +100,12 @@ impl Loaded {
     }
 }
 
+impl crate::expression::Related for Loaded {
+    fn attribute(&self, name: &str) -> Option<AttrRef<'_>> {
+        Loaded::attribute(self, name)
+    }
+}
+
 /// The subjects of one kind.
 #[derive(Default)]
 pub struct Side {
