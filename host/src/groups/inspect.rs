@@ -23,7 +23,7 @@ use super::model::{
 use super::plan::{self, Parsed, Unit};
 use super::replica::Snapshot;
 use super::rule::{Cond, Quantifier, RuleModel, Warning};
-use super::run::{Explained, Mode, Run};
+use super::run::{Explained, Mode, PartValues, Run};
 use super::universe::{Reader, Universe};
 use crate::auth::Read;
 use crate::directory::{SubjectKind, UserState};
@@ -530,7 +530,7 @@ struct Ctx<'a> {
     plan: &'a plan::Plan,
     explanations: &'a [Explained],
     nested: &'a HashMap<usize, HashMap<Uuid, bool>>,
-    expression_parts: &'a HashMap<usize, HashMap<Uuid, Vec<Result<bool, String>>>>,
+    expression_parts: &'a HashMap<usize, HashMap<Uuid, PartValues>>,
     names: &'a HashMap<Uuid, String>,
 }
 

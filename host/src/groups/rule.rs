@@ -237,8 +237,9 @@ impl RuleModel {
         field: &str,
         ctx: &ExpressionContext,
     ) -> Result<(), DomainError> {
-        for block in &mut self.blocks {
-            for cond in block.iter_mut() {
+        let any = self.any;
+        for (b, block) in self.blocks.iter_mut().enumerate() {
+            for (c, cond) in block.iter_mut().enumerate() {
                 match cond {
                     Cond::Expr {
                         at,
@@ -266,7 +267,9 @@ impl RuleModel {
                     }
                     Cond::Related { kind: rk, rule, .. } => {
                         let rk = *rk;
-                        rule.bind(rk, field, ctx)?;
+                        let key = related_key(kind).0;
+                        let at = format!("{field}{}/{key}", condition_pointer(any, b, c));
+                        rule.bind(rk, &at, ctx)?;
                     }
                     _ => {}
                 }

@@ -285,8 +285,12 @@ pub struct Outcome {
     pub poisoned: bool,
     /// Per expression: subject → the value of each part of its top-level
     /// `&&` / `||` chain (when explaining).
-    pub expression_parts: HashMap<usize, HashMap<Uuid, Vec<Result<bool, String>>>>,
+    pub expression_parts: HashMap<usize, HashMap<Uuid, PartValues>>,
 }
+
+/// The values of an expression's parts for one subject: true / false, or
+/// why it could not be evaluated.
+pub type PartValues = Vec<Result<bool, String>>;
 
 /// Inputs and state of one run.
 pub struct Run<'a, R: Reader> {
