@@ -104,6 +104,13 @@ impl Runtime {
             .expect("a new name");
         env.add_overload("@in_group", "@in_group", vec![STRING_TYPE], in_group)
             .expect("a new name");
+        env.add_overload(
+            "@matches",
+            "@matches",
+            vec![STRING_TYPE, STRING_TYPE],
+            meter::matches,
+        )
+        .expect("a new name");
         cel::add_member_overload!(env, fn equals_ignore_case: (CelString, CelString) -> CelBool)
             .expect("a new name");
         Runtime { env: Arc::new(env) }

@@ -341,3 +341,28 @@ fn parts_of_macros_and_methods_read_as_written() {
         ]
     );
 }
+
+#[test]
+fn anchors_are_found_in_the_top_level_and_chain() {
+    let a = |src: &str| user(src).unwrap().anchor().cloned();
+    assert_eq!(
+        a("user.department == 'Sales' && user.location in ['Denver', 'Boulder']"),
+        Some(Anchor {
+            attribute: "department".into(),
+            values: vec!["Sales".into()]
+        })
+    );
+    assert_eq!(
+        a("user.location in ['Denver', 'Boulder'] && size(user.email) > 3"),
+        Some(Anchor {
+            attribute: "location".into(),
+            values: vec!["Denver".into(), "Boulder".into()]
+        })
+    );
+    assert_eq!(a("'Sales' == user.department").map(|x| x.attribute), Some("department".into()));
+    // Not anchors: an OR, a negation, a number, a list attribute.
+    assert_eq!(a("user.department == 'Sales' || user.location == 'Denver'"), None);
+    assert_eq!(a("!(user.department == 'Sales')"), None);
+    assert_eq!(a("user.level == 3.0"), None);
+    assert_eq!(a("'rust' in user.skills"), None);
+}

@@ -650,10 +650,44 @@ impl<'a, R: Reader> Run<'a, R> {
             });
             let now = self.now;
             let explain = self.explain;
+            // The anchor index: an anchored expression is tried only on
+            // subjects whose value leads to it (explanations try all).
+            let mut anchored: HashMap<&str, HashMap<&str, Vec<usize>>> = HashMap::new();
+            let mut always: Vec<usize> = Vec::new();
+            for &d in &defs {
+                match plan.expressions[d].expr.anchor() {
+                    Some(a) if !explain => {
+                        for v in &a.values {
+                            anchored
+                                .entry(a.attribute.as_str())
+                                .or_default()
+                                .entry(v.as_str())
+                                .or_default()
+                                .push(d);
+                        }
+                    }
+                    _ => always.push(d),
+                }
+            }
             let evaluate = |range: std::ops::Range<usize>| {
                 let mut results = Vec::new();
+                let mut candidates: Vec<usize> = Vec::new();
                 for p in range {
                     let subject: &Loaded = &side.subjects[p];
+                    candidates.clear();
+                    candidates.extend_from_slice(&always);
+                    for (attribute, by_value) in &anchored {
+                        if let Some(crate::directory::AttrRef::Text(v)) = subject.attribute(attribute)
+                            && let Some(ds) = by_value.get(v)
+                        {
+                            candidates.extend_from_slice(ds);
+                        }
+                    }
+                    if candidates.is_empty() {
+                        continue;
+                    }
+                    candidates.sort_unstable();
+                    candidates.dedup();
                     let groups = groups_by_position.as_ref().map(|all| {
                         all[p]
                             .iter()
@@ -683,7 +717,7 @@ impl<'a, R: Reader> Run<'a, R> {
                         now,
                     };
                     let scope = plan.runtime.scope(&bindings);
-                    for &d in &defs {
+                    for &d in &candidates {
                         let expr = &plan.expressions[d].expr;
                         let parts = (explain && side.affected[p]).then(|| {
                             scope
