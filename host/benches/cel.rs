@@ -78,14 +78,22 @@ fn main() {
         .map(|s| Expression::compile(s, &env).expect("compiles"))
         .collect();
     let per_rule = t.elapsed().as_secs_f64() * 1e6 / compiled.len() as f64;
-    println!("compile: {per_rule:.0} µs per rule ({} rules)", compiled.len());
+    println!(
+        "compile: {per_rule:.0} µs per rule ({} rules)",
+        compiled.len()
+    );
 
     let people: Vec<Person> = (0..n)
         .map(|i| Person {
             department: format!("Dept{}", i % 50),
             location: format!("City{}", i % 20),
             email: format!("user{i}@d{}.example", i % 1000),
-            title: if i % 3 == 0 { "Senior Engineer" } else { "Engineer" }.into(),
+            title: if i % 3 == 0 {
+                "Senior Engineer"
+            } else {
+                "Engineer"
+            }
+            .into(),
         })
         .collect();
     let runtime = Runtime::new();

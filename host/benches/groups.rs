@@ -197,7 +197,11 @@ fn cel_rule(i: usize, users: usize, user_groups: &[Uuid]) -> (String, Value) {
     let source = if i < users {
         match i % 8 {
             0 => format!("user.department == {}", d(i)),
-            1 => format!("user.department == {} && user.location == {}", d(i), l(i / 8)),
+            1 => format!(
+                "user.department == {} && user.location == {}",
+                d(i),
+                l(i / 8)
+            ),
             2 => format!(
                 "user.department in [{}, {}] && user.employee_type == 'full-time'",
                 d(i),
@@ -217,7 +221,11 @@ fn cel_rule(i: usize, users: usize, user_groups: &[Uuid]) -> (String, Value) {
                 i % 5,
                 d(i + 3)
             ),
-            6 => format!("in_group('{}') && user.location == {}", user_groups[i - 6], l(i)),
+            6 => format!(
+                "in_group('{}') && user.location == {}",
+                user_groups[i - 6],
+                l(i)
+            ),
             _ => format!("user.email.endsWith('@d{}.example')", i % DOMAINS),
         }
     } else {
@@ -243,7 +251,10 @@ fn cel_rule(i: usize, users: usize, user_groups: &[Uuid]) -> (String, Value) {
                 f(i),
                 d(i)
             ),
-            _ => format!("device.mdm_enrolled == true && device.os_family == {}", f(i)),
+            _ => format!(
+                "device.mdm_enrolled == true && device.os_family == {}",
+                f(i)
+            ),
         }
     };
     let name = if i < users {
@@ -355,7 +366,10 @@ fn main() {
     // up as an evaluator error below.
     let user_share = n_groups * 4 / 5;
     let cel = std::env::var("BENCH_RULES").is_ok_and(|v| v == "cel");
-    println!("rules written as {}", if cel { "CEL expressions" } else { "conditions" });
+    println!(
+        "rules written as {}",
+        if cel { "CEL expressions" } else { "conditions" }
+    );
     let mut user_groups = Vec::new();
     let mut group_ids = Vec::new();
     store

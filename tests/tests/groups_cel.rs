@@ -224,6 +224,21 @@ async fn in_group_and_groups_follow_other_groups() {
         sorted(vec![ada.clone(), bob.clone()])
     );
     assert_eq!(api.member_ids(&via_in_group).await, Vec::<String>::new());
+    // Renaming a group an expression names would break it: refused, with
+    // the way out.
+    let r = api
+        .patch(
+            &format!("/api/v1/groups/{eng}"),
+            json!({"name": "Engineers"}),
+        )
+        .await;
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert_eq!(r.code(), "group_in_use", "{}", r.body);
+    assert!(
+        r.body["error"]["message"].as_str().unwrap().contains(&eng),
+        "{}",
+        r.body
+    );
     // The referenced group cannot be deleted, and the cycle is refused.
     let r = api.delete(&format!("/api/v1/groups/{eng}")).await;
     assert_eq!(r.status, 409, "{}", r.body);

@@ -99,9 +99,7 @@ const MAX_PATTERNS: usize = 512;
 
 /// `@matches(text, pattern)`: RE2 syntax, as CEL specifies, with compiled
 /// patterns cached.
-pub(crate) fn matches<'b, 'v>(
-    args: Vec<CowVal<'b, 'v>>,
-) -> Result<CowVal<'b, 'v>, ExecutionError> {
+pub(crate) fn matches<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, ExecutionError> {
     use cel::common::types::{CelBool, CelString};
     let text = args.first().and_then(|a| a.downcast_ref::<CelString>());
     let pattern = args.get(1).and_then(|a| a.downcast_ref::<CelString>());
@@ -116,15 +114,15 @@ pub(crate) fn matches<'b, 'v>(
         if cache.len() >= MAX_PATTERNS && !cache.contains_key(pattern.inner()) {
             cache.clear();
         }
-        let re = cache
-            .entry(pattern.inner().to_string())
-            .or_insert_with(|| {
-                regex::RegexBuilder::new(pattern.inner())
-                    .size_limit(1 << 20)
-                    .build()
-                    .map_err(|e| e.to_string())
-            });
-        re.as_ref().map(|re| re.is_match(text.inner())).map_err(Clone::clone)
+        let re = cache.entry(pattern.inner().to_string()).or_insert_with(|| {
+            regex::RegexBuilder::new(pattern.inner())
+                .size_limit(1 << 20)
+                .build()
+                .map_err(|e| e.to_string())
+        });
+        re.as_ref()
+            .map(|re| re.is_match(text.inner()))
+            .map_err(Clone::clone)
     });
     match found {
         Ok(b) => Ok(CowVal::Owned(Box::new(CelBool::from(b)))),

@@ -21,6 +21,7 @@
 //!   turns a pathological rule into an evaluation error instead of a stall.
 
 pub mod check;
+mod index;
 mod meter;
 pub mod plain;
 mod runtime;
@@ -33,6 +34,7 @@ use uuid::Uuid;
 use crate::directory::{Attribute, SubjectKind};
 
 pub use check::Type;
+pub use index::Index;
 pub use runtime::{Bindings, EvalError, Related, Runtime};
 
 /// The longest source accepted, in bytes. Rules that need more are better
@@ -160,19 +162,56 @@ pub struct Reads {
     pub in_groups: BTreeSet<Uuid>,
 }
 
-/// A part of an expression's top-level `&&` chain that requires a text
-/// attribute of the subject to equal one of a few literals
-/// (`user.department == 'Sales'`, `user.location in ['Denver', 'Boulder']`).
-/// A subject whose value is none of them cannot match, so evaluating many
-/// expressions over many subjects only needs to try, for each subject, the
-/// expressions its values lead to: the same idea as the anchor index of the
-/// standard conditions.
+/// A test on a text attribute of the subject that every match passes:
+/// `user.department == 'Sales'`, `user.location in ['Denver', 'Boulder']`,
+/// `user.email.endsWith('@example.com')`, `user.cost_center.lowerAscii() ==
+/// 'cc7'`. A subject whose value passes none of an expression's anchors
+/// cannot match it, so evaluating many expressions over many subjects only
+/// tries, for each subject, the expressions its values lead to (see
+/// [`Index`]): the same idea as the anchor index of the standard conditions.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Anchor {
     /// The attribute.
     pub attribute: String,
-    /// The values it must have one of.
+    /// How the value is compared.
+    pub test: AnchorTest,
+    /// How the value is folded before comparing.
+    pub case: Case,
+    /// The literals (folded like the value).
     pub values: Vec<String>,
+}
+
+/// How an [`Anchor`] compares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AnchorTest {
+    /// The value is one of the literals.
+    Exact,
+    /// The value starts with one of them.
+    Prefix,
+    /// The value ends with one of them.
+    Suffix,
+}
+
+/// How an [`Anchor`] folds case.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Case {
+    /// As is.
+    Sensitive,
+    /// `lowerAscii()`.
+    Ascii,
+    /// `equalsIgnoreCase`: Unicode lowercase.
+    Unicode,
+}
+
+impl Case {
+    /// `value` folded.
+    pub fn fold<'a>(self, value: &'a str) -> std::borrow::Cow<'a, str> {
+        match self {
+            Case::Sensitive => value.into(),
+            Case::Ascii => value.to_ascii_lowercase().into(),
+            Case::Unicode => value.to_lowercase().into(),
+        }
+    }
 }
 
 /// A compiled, checked expression.
@@ -184,7 +223,9 @@ pub struct Expression {
     reads: Reads,
     chain: Chain,
     parts: Vec<Part>,
-    anchor: Option<Anchor>,
+    anchors: Option<Vec<Anchor>>,
+    /// `in_group` arguments as written → the group.
+    named_groups: Vec<(String, Uuid)>,
 }
 
 impl Expression {
@@ -250,26 +291,67 @@ impl Expression {
         &self.parts
     }
 
-    /// A value test every match passes, if the expression has one (see
-    /// [`Anchor`]). A subject without the attribute, or with another value,
-    /// evaluates to false (or to a missing-attribute error, which counts as
-    /// false), so skipping it changes nothing.
-    pub fn anchor(&self) -> Option<&Anchor> {
-        self.anchor.as_ref()
+    /// Whether the expression names group `id` by its name (rather than its
+    /// id) in `in_group(...)`: renaming that group would break it.
+    pub fn names_group(&self, id: &Uuid) -> bool {
+        self.named_groups
+            .iter()
+            .any(|(name, g)| g == id && Uuid::parse_str(name).is_err())
+    }
+
+    /// Tests of which every match passes at least one, if the expression
+    /// has such (see [`Anchor`]). A subject that passes none evaluates to
+    /// false, or to a missing-attribute error, which counts as false, so
+    /// skipping it changes nothing.
+    pub fn anchors(&self) -> Option<&[Anchor]> {
+        self.anchors.as_deref()
     }
 }
 
-/// The anchor among `parts` of an `&&` chain (or a single expression).
-fn find_anchor(parts: &[&IdedExpr], env: &Environment<'_>) -> Option<Anchor> {
-    use cel::common::ast::LiteralValue;
+/// The anchors of an expression whose top level is `parts` combined by
+/// `chain`: for `&&`, the most selective anchor of any part; for `||`, one
+/// per part, each part's own `&&` chain searched the same way, and none if
+/// some part has none.
+fn find_anchors(chain: Chain, parts: &[&IdedExpr], env: &Environment<'_>) -> Option<Vec<Anchor>> {
     if env.related_only {
         return None;
     }
+    match chain {
+        Chain::And | Chain::Single => best_anchor(parts, env).map(|a| vec![a]),
+        Chain::Or => parts
+            .iter()
+            .map(|p| {
+                let mut conj = Vec::new();
+                flatten(p, "_&&_", &mut conj);
+                best_anchor(&conj, env)
+            })
+            .collect(),
+    }
+}
+
+fn best_anchor(parts: &[&IdedExpr], env: &Environment<'_>) -> Option<Anchor> {
+    let rank = |a: &Anchor| (a.test != AnchorTest::Exact, a.values.len());
+    parts
+        .iter()
+        .filter_map(|p| anchor_of(p, env))
+        .min_by_key(rank)
+}
+
+/// The anchor a single test is, if it is one.
+fn anchor_of(e: &IdedExpr, env: &Environment<'_>) -> Option<Anchor> {
+    use cel::common::ast::LiteralValue;
     let own = match env.kind {
         SubjectKind::User => "user",
         SubjectKind::Device => "device",
     };
-    let text_attribute = |e: &IdedExpr| -> Option<String> {
+    // `user.<text attribute>`, or its `lowerAscii()`.
+    let subject_text = |e: &IdedExpr| -> Option<(String, Case)> {
+        let (e, case) = match &e.expr {
+            Expr::Call(c) if c.func_name == "lowerAscii" && c.args.is_empty() => {
+                (c.target.as_deref()?, Case::Ascii)
+            }
+            _ => (e, Case::Sensitive),
+        };
         let Expr::Select(s) = &e.expr else {
             return None;
         };
@@ -278,49 +360,63 @@ fn find_anchor(parts: &[&IdedExpr], env: &Environment<'_>) -> Option<Anchor> {
             .attributes(env.kind)
             .iter()
             .any(|a| a.name == s.field && a.attr_type == crate::directory::AttrType::String);
-        (is_own && is_text && !s.test).then(|| s.field.clone())
+        (is_own && is_text && !s.test).then(|| (s.field.clone(), case))
     };
     let literal = |e: &IdedExpr| match &e.expr {
         Expr::Literal(LiteralValue::String(v)) => Some(v.inner().to_string()),
         _ => None,
     };
-    let mut best: Option<Anchor> = None;
-    for part in parts {
-        let Expr::Call(c) = &part.expr else { continue };
-        if c.target.is_some() || c.args.len() != 2 {
-            continue;
-        }
-        let (a, b) = (&c.args[0], &c.args[1]);
-        let found = match c.func_name.as_str() {
-            "_==_" => match (text_attribute(a), literal(b), text_attribute(b), literal(a)) {
-                (Some(attr), Some(v), ..) | (_, _, Some(attr), Some(v)) => Some(Anchor {
-                    attribute: attr,
-                    values: vec![v],
-                }),
+    let Expr::Call(c) = &e.expr else {
+        return None;
+    };
+    let anchor = |(attribute, case): (String, Case), test, values: Vec<String>| Anchor {
+        attribute,
+        test,
+        case,
+        values: values
+            .into_iter()
+            .map(|v| case.fold(&v).into_owned())
+            .collect(),
+    };
+    match (c.func_name.as_str(), c.target.as_deref(), c.args.as_slice()) {
+        ("_==_", None, [a, b]) => {
+            match (subject_text(a), literal(b), subject_text(b), literal(a)) {
+                (Some(t), Some(v), ..) | (_, _, Some(t), Some(v)) => {
+                    Some(anchor(t, AnchorTest::Exact, vec![v]))
+                }
                 _ => None,
-            },
-            "@in" => match (text_attribute(a), &b.expr) {
-                (Some(attr), Expr::List(l)) if !l.elements.is_empty() => l
-                    .elements
-                    .iter()
-                    .map(literal)
-                    .collect::<Option<Vec<String>>>()
-                    .map(|values| Anchor {
-                        attribute: attr,
-                        values,
-                    }),
-                _ => None,
-            },
-            _ => None,
-        };
-        // The fewer values, the fewer subjects it lets through.
-        if let Some(f) = found
-            && best.as_ref().is_none_or(|b| f.values.len() < b.values.len())
-        {
-            best = Some(f);
+            }
         }
+        ("@in", None, [a, b]) => {
+            let t = subject_text(a)?;
+            let Expr::List(l) = &b.expr else { return None };
+            if l.elements.is_empty() {
+                return None;
+            }
+            let values = l.elements.iter().map(literal).collect::<Option<Vec<_>>>()?;
+            Some(anchor(t, AnchorTest::Exact, values))
+        }
+        ("startsWith" | "endsWith", Some(target), [v]) => {
+            let test = if c.func_name == "startsWith" {
+                AnchorTest::Prefix
+            } else {
+                AnchorTest::Suffix
+            };
+            Some(anchor(subject_text(target)?, test, vec![literal(v)?]))
+        }
+        ("equalsIgnoreCase", Some(target), [v]) => {
+            let (attribute, case) = subject_text(target)?;
+            if case != Case::Sensitive {
+                return None;
+            }
+            Some(anchor(
+                (attribute, Case::Unicode),
+                AnchorTest::Exact,
+                vec![literal(v)?],
+            ))
+        }
+        _ => None,
     }
-    best
 }
 
 fn compile_on_this_thread(source: &str, env: &Environment<'_>) -> Result<Expression, Vec<Problem>> {
@@ -353,10 +449,7 @@ fn compile_on_this_thread(source: &str, env: &Environment<'_>) -> Result<Express
         Expr::Call(c) if c.func_name == "_||_" => (Chain::Or, chain_parts("_||_")),
         _ => (Chain::Single, vec![&expr]),
     };
-    let anchor = match chain {
-        Chain::Or => None,
-        Chain::And | Chain::Single => find_anchor(&parts, env),
-    };
+    let anchors = find_anchors(chain, &parts, env);
     let spans = span_ends(&info, source);
     let parts = parts
         .into_iter()
@@ -375,7 +468,8 @@ fn compile_on_this_thread(source: &str, env: &Environment<'_>) -> Result<Express
         reads: checked.reads,
         chain,
         parts,
-        anchor,
+        anchors,
+        named_groups: checked.groups.into_iter().collect(),
     })
 }
 

@@ -197,6 +197,11 @@ fn documented_examples_hold() {
         Ok(true)
     );
     assert_eq!(eval_user("user.level >= 3.0", &a, &[], vec![]), Ok(true));
+    // Numbers compare across int and double.
+    assert_eq!(
+        eval_user("user.level >= 3 && user.level < 4", &a, &[], vec![]),
+        Ok(true)
+    );
 }
 
 #[test]
@@ -343,26 +348,55 @@ fn parts_of_macros_and_methods_read_as_written() {
 }
 
 #[test]
-fn anchors_are_found_in_the_top_level_and_chain() {
-    let a = |src: &str| user(src).unwrap().anchor().cloned();
+fn anchors_are_found_and_the_index_offers_the_right_expressions() {
+    let a = |src: &str| user(src).unwrap().anchors().map(<[Anchor]>::to_vec);
+    let exact = |attr: &str, values: &[&str]| Anchor {
+        attribute: attr.into(),
+        test: AnchorTest::Exact,
+        case: Case::Sensitive,
+        values: values.iter().map(|v| v.to_string()).collect(),
+    };
     assert_eq!(
         a("user.department == 'Sales' && user.location in ['Denver', 'Boulder']"),
-        Some(Anchor {
-            attribute: "department".into(),
-            values: vec!["Sales".into()]
-        })
+        Some(vec![exact("department", &["Sales"])])
     );
     assert_eq!(
         a("user.location in ['Denver', 'Boulder'] && size(user.email) > 3"),
-        Some(Anchor {
-            attribute: "location".into(),
-            values: vec!["Denver".into(), "Boulder".into()]
-        })
+        Some(vec![exact("location", &["Denver", "Boulder"])])
     );
-    assert_eq!(a("'Sales' == user.department").map(|x| x.attribute), Some("department".into()));
-    // Not anchors: an OR, a negation, a number, a list attribute.
-    assert_eq!(a("user.department == 'Sales' || user.location == 'Denver'"), None);
+    assert_eq!(
+        a("(user.location == 'Denver' && user.department == 'Eng') || user.email.endsWith('@x.com')")
+            .map(|v| v.len()),
+        Some(2)
+    );
+    assert_eq!(
+        a("user.email.lowerAscii() == 'ALICE@x.com'").unwrap()[0].values,
+        ["alice@x.com"]
+    );
+    // Not anchors: an OR with an unanchored side, a negation, a number, a
+    // list attribute.
+    assert_eq!(
+        a("user.department == 'Sales' || size(user.skills) > 1"),
+        None
+    );
     assert_eq!(a("!(user.department == 'Sales')"), None);
     assert_eq!(a("user.level == 3.0"), None);
     assert_eq!(a("'rust' in user.skills"), None);
+
+    let sources = [
+        "user.department == 'Engineering'",
+        "user.email.endsWith('@example.com')",
+        "user.email.startsWith('bob')",
+        "user.location.equalsIgnoreCase('DENVER')",
+        "user.department.lowerAscii() in ['sales', 'ops']",
+        "size(user.skills) > 1",
+    ];
+    let compiled: Vec<Expression> = sources.iter().map(|s| user(s).unwrap()).collect();
+    let index = Index::new(compiled.iter().enumerate(), true);
+    let mut out = Vec::new();
+    index.candidates(&alice(), &mut out);
+    assert_eq!(out, [0, 1, 3, 5]);
+    let all = Index::new(compiled.iter().enumerate(), false);
+    all.candidates(&alice(), &mut out);
+    assert_eq!(out, [0, 1, 2, 3, 4, 5]);
 }

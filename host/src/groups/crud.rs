@@ -624,6 +624,9 @@ impl Groups {
             if unchanged {
                 return this.view(&*txn, before);
             }
+            if before.name.to_lowercase() != after.name.to_lowercase() {
+                this.check_not_named(&*txn, &before)?;
+            }
             let now = after.updated_at;
             let warnings = if after.is_dynamic() {
                 this.validate_rule(&*txn, &after)?
@@ -655,6 +658,45 @@ impl Groups {
             this.view(&*txn, after)
         })
         .await
+    }
+
+    /// Refuses to rename `group` while an expression names it in
+    /// `in_group('…')`: the expression would no longer find it.
+    fn check_not_named(&self, r: &impl Reader, group: &Group) -> Result<(), DomainError> {
+        let referrers = self.dependents(r, &group.id)?;
+        if referrers.is_empty() {
+            return Ok(());
+        }
+        let all = self.all_groups(r)?;
+        let ctx = self.expression_context(&self.schema()?, &all);
+        let mut naming = Vec::new();
+        for g in all.iter().filter(|g| referrers.contains(&g.id)) {
+            let Ok(p) = Parsed::of(g, &ctx) else { continue };
+            let names_it = [&p.rule, &p.exclusion]
+                .into_iter()
+                .flatten()
+                .flat_map(|m| m.expressions())
+                .any(|c| {
+                    matches!(c, super::rule::Cond::Expr { compiled: Some(e), .. } if e.names_group(&group.id))
+                });
+            if names_it {
+                naming.push(format!("{:?}", g.name));
+            }
+        }
+        if naming.is_empty() {
+            return Ok(());
+        }
+        Err(DomainError::Conflict {
+            code: "group_in_use",
+            field: Some("name".into()),
+            message: format!(
+                "the rules of {} name this group in in_group({:?}); change them first, or \
+                 write the group's id ({}) there, which survives renames",
+                naming.join(", "),
+                group.name,
+                group.id
+            ),
+        })
     }
 
     /// Drops exemptions, suggestions and evaluation errors of a group that

@@ -24,7 +24,7 @@ use super::universe::{Loaded, Reader, Side, Universe};
 use crate::directory::keys::uuid_at;
 use crate::directory::{AttrType, SubjectKind, UserState};
 use crate::error::DomainError;
-use crate::expression::{Bindings, EvalError, Related};
+use crate::expression::{Bindings, Related};
 use crate::plugins::batch::{BatchBuilder, wit_kind};
 use crate::plugins::bindings::rules::{ConditionOutcome, EvaluateError, EvaluateOptions};
 
@@ -286,6 +286,17 @@ pub struct Outcome {
     /// Per expression: subject → the value of each part of its top-level
     /// `&&` / `||` chain (when explaining).
     pub expression_parts: HashMap<usize, HashMap<Uuid, PartValues>>,
+}
+
+/// What one thread's share of an expression batch produced.
+#[derive(Default)]
+struct Partial {
+    /// Per expression, over all positions (this thread's set).
+    bits: HashMap<usize, Bits>,
+    /// `(expression, position, message)`.
+    errors: Vec<(usize, usize, String)>,
+    /// `(expression, position, part values)`, when explaining.
+    parts: Vec<(usize, usize, PartValues)>,
 }
 
 /// The values of an expression's parts for one subject: true / false, or
@@ -650,44 +661,25 @@ impl<'a, R: Reader> Run<'a, R> {
             });
             let now = self.now;
             let explain = self.explain;
-            // The anchor index: an anchored expression is tried only on
-            // subjects whose value leads to it (explanations try all).
-            let mut anchored: HashMap<&str, HashMap<&str, Vec<usize>>> = HashMap::new();
-            let mut always: Vec<usize> = Vec::new();
-            for &d in &defs {
-                match plan.expressions[d].expr.anchor() {
-                    Some(a) if !explain => {
-                        for v in &a.values {
-                            anchored
-                                .entry(a.attribute.as_str())
-                                .or_default()
-                                .entry(v.as_str())
-                                .or_default()
-                                .push(d);
-                        }
-                    }
-                    _ => always.push(d),
-                }
-            }
+            // An anchored expression is tried only on subjects whose values
+            // lead to it (explanations try all).
+            let index = crate::expression::Index::new(
+                defs.iter().map(|&d| (d, &*plan.expressions[d].expr)),
+                !explain,
+            );
+            // Each thread fills bits over its own positions; they are OR'd.
             let evaluate = |range: std::ops::Range<usize>| {
-                let mut results = Vec::new();
+                let mut partial = Partial {
+                    bits: defs.iter().map(|d| (*d, Bits::zeros(n))).collect(),
+                    ..Partial::default()
+                };
                 let mut candidates: Vec<usize> = Vec::new();
                 for p in range {
                     let subject: &Loaded = &side.subjects[p];
-                    candidates.clear();
-                    candidates.extend_from_slice(&always);
-                    for (attribute, by_value) in &anchored {
-                        if let Some(crate::directory::AttrRef::Text(v)) = subject.attribute(attribute)
-                            && let Some(ds) = by_value.get(v)
-                        {
-                            candidates.extend_from_slice(ds);
-                        }
-                    }
+                    index.candidates(subject, &mut candidates);
                     if candidates.is_empty() {
                         continue;
                     }
-                    candidates.sort_unstable();
-                    candidates.dedup();
                     let groups = groups_by_position.as_ref().map(|all| {
                         all[p]
                             .iter()
@@ -719,30 +711,32 @@ impl<'a, R: Reader> Run<'a, R> {
                     let scope = plan.runtime.scope(&bindings);
                     for &d in &candidates {
                         let expr = &plan.expressions[d].expr;
-                        let parts = (explain && side.affected[p]).then(|| {
-                            scope
+                        if explain && side.affected[p] {
+                            let parts = scope
                                 .evaluate_parts(expr)
                                 .into_iter()
                                 .map(|r| r.map_err(|e| e.message))
-                                .collect::<Vec<_>>()
-                        });
-                        results.push((d, p, scope.evaluate(expr), parts));
+                                .collect();
+                            partial.parts.push((d, p, parts));
+                        }
+                        match scope.evaluate(expr) {
+                            Ok(true) => partial.bits.get_mut(&d).expect("inserted").set(p, true),
+                            Ok(false) => {}
+                            // As with conditions, a missing attribute never
+                            // matches, and is not an error to report.
+                            Err(e) if e.missing_attribute => {}
+                            Err(e) => partial.errors.push((d, p, e.message)),
+                        }
                     }
                 }
-                results
+                partial
             };
-            type Evaluated = (
-                usize,
-                usize,
-                Result<bool, EvalError>,
-                Option<Vec<Result<bool, String>>>,
-            );
             let threads = if n >= 2048 {
                 super::plan::parallelism()
             } else {
                 1
             };
-            let results: Vec<Evaluated> = if threads > 1 {
+            let partials: Vec<Partial> = if threads > 1 {
                 let per = n.div_ceil(threads);
                 std::thread::scope(|scope| {
                     let handles: Vec<_> = (0..threads)
@@ -753,33 +747,34 @@ impl<'a, R: Reader> Run<'a, R> {
                         .collect();
                     handles
                         .into_iter()
-                        .flat_map(|h| h.join().expect("an expression thread panicked"))
+                        .map(|h| h.join().expect("an expression thread panicked"))
                         .collect()
                 })
             } else {
-                evaluate(0..n)
+                vec![evaluate(0..n)]
             };
             let mut bits: HashMap<usize, Bits> =
                 defs.iter().map(|d| (*d, Bits::zeros(n))).collect();
-            for (d, p, result, parts) in results {
-                let def = &plan.expressions[d];
-                let id = side.subjects[p].id();
-                if let Some(parts) = parts {
+            for partial in partials {
+                for (d, b) in partial.bits {
+                    let into = bits.get_mut(&d).expect("inserted");
+                    for (w, x) in into.0.iter_mut().zip(b.0) {
+                        *w |= x;
+                    }
+                }
+                for (d, p, parts) in partial.parts {
+                    let id = side.subjects[p].id();
                     out.expression_parts.entry(d).or_default().insert(id, parts);
                 }
-                match result {
-                    Ok(true) => bits.get_mut(&d).expect("inserted").set(p, true),
-                    Ok(false) => {}
-                    // As with conditions, a missing attribute never matches.
-                    Err(e) if e.missing_attribute => {}
-                    Err(e) => {
-                        out.groups
-                            .entry(def.owner)
-                            .or_default()
-                            .errors
-                            .entry(id)
-                            .or_insert_with(|| format!("{}: {}", def.field, e.message));
-                    }
+                for (d, p, message) in partial.errors {
+                    let def = &plan.expressions[d];
+                    let id = side.subjects[p].id();
+                    out.groups
+                        .entry(def.owner)
+                        .or_default()
+                        .errors
+                        .entry(id)
+                        .or_insert_with(|| format!("{}: {message}", def.field));
                 }
             }
             self.expression_bits.extend(bits);
