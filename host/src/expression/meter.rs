@@ -244,7 +244,26 @@ fn rewrite(e: &mut IdedExpr, groups: &HashMap<String, Uuid>, next: &mut u64, acc
             }
             wrap = c.func_name == "_+_" && !appends_to_accu;
         }
-        Expr::Select(s) => rewrite(&mut s.operand, groups, next, None),
+        Expr::Select(s) => {
+            rewrite(&mut s.operand, groups, next, None);
+            // `x.f` on a variable becomes `x['f']`: the same lookup (a
+            // missing key is the same error), without the interpreter first
+            // looking for a variable literally named "x.f", which costs a
+            // string join per evaluation.
+            if !s.test && matches!(s.operand.expr, Expr::Ident(_)) {
+                let operand = std::mem::take(&mut *s.operand);
+                *next += 1;
+                let key = IdedExpr {
+                    id: *next,
+                    expr: Expr::Literal(LiteralValue::String(s.field.clone().into())),
+                };
+                e.expr = Expr::Call(CallExpr {
+                    func_name: "_[_]".into(),
+                    target: None,
+                    args: vec![operand, key],
+                });
+            }
+        }
         Expr::List(l) => {
             for x in l.elements.iter_mut() {
                 rewrite(x, groups, next, None);

@@ -28,7 +28,7 @@ use super::universe::{Reader, Universe};
 use crate::auth::Read;
 use crate::directory::{SubjectKind, UserState};
 use crate::error::DomainError;
-use crate::expression::Chain;
+use crate::expression::{Chain, Expression};
 use crate::plugins::PluginError;
 
 /// Ids listed per list in a preview unless asked otherwise.
@@ -600,59 +600,84 @@ impl Ctx<'_> {
                         compiled: Some(e),
                         ..
                     }) => {
-                        c.at = format!("{field}{expr_at}");
-                        let values = self
-                            .plan
-                            .expressions
-                            .iter()
-                            .position(|d| d.field == c.at && !d.nested)
-                            .and_then(|n| self.expression_parts.get(&n))
-                            .and_then(|m| m.get(&subject));
-                        let parts: Vec<ExpressionPart> = e
-                            .parts()
-                            .iter()
-                            .enumerate()
-                            .map(|(i, part)| {
-                                let v = values.and_then(|v| v.get(i));
-                                ExpressionPart {
-                                    text: part.text.clone(),
-                                    value: v.and_then(|r| r.as_ref().ok().copied()),
-                                    error: v.and_then(|r| r.as_ref().err().cloned()),
-                                }
-                            })
-                            .collect();
-                        let shown: Vec<String> = parts
-                            .iter()
-                            .map(|p| match (&p.value, &p.error) {
-                                (Some(v), _) => format!("`{}` is {v}", p.text),
-                                (None, Some(err)) => format!("`{}` fails: {err}", p.text),
-                                (None, None) => format!("`{}` was not evaluated", p.text),
-                            })
-                            .collect();
-                        c.detail = format!(
-                            "the expression is {}: {}",
+                        c = self.expression_condition(
+                            format!("{field}{expr_at}"),
+                            e,
                             x.outcome.matched,
-                            shown.join("; ")
+                            subject,
                         );
-                        c.expression = Some(ExpressionExplanation {
-                            source: e.source().to_string(),
-                            chain: match e.chain() {
-                                Chain::And => "and",
-                                Chain::Or => "or",
-                                Chain::Single => "single",
-                            }
-                            .into(),
-                            parts,
-                        });
                     }
                     _ => {}
                 }
                 c
             })
-            .collect();
+            .collect::<Vec<_>>();
+        // A rule that is a single expression is decided by it alone, with
+        // no evaluator outcome to report.
+        let conditions = match model.and_then(RuleModel::single_expression) {
+            Some((at, e)) if conditions.is_empty() => {
+                vec![self.expression_condition(format!("{field}{at}"), e, matched, subject)]
+            }
+            _ => conditions,
+        };
         RuleExplanation {
             matched,
             conditions,
+        }
+    }
+
+    /// An expression's outcome for `subject`, with the value of each part.
+    fn expression_condition(
+        &self,
+        at: String,
+        e: &Expression,
+        matched: bool,
+        subject: Uuid,
+    ) -> ConditionExplanation {
+        let values = self
+            .plan
+            .expressions
+            .iter()
+            .position(|d| d.field == at && !d.nested)
+            .and_then(|n| self.expression_parts.get(&n))
+            .and_then(|m| m.get(&subject));
+        let parts: Vec<ExpressionPart> = e
+            .parts()
+            .iter()
+            .enumerate()
+            .map(|(i, part)| {
+                let v = values.and_then(|v| v.get(i));
+                ExpressionPart {
+                    text: part.text.clone(),
+                    value: v.and_then(|r| r.as_ref().ok().copied()),
+                    error: v.and_then(|r| r.as_ref().err().cloned()),
+                }
+            })
+            .collect();
+        let shown: Vec<String> = parts
+            .iter()
+            .map(|p| match (&p.value, &p.error) {
+                (Some(v), _) => format!("`{}` is {v}", p.text),
+                (None, Some(err)) => format!("`{}` fails: {err}", p.text),
+                (None, None) => format!("`{}` was not evaluated", p.text),
+            })
+            .collect();
+        ConditionExplanation {
+            at,
+            matched,
+            detail: format!("the expression is {matched}: {}", shown.join("; ")),
+            group: None,
+            related: None,
+            expression: Some(ExpressionExplanation {
+                source: e.source().to_string(),
+                chain: match e.chain() {
+                    Chain::And => "and",
+                    Chain::Or => "or",
+                    Chain::Single => "single",
+                }
+                .into(),
+                parts,
+            }),
         }
     }
 

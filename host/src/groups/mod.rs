@@ -68,6 +68,8 @@ struct Inner {
     replica: Mutex<Option<Replica>>,
     /// The full recompute in progress, if any.
     running: Mutex<Option<Uuid>>,
+    /// Compiled CEL expressions.
+    expressions: Arc<rule::ExpressionCache>,
 }
 
 /// Which subjects a run covers.
@@ -100,6 +102,7 @@ impl Groups {
                 generation: AtomicU64::new(0),
                 cache: Mutex::new(None),
                 replica: Mutex::new(None),
+                expressions: Arc::default(),
                 running: Mutex::new(None),
             }),
         };
@@ -135,12 +138,14 @@ impl Groups {
         let mut ctx = rule::ExpressionContext {
             users: schema.of(SubjectKind::User).to_vec(),
             devices: schema.of(SubjectKind::Device).to_vec(),
+            cache: Arc::clone(&self.inner.expressions),
             ..Default::default()
         };
         for g in all {
             ctx.names.insert((g.subject, g.name.to_lowercase()), g.id);
             ctx.groups.insert(g.id, (g.subject, g.name.clone()));
         }
+        ctx.cache.prepare(&ctx);
         ctx
     }
 

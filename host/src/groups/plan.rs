@@ -179,6 +179,9 @@ pub struct Plan {
     pub related_stage: Vec<usize>,
     /// CEL expressions, by number.
     pub expressions: Vec<ExpressionDef>,
+    /// Rules that are a single expression, with it: the expression's
+    /// outcome is the rule's, and no evaluator is called for them.
+    pub direct: Vec<(Unit, usize)>,
     /// Evaluates the expressions.
     pub runtime: Arc<expression::Runtime>,
     /// Group names, for expressions that read `.groups`.
@@ -408,6 +411,7 @@ struct Draft {
     related: Vec<RelatedDef>,
     related_stage: Vec<usize>,
     expressions: Vec<ExpressionDef>,
+    direct: Vec<(Unit, usize)>,
     parsed: HashMap<Uuid, Parsed>,
     buckets: BTreeMap<(usize, usize, String), Vec<BucketRule>>,
     group_reads: HashMap<Uuid, Reads>,
@@ -466,6 +470,7 @@ fn assemble(
     let mut related = Vec::new();
     let mut related_stage = Vec::new();
     let mut expressions: Vec<ExpressionDef> = Vec::new();
+    let mut direct: Vec<(Unit, usize)> = Vec::new();
     let mut buckets: BTreeMap<_, Vec<_>> = BTreeMap::new();
     let mut has_related = [false; 2];
     let after = |refs: &BTreeSet<super::rule::Reference>, stage_of: &HashMap<Uuid, usize>| {
@@ -500,6 +505,26 @@ fn assemble(
                     let text = raw.as_str().unwrap_or_default().to_string();
                     own_reads.add(g.subject, None);
                     texts.push((unit, text, None));
+                }
+                Some(model) if model.single_expression().is_some() => {
+                    // Nothing for an evaluator to do: the expression's
+                    // outcome is the rule's.
+                    let (own, related_reads) = model.reads();
+                    own_reads.add(g.subject, Some(&own));
+                    let (expr_at, e) = model.single_expression().expect("checked");
+                    if e.reads().reads_related {
+                        own_reads.add(other_kind(g.subject), Some(&related_reads));
+                        has_related[slot(g.subject)] = true;
+                    }
+                    top_exprs.push(expressions.len());
+                    direct.push((unit, expressions.len()));
+                    expressions.push(expression_def(
+                        *id,
+                        format!("{field}{expr_at}"),
+                        e,
+                        false,
+                        unit,
+                    ));
                 }
                 Some(model) => {
                     let (own, _) = model.reads();
@@ -572,11 +597,7 @@ fn assemble(
                         related_attribute(n)
                     });
                     if model.expression_reads_related() {
-                        let other = match g.subject {
-                            SubjectKind::User => SubjectKind::Device,
-                            SubjectKind::Device => SubjectKind::User,
-                        };
-                        own_reads.add(other, Some(&model.reads().1));
+                        own_reads.add(other_kind(g.subject), Some(&model.reads().1));
                         has_related[slot(g.subject)] = true;
                     }
                     top_exprs.extend(own_exprs);
@@ -619,6 +640,7 @@ fn assemble(
         related,
         related_stage,
         expressions,
+        direct,
         parsed: parsed.clone(),
         buckets,
         group_reads,
@@ -644,6 +666,13 @@ fn expression_def(
         consumer,
         attributes: Vec::new(),
         related_attributes: Vec::new(),
+    }
+}
+
+fn other_kind(kind: SubjectKind) -> SubjectKind {
+    match kind {
+        SubjectKind::User => SubjectKind::Device,
+        SubjectKind::Device => SubjectKind::User,
     }
 }
 
@@ -831,6 +860,17 @@ fn compile(
             expressions: expression_inputs.into_iter().collect(),
         });
     }
+    // Stages with only expressions have no program, but still run.
+    let last = draft
+        .stage_of
+        .values()
+        .chain(draft.expressions.iter().map(|d| &d.stage))
+        .max();
+    if let Some(&last) = last {
+        while stages.len() <= last {
+            stages.push(Vec::new());
+        }
+    }
     let mut by_stage = vec![Vec::new(); stages.len()];
     for id in &draft.order {
         if let Some(&stage) = draft.stage_of.get(id) {
@@ -844,6 +884,7 @@ fn compile(
         Readers::index(&draft.group_reads, SubjectKind::User),
         Readers::index(&draft.group_reads, SubjectKind::Device),
     ];
+    let direct = draft.direct;
     let mut expressions = draft.expressions;
     for def in &mut expressions {
         let typed = |kind: SubjectKind, names: &BTreeSet<String>| -> Vec<(String, AttrType)> {
@@ -869,6 +910,7 @@ fn compile(
         }
     }
     Ok(Ok(Plan {
+        direct,
         expressions,
         runtime: Arc::new(expression::Runtime::new()),
         group_names: Arc::new(

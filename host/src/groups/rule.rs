@@ -222,6 +222,25 @@ impl RuleModel {
         out
     }
 
+    /// The rule's only condition, when it is a single expression: its
+    /// position and the compiled expression.
+    pub fn single_expression(&self) -> Option<(&str, &Arc<Expression>)> {
+        match self.blocks.as_slice() {
+            [block] => match block.as_slice() {
+                [
+                    Cond::Expr {
+                        at,
+                        compiled: Some(e),
+                        nested: false,
+                        ..
+                    },
+                ] => Some((at, e)),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
     /// Whether a top-level expression reads the related subjects.
     pub fn expression_reads_related(&self) -> bool {
         self.conditions().any(|(_, c)| {
@@ -255,6 +274,11 @@ impl RuleModel {
                             group: &names,
                             related_only: *nested,
                         };
+                        let key = (kind, *nested, source.clone());
+                        if let Some(e) = ctx.cache.get(&key) {
+                            *compiled = Some(e);
+                            continue;
+                        }
                         let e = Expression::compile(source, &env).map_err(|problems| {
                             let message = problems
                                 .iter()
@@ -263,7 +287,9 @@ impl RuleModel {
                                 .join("\n");
                             DomainError::invalid_rule(format!("{field}{at}"), message)
                         })?;
-                        *compiled = Some(Arc::new(e));
+                        let e = Arc::new(e);
+                        ctx.cache.put(key, Arc::clone(&e));
+                        *compiled = Some(e);
                     }
                     Cond::Related { kind: rk, rule, .. } => {
                         let rk = *rk;
@@ -410,6 +436,55 @@ pub struct ExpressionContext {
     pub names: HashMap<(SubjectKind, String), Uuid>,
     /// Group → `(kind, name)`.
     pub groups: HashMap<Uuid, (SubjectKind, String)>,
+    /// Expressions compiled against this same schema and these same names.
+    pub cache: Arc<ExpressionCache>,
+}
+
+/// Compiled expressions, so that checking one group's references (which
+/// parses every other group's rule) does not compile every expression again.
+/// An entry holds for one schema and one set of group names: the cache is
+/// emptied when either changes ([`ExpressionCache::prepare`]).
+#[derive(Debug, Default)]
+pub struct ExpressionCache {
+    inner: parking_lot::Mutex<(u64, HashMap<ExpressionKey, Arc<Expression>>)>,
+}
+
+/// Whose expression, whether nested, its source.
+type ExpressionKey = (SubjectKind, bool, String);
+
+/// Entries kept at most; beyond, the cache starts over.
+const MAX_CACHED_EXPRESSIONS: usize = 20_000;
+
+impl ExpressionCache {
+    /// Makes the cache hold for `ctx`'s schema and names, emptying it if
+    /// they changed.
+    pub fn prepare(&self, ctx: &ExpressionContext) {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        for a in ctx.users.iter().chain(&ctx.devices) {
+            (&a.name, a.subject, a.attr_type as u8).hash(&mut h);
+        }
+        let mut names: Vec<(&Uuid, &(SubjectKind, String))> = ctx.groups.iter().collect();
+        names.sort();
+        names.hash(&mut h);
+        let fingerprint = h.finish();
+        let mut inner = self.inner.lock();
+        if inner.0 != fingerprint {
+            *inner = (fingerprint, HashMap::new());
+        }
+    }
+
+    fn get(&self, key: &ExpressionKey) -> Option<Arc<Expression>> {
+        self.inner.lock().1.get(key).cloned()
+    }
+
+    fn put(&self, key: ExpressionKey, e: Arc<Expression>) {
+        let mut inner = self.inner.lock();
+        if inner.1.len() >= MAX_CACHED_EXPRESSIONS {
+            inner.1.clear();
+        }
+        inner.1.insert(key, e);
+    }
 }
 
 impl ExpressionContext {

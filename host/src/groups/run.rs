@@ -408,6 +408,16 @@ impl<'a, R: Reader> Run<'a, R> {
         }
         for (stage, programs) in self.plan.stages.iter().enumerate() {
             self.run_expressions(stage, &mut out);
+            for (unit, n) in &self.plan.direct {
+                if self.plan.expressions[*n].stage != stage {
+                    continue;
+                }
+                if let Some(bits) = self.expression_bits.get(n)
+                    && bits.0.iter().any(|w| *w != 0)
+                {
+                    self.rule_bits.insert(*unit, bits.clone());
+                }
+            }
             for program in programs {
                 self.run_program(program, &mut out)?;
             }
