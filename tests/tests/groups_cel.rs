@@ -459,3 +459,51 @@ async fn explain_and_preview_show_each_part() {
         .body;
     assert_eq!(p["members"]["count"], 1, "{p}");
 }
+
+#[tokio::test]
+async fn review_mode_and_exemptions_apply_to_expressions() {
+    let server = Server::start_with_plugins(&[]);
+    let api = server.admin();
+    let ada = api.user("ada", json!({"location": "Denver"})).await;
+    let bob = api.user("bob", json!({"location": "Denver"})).await;
+    let cy = api.user("cy", json!({"location": "Austin"})).await;
+    let g = api
+        .post(
+            "/api/v1/groups",
+            json!({"name": "Denver (reviewed)", "subject": "user", "type": "dynamic", "review": true,
+                   "rule": expr("user.location == 'Denver'")}),
+        )
+        .await
+        .expect(201)
+        .body;
+    assert_eq!(g["status"]["pending_suggestions"], 2, "{g}");
+    let g = g["id"].as_str().unwrap().to_string();
+    assert_eq!(api.member_ids(&g).await, Vec::<String>::new());
+    api.post(
+        &format!("/api/v1/groups/{g}/suggestions/accept"),
+        json!({"subject_ids": [ada, bob]}),
+    )
+    .await
+    .expect(200);
+    assert_eq!(
+        api.member_ids(&g).await,
+        sorted(vec![ada.clone(), bob.clone()])
+    );
+
+    // Exemptions override the expression: "never" for bob, "always" for cy.
+    let plain = api
+        .dynamic_group("Denver", "user", expr("user.location == 'Denver'"))
+        .await;
+    for (subject, kind) in [(&bob, "never"), (&cy, "always")] {
+        api.post(
+            &format!("/api/v1/groups/{plain}/exemptions"),
+            json!({"subject_id": subject, "kind": kind}),
+        )
+        .await
+        .expect(200);
+    }
+    assert_eq!(
+        api.member_ids(&plain).await,
+        sorted(vec![ada.clone(), cy.clone()])
+    );
+}

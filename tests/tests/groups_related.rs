@@ -363,6 +363,40 @@ async fn incremental_changes_agree_with_a_full_recompute() {
     )
     .await
     .expect(201);
+    // CEL rules: alone, next to conditions, across subjects, and through
+    // in_group.
+    let mut cel_groups = Vec::new();
+    for (name, subject, rule) in [
+        (
+            "CEL: Eng or Sales, in Denver or with a Mac",
+            "user",
+            json!({"expression": "user.department in ['Engineering', 'Sales'] && (user.location == 'Denver' \
+                                   || user.devices.exists(d, d.os_family == 'macos'))"}),
+        ),
+        (
+            "CEL: in Eng, or in Berlin",
+            "user",
+            json!({"expression": "in_group('Eng') || user.location == 'Berlin'"}),
+        ),
+        (
+            "CEL: Sales outside Berlin",
+            "user",
+            json!({"conditions": [eq("department", json!(["Sales"]))],
+                   "expression": "user.location != 'Berlin'"}),
+        ),
+        (
+            "CEL: devices whose users are all active",
+            "device",
+            json!({"expression": "size(device.users) > 0 && device.users.all(u, u.state == 'active')"}),
+        ),
+        (
+            "CEL: devices with a Denver user",
+            "device",
+            json!({"conditions": [{"users": {"conditions": [{"expression": "user.location == 'Denver'"}]}}]}),
+        ),
+    ] {
+        cel_groups.push(api.dynamic_group(name, subject, rule).await);
+    }
 
     let mut rng = Rng(0x5eed_cafe_f00d_1234);
     let mut users: Vec<String> = Vec::new();
@@ -449,6 +483,14 @@ async fn incremental_changes_agree_with_a_full_recompute() {
         json!({"added": 0, "removed": 0, "suggested": 0}),
         "incremental and full disagree"
     );
+    // The CEL groups took part: each has members by now.
+    let mut empty = Vec::new();
+    for g in &cel_groups {
+        if api.member_ids(g).await.is_empty() {
+            empty.push(api.get(&format!("/api/v1/groups/{g}")).await.body["name"].clone());
+        }
+    }
+    assert!(empty.is_empty(), "CEL groups that stayed empty: {empty:?}");
 
     // Both paths use the engine's in-memory copy of the directory; after a
     // restart it is loaded from the store again, and a full recompute (the
