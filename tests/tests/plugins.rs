@@ -89,10 +89,30 @@ async fn built_in_and_test_plugins_load_and_describe_themselves() {
         names,
         [
             "echo-importer",
+            "generic-oidc",
             "hostile",
             "python-importer",
             "rules-standard"
         ]
+    );
+    // The OpenID Connect connector describes its settings, the client
+    // secret marked secret.
+    let oidc = api
+        .get("/api/v1/plugins/generic-oidc")
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(oidc["manifest"]["world"], "idp-connector", "{oidc}");
+    let secret = oidc["manifest"]["config"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "client_secret")
+        .cloned();
+    assert_eq!(
+        secret.map(|f| f["kind"].clone()),
+        Some(json!("secret")),
+        "{oidc}"
     );
     let standard = api
         .get("/api/v1/plugins/rules-standard")
