@@ -10,6 +10,7 @@ pub mod config;
 pub mod directory;
 pub mod error;
 pub mod expression;
+pub mod federation;
 pub mod groups;
 pub mod json;
 pub mod migrations;

@@ -86,7 +86,14 @@ pub fn build(config: &Config, store: Store, clock: Arc<dyn Clock>) -> Result<App
     let instances = Instances::new(store.clone(), Arc::clone(&clock), registry.clone(), secrets);
     let groups = Groups::open(store.clone(), Arc::clone(&clock), registry.clone())
         .map_err(|e| ServerError::Plugins(format!("groups: {e}")))?;
+    let federation = crate::federation::Federation::new(
+        store.clone(),
+        Arc::clone(&clock),
+        registry.clone(),
+        instances.clone(),
+    );
     let state = AppState {
+        federation,
         directory: Directory::new(store.clone(), Arc::clone(&clock))
             .with_listener(Arc::new(groups.clone())),
         groups,

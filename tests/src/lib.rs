@@ -501,3 +501,52 @@ impl Api {
         panic!("the recompute did not finish in 30 s");
     }
 }
+
+/// A real OpenID Provider: npm `oidc-provider` (installed into `tests/npm`
+/// by `npm ci --prefix tests/npm`) on a free loopback port, started by
+/// `tests/npm/oidc-provider.mjs` and stopped when dropped.
+pub struct OidcProvider {
+    child: Child,
+    /// Its issuer URL, `http://127.0.0.1:<port>`.
+    pub issuer: String,
+}
+
+impl OidcProvider {
+    /// Starts a provider with `settings`: `{"clients": [...], "accounts":
+    /// {"<login>": {<claims>}}}` (see the script).
+    pub fn start(settings: &Value) -> OidcProvider {
+        let npm = Path::new(env!("CARGO_MANIFEST_DIR")).join("npm");
+        assert!(
+            npm.join("node_modules/oidc-provider").exists(),
+            "oidc-provider is not installed: run `npm ci --prefix tests/npm` (the README's test command does)"
+        );
+        let mut child = Command::new("node")
+            .arg("oidc-provider.mjs")
+            .arg(settings.to_string())
+            .current_dir(&npm)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting node (needed for the OpenID Provider)");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(issuer) = line.strip_prefix("listening ") {
+                    let _ = tx.send(issuer.to_string());
+                }
+            }
+        });
+        let issuer = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the OpenID Provider did not start within 20 s");
+        OidcProvider { child, issuer }
+    }
+}
+
+impl Drop for OidcProvider {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

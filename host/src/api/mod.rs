@@ -8,6 +8,7 @@ mod devices;
 pub mod error;
 pub mod extract;
 mod groups;
+mod idps;
 mod keys;
 pub mod metrics;
 mod ops;
@@ -65,6 +66,8 @@ pub struct AppState {
     pub plugins: crate::plugins::Registry,
     /// Configured plugin instances.
     pub instances: crate::plugins::Instances,
+    /// Identity providers and federated sign-in.
+    pub federation: crate::federation::Federation,
     /// Largest plugin upload body.
     pub max_upload_bytes: usize,
 }
@@ -88,6 +91,7 @@ pub(crate) fn allow<T>(cap: Option<T>, p: &Principal, what: &str) -> Result<T, A
         (name = "attributes", description = "The attribute schema"),
         (name = "groups", description = "Static and dynamic groups of users and devices"),
         (name = "access", description = "Resources, group bindings and effective access"),
+        (name = "federation", description = "Identity providers for federated sign-in"),
         (name = "audit", description = "The audit log"),
         (name = "api-keys", description = "API keys and roles"),
         (name = "plugins", description = "WebAssembly plugins and their configured instances"),
@@ -193,6 +197,8 @@ fn api_routes() -> OpenApiRouter<AppState> {
             plugins::delete_instance
         ))
         .routes(routes!(plugins::preview_instance))
+        .routes(routes!(idps::list_idps, idps::create_idp))
+        .routes(routes!(idps::get_idp, idps::update_idp, idps::delete_idp))
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))
         .routes(routes!(ops::metrics))

@@ -449,6 +449,23 @@ impl Instances {
         Ok(self.load(id)?.public)
     }
 
+    /// An instance's configuration as its plugin receives it, secrets in
+    /// clear: for the host's own calls to the plugin (an IdP's connector).
+    /// Never returned through the API.
+    pub(crate) fn plugin_config(
+        &self,
+        id: &str,
+    ) -> Result<(Manifest, Vec<types::ConfigEntry>), DomainError> {
+        let stored = self.load(id)?;
+        let manifest = self.manifest_for(&stored.public.plugin)?;
+        let checked = Checked {
+            public: stored.public.config.clone(),
+            secrets: self.unseal(&stored)?,
+        };
+        let config = entries(&manifest, &checked);
+        Ok((manifest, config))
+    }
+
     /// Change an instance. Blocking: the plugin validates the merged config.
     pub fn update(
         &self,

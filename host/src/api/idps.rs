@@ -1,0 +1,131 @@
+//! `/api/v1/idps`: identity providers for federated sign-in. Parse,
+//! authorize, call the federation service.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use super::error::{ApiError, ErrorBody};
+use super::extract::{ApiJson, if_match, parse_id, versioned};
+use super::{AppState, allow};
+use crate::auth::Principal;
+use crate::federation::{Idp, IdpInput};
+
+fn idp_response(status: StatusCode, i: Idp) -> Response {
+    versioned(status, i.version, "/api/v1/idps", i.id, i)
+}
+
+/// All identity providers.
+#[derive(Serialize, ToSchema)]
+pub struct IdpList {
+    /// By name.
+    pub items: Vec<Idp>,
+}
+
+/// List identity providers.
+#[utoipa::path(
+    get, path = "/api/v1/idps", tag = "federation",
+    responses((status = 200, body = IdpList)),
+    security(("api_key" = []))
+)]
+pub async fn list_idps(State(s): State<AppState>, p: Principal) -> Result<Json<IdpList>, ApiError> {
+    let read = allow(p.read(), &p, "read identity providers")?;
+    Ok(Json(IdpList {
+        items: s.federation.list(&read)?,
+    }))
+}
+
+/// Create an identity provider. Its connector instance holds the provider
+/// settings and the client secret; the provider's discovery document and
+/// keys are fetched now, and any problem is a 422.
+#[utoipa::path(
+    post, path = "/api/v1/idps", tag = "federation",
+    request_body = IdpInput,
+    responses((status = 201, body = Idp), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn create_idp(
+    State(s): State<AppState>,
+    p: Principal,
+    ApiJson(input): ApiJson<IdpInput>,
+) -> Result<Response, ApiError> {
+    let cap = allow(p.manage_plugins(), &p, "configure identity providers")?;
+    let idp = s.federation.create(&cap, input).await?;
+    Ok(idp_response(StatusCode::CREATED, idp))
+}
+
+/// Get an identity provider.
+#[utoipa::path(
+    get, path = "/api/v1/idps/{id}", tag = "federation",
+    params(("id" = String, Path, description = "IdP id")),
+    responses((status = 200, body = Idp), (status = 404, body = ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn get_idp(
+    State(s): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let read = allow(p.read(), &p, "read identity providers")?;
+    let idp = s
+        .federation
+        .get(&read, &parse_id("identity provider", &id)?)?;
+    Ok(idp_response(StatusCode::OK, idp))
+}
+
+/// Change an identity provider with a JSON merge patch; discovery is
+/// checked again.
+#[utoipa::path(
+    patch, path = "/api/v1/idps/{id}", tag = "federation",
+    params(("id" = String, Path, description = "IdP id"), ("If-Match" = Option<String>, Header, description = "ETag from a previous read")),
+    request_body(content = Object, description = "Merge patch over the fields of IdpInput", content_type = "application/merge-patch+json"),
+    responses((status = 200, body = Idp), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 412, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn update_idp(
+    State(s): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    ApiJson(patch): ApiJson<Value>,
+) -> Result<Response, ApiError> {
+    let cap = allow(p.manage_plugins(), &p, "configure identity providers")?;
+    let idp = s
+        .federation
+        .update(
+            &cap,
+            &parse_id("identity provider", &id)?,
+            &patch,
+            if_match(&headers)?,
+        )
+        .await?;
+    Ok(idp_response(StatusCode::OK, idp))
+}
+
+/// Delete an identity provider (its connector instance stays).
+#[utoipa::path(
+    delete, path = "/api/v1/idps/{id}", tag = "federation",
+    params(("id" = String, Path, description = "IdP id"), ("If-Match" = Option<String>, Header, description = "ETag from a previous read")),
+    responses((status = 204, description = "Deleted"), (status = 404, body = ErrorBody), (status = 412, body = ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn delete_idp(
+    State(s): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    let cap = allow(p.manage_plugins(), &p, "configure identity providers")?;
+    s.federation
+        .delete(
+            &cap,
+            &parse_id("identity provider", &id)?,
+            if_match(&headers)?,
+        )
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}

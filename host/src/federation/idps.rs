@@ -1,0 +1,504 @@
+//! Identity providers: configuration, and discovery checked on save.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use cohort_storage::{Store, WriteTxn};
+use openidconnect::IssuerUrl;
+use openidconnect::core::CoreProviderMetadata;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::http::send;
+use super::keys::{IDP_NAMES, IDPS};
+use crate::audit::{self, Record};
+use crate::auth::{ManagePlugins, Mutation, Read};
+use crate::clock::Clock;
+use crate::directory::decode_patch;
+use crate::error::DomainError;
+use crate::plugins::bindings::idp::ConnectorError;
+use crate::plugins::{Instances, Registry, World};
+
+/// How long discovery may take when an IdP is saved.
+const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How an upstream identity is matched to a directory user.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Matching {
+    /// The directory attribute the connector maps the identity into and that
+    /// is compared (case-insensitively for `email` and `username`).
+    #[serde(default = "default_attribute")]
+    pub attribute: String,
+}
+
+fn default_attribute() -> String {
+    "email".into()
+}
+
+impl Default for Matching {
+    fn default() -> Self {
+        Matching {
+            attribute: default_attribute(),
+        }
+    }
+}
+
+/// What discovery found when the IdP was last saved.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Discovered {
+    /// The issuer, as the provider states it.
+    pub issuer: String,
+    /// Where users are sent to sign in.
+    pub authorization_endpoint: String,
+    /// Where codes are exchanged.
+    pub token_endpoint: Option<String>,
+    /// The provider's signing keys.
+    pub jwks_uri: String,
+    /// ID token signing algorithms the provider advertises; nothing else is
+    /// accepted (and never `none`).
+    pub signing_algorithms: Vec<String>,
+    /// Number of keys in the key set when it was fetched.
+    pub keys: usize,
+    /// When.
+    pub checked_at: DateTime<Utc>,
+}
+
+/// An identity provider.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Idp {
+    /// Stable id.
+    pub id: Uuid,
+    /// Unique name, shown to users.
+    pub name: String,
+    /// The connector plugin instance with the provider settings and the
+    /// client secret (see `/api/v1/plugin-instances`).
+    pub instance_id: String,
+    /// Its connector plugin.
+    pub connector: String,
+    /// How identities are matched to users.
+    pub matching: Matching,
+    /// Create a user (as `active`) when no user matches. Off by default:
+    /// users must exist in the directory first.
+    pub jit: bool,
+    /// Whether sign-ins may use it.
+    pub enabled: bool,
+    /// Discovery, as last checked.
+    pub discovered: Discovered,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// When it last changed.
+    pub updated_at: DateTime<Utc>,
+    /// Increments on every change; the ETag.
+    pub version: u64,
+}
+
+/// The writable fields of an IdP.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IdpInput {
+    /// Unique name.
+    pub name: String,
+    /// The id or name of an `idp-connector` plugin instance.
+    pub instance: String,
+    /// How identities are matched to users (default: `email`).
+    #[serde(default)]
+    pub matching: Matching,
+    /// Create unknown users (default false).
+    #[serde(default)]
+    pub jit: bool,
+    /// In use (default true).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl From<&Idp> for IdpInput {
+    fn from(i: &Idp) -> Self {
+        IdpInput {
+            name: i.name.clone(),
+            instance: i.instance_id.clone(),
+            matching: i.matching.clone(),
+            jit: i.jit,
+            enabled: i.enabled,
+        }
+    }
+}
+
+/// The federation service.
+#[derive(Clone)]
+pub struct Federation {
+    store: Store,
+    clock: Arc<dyn Clock>,
+    registry: Registry,
+    instances: Instances,
+    http: reqwest::Client,
+}
+
+const READ_ONLY: &[(&str, &str)] = &[
+    ("id", "is assigned by Cohort"),
+    ("connector", "follows the instance"),
+    ("instance_id", "is set through `instance`"),
+    ("discovered", "is read from the provider"),
+    ("created_at", "is set by Cohort"),
+    ("updated_at", "is set by Cohort"),
+    ("version", "is set by Cohort; send it as If-Match instead"),
+];
+
+impl Federation {
+    /// The service over `store`; connector settings live in `instances`.
+    pub fn new(
+        store: Store,
+        clock: Arc<dyn Clock>,
+        registry: Registry,
+        instances: Instances,
+    ) -> Federation {
+        let http = reqwest::Client::builder()
+            .timeout(DISCOVERY_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap_or_default();
+        Federation {
+            store,
+            clock,
+            registry,
+            instances,
+            http,
+        }
+    }
+
+    /// Every IdP, by name. IdPs are few and configured by hand.
+    pub fn list(&self, _: &Read) -> Result<Vec<Idp>, DomainError> {
+        let mut out: Vec<Idp> = self
+            .store
+            .scan(IDPS, b"", None, false)
+            .map(|r| {
+                let (_, v) = r?;
+                Ok(cohort_storage::decode_json(IDPS, &v)?)
+            })
+            .collect::<Result<_, DomainError>>()?;
+        out.sort_by_key(|i| i.name.to_lowercase());
+        Ok(out)
+    }
+
+    /// One IdP.
+    pub fn get(&self, _: &Read, id: &Uuid) -> Result<Idp, DomainError> {
+        self.load(id)
+    }
+
+    fn load(&self, id: &Uuid) -> Result<Idp, DomainError> {
+        self.store
+            .get_json(IDPS, id.as_bytes())?
+            .ok_or_else(|| DomainError::not_found("identity provider", id))
+    }
+
+    /// The instance `reference` names (id or name), which must configure an
+    /// `idp-connector` plugin.
+    fn instance(
+        &self,
+        reference: &str,
+    ) -> Result<crate::plugins::instances::Instance, DomainError> {
+        let found = self
+            .instances
+            .list()?
+            .into_iter()
+            .find(|i| i.id == reference || i.name == reference)
+            .ok_or_else(|| {
+                DomainError::invalid("instance", format!("no plugin instance {reference:?}"))
+            })?;
+        let world = self.registry.manifest(&found.plugin).map(|m| m.world);
+        if world != Some(World::IdpConnector) {
+            return Err(DomainError::invalid(
+                "instance",
+                format!(
+                    "{:?} configures {}, which is not an IdP connector",
+                    found.name, found.plugin
+                ),
+            ));
+        }
+        Ok(found)
+    }
+
+    /// Asks the connector where the provider is, then reads its discovery
+    /// document and key set. Every failure is the admin's to fix, so each
+    /// says what was tried.
+    async fn discover(&self, instance_id: &str) -> Result<Discovered, DomainError> {
+        let (manifest, config) = self.instances.plugin_config(instance_id)?;
+        let plugin = self
+            .registry
+            .callable(&manifest.name, World::IdpConnector)
+            .map_err(|e| DomainError::invalid("instance", e.to_string()))?;
+        let runtime = Arc::clone(self.registry.runtime());
+        let endpoints =
+            tokio::task::spawn_blocking(move || runtime.idp_endpoints(&plugin, &config))
+                .await
+                .map_err(|e| DomainError::invalid("instance", e.to_string()))?
+                .map_err(|e| DomainError::invalid("instance", e.to_string()))?
+                .map_err(|e| DomainError::invalid("instance", connector_error(e)))?;
+        let issuer = IssuerUrl::new(endpoints.issuer.clone()).map_err(|e| {
+            DomainError::invalid(
+                "instance",
+                format!("the issuer {:?} is not a URL: {e}", endpoints.issuer),
+            )
+        })?;
+        let client = self.http.clone();
+        let http = move |req| {
+            let client = client.clone();
+            async move { send(&client, req).await }
+        };
+        let metadata = CoreProviderMetadata::discover_async(issuer, &http)
+            .await
+            .map_err(|e| {
+                DomainError::invalid(
+                    "instance",
+                    format!(
+                        "discovery at {}/.well-known/openid-configuration failed: {}",
+                        endpoints.issuer.trim_end_matches('/'),
+                        describe(&e)
+                    ),
+                )
+            })?;
+        let signing_algorithms: Vec<String> = metadata
+            .id_token_signing_alg_values_supported()
+            .iter()
+            .map(|a| {
+                serde_json::to_value(a)
+                    .ok()
+                    .and_then(|v| v.as_str().map(String::from))
+                    .unwrap_or_default()
+            })
+            .filter(|a| !a.is_empty() && a != "none")
+            .collect();
+        if signing_algorithms.is_empty() {
+            return Err(DomainError::invalid(
+                "instance",
+                "the provider advertises no ID token signing algorithm Cohort accepts (`none` never is)",
+            ));
+        }
+        Ok(Discovered {
+            issuer: metadata.issuer().to_string(),
+            authorization_endpoint: metadata.authorization_endpoint().to_string(),
+            token_endpoint: metadata.token_endpoint().map(|u| u.to_string()),
+            jwks_uri: metadata.jwks_uri().to_string(),
+            signing_algorithms,
+            keys: metadata.jwks().keys().len(),
+            checked_at: self.clock.now(),
+        })
+    }
+
+    /// Creates an IdP, after checking its connector and the provider's
+    /// discovery.
+    pub async fn create(
+        &self,
+        cap: &ManagePlugins<'_>,
+        input: IdpInput,
+    ) -> Result<Idp, DomainError> {
+        check(&input)?;
+        let instance = self.instance(&input.instance)?;
+        let discovered = self.discover(&instance.id).await?;
+        let now = self.clock.now();
+        let idp = Idp {
+            id: Uuid::now_v7(),
+            name: input.name,
+            instance_id: instance.id,
+            connector: instance.plugin,
+            matching: input.matching,
+            jit: input.jit,
+            enabled: input.enabled,
+            discovered,
+            created_at: now,
+            updated_at: now,
+            version: 1,
+        };
+        let actor = cap.actor().clone();
+        let out = idp.clone();
+        self.store
+            .write(|txn| put(txn, &actor, "idp.create", None, &idp))?
+            .durable()
+            .await?;
+        Ok(out)
+    }
+
+    /// Changes an IdP with a JSON merge patch; discovery is checked again.
+    pub async fn update(
+        &self,
+        cap: &ManagePlugins<'_>,
+        id: &Uuid,
+        patch: &Value,
+        if_match: Option<u64>,
+    ) -> Result<Idp, DomainError> {
+        let before = self.load(id)?;
+        if let Some(v) = if_match
+            && v != before.version
+        {
+            return Err(DomainError::VersionMismatch {
+                current: before.version,
+            });
+        }
+        let input: IdpInput = decode_patch(&IdpInput::from(&before), patch, READ_ONLY)?;
+        check(&input)?;
+        let instance = self.instance(&input.instance)?;
+        let discovered = self.discover(&instance.id).await?;
+        let after = Idp {
+            name: input.name,
+            instance_id: instance.id,
+            connector: instance.plugin,
+            matching: input.matching,
+            jit: input.jit,
+            enabled: input.enabled,
+            discovered,
+            updated_at: self.clock.now(),
+            version: before.version + 1,
+            ..before.clone()
+        };
+        let actor = cap.actor().clone();
+        let out = after.clone();
+        self.store
+            .write(|txn| {
+                let current = txn
+                    .get_json::<Idp>(IDPS, id.as_bytes())?
+                    .ok_or_else(|| DomainError::not_found("identity provider", id))?;
+                if current.version != before.version {
+                    return Err(DomainError::VersionMismatch {
+                        current: current.version,
+                    });
+                }
+                put(txn, &actor, "idp.update", Some(&before), &after)
+            })?
+            .durable()
+            .await?;
+        Ok(out)
+    }
+
+    /// Deletes an IdP. Its connector instance stays.
+    pub async fn delete(
+        &self,
+        cap: &ManagePlugins<'_>,
+        id: &Uuid,
+        if_match: Option<u64>,
+    ) -> Result<(), DomainError> {
+        let actor = cap.actor().clone();
+        let now = self.clock.now();
+        self.store
+            .write(|txn| {
+                let idp = txn
+                    .get_json::<Idp>(IDPS, id.as_bytes())?
+                    .ok_or_else(|| DomainError::not_found("identity provider", id))?;
+                if let Some(v) = if_match
+                    && v != idp.version
+                {
+                    return Err(DomainError::VersionMismatch {
+                        current: idp.version,
+                    });
+                }
+                txn.delete(IDPS, id.as_bytes());
+                txn.delete(IDP_NAMES, idp.name.to_lowercase().as_bytes());
+                audit::record(
+                    txn,
+                    now,
+                    &actor,
+                    Record {
+                        action: "idp.delete",
+                        resource_type: "idp",
+                        resource_id: id.to_string(),
+                        changes: audit::diff(Some(&idp), None::<&Idp>),
+                    },
+                )?;
+                Ok(())
+            })?
+            .durable()
+            .await?;
+        Ok(())
+    }
+}
+
+fn check(input: &IdpInput) -> Result<(), DomainError> {
+    let name = input.name.as_str();
+    if name.trim().is_empty()
+        || name.trim() != name
+        || name.chars().count() > 100
+        || name.chars().any(char::is_control)
+    {
+        return Err(DomainError::invalid(
+            "name",
+            "must be 1-100 characters, without control characters or surrounding spaces",
+        ));
+    }
+    let a = input.matching.attribute.as_str();
+    if a.is_empty() {
+        return Err(DomainError::invalid(
+            "matching.attribute",
+            "names the directory attribute identities are matched on, such as email",
+        ));
+    }
+    Ok(())
+}
+
+fn put(
+    txn: &mut WriteTxn<'_>,
+    actor: &crate::auth::Actor,
+    action: &str,
+    before: Option<&Idp>,
+    after: &Idp,
+) -> Result<(), DomainError> {
+    let key = after.name.to_lowercase();
+    let renamed = before.is_none_or(|b| b.name.to_lowercase() != key);
+    if renamed {
+        if txn.contains(IDP_NAMES, key.as_bytes())? {
+            return Err(DomainError::Conflict {
+                code: "name_taken",
+                field: Some("name".into()),
+                message: format!("an identity provider named {:?} already exists", after.name),
+            });
+        }
+        if let Some(b) = before {
+            txn.delete(IDP_NAMES, b.name.to_lowercase().as_bytes());
+        }
+        txn.put(IDP_NAMES, key.as_bytes(), after.id.as_bytes().to_vec());
+    }
+    txn.put_json(IDPS, after.id.as_bytes(), after)?;
+    audit::record(
+        txn,
+        after.updated_at,
+        actor,
+        Record {
+            action,
+            resource_type: "idp",
+            resource_id: after.id.to_string(),
+            changes: audit::diff(before, Some(after)),
+        },
+    )?;
+    Ok(())
+}
+
+fn connector_error(e: ConnectorError) -> String {
+    match e {
+        ConnectorError::Config(c) => format!("the connector refused its settings: {c:?}"),
+        ConnectorError::Rejected(m) | ConnectorError::BadResponse(m) | ConnectorError::Other(m) => {
+            m
+        }
+        ConnectorError::Http(h) => format!("{h:?}"),
+    }
+}
+
+/// A discovery error with its causes, which carry the useful part ("issuer
+/// does not match", "connection refused").
+fn describe(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}

@@ -1,0 +1,8 @@
+//! Where federation keeps its data.
+
+use cohort_storage::Keyspace;
+
+/// IdP id → `Idp` JSON.
+pub const IDPS: Keyspace = Keyspace::new("idps");
+/// Lowercased IdP name → IdP id.
+pub const IDP_NAMES: Keyspace = Keyspace::new("idp_names");
