@@ -164,3 +164,146 @@ async fn discovery_problems_are_the_admins_to_fix_at_once() {
     let list = api.get("/api/v1/idps").await.expect(200).body;
     assert_eq!(list["items"], json!([]), "{list}");
 }
+
+#[tokio::test]
+async fn routing_picks_the_first_matching_rule_and_simulation_says_so() {
+    let op = provider();
+    let server = Server::start_with_plugins(&[]);
+    let api = server.admin();
+    instance(&api, "test-op", &op.issuer).await;
+    let idp = api
+        .post(
+            "/api/v1/idps",
+            json!({"name": "Corp SSO", "instance": "test-op"}),
+        )
+        .await
+        .expect(201)
+        .body["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let ada = api.user("ada", json!({})).await;
+    let _bob = api.user("bob", json!({})).await;
+    let eng = api
+        .post(
+            "/api/v1/groups",
+            json!({"name": "Pilot", "subject": "user"}),
+        )
+        .await
+        .expect(201)
+        .body["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    api.post(
+        &format!("/api/v1/groups/{eng}/members"),
+        json!({"subject_id": ada}),
+    )
+    .await
+    .expect(200);
+
+    // Until routing is set, everyone signs in locally.
+    let r = api.get("/api/v1/sign-in/routing").await.expect(200);
+    assert_eq!(r.body["default"], json!({"type": "local"}), "{}", r.body);
+    assert_eq!(r.body["version"], 0);
+
+    let routing = json!({
+        "rules": [
+            {"name": "Pilot group", "condition": {"group": eng}, "target": {"type": "idp", "idp_id": idp}},
+            {"name": "Corp domain", "condition": {"email_domain": ["@Corp.Example"]}, "target": {"type": "idp", "idp_id": idp}},
+        ],
+        "default": {"type": "local"},
+    });
+    let r = api
+        .send(
+            reqwest::Method::PUT,
+            "/api/v1/sign-in/routing",
+            Some(&routing),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["version"], 1);
+    // Domains are kept normalized.
+    assert_eq!(
+        r.body["rules"][1]["condition"]["email_domain"],
+        json!(["corp.example"])
+    );
+
+    let simulate = |identifier: &str| {
+        let api = api.clone();
+        let body = json!({"identifier": identifier});
+        async move {
+            api.post("/api/v1/sign-in/simulate", body)
+                .await
+                .expect(200)
+                .body
+        }
+    };
+    // ada is in the pilot group: rule 0.
+    let s = simulate("ADA").await;
+    assert_eq!(s["route"]["rule"], 0, "{s}");
+    assert_eq!(s["route"]["user_id"], ada.as_str(), "{s}");
+    assert_eq!(s["idp"]["name"], "Corp SSO", "{s}");
+    // Someone not in the directory at the corporate domain: rule 1.
+    let s = simulate("new.hire@corp.example").await;
+    assert_eq!(s["route"]["rule"], 1, "{s}");
+    assert_eq!(s["route"]["user_id"], Value::Null, "{s}");
+    // bob matches nothing: the default.
+    let s = simulate("bob@example.com").await;
+    assert_eq!(s["route"]["rule"], Value::Null, "{s}");
+    assert_eq!(s["route"]["target"], json!({"type": "local"}), "{s}");
+    assert_eq!(s["idp"], Value::Null, "{s}");
+
+    // A stale version is refused; so are unknown IdPs, bad domains and
+    // device groups, each naming its field.
+    let r = api
+        .send(
+            reqwest::Method::PUT,
+            "/api/v1/sign-in/routing",
+            Some(&routing),
+            &[("if-match", "\"0\"")],
+        )
+        .await;
+    assert_eq!(r.status, 412, "{}", r.body);
+    let devices = api
+        .post(
+            "/api/v1/groups",
+            json!({"name": "Laptops", "subject": "device"}),
+        )
+        .await
+        .expect(201)
+        .body["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for (rules, field) in [
+        (
+            json!([{"name": "x", "condition": {"email_domain": ["a.example"]}, "target": {"type": "idp", "idp_id": "01a20000-0000-7000-8000-000000000000"}}]),
+            "rules/0/target/idp_id",
+        ),
+        (
+            json!([{"name": "x", "condition": {"email_domain": ["not a domain"]}, "target": {"type": "local"}}]),
+            "rules/0/condition/email_domain/0",
+        ),
+        (
+            json!([{"name": "x", "condition": {"group": devices}, "target": {"type": "local"}}]),
+            "rules/0/condition/group",
+        ),
+    ] {
+        let r = api
+            .send(
+                reqwest::Method::PUT,
+                "/api/v1/sign-in/routing",
+                Some(&json!({"rules": rules, "default": {"type": "local"}})),
+                &[],
+            )
+            .await;
+        assert_eq!(r.status, 422, "{}", r.body);
+        assert_eq!(r.field(), field, "{}", r.body);
+    }
+    // The IdP that routing uses cannot be deleted.
+    let r = api.delete(&format!("/api/v1/idps/{idp}")).await;
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert_eq!(r.code(), "idp_in_use", "{}", r.body);
+}

@@ -4,8 +4,8 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::Response;
-use serde::Serialize;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
@@ -13,7 +13,8 @@ use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiJson, if_match, parse_id, versioned};
 use super::{AppState, allow};
 use crate::auth::Principal;
-use crate::federation::{Idp, IdpInput};
+use crate::federation::idps::Simulation;
+use crate::federation::{Idp, IdpInput, Routing, RoutingInput};
 
 fn idp_response(status: StatusCode, i: Idp) -> Response {
     versioned(status, i.version, "/api/v1/idps", i.id, i)
@@ -128,4 +129,71 @@ pub async fn delete_idp(
         )
         .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The sign-in routing: ordered rules and a default.
+#[utoipa::path(
+    get, path = "/api/v1/sign-in/routing", tag = "federation",
+    responses((status = 200, body = Routing)),
+    security(("api_key" = []))
+)]
+pub async fn get_routing(State(s): State<AppState>, p: Principal) -> Result<Response, ApiError> {
+    let read = allow(p.read(), &p, "read the sign-in routing")?;
+    let r = s.federation.routing(&read)?;
+    Ok(routing_response(r))
+}
+
+/// Replace the sign-in routing as a whole.
+#[utoipa::path(
+    put, path = "/api/v1/sign-in/routing", tag = "federation",
+    params(("If-Match" = Option<String>, Header, description = "ETag from a previous read")),
+    request_body = RoutingInput,
+    responses((status = 200, body = Routing), (status = 412, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn put_routing(
+    State(s): State<AppState>,
+    p: Principal,
+    headers: HeaderMap,
+    ApiJson(input): ApiJson<RoutingInput>,
+) -> Result<Response, ApiError> {
+    let cap = allow(p.manage_plugins(), &p, "change the sign-in routing")?;
+    let r = s
+        .federation
+        .set_routing(&cap, input, if_match(&headers)?)
+        .await?;
+    Ok(routing_response(r))
+}
+
+fn routing_response(r: Routing) -> Response {
+    let etag = format!("\"{}\"", r.version);
+    let mut resp = Json(r).into_response();
+    if let Ok(v) = axum::http::HeaderValue::from_str(&etag) {
+        resp.headers_mut().insert(axum::http::header::ETAG, v);
+    }
+    resp
+}
+
+/// What to simulate.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SimulateInput {
+    /// The username or email a user would type.
+    pub identifier: String,
+}
+
+/// Where a user would be sent to sign in, and why. Nothing is signed in.
+#[utoipa::path(
+    post, path = "/api/v1/sign-in/simulate", tag = "federation",
+    request_body = SimulateInput,
+    responses((status = 200, body = Simulation), (status = 422, body = ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn simulate(
+    State(s): State<AppState>,
+    p: Principal,
+    ApiJson(input): ApiJson<SimulateInput>,
+) -> Result<Json<Simulation>, ApiError> {
+    let read = allow(p.read(), &p, "simulate sign-ins")?;
+    Ok(Json(s.federation.simulate(&read, &input.identifier)?))
 }

@@ -199,6 +199,8 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(plugins::preview_instance))
         .routes(routes!(idps::list_idps, idps::create_idp))
         .routes(routes!(idps::get_idp, idps::update_idp, idps::delete_idp))
+        .routes(routes!(idps::get_routing, idps::put_routing))
+        .routes(routes!(idps::simulate))
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))
         .routes(routes!(ops::metrics))

@@ -397,6 +397,7 @@ impl Federation {
                         current: idp.version,
                     });
                 }
+                self.check_unrouted(txn, id)?;
                 txn.delete(IDPS, id.as_bytes());
                 txn.delete(IDP_NAMES, idp.name.to_lowercase().as_bytes());
                 audit::record(
@@ -416,6 +417,77 @@ impl Federation {
             .await?;
         Ok(())
     }
+}
+
+impl Federation {
+    /// The routing document (everyone signs in locally until it is set).
+    pub fn routing(&self, _: &Read) -> Result<super::Routing, DomainError> {
+        super::routing::load(&self.store)
+    }
+
+    /// Replaces the routing document.
+    pub async fn set_routing(
+        &self,
+        cap: &ManagePlugins<'_>,
+        input: super::RoutingInput,
+        if_match: Option<u64>,
+    ) -> Result<super::Routing, DomainError> {
+        let now = self.clock.now();
+        Ok(self
+            .store
+            .write(|txn| super::routing::replace(txn, cap, now, input, if_match))?
+            .durable()
+            .await?)
+    }
+
+    /// Where `identifier` would sign in, with the IdP when routed to one.
+    /// Nothing is signed in.
+    pub fn simulate(&self, _: &Read, identifier: &str) -> Result<Simulation, DomainError> {
+        if identifier.trim().is_empty() {
+            return Err(DomainError::invalid(
+                "identifier",
+                "a username or an email is needed",
+            ));
+        }
+        let routing = super::routing::load(&self.store)?;
+        let route = super::routing::route(&self.store, &routing, identifier)?;
+        let idp = match &route.target {
+            super::Target::Idp { idp_id } => Some(self.load(idp_id)?),
+            super::Target::Local => None,
+        };
+        Ok(Simulation { route, idp })
+    }
+
+    /// Refuses to delete an IdP that routing sends users to.
+    fn check_unrouted(&self, txn: &WriteTxn<'_>, id: &Uuid) -> Result<(), DomainError> {
+        let routing = super::routing::load(txn)?;
+        let targets = routing
+            .rules
+            .iter()
+            .map(|r| (r.name.as_str(), &r.target))
+            .chain(std::iter::once(("the default", &routing.default)));
+        for (name, target) in targets {
+            if matches!(target, super::Target::Idp { idp_id } if idp_id == id) {
+                return Err(DomainError::Conflict {
+                    code: "idp_in_use",
+                    field: None,
+                    message: format!(
+                        "routing sends users to this identity provider ({name}); change the routing first"
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What a sign-in would do.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct Simulation {
+    /// The routing decision.
+    pub route: super::Route,
+    /// The IdP it routes to, if any.
+    pub idp: Option<Idp>,
 }
 
 fn check(input: &IdpInput) -> Result<(), DomainError> {

@@ -6,3 +6,5 @@ use cohort_storage::Keyspace;
 pub const IDPS: Keyspace = Keyspace::new("idps");
 /// Lowercased IdP name → IdP id.
 pub const IDP_NAMES: Keyspace = Keyspace::new("idp_names");
+/// `current` → the routing document.
+pub const ROUTING: Keyspace = Keyspace::new("sign_in_routing");

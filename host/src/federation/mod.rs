@@ -8,12 +8,16 @@
 //! The protocol (discovery, the code flow with PKCE, ID token validation)
 //! is the host's; connectors only carry each provider's quirks.
 //!
-//! Built so far: IdP configuration, with discovery checked when an IdP is
-//! saved so that a wrong issuer is the admin's error at once rather than the
-//! users' at their first sign-in.
+//! Built so far:
+//! - IdP configuration, with discovery checked when an IdP is saved, so that
+//!   a wrong issuer is the admin's error at once rather than the users' at
+//!   their first sign-in;
+//! - routing, and its simulation for admins.
 
 mod http;
 pub mod idps;
 pub mod keys;
+pub mod routing;
 
 pub use idps::{Discovered, Federation, Idp, IdpInput, Matching};
+pub use routing::{Condition, Route, Routing, RoutingInput, Rule, Target};

@@ -29,6 +29,7 @@ pub use model::{
     Source, Suggestion,
 };
 pub use runs::{RecomputeRun, RunState};
+pub use universe::Reader;
 
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
@@ -48,7 +49,7 @@ use keys::{GROUPS, MEMBERS, SUBJECT_GROUPS, pair};
 use plan::{Plan, Schema};
 use replica::Replica;
 use run::{Mode, Run};
-use universe::{Reader, Universe};
+use universe::Universe;
 
 /// The groups service. Cheap to clone.
 #[derive(Clone)]

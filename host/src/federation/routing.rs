@@ -1,0 +1,294 @@
+//! Routing: which way a user signs in. An ordered list of rules, each a
+//! condition and a target (an IdP, or local sign-in); the first rule that
+//! matches wins, and a default covers everyone else. The list is one
+//! document, replaced as a whole, so an admin reorders rules in one atomic
+//! change.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::idps::Idp;
+use super::keys::{IDPS, ROUTING};
+use crate::audit::{self, Record};
+use crate::auth::{ManagePlugins, Mutation};
+use crate::directory::keys::{USERS, USERS_BY_EMAIL, USERS_BY_USERNAME, fold};
+use crate::directory::{SubjectKind, User};
+use crate::error::DomainError;
+use crate::groups::keys::{GROUPS, MEMBERS, pair};
+
+/// The single routing document's key.
+const CURRENT: &[u8] = b"current";
+/// Rules kept at most.
+const MAX_RULES: usize = 200;
+
+/// Where a sign-in goes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Target {
+    /// An identity provider.
+    Idp {
+        /// The IdP.
+        idp_id: Uuid,
+    },
+    /// The user's local password.
+    Local,
+}
+
+/// When a rule applies.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Condition {
+    /// The user is a member of this user group.
+    Group(Uuid),
+    /// The identifier (or the user's email) is at one of these domains.
+    EmailDomain(Vec<String>),
+}
+
+/// One routing rule.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    /// For admins and the audit trail.
+    pub name: String,
+    /// When it applies.
+    pub condition: Condition,
+    /// Where it sends the user.
+    pub target: Target,
+}
+
+/// The routing document.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Routing {
+    /// Tried in order; the first match wins.
+    pub rules: Vec<Rule>,
+    /// Where everyone else goes.
+    pub default: Target,
+    /// When it last changed (null until first set).
+    pub updated_at: Option<DateTime<Utc>>,
+    /// Increments on every change; the ETag.
+    pub version: u64,
+}
+
+impl Default for Routing {
+    /// Until an admin says otherwise, everyone signs in locally.
+    fn default() -> Self {
+        Routing {
+            rules: Vec::new(),
+            default: Target::Local,
+            updated_at: None,
+            version: 0,
+        }
+    }
+}
+
+/// The writable part of the routing document.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RoutingInput {
+    /// Tried in order.
+    pub rules: Vec<Rule>,
+    /// Where everyone else goes.
+    pub default: Target,
+}
+
+/// Which way an identifier signs in, and why.
+#[derive(Clone, Debug, PartialEq, Serialize, ToSchema)]
+pub struct Route {
+    /// The directory user the identifier names, if any.
+    pub user_id: Option<Uuid>,
+    /// The rule that matched, by position; none when the default applied.
+    pub rule: Option<usize>,
+    /// Its name.
+    pub rule_name: Option<String>,
+    /// Where the sign-in goes.
+    pub target: Target,
+}
+
+/// A domain as rules compare it: lowercase, without a leading `@`.
+fn normalize_domain(d: &str) -> String {
+    d.trim().trim_start_matches('@').to_lowercase()
+}
+
+fn valid_domain(d: &str) -> bool {
+    !d.is_empty()
+        && d.len() <= 253
+        && d.contains('.')
+        && d.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label.chars().all(|c| c.is_alphanumeric() || c == '-')
+        })
+}
+
+/// The routing document as stored, or the default.
+pub(crate) fn load(r: &impl crate::groups::Reader) -> Result<Routing, DomainError> {
+    Ok(r.get_json(ROUTING, CURRENT)?.unwrap_or_default())
+}
+
+/// Checks and stores a new routing document.
+pub(crate) fn replace(
+    txn: &mut cohort_storage::WriteTxn<'_>,
+    cap: &ManagePlugins<'_>,
+    now: DateTime<Utc>,
+    input: RoutingInput,
+    if_match: Option<u64>,
+) -> Result<Routing, DomainError> {
+    let before = load(&*txn)?;
+    if let Some(v) = if_match
+        && v != before.version
+    {
+        return Err(DomainError::VersionMismatch {
+            current: before.version,
+        });
+    }
+    if input.rules.len() > MAX_RULES {
+        return Err(DomainError::invalid(
+            "rules",
+            format!("at most {MAX_RULES} rules"),
+        ));
+    }
+    let check_target = |txn: &cohort_storage::WriteTxn<'_>, field: String, t: &Target| {
+        if let Target::Idp { idp_id } = t
+            && txn.get_json::<Idp>(IDPS, idp_id.as_bytes())?.is_none()
+        {
+            return Err(DomainError::invalid(
+                format!("{field}/idp_id"),
+                format!("no identity provider with id {idp_id}"),
+            ));
+        }
+        Ok(())
+    };
+    let mut rules = Vec::with_capacity(input.rules.len());
+    for (i, rule) in input.rules.into_iter().enumerate() {
+        let at = format!("rules/{i}");
+        if rule.name.trim().is_empty() || rule.name.chars().count() > 100 {
+            return Err(DomainError::invalid(
+                format!("{at}/name"),
+                "must be 1-100 characters",
+            ));
+        }
+        check_target(txn, format!("{at}/target"), &rule.target)?;
+        let condition = match rule.condition {
+            Condition::Group(g) => {
+                let group: Option<crate::groups::Group> = txn.get_json(GROUPS, g.as_bytes())?;
+                match group {
+                    None => {
+                        return Err(DomainError::invalid(
+                            format!("{at}/condition/group"),
+                            format!("no group with id {g}"),
+                        ));
+                    }
+                    Some(group) if group.subject != SubjectKind::User => {
+                        return Err(DomainError::invalid(
+                            format!("{at}/condition/group"),
+                            format!(
+                                "{:?} is a device group; routing needs a user group",
+                                group.name
+                            ),
+                        ));
+                    }
+                    Some(_) => Condition::Group(g),
+                }
+            }
+            Condition::EmailDomain(domains) => {
+                if domains.is_empty() {
+                    return Err(DomainError::invalid(
+                        format!("{at}/condition/email_domain"),
+                        "needs at least one domain",
+                    ));
+                }
+                let mut out = Vec::with_capacity(domains.len());
+                for (j, d) in domains.iter().enumerate() {
+                    let n = normalize_domain(d);
+                    if !valid_domain(&n) {
+                        return Err(DomainError::invalid(
+                            format!("{at}/condition/email_domain/{j}"),
+                            format!("{d:?} is not a domain name such as example.com"),
+                        ));
+                    }
+                    out.push(n);
+                }
+                Condition::EmailDomain(out)
+            }
+        };
+        rules.push(Rule {
+            name: rule.name,
+            condition,
+            target: rule.target,
+        });
+    }
+    check_target(txn, "default".into(), &input.default)?;
+    let after = Routing {
+        rules,
+        default: input.default,
+        updated_at: Some(now),
+        version: before.version + 1,
+    };
+    txn.put_json(ROUTING, CURRENT, &after)?;
+    audit::record(
+        txn,
+        now,
+        cap.actor(),
+        Record {
+            action: "routing.update",
+            resource_type: "routing",
+            resource_id: "current".into(),
+            changes: audit::diff(Some(&before), Some(&after)),
+        },
+    )?;
+    Ok(after)
+}
+
+/// The directory user an identifier (username or email) names.
+pub(crate) fn find_user(
+    r: &impl crate::groups::Reader,
+    identifier: &str,
+) -> Result<Option<User>, DomainError> {
+    let key = fold(identifier.trim());
+    for ks in [USERS_BY_EMAIL, USERS_BY_USERNAME] {
+        if let Some(id) = r.get(ks, &key)? {
+            return Ok(r.get_json::<User>(USERS, &id)?);
+        }
+    }
+    Ok(None)
+}
+
+/// Where `identifier` signs in.
+pub(crate) fn route(
+    r: &impl crate::groups::Reader,
+    routing: &Routing,
+    identifier: &str,
+) -> Result<Route, DomainError> {
+    let user = find_user(r, identifier)?;
+    let domain_of = |s: &str| s.rsplit_once('@').map(|(_, d)| d.to_lowercase());
+    // The identifier typed, or the user's email when a username was typed.
+    let domain =
+        domain_of(identifier.trim()).or_else(|| user.as_ref().and_then(|u| domain_of(&u.email)));
+    for (i, rule) in routing.rules.iter().enumerate() {
+        let holds = match &rule.condition {
+            Condition::Group(g) => match &user {
+                Some(u) => r.get(MEMBERS, &pair(g, &u.id))?.is_some(),
+                None => false,
+            },
+            Condition::EmailDomain(domains) => domain
+                .as_ref()
+                .is_some_and(|d| domains.iter().any(|x| x == d)),
+        };
+        if holds {
+            return Ok(Route {
+                user_id: user.map(|u| u.id),
+                rule: Some(i),
+                rule_name: Some(rule.name.clone()),
+                target: rule.target.clone(),
+            });
+        }
+    }
+    Ok(Route {
+        user_id: user.map(|u| u.id),
+        rule: None,
+        rule_name: None,
+        target: routing.default.clone(),
+    })
+}
