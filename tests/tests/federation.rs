@@ -307,3 +307,93 @@ async fn routing_picks_the_first_matching_rule_and_simulation_says_so() {
     assert_eq!(r.status, 409, "{}", r.body);
     assert_eq!(r.code(), "idp_in_use", "{}", r.body);
 }
+
+#[tokio::test]
+async fn simulation_maps_claims_and_matches_a_user() {
+    let op = provider();
+    let server = Server::start_with_plugins(&[]);
+    let api = server.admin();
+    instance(&api, "test-op", &op.issuer).await;
+    let idp = api
+        .post(
+            "/api/v1/idps",
+            json!({"name": "Corp SSO", "instance": "test-op"}),
+        )
+        .await
+        .expect(201)
+        .body["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let routing = json!({"rules": [], "default": {"type": "idp", "idp_id": idp}});
+    api.send(
+        reqwest::Method::PUT,
+        "/api/v1/sign-in/routing",
+        Some(&routing),
+        &[],
+    )
+    .await
+    .expect(200);
+    let ada = api.user("ada", json!({})).await;
+    let sam = api.user("sam", json!({})).await;
+    api.post(
+        &format!("/api/v1/users/{sam}/state"),
+        json!({"state": "suspended"}),
+    )
+    .await
+    .expect(200);
+
+    let simulate = |claims: Value| {
+        let api = api.clone();
+        async move {
+            api.post(
+                "/api/v1/sign-in/simulate",
+                json!({"identifier": "someone@example.com", "claims": claims}),
+            )
+            .await
+        }
+    };
+    // A verified email matches ada, case-insensitively; the connector's
+    // mapping is shown.
+    let s = simulate(json!({"sub": "u-1", "email": "ADA@example.com", "email_verified": true, "given_name": "Ada"}))
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(s["matched"]["outcome"], "matched", "{s}");
+    assert_eq!(s["matched"]["user_id"], ada.as_str(), "{s}");
+    assert_eq!(s["identity"]["subject"], "u-1", "{s}");
+    assert_eq!(s["identity"]["attributes"]["first_name"], "Ada", "{s}");
+    // Nobody has this email: no match, or a user would be created with JIT.
+    let nobody = json!({"sub": "u-2", "email": "nobody@example.com"});
+    let s = simulate(nobody.clone()).await.expect(200).body;
+    assert_eq!(s["matched"]["outcome"], "no_match", "{s}");
+    api.patch(&format!("/api/v1/idps/{idp}"), json!({"jit": true}))
+        .await
+        .expect(200);
+    let s = simulate(nobody).await.expect(200).body;
+    assert_eq!(s["matched"]["outcome"], "would_create", "{s}");
+    // A suspended user is refused.
+    let s = simulate(json!({"sub": "u-3", "email": "sam@example.com"}))
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(s["matched"]["outcome"], "refused", "{s}");
+    assert_eq!(s["matched"]["user_id"], sam.as_str(), "{s}");
+    assert!(
+        s["matched"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("suspended"),
+        "{s}"
+    );
+    // An unverified email is not used to match.
+    let s = simulate(json!({"sub": "u-4", "email": "ada@example.com", "email_verified": false}))
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(s["matched"]["outcome"], "missing_attribute", "{s}");
+    // Claims without a subject are the connector's to refuse.
+    let r = simulate(json!({"email": "ada@example.com"})).await;
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert_eq!(r.field(), "claims", "{}", r.body);
+}

@@ -180,6 +180,11 @@ fn routing_response(r: Routing) -> Response {
 pub struct SimulateInput {
     /// The username or email a user would type.
     pub identifier: String,
+    /// Upstream claims, as the IdP would send them in the ID token; when
+    /// given and the user is routed to an IdP, the answer also says what
+    /// the connector maps and which user that matches.
+    #[schema(value_type = Option<Object>)]
+    pub claims: Option<Value>,
 }
 
 /// Where a user would be sent to sign in, and why. Nothing is signed in.
@@ -195,5 +200,9 @@ pub async fn simulate(
     ApiJson(input): ApiJson<SimulateInput>,
 ) -> Result<Json<Simulation>, ApiError> {
     let read = allow(p.read(), &p, "simulate sign-ins")?;
-    Ok(Json(s.federation.simulate(&read, &input.identifier)?))
+    Ok(Json(
+        s.federation
+            .simulate(&read, &input.identifier, input.claims)
+            .await?,
+    ))
 }

@@ -440,13 +440,25 @@ impl Federation {
             .await?)
     }
 
-    /// Where `identifier` would sign in, with the IdP when routed to one.
-    /// Nothing is signed in.
-    pub fn simulate(&self, _: &Read, identifier: &str) -> Result<Simulation, DomainError> {
+    /// Where `identifier` would sign in, with the IdP when routed to one;
+    /// given upstream `claims`, also what the connector maps from them and
+    /// which user they match. Nothing is signed in and nothing is stored.
+    pub async fn simulate(
+        &self,
+        _: &Read,
+        identifier: &str,
+        claims: Option<Value>,
+    ) -> Result<Simulation, DomainError> {
         if identifier.trim().is_empty() {
             return Err(DomainError::invalid(
                 "identifier",
                 "a username or an email is needed",
+            ));
+        }
+        if claims.as_ref().is_some_and(|c| !c.is_object()) {
+            return Err(DomainError::invalid(
+                "claims",
+                "must be a JSON object of claims",
             ));
         }
         let routing = super::routing::load(&self.store)?;
@@ -455,7 +467,60 @@ impl Federation {
             super::Target::Idp { idp_id } => Some(self.load(idp_id)?),
             super::Target::Local => None,
         };
-        Ok(Simulation { route, idp })
+        let (mut identity, mut matched) = (None, None);
+        if let (Some(idp), Some(claims)) = (&idp, claims) {
+            let mapped = self.map_claims(idp, &claims).await?;
+            let value = match mapped.attributes.get(&idp.matching.attribute) {
+                Some(Value::String(s)) => Some(s.clone()),
+                _ => None,
+            };
+            matched = Some(super::matching::match_identity(
+                &self.store,
+                &idp.discovered.issuer,
+                &mapped.subject,
+                &idp.matching.attribute,
+                value.as_deref(),
+                idp.jit,
+            )?);
+            identity = Some(mapped);
+        }
+        Ok(Simulation {
+            route,
+            idp,
+            identity,
+            matched,
+        })
+    }
+
+    /// The connector's reading of `claims`: provider checks, and the
+    /// directory attributes they give.
+    async fn map_claims(&self, idp: &Idp, claims: &Value) -> Result<Identity, DomainError> {
+        let (manifest, config) = self.instances.plugin_config(&idp.instance_id)?;
+        let plugin = self
+            .registry
+            .callable(&manifest.name, World::IdpConnector)
+            .map_err(|e| DomainError::invalid("instance", e.to_string()))?;
+        let runtime = Arc::clone(self.registry.runtime());
+        let json = claims.to_string();
+        let mapped =
+            tokio::task::spawn_blocking(move || runtime.idp_map_claims(&plugin, &config, &json))
+                .await
+                .map_err(|e| DomainError::invalid("claims", e.to_string()))?
+                .map_err(|e| DomainError::invalid("claims", format!("the connector failed: {e}")))?
+                .map_err(|e| DomainError::invalid("claims", connector_error(e)))?;
+        Ok(Identity {
+            subject: mapped.subject,
+            attributes: mapped
+                .attributes
+                .iter()
+                .map(|a| {
+                    (
+                        a.name.clone(),
+                        crate::plugins::instances::value_json(&a.value),
+                    )
+                })
+                .collect(),
+        })
     }
 
     /// Refuses to delete an IdP that routing sends users to.
@@ -488,6 +553,20 @@ pub struct Simulation {
     pub route: super::Route,
     /// The IdP it routes to, if any.
     pub idp: Option<Idp>,
+    /// What the connector maps from the given claims.
+    pub identity: Option<Identity>,
+    /// Which user those claims match.
+    pub matched: Option<super::matching::Match>,
+}
+
+/// An upstream identity, as the connector maps it.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct Identity {
+    /// The provider's stable subject.
+    pub subject: String,
+    /// Directory attributes from the claims.
+    #[schema(value_type = Object)]
+    pub attributes: std::collections::BTreeMap<String, Value>,
 }
 
 fn check(input: &IdpInput) -> Result<(), DomainError> {

@@ -8,3 +8,5 @@ pub const IDPS: Keyspace = Keyspace::new("idps");
 pub const IDP_NAMES: Keyspace = Keyspace::new("idp_names");
 /// `current` → the routing document.
 pub const ROUTING: Keyspace = Keyspace::new("sign_in_routing");
+/// `issuer \0 subject` → user id: upstream identities linked to users.
+pub const LINKS: Keyspace = Keyspace::new("idp_links");

@@ -12,11 +12,13 @@
 //! - IdP configuration, with discovery checked when an IdP is saved, so that
 //!   a wrong issuer is the admin's error at once rather than the users' at
 //!   their first sign-in;
-//! - routing, and its simulation for admins.
+//! - routing, and its simulation for admins, with the matching of upstream
+//!   claims to a directory user.
 
 mod http;
 pub mod idps;
 pub mod keys;
+pub mod matching;
 pub mod routing;
 
 pub use idps::{Discovered, Federation, Idp, IdpInput, Matching};
