@@ -56,6 +56,57 @@ impl From<ConfigError> for ConnectorError {
     }
 }
 
+/// Standard OpenID Connect claims and the directory attributes they fill.
+pub const STANDARD_CLAIMS: &[(&str, &str)] = &[
+    ("email", "email"),
+    ("given_name", "first_name"),
+    ("family_name", "last_name"),
+    ("name", "display_name"),
+];
+
+/// A claim's value as a directory attribute: strings as text, arrays of
+/// strings as lists, numbers and booleans as they are; `None` for empty
+/// strings, objects and nulls.
+pub fn claim_attribute(name: &str, value: &serde_json::Value) -> Option<crate::Attribute> {
+    use serde_json::Value;
+    Some(match value {
+        Value::String(s) if !s.is_empty() => crate::Attribute::new(name, s.as_str()),
+        Value::Number(n) => crate::Attribute::new(name, n.as_f64()?),
+        Value::Bool(b) => crate::Attribute::new(name, *b),
+        Value::Array(items) => crate::Attribute::new(
+            name,
+            items
+                .iter()
+                .filter_map(|i| i.as_str().map(str::to_string))
+                .collect::<Vec<_>>(),
+        ),
+        _ => return None,
+    })
+}
+
+/// The attributes of [`STANDARD_CLAIMS`] present in `claims`. With
+/// `trust_email` false, `email` is left out: providers that say an email is
+/// unverified must not have it matched against the directory.
+pub fn standard_attributes(claims: &serde_json::Value, trust_email: bool) -> Vec<crate::Attribute> {
+    STANDARD_CLAIMS
+        .iter()
+        .filter(|(claim, _)| trust_email || *claim != "email")
+        .filter_map(|(claim, attr)| claims.get(*claim).and_then(|v| claim_attribute(attr, v)))
+        .collect()
+}
+
+/// A required string claim.
+pub fn string_claim<'a>(
+    claims: &'a serde_json::Value,
+    name: &str,
+) -> Result<&'a str, ConnectorError> {
+    claims
+        .get(name)
+        .and_then(serde_json::Value::as_str)
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| ConnectorError::BadResponse(format!("the ID token has no `{name}`")))
+}
+
 /// Glue between an [`IdpConnector`] and the generated bindings.
 #[doc(hidden)]
 pub struct Adapter<T>(PhantomData<T>);

@@ -88,9 +88,12 @@ async fn built_in_and_test_plugins_load_and_describe_themselves() {
     assert_eq!(
         names,
         [
+            "azure",
             "echo-importer",
             "generic-oidc",
+            "google",
             "hostile",
+            "okta",
             "python-importer",
             "rules-standard"
         ]

@@ -7,20 +7,15 @@
 //! follow.
 
 use cohort_sdk::config::{Config, invalid};
-use cohort_sdk::idp::{ConnectorError, IdpConnector, MappedIdentity, ProviderEndpoints};
-use cohort_sdk::{Attribute, ConfigError, ConfigField, ConfigKind, PluginInfo};
+use cohort_sdk::idp::{
+    ConnectorError, IdpConnector, MappedIdentity, ProviderEndpoints, claim_attribute,
+    standard_attributes, string_claim,
+};
+use cohort_sdk::{ConfigError, ConfigField, ConfigKind, PluginInfo};
 use serde_json::Value;
 
 /// The connector.
 pub struct GenericOidc;
-
-/// Standard claims and the directory attributes they fill.
-const STANDARD: &[(&str, &str)] = &[
-    ("email", "email"),
-    ("given_name", "first_name"),
-    ("family_name", "last_name"),
-    ("name", "display_name"),
-];
 
 fn field(name: &str, label: &str, help: &str, kind: ConfigKind, required: bool) -> ConfigField {
     ConfigField {
@@ -33,16 +28,13 @@ fn field(name: &str, label: &str, help: &str, kind: ConfigKind, required: bool) 
 }
 
 /// `attribute=claim` pairs from the configuration.
-fn extra_mappings(config: &Config) -> Result<Vec<(String, String)>, ConfigError> {
+pub fn extra_mappings(config: &Config) -> Result<Vec<(String, String)>, ConfigError> {
     config
         .list("claim_mappings")
         .iter()
         .map(|pair| {
             let (attribute, claim) = pair.split_once('=').ok_or_else(|| {
-                invalid(
-                    "claim_mappings",
-                    format!("{pair:?} is not attribute=claim"),
-                )
+                invalid("claim_mappings", format!("{pair:?} is not attribute=claim"))
             })?;
             let (attribute, claim) = (attribute.trim(), claim.trim());
             if attribute.is_empty() || claim.is_empty() {
@@ -54,24 +46,6 @@ fn extra_mappings(config: &Config) -> Result<Vec<(String, String)>, ConfigError>
             Ok((attribute.to_string(), claim.to_string()))
         })
         .collect()
-}
-
-/// A claim's value as an attribute value: strings as text, string arrays as
-/// lists, numbers and booleans as they are.
-fn attribute(name: &str, v: &Value) -> Option<Attribute> {
-    Some(match v {
-        Value::String(s) if !s.is_empty() => Attribute::new(name, s.as_str()),
-        Value::Number(n) => Attribute::new(name, n.as_f64()?),
-        Value::Bool(b) => Attribute::new(name, *b),
-        Value::Array(items) => Attribute::new(
-            name,
-            items
-                .iter()
-                .filter_map(|i| i.as_str().map(str::to_string))
-                .collect::<Vec<_>>(),
-        ),
-        _ => return None,
-    })
 }
 
 impl IdpConnector for GenericOidc {
@@ -147,24 +121,12 @@ impl IdpConnector for GenericOidc {
     }
 
     fn map_claims(config: &Config, claims: &Value) -> Result<MappedIdentity, ConnectorError> {
-        let subject = claims
-            .get("sub")
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| ConnectorError::BadResponse("the ID token has no `sub`".into()))?;
+        let subject = string_claim(claims, "sub")?;
         let unverified = claims.get("email_verified") == Some(&Value::Bool(false));
         let skip_email = unverified && config.flag("require_verified_email", true);
-        let mut attributes = Vec::new();
-        for (claim, attr) in STANDARD {
-            if *claim == "email" && skip_email {
-                continue;
-            }
-            if let Some(a) = claims.get(*claim).and_then(|v| attribute(attr, v)) {
-                attributes.push(a);
-            }
-        }
+        let mut attributes = standard_attributes(claims, !skip_email);
         for (attr, claim) in extra_mappings(config)? {
-            if let Some(a) = claims.get(&claim).and_then(|v| attribute(&attr, v)) {
+            if let Some(a) = claims.get(&claim).and_then(|v| claim_attribute(&attr, v)) {
                 attributes.retain(|x| x.name != attr);
                 attributes.push(a);
             }
@@ -201,7 +163,10 @@ mod tests {
     }
 
     fn get<'a>(m: &'a MappedIdentity, name: &str) -> Option<&'a V> {
-        m.attributes.iter().find(|a| a.name == name).map(|a| &a.value)
+        m.attributes
+            .iter()
+            .find(|a| a.name == name)
+            .map(|a| &a.value)
     }
 
     #[test]
@@ -238,7 +203,10 @@ mod tests {
     fn unverified_email_is_not_mapped_unless_allowed() {
         let claims = json!({"sub": "abc", "email": "ada@example.com", "email_verified": false});
         let strict = config(&[("issuer", text("https://i")), ("client_id", text("c"))]);
-        assert_eq!(get(&GenericOidc::map_claims(&strict, &claims).unwrap(), "email"), None);
+        assert_eq!(
+            get(&GenericOidc::map_claims(&strict, &claims).unwrap(), "email"),
+            None
+        );
         let lax = config(&[
             ("issuer", text("https://i")),
             ("client_id", text("c")),
