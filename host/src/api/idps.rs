@@ -78,8 +78,8 @@ pub async fn get_idp(
     Ok(idp_response(StatusCode::OK, idp))
 }
 
-/// Change an identity provider with a JSON merge patch; discovery is
-/// checked again.
+/// Change an identity provider with a JSON merge patch. Discovery is
+/// checked again when the connector instance changes or the IdP is enabled.
 #[utoipa::path(
     patch, path = "/api/v1/idps/{id}", tag = "federation",
     params(("id" = String, Path, description = "IdP id"), ("If-Match" = Option<String>, Header, description = "ETag from a previous read")),

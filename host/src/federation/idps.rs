@@ -325,7 +325,8 @@ impl Federation {
         Ok(out)
     }
 
-    /// Changes an IdP with a JSON merge patch; discovery is checked again.
+    /// Changes an IdP with a JSON merge patch. Discovery is checked again
+    /// when the connector instance changes or the IdP is enabled.
     pub async fn update(
         &self,
         cap: &ManagePlugins<'_>,
@@ -344,7 +345,15 @@ impl Federation {
         let input: IdpInput = decode_patch(&IdpInput::from(&before), patch, READ_ONLY)?;
         check(&input)?;
         let instance = self.instance(&input.instance)?;
-        let discovered = self.discover(&instance.id).await?;
+        // Discovery is checked again when the provider changes or the IdP
+        // is put back in use, not to turn it off: an admin must be able to
+        // disable an IdP while its provider is down.
+        let recheck = instance.id != before.instance_id || (input.enabled && !before.enabled);
+        let discovered = if recheck {
+            self.discover(&instance.id).await?
+        } else {
+            before.discovered.clone()
+        };
         let after = Idp {
             name: input.name,
             instance_id: instance.id,
