@@ -30,6 +30,9 @@ impl Default for OpenOptions {
     }
 }
 
+/// How long [`Store::open`] waits for a lock this process may still hold.
+const LOCK_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// A cloneable handle to one open data directory.
 #[derive(Clone)]
 pub struct Store {
@@ -95,8 +98,22 @@ impl Store {
     /// Opens (creating if needed) the embedded store in `dir`.
     pub fn open(dir: &Path, options: &OpenOptions) -> Result<Store, StorageError> {
         std::fs::create_dir_all(dir)?;
-        let backend: Arc<dyn Backend> = Arc::new(SledBackend::open(dir, options.cache_bytes)?);
-        Ok(Store::with_backend(backend))
+        // sled releases its file lock when its last background thread lets
+        // go of the page cache, a moment after the previous handle in this
+        // process was dropped (a restore followed by an open, say). A lock
+        // held by another process is still reported, after this grace.
+        let mut waited = std::time::Duration::ZERO;
+        let step = std::time::Duration::from_millis(50);
+        let sled = loop {
+            match SledBackend::open(dir, options.cache_bytes) {
+                Err(StorageError::Locked(_)) if waited < LOCK_GRACE => {
+                    std::thread::sleep(step);
+                    waited += step;
+                }
+                other => break other?,
+            }
+        };
+        Ok(Store::with_backend(Arc::new(sled)))
     }
 
     pub(crate) fn with_backend(backend: Arc<dyn Backend>) -> Store {
