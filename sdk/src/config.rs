@@ -71,3 +71,22 @@ pub fn invalid(field: &str, message: impl Into<String>) -> ConfigError {
         message: message.into(),
     })
 }
+
+/// A configuration field for [`PluginInfo`](crate::PluginInfo)`::config`.
+/// It must agree with the manifest's `[[config]]` entry of the same name:
+/// the host refuses a plugin whose two descriptions differ.
+pub fn field(
+    name: &str,
+    label: &str,
+    help: &str,
+    kind: crate::ConfigKind,
+    required: bool,
+) -> crate::ConfigField {
+    crate::ConfigField {
+        name: name.into(),
+        label: label.into(),
+        help: help.into(),
+        kind,
+        required,
+    }
+}

@@ -13,28 +13,18 @@
 //!   `email`, the sign-in name as `username`. An IdP that matches on email
 //!   should only be used with tenants that control their users' emails.
 
-use cohort_sdk::config::{Config, invalid};
+use cohort_sdk::config::{Config, field, invalid};
 use cohort_sdk::idp::{
     ConnectorError, IdpConnector, MappedIdentity, ProviderEndpoints, claim_attribute,
     standard_attributes, string_claim,
 };
-use cohort_sdk::{ConfigError, ConfigField, ConfigKind, PluginInfo};
+use cohort_sdk::{ConfigError, ConfigKind, PluginInfo};
 use serde_json::Value;
 
 /// The connector.
 pub struct Azure;
 
 const MULTI: [&str; 2] = ["organizations", "common"];
-
-fn field(name: &str, label: &str, help: &str, kind: ConfigKind, required: bool) -> ConfigField {
-    ConfigField {
-        name: name.into(),
-        label: label.into(),
-        help: help.into(),
-        kind,
-        required,
-    }
-}
 
 fn is_tenant_id(s: &str) -> bool {
     let parts: Vec<&str> = s.split('-').collect();

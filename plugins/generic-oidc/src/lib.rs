@@ -6,26 +6,16 @@
 //! this one is short. It is also the base the provider-specific connectors
 //! follow.
 
-use cohort_sdk::config::{Config, invalid};
+use cohort_sdk::config::{Config, field, invalid};
 use cohort_sdk::idp::{
     ConnectorError, IdpConnector, MappedIdentity, ProviderEndpoints, claim_attribute,
     standard_attributes, string_claim,
 };
-use cohort_sdk::{ConfigError, ConfigField, ConfigKind, PluginInfo};
+use cohort_sdk::{ConfigError, ConfigKind, PluginInfo};
 use serde_json::Value;
 
 /// The connector.
 pub struct GenericOidc;
-
-fn field(name: &str, label: &str, help: &str, kind: ConfigKind, required: bool) -> ConfigField {
-    ConfigField {
-        name: name.into(),
-        label: label.into(),
-        help: help.into(),
-        kind,
-        required,
-    }
-}
 
 /// `attribute=claim` pairs from the configuration.
 pub fn extra_mappings(config: &Config) -> Result<Vec<(String, String)>, ConfigError> {

@@ -8,12 +8,12 @@
 //!   claim must be checked: a personal account (no `hd`) or another
 //!   domain's account is rejected.
 
-use cohort_sdk::config::{Config, invalid};
+use cohort_sdk::config::{Config, field, invalid};
 use cohort_sdk::idp::{
     ConnectorError, IdpConnector, MappedIdentity, ProviderEndpoints, standard_attributes,
     string_claim,
 };
-use cohort_sdk::{ConfigError, ConfigField, ConfigKind, PluginInfo};
+use cohort_sdk::{ConfigError, ConfigKind, PluginInfo};
 use serde_json::Value;
 
 /// The connector.
@@ -21,16 +21,6 @@ pub struct Google;
 
 /// Google's issuer.
 pub const ISSUER: &str = "https://accounts.google.com";
-
-fn field(name: &str, label: &str, help: &str, kind: ConfigKind, required: bool) -> ConfigField {
-    ConfigField {
-        name: name.into(),
-        label: label.into(),
-        help: help.into(),
-        kind,
-        required,
-    }
-}
 
 fn hosted_domain(config: &Config) -> Option<String> {
     config

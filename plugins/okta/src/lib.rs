@@ -10,26 +10,16 @@
 //! the issuer from the admin's choice instead of asking for a URL. Okta
 //! sends `email_verified`, and an unverified email is not mapped.
 
-use cohort_sdk::config::{Config, invalid};
+use cohort_sdk::config::{Config, field, invalid};
 use cohort_sdk::idp::{
     ConnectorError, IdpConnector, MappedIdentity, ProviderEndpoints, claim_attribute,
     standard_attributes, string_claim,
 };
-use cohort_sdk::{ConfigError, ConfigField, ConfigKind, PluginInfo};
+use cohort_sdk::{ConfigError, ConfigKind, PluginInfo};
 use serde_json::Value;
 
 /// The connector.
 pub struct Okta;
-
-fn field(name: &str, label: &str, help: &str, kind: ConfigKind, required: bool) -> ConfigField {
-    ConfigField {
-        name: name.into(),
-        label: label.into(),
-        help: help.into(),
-        kind,
-        required,
-    }
-}
 
 fn domain(config: &Config) -> Result<String, ConfigError> {
     let d = config.require_text("domain")?.trim().to_lowercase();
