@@ -28,6 +28,22 @@ async fn instance(api: &Api, name: &str, issuer: &str) -> Value {
     .body
 }
 
+/// An IdP named "Corp SSO" over a `generic-oidc` instance for `issuer`;
+/// returns its id.
+async fn corp_sso(api: &Api, issuer: &str) -> String {
+    instance(api, "test-op", issuer).await;
+    api.post(
+        "/api/v1/idps",
+        json!({"name": "Corp SSO", "instance": "test-op"}),
+    )
+    .await
+    .expect(201)
+    .body["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
 #[tokio::test]
 async fn identity_providers_are_checked_against_discovery_when_saved() {
     let op = provider();
@@ -170,18 +186,7 @@ async fn routing_picks_the_first_matching_rule_and_simulation_says_so() {
     let op = provider();
     let server = Server::start_with_plugins(&[]);
     let api = server.admin();
-    instance(&api, "test-op", &op.issuer).await;
-    let idp = api
-        .post(
-            "/api/v1/idps",
-            json!({"name": "Corp SSO", "instance": "test-op"}),
-        )
-        .await
-        .expect(201)
-        .body["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let idp = corp_sso(&api, &op.issuer).await;
     let ada = api.user("ada", json!({})).await;
     let _bob = api.user("bob", json!({})).await;
     let eng = api
@@ -313,18 +318,7 @@ async fn simulation_maps_claims_and_matches_a_user() {
     let op = provider();
     let server = Server::start_with_plugins(&[]);
     let api = server.admin();
-    instance(&api, "test-op", &op.issuer).await;
-    let idp = api
-        .post(
-            "/api/v1/idps",
-            json!({"name": "Corp SSO", "instance": "test-op"}),
-        )
-        .await
-        .expect(201)
-        .body["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let idp = corp_sso(&api, &op.issuer).await;
     let routing = json!({"rules": [], "default": {"type": "idp", "idp_id": idp}});
     api.send(
         reqwest::Method::PUT,

@@ -10,7 +10,7 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorBody};
-use super::extract::{ApiJson, if_match, parse_id, versioned};
+use super::extract::{ApiJson, etag, if_match, parse_id, versioned};
 use super::{AppState, allow};
 use crate::auth::Principal;
 use crate::federation::idps::Simulation;
@@ -166,9 +166,9 @@ pub async fn put_routing(
 }
 
 fn routing_response(r: Routing) -> Response {
-    let etag = format!("\"{}\"", r.version);
+    let tag = etag(r.version);
     let mut resp = Json(r).into_response();
-    if let Ok(v) = axum::http::HeaderValue::from_str(&etag) {
+    if let Ok(v) = axum::http::HeaderValue::from_str(&tag) {
         resp.headers_mut().insert(axum::http::header::ETAG, v);
     }
     resp

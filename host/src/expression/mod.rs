@@ -248,21 +248,8 @@ impl Expression {
         if source.trim().is_empty() {
             return Err(vec![Problem::at(source, 0, "the expression is empty")]);
         }
-        std::thread::scope(|scope| {
-            std::thread::Builder::new()
-                .name("cohort-cel-compile".into())
-                .stack_size(64 * 1024 * 1024)
-                .spawn_scoped(scope, || compile_on_this_thread(source, env))
-                .map_err(|e| vec![Problem::at(source, 0, format!("cannot compile now: {e}"))])?
-                .join()
-                .unwrap_or_else(|_| {
-                    Err(vec![Problem::at(
-                        source,
-                        0,
-                        "the expression could not be compiled",
-                    )])
-                })
-        })
+        on_big_stack(|| compile_on_this_thread(source, env))
+            .unwrap_or_else(|e| Err(vec![Problem::at(source, 0, e)]))
     }
 
     /// The source as written.
@@ -419,8 +406,25 @@ fn anchor_of(e: &IdedExpr, env: &Environment<'_>) -> Option<Anchor> {
     }
 }
 
-fn compile_on_this_thread(source: &str, env: &Environment<'_>) -> Result<Expression, Vec<Problem>> {
-    let parsed = runtime::parse(source).map_err(|errors| {
+/// Runs `f` on a thread with a large stack. Parsing, checking and dropping
+/// a syntax tree recurse once per link of an `a + b + …` chain, which the
+/// size limit alone does not keep shallow enough for a request thread.
+pub(crate) fn on_big_stack<T: Send>(f: impl FnOnce() -> T + Send) -> Result<T, String> {
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("cohort-cel".into())
+            .stack_size(64 * 1024 * 1024)
+            .spawn_scoped(scope, f)
+            .map_err(|e| format!("cannot compile now: {e}"))?
+            .join()
+            .map_err(|_| "the expression could not be compiled".to_string())
+    })
+}
+
+/// Parses `source` and refuses trees deeper than [`MAX_DEPTH`]. Call on a
+/// thread from [`on_big_stack`].
+pub(crate) fn parse(source: &str) -> Result<runtime::Parsed, Vec<Problem>> {
+    let (expr, info) = runtime::parse(source).map_err(|errors| {
         errors
             .into_iter()
             .map(|(line, column, message)| {
@@ -429,15 +433,20 @@ fn compile_on_this_thread(source: &str, env: &Environment<'_>) -> Result<Express
             })
             .collect::<Vec<_>>()
     })?;
-    let (expr, info) = parsed;
-    let offset_of = |id: u64| info.offset_for(id).map_or(0, |(start, _)| start as usize);
     if let Some(deep) = too_deep(&expr) {
+        let offset = info.offset_for(deep).map_or(0, |(start, _)| start as usize);
         return Err(vec![Problem::at(
             source,
-            offset_of(deep),
+            offset,
             format!("the expression nests more than {MAX_DEPTH} levels deep"),
         )]);
     }
+    Ok((expr, info))
+}
+
+fn compile_on_this_thread(source: &str, env: &Environment<'_>) -> Result<Expression, Vec<Problem>> {
+    let (expr, info) = parse(source)?;
+    let offset_of = |id: u64| info.offset_for(id).map_or(0, |(start, _)| start as usize);
     let checked = check::check(&expr, env, source, &offset_of, true)?;
     let chain_parts = |op: &str| {
         let mut parts = Vec::new();

@@ -63,19 +63,8 @@ pub fn evaluate(
     variables: &[(String, Plain)],
     check: bool,
 ) -> Result<Plain, PlainError> {
-    let mut out = None;
-    std::thread::scope(|s| {
-        let handle = std::thread::Builder::new()
-            .stack_size(64 * 1024 * 1024)
-            .spawn_scoped(s, || evaluate_here(source, variables, check));
-        out = Some(match handle {
-            Ok(h) => h
-                .join()
-                .unwrap_or_else(|_| Err(PlainError::Eval("panicked".into()))),
-            Err(e) => Err(PlainError::Eval(e.to_string())),
-        });
-    });
-    out.unwrap_or_else(|| Err(PlainError::Eval("not run".into())))
+    super::on_big_stack(|| evaluate_here(source, variables, check))
+        .unwrap_or_else(|e| Err(PlainError::Eval(e)))
 }
 
 fn evaluate_here(
@@ -86,24 +75,8 @@ fn evaluate_here(
     if source.len() > super::MAX_SOURCE_BYTES {
         return Err(PlainError::Syntax(vec![Problem::at(source, 0, "too long")]));
     }
-    let (expr, info) = runtime::parse(source).map_err(|errors| {
-        PlainError::Syntax(
-            errors
-                .into_iter()
-                .map(|(line, column, m)| {
-                    Problem::at(source, super::line_column_offset(source, line, column), m)
-                })
-                .collect(),
-        )
-    })?;
+    let (expr, info) = super::parse(source).map_err(PlainError::Syntax)?;
     let offset_of = |id: u64| info.offset_for(id).map_or(0, |(start, _)| start as usize);
-    if let Some(deep) = super::too_deep(&expr) {
-        return Err(PlainError::Syntax(vec![Problem::at(
-            source,
-            offset_of(deep),
-            "too deep",
-        )]));
-    }
     let mut groups = HashMap::new();
     if check {
         let none = |_: &str| None;

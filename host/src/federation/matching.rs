@@ -130,10 +130,7 @@ fn candidates(r: &impl Reader, attribute: &str, value: &str) -> Result<Vec<User>
         _ => None,
     };
     if let Some(ks) = index {
-        return Ok(match r.get(ks, &fold(value))? {
-            Some(id) => r.get_json::<User>(USERS, &id)?.into_iter().collect(),
-            None => Vec::new(),
-        });
+        return Ok(indexed_user(r, ks, value)?.into_iter().collect());
     }
     let mut out = Vec::new();
     r.for_each(USERS, b"", &mut |_, v| {
@@ -149,4 +146,17 @@ fn candidates(r: &impl Reader, attribute: &str, value: &str) -> Result<Vec<User>
         Ok(())
     })?;
     Ok(out)
+}
+
+/// The user whose `email` or `username` (per the index `ks`) is `value`,
+/// case-insensitively.
+pub(crate) fn indexed_user(
+    r: &impl Reader,
+    ks: cohort_storage::Keyspace,
+    value: &str,
+) -> Result<Option<User>, DomainError> {
+    Ok(match r.get(ks, &fold(value.trim()))? {
+        Some(id) => r.get_json::<User>(USERS, &id)?,
+        None => None,
+    })
 }

@@ -13,7 +13,7 @@ use super::idps::Idp;
 use super::keys::{IDPS, ROUTING};
 use crate::audit::{self, Record};
 use crate::auth::{ManagePlugins, Mutation};
-use crate::directory::keys::{USERS, USERS_BY_EMAIL, USERS_BY_USERNAME, fold};
+use crate::directory::keys::{USERS_BY_EMAIL, USERS_BY_USERNAME};
 use crate::directory::{SubjectKind, User};
 use crate::error::DomainError;
 use crate::groups::keys::{GROUPS, MEMBERS, pair};
@@ -246,10 +246,9 @@ pub(crate) fn find_user(
     r: &impl crate::groups::Reader,
     identifier: &str,
 ) -> Result<Option<User>, DomainError> {
-    let key = fold(identifier.trim());
     for ks in [USERS_BY_EMAIL, USERS_BY_USERNAME] {
-        if let Some(id) = r.get(ks, &key)? {
-            return Ok(r.get_json::<User>(USERS, &id)?);
+        if let Some(user) = super::matching::indexed_user(r, ks, identifier)? {
+            return Ok(Some(user));
         }
     }
     Ok(None)
