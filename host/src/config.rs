@@ -25,6 +25,8 @@ pub const ENV_PLUGINS_DIR: &str = "COHORT_PLUGINS_DIR";
 pub const ENV_PLUGIN_CACHE_DIR: &str = "COHORT_PLUGIN_CACHE_DIR";
 /// See [`ENV_LISTEN`]. Base64 of 32 bytes; overrides the key file in the data directory.
 pub const ENV_SECRET_KEY: &str = "COHORT_SECRET_KEY";
+/// Overrides `sign_in.public_url`.
+pub const ENV_PUBLIC_URL: &str = "COHORT_PUBLIC_URL";
 
 /// Everything `cohort serve` can be told.
 #[derive(Clone, Debug, Deserialize)]
@@ -47,6 +49,8 @@ pub struct Config {
     pub plugins: PluginsConfig,
     /// Group membership computation.
     pub groups: GroupsConfig,
+    /// Sign-in and sessions.
+    pub sign_in: SignInConfig,
     /// The key that encrypts plugin secrets at rest. When unset, a key is
     /// generated once into `<data_dir>/secret.key` (mode 0600). Keep it with
     /// backups: without it, stored secrets cannot be read back.
@@ -157,6 +161,36 @@ impl Default for GroupsConfig {
     }
 }
 
+/// Sign-in pages and sessions.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SignInConfig {
+    /// Cohort's address as users' browsers reach it (behind a proxy, the
+    /// proxy's). Identity providers redirect back to
+    /// `<public_url>/sign-in/callback`, so register that there. Defaults to
+    /// `http://<listen address>`. With `https://`, cookies are `Secure`.
+    pub public_url: Option<String>,
+    /// Absolute URLs a sign-in may continue to (`return_to`), besides
+    /// Cohort's own pages. Exact matches only: anything else is refused,
+    /// so sign-in cannot be used as an open redirect.
+    pub allowed_redirects: Vec<String>,
+    /// Hours a session lasts.
+    pub session_hours: u64,
+    /// Minutes a session JWT is valid (at most as long as its session).
+    pub token_minutes: u64,
+}
+
+impl Default for SignInConfig {
+    fn default() -> Self {
+        SignInConfig {
+            public_url: None,
+            allowed_redirects: Vec::new(),
+            session_hours: 12,
+            token_minutes: 60,
+        }
+    }
+}
+
 /// Storage engine tuning.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -203,6 +237,7 @@ impl Default for Config {
             storage: StorageConfig::default(),
             plugins: PluginsConfig::default(),
             groups: GroupsConfig::default(),
+            sign_in: SignInConfig::default(),
             secret_key: None,
         }
     }
@@ -315,6 +350,9 @@ impl Config {
         }
         if let Some(v) = env(ENV_SECRET_KEY) {
             config.secret_key = Some(Secret(v));
+        }
+        if let Some(v) = env(ENV_PUBLIC_URL) {
+            config.sign_in.public_url = Some(v);
         }
         Ok(config)
     }

@@ -70,6 +70,10 @@ pub enum DomainError {
     /// The storage layer failed; the change was not made.
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// Something Cohort holds is unusable (a sealed key that no longer
+    /// opens). The message is for the log, not the caller.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl DomainError {

@@ -12,12 +12,16 @@ use crate::audit::AuditLog;
 use crate::auth::ApiKeys;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
+use crate::credentials::Credentials;
 use crate::directory::Directory;
 use crate::error::DomainError;
+use crate::federation::SignIn;
+use crate::federation::flow::Settings;
 use crate::groups::Groups;
 use crate::migrations::MIGRATIONS;
 use crate::plugins::secrets::SecretBox;
 use crate::plugins::{Instances, Limits, Registry, Runtime};
+use crate::sessions::Sessions;
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +38,9 @@ pub enum ServerError {
     /// The plugin runtime or the secret key could not be set up.
     #[error("plugins: {0}")]
     Plugins(String),
+    /// A setting is unusable.
+    #[error("configuration: {0}")]
+    Config(String),
 }
 
 /// A started application: the state handlers share, and the bootstrap key
@@ -83,7 +90,12 @@ pub fn build(config: &Config, store: Store, clock: Arc<dyn Clock>) -> Result<App
     )?;
     let secrets = SecretBox::open(config.secret_key.as_ref(), &config.data_dir)
         .map_err(|e| ServerError::Plugins(e.to_string()))?;
-    let instances = Instances::new(store.clone(), Arc::clone(&clock), registry.clone(), secrets);
+    let instances = Instances::new(
+        store.clone(),
+        Arc::clone(&clock),
+        registry.clone(),
+        secrets.clone(),
+    );
     let groups = Groups::open(store.clone(), Arc::clone(&clock), registry.clone())
         .map_err(|e| ServerError::Plugins(format!("groups: {e}")))?;
     let federation = crate::federation::Federation::new(
@@ -92,10 +104,34 @@ pub fn build(config: &Config, store: Store, clock: Arc<dyn Clock>) -> Result<App
         registry.clone(),
         instances.clone(),
     );
+    let directory =
+        Directory::new(store.clone(), Arc::clone(&clock)).with_listener(Arc::new(groups.clone()));
+    let public_url = public_url(config)?;
+    let sessions = Sessions::open(
+        store.clone(),
+        Arc::clone(&clock),
+        secrets,
+        public_url.clone(),
+        chrono::Duration::hours(config.sign_in.session_hours.max(1) as i64),
+        chrono::Duration::minutes(config.sign_in.token_minutes.max(1) as i64),
+    )?;
+    let credentials = Credentials::new(store.clone(), Arc::clone(&clock), public_url.clone());
+    let sign_in = SignIn::new(
+        store.clone(),
+        federation.clone(),
+        directory.clone(),
+        sessions,
+        credentials.clone(),
+        Settings {
+            public_url,
+            allowed_redirects: config.sign_in.allowed_redirects.clone(),
+        },
+    );
     let state = AppState {
         federation,
-        directory: Directory::new(store.clone(), Arc::clone(&clock))
-            .with_listener(Arc::new(groups.clone())),
+        sign_in,
+        credentials,
+        directory,
         groups,
         access: crate::access::Access::new(store.clone(), Arc::clone(&clock)),
         audit: AuditLog::new(store.clone()),
@@ -138,6 +174,14 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let store = open_store(&config.data_dir, config.storage.cache_mb)?;
+    // Bound before building, so that the default public URL has the real
+    // port when listening on port 0.
+    let listener = TcpListener::bind(config.listen).await?;
+    let addr = listener.local_addr()?;
+    let mut config = config;
+    if config.sign_in.public_url.is_none() {
+        config.sign_in.public_url = Some(format!("http://{addr}"));
+    }
     // Building compiles plugins (and may call them), which blocks.
     let build_config = config.clone();
     let app =
@@ -151,12 +195,47 @@ pub async fn serve(
         );
     }
     spawn_full_recomputes(app.state.groups.clone(), config.groups.full_recompute_hours);
-    let listener = TcpListener::bind(config.listen).await?;
-    let addr = listener.local_addr()?;
+    spawn_sweeps(app.state.sign_in.clone());
     tracing::info!(listen = %addr, "cohort is serving");
     // Scripts and tests read this line to learn the port when listening on :0.
     println!("listening on http://{addr}");
     run(listener, app.state, shutdown).await
+}
+
+/// Cohort's public URL, checked, without a trailing slash.
+fn public_url(config: &Config) -> Result<String, ServerError> {
+    let url = config
+        .sign_in
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", config.listen));
+    let url = url.trim_end_matches('/').to_string();
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"));
+    match rest {
+        Some(host) if !host.is_empty() && !host.contains(['?', '#']) => Ok(url),
+        _ => Err(ServerError::Config(format!(
+            "sign_in.public_url {url:?} must be an http:// or https:// URL without query"
+        ))),
+    }
+}
+
+/// Removes expired sessions and abandoned sign-ins every few minutes.
+fn spawn_sweeps(sign_in: SignIn) {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(300)).await;
+            match sign_in.sessions().sweep().await {
+                Ok(n) if n > 0 => tracing::debug!(sessions = n, "expired sessions removed"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "could not sweep sessions"),
+            }
+            if let Err(e) = sign_in.sweep().await {
+                tracing::warn!(error = %e, "could not sweep pending sign-ins");
+            }
+        }
+    });
 }
 
 /// A full recompute at start-up (memberships may be stale if the rule

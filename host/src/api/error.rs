@@ -152,6 +152,14 @@ impl From<DomainError> for ApiError {
                     "storage cannot accept writes; see the server log",
                 )
             }
+            DomainError::Internal(message) => {
+                tracing::error!(error = %message, "internal error");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal error; see the server log",
+                )
+            }
             DomainError::Storage(inner) => {
                 tracing::error!(error = %inner, "storage error");
                 ApiError::new(

@@ -10,10 +10,12 @@ pub mod extract;
 mod groups;
 mod idps;
 mod keys;
+mod me;
 pub mod metrics;
 mod ops;
 mod plugins;
 mod resources;
+pub mod sign_in;
 mod users;
 
 use std::path::PathBuf;
@@ -25,7 +27,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use cohort_storage::Store;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -68,6 +70,10 @@ pub struct AppState {
     pub instances: crate::plugins::Instances,
     /// Identity providers and federated sign-in.
     pub federation: crate::federation::Federation,
+    /// Sign-in pages and sessions.
+    pub sign_in: crate::federation::SignIn,
+    /// Local passwords.
+    pub credentials: crate::credentials::Credentials,
     /// Largest plugin upload body.
     pub max_upload_bytes: usize,
 }
@@ -92,6 +98,7 @@ pub(crate) fn allow<T>(cap: Option<T>, p: &Principal, what: &str) -> Result<T, A
         (name = "groups", description = "Static and dynamic groups of users and devices"),
         (name = "access", description = "Resources, group bindings and effective access"),
         (name = "federation", description = "Identity providers for federated sign-in"),
+        (name = "sign-in", description = "The signed-in user, sessions, local passwords"),
         (name = "audit", description = "The audit log"),
         (name = "api-keys", description = "API keys and roles"),
         (name = "plugins", description = "WebAssembly plugins and their configured instances"),
@@ -108,6 +115,18 @@ impl Modify for BearerAuth {
         components.add_security_scheme(
             "api_key",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        components.add_security_scheme(
+            "session",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some(
+                        "A session token from POST /api/v1/me/token, or the cohort_session cookie",
+                    ))
+                    .build(),
+            ),
         );
     }
 }
@@ -201,6 +220,13 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(idps::get_idp, idps::update_idp, idps::delete_idp))
         .routes(routes!(idps::get_routing, idps::put_routing))
         .routes(routes!(idps::simulate))
+        .routes(routes!(me::me))
+        .routes(routes!(me::token))
+        .routes(routes!(me::sign_out))
+        .routes(routes!(me::set_password, me::clear_password))
+        .routes(routes!(me::activation_link))
+        .routes(routes!(me::list_session_keys))
+        .routes(routes!(me::rotate_session_key))
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))
         .routes(routes!(ops::metrics))
@@ -220,6 +246,16 @@ pub fn router(state: AppState) -> Router {
     let (routes, _) = api_routes().split_for_parts();
     routes
         .route("/api/v1/openapi.json", get(ops::openapi))
+        .route("/sign-in", get(sign_in::form).post(sign_in::submit))
+        .route("/sign-in/password", post(sign_in::password))
+        .route("/sign-in/callback", get(sign_in::callback))
+        .route("/sign-in/done", get(sign_in::done))
+        .route("/sign-out", post(sign_in::sign_out))
+        .route(
+            "/activate",
+            get(sign_in::activate_form).post(sign_in::activate),
+        )
+        .route("/.well-known/jwks.json", get(me::jwks))
         .fallback(|| async { ApiError::no_route() })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

@@ -17,6 +17,7 @@ pub use attributes::{
 pub use bindings::Binding;
 pub use devices::{CheckIn, DEVICE_SORTS, Device, DeviceInput, OsFamily};
 pub use query::{AttrRef, Filter, ListQuery, Subject};
+pub(crate) use users::load as load_user;
 pub use users::{StateChange, USER_SORTS, User, UserInput, UserState};
 
 use std::collections::BTreeSet;

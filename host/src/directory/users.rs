@@ -452,6 +452,21 @@ impl Directory {
         )
     }
 
+    /// Creates a user inside the caller's transaction, through the same
+    /// validation, audit and group recompute as [`Directory::create_user`]:
+    /// for sign-in's just-in-time creation, which commits with its link.
+    pub(crate) fn create_user_in(
+        &self,
+        txn: &mut WriteTxn<'_>,
+        actor: &Actor,
+        input: UserInput,
+        now: DateTime<Utc>,
+    ) -> Result<User, DomainError> {
+        let user = self.build_user(txn, input, None, now)?;
+        self.put_user(txn, actor, "user.create", None, &user)?;
+        Ok(user)
+    }
+
     /// Creates a user.
     pub async fn create_user(
         &self,

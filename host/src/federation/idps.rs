@@ -19,7 +19,8 @@ use crate::auth::{ManagePlugins, Mutation, Read};
 use crate::clock::Clock;
 use crate::directory::decode_patch;
 use crate::error::DomainError;
-use crate::plugins::bindings::idp::ConnectorError;
+use crate::plugins::bindings::idp::{ConnectorError, ProviderEndpoints};
+use crate::plugins::bindings::types::ConfigValue;
 use crate::plugins::{Instances, Registry, World};
 
 /// How long discovery may take when an IdP is saved.
@@ -61,6 +62,10 @@ pub struct Discovered {
     /// ID token signing algorithms the provider advertises; nothing else is
     /// accepted (and never `none`).
     pub signing_algorithms: Vec<String>,
+    /// How the provider accepts client credentials at the token endpoint
+    /// (`client_secret_basic` when it does not say).
+    #[serde(default)]
+    pub token_auth_methods: Vec<String>,
     /// Number of keys in the key set when it was fetched.
     pub keys: usize,
     /// When.
@@ -192,7 +197,7 @@ impl Federation {
         self.load(id)
     }
 
-    fn load(&self, id: &Uuid) -> Result<Idp, DomainError> {
+    pub(crate) fn load(&self, id: &Uuid) -> Result<Idp, DomainError> {
         self.store
             .get_json(IDPS, id.as_bytes())?
             .ok_or_else(|| DomainError::not_found("identity provider", id))
@@ -225,22 +230,59 @@ impl Federation {
         Ok(found)
     }
 
-    /// Asks the connector where the provider is, then reads its discovery
-    /// document and key set. Every failure is the admin's to fix, so each
-    /// says what was tried.
-    async fn discover(&self, instance_id: &str) -> Result<Discovered, DomainError> {
+    /// Now, by the service's clock.
+    pub(crate) fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    /// What the connector derives from the instance settings: issuer,
+    /// aliases, scopes and extra authorization parameters.
+    pub(crate) async fn endpoints(&self, idp: &Idp) -> Result<ProviderEndpoints, DomainError> {
+        self.instance_endpoints(&idp.instance_id).await
+    }
+
+    async fn instance_endpoints(
+        &self,
+        instance_id: &str,
+    ) -> Result<ProviderEndpoints, DomainError> {
         let (manifest, config) = self.instances.plugin_config(instance_id)?;
         let plugin = self
             .registry
             .callable(&manifest.name, World::IdpConnector)
             .map_err(|e| DomainError::invalid("instance", e.to_string()))?;
         let runtime = Arc::clone(self.registry.runtime());
-        let endpoints =
-            tokio::task::spawn_blocking(move || runtime.idp_endpoints(&plugin, &config))
-                .await
-                .map_err(|e| DomainError::invalid("instance", e.to_string()))?
-                .map_err(|e| DomainError::invalid("instance", e.to_string()))?
-                .map_err(|e| DomainError::invalid("instance", connector_error(e)))?;
+        tokio::task::spawn_blocking(move || runtime.idp_endpoints(&plugin, &config))
+            .await
+            .map_err(|e| DomainError::invalid("instance", e.to_string()))?
+            .map_err(|e| DomainError::invalid("instance", e.to_string()))?
+            .map_err(|e| DomainError::invalid("instance", connector_error(e)))
+    }
+
+    /// The client id and secret Cohort is registered with at the provider.
+    /// Every connector has these two settings; the host runs the protocol,
+    /// so it reads them.
+    pub(crate) fn client_credentials(&self, idp: &Idp) -> Result<(String, String), DomainError> {
+        let (_, config) = self.instances.plugin_config(&idp.instance_id)?;
+        let get = |name: &str| {
+            config
+                .iter()
+                .find(|e| e.name == name)
+                .and_then(|e| match &e.value {
+                    ConfigValue::Text(s) | ConfigValue::Secret(s) => Some(s.trim().to_string()),
+                    _ => None,
+                })
+        };
+        let id = get("client_id").ok_or_else(|| {
+            DomainError::invalid("instance", "the connector instance has no client_id")
+        })?;
+        Ok((id, get("client_secret").unwrap_or_default()))
+    }
+
+    /// Asks the connector where the provider is, then reads its discovery
+    /// document and key set. Every failure is the admin's to fix, so each
+    /// says what was tried.
+    async fn discover(&self, instance_id: &str) -> Result<Discovered, DomainError> {
+        let endpoints = self.instance_endpoints(instance_id).await?;
         let issuer = IssuerUrl::new(endpoints.issuer.clone()).map_err(|e| {
             DomainError::invalid(
                 "instance",
@@ -287,6 +329,19 @@ impl Federation {
             token_endpoint: metadata.token_endpoint().map(|u| u.to_string()),
             jwks_uri: metadata.jwks_uri().to_string(),
             signing_algorithms,
+            token_auth_methods: metadata
+                .token_endpoint_auth_methods_supported()
+                .map(|methods| {
+                    methods
+                        .iter()
+                        .filter_map(|m| {
+                            serde_json::to_value(m)
+                                .ok()
+                                .and_then(|v| v.as_str().map(String::from))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
             keys: metadata.jwks().keys().len(),
             checked_at: self.clock.now(),
         })
@@ -503,7 +558,11 @@ impl Federation {
 
     /// The connector's reading of `claims`: provider checks, and the
     /// directory attributes they give.
-    async fn map_claims(&self, idp: &Idp, claims: &Value) -> Result<Identity, DomainError> {
+    pub(crate) async fn map_claims(
+        &self,
+        idp: &Idp,
+        claims: &Value,
+    ) -> Result<Identity, DomainError> {
         let (manifest, config) = self.instances.plugin_config(&idp.instance_id)?;
         let plugin = self
             .registry

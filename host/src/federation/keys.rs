@@ -10,3 +10,5 @@ pub const IDP_NAMES: Keyspace = Keyspace::new("idp_names");
 pub const ROUTING: Keyspace = Keyspace::new("sign_in_routing");
 /// `issuer \0 subject` → user id: upstream identities linked to users.
 pub const LINKS: Keyspace = Keyspace::new("idp_links");
+/// `state` → a started sign-in awaiting the provider's callback.
+pub const PENDING: Keyspace = Keyspace::new("sign_in_pending");

@@ -8,18 +8,23 @@
 //! The protocol (discovery, the code flow with PKCE, ID token validation)
 //! is the host's; connectors only carry each provider's quirks.
 //!
-//! Built so far:
-//! - IdP configuration, with discovery checked when an IdP is saved, so that
-//!   a wrong issuer is the admin's error at once rather than the users' at
-//!   their first sign-in;
-//! - routing, and its simulation for admins, with the matching of upstream
-//!   claims to a directory user.
+//! - `idps`: IdP configuration, with discovery checked when an IdP is saved,
+//!   so that a wrong issuer is the admin's error at once rather than the
+//!   users' at their first sign-in;
+//! - `routing`: which way each user signs in, and its simulation;
+//! - `matching`: from upstream claims to one directory user;
+//! - `flow`: the sign-in itself (code flow with PKCE, the callback, local
+//!   passwords), ending in a session;
+//! - `id_token`: ID token validation.
 
+pub mod flow;
 mod http;
+pub mod id_token;
 pub mod idps;
 pub mod keys;
 pub mod matching;
 pub mod routing;
 
+pub use flow::{Refusal, SignIn, Started};
 pub use idps::{Discovered, Federation, Idp, IdpInput, Matching};
 pub use routing::{Condition, Route, Routing, RoutingInput, Rule, Target};

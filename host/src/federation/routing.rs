@@ -65,6 +65,11 @@ pub struct Routing {
     pub rules: Vec<Rule>,
     /// Where everyone else goes.
     pub default: Target,
+    /// User groups whose members may not sign in with a local password,
+    /// whatever routing says (for example everyone who must use the IdP's
+    /// MFA).
+    #[serde(default)]
+    pub local_sign_in_disabled_for: Vec<Uuid>,
     /// When it last changed (null until first set).
     pub updated_at: Option<DateTime<Utc>>,
     /// Increments on every change; the ETag.
@@ -77,6 +82,7 @@ impl Default for Routing {
         Routing {
             rules: Vec::new(),
             default: Target::Local,
+            local_sign_in_disabled_for: Vec::new(),
             updated_at: None,
             version: 0,
         }
@@ -91,6 +97,9 @@ pub struct RoutingInput {
     pub rules: Vec<Rule>,
     /// Where everyone else goes.
     pub default: Target,
+    /// User groups whose members may not use a local password.
+    #[serde(default)]
+    pub local_sign_in_disabled_for: Vec<Uuid>,
 }
 
 /// Which way an identifier signs in, and why.
@@ -172,25 +181,8 @@ pub(crate) fn replace(
         check_target(txn, format!("{at}/target"), &rule.target)?;
         let condition = match rule.condition {
             Condition::Group(g) => {
-                let group: Option<crate::groups::Group> = txn.get_json(GROUPS, g.as_bytes())?;
-                match group {
-                    None => {
-                        return Err(DomainError::invalid(
-                            format!("{at}/condition/group"),
-                            format!("no group with id {g}"),
-                        ));
-                    }
-                    Some(group) if group.subject != SubjectKind::User => {
-                        return Err(DomainError::invalid(
-                            format!("{at}/condition/group"),
-                            format!(
-                                "{:?} is a device group; routing needs a user group",
-                                group.name
-                            ),
-                        ));
-                    }
-                    Some(_) => Condition::Group(g),
-                }
+                check_user_group(txn, format!("{at}/condition/group"), &g)?;
+                Condition::Group(g)
             }
             Condition::EmailDomain(domains) => {
                 if domains.is_empty() {
@@ -220,9 +212,13 @@ pub(crate) fn replace(
         });
     }
     check_target(txn, "default".into(), &input.default)?;
+    for (i, g) in input.local_sign_in_disabled_for.iter().enumerate() {
+        check_user_group(txn, format!("local_sign_in_disabled_for/{i}"), g)?;
+    }
     let after = Routing {
         rules,
         default: input.default,
+        local_sign_in_disabled_for: input.local_sign_in_disabled_for,
         updated_at: Some(now),
         version: before.version + 1,
     };
@@ -239,6 +235,26 @@ pub(crate) fn replace(
         },
     )?;
     Ok(after)
+}
+
+/// Refuses anything but an existing user group.
+fn check_user_group(
+    txn: &cohort_storage::WriteTxn<'_>,
+    field: String,
+    g: &Uuid,
+) -> Result<(), DomainError> {
+    let group: Option<crate::groups::Group> = txn.get_json(GROUPS, g.as_bytes())?;
+    match group {
+        None => Err(DomainError::invalid(field, format!("no group with id {g}"))),
+        Some(group) if group.subject != SubjectKind::User => Err(DomainError::invalid(
+            field,
+            format!(
+                "{:?} is a device group; routing needs a user group",
+                group.name
+            ),
+        )),
+        Some(_) => Ok(()),
+    }
 }
 
 /// The directory user an identifier (username or email) names.

@@ -1,0 +1,537 @@
+//! The user-facing sign-in pages: plain HTML forms that work without
+//! JavaScript. Each handler reads the form or query, calls the sign-in
+//! service, and renders its answer; the protocol and every decision live in
+//! `federation::flow`.
+//!
+//! Forms carry a CSRF token that must equal a cookie set with the page
+//! (double submit; the cookie is SameSite=Lax, so another site's form
+//! cannot send it). The cookie that binds a started sign-in to this browser
+//! is separate and only sent to `/sign-in`.
+
+use std::collections::BTreeMap;
+
+use axum::Form;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use super::AppState;
+use super::extract::RequestId;
+use crate::federation::{Refusal, Started};
+use crate::sessions::{Opened, random_token};
+
+/// The session cookie.
+pub const SESSION_COOKIE: &str = "cohort_session";
+/// Binds a started sign-in to the browser that started it.
+const BROWSER_COOKIE: &str = "cohort_sign_in";
+/// Double-submit CSRF cookie for the forms.
+const CSRF_COOKIE: &str = "cohort_csrf";
+
+/// A cookie's value from the request.
+pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+        .filter(|v| !v.is_empty())
+}
+
+/// A `Set-Cookie` value. `max_age` 0 deletes the cookie.
+pub fn set_cookie(s: &AppState, name: &str, value: &str, path: &str, max_age: i64) -> HeaderValue {
+    let secure = if s.sign_in.public_url().starts_with("https://") {
+        "; Secure"
+    } else {
+        ""
+    };
+    let text =
+        format!("{name}={value}; Path={path}; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}");
+    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A page in Cohort's sign-in style. `reason` is machine-readable for
+/// scripts and tests (`<meta name="cohort-reason">`).
+fn page(status: StatusCode, title: &str, reason: Option<&str>, body: &str) -> Response {
+    let meta = reason
+        .map(|r| format!(r#"<meta name="cohort-reason" content="{}">"#, escape(r)))
+        .unwrap_or_default();
+    let html = format!(
+        r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="referrer" content="no-referrer">
+{meta}<title>{title} · Cohort</title>
+<style>
+body{{font-family:system-ui,sans-serif;background:#f4f5f7;margin:0;display:flex;min-height:100vh;align-items:center;justify-content:center}}
+main{{background:#fff;padding:2rem 2.5rem;border-radius:8px;box-shadow:0 1px 4px #0002;width:22rem}}
+h1{{font-size:1.3rem;margin-top:0}} label{{display:block;margin:.8rem 0 .3rem}}
+input[type=text],input[type=password],input[type=email]{{width:100%;padding:.5rem;box-sizing:border-box;font-size:1rem}}
+button{{margin-top:1rem;padding:.55rem 1rem;font-size:1rem;width:100%}} .error{{color:#a00}}
+</style></head>
+<body><main><h1>{title}</h1>
+{body}
+</main></body></html>"#,
+        title = escape(title),
+    );
+    let mut resp = (status, html).into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        "content-security-policy",
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'",
+        ),
+    );
+    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    resp
+}
+
+fn hidden(name: &str, value: &str) -> String {
+    format!(
+        r#"<input type="hidden" name="{}" value="{}">"#,
+        escape(name),
+        escape(value)
+    )
+}
+
+/// The page for a refused sign-in.
+fn refused(r: &Refusal) -> Response {
+    let status = match r.code {
+        "wrong_password" => StatusCode::UNAUTHORIZED,
+        "locked_out" => StatusCode::TOO_MANY_REQUESTS,
+        "no_match" | "ambiguous" | "user_not_active" | "idp_disabled" | "connector_rejected"
+        | "local_disabled" | "missing_attribute" | "not_local" | "jit_failed" => {
+            StatusCode::FORBIDDEN
+        }
+        "token_exchange_failed" => StatusCode::BAD_GATEWAY,
+        "internal" => StatusCode::INTERNAL_SERVER_ERROR,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    let title = match r.code {
+        "no_match" => "No matching account",
+        "ambiguous" => "Account is ambiguous",
+        "user_not_active" => "Account not active",
+        "idp_disabled" => "Sign-in is turned off",
+        "local_disabled" => "Password sign-in is turned off",
+        _ => "Sign-in failed",
+    };
+    page(
+        status,
+        title,
+        Some(r.code),
+        &format!(
+            r#"<p class="error">{}</p><p><a href="/sign-in">Start again</a></p>"#,
+            escape(&r.message)
+        ),
+    )
+}
+
+fn identifier_form(csrf: &str, return_to: &str, error: Option<&str>) -> String {
+    format!(
+        r#"{error}<form method="post" action="/sign-in">
+{csrf}{ret}
+<label for="identifier">Username or email</label>
+<input type="text" id="identifier" name="identifier" autocomplete="username" autofocus required>
+<button type="submit">Continue</button>
+</form>"#,
+        error = error
+            .map(|e| format!(r#"<p class="error">{}</p>"#, escape(e)))
+            .unwrap_or_default(),
+        csrf = hidden("csrf", csrf),
+        ret = hidden("return_to", return_to),
+    )
+}
+
+fn password_form(csrf: &str, identifier: &str, return_to: &str, error: Option<&str>) -> String {
+    format!(
+        r#"{error}<form method="post" action="/sign-in/password">
+{csrf}{ret}{ident}
+<p>Signing in as <strong>{shown}</strong> (<a href="/sign-in">not you?</a>)</p>
+<label for="password">Password</label>
+<input type="password" id="password" name="password" autocomplete="current-password" autofocus required>
+<button type="submit">Sign in</button>
+</form>"#,
+        error = error
+            .map(|e| format!(r#"<p class="error">{}</p>"#, escape(e)))
+            .unwrap_or_default(),
+        csrf = hidden("csrf", csrf),
+        ret = hidden("return_to", return_to),
+        ident = hidden("identifier", identifier),
+        shown = escape(identifier),
+    )
+}
+
+/// The CSRF token for a form: the browser's cookie, or a new one (set on
+/// the response by [`with_csrf`]).
+fn csrf_for(headers: &HeaderMap) -> (String, bool) {
+    match cookie(headers, CSRF_COOKIE) {
+        Some(c) => (c.to_string(), false),
+        None => (random_token(), true),
+    }
+}
+
+fn with_csrf(s: &AppState, mut resp: Response, token: &str, new: bool) -> Response {
+    if new {
+        resp.headers_mut().append(
+            header::SET_COOKIE,
+            set_cookie(s, CSRF_COOKIE, token, "/", 3600),
+        );
+    }
+    resp
+}
+
+fn csrf_ok(headers: &HeaderMap, submitted: &str) -> bool {
+    cookie(headers, CSRF_COOKIE).is_some_and(|c| {
+        crate::federation::id_token::constant_time_eq(c.as_bytes(), submitted.as_bytes())
+    })
+}
+
+fn csrf_refusal() -> Response {
+    refused(&Refusal {
+        code: "csrf",
+        message: "This form has expired. Start again.".into(),
+        detail: String::new(),
+    })
+}
+
+/// `GET /sign-in`: the identifier form.
+pub async fn form(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Response {
+    let return_to = match s
+        .sign_in
+        .check_return_to(q.get("return_to").map(String::as_str))
+    {
+        Ok(r) => r,
+        Err(r) => return refused(&r),
+    };
+    let (csrf, new) = csrf_for(&headers);
+    let notice = q
+        .contains_key("signed_out")
+        .then_some("You have signed out.");
+    let body = identifier_form(&csrf, &return_to, None);
+    let body = match notice {
+        Some(n) => format!("<p>{n}</p>{body}"),
+        None => body,
+    };
+    with_csrf(&s, page(StatusCode::OK, "Sign in", None, &body), &csrf, new)
+}
+
+/// The identifier form's fields.
+#[derive(Deserialize)]
+pub struct IdentifierForm {
+    identifier: String,
+    #[serde(default)]
+    return_to: String,
+    #[serde(default)]
+    csrf: String,
+}
+
+/// `POST /sign-in`: routes the identifier; off to the provider, or on to
+/// the password.
+pub async fn submit(
+    State(s): State<AppState>,
+    RequestId(request_id): RequestId,
+    headers: HeaderMap,
+    Form(f): Form<IdentifierForm>,
+) -> Response {
+    if !csrf_ok(&headers, &f.csrf) {
+        return csrf_refusal();
+    }
+    let return_to = match s.sign_in.check_return_to(Some(&f.return_to)) {
+        Ok(r) => r,
+        Err(r) => return refused(&r),
+    };
+    let browser = random_token();
+    match s
+        .sign_in
+        .start(&request_id, &f.identifier, &return_to, &browser)
+        .await
+    {
+        Ok(Started::Redirect { url }) => {
+            let mut resp = StatusCode::SEE_OTHER.into_response();
+            if let Ok(v) = HeaderValue::from_str(&url) {
+                resp.headers_mut().insert(header::LOCATION, v);
+            }
+            resp.headers_mut().append(
+                header::SET_COOKIE,
+                set_cookie(&s, BROWSER_COOKIE, &browser, "/sign-in", 600),
+            );
+            resp
+        }
+        Ok(Started::Password) => page(
+            StatusCode::OK,
+            "Sign in",
+            None,
+            &password_form(&f.csrf, f.identifier.trim(), &return_to, None),
+        ),
+        Err(r) if r.code == "invalid_request" => page(
+            StatusCode::BAD_REQUEST,
+            "Sign in",
+            Some(r.code),
+            &identifier_form(&f.csrf, &return_to, Some(&r.message)),
+        ),
+        Err(r) => refused(&r),
+    }
+}
+
+/// The password form's fields.
+#[derive(Deserialize)]
+pub struct PasswordForm {
+    identifier: String,
+    password: String,
+    #[serde(default)]
+    return_to: String,
+    #[serde(default)]
+    csrf: String,
+}
+
+/// `POST /sign-in/password`.
+pub async fn password(
+    State(s): State<AppState>,
+    RequestId(request_id): RequestId,
+    headers: HeaderMap,
+    Form(f): Form<PasswordForm>,
+) -> Response {
+    if !csrf_ok(&headers, &f.csrf) {
+        return csrf_refusal();
+    }
+    let return_to = match s.sign_in.check_return_to(Some(&f.return_to)) {
+        Ok(r) => r,
+        Err(r) => return refused(&r),
+    };
+    match s
+        .sign_in
+        .password(&request_id, &f.identifier, &f.password, return_to.clone())
+        .await
+    {
+        Ok(done) => signed_in(&s, &done.opened, &done.return_to),
+        Err(r) if r.code == "wrong_password" => page(
+            StatusCode::UNAUTHORIZED,
+            "Sign in",
+            Some(r.code),
+            &password_form(&f.csrf, &f.identifier, &return_to, Some(&r.message)),
+        ),
+        Err(r) => refused(&r),
+    }
+}
+
+/// The response that completes a sign-in: the session cookie, and on to
+/// the target.
+fn signed_in(s: &AppState, opened: &Opened, return_to: &str) -> Response {
+    let mut resp = StatusCode::SEE_OTHER.into_response();
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(return_to) {
+        h.insert(header::LOCATION, v);
+    }
+    let max_age = (opened.session.expires_at - opened.session.created_at).num_seconds();
+    h.append(
+        header::SET_COOKIE,
+        set_cookie(s, SESSION_COOKIE, &opened.cookie, "/", max_age),
+    );
+    h.append(
+        header::SET_COOKIE,
+        set_cookie(s, BROWSER_COOKIE, "", "/sign-in", 0),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+/// `GET /sign-in/callback`: the provider sends the browser back here.
+pub async fn callback(
+    State(s): State<AppState>,
+    RequestId(request_id): RequestId,
+    headers: HeaderMap,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Response {
+    match s
+        .sign_in
+        .callback(&request_id, &q, cookie(&headers, BROWSER_COOKIE))
+        .await
+    {
+        Ok(done) => signed_in(&s, &done.opened, &done.return_to),
+        Err(r) => refused(&r),
+    }
+}
+
+/// `GET /sign-in/done`: where a sign-in lands without a target.
+pub async fn done(State(s): State<AppState>, headers: HeaderMap) -> Response {
+    let session =
+        cookie(&headers, SESSION_COOKIE).and_then(|c| s.sign_in.sessions().from_cookie(c).ok());
+    match session {
+        Some(signed_in) => {
+            let (csrf, new) = csrf_for(&headers);
+            let body = format!(
+                r#"<p>You are signed in as <strong>{}</strong>.</p>
+<form method="post" action="/sign-out">{}<button type="submit">Sign out</button></form>"#,
+                escape(&signed_in.user.username),
+                hidden("csrf", &csrf)
+            );
+            with_csrf(
+                &s,
+                page(StatusCode::OK, "Signed in", None, &body),
+                &csrf,
+                new,
+            )
+        }
+        None => {
+            let mut resp = StatusCode::SEE_OTHER.into_response();
+            resp.headers_mut()
+                .insert(header::LOCATION, HeaderValue::from_static("/sign-in"));
+            resp
+        }
+    }
+}
+
+/// The sign-out form's fields.
+#[derive(Deserialize)]
+pub struct SignOutForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+/// `POST /sign-out`: ends the browser's session.
+pub async fn sign_out(
+    State(s): State<AppState>,
+    RequestId(request_id): RequestId,
+    headers: HeaderMap,
+    Form(f): Form<SignOutForm>,
+) -> Response {
+    if !csrf_ok(&headers, &f.csrf) {
+        return csrf_refusal();
+    }
+    if let Some(signed_in) =
+        cookie(&headers, SESSION_COOKIE).and_then(|c| s.sign_in.sessions().from_cookie(c).ok())
+    {
+        let actor = crate::auth::Actor {
+            name: format!("user:{}", signed_in.user.username),
+            key_id: None,
+            request_id,
+        };
+        if let Err(e) = s.sign_in.sessions().end(&actor, &signed_in.session).await {
+            tracing::error!(error = %e, "could not end a session");
+            return refused(&Refusal {
+                code: "internal",
+                message: "Signing out failed. Try again.".into(),
+                detail: String::new(),
+            });
+        }
+    }
+    let mut resp = StatusCode::SEE_OTHER.into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        header::LOCATION,
+        HeaderValue::from_static("/sign-in?signed_out=1"),
+    );
+    h.append(
+        header::SET_COOKIE,
+        set_cookie(&s, SESSION_COOKIE, "", "/", 0),
+    );
+    resp
+}
+
+/// `GET /activate?token=…`: the form to set a password.
+pub async fn activate_form(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Response {
+    let token = q.get("token").cloned().unwrap_or_default();
+    let user = s.credentials.activation_user(&token).ok().flatten();
+    let Some(user) = user else {
+        return refused(&Refusal {
+            code: "activation_invalid",
+            message: "This activation link has expired or was already used. Ask your administrator for a new one.".into(),
+            detail: String::new(),
+        });
+    };
+    let (csrf, new) = csrf_for(&headers);
+    let body = format!(
+        r#"<form method="post" action="/activate">{}{}
+<p>Choose a password for <strong>{}</strong>. At least {} characters.</p>
+<label for="password">New password</label>
+<input type="password" id="password" name="password" autocomplete="new-password" minlength="{}" required autofocus>
+<button type="submit">Set password</button></form>"#,
+        hidden("csrf", &csrf),
+        hidden("token", &token),
+        escape(&user.username),
+        crate::credentials::MIN_LENGTH,
+        crate::credentials::MIN_LENGTH,
+    );
+    with_csrf(
+        &s,
+        page(StatusCode::OK, "Set your password", None, &body),
+        &csrf,
+        new,
+    )
+}
+
+/// The activation form's fields.
+#[derive(Deserialize)]
+pub struct ActivateForm {
+    token: String,
+    password: String,
+    #[serde(default)]
+    csrf: String,
+}
+
+/// `POST /activate`.
+pub async fn activate(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Form(f): Form<ActivateForm>,
+) -> Response {
+    if !csrf_ok(&headers, &f.csrf) {
+        return csrf_refusal();
+    }
+    match s.credentials.activate(&f.token, f.password).await {
+        Ok(_) => page(
+            StatusCode::OK,
+            "Password set",
+            None,
+            r#"<p>Your password is set.</p><p><a href="/sign-in">Sign in</a></p>"#,
+        ),
+        Err(crate::error::DomainError::Invalid { field, message }) => refused(&Refusal {
+            code: if field == "password" {
+                "weak_password"
+            } else {
+                "activation_invalid"
+            },
+            message: format!("The {field} {message}."),
+            detail: String::new(),
+        }),
+        Err(e) => {
+            tracing::error!(error = %e, "activation failed");
+            refused(&Refusal {
+                code: "internal",
+                message: "Setting the password failed. Try again.".into(),
+                detail: String::new(),
+            })
+        }
+    }
+}
