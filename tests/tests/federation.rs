@@ -391,3 +391,81 @@ async fn simulation_maps_claims_and_matches_a_user() {
     assert_eq!(r.status, 422, "{}", r.body);
     assert_eq!(r.field(), "claims", "{}", r.body);
 }
+
+#[tokio::test]
+async fn routing_rules_can_be_cel_expressions_over_the_user() {
+    let op = provider();
+    let server = Server::start_with_plugins(&[]);
+    let api = server.admin();
+    let idp = corp_sso(&api, &op.issuer).await;
+    let fin = api
+        .user(
+            "fin",
+            json!({"department": "Finance", "job_title": "Controller"}),
+        )
+        .await;
+    api.user("sal", json!({"department": "Sales"})).await;
+    let pilot = api
+        .post(
+            "/api/v1/groups",
+            json!({"name": "Pilot", "subject": "user"}),
+        )
+        .await
+        .expect(201)
+        .body["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    api.post(
+        &format!("/api/v1/groups/{pilot}/members"),
+        json!({"subject_id": fin}),
+    )
+    .await
+    .expect(200);
+    let put = |expression: &str| {
+        let api = &api;
+        let body = json!({
+            "rules": [{"name": "Finance pilot", "condition": {"expression": expression},
+                       "target": {"type": "idp", "idp_id": idp}}],
+            "default": {"type": "local"},
+        });
+        async move { api.put_json("/api/v1/sign-in/routing", body).await }
+    };
+
+    // Checked when saved: an unknown attribute is a 422 at its position.
+    let r = put("user.departmnet == 'Finance'").await;
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert_eq!(r.field(), "rules/0/condition/expression");
+    assert!(r.body.to_string().contains("departmnet"), "{}", r.body);
+    // Devices are not in scope for routing.
+    let r = put("user.devices.exists(d, d.encrypted)").await;
+    assert_eq!(r.status, 422, "{}", r.body);
+
+    put("user.department == 'Finance' && in_group('Pilot') && user.job_title.startsWith('Contr')")
+        .await
+        .expect(200);
+    let simulate = |identifier: &str| {
+        let api = &api;
+        let body = json!({"identifier": identifier});
+        async move {
+            api.post("/api/v1/sign-in/simulate", body)
+                .await
+                .expect(200)
+                .body
+        }
+    };
+    let s = simulate("fin").await;
+    assert_eq!(s["route"]["rule"], 0, "{s}");
+    assert_eq!(s["route"]["target"]["type"], "idp", "{s}");
+    let s = simulate("sal").await;
+    assert_eq!(s["route"]["rule"], Value::Null, "{s}");
+    // Out of the group: no longer routed by the rule.
+    api.delete(&format!("/api/v1/groups/{pilot}/members/{fin}"))
+        .await
+        .expect(204);
+    let s = simulate("fin").await;
+    assert_eq!(s["route"]["rule"], Value::Null, "{s}");
+    // Unknown identifiers match no expression.
+    let s = simulate("ghost@example.com").await;
+    assert_eq!(s["route"]["target"]["type"], "local", "{s}");
+}

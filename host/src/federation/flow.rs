@@ -31,7 +31,7 @@ use super::routing::{self, Target};
 use crate::audit::{self, Record};
 use crate::auth::Actor;
 use crate::credentials::{Credentials, PasswordError};
-use crate::directory::{Directory, User, UserInput, UserState};
+use crate::directory::{Directory, SubjectKind, User, UserInput, UserState};
 use crate::error::DomainError;
 use crate::groups::keys::{MEMBERS, pair};
 use crate::sessions::{Method, Opened, Sessions, token_hash};
@@ -251,7 +251,8 @@ impl SignIn {
         }
         let store = &self.inner.store;
         let routing = routing::load(store)?;
-        let route = routing::route(store, &routing, identifier)?;
+        let users = crate::directory::schema(store, SubjectKind::User)?;
+        let route = routing::route(store, &users, &routing, identifier)?;
         let idp_id = match route.target {
             Target::Local => return Ok(Started::Password),
             Target::Idp { idp_id } => idp_id,
@@ -747,7 +748,10 @@ impl SignIn {
     ) -> Result<User, (Refusal, Option<Uuid>)> {
         let store = &self.inner.store;
         let routing = routing::load(store).map_err(|e| (e.into(), None))?;
-        let route = routing::route(store, &routing, identifier).map_err(|e| (e.into(), None))?;
+        let users =
+            crate::directory::schema(store, SubjectKind::User).map_err(|e| (e.into(), None))?;
+        let route =
+            routing::route(store, &users, &routing, identifier).map_err(|e| (e.into(), None))?;
         let user = routing::find_user(store, identifier).map_err(|e| (e.into(), None))?;
         let user_id = user.as_ref().map(|u| u.id);
         let wrong = |detail: &str| {

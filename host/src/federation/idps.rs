@@ -497,9 +497,10 @@ impl Federation {
         if_match: Option<u64>,
     ) -> Result<super::Routing, DomainError> {
         let now = self.clock.now();
+        let users = crate::directory::schema(&self.store, crate::directory::SubjectKind::User)?;
         Ok(self
             .store
-            .write(|txn| super::routing::replace(txn, cap, now, input, if_match))?
+            .write(|txn| super::routing::replace(txn, cap, now, &users, input, if_match))?
             .durable()
             .await?)
     }
@@ -526,7 +527,8 @@ impl Federation {
             ));
         }
         let routing = super::routing::load(&self.store)?;
-        let route = super::routing::route(&self.store, &routing, identifier)?;
+        let users = crate::directory::schema(&self.store, crate::directory::SubjectKind::User)?;
+        let route = super::routing::route(&self.store, &users, &routing, identifier)?;
         let idp = match &route.target {
             super::Target::Idp { idp_id } => Some(self.load(idp_id)?),
             super::Target::Local => None,

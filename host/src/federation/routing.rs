@@ -14,9 +14,12 @@ use super::keys::{IDPS, ROUTING};
 use crate::audit::{self, Record};
 use crate::auth::{ManagePlugins, Mutation};
 use crate::directory::keys::{USERS_BY_EMAIL, USERS_BY_USERNAME};
-use crate::directory::{SubjectKind, User};
+use std::collections::HashMap;
+
+use crate::directory::{AttrRef, AttrType, Attribute, Subject, SubjectKind, User};
 use crate::error::DomainError;
-use crate::groups::keys::{GROUPS, MEMBERS, pair};
+use crate::expression::{Bindings, Environment, Expression, Related, Runtime};
+use crate::groups::keys::{GROUPS, MEMBERS, SUBJECT_GROUPS, pair};
 
 /// The single routing document's key.
 const CURRENT: &[u8] = b"current";
@@ -44,6 +47,12 @@ pub enum Condition {
     Group(Uuid),
     /// The identifier (or the user's email) is at one of these domains.
     EmailDomain(Vec<String>),
+    /// A CEL expression over the user (`user.department == 'Sales' &&
+    /// in_group('Pilot')`), checked against the attribute schema when the
+    /// routing is saved. It sees the user's attributes and groups, not
+    /// their devices. An identifier that names no user matches no
+    /// expression.
+    Expression(String),
 }
 
 /// One routing rule.
@@ -141,6 +150,7 @@ pub(crate) fn replace(
     txn: &mut cohort_storage::WriteTxn<'_>,
     cap: &ManagePlugins<'_>,
     now: DateTime<Utc>,
+    users: &[Attribute],
     input: RoutingInput,
     if_match: Option<u64>,
 ) -> Result<Routing, DomainError> {
@@ -183,6 +193,12 @@ pub(crate) fn replace(
             Condition::Group(g) => {
                 check_user_group(txn, format!("{at}/condition/group"), &g)?;
                 Condition::Group(g)
+            }
+            Condition::Expression(source) => {
+                compile_expression(&*txn, users, &source).map_err(|message| {
+                    DomainError::invalid(format!("{at}/condition/expression"), message)
+                })?;
+                Condition::Expression(source)
             }
             Condition::EmailDomain(domains) => {
                 if domains.is_empty() {
@@ -270,9 +286,127 @@ pub(crate) fn find_user(
     Ok(None)
 }
 
+/// Compiles a routing expression against the user schema and the user
+/// groups (for `in_group`).
+fn compile_expression(
+    r: &impl crate::groups::Reader,
+    users: &[Attribute],
+    source: &str,
+) -> Result<Expression, String> {
+    let mut names: HashMap<String, Uuid> = HashMap::new();
+    for (_, v) in r.scan(GROUPS, b"").map_err(|e| e.to_string())? {
+        let g: crate::groups::Group =
+            cohort_storage::decode_json(GROUPS, &v).map_err(|e| e.to_string())?;
+        if g.subject == SubjectKind::User {
+            names.insert(g.name.to_lowercase(), g.id);
+        }
+    }
+    let resolve = |s: &str| {
+        Uuid::parse_str(s)
+            .ok()
+            .filter(|id| names.values().any(|v| v == id))
+            .or_else(|| names.get(&s.to_lowercase()).copied())
+    };
+    let env = Environment {
+        kind: SubjectKind::User,
+        users,
+        devices: &[],
+        group: &resolve,
+        related_only: false,
+    };
+    let e = Expression::compile(source, &env).map_err(|problems| {
+        problems
+            .iter()
+            .map(|p| p.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    })?;
+    if e.reads().reads_related {
+        return Err(
+            "routing expressions read the user's attributes and groups, not their devices".into(),
+        );
+    }
+    Ok(e)
+}
+
+/// A user as expressions see it.
+struct UserRef<'a>(&'a User);
+
+impl Related for UserRef<'_> {
+    fn attribute(&self, name: &str) -> Option<AttrRef<'_>> {
+        self.0.attribute_ref(name)
+    }
+}
+
+/// Whether the routing expression `source` holds for `user`. An expression
+/// that no longer compiles (an attribute it reads was deleted) or fails on
+/// this user does not match, and says so in the log.
+fn expression_holds(
+    r: &impl crate::groups::Reader,
+    users: &[Attribute],
+    source: &str,
+    user: &User,
+) -> Result<bool, DomainError> {
+    let e = match compile_expression(r, users, source) {
+        Ok(e) => e,
+        Err(message) => {
+            tracing::warn!(%message, "a routing expression no longer compiles; it matches nobody");
+            return Ok(false);
+        }
+    };
+    let reads = e.reads();
+    let attributes: Vec<(String, AttrType)> = reads
+        .own
+        .iter()
+        .filter_map(|n| {
+            users
+                .iter()
+                .find(|a| &a.name == n)
+                .map(|a| (n.clone(), a.attr_type))
+        })
+        .collect();
+    let mut names = Vec::new();
+    if reads.reads_groups {
+        for (k, _) in r.scan(SUBJECT_GROUPS, user.id.as_bytes())? {
+            let Some(id) = k.get(16..32).and_then(|b| Uuid::from_slice(b).ok()) else {
+                continue;
+            };
+            if let Some(g) = r.get_json::<crate::groups::Group>(GROUPS, id.as_bytes())? {
+                names.push((id, g.name));
+            }
+        }
+    }
+    let mut in_groups = Vec::new();
+    for g in &reads.in_groups {
+        if r.get(MEMBERS, &pair(g, &user.id))?.is_some() {
+            in_groups.push(*g);
+        }
+    }
+    let subject = UserRef(user);
+    let bindings = Bindings {
+        kind: SubjectKind::User,
+        subject: &subject,
+        attributes: &attributes,
+        groups: reads
+            .reads_groups
+            .then(|| names.iter().map(|(id, n)| (*id, n.as_str())).collect()),
+        related: None,
+        related_attributes: &[],
+        in_groups,
+        now: Utc::now(),
+    };
+    static RUNTIME: std::sync::OnceLock<Runtime> = std::sync::OnceLock::new();
+    let scope = RUNTIME.get_or_init(Runtime::new).scope(&bindings);
+    Ok(scope.evaluate(&e).unwrap_or_else(|err| {
+        tracing::info!(user = %user.id, error = %err.message, "a routing expression failed for a user; it does not match");
+        false
+    }))
+}
+
 /// Where `identifier` signs in.
 pub(crate) fn route(
     r: &impl crate::groups::Reader,
+    users: &[Attribute],
     routing: &Routing,
     identifier: &str,
 ) -> Result<Route, DomainError> {
@@ -290,6 +424,10 @@ pub(crate) fn route(
             Condition::EmailDomain(domains) => domain
                 .as_ref()
                 .is_some_and(|d| domains.iter().any(|x| x == d)),
+            Condition::Expression(source) => match &user {
+                Some(u) => expression_holds(r, users, source, u)?,
+                None => false,
+            },
         };
         if holds {
             return Ok(Route {
