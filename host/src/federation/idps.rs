@@ -5,14 +5,11 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use cohort_storage::{Store, WriteTxn};
-use openidconnect::IssuerUrl;
-use openidconnect::core::CoreProviderMetadata;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::http::send;
 use super::keys::{IDP_NAMES, IDPS};
 use crate::audit::{self, Record};
 use crate::auth::{ManagePlugins, Mutation, Read};
@@ -283,29 +280,9 @@ impl Federation {
     /// says what was tried.
     async fn discover(&self, instance_id: &str) -> Result<Discovered, DomainError> {
         let endpoints = self.instance_endpoints(instance_id).await?;
-        let issuer = IssuerUrl::new(endpoints.issuer.clone()).map_err(|e| {
-            DomainError::invalid(
-                "instance",
-                format!("the issuer {:?} is not a URL: {e}", endpoints.issuer),
-            )
-        })?;
-        let client = self.http.clone();
-        let http = move |req| {
-            let client = client.clone();
-            async move { send(&client, req).await }
-        };
-        let metadata = CoreProviderMetadata::discover_async(issuer, &http)
+        let (metadata, keys) = super::discovery::fetch(&self.http, &endpoints.issuer)
             .await
-            .map_err(|e| {
-                DomainError::invalid(
-                    "instance",
-                    format!(
-                        "discovery at {}/.well-known/openid-configuration failed: {}",
-                        endpoints.issuer.trim_end_matches('/'),
-                        describe(&e)
-                    ),
-                )
-            })?;
+            .map_err(|e| DomainError::invalid("instance", e))?;
         let signing_algorithms: Vec<String> = metadata
             .id_token_signing_alg_values_supported()
             .iter()
@@ -342,7 +319,7 @@ impl Federation {
                         .collect()
                 })
                 .unwrap_or_default(),
-            keys: metadata.jwks().keys().len(),
+            keys: keys.keys.len(),
             checked_at: self.clock.now(),
         })
     }
@@ -706,20 +683,4 @@ fn connector_error(e: ConnectorError) -> String {
         }
         ConnectorError::Http(h) => format!("{h:?}"),
     }
-}
-
-/// A discovery error with its causes, which carry the useful part ("issuer
-/// does not match", "connection refused").
-fn describe(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
 }

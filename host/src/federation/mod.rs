@@ -17,8 +17,8 @@
 //!   passwords), ending in a session;
 //! - `id_token`: ID token validation.
 
+mod discovery;
 pub mod flow;
-mod http;
 pub mod id_token;
 pub mod idps;
 pub mod keys;
