@@ -33,7 +33,11 @@ pub(crate) async fn fetch(
         issuer.trim_end_matches('/')
     );
     let failed = |why: String| format!("discovery at {url} failed: {why}");
-    let response = http.get(&url).send().await.map_err(|e| failed(describe(&e)))?;
+    let response = http
+        .get(&url)
+        .send()
+        .await
+        .map_err(|e| failed(describe(&e)))?;
     if !response.status().is_success() {
         return Err(failed(format!("it answered {}", response.status())));
     }
@@ -47,7 +51,8 @@ pub(crate) async fn fetch(
         )));
     }
     let jwks_uri = metadata.jwks_uri().to_string();
-    let keys_failed = |why: String| format!("the provider's keys at {jwks_uri} could not be read: {why}");
+    let keys_failed =
+        |why: String| format!("the provider's keys at {jwks_uri} could not be read: {why}");
     let response = http
         .get(&jwks_uri)
         .send()
@@ -56,7 +61,10 @@ pub(crate) async fn fetch(
     if !response.status().is_success() {
         return Err(keys_failed(format!("it answered {}", response.status())));
     }
-    let body = response.bytes().await.map_err(|e| keys_failed(describe(&e)))?;
+    let body = response
+        .bytes()
+        .await
+        .map_err(|e| keys_failed(describe(&e)))?;
     let keys: JwkSet =
         serde_json::from_slice(&body).map_err(|e| keys_failed(format!("not a key set: {e}")))?;
     Ok((metadata, keys))
@@ -94,7 +102,10 @@ mod tests {
         assert!(issuer_matches(tenant, tenant));
         assert!(!issuer_matches(tenant, template));
         // Elsewhere, exact matches only.
-        assert!(!issuer_matches("https://idp.example.com", "https://evil.example.com"));
+        assert!(!issuer_matches(
+            "https://idp.example.com",
+            "https://evil.example.com"
+        ));
         assert!(!issuer_matches(
             "https://idp.example.com/organizations",
             "https://idp.example.com/{tenantid}/x"
