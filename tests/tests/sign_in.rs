@@ -566,6 +566,10 @@ async fn local_passwords_set_by_admin_or_activation_link_and_turned_off_per_grou
     .await;
     assert_eq!(off.status, 403, "{}", off.body);
     assert_eq!(off.reason().as_deref(), Some("local_disabled"));
+    // The group cannot be deleted while routing uses it.
+    let r = api.delete(&format!("/api/v1/groups/{sales}")).await;
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert_eq!(r.code(), "group_in_use");
 
     // Repeated failures lock the user out for a while.
     let b = Browser::new();

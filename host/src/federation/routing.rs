@@ -253,6 +253,26 @@ pub(crate) fn replace(
     Ok(after)
 }
 
+/// Where routing uses group `id` (a rule's condition, or the groups
+/// without local sign-in), so that the group is not deleted from under it.
+pub(crate) fn uses_group(
+    r: &impl crate::groups::Reader,
+    id: &Uuid,
+) -> Result<Option<String>, DomainError> {
+    let routing = load(r)?;
+    if let Some(rule) = routing
+        .rules
+        .iter()
+        .find(|rule| matches!(&rule.condition, Condition::Group(g) if g == id))
+    {
+        return Ok(Some(format!("rule {:?}", rule.name)));
+    }
+    if routing.local_sign_in_disabled_for.contains(id) {
+        return Ok(Some("local_sign_in_disabled_for".into()));
+    }
+    Ok(None)
+}
+
 /// Refuses anything but an existing user group.
 fn check_user_group(
     txn: &cohort_storage::WriteTxn<'_>,

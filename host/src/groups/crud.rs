@@ -761,6 +761,15 @@ impl Groups {
                     ),
                 });
             }
+            if let Some(place) = crate::federation::routing::uses_group(&*txn, &id)? {
+                return Err(DomainError::Conflict {
+                    code: "group_in_use",
+                    field: None,
+                    message: format!(
+                        "sign-in routing uses this group ({place}); change the routing first"
+                    ),
+                });
+            }
             let status = apply::load_status(txn, &id)?;
             for (k, _) in txn.scan_prefix(MEMBERS, id.as_bytes())? {
                 if let Some(subject) = crate::directory::keys::uuid_at(&k, 16) {

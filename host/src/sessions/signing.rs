@@ -166,7 +166,7 @@ impl Signer {
             let stored: StoredKey = cohort_storage::decode_json(SIGNING_KEYS, &v)?;
             loaded.push(Arc::new(load(&self.secrets, stored)?));
         }
-        loaded.sort_by(|a, b| b.public.created_at.cmp(&a.public.created_at));
+        loaded.sort_by_key(|k| std::cmp::Reverse(k.public.created_at));
         *self.keys.write() = loaded;
         Ok(())
     }
