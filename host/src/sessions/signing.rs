@@ -164,7 +164,18 @@ impl Signer {
         for entry in self.store.scan(SIGNING_KEYS, b"", None, false) {
             let (_, v) = entry?;
             let stored: StoredKey = cohort_storage::decode_json(SIGNING_KEYS, &v)?;
-            loaded.push(Arc::new(load(&self.secrets, stored)?));
+            let kid = stored.public.kid.clone();
+            // A key sealed with another secret key (a backup restored into
+            // a data directory with a new one) is skipped, not fatal: the
+            // tokens it signed stop verifying, sessions stay, and a new key
+            // is made if none is left. It is kept in storage in case the
+            // right secret key comes back.
+            match load(&self.secrets, stored) {
+                Ok(k) => loaded.push(Arc::new(k)),
+                Err(e) => {
+                    tracing::warn!(kid = %kid, error = %e, "a session signing key cannot be opened with this secret key; skipped");
+                }
+            }
         }
         loaded.sort_by_key(|k| std::cmp::Reverse(k.public.created_at));
         *self.keys.write() = loaded;
