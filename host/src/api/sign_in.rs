@@ -245,6 +245,7 @@ pub async fn form(
 /// The identifier form's fields.
 #[derive(Deserialize)]
 pub struct IdentifierForm {
+    #[serde(default)]
     identifier: String,
     #[serde(default)]
     return_to: String,
@@ -303,7 +304,9 @@ pub async fn submit(
 /// The password form's fields.
 #[derive(Deserialize)]
 pub struct PasswordForm {
+    #[serde(default)]
     identifier: String,
+    #[serde(default)]
     password: String,
     #[serde(default)]
     return_to: String,
@@ -494,7 +497,9 @@ pub async fn activate_form(
 /// The activation form's fields.
 #[derive(Deserialize)]
 pub struct ActivateForm {
+    #[serde(default)]
     token: String,
+    #[serde(default)]
     password: String,
     #[serde(default)]
     csrf: String,

@@ -699,7 +699,7 @@ impl SignIn {
         password: &str,
         return_to: String,
     ) -> Result<Finished, Refusal> {
-        let result = self.check_password(request_id, identifier, password).await;
+        let result = self.check_password(identifier, password).await;
         let user = match result {
             Ok(u) => u,
             Err((r, user_id)) => {
@@ -742,7 +742,6 @@ impl SignIn {
 
     async fn check_password(
         &self,
-        _request_id: &str,
         identifier: &str,
         password: &str,
     ) -> Result<User, (Refusal, Option<Uuid>)> {
