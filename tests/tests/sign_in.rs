@@ -303,6 +303,20 @@ async fn routing_by_group_and_domain_sends_each_user_to_their_provider() {
     assert_eq!(ok[0]["resource_id"], bob.as_str());
     assert_eq!(ok[0]["changes"]["idp"]["after"], "Eng SSO", "{ok:?}");
 
+    // An identity may only sign in a user routed to its provider: carol
+    // signs in at the engineers' provider (after typing bob's name) and is
+    // refused, since routing sends her elsewhere.
+    let refused = through_provider(&Browser::new(), &server.base, "bob", "carol").await;
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    assert_eq!(refused.reason().as_deref(), Some("wrong_idp"));
+    assert!(
+        audit(&api, "idp_link.create")
+            .await
+            .iter()
+            .all(|l| l["resource_id"] != carol.as_str()),
+        "no link for the refused identity"
+    );
+
     // Carol's domain sends her to the other provider.
     let b = Browser::new();
     let started = b

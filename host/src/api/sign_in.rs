@@ -123,7 +123,7 @@ fn refused(r: &Refusal) -> Response {
         "wrong_password" => StatusCode::UNAUTHORIZED,
         "locked_out" => StatusCode::TOO_MANY_REQUESTS,
         "no_match" | "ambiguous" | "user_not_active" | "idp_disabled" | "connector_rejected"
-        | "local_disabled" | "missing_attribute" | "not_local" | "jit_failed" => {
+        | "local_disabled" | "missing_attribute" | "not_local" | "jit_failed" | "wrong_idp" => {
             StatusCode::FORBIDDEN
         }
         "token_exchange_failed" => StatusCode::BAD_GATEWAY,

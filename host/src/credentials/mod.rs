@@ -89,6 +89,9 @@ pub struct Credentials {
     public_url: String,
     activation_lifetime: Duration,
     failures: Arc<Mutex<HashMap<Uuid, (u32, Instant)>>>,
+    /// Hashes in flight at once: each takes 19 MiB and a core, and anyone
+    /// can ask for one through the sign-in form.
+    hashing: Arc<tokio::sync::Semaphore>,
 }
 
 fn check_policy(password: &str) -> Result<(), DomainError> {
@@ -133,6 +136,9 @@ impl Credentials {
             public_url,
             activation_lifetime: Duration::hours(72),
             failures: Arc::default(),
+            hashing: Arc::new(tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get()),
+            )),
         }
     }
 
@@ -173,7 +179,16 @@ impl Credentials {
                 }
                 let had = txn.contains(PASSWORDS, user.as_bytes())?;
                 if let Some(token) = used_activation {
-                    txn.delete(ACTIVATIONS, token_hash(token).as_bytes());
+                    // Checked again in the transaction: two submissions of
+                    // one link cannot both set a password.
+                    let key = token_hash(token);
+                    if !txn.contains(ACTIVATIONS, key.as_bytes())? {
+                        return Err(DomainError::invalid(
+                            "token",
+                            "this link has expired or was used",
+                        ));
+                    }
+                    txn.delete(ACTIVATIONS, key.as_bytes());
                 }
                 txn.put_json(
                     PASSWORDS,
@@ -335,13 +350,24 @@ impl Credentials {
     /// Checks `password` for `user` (None: no such user, answered the same
     /// way and in the same time).
     pub async fn check(&self, user: Option<&User>, password: &str) -> Result<(), PasswordError> {
-        if let Some(u) = user
-            && let Some((n, since)) = self.failures.lock().get(&u.id).copied()
-            && n >= MAX_FAILURES
-            && since.elapsed() < LOCKOUT
-        {
-            return Err(PasswordError::LockedOut);
+        // The attempt is counted before the hash is checked, so parallel
+        // guesses cannot all slip under the limit.
+        if let Some(u) = user {
+            let mut failures = self.failures.lock();
+            let entry = failures.entry(u.id).or_insert((0, Instant::now()));
+            if entry.1.elapsed() >= LOCKOUT {
+                *entry = (0, Instant::now());
+            }
+            if entry.0 >= MAX_FAILURES {
+                return Err(PasswordError::LockedOut);
+            }
+            entry.0 += 1;
         }
+        let _permit = self
+            .hashing
+            .acquire()
+            .await
+            .map_err(|e| DomainError::Internal(e.to_string()))?;
         let stored = match user {
             Some(u) => self
                 .store
@@ -357,7 +383,6 @@ impl Credentials {
         let Some(u) = user else {
             return Err(PasswordError::Wrong);
         };
-        let mut failures = self.failures.lock();
         if ok
             && self
                 .store
@@ -366,14 +391,9 @@ impl Credentials {
                 .flatten()
                 .is_some()
         {
-            failures.remove(&u.id);
+            self.failures.lock().remove(&u.id);
             return Ok(());
         }
-        let entry = failures.entry(u.id).or_insert((0, Instant::now()));
-        if entry.1.elapsed() >= LOCKOUT {
-            *entry = (0, Instant::now());
-        }
-        entry.0 += 1;
         Err(PasswordError::Wrong)
     }
 }

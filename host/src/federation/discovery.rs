@@ -12,11 +12,14 @@ use openidconnect::core::CoreProviderMetadata;
 const MULTI_TENANT: [&str; 3] = ["organizations", "common", "consumers"];
 
 /// Whether the document's `stated` issuer is acceptable for `requested`.
-pub(crate) fn issuer_matches(requested: &str, stated: &str) -> bool {
+/// A templated issuer only when the connector lists it among its `aliases`
+/// (it then checks tenants itself).
+pub(crate) fn issuer_matches(requested: &str, stated: &str, aliases: &[String]) -> bool {
     if requested == stated {
         return true;
     }
     stated.contains("{tenantid}")
+        && aliases.iter().any(|a| a == stated)
         && MULTI_TENANT
             .iter()
             .any(|t| stated.replace("{tenantid}", t) == requested)
@@ -27,6 +30,7 @@ pub(crate) fn issuer_matches(requested: &str, stated: &str) -> bool {
 pub(crate) async fn fetch(
     http: &reqwest::Client,
     issuer: &str,
+    aliases: &[String],
 ) -> Result<(CoreProviderMetadata, JwkSet), String> {
     let url = format!(
         "{}/.well-known/openid-configuration",
@@ -45,7 +49,7 @@ pub(crate) async fn fetch(
     let metadata: CoreProviderMetadata = serde_json::from_slice(&body)
         .map_err(|e| failed(format!("the document is not valid: {e}")))?;
     let stated = metadata.issuer().as_str();
-    if !issuer_matches(issuer, stated) {
+    if !issuer_matches(issuer, stated, aliases) {
         return Err(failed(format!(
             "the document states issuer {stated:?}, not {issuer:?}"
         )));
@@ -93,22 +97,25 @@ mod tests {
     #[test]
     fn only_entra_multi_tenant_endpoints_may_state_a_templated_issuer() {
         let template = "https://login.microsoftonline.com/{tenantid}/v2.0";
+        let opted_in = vec![template.to_string()];
         for t in ["organizations", "common", "consumers"] {
             let requested = format!("https://login.microsoftonline.com/{t}/v2.0");
-            assert!(issuer_matches(&requested, template), "{t}");
+            assert!(issuer_matches(&requested, template, &opted_in), "{t}");
+            // A connector that does not check tenants gets no template.
+            assert!(!issuer_matches(&requested, template, &[]), "{t}");
         }
         // A tenant's own endpoint must state its own issuer.
         let tenant = "https://login.microsoftonline.com/72f988bf-86f1-41af-91ab-2d7cd011db47/v2.0";
-        assert!(issuer_matches(tenant, tenant));
-        assert!(!issuer_matches(tenant, template));
+        assert!(issuer_matches(tenant, tenant, &[]));
+        assert!(!issuer_matches(tenant, template, &opted_in));
         // Elsewhere, exact matches only.
-        assert!(!issuer_matches(
-            "https://idp.example.com",
-            "https://evil.example.com"
-        ));
+        let evil = "https://evil.example.com";
+        assert!(!issuer_matches("https://idp.example.com", evil, &[]));
+        let odd = "https://idp.example.com/{tenantid}/x";
         assert!(!issuer_matches(
             "https://idp.example.com/organizations",
-            "https://idp.example.com/{tenantid}/x"
+            odd,
+            &[odd.to_string()]
         ));
     }
 }

@@ -614,6 +614,8 @@ impl SignIn {
         let actor = actor(request_id);
         let now = self.inner.federation.now();
         let inner = &self.inner;
+        let schema = crate::directory::schema(&inner.store, SubjectKind::User)?;
+        let routes = routing::load(&inner.store)?;
         let committed = inner.store.write(|txn| {
             let m = matching::match_identity(
                 &*txn,
@@ -623,10 +625,30 @@ impl SignIn {
                 value.as_deref(),
                 idp.jit,
             )?;
+            // The identity may only sign in the user routing sends to this
+            // IdP: otherwise any IdP in use (a partner's, say) could assert
+            // the email of a user who signs in elsewhere.
+            let routed_here = |txn: &cohort_storage::WriteTxn<'_>, email: &str| {
+                let r = routing::route(txn, &schema, &routes, email)?;
+                Ok::<_, DomainError>(matches!(r.target, Target::Idp { idp_id } if idp_id == idp.id))
+            };
+            let wrong_idp = || {
+                Abort::Refused(Refusal::new(
+                    "wrong_idp",
+                    format!(
+                        "Your account does not sign in through {}. Start again with your own username or email.",
+                        idp.name
+                    ),
+                    "routing sends the matched user to another way of signing in",
+                ))
+            };
             let user = match m.outcome {
                 Outcome::Linked | Outcome::Matched => {
                     let id = m.user_id.expect("matched users have an id");
                     let user = crate::directory::load_user(txn, &id)?;
+                    if !routed_here(txn, &user.email)? {
+                        return Err(wrong_idp());
+                    }
                     if m.outcome == Outcome::Matched {
                         link(txn, &actor, now, idp, &mapped.subject, &user)?;
                     }
@@ -634,6 +656,9 @@ impl SignIn {
                 }
                 Outcome::WouldCreate => {
                     let input = jit_input(&mapped.attributes);
+                    if !routed_here(txn, &input.email)? {
+                        return Err(wrong_idp());
+                    }
                     // An error aborts the transaction, so a half-created
                     // user is never left behind.
                     let user = inner

@@ -24,6 +24,8 @@ use uuid::Uuid;
 
 /// Accepted difference between Cohort's clock and the provider's.
 pub const CLOCK_SKEW: i64 = 60;
+/// How long a fetched key set is trusted.
+const KEY_TTL: Duration = Duration::from_secs(3600);
 /// Least time between two fetches of a key set caused by an unknown key id.
 const REFETCH_SPACING: Duration = Duration::from_secs(1);
 
@@ -184,7 +186,9 @@ where
             None => None,
         }
     };
-    let cached = cache.cached(&idp);
+    // Keys are re-read after a while even when they all still match, so a
+    // key the provider withdrew stops being trusted.
+    let cached = cache.cached(&idp).filter(|(_, at)| at.elapsed() < KEY_TTL);
     let mut jwk = cached.as_ref().and_then(|(set, _)| find(set));
     let may_fetch = cached
         .as_ref()
@@ -232,8 +236,11 @@ fn check_claims(claims: &Value, expect: &Expect<'_>) -> Result<(), TokenError> {
     };
     let iss = text("iss")?;
     let issuer_ok = iss == expect.issuer
-        || expect.issuer_aliases.iter().any(|a| a == iss)
-        || templated_issuer(expect.issuer, claims).is_some_and(|t| t == iss);
+        || expect
+            .issuer_aliases
+            .iter()
+            .any(|a| a == iss && !a.contains("{tenantid}"))
+        || templated_issuer(expect, claims).is_some_and(|t| t == iss);
     if !issuer_ok {
         return Err(TokenError::Issuer(iss.to_string()));
     }
@@ -277,10 +284,13 @@ fn check_claims(claims: &Value, expect: &Expect<'_>) -> Result<(), TokenError> {
 
 /// Entra ID's multi-tenant discovery states the issuer as
 /// `https://login.microsoftonline.com/{tenantid}/v2.0`; a token's issuer is
-/// that with its own `tid`. Which tenants may sign in is the connector's
-/// check (`allowed_tenants`).
-fn templated_issuer(issuer: &str, claims: &Value) -> Option<String> {
-    if !issuer.contains("{tenantid}") {
+/// that with its own `tid`. Only a connector that lists the template among
+/// its issuer aliases gets this, because a template accepts every tenant:
+/// such a connector must check the tenant itself (the `azure` connector's
+/// `allowed_tenants`).
+fn templated_issuer(expect: &Expect<'_>, claims: &Value) -> Option<String> {
+    let issuer = expect.issuer;
+    if !issuer.contains("{tenantid}") || !expect.issuer_aliases.iter().any(|a| a == issuer) {
         return None;
     }
     let tid = claims.get("tid")?.as_str()?;
@@ -353,11 +363,20 @@ mod tests {
         c["iss"] = json!("idp.example.com");
         assert_eq!(check_claims(&c, &expect(now, &aliases)), Ok(()));
 
-        let mut e = expect(now, &[]);
-        e.issuer = "https://login.microsoftonline.com/{tenantid}/v2.0";
+        let template = "https://login.microsoftonline.com/{tenantid}/v2.0";
         let tid = "72f988bf-86f1-41af-91ab-2d7cd011db47";
         c["tid"] = json!(tid);
         c["iss"] = json!(format!("https://login.microsoftonline.com/{tid}/v2.0"));
+        // Without the connector's opt-in, a template accepts nothing.
+        let mut e = expect(now, &[]);
+        e.issuer = template;
+        assert_eq!(
+            check_claims(&c, &e).map_err(|e| e.code()),
+            Err("wrong_issuer")
+        );
+        let opted_in = vec![template.to_string()];
+        let mut e = expect(now, &opted_in);
+        e.issuer = template;
         assert_eq!(check_claims(&c, &e), Ok(()));
         c["tid"] = json!("00000000-0000-0000-0000-000000000000");
         assert_eq!(

@@ -280,9 +280,10 @@ impl Federation {
     /// says what was tried.
     async fn discover(&self, instance_id: &str) -> Result<Discovered, DomainError> {
         let endpoints = self.instance_endpoints(instance_id).await?;
-        let (metadata, keys) = super::discovery::fetch(&self.http, &endpoints.issuer)
-            .await
-            .map_err(|e| DomainError::invalid("instance", e))?;
+        let (metadata, keys) =
+            super::discovery::fetch(&self.http, &endpoints.issuer, &endpoints.issuer_aliases)
+                .await
+                .map_err(|e| DomainError::invalid("instance", e))?;
         let signing_algorithms: Vec<String> = metadata
             .id_token_signing_alg_values_supported()
             .iter()

@@ -432,9 +432,13 @@ pub(crate) fn route(
 ) -> Result<Route, DomainError> {
     let user = find_user(r, identifier)?;
     let domain_of = |s: &str| s.rsplit_once('@').map(|(_, d)| d.to_lowercase());
-    // The identifier typed, or the user's email when a username was typed.
-    let domain =
-        domain_of(identifier.trim()).or_else(|| user.as_ref().and_then(|u| domain_of(&u.email)));
+    // The user's email when the identifier names a user (a username may
+    // contain `@` too, and must not route differently from the email);
+    // otherwise the identifier typed.
+    let domain = user
+        .as_ref()
+        .and_then(|u| domain_of(&u.email))
+        .or_else(|| domain_of(identifier.trim()));
     for (i, rule) in routing.rules.iter().enumerate() {
         let holds = match &rule.condition {
             Condition::Group(g) => match &user {

@@ -69,8 +69,14 @@ pub struct Session {
     pub created_at: DateTime<Utc>,
     /// When it ends unless ended earlier.
     pub expires_at: DateTime<Utc>,
-    #[serde(skip_serializing, default)]
-    #[schema(ignore)]
+}
+
+/// A session as stored: with the hash of its cookie, which the API never
+/// shows.
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    #[serde(flatten)]
+    session: Session,
     token_hash: String,
 }
 
@@ -172,14 +178,21 @@ impl Sessions {
             method,
             created_at: now,
             expires_at: now + self.lifetime,
-            token_hash: token_hash(&cookie),
         };
-        txn.put_json(SESSIONS, session.id.as_bytes(), &session)?;
+        let hash = token_hash(&cookie);
         txn.put(
             SESSION_TOKENS,
-            session.token_hash.as_bytes(),
+            hash.as_bytes(),
             session.id.as_bytes().to_vec(),
         );
+        txn.put_json(
+            SESSIONS,
+            session.id.as_bytes(),
+            &Stored {
+                session: session.clone(),
+                token_hash: hash,
+            },
+        )?;
         audit::record(
             txn,
             now,
@@ -216,11 +229,12 @@ impl Sessions {
     }
 
     fn live(&self, id: &Uuid) -> Result<SignedIn, SessionError> {
-        let session: Session = self
+        let session = self
             .store
-            .get_json(SESSIONS, id.as_bytes())
+            .get_json::<Stored>(SESSIONS, id.as_bytes())
             .map_err(DomainError::from)?
-            .ok_or(SessionError::NotSignedIn)?;
+            .ok_or(SessionError::NotSignedIn)?
+            .session;
         if session.expires_at <= self.clock.now() {
             return Err(SessionError::NotSignedIn);
         }
@@ -261,12 +275,12 @@ impl Sessions {
     /// Deletes expired sessions. Returns how many.
     pub async fn sweep(&self) -> Result<usize, DomainError> {
         let now = self.clock.now();
-        let expired: Vec<Session> = self
+        let expired: Vec<Stored> = self
             .store
             .scan(SESSIONS, b"", None, false)
             .filter_map(|r| r.ok())
-            .filter_map(|(_, v)| cohort_storage::decode_json::<Session>(SESSIONS, &v).ok())
-            .filter(|s| s.expires_at <= now)
+            .filter_map(|(_, v)| cohort_storage::decode_json::<Stored>(SESSIONS, &v).ok())
+            .filter(|s| s.session.expires_at <= now)
             .collect();
         if expired.is_empty() {
             return Ok(0);
@@ -275,7 +289,7 @@ impl Sessions {
         self.store
             .write(|txn| {
                 for s in &expired {
-                    txn.delete(SESSIONS, s.id.as_bytes());
+                    txn.delete(SESSIONS, s.session.id.as_bytes());
                     txn.delete(SESSION_TOKENS, s.token_hash.as_bytes());
                 }
                 Ok::<_, DomainError>(())
@@ -297,8 +311,11 @@ fn end_in(
     now: DateTime<Utc>,
     session: &Session,
 ) -> Result<(), DomainError> {
+    // Read back inside the transaction: the cookie hash is only stored.
+    if let Some(stored) = txn.get_json::<Stored>(SESSIONS, session.id.as_bytes())? {
+        txn.delete(SESSION_TOKENS, stored.token_hash.as_bytes());
+    }
     txn.delete(SESSIONS, session.id.as_bytes());
-    txn.delete(SESSION_TOKENS, session.token_hash.as_bytes());
     audit::record(
         txn,
         now,

@@ -114,9 +114,16 @@ impl IdpConnector for Azure {
 
     fn endpoints(config: &Config) -> Result<ProviderEndpoints, ConnectorError> {
         let t = tenant(config)?;
+        // Multi-tenant endpoints state a templated issuer; listing it tells
+        // the host this connector checks the tenant (`allowed_tenants`).
+        let issuer_aliases = if MULTI.contains(&t.as_str()) {
+            vec!["https://login.microsoftonline.com/{tenantid}/v2.0".to_string()]
+        } else {
+            Vec::new()
+        };
         Ok(ProviderEndpoints {
             issuer: format!("https://login.microsoftonline.com/{t}/v2.0"),
-            issuer_aliases: Vec::new(),
+            issuer_aliases,
             scopes: vec!["email".into(), "profile".into()],
             authorize_params: Vec::new(),
         })
@@ -228,5 +235,14 @@ mod tests {
         );
         assert!(Azure::map_claims(&c, &claims(TENANT)).is_err());
         assert!(Azure::validate_config(&config("contoso", &[])).is_err());
+        // The templated issuer is claimed only for multi-tenant apps,
+        // which check the tenant above.
+        let e = Azure::endpoints(&c).unwrap();
+        assert_eq!(
+            e.issuer_aliases,
+            ["https://login.microsoftonline.com/{tenantid}/v2.0"]
+        );
+        let single = Azure::endpoints(&config(TENANT, &[])).unwrap();
+        assert!(single.issuer_aliases.is_empty());
     }
 }
