@@ -25,6 +25,8 @@ pub const ENV_PLUGINS_DIR: &str = "COHORT_PLUGINS_DIR";
 pub const ENV_PLUGIN_CACHE_DIR: &str = "COHORT_PLUGIN_CACHE_DIR";
 /// See [`ENV_LISTEN`]. Base64 of 32 bytes; overrides the key file in the data directory.
 pub const ENV_SECRET_KEY: &str = "COHORT_SECRET_KEY";
+/// Overrides `scim.hard_delete` (`true` / `false`).
+pub const ENV_SCIM_HARD_DELETE: &str = "COHORT_SCIM_HARD_DELETE";
 /// Overrides `sign_in.public_url`.
 pub const ENV_PUBLIC_URL: &str = "COHORT_PUBLIC_URL";
 
@@ -51,6 +53,8 @@ pub struct Config {
     pub groups: GroupsConfig,
     /// Sign-in and sessions.
     pub sign_in: SignInConfig,
+    /// The SCIM server.
+    pub scim: ScimConfig,
     /// The key that encrypts plugin secrets at rest. When unset, a key is
     /// generated once into `<data_dir>/secret.key` (mode 0600). Keep it with
     /// backups: without it, stored secrets cannot be read back.
@@ -161,6 +165,19 @@ impl Default for GroupsConfig {
     }
 }
 
+/// The SCIM server at `/scim/v2`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScimConfig {
+    /// `DELETE /scim/v2/Users/{id}` removes the user. Off by default: it
+    /// suspends them, as JumpCloud treats Okta deprovisioning, so a
+    /// mistake upstream loses nothing.
+    pub hard_delete: bool,
+    /// Accept `password` in SCIM bodies and set it as the user's local
+    /// password (argon2id). Off by default: such passwords are refused.
+    pub accept_passwords: bool,
+}
+
 /// Sign-in pages and sessions.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -238,6 +255,7 @@ impl Default for Config {
             plugins: PluginsConfig::default(),
             groups: GroupsConfig::default(),
             sign_in: SignInConfig::default(),
+            scim: ScimConfig::default(),
             secret_key: None,
         }
     }
@@ -353,6 +371,12 @@ impl Config {
         }
         if let Some(v) = env(ENV_PUBLIC_URL) {
             config.sign_in.public_url = Some(v);
+        }
+        if let Some(v) = env(ENV_SCIM_HARD_DELETE) {
+            config.scim.hard_delete = v.parse().map_err(|_| ConfigError::Env {
+                var: ENV_SCIM_HARD_DELETE,
+                message: format!("{v:?} is not true or false"),
+            })?;
         }
         Ok(config)
     }

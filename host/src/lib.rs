@@ -17,5 +17,6 @@ pub mod json;
 pub mod migrations;
 pub mod page;
 pub mod plugins;
+pub mod provisioning;
 pub mod server;
 pub mod sessions;

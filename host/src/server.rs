@@ -127,10 +127,22 @@ pub fn build(config: &Config, store: Store, clock: Arc<dyn Clock>) -> Result<App
             allowed_redirects: config.sign_in.allowed_redirects.clone(),
         },
     );
+    let scim = crate::provisioning::scim::Scim::new(
+        store.clone(),
+        Arc::clone(&clock),
+        directory.clone(),
+        credentials.clone(),
+        crate::provisioning::scim::Settings {
+            hard_delete: config.scim.hard_delete,
+            accept_passwords: config.scim.accept_passwords,
+            public_url: sign_in.public_url().to_string(),
+        },
+    );
     let state = AppState {
         federation,
         sign_in,
         credentials,
+        scim,
         directory,
         groups,
         access: crate::access::Access::new(store.clone(), Arc::clone(&clock)),

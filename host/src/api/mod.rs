@@ -15,6 +15,7 @@ pub mod metrics;
 mod ops;
 mod plugins;
 mod resources;
+mod scim;
 pub mod sign_in;
 mod users;
 
@@ -74,6 +75,8 @@ pub struct AppState {
     pub sign_in: crate::federation::SignIn,
     /// Local passwords.
     pub credentials: crate::credentials::Credentials,
+    /// The SCIM 2.0 service.
+    pub scim: crate::provisioning::scim::Scim,
     /// Largest plugin upload body.
     pub max_upload_bytes: usize,
 }
@@ -256,6 +259,7 @@ pub fn router(state: AppState) -> Router {
             get(sign_in::activate_form).post(sign_in::activate),
         )
         .route("/.well-known/jwks.json", get(me::jwks))
+        .nest("/scim/v2", scim::routes())
         .fallback(|| async { ApiError::no_route() })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

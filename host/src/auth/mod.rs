@@ -10,6 +10,7 @@
 //! | help-desk   | yes   | yes                | no              | no              |
 //! | read-only   | yes   | no                 | no              | no              |
 //! | device-agent| no    | no                 | yes             | no              |
+//! | scim        | through `/scim/v2` only: users and groups, nothing else | | | |
 
 mod keys;
 
@@ -30,6 +31,10 @@ pub enum Role {
     ReadOnly,
     /// Device check-in only, for the agent that runs on each device.
     DeviceAgent,
+    /// A SCIM client (Okta, Entra ID) provisioning users and groups through
+    /// `/scim/v2`, and nothing else: one key per client, so the audit log
+    /// names the client behind every change.
+    Scim,
 }
 
 impl Role {
@@ -40,6 +45,7 @@ impl Role {
             Role::HelpDesk => "help-desk",
             Role::ReadOnly => "read-only",
             Role::DeviceAgent => "device-agent",
+            Role::Scim => "scim",
         }
     }
 }
@@ -98,6 +104,28 @@ pub struct ManageKeys<'a>(&'a Actor);
 #[derive(Debug)]
 pub struct ManagePlugins<'a>(&'a Actor);
 
+/// Permission to provision over SCIM: read and change users and groups,
+/// through the SCIM endpoints only.
+#[derive(Debug)]
+pub struct Provision<'a>(&'a Actor);
+
+impl<'a> Provision<'a> {
+    /// Reading what SCIM shows.
+    pub fn read(&self) -> Read {
+        Read(())
+    }
+
+    /// The directory changes SCIM makes, audited as the SCIM client.
+    pub fn manage(&self) -> ManageDirectory<'a> {
+        ManageDirectory(self.0)
+    }
+
+    /// State changes (`active`).
+    pub fn change_user_state(&self) -> ChangeUserState<'a> {
+        ChangeUserState(self.0)
+    }
+}
+
 /// A capability that changes something knows who is changing it.
 pub trait Mutation {
     /// The actor recorded in the audit log.
@@ -114,6 +142,7 @@ macro_rules! mutation {
     )*};
 }
 mutation!(
+    Provision,
     ManageDirectory,
     ChangeUserState,
     CheckInDevice,
@@ -143,9 +172,14 @@ impl Principal {
         &self.actor
     }
 
-    /// Reads: every role but `device-agent`.
+    /// Reads: every role but `device-agent` and `scim`.
     pub fn read(&self) -> Option<Read> {
-        (self.role != Role::DeviceAgent).then_some(Read(()))
+        (!matches!(self.role, Role::DeviceAgent | Role::Scim)).then_some(Read(()))
+    }
+
+    /// SCIM provisioning: `scim` keys only, which can do nothing else.
+    pub fn provision(&self) -> Option<Provision<'_>> {
+        (self.role == Role::Scim).then_some(Provision(&self.actor))
     }
 
     /// Directory changes: admins only.
@@ -190,6 +224,7 @@ mod tests {
             (Role::HelpDesk, [true, false, true, false, false]),
             (Role::ReadOnly, [true, false, false, false, false]),
             (Role::DeviceAgent, [false, false, false, true, false]),
+            (Role::Scim, [false, false, false, false, false]),
         ];
         for (role, expected) in rows {
             let p = p(role);
@@ -201,6 +236,7 @@ mod tests {
                 p.manage_keys().is_some(),
             ];
             assert_eq!(got, expected, "{role:?}");
+            assert_eq!(p.provision().is_some(), role == Role::Scim, "{role:?}");
         }
     }
 }

@@ -519,6 +519,59 @@ impl Directory {
         .await
     }
 
+    /// Replaces a user's writable fields and, when given, their state, in
+    /// the caller's transaction: one write and one audit event, for
+    /// provisioning (a SCIM replace can rename and deactivate at once).
+    /// Unchanged input writes nothing.
+    pub(crate) fn replace_user_in(
+        &self,
+        txn: &mut WriteTxn<'_>,
+        actor: &Actor,
+        id: &Uuid,
+        input: UserInput,
+        state: Option<UserState>,
+        if_match: Option<u64>,
+    ) -> Result<User, DomainError> {
+        let now = self.clock.now();
+        let before = load(txn, id)?;
+        before.check_version(if_match)?;
+        let mut after = self.build_user(txn, input, Some(&before), now)?;
+        if let Some(to) = state
+            && to != before.state
+        {
+            if !before.state.allowed_next().contains(&to) {
+                return Err(DomainError::InvalidTransition {
+                    from: before.state.as_str(),
+                    to: to.as_str(),
+                    allowed: before
+                        .state
+                        .allowed_next()
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                });
+            }
+            after.state = to;
+        }
+        if after
+            == (User {
+                updated_at: after.updated_at,
+                version: after.version,
+                ..before.clone()
+            })
+        {
+            return Ok(before);
+        }
+        let action = if after.state != before.state {
+            "user.state_change"
+        } else {
+            "user.update"
+        };
+        self.put_user(txn, actor, action, Some(&before), &after)?;
+        Ok(after)
+    }
+
     /// Moves a user to another state, if the transition is allowed.
     pub async fn change_user_state(
         &self,

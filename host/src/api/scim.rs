@@ -1,0 +1,387 @@
+//! `/scim/v2`: the SCIM 2.0 protocol surface. SCIM has its own media type
+//! (`application/scim+json`), error schema and discovery, so it is routed
+//! apart from the admin API and its OpenAPI document. Handlers parse,
+//! authenticate the SCIM client, call `provisioning::scim`, and render.
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::extract::RequestId;
+use crate::auth::Principal;
+use crate::provisioning::scim::{ListParams, ScimError, discovery, resource};
+
+const MEDIA: &str = "application/scim+json";
+
+fn scim_json(status: StatusCode, body: &Value) -> Response {
+    let mut resp = (status, body.to_string()).into_response();
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(MEDIA));
+    resp
+}
+
+fn error(e: &ScimError) -> Response {
+    let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    scim_json(status, &e.body())
+}
+
+/// A resource with its ETag (and Location when created).
+fn resource_response(status: StatusCode, body: Value, version: u64) -> Response {
+    let location = body["meta"]["location"].as_str().map(str::to_string);
+    let mut resp = scim_json(status, &body);
+    if let Ok(v) = HeaderValue::from_str(&resource::etag(version)) {
+        resp.headers_mut().insert(header::ETAG, v);
+    }
+    if status == StatusCode::CREATED
+        && let Some(l) = location.and_then(|l| HeaderValue::from_str(&l).ok())
+    {
+        resp.headers_mut().insert(header::LOCATION, l);
+    }
+    resp
+}
+
+/// The SCIM client: an API key with the `scim` role.
+fn client(s: &AppState, headers: &HeaderMap, request_id: &str) -> Result<Principal, ScimError> {
+    let unauthorized = |d: &str| ScimError {
+        status: 401,
+        scim_type: None,
+        detail: d.to_string(),
+    };
+    let key = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .ok_or_else(|| unauthorized("send Authorization: Bearer <key of the scim role>"))?;
+    let principal = s
+        .keys
+        .authenticate(key, request_id)
+        .map_err(ScimError::from)?
+        .ok_or_else(|| unauthorized("invalid key"))?;
+    if principal.provision().is_none() {
+        return Err(ScimError {
+            status: 403,
+            scim_type: None,
+            detail: format!(
+                "a {} key cannot use SCIM; create a key with the scim role",
+                principal.role().as_str()
+            ),
+        });
+    }
+    Ok(principal)
+}
+
+/// The request body as JSON; SCIM-shaped errors for bad or oversized bodies.
+fn body(raw: Result<Bytes, BytesRejection>) -> Result<Value, ScimError> {
+    let bytes = raw.map_err(|e| ScimError {
+        status: e.status().as_u16(),
+        scim_type: (e.status() == StatusCode::PAYLOAD_TOO_LARGE).then_some("tooLarge"),
+        detail: e.body_text(),
+    })?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ScimError::invalid_syntax(format!("the body is not valid JSON: {e}")))
+}
+
+/// `If-Match: W/"3"` → 3. `*` or absent → none.
+fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ScimError> {
+    let Some(v) = headers.get(header::IF_MATCH) else {
+        return Ok(None);
+    };
+    let v = v.to_str().unwrap_or_default().trim();
+    if v == "*" {
+        return Ok(None);
+    }
+    v.trim_start_matches("W/")
+        .trim_matches('"')
+        .parse()
+        .map(Some)
+        .map_err(|_| {
+            ScimError::precondition(format!("If-Match {v:?} is not an ETag of this server"))
+        })
+}
+
+fn list_params(q: &[(String, String)]) -> Result<ListParams, ScimError> {
+    let mut p = ListParams::default();
+    let number = |k: &str, v: &str| {
+        v.parse::<i64>()
+            .map_err(|_| ScimError::invalid_value(format!("{k} must be an integer")))
+    };
+    for (k, v) in q {
+        match k.as_str() {
+            "filter" => p.filter = Some(v.clone()),
+            "startIndex" => p.start_index = Some(number(k, v)?.max(1) as usize),
+            "count" => p.count = Some(number(k, v)?.max(0) as usize),
+            "sortBy" => p.sort_by = Some(v.clone()),
+            "sortOrder" => p.descending = v.eq_ignore_ascii_case("descending"),
+            "attributes" => p.attributes = split(v),
+            "excludedAttributes" => p.excluded = split(v),
+            _ => {}
+        }
+    }
+    Ok(p)
+}
+
+fn split(v: &str) -> Vec<String> {
+    v.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+/// A `/.search` body as list parameters.
+fn search_params(b: &Value) -> Result<ListParams, ScimError> {
+    let mut q = Vec::new();
+    if let Some(o) = b.as_object() {
+        for (k, v) in o {
+            let text = match v {
+                Value::String(s) => s.clone(),
+                Value::Number(n) => n.to_string(),
+                Value::Array(a) => a
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(","),
+                _ => continue,
+            };
+            q.push((k.clone(), text));
+        }
+    }
+    list_params(&q)
+}
+
+fn respond(r: Result<Response, ScimError>) -> Response {
+    r.unwrap_or_else(|e| error(&e))
+}
+
+async fn service_provider_config(State(s): State<AppState>) -> Response {
+    let base = s.scim.base();
+    scim_json(
+        StatusCode::OK,
+        &discovery::service_provider_config(&base, s.scim.settings().accept_passwords),
+    )
+}
+
+fn list_of(items: Vec<Value>) -> Value {
+    json!({
+        "schemas": [resource::LIST],
+        "totalResults": items.len(),
+        "startIndex": 1,
+        "itemsPerPage": items.len(),
+        "Resources": items,
+    })
+}
+
+fn all_resource_types(s: &AppState) -> Result<Vec<Value>, ScimError> {
+    let customs = !s.scim.custom_attributes()?.is_empty();
+    Ok(discovery::resource_types(&s.scim.base(), customs))
+}
+
+fn all_schemas(s: &AppState) -> Result<Vec<Value>, ScimError> {
+    Ok(discovery::schemas(
+        &s.scim.base(),
+        s.scim.settings().accept_passwords,
+        &s.scim.custom_attributes()?,
+    ))
+}
+
+async fn resource_types(State(s): State<AppState>) -> Response {
+    respond(all_resource_types(&s).map(|r| scim_json(StatusCode::OK, &list_of(r))))
+}
+
+async fn resource_type(State(s): State<AppState>, Path(id): Path<String>) -> Response {
+    respond(all_resource_types(&s).and_then(|all| {
+        all.into_iter()
+            .find(|r| r["id"] == id.as_str())
+            .map(|r| scim_json(StatusCode::OK, &r))
+            .ok_or_else(|| ScimError::not_found(format!("no resource type {id}")))
+    }))
+}
+
+async fn schemas(State(s): State<AppState>) -> Response {
+    respond(all_schemas(&s).map(|r| scim_json(StatusCode::OK, &list_of(r))))
+}
+
+async fn schema(State(s): State<AppState>, Path(id): Path<String>) -> Response {
+    respond(all_schemas(&s).and_then(|all| {
+        all.into_iter()
+            .find(|r| r["id"] == id.as_str())
+            .map(|r| scim_json(StatusCode::OK, &r))
+            .ok_or_else(|| ScimError::not_found(format!("no schema {id}")))
+    }))
+}
+
+async fn list_users(
+    State(s): State<AppState>,
+    RequestId(rid): RequestId,
+    headers: HeaderMap,
+    Query(q): Query<Vec<(String, String)>>,
+) -> Response {
+    respond((|| {
+        let p = client(&s, &headers, &rid)?;
+        let cap = p.provision().expect("checked");
+        let list = s.scim.list_users(&cap, &list_params(&q)?)?;
+        Ok(scim_json(StatusCode::OK, &list))
+    })())
+}
+
+async fn search_users(
+    State(s): State<AppState>,
+    RequestId(rid): RequestId,
+    headers: HeaderMap,
+    raw: Result<Bytes, BytesRejection>,
+) -> Response {
+    respond((|| {
+        let p = client(&s, &headers, &rid)?;
+        let cap = p.provision().expect("checked");
+        let params = search_params(&body(raw)?)?;
+        Ok(scim_json(
+            StatusCode::OK,
+            &s.scim.list_users(&cap, &params)?,
+        ))
+    })())
+}
+
+async fn create_user(
+    State(s): State<AppState>,
+    RequestId(rid): RequestId,
+    headers: HeaderMap,
+    raw: Result<Bytes, BytesRejection>,
+) -> Response {
+    let result = async {
+        let p = client(&s, &headers, &rid)?;
+        let cap = p.provision().expect("checked");
+        let (user, version) = s.scim.create_user(&cap, &body(raw)?).await?;
+        Ok(resource_response(StatusCode::CREATED, user, version))
+    };
+    respond(result.await)
+}
+
+async fn get_user(
+    State(s): State<AppState>,
+    RequestId(rid): RequestId,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<Vec<(String, String)>>,
+) -> Response {
+    respond((|| {
+        let p = client(&s, &headers, &rid)?;
+        let cap = p.provision().expect("checked");
+        let (user, version) = s.scim.get_user(&cap, &id)?;
+        let etag = resource::etag(version);
+        let unchanged = headers
+            .get(header::IF_NONE_MATCH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.split(',').any(|t| t.trim() == etag));
+        if unchanged {
+            let mut resp = StatusCode::NOT_MODIFIED.into_response();
+            if let Ok(v) = HeaderValue::from_str(&etag) {
+                resp.headers_mut().insert(header::ETAG, v);
+            }
+            return Ok(resp);
+        }
+        let params = list_params(&q)?;
+        let user = resource::project(user, &params.attributes, &params.excluded);
+        Ok(resource_response(StatusCode::OK, user, version))
+    })())
+}
+
+async fn replace_user(
+    State(s): State<AppState>,
+    RequestId(rid): RequestId,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    raw: Result<Bytes, BytesRejection>,
+) -> Response {
+    let result = async {
+        let p = client(&s, &headers, &rid)?;
+        let cap = p.provision().expect("checked");
+        let (user, version) = s
+            .scim
+            .replace_user(&cap, &id, &body(raw)?, if_match(&headers)?)
+            .await?;
+        Ok(resource_response(StatusCode::OK, user, version))
+    };
+    respond(result.await)
+}
+
+async fn patch_user(
+    State(s): State<AppState>,
+    RequestId(rid): RequestId,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    raw: Result<Bytes, BytesRejection>,
+) -> Response {
+    let result = async {
+        let p = client(&s, &headers, &rid)?;
+        let cap = p.provision().expect("checked");
+        let (user, version) = s
+            .scim
+            .patch_user(&cap, &id, &body(raw)?, if_match(&headers)?)
+            .await?;
+        Ok(resource_response(StatusCode::OK, user, version))
+    };
+    respond(result.await)
+}
+
+async fn delete_user(
+    State(s): State<AppState>,
+    RequestId(rid): RequestId,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let result = async {
+        let p = client(&s, &headers, &rid)?;
+        let cap = p.provision().expect("checked");
+        s.scim.delete_user(&cap, &id, if_match(&headers)?).await?;
+        Ok(StatusCode::NO_CONTENT.into_response())
+    };
+    respond(result.await)
+}
+
+async fn not_supported() -> Response {
+    error(&ScimError {
+        status: 501,
+        scim_type: None,
+        detail: "not supported by this server; see /scim/v2/ServiceProviderConfig".into(),
+    })
+}
+
+async fn unknown() -> Response {
+    error(&ScimError::not_found("no such SCIM endpoint"))
+}
+
+/// The `/scim/v2` routes.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/ServiceProviderConfig", get(service_provider_config))
+        .route("/ResourceTypes", get(resource_types))
+        .route("/ResourceTypes/{id}", get(resource_type))
+        .route("/Schemas", get(schemas))
+        .route("/Schemas/{id}", get(schema))
+        .route("/Users", get(list_users).post(create_user))
+        .route("/Users/.search", post(search_users))
+        // Server-root search: Users are the only resource type.
+        .route("/.search", post(search_users))
+        .route(
+            "/Users/{id}",
+            get(get_user)
+                .put(replace_user)
+                .patch(patch_user)
+                .delete(delete_user),
+        )
+        .route("/Groups", get(not_supported).post(not_supported))
+        .route("/Groups/{*rest}", axum::routing::any(not_supported))
+        .route("/Bulk", post(not_supported))
+        .fallback(unknown)
+}

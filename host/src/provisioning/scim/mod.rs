@@ -1,0 +1,551 @@
+//! The SCIM 2.0 service (RFC 7643 / 7644) for Users: what `/scim/v2`
+//! does, independent of HTTP. Resources are rendered from the directory on
+//! every read, so SCIM and the admin API can never disagree; the only
+//! SCIM-specific state is what the directory has no field for
+//! (`externalId`).
+
+pub mod discovery;
+pub mod filter;
+pub mod patch;
+pub mod resource;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use cohort_storage::{Keyspace, Store, WriteTxn};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::auth::{Mutation, Provision};
+use crate::clock::Clock;
+use crate::credentials::Credentials;
+use crate::directory::keys::{USERS, USERS_BY_USERNAME, fold};
+use crate::directory::{Directory, User, UserState};
+use crate::error::DomainError;
+use resource::{Extra, Incoming};
+
+/// User id → `Extra` JSON: SCIM data the directory has no field for.
+const SCIM_USERS: Keyspace = Keyspace::new("scim_users");
+
+/// Most results one list request returns; advertised in
+/// `ServiceProviderConfig`.
+pub const MAX_RESULTS: usize = 1000;
+
+/// A SCIM error (RFC 7644 §3.12): an HTTP status, and for 400s a
+/// `scimType`.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{status} {scim_type:?}: {detail}")]
+pub struct ScimError {
+    /// HTTP status.
+    pub status: u16,
+    /// `invalidFilter`, `invalidValue`, `uniqueness`, …
+    pub scim_type: Option<&'static str>,
+    /// For people.
+    pub detail: String,
+}
+
+impl ScimError {
+    fn new(status: u16, scim_type: Option<&'static str>, detail: impl Into<String>) -> Self {
+        ScimError {
+            status,
+            scim_type,
+            detail: detail.into(),
+        }
+    }
+    /// 400 invalidValue.
+    pub fn invalid_value(d: impl Into<String>) -> Self {
+        Self::new(400, Some("invalidValue"), d)
+    }
+    /// 400 invalidSyntax.
+    pub fn invalid_syntax(d: impl Into<String>) -> Self {
+        Self::new(400, Some("invalidSyntax"), d)
+    }
+    /// 400 invalidFilter.
+    pub fn invalid_filter(d: impl Into<String>) -> Self {
+        Self::new(400, Some("invalidFilter"), d)
+    }
+    /// 400 invalidPath.
+    pub fn invalid_path(d: impl Into<String>) -> Self {
+        Self::new(400, Some("invalidPath"), d)
+    }
+    /// 400 noTarget.
+    pub fn no_target(d: impl Into<String>) -> Self {
+        Self::new(400, Some("noTarget"), d)
+    }
+    /// 400 mutability.
+    pub fn mutability(d: impl Into<String>) -> Self {
+        Self::new(400, Some("mutability"), d)
+    }
+    /// 404.
+    pub fn not_found(d: impl Into<String>) -> Self {
+        Self::new(404, None, d)
+    }
+    /// 412: the If-Match version is not current.
+    pub fn precondition(d: impl Into<String>) -> Self {
+        Self::new(412, None, d)
+    }
+
+    /// The SCIM error body.
+    pub fn body(&self) -> Value {
+        let mut b = json!({
+            "schemas": [resource::ERROR],
+            "status": self.status.to_string(),
+            "detail": self.detail,
+        });
+        if let Some(t) = self.scim_type {
+            b["scimType"] = json!(t);
+        }
+        b
+    }
+}
+
+impl From<DomainError> for ScimError {
+    fn from(e: DomainError) -> Self {
+        match e {
+            DomainError::NotFound { kind, id } => Self::not_found(format!("{kind} {id} not found")),
+            DomainError::Conflict { code, message, .. } if code.ends_with("_taken") => {
+                Self::new(409, Some("uniqueness"), message)
+            }
+            DomainError::Conflict { message, .. } => Self::new(409, None, message),
+            DomainError::Invalid { field, message } => {
+                Self::invalid_value(format!("{}: {message}", scim_field(&field)))
+            }
+            DomainError::VersionMismatch { current } => Self::precondition(format!(
+                "the resource has changed; its version is now {}",
+                resource::etag(current)
+            )),
+            DomainError::InvalidTransition { from, to, .. } => {
+                Self::invalid_value(format!("a user cannot go from {from} to {to}"))
+            }
+            other => {
+                tracing::error!(error = %other, "SCIM request failed");
+                Self::new(500, None, "internal error; see the server log")
+            }
+        }
+    }
+}
+
+impl From<cohort_storage::StorageError> for ScimError {
+    fn from(e: cohort_storage::StorageError) -> Self {
+        DomainError::from(e).into()
+    }
+}
+
+/// The SCIM name of a directory field, for error messages.
+fn scim_field(field: &str) -> &str {
+    match field {
+        "username" => "userName",
+        "email" => "emails",
+        "first_name" => "name.givenName",
+        "last_name" => "name.familyName",
+        "display_name" => "displayName",
+        "job_title" => "title",
+        "employee_type" => "userType",
+        "phone" => "phoneNumbers",
+        "location" => "addresses",
+        "department" => "department",
+        "employee_id" => "employeeNumber",
+        "cost_center" => "costCenter",
+        "company" => "organization",
+        "manager_id" => "manager",
+        other => other,
+    }
+}
+
+/// Deployment choices for SCIM.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// `DELETE` removes the user instead of suspending them.
+    pub hard_delete: bool,
+    /// Passwords in SCIM bodies are set as local passwords; otherwise they
+    /// are refused.
+    pub accept_passwords: bool,
+    /// Cohort's public URL, for `meta.location`.
+    pub public_url: String,
+}
+
+/// A list request's parameters (RFC 7644 §3.4.2).
+#[derive(Clone, Debug, Default)]
+pub struct ListParams {
+    /// `filter`.
+    pub filter: Option<String>,
+    /// `startIndex`, 1-based.
+    pub start_index: Option<usize>,
+    /// `count`.
+    pub count: Option<usize>,
+    /// `sortBy`.
+    pub sort_by: Option<String>,
+    /// `sortOrder`: ascending unless `descending`.
+    pub descending: bool,
+    /// `attributes`.
+    pub attributes: Vec<String>,
+    /// `excludedAttributes`.
+    pub excluded: Vec<String>,
+}
+
+/// The SCIM service.
+#[derive(Clone)]
+pub struct Scim {
+    store: Store,
+    clock: Arc<dyn Clock>,
+    directory: Directory,
+    credentials: Credentials,
+    settings: Arc<Settings>,
+}
+
+impl Scim {
+    /// The service.
+    pub fn new(
+        store: Store,
+        clock: Arc<dyn Clock>,
+        directory: Directory,
+        credentials: Credentials,
+        settings: Settings,
+    ) -> Scim {
+        Scim {
+            store,
+            clock,
+            directory,
+            credentials,
+            settings: Arc::new(settings),
+        }
+    }
+
+    /// The base URL of the SCIM endpoints.
+    pub fn base(&self) -> String {
+        format!("{}/scim/v2", self.settings.public_url)
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The declared custom user attributes, for the Cohort extension.
+    pub fn custom_attributes(
+        &self,
+    ) -> Result<Vec<(String, crate::directory::AttrType)>, ScimError> {
+        Ok(
+            crate::directory::schema(&self.store, crate::directory::SubjectKind::User)?
+                .into_iter()
+                .filter(|a| !a.standard)
+                .map(|a| (a.name, a.attr_type))
+                .collect(),
+        )
+    }
+
+    fn extra(&self, id: &Uuid) -> Result<Option<Extra>, ScimError> {
+        Ok(self.store.get_json(SCIM_USERS, id.as_bytes())?)
+    }
+
+    fn render(&self, user: &User) -> Result<Value, ScimError> {
+        Ok(resource::to_scim(
+            user,
+            self.extra(&user.id)?.as_ref(),
+            &self.base(),
+        ))
+    }
+
+    fn load(&self, id: &str) -> Result<User, ScimError> {
+        let id = Uuid::parse_str(id)
+            .map_err(|_| ScimError::not_found(format!("User {id} not found")))?;
+        self.store
+            .get_json(USERS, id.as_bytes())?
+            .ok_or_else(|| ScimError::not_found(format!("User {id} not found")))
+    }
+
+    /// One user, and its version (the ETag).
+    pub fn get_user(&self, _: &Provision<'_>, id: &str) -> Result<(Value, u64), ScimError> {
+        let user = self.load(id)?;
+        Ok((self.render(&user)?, user.version))
+    }
+
+    /// A page of users (RFC 7644 §3.4.2): filtered, sorted, paged,
+    /// projected.
+    pub fn list_users(&self, _: &Provision<'_>, p: &ListParams) -> Result<Value, ScimError> {
+        let filter = match p.filter.as_deref().map(str::trim).filter(|f| !f.is_empty()) {
+            Some(f) => {
+                Some(filter::parse(f).map_err(|e| ScimError::invalid_filter(e.to_string()))?)
+            }
+            None => None,
+        };
+        // `userName eq "…"` is what Okta and Entra ask before every create:
+        // one index lookup instead of a scan.
+        let candidates: Vec<User> = match filter.as_ref().and_then(username_lookup) {
+            Some(name) => match self.store.get(USERS_BY_USERNAME, &fold(name.trim()))? {
+                Some(id) => self.store.get_json(USERS, &id)?.into_iter().collect(),
+                None => Vec::new(),
+            },
+            None => self
+                .store
+                .scan(USERS, b"", None, false)
+                .map(|r| {
+                    let (_, v) = r?;
+                    Ok(cohort_storage::decode_json::<User>(USERS, &v)?)
+                })
+                .collect::<Result<_, ScimError>>()?,
+        };
+        let extras: HashMap<Vec<u8>, Extra> = self
+            .store
+            .scan(SCIM_USERS, b"", None, false)
+            .filter_map(Result::ok)
+            .filter_map(|(k, v)| Some((k, cohort_storage::decode_json(SCIM_USERS, &v).ok()?)))
+            .collect();
+        let base = self.base();
+        let mut matched: Vec<Value> = candidates
+            .iter()
+            .map(|u| resource::to_scim(u, extras.get(u.id.as_bytes().as_slice()), &base))
+            .filter(|r| filter.as_ref().is_none_or(|f| filter::matches(f, r)))
+            .collect();
+        if let Some(sort) = &p.sort_by {
+            let path = filter::parse_path(sort).ok_or_else(|| {
+                ScimError::invalid_value(format!("sortBy {sort:?} is not an attribute"))
+            })?;
+            let key = |r: &Value| -> String {
+                filter::values(r, &path)
+                    .first()
+                    .map(|v| match v {
+                        Value::String(s) => s.to_lowercase(),
+                        other => other.to_string(),
+                    })
+                    .unwrap_or_default()
+            };
+            matched.sort_by_cached_key(key);
+            if p.descending {
+                matched.reverse();
+            }
+        }
+        let total = matched.len();
+        let start = p.start_index.unwrap_or(1).max(1);
+        let count = p.count.unwrap_or(100).min(MAX_RESULTS);
+        let page: Vec<Value> = matched
+            .into_iter()
+            .skip(start - 1)
+            .take(count)
+            .map(|r| resource::project(r, &p.attributes, &p.excluded))
+            .collect();
+        Ok(json!({
+            "schemas": [resource::LIST],
+            "totalResults": total,
+            "startIndex": start,
+            "itemsPerPage": page.len(),
+            "Resources": page,
+        }))
+    }
+
+    fn check_password(&self, incoming: &Incoming) -> Result<(), ScimError> {
+        if incoming.password.is_some() && !self.settings.accept_passwords {
+            return Err(ScimError::invalid_value(
+                "this server does not accept passwords over SCIM (scim.accept_passwords)",
+            ));
+        }
+        Ok(())
+    }
+
+    async fn set_password(
+        &self,
+        cap: &Provision<'_>,
+        id: &Uuid,
+        password: Option<String>,
+    ) -> Result<(), ScimError> {
+        if let Some(p) = password {
+            self.credentials.set_password(&cap.manage(), id, p).await?;
+        }
+        Ok(())
+    }
+
+    /// Creates a user. `active` true (or absent) creates it active; false,
+    /// staged.
+    pub async fn create_user(
+        &self,
+        cap: &Provision<'_>,
+        body: &Value,
+    ) -> Result<(Value, u64), ScimError> {
+        let mut incoming = resource::from_scim(body)?;
+        self.check_password(&incoming)?;
+        incoming.input.state = Some(if incoming.active == Some(false) {
+            UserState::Staged
+        } else {
+            UserState::Active
+        });
+        let now = self.clock.now();
+        let actor = cap.actor().clone();
+        let user = self
+            .store
+            .write(|txn| {
+                let (input, extra) = resolve_manager(txn, &incoming)?;
+                let user = self.directory.create_user_in(txn, &actor, input, now)?;
+                put_extra(txn, &user.id, &extra)?;
+                Ok::<_, DomainError>(user)
+            })?
+            .durable()
+            .await?;
+        self.set_password(cap, &user.id, incoming.password).await?;
+        Ok((self.render(&user)?, user.version))
+    }
+
+    /// Replaces a user (PUT): every writable attribute takes the body's
+    /// value, absent ones are cleared.
+    pub async fn replace_user(
+        &self,
+        cap: &Provision<'_>,
+        id: &str,
+        body: &Value,
+        if_match: Option<u64>,
+    ) -> Result<(Value, u64), ScimError> {
+        let before = self.load(id)?;
+        let incoming = resource::from_scim(body)?;
+        self.write(cap, &before, incoming, if_match).await
+    }
+
+    /// Applies a PATCH to a user.
+    pub async fn patch_user(
+        &self,
+        cap: &Provision<'_>,
+        id: &str,
+        body: &Value,
+        if_match: Option<u64>,
+    ) -> Result<(Value, u64), ScimError> {
+        let before = self.load(id)?;
+        let mut current = self.render(&before)?;
+        patch::apply(&mut current, body)?;
+        let incoming = resource::from_scim(&current)?;
+        self.write(cap, &before, incoming, if_match).await
+    }
+
+    async fn write(
+        &self,
+        cap: &Provision<'_>,
+        before: &User,
+        incoming: Incoming,
+        if_match: Option<u64>,
+    ) -> Result<(Value, u64), ScimError> {
+        self.check_password(&incoming)?;
+        // SCIM's `active` is two-valued; a staged user stays staged when
+        // told inactive, and becomes active when told active.
+        let state = match incoming.active {
+            Some(true) => Some(UserState::Active),
+            Some(false) if before.state == UserState::Staged => None,
+            Some(false) => Some(UserState::Suspended),
+            None => None,
+        };
+        let actor = cap.actor().clone();
+        let id = before.id;
+        let user = self
+            .store
+            .write(|txn| {
+                let (input, extra) = resolve_manager(txn, &incoming)?;
+                let user = self
+                    .directory
+                    .replace_user_in(txn, &actor, &id, input, state, if_match)?;
+                put_extra(txn, &id, &extra)?;
+                Ok::<_, DomainError>(user)
+            })?
+            .durable()
+            .await?;
+        self.set_password(cap, &id, incoming.password).await?;
+        Ok((self.render(&user)?, user.version))
+    }
+
+    /// DELETE: suspends the user (JumpCloud's treatment of Okta
+    /// deprovisioning), or removes them with `scim.hard_delete`.
+    pub async fn delete_user(
+        &self,
+        cap: &Provision<'_>,
+        id: &str,
+        if_match: Option<u64>,
+    ) -> Result<(), ScimError> {
+        let user = self.load(id)?;
+        if self.settings.hard_delete {
+            self.directory
+                .delete_user(&cap.manage(), &user.id, if_match)
+                .await?;
+            self.store
+                .write(|txn| {
+                    txn.delete(SCIM_USERS, user.id.as_bytes());
+                    Ok::<_, DomainError>(())
+                })?
+                .durable()
+                .await?;
+            return Ok(());
+        }
+        if user.state == UserState::Active {
+            self.directory
+                .change_user_state(
+                    &cap.change_user_state(),
+                    &user.id,
+                    UserState::Suspended,
+                    if_match,
+                )
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// `manager.value` as a Cohort user: its id, or a user's userName or
+/// externalId. Anything else is kept in `Extra` and returned as sent.
+fn resolve_manager(
+    txn: &WriteTxn<'_>,
+    incoming: &Incoming,
+) -> Result<(crate::directory::UserInput, Extra), DomainError> {
+    let mut input = incoming.input.clone();
+    let mut extra = incoming.extra.clone();
+    let Some(raw) = extra.manager.clone() else {
+        return Ok((input, extra));
+    };
+    let by_id = Uuid::parse_str(raw.trim())
+        .ok()
+        .filter(|id| txn.contains(USERS, id.as_bytes()).unwrap_or(false));
+    let by_name = || -> Result<Option<Uuid>, DomainError> {
+        Ok(txn
+            .get(USERS_BY_USERNAME, &fold(raw.trim()))?
+            .and_then(|b| Uuid::from_slice(&b).ok()))
+    };
+    let by_external = || -> Result<Option<Uuid>, DomainError> {
+        for (k, v) in txn.scan_prefix(SCIM_USERS, b"")? {
+            let e: Extra = cohort_storage::decode_json(SCIM_USERS, &v)?;
+            if e.external_id.as_deref() == Some(raw.as_str()) {
+                return Ok(Uuid::from_slice(&k).ok());
+            }
+        }
+        Ok(None)
+    };
+    let found = match by_id {
+        Some(id) => Some(id),
+        None => match by_name()? {
+            Some(id) => Some(id),
+            None => by_external()?,
+        },
+    };
+    if let Some(id) = found {
+        input.manager_id = Some(id);
+        extra.manager = None;
+    }
+    Ok((input, extra))
+}
+
+fn put_extra(txn: &mut WriteTxn<'_>, id: &Uuid, extra: &Extra) -> Result<(), DomainError> {
+    if *extra == Extra::default() {
+        txn.delete(SCIM_USERS, id.as_bytes());
+    } else {
+        txn.put_json(SCIM_USERS, id.as_bytes(), extra)?;
+    }
+    Ok(())
+}
+
+/// The user name a filter looks up exactly, when it is just that.
+fn username_lookup(f: &filter::Filter) -> Option<&str> {
+    match f {
+        filter::Filter::Compare(p, filter::Op::Eq, Value::String(v))
+            if p.sub.is_none()
+                && p.attr.eq_ignore_ascii_case("userName")
+                && p.urn
+                    .as_deref()
+                    .is_none_or(|u| u.eq_ignore_ascii_case(resource::USER)) =>
+        {
+            Some(v)
+        }
+        _ => None,
+    }
+}

@@ -1,0 +1,379 @@
+//! The SCIM 2.0 server: two compliance suites nobody here wrote (PyPI's
+//! `scim2-tester` through `scim2-cli`, and `scim-sanity`), run against the
+//! live server, and the lifecycle Okta and Entra ID drive.
+
+use std::process::Command;
+
+use cohort_tests::{Api, Server};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+/// A server and the key of a SCIM client named `okta`.
+async fn server(env: &[(&str, &str)]) -> (Server, String) {
+    let server = Server::start_with_plugins(env);
+    let key = server.admin().create_key("okta", "scim").await;
+    (server, key)
+}
+
+fn tool(program: &str, args: &[&str]) -> (bool, String) {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "{program} is not installed ({e}): pip install scim2-cli scim-sanity (.ci/run does)"
+            )
+        });
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+fn scim2_test(server: &Server, key: &str) -> (bool, String) {
+    let url = format!("{}/scim/v2", server.base);
+    let auth = format!("Authorization: Bearer {key}");
+    tool("scim2", &["--url", &url, "-h", &auth, "test"])
+}
+
+#[tokio::test]
+async fn scim2_tester_and_scim_sanity_pass() {
+    // With hard delete, as both suites expect a deleted user to be gone.
+    let (server, key) = server(&[("COHORT_SCIM_HARD_DELETE", "true")]).await;
+    let (ok, out) = scim2_test(&server, &key);
+    assert!(ok, "scim2-tester failed:\n{out}");
+    assert!(!out.contains("ERROR"), "{out}");
+    let successes = out.lines().filter(|l| l.starts_with("SUCCESS")).count();
+    assert!(successes >= 70, "only {successes} checks ran:\n{out}");
+
+    let url = format!("{}/scim/v2", server.base);
+    let (ok, out) = tool(
+        "scim-sanity",
+        &["probe", &url, "--token", &key, "--i-accept-side-effects"],
+    );
+    assert!(ok, "scim-sanity failed:\n{out}");
+    assert!(out.contains("All tests passed"), "{out}");
+}
+
+#[tokio::test]
+async fn by_default_delete_suspends_which_is_the_one_check_scim2_tester_disagrees_with() {
+    let (server, key) = server(&[]).await;
+    let (ok, out) = scim2_test(&server, &key);
+    assert!(!ok);
+    let errors: Vec<&str> = out.lines().filter(|l| l.starts_with("ERROR")).collect();
+    assert_eq!(errors, ["ERROR object_deletion"], "{out}");
+}
+
+/// A SCIM client.
+struct Scim {
+    http: reqwest::Client,
+    base: String,
+    key: String,
+}
+
+struct R {
+    status: u16,
+    etag: String,
+    location: String,
+    content_type: String,
+    body: Value,
+}
+
+impl Scim {
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> R {
+        let mut req = self
+            .http
+            .request(method, format!("{}/scim/v2{path}", self.base))
+            .bearer_auth(&self.key);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if let Some(b) = body {
+            req = req
+                .header("content-type", "application/scim+json")
+                .body(b.to_string());
+        }
+        let resp = req.send().await.unwrap();
+        let h = |n: &str| {
+            resp.headers()
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string()
+        };
+        let (etag, location, content_type) = (h("etag"), h("location"), h("content-type"));
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        R {
+            status,
+            etag,
+            location,
+            content_type,
+            body: serde_json::from_str(&text).unwrap_or(Value::Null),
+        }
+    }
+
+    async fn get(&self, path: &str) -> R {
+        self.send(Method::GET, path, None, &[]).await
+    }
+}
+
+const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+
+fn okta_user(user_name: &str, department: &str) -> Value {
+    json!({
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User", ENTERPRISE],
+        "userName": user_name,
+        "externalId": "00u1abcd",
+        "name": {"givenName": "Alice", "familyName": "Liddell"},
+        "emails": [{"primary": true, "value": user_name, "type": "work"}],
+        "displayName": "Alice Liddell",
+        "active": true,
+        ENTERPRISE: {"department": department, "employeeNumber": "E-1"},
+    })
+}
+
+async fn state(api: &Api, id: &str) -> String {
+    api.get(&format!("/api/v1/users/{id}"))
+        .await
+        .expect(200)
+        .body["state"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test]
+async fn the_okta_lifecycle_create_update_deactivate_reactivate_and_lookup() {
+    let (server, key) = server(&[]).await;
+    let api = server.admin();
+    let scim = Scim {
+        http: reqwest::Client::new(),
+        base: server.base.clone(),
+        key,
+    };
+    let eng = api
+        .dynamic_group(
+            "Engineering",
+            "user",
+            json!({"conditions": [cohort_tests::eq("department", json!(["Engineering"]))]}),
+        )
+        .await;
+
+    // Okta first looks the user up, case-insensitively, then creates.
+    let r = scim
+        .get("/Users?filter=userName%20eq%20%22alice%40example.com%22")
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body["totalResults"], 0, "{}", r.body);
+    let r = scim
+        .send(
+            Method::POST,
+            "/Users",
+            Some(okta_user("Alice@Example.com", "Engineering")),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert!(r.content_type.starts_with("application/scim+json"));
+    let id = r.body["id"].as_str().unwrap().to_string();
+    assert_eq!(r.location, format!("{}/scim/v2/Users/{id}", server.base));
+    assert_eq!(r.etag, "W/\"1\"");
+    assert_eq!(r.body["externalId"], "00u1abcd");
+    assert_eq!(r.body[ENTERPRISE]["department"], "Engineering");
+    let r = scim
+        .get("/Users?filter=userName%20eq%20%22ALICE%40example.COM%22")
+        .await;
+    assert_eq!(r.body["totalResults"], 1, "{}", r.body);
+    assert_eq!(r.body["Resources"][0]["id"], id.as_str());
+
+    // It is a directory user like any other: active, in the dynamic group,
+    // audited with the SCIM client as actor.
+    assert_eq!(state(&api, &id).await, "active");
+    assert_eq!(api.member_ids(&eng).await, vec![id.clone()]);
+    let audit = api
+        .get(&format!(
+            "/api/v1/audit?resource_type=user&resource_id={id}"
+        ))
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(audit["items"][0]["actor"], "okta", "{audit}");
+    assert_eq!(audit["items"][0]["action"], "user.create");
+
+    // Update (PUT): department changes, the group follows.
+    let mut body = okta_user("Alice@Example.com", "Sales");
+    body["title"] = json!("Account Executive");
+    let r = scim
+        .send(
+            Method::PUT,
+            &format!("/Users/{id}"),
+            Some(body.clone()),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["title"], "Account Executive");
+    assert!(api.member_ids(&eng).await.is_empty());
+    // A stale ETag is refused.
+    let r = scim
+        .send(
+            Method::PUT,
+            &format!("/Users/{id}"),
+            Some(body),
+            &[("if-match", "W/\"1\"")],
+        )
+        .await;
+    assert_eq!(r.status, 412, "{}", r.body);
+
+    // Deactivate (Okta's PATCH) → suspended; reactivate → active.
+    let deactivate = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+        "Operations": [{"op": "replace", "value": {"active": false}}]});
+    let r = scim
+        .send(
+            Method::PATCH,
+            &format!("/Users/{id}"),
+            Some(deactivate),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["active"], false);
+    assert_eq!(state(&api, &id).await, "suspended");
+    // Entra ID's spelling: capitalised op, a path, a string boolean, and
+    // a filtered email path.
+    let reactivate = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+        "Operations": [
+            {"op": "Replace", "path": "active", "value": "True"},
+            {"op": "Replace", "path": "emails[type eq \"work\"].value", "value": "alice.l@example.com"}]});
+    let r = scim
+        .send(
+            Method::PATCH,
+            &format!("/Users/{id}"),
+            Some(reactivate),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(state(&api, &id).await, "active");
+    let user = api
+        .get(&format!("/api/v1/users/{id}"))
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(user["email"], "alice.l@example.com", "{user}");
+
+    // Conflicts and bad input, in SCIM's error shape.
+    let r = scim
+        .send(
+            Method::POST,
+            "/Users",
+            Some(okta_user("alice@example.com", "Sales")),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert_eq!(r.body["scimType"], "uniqueness");
+    assert_eq!(
+        r.body["schemas"][0],
+        "urn:ietf:params:scim:api:messages:2.0:Error"
+    );
+    let r = scim.get("/Users?filter=userName%20zz%20%22x%22").await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.body["scimType"], "invalidFilter");
+    let r = scim
+        .get("/Users/00000000-0000-0000-0000-000000000000")
+        .await;
+    assert_eq!(r.status, 404);
+    let mut with_password = okta_user("bob@example.com", "Sales");
+    with_password["password"] = json!("a password sent by the IdP");
+    let r = scim
+        .send(Method::POST, "/Users", Some(with_password), &[])
+        .await;
+    assert_eq!(
+        r.status, 400,
+        "passwords are refused unless enabled: {}",
+        r.body
+    );
+    let bad = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+        "Operations": [{"op": "replace", "path": "emails[type eq", "value": "x"}]});
+    let r = scim
+        .send(Method::PATCH, &format!("/Users/{id}"), Some(bad), &[])
+        .await;
+    assert_eq!(r.body["scimType"], "invalidPath", "{}", r.body);
+
+    // Only SCIM keys: the admin key is refused here, and the SCIM key
+    // everywhere else.
+    let admin = Scim {
+        http: reqwest::Client::new(),
+        base: server.base.clone(),
+        key: cohort_tests::ADMIN_KEY.to_string(),
+    };
+    assert_eq!(admin.get("/Users").await.status, 403);
+    let as_scim = server.client(Some(&scim.key));
+    assert_eq!(as_scim.get("/api/v1/users").await.status, 403);
+
+    // DELETE suspends by default; the user stays, inactive.
+    let r = scim
+        .send(Method::DELETE, &format!("/Users/{id}"), None, &[])
+        .await;
+    assert_eq!(r.status, 204);
+    assert_eq!(state(&api, &id).await, "suspended");
+    assert_eq!(
+        scim.get(&format!("/Users/{id}")).await.body["active"],
+        false
+    );
+}
+
+#[tokio::test]
+async fn lists_page_sort_and_project() {
+    let (server, key) = server(&[]).await;
+    let scim = Scim {
+        http: reqwest::Client::new(),
+        base: server.base.clone(),
+        key,
+    };
+    for n in ["carol", "alice", "erin", "bob", "dave"] {
+        let r = scim
+            .send(
+                Method::POST,
+                "/Users",
+                Some(okta_user(&format!("{n}@example.com"), "Ops")),
+                &[],
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.body);
+    }
+    let r = scim
+        .get("/Users?sortBy=userName&sortOrder=descending&startIndex=2&count=2&attributes=userName")
+        .await;
+    assert_eq!(r.body["totalResults"], 5, "{}", r.body);
+    assert_eq!(r.body["startIndex"], 2);
+    assert_eq!(r.body["itemsPerPage"], 2);
+    let names: Vec<&str> = r.body["Resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["userName"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["dave@example.com", "carol@example.com"]);
+    let first = &r.body["Resources"][0];
+    assert!(first.get("emails").is_none(), "projected: {first}");
+    assert!(first.get("id").is_some() && first.get("meta").is_some());
+    let r = scim
+        .get("/Users?filter=userName%20sw%20%22b%22%20or%20userName%20ew%20%22n%40example.com%22&excludedAttributes=emails")
+        .await;
+    assert_eq!(r.body["totalResults"], 2, "{}", r.body);
+    assert!(r.body["Resources"][0].get("emails").is_none());
+    let r = scim.get("/Users?count=0").await;
+    assert_eq!(r.body["totalResults"], 5);
+    assert_eq!(r.body["Resources"], json!([]));
+}
