@@ -131,6 +131,7 @@ pub fn build(config: &Config, store: Store, clock: Arc<dyn Clock>) -> Result<App
         store.clone(),
         Arc::clone(&clock),
         directory.clone(),
+        groups.clone(),
         credentials.clone(),
         crate::provisioning::scim::Settings {
             hard_delete: config.scim.hard_delete,

@@ -252,6 +252,23 @@ async fn search_users(
     })())
 }
 
+async fn search_all(
+    State(s): State<AppState>,
+    RequestId(rid): RequestId,
+    headers: HeaderMap,
+    raw: Result<Bytes, BytesRejection>,
+) -> Response {
+    respond((|| {
+        let p = client(&s, &headers, &rid)?;
+        let cap = p.provision().expect("checked");
+        let params = search_params(&body(raw)?)?;
+        Ok(scim_json(
+            StatusCode::OK,
+            &s.scim.search_all(&cap, &params)?,
+        ))
+    })())
+}
+
 async fn create_user(
     State(s): State<AppState>,
     RequestId(rid): RequestId,
@@ -349,6 +366,156 @@ async fn delete_user(
     respond(result.await)
 }
 
+/// `If-Match` as sent (group ETags are not plain versions).
+fn if_match_raw(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(header::IF_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .map(String::from)
+}
+
+/// A group with its ETag.
+fn group_response(status: StatusCode, body: Value, etag: &str) -> Response {
+    let location = body["meta"]["location"].as_str().map(str::to_string);
+    let mut resp = scim_json(status, &body);
+    if let Ok(v) = HeaderValue::from_str(etag) {
+        resp.headers_mut().insert(header::ETAG, v);
+    }
+    if status == StatusCode::CREATED
+        && let Some(l) = location.and_then(|l| HeaderValue::from_str(&l).ok())
+    {
+        resp.headers_mut().insert(header::LOCATION, l);
+    }
+    resp
+}
+
+async fn list_groups(
+    State(s): State<AppState>,
+    RequestId(rid): RequestId,
+    headers: HeaderMap,
+    Query(q): Query<Vec<(String, String)>>,
+) -> Response {
+    respond((|| {
+        let p = client(&s, &headers, &rid)?;
+        let cap = p.provision().expect("checked");
+        Ok(scim_json(
+            StatusCode::OK,
+            &s.scim.list_groups(&cap, &list_params(&q)?)?,
+        ))
+    })())
+}
+
+async fn search_groups(
+    State(s): State<AppState>,
+    RequestId(rid): RequestId,
+    headers: HeaderMap,
+    raw: Result<Bytes, BytesRejection>,
+) -> Response {
+    respond((|| {
+        let p = client(&s, &headers, &rid)?;
+        let cap = p.provision().expect("checked");
+        let params = search_params(&body(raw)?)?;
+        Ok(scim_json(
+            StatusCode::OK,
+            &s.scim.list_groups(&cap, &params)?,
+        ))
+    })())
+}
+
+async fn create_group(
+    State(s): State<AppState>,
+    RequestId(rid): RequestId,
+    headers: HeaderMap,
+    raw: Result<Bytes, BytesRejection>,
+) -> Response {
+    let result = async {
+        let p = client(&s, &headers, &rid)?;
+        let cap = p.provision().expect("checked");
+        let (group, etag) = s.scim.create_group(&cap, &body(raw)?).await?;
+        Ok(group_response(StatusCode::CREATED, group, &etag))
+    };
+    respond(result.await)
+}
+
+async fn get_group(
+    State(s): State<AppState>,
+    RequestId(rid): RequestId,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<Vec<(String, String)>>,
+) -> Response {
+    respond((|| {
+        let p = client(&s, &headers, &rid)?;
+        let cap = p.provision().expect("checked");
+        let (group, etag) = s.scim.get_group(&cap, &id)?;
+        let unchanged = headers
+            .get(header::IF_NONE_MATCH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.split(',').any(|t| t.trim() == etag));
+        if unchanged {
+            return Ok(StatusCode::NOT_MODIFIED.into_response());
+        }
+        let params = list_params(&q)?;
+        let group = resource::project(group, &params.attributes, &params.excluded);
+        Ok(group_response(StatusCode::OK, group, &etag))
+    })())
+}
+
+async fn replace_group(
+    State(s): State<AppState>,
+    RequestId(rid): RequestId,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    raw: Result<Bytes, BytesRejection>,
+) -> Response {
+    let result = async {
+        let p = client(&s, &headers, &rid)?;
+        let cap = p.provision().expect("checked");
+        let (group, etag) = s
+            .scim
+            .replace_group(&cap, &id, &body(raw)?, if_match_raw(&headers).as_deref())
+            .await?;
+        Ok(group_response(StatusCode::OK, group, &etag))
+    };
+    respond(result.await)
+}
+
+async fn patch_group(
+    State(s): State<AppState>,
+    RequestId(rid): RequestId,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    raw: Result<Bytes, BytesRejection>,
+) -> Response {
+    let result = async {
+        let p = client(&s, &headers, &rid)?;
+        let cap = p.provision().expect("checked");
+        let (group, etag) = s
+            .scim
+            .patch_group(&cap, &id, &body(raw)?, if_match_raw(&headers).as_deref())
+            .await?;
+        Ok(group_response(StatusCode::OK, group, &etag))
+    };
+    respond(result.await)
+}
+
+async fn delete_group(
+    State(s): State<AppState>,
+    RequestId(rid): RequestId,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let result = async {
+        let p = client(&s, &headers, &rid)?;
+        let cap = p.provision().expect("checked");
+        s.scim
+            .delete_group(&cap, &id, if_match_raw(&headers).as_deref())
+            .await?;
+        Ok(StatusCode::NO_CONTENT.into_response())
+    };
+    respond(result.await)
+}
+
 async fn not_supported() -> Response {
     error(&ScimError {
         status: 501,
@@ -371,8 +538,7 @@ pub fn routes() -> Router<AppState> {
         .route("/Schemas/{id}", get(schema))
         .route("/Users", get(list_users).post(create_user))
         .route("/Users/.search", post(search_users))
-        // Server-root search: Users are the only resource type.
-        .route("/.search", post(search_users))
+        .route("/.search", post(search_all))
         .route(
             "/Users/{id}",
             get(get_user)
@@ -380,8 +546,15 @@ pub fn routes() -> Router<AppState> {
                 .patch(patch_user)
                 .delete(delete_user),
         )
-        .route("/Groups", get(not_supported).post(not_supported))
-        .route("/Groups/{*rest}", axum::routing::any(not_supported))
+        .route("/Groups", get(list_groups).post(create_group))
+        .route("/Groups/.search", post(search_groups))
+        .route(
+            "/Groups/{id}",
+            get(get_group)
+                .put(replace_group)
+                .patch(patch_group)
+                .delete(delete_group),
+        )
         .route("/Bulk", post(not_supported))
         .fallback(unknown)
 }

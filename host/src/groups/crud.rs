@@ -558,6 +558,79 @@ impl Groups {
         .await
     }
 
+    /// Creates (`id` none) or changes a static user group so that its name
+    /// is `name` and its manual members are exactly `members`, in one
+    /// transaction: for provisioning, where a group arrives whole (a SCIM
+    /// PUT or PATCH). Refuses dynamic groups and device groups.
+    pub async fn put_static(
+        &self,
+        cap: &ManageDirectory<'_>,
+        id: Option<Uuid>,
+        name: String,
+        members: BTreeSet<Uuid>,
+        if_match: Option<u64>,
+    ) -> Result<GroupView, DomainError> {
+        let actor = cap.actor().clone();
+        self.write(move |this, txn| {
+            let group = match id {
+                None => {
+                    let input = GroupInput {
+                        name,
+                        subject: SubjectKind::User,
+                        description: None,
+                        group_type: GroupType::Static,
+                        rule: None,
+                        exclusion: None,
+                        evaluator: None,
+                        review: false,
+                        member_states: None,
+                    };
+                    let group = build(input, None, this.now())?;
+                    this.create_in(txn, &actor, &group)?;
+                    group
+                }
+                Some(id) => {
+                    let before = load(&*txn, &id)?;
+                    if before.is_dynamic() || before.subject != SubjectKind::User {
+                        return Err(DomainError::not_found("static user group", id));
+                    }
+                    if let Some(v) = if_match
+                        && v != before.version
+                    {
+                        return Err(DomainError::VersionMismatch {
+                            current: before.version,
+                        });
+                    }
+                    if before.name == name {
+                        before
+                    } else {
+                        let mut input = GroupInput::from(&before);
+                        input.name = name;
+                        let after = build(input, Some(&before), this.now())?;
+                        if before.name.to_lowercase() != after.name.to_lowercase() {
+                            this.check_not_named(&*txn, &before)?;
+                        }
+                        this.put_group(txn, &actor, "group.update", Some(&before), &after)?;
+                        after
+                    }
+                }
+            };
+            let current: BTreeSet<Uuid> = txn
+                .scan_prefix(MANUAL, group.id.as_bytes())?
+                .iter()
+                .filter_map(|(k, _)| crate::directory::keys::uuid_at(k, 16))
+                .collect();
+            for gone in current.difference(&members) {
+                this.remove_manual_in(txn, &actor, &group, *gone)?;
+            }
+            for new in members.difference(&current) {
+                this.add_manual_in(txn, &actor, &group, *new)?;
+            }
+            this.view(&*txn, group)
+        })
+        .await
+    }
+
     /// One group with its status.
     pub fn get_group(&self, _: &Read, id: &Uuid) -> Result<GroupView, DomainError> {
         let group = load(self.store(), id)?;

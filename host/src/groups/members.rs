@@ -157,37 +157,65 @@ impl Groups {
         let actor = cap.actor().clone();
         self.write(move |this, txn| {
             let g = load_group(&*txn, &group)?;
-            if g.is_dynamic() {
-                return Err(DomainError::Conflict {
-                    code: "dynamic_group",
-                    field: None,
-                    message: "the members of a dynamic group follow its rule; add an \"always\" exemption instead".into(),
-                });
-            }
-            check_subject(&*txn, &g, &subject)?;
-            let now = this.now();
-            let key = pair(&group, &subject);
-            if let Some(m) = Membership::read(txn.get(MEMBERS, &key)?)? {
-                return Ok(Member {
-                    subject_id: subject,
-                    source: m.source,
-                    since: m.since,
-                });
-            }
-            this.note_special(&group, &subject);
-            txn.put(MANUAL, &key, Vec::new());
-            this.record_membership(txn, now, &actor, &group, &subject, None, Some(Source::Manual), "added by hand")?;
-            let mut status = apply::load_status(txn, &group)?;
-            status.member_count += 1;
-            txn.put_json(STATUS, group.as_bytes(), &status)?;
-            this.reevaluate(txn, &actor, now, g.subject, [subject].into(), &format!("member added to group {group}"))?;
-            Ok(Member {
-                subject_id: subject,
-                source: Source::Manual,
-                since: now,
-            })
+            this.add_manual_in(txn, &actor, &g, subject)
         })
         .await
+    }
+
+    /// Adds `subject` to `g` by hand, in the caller's transaction.
+    pub(crate) fn add_manual_in(
+        &self,
+        txn: &mut WriteTxn<'_>,
+        actor: &Actor,
+        g: &Group,
+        subject: Uuid,
+    ) -> Result<Member, DomainError> {
+        let group = g.id;
+        if g.is_dynamic() {
+            return Err(DomainError::Conflict {
+                code: "dynamic_group",
+                field: None,
+                message: "the members of a dynamic group follow its rule; add an \"always\" exemption instead".into(),
+            });
+        }
+        check_subject(&*txn, g, &subject)?;
+        let now = self.now();
+        let key = pair(&group, &subject);
+        if let Some(m) = Membership::read(txn.get(MEMBERS, &key)?)? {
+            return Ok(Member {
+                subject_id: subject,
+                source: m.source,
+                since: m.since,
+            });
+        }
+        self.note_special(&group, &subject);
+        txn.put(MANUAL, &key, Vec::new());
+        self.record_membership(
+            txn,
+            now,
+            actor,
+            &group,
+            &subject,
+            None,
+            Some(Source::Manual),
+            "added by hand",
+        )?;
+        let mut status = apply::load_status(txn, &group)?;
+        status.member_count += 1;
+        txn.put_json(STATUS, group.as_bytes(), &status)?;
+        self.reevaluate(
+            txn,
+            actor,
+            now,
+            g.subject,
+            [subject].into(),
+            &format!("member added to group {group}"),
+        )?;
+        Ok(Member {
+            subject_id: subject,
+            source: Source::Manual,
+            since: now,
+        })
     }
 
     /// Removes a member added by hand (from a static group, or one kept when
@@ -201,39 +229,69 @@ impl Groups {
         let actor = cap.actor().clone();
         self.write(move |this, txn| {
             let g = load_group(&*txn, &group)?;
-            let key = pair(&group, &subject);
-            let current = Membership::read(txn.get(MEMBERS, &key)?)?;
-            if !txn.contains(MANUAL, &key)? {
-                return match current {
-                    None => Err(DomainError::not_found("member", subject)),
-                    Some(m) => Err(DomainError::Conflict {
-                        code: "not_a_manual_member",
-                        field: None,
-                        message: format!(
-                            "this member is in the group by {}; add a \"never\" exemption to keep it out",
-                            if m.source == Source::Rule { "its rule" } else { "an exemption" }
-                        ),
-                    }),
-                };
-            }
-            let now = this.now();
-            txn.delete(MANUAL, &key);
-            if !g.is_dynamic()
-                && let Some(m) = current
-            {
-                {
-                    this.record_membership(txn, now, &actor, &group, &subject, Some(m.source), None, "removed by hand")?;
-                    let mut status = apply::load_status(txn, &group)?;
-                    status.member_count = status.member_count.saturating_sub(1);
-                    txn.put_json(STATUS, group.as_bytes(), &status)?;
-                }
-            }
-            // A dynamic group decides again without the manual membership;
-            // groups depending on this one follow.
-            this.reevaluate(txn, &actor, now, g.subject, [subject].into(), &format!("manual member removed from group {group}"))?;
-            Ok(())
+            this.remove_manual_in(txn, &actor, &g, subject)
         })
         .await
+    }
+
+    /// Removes a member added by hand, in the caller's transaction.
+    pub(crate) fn remove_manual_in(
+        &self,
+        txn: &mut WriteTxn<'_>,
+        actor: &Actor,
+        g: &Group,
+        subject: Uuid,
+    ) -> Result<(), DomainError> {
+        let group = g.id;
+        let key = pair(&group, &subject);
+        let current = Membership::read(txn.get(MEMBERS, &key)?)?;
+        if !txn.contains(MANUAL, &key)? {
+            return match current {
+                None => Err(DomainError::not_found("member", subject)),
+                Some(m) => Err(DomainError::Conflict {
+                    code: "not_a_manual_member",
+                    field: None,
+                    message: format!(
+                        "this member is in the group by {}; add a \"never\" exemption to keep it out",
+                        if m.source == Source::Rule {
+                            "its rule"
+                        } else {
+                            "an exemption"
+                        }
+                    ),
+                }),
+            };
+        }
+        let now = self.now();
+        txn.delete(MANUAL, &key);
+        if !g.is_dynamic()
+            && let Some(m) = current
+        {
+            self.record_membership(
+                txn,
+                now,
+                actor,
+                &group,
+                &subject,
+                Some(m.source),
+                None,
+                "removed by hand",
+            )?;
+            let mut status = apply::load_status(txn, &group)?;
+            status.member_count = status.member_count.saturating_sub(1);
+            txn.put_json(STATUS, group.as_bytes(), &status)?;
+        }
+        // A dynamic group decides again without the manual membership;
+        // groups depending on this one follow.
+        self.reevaluate(
+            txn,
+            actor,
+            now,
+            g.subject,
+            [subject].into(),
+            &format!("manual member removed from group {group}"),
+        )?;
+        Ok(())
     }
 
     /// The exemptions of a dynamic group.

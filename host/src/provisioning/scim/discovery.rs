@@ -1,8 +1,8 @@
 //! SCIM discovery (RFC 7644 §4, RFC 7643 §5–7): what this server supports,
 //! stated exactly. Clients (Okta, Entra ID, compliance checkers) read these
 //! documents and rely on them, so nothing is advertised that is not built:
-//! no Groups, no Bulk yet, and the Cohort extension only with the custom
-//! attributes that exist.
+//! no Bulk yet, and the Cohort extension only with the custom attributes
+//! that exist.
 
 use serde_json::{Value, json};
 
@@ -199,6 +199,61 @@ pub fn schemas(base: &str, accept_passwords: bool, customs: &[(String, AttrType)
             base,
         ),
     ];
+    let group = vec![
+        with(
+            with(
+                attr(
+                    "displayName",
+                    "string",
+                    "The group's name, unique among user groups.",
+                ),
+                "required",
+                json!(true),
+            ),
+            "uniqueness",
+            json!("server"),
+        ),
+        multi(
+            "members",
+            "The users in the group, by id.",
+            vec![
+                with(
+                    with(
+                        attr("value", "string", "The user's id."),
+                        "mutability",
+                        json!("immutable"),
+                    ),
+                    "required",
+                    json!(true),
+                ),
+                with(
+                    with(
+                        attr("$ref", "reference", "The user's URI."),
+                        "referenceTypes",
+                        json!(["User"]),
+                    ),
+                    "mutability",
+                    json!("immutable"),
+                ),
+                with(
+                    with(
+                        attr("type", "string", "User: groups hold users only."),
+                        "canonicalValues",
+                        json!(["User"]),
+                    ),
+                    "mutability",
+                    json!("immutable"),
+                ),
+            ],
+        ),
+    ];
+    out.push(meta(
+        super::groups::GROUP,
+        "Group",
+        "A static user group",
+        group,
+        base,
+    ));
     if !customs.is_empty() {
         out.push(meta(
             COHORT,
@@ -218,14 +273,23 @@ pub fn resource_types(base: &str, customs: bool) -> Vec<Value> {
     if customs {
         extensions.push(json!({"schema": COHORT, "required": false}));
     }
-    vec![json!({
+    vec![
+        json!({
         "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ResourceType"],
         "id": "User", "name": "User", "endpoint": "/Users",
         "description": "People in the directory",
         "schema": USER,
         "schemaExtensions": extensions,
         "meta": {"resourceType": "ResourceType", "location": format!("{base}/ResourceTypes/User")},
-    })]
+        }),
+        json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ResourceType"],
+            "id": "Group", "name": "Group", "endpoint": "/Groups",
+            "description": "Static user groups (dynamic groups follow their rules and are not provisioned)",
+            "schema": super::groups::GROUP,
+            "meta": {"resourceType": "ResourceType", "location": format!("{base}/ResourceTypes/Group")},
+        }),
+    ]
 }
 
 /// The service provider configuration.

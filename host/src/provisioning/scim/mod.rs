@@ -1,4 +1,4 @@
-//! The SCIM 2.0 service (RFC 7643 / 7644) for Users: what `/scim/v2`
+//! The SCIM 2.0 service (RFC 7643 / 7644) for Users and Groups: what `/scim/v2`
 //! does, independent of HTTP. Resources are rendered from the directory on
 //! every read, so SCIM and the admin API can never disagree; the only
 //! SCIM-specific state is what the directory has no field for
@@ -6,6 +6,7 @@
 
 pub mod discovery;
 pub mod filter;
+pub mod groups;
 pub mod patch;
 pub mod resource;
 
@@ -189,6 +190,7 @@ pub struct Scim {
     store: Store,
     clock: Arc<dyn Clock>,
     directory: Directory,
+    groups: crate::groups::Groups,
     credentials: Credentials,
     settings: Arc<Settings>,
 }
@@ -199,6 +201,7 @@ impl Scim {
         store: Store,
         clock: Arc<dyn Clock>,
         directory: Directory,
+        groups: crate::groups::Groups,
         credentials: Credentials,
         settings: Settings,
     ) -> Scim {
@@ -206,6 +209,7 @@ impl Scim {
             store,
             clock,
             directory,
+            groups,
             credentials,
             settings: Arc::new(settings),
         }
@@ -262,7 +266,15 @@ impl Scim {
 
     /// A page of users (RFC 7644 §3.4.2): filtered, sorted, paged,
     /// projected.
-    pub fn list_users(&self, _: &Provision<'_>, p: &ListParams) -> Result<Value, ScimError> {
+    pub fn list_users(&self, cap: &Provision<'_>, p: &ListParams) -> Result<Value, ScimError> {
+        let bounded = ListParams {
+            count: Some(p.count.unwrap_or(100).min(MAX_RESULTS)),
+            ..p.clone()
+        };
+        self.list_all_users(cap, &bounded)
+    }
+
+    fn list_all_users(&self, _: &Provision<'_>, p: &ListParams) -> Result<Value, ScimError> {
         let filter = match p.filter.as_deref().map(str::trim).filter(|f| !f.is_empty()) {
             Some(f) => {
                 Some(filter::parse(f).map_err(|e| ScimError::invalid_filter(e.to_string()))?)
@@ -317,13 +329,43 @@ impl Scim {
         }
         let total = matched.len();
         let start = p.start_index.unwrap_or(1).max(1);
-        let count = p.count.unwrap_or(100).min(MAX_RESULTS);
+        let count = p.count.unwrap_or(100);
         let page: Vec<Value> = matched
             .into_iter()
             .skip(start - 1)
             .take(count)
             .map(|r| resource::project(r, &p.attributes, &p.excluded))
             .collect();
+        Ok(json!({
+            "schemas": [resource::LIST],
+            "totalResults": total,
+            "startIndex": start,
+            "itemsPerPage": page.len(),
+            "Resources": page,
+        }))
+    }
+
+    /// A search at the server root (RFC 7644 §3.4.3): users and groups
+    /// together, users first, then paged.
+    pub fn search_all(&self, cap: &Provision<'_>, p: &ListParams) -> Result<Value, ScimError> {
+        let all = ListParams {
+            start_index: Some(1),
+            count: Some(usize::MAX),
+            ..p.clone()
+        };
+        let mut items = Vec::new();
+        for list in [
+            self.list_all_users(cap, &all)?,
+            self.list_groups_unbounded(cap, &all)?,
+        ] {
+            if let Some(Value::Array(r)) = list.get("Resources") {
+                items.extend(r.iter().cloned());
+            }
+        }
+        let total = items.len();
+        let start = p.start_index.unwrap_or(1).max(1);
+        let count = p.count.unwrap_or(100).min(MAX_RESULTS);
+        let page: Vec<Value> = items.into_iter().skip(start - 1).take(count).collect();
         Ok(json!({
             "schemas": [resource::LIST],
             "totalResults": total,

@@ -110,6 +110,21 @@ fn apply_one(
     let key = key_in(obj, &path.attr.attr);
     match (&path.filter, &path.sub) {
         (None, None) => match kind {
+            // Entra ID removes group members with a value list rather than
+            // a filter: remove those items, not the whole attribute.
+            Kind::Remove if matches!(value, Some(Value::Array(_))) => {
+                let gone = value.and_then(Value::as_array).cloned().unwrap_or_default();
+                let same = |a: &Value, b: &Value| match (
+                    filter::member(a, "value"),
+                    filter::member(b, "value"),
+                ) {
+                    (Some(x), Some(y)) => x == y,
+                    _ => a == b,
+                };
+                if let Some(Value::Array(items)) = obj.get_mut(&key) {
+                    items.retain(|i| !gone.iter().any(|g| same(i, g)));
+                }
+            }
             Kind::Remove => {
                 obj.remove(&key);
             }
