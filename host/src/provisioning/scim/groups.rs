@@ -329,7 +329,11 @@ fn read_group(body: &Value) -> Result<(String, BTreeSet<Uuid>, GroupExtra), Scim
 /// member `invalidValue`.
 fn group_error(e: DomainError) -> ScimError {
     match e {
-        DomainError::Conflict { code, message, .. } if code == "group_name_taken" => ScimError {
+        DomainError::Conflict {
+            code: "group_name_taken",
+            message,
+            ..
+        } => ScimError {
             status: 409,
             scim_type: Some("uniqueness"),
             detail: message,
