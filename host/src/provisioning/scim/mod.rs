@@ -297,12 +297,23 @@ impl Scim {
                 })
                 .collect::<Result<_, ScimError>>()?,
         };
-        let extras: HashMap<Vec<u8>, Extra> = self
-            .store
-            .scan(SCIM_USERS, b"", None, false)
-            .filter_map(Result::ok)
-            .filter_map(|(k, v)| Some((k, cohort_storage::decode_json(SCIM_USERS, &v).ok()?)))
-            .collect();
+        // Few candidates (an index lookup): their extras one by one;
+        // otherwise all of them in one pass.
+        let extras: HashMap<Vec<u8>, Extra> = if candidates.len() <= 16 {
+            let mut m = HashMap::new();
+            for u in &candidates {
+                if let Some(e) = self.extra(&u.id)? {
+                    m.insert(u.id.as_bytes().to_vec(), e);
+                }
+            }
+            m
+        } else {
+            self.store
+                .scan(SCIM_USERS, b"", None, false)
+                .filter_map(Result::ok)
+                .filter_map(|(k, v)| Some((k, cohort_storage::decode_json(SCIM_USERS, &v).ok()?)))
+                .collect()
+        };
         let base = self.base();
         let mut matched: Vec<Value> = candidates
             .iter()
