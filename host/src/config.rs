@@ -27,6 +27,8 @@ pub const ENV_PLUGIN_CACHE_DIR: &str = "COHORT_PLUGIN_CACHE_DIR";
 pub const ENV_SECRET_KEY: &str = "COHORT_SECRET_KEY";
 /// Overrides `scim.hard_delete` (`true` / `false`).
 pub const ENV_SCIM_HARD_DELETE: &str = "COHORT_SCIM_HARD_DELETE";
+/// Overrides `scim.accept_passwords` (`true` / `false`).
+pub const ENV_SCIM_ACCEPT_PASSWORDS: &str = "COHORT_SCIM_ACCEPT_PASSWORDS";
 /// Overrides `sign_in.public_url`.
 pub const ENV_PUBLIC_URL: &str = "COHORT_PUBLIC_URL";
 
@@ -371,6 +373,12 @@ impl Config {
         }
         if let Some(v) = env(ENV_PUBLIC_URL) {
             config.sign_in.public_url = Some(v);
+        }
+        if let Some(v) = env(ENV_SCIM_ACCEPT_PASSWORDS) {
+            config.scim.accept_passwords = v.parse().map_err(|_| ConfigError::Env {
+                var: ENV_SCIM_ACCEPT_PASSWORDS,
+                message: format!("{v:?} is not true or false"),
+            })?;
         }
         if let Some(v) = env(ENV_SCIM_HARD_DELETE) {
             config.scim.hard_delete = v.parse().map_err(|_| ConfigError::Env {

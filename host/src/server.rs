@@ -137,6 +137,7 @@ pub fn build(config: &Config, store: Store, clock: Arc<dyn Clock>) -> Result<App
             hard_delete: config.scim.hard_delete,
             accept_passwords: config.scim.accept_passwords,
             public_url: sign_in.public_url().to_string(),
+            max_payload: config.http.max_body_bytes,
         },
     );
     let state = AppState {

@@ -496,3 +496,132 @@ async fn groups_are_static_user_groups_pushed_whole() {
     assert_eq!(scim.get(&format!("/Groups/{gid}")).await.status, 404);
     assert_eq!(api.get(&format!("/api/v1/groups/{gid}")).await.status, 404);
 }
+
+#[tokio::test]
+async fn bulk_runs_operations_in_order_with_bulk_id_references() {
+    let (server, key) = server(&[]).await;
+    let api = server.admin();
+    let scim = Scim {
+        http: reqwest::Client::new(),
+        base: server.base.clone(),
+        key,
+    };
+    let config = scim.get("/ServiceProviderConfig").await.body;
+    assert_eq!(config["bulk"]["supported"], true, "{config}");
+    assert_eq!(config["bulk"]["maxOperations"], 1000);
+
+    let request = json!({
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkRequest"],
+        "Operations": [
+            {"method": "POST", "path": "/Users", "bulkId": "u1", "data": okta_user("kim@example.com", "Ops")},
+            {"method": "POST", "path": "/Groups", "bulkId": "g1",
+             "data": {"displayName": "Night shift", "members": [{"value": "bulkId:u1"}]}},
+            {"method": "PATCH", "path": "/Users/bulkId:u1",
+             "data": {"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                      "Operations": [{"op": "replace", "path": "title", "value": "Lead"}]}},
+            {"method": "POST", "path": "/Users", "bulkId": "dup", "data": okta_user("kim@example.com", "Ops")},
+            {"method": "DELETE", "path": "/Users/bulkId:never"},
+        ],
+    });
+    let r = scim
+        .send(Method::POST, "/Bulk", Some(request.clone()), &[])
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let ops = r.body["Operations"].as_array().unwrap();
+    let statuses: Vec<&str> = ops.iter().map(|o| o["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses, ["201", "201", "200", "409", "400"], "{}", r.body);
+    assert_eq!(ops[3]["response"]["scimType"], "uniqueness");
+    let user_id = ops[0]["location"]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let group_id = ops[1]["location"]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_string();
+    assert_eq!(api.member_ids(&group_id).await, vec![user_id.clone()]);
+    let user = api
+        .get(&format!("/api/v1/users/{user_id}"))
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(user["job_title"], "Lead");
+
+    // failOnErrors stops after that many errors.
+    let mut stop = request.clone();
+    stop["failOnErrors"] = json!(1);
+    stop["Operations"] = json!([
+        {"method": "POST", "path": "/Users", "bulkId": "a", "data": okta_user("kim@example.com", "Ops")},
+        {"method": "POST", "path": "/Users", "bulkId": "b", "data": okta_user("lou@example.com", "Ops")},
+    ]);
+    let r = scim.send(Method::POST, "/Bulk", Some(stop), &[]).await;
+    assert_eq!(
+        r.body["Operations"].as_array().unwrap().len(),
+        1,
+        "{}",
+        r.body
+    );
+    assert_eq!(
+        scim.get("/Users?filter=userName%20eq%20%22lou%40example.com%22")
+            .await
+            .body["totalResults"],
+        0
+    );
+
+    // Over the limit: refused whole.
+    let mut many = request;
+    many["Operations"] = json!(vec![json!({"method": "DELETE", "path": "/Users/x"}); 1001]);
+    let r = scim.send(Method::POST, "/Bulk", Some(many), &[]).await;
+    assert_eq!(r.status, 413, "{}", r.body);
+}
+
+#[tokio::test]
+async fn passwords_pushed_over_scim_are_local_passwords_when_enabled() {
+    let (server, key) = server(&[("COHORT_SCIM_ACCEPT_PASSWORDS", "true")]).await;
+    let scim = Scim {
+        http: reqwest::Client::new(),
+        base: server.base.clone(),
+        key,
+    };
+    let mut body = okta_user("pam@example.com", "Ops");
+    body["password"] = json!("pushed by the IdP, long enough");
+    let r = scim.send(Method::POST, "/Users", Some(body), &[]).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert!(
+        r.body.get("password").is_none(),
+        "never returned: {}",
+        r.body
+    );
+    let config = scim.get("/ServiceProviderConfig").await.body;
+    assert_eq!(config["changePassword"]["supported"], true);
+
+    // The password signs in at Cohort's own page.
+    let b = cohort_tests::Browser::new();
+    let form = b.start_sign_in(&server.base, "pam@example.com", "").await;
+    let csrf = form.input("csrf").unwrap();
+    let done = b
+        .post(
+            &format!("{}/sign-in/password", server.base),
+            &[
+                ("identifier", "pam@example.com"),
+                ("password", "pushed by the IdP, long enough"),
+                ("csrf", &csrf),
+            ],
+        )
+        .await;
+    assert_eq!(done.status, 303, "{}", done.body);
+    // Too short is refused like any password.
+    let patch = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+        "Operations": [{"op": "replace", "path": "password", "value": "short"}]});
+    let id = r.body["id"].as_str().unwrap();
+    let r = scim
+        .send(Method::PATCH, &format!("/Users/{id}"), Some(patch), &[])
+        .await;
+    assert_eq!(r.status, 400, "{}", r.body);
+}

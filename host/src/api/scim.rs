@@ -168,7 +168,11 @@ async fn service_provider_config(State(s): State<AppState>) -> Response {
     let base = s.scim.base();
     scim_json(
         StatusCode::OK,
-        &discovery::service_provider_config(&base, s.scim.settings().accept_passwords),
+        &discovery::service_provider_config(
+            &base,
+            s.scim.settings().accept_passwords,
+            s.scim.settings().max_payload,
+        ),
     )
 }
 
@@ -516,12 +520,19 @@ async fn delete_group(
     respond(result.await)
 }
 
-async fn not_supported() -> Response {
-    error(&ScimError {
-        status: 501,
-        scim_type: None,
-        detail: "not supported by this server; see /scim/v2/ServiceProviderConfig".into(),
-    })
+async fn bulk(
+    State(s): State<AppState>,
+    RequestId(rid): RequestId,
+    headers: HeaderMap,
+    raw: Result<Bytes, BytesRejection>,
+) -> Response {
+    let result = async {
+        let p = client(&s, &headers, &rid)?;
+        let cap = p.provision().expect("checked");
+        let out = s.scim.bulk(&cap, &body(raw)?).await?;
+        Ok(scim_json(StatusCode::OK, &out))
+    };
+    respond(result.await)
 }
 
 async fn unknown() -> Response {
@@ -555,6 +566,6 @@ pub fn routes() -> Router<AppState> {
                 .patch(patch_group)
                 .delete(delete_group),
         )
-        .route("/Bulk", post(not_supported))
+        .route("/Bulk", post(bulk))
         .fallback(unknown)
 }

@@ -94,7 +94,9 @@ pub struct Credentials {
     hashing: Arc<tokio::sync::Semaphore>,
 }
 
-fn check_policy(password: &str) -> Result<(), DomainError> {
+/// Whether `password` meets the policy, so callers can refuse it before
+/// writing anything else.
+pub fn check_policy(password: &str) -> Result<(), DomainError> {
     let n = password.chars().count();
     if !(MIN_LENGTH..=MAX_LENGTH).contains(&n) {
         return Err(DomainError::invalid(

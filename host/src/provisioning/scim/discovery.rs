@@ -1,8 +1,7 @@
 //! SCIM discovery (RFC 7644 §4, RFC 7643 §5–7): what this server supports,
 //! stated exactly. Clients (Okta, Entra ID, compliance checkers) read these
 //! documents and rely on them, so nothing is advertised that is not built:
-//! no Bulk yet, and the Cohort extension only with the custom attributes
-//! that exist.
+//! and the Cohort extension only with the custom attributes that exist.
 
 use serde_json::{Value, json};
 
@@ -293,12 +292,12 @@ pub fn resource_types(base: &str, customs: bool) -> Vec<Value> {
 }
 
 /// The service provider configuration.
-pub fn service_provider_config(base: &str, accept_passwords: bool) -> Value {
+pub fn service_provider_config(base: &str, accept_passwords: bool, max_payload: usize) -> Value {
     json!({
         "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig"],
         "documentationUri": "https://github.com/cohort-directory/cohort/blob/main/docs/scim.md",
         "patch": {"supported": true},
-        "bulk": {"supported": false, "maxOperations": 0, "maxPayloadSize": 0},
+        "bulk": {"supported": true, "maxOperations": super::bulk::MAX_OPERATIONS, "maxPayloadSize": max_payload},
         "filter": {"supported": true, "maxResults": MAX_RESULTS},
         "changePassword": {"supported": accept_passwords},
         "sort": {"supported": true},

@@ -4,6 +4,7 @@
 //! SCIM-specific state is what the directory has no field for
 //! (`externalId`).
 
+pub mod bulk;
 pub mod discovery;
 pub mod filter;
 pub mod groups;
@@ -163,6 +164,8 @@ pub struct Settings {
     pub accept_passwords: bool,
     /// Cohort's public URL, for `meta.location`.
     pub public_url: String,
+    /// The largest request body, advertised as Bulk's `maxPayloadSize`.
+    pub max_payload: usize,
 }
 
 /// A list request's parameters (RFC 7644 §3.4.2).
@@ -386,12 +389,18 @@ impl Scim {
         }))
     }
 
+    /// Refuses a password before anything is written: not accepted here,
+    /// or not meeting the policy.
     fn check_password(&self, incoming: &Incoming) -> Result<(), ScimError> {
-        if incoming.password.is_some() && !self.settings.accept_passwords {
+        let Some(p) = &incoming.password else {
+            return Ok(());
+        };
+        if !self.settings.accept_passwords {
             return Err(ScimError::invalid_value(
                 "this server does not accept passwords over SCIM (scim.accept_passwords)",
             ));
         }
+        crate::credentials::check_policy(p)?;
         Ok(())
     }
 
