@@ -140,7 +140,15 @@ pub fn build(config: &Config, store: Store, clock: Arc<dyn Clock>) -> Result<App
             max_payload: config.http.max_body_bytes,
         },
     );
+    let imports = crate::provisioning::imports::Imports::new(
+        store.clone(),
+        Arc::clone(&clock),
+        directory.clone(),
+        instances.clone(),
+    );
+    imports.fail_interrupted()?;
     let state = AppState {
+        imports,
         federation,
         sign_in,
         credentials,

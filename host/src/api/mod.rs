@@ -9,6 +9,7 @@ pub mod error;
 pub mod extract;
 mod groups;
 mod idps;
+mod imports;
 mod keys;
 mod me;
 pub mod metrics;
@@ -77,6 +78,8 @@ pub struct AppState {
     pub credentials: crate::credentials::Credentials,
     /// The SCIM 2.0 service.
     pub scim: crate::provisioning::scim::Scim,
+    /// Import runs.
+    pub imports: crate::provisioning::imports::Imports,
     /// Largest plugin upload body.
     pub max_upload_bytes: usize,
 }
@@ -102,6 +105,7 @@ pub(crate) fn allow<T>(cap: Option<T>, p: &Principal, what: &str) -> Result<T, A
         (name = "access", description = "Resources, group bindings and effective access"),
         (name = "federation", description = "Identity providers for federated sign-in"),
         (name = "sign-in", description = "The signed-in user, sessions, local passwords"),
+        (name = "imports", description = "Import runs from importer plugins: dry runs, the blast-radius brake, approval"),
         (name = "audit", description = "The audit log"),
         (name = "api-keys", description = "API keys and roles"),
         (name = "plugins", description = "WebAssembly plugins and their configured instances"),
@@ -223,6 +227,10 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(idps::get_idp, idps::update_idp, idps::delete_idp))
         .routes(routes!(idps::get_routing, idps::put_routing))
         .routes(routes!(idps::simulate))
+        .routes(routes!(imports::list_runs, imports::start_run))
+        .routes(routes!(imports::get_run))
+        .routes(routes!(imports::run_changes))
+        .routes(routes!(imports::approve_run))
         .routes(routes!(me::me))
         .routes(routes!(me::token))
         .routes(routes!(me::sign_out))

@@ -1,0 +1,125 @@
+//! `/api/v1/import-runs`: import runs from importer plugins. Parse,
+//! authorize, call the imports service.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::error::{ApiError, ErrorBody};
+use super::extract::{ApiJson, parse_id};
+use super::{AppState, allow};
+use crate::auth::Principal;
+use crate::provisioning::imports::{ChangePage, ImportInput, ImportRun};
+
+/// Runs, newest first.
+#[derive(Serialize, ToSchema)]
+pub struct RunList {
+    /// The last 50.
+    pub items: Vec<ImportRun>,
+}
+
+/// Start an import run. It runs in the background: poll the run. A dry run
+/// plans without writing; a run over the change limit waits for approval.
+#[utoipa::path(
+    post, path = "/api/v1/import-runs", tag = "imports",
+    request_body = ImportInput,
+    responses((status = 202, body = ImportRun), (status = 422, body = ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn start_run(
+    State(s): State<AppState>,
+    p: Principal,
+    ApiJson(input): ApiJson<ImportInput>,
+) -> Result<Response, ApiError> {
+    let cap = allow(p.manage_directory(), &p, "run imports")?;
+    let run = s.imports.start(&cap, input).await?;
+    Ok((StatusCode::ACCEPTED, Json(run)).into_response())
+}
+
+/// The last 50 import runs.
+#[utoipa::path(
+    get, path = "/api/v1/import-runs", tag = "imports",
+    responses((status = 200, body = RunList)),
+    security(("api_key" = []))
+)]
+pub async fn list_runs(State(s): State<AppState>, p: Principal) -> Result<Json<RunList>, ApiError> {
+    allow(p.read(), &p, "read import runs")?;
+    Ok(Json(RunList {
+        items: s.imports.list(50)?,
+    }))
+}
+
+/// One import run.
+#[utoipa::path(
+    get, path = "/api/v1/import-runs/{id}", tag = "imports",
+    params(("id" = String, Path, description = "Run id")),
+    responses((status = 200, body = ImportRun), (status = 404, body = ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn get_run(
+    State(s): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<ImportRun>, ApiError> {
+    allow(p.read(), &p, "read import runs")?;
+    Ok(Json(s.imports.get(&parse_id("import run", &id)?)?))
+}
+
+/// Paging of planned changes.
+#[derive(Deserialize)]
+pub struct ChangeQuery {
+    #[serde(default)]
+    offset: usize,
+    #[serde(default = "default_limit")]
+    limit: usize,
+}
+
+fn default_limit() -> usize {
+    100
+}
+
+/// The changes a dry run, or a run awaiting approval, plans: create,
+/// update (field by field, before and after) and suspend.
+#[utoipa::path(
+    get, path = "/api/v1/import-runs/{id}/changes", tag = "imports",
+    params(("id" = String, Path, description = "Run id"), ("offset" = Option<usize>, Query), ("limit" = Option<usize>, Query, description = "1-1000, default 100")),
+    responses((status = 200, body = ChangePage), (status = 404, body = ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn run_changes(
+    State(s): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+    Query(q): Query<ChangeQuery>,
+) -> Result<Json<ChangePage>, ApiError> {
+    allow(p.read(), &p, "read import runs")?;
+    let limit = q.limit.clamp(1, 1000);
+    Ok(Json(s.imports.changes(
+        &parse_id("import run", &id)?,
+        q.offset,
+        limit,
+    )?))
+}
+
+/// Approve a run the brake stopped: its plan is applied now.
+#[utoipa::path(
+    post, path = "/api/v1/import-runs/{id}/approve", tag = "imports",
+    params(("id" = String, Path, description = "Run id")),
+    responses((status = 200, body = ImportRun), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn approve_run(
+    State(s): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<ImportRun>, ApiError> {
+    let cap = allow(p.manage_directory(), &p, "approve imports")?;
+    Ok(Json(
+        s.imports
+            .approve(&cap, &parse_id("import run", &id)?)
+            .await?,
+    ))
+}
