@@ -119,6 +119,18 @@ impl Request {
     }
 }
 
+impl Request {
+    /// Send it and return a 2xx body as text (CSV exports and the like),
+    /// with the same status mapping as [`Request::fetch_json`].
+    pub fn fetch_text(self) -> Result<(String, Response), FetchError> {
+        let response = send(&self).map_err(FetchError::Http)?;
+        check_status(&response)?;
+        let text = String::from_utf8(response.body.clone())
+            .map_err(|e| FetchError::Decode(format!("the body is not UTF-8: {e}")))?;
+        Ok((text, response))
+    }
+}
+
 impl Response {
     /// The first header named `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {

@@ -307,3 +307,46 @@ async fn a_source_that_fails_fails_the_run_and_bad_input_is_refused() {
         .await;
     assert_eq!(r.status, 422, "{}", r.body);
 }
+
+#[tokio::test]
+async fn the_csv_importer_imports_a_pasted_file() {
+    let server = Server::start_with_plugins(&[]);
+    let api = server.admin();
+    let csv = "Employee ID,E-mail,First Name,Last Name,Department\n\
+               100,ann@example.com,Ann,Archer,Engineering\n\
+               101,ben@example.com,Ben,\"Baker, Jr.\",Sales\n\
+               102,not-an-email,Cid,Cole,Ops\n\
+               103,dee@example.com,Dee\n";
+    api.post(
+        "/api/v1/plugin-instances",
+        json!({"name": "people-csv", "plugin": "csv", "config": {"data": csv}}),
+    )
+    .await
+    .expect(201);
+    let r = api
+        .post(
+            "/api/v1/plugin-instances",
+            json!({"name": "bad-csv", "plugin": "csv", "config": {"data": "name,dept\nx,y\n"}}),
+        )
+        .await;
+    assert_eq!(r.status, 422, "{}", r.body);
+
+    let done = run(
+        &api,
+        json!({"instance": "people-csv", "new_users": "active", "match_on": "employee_id"}),
+    )
+    .await;
+    assert_eq!(done["state"], "completed", "{done}");
+    assert_eq!(done["counts"]["records"], 3, "{done}");
+    assert_eq!(done["counts"]["created"], 2, "{done}");
+    // The malformed row (too few fields) and the invalid email are
+    // reported per record; the rest of the file still imports.
+    assert_eq!(done["counts"]["errors"], 2, "{done}");
+    let errors = done["errors"].to_string();
+    assert!(errors.contains("line 5"), "{errors}");
+    assert!(errors.contains("102"), "{errors}");
+    let ben = user_by_email(&api, "ben@example.com").await;
+    assert_eq!(ben["last_name"], "Baker, Jr.");
+    assert_eq!(ben["employee_id"], "101");
+    assert_eq!(ben["state"], "active");
+}
