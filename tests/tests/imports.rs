@@ -350,3 +350,163 @@ async fn the_csv_importer_imports_a_pasted_file() {
     assert_eq!(ben["employee_id"], "101");
     assert_eq!(ben["state"], "active");
 }
+
+/// A fake Okta Users API: two pages linked by `Link: rel="next"`, the
+/// second answering 429 with `Retry-After: 1` the first time it is asked.
+struct FakeOkta {
+    port: u16,
+    users: Arc<Mutex<Vec<Value>>>,
+    auth: Arc<Mutex<Vec<String>>>,
+}
+
+impl FakeOkta {
+    fn start() -> FakeOkta {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let users: Arc<Mutex<Vec<Value>>> = Arc::default();
+        let auth: Arc<Mutex<Vec<String>>> = Arc::default();
+        let (u, a) = (Arc::clone(&users), Arc::clone(&auth));
+        std::thread::spawn(move || {
+            let mut limited = false;
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut first = String::new();
+                let _ = reader.read_line(&mut first);
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    if let Some(v) = line.strip_prefix("authorization: ") {
+                        a.lock().unwrap().push(v.trim().to_string());
+                    }
+                }
+                let all = u.lock().unwrap().clone();
+                let half = all.len() / 2;
+                let second = first.contains("after=");
+                if second && !limited {
+                    limited = true;
+                    let _ = write!(
+                        stream,
+                        "HTTP/1.1 429 Too Many Requests\r\nretry-after: 1\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                    );
+                    continue;
+                }
+                let (body, link) = if second {
+                    (Value::Array(all[half..].to_vec()), String::new())
+                } else {
+                    (
+                        Value::Array(all[..half].to_vec()),
+                        format!(
+                            "link: <http://127.0.0.1:{port}/api/v1/users?after=p2&limit=200>; rel=\"next\"\r\n"
+                        ),
+                    )
+                };
+                let body = body.to_string();
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n{link}content-length: {}\r\nconnection: close\r\n\r\n{}",
+                    body.len(),
+                    body
+                );
+            }
+        });
+        FakeOkta { port, users, auth }
+    }
+}
+
+fn okta(id: &str, status: &str, email: Option<&str>, department: &str) -> Value {
+    let mut profile = json!({"login": email.unwrap_or(id), "firstName": "F", "lastName": id, "department": department});
+    if let Some(e) = email {
+        profile["email"] = json!(e);
+    }
+    json!({"id": id, "status": status, "created": "2026-01-01T00:00:00.000Z", "profile": profile})
+}
+
+#[tokio::test]
+async fn okta_users_pages_waits_out_a_429_and_follows_removals() {
+    let server = Server::start_with_plugins(&[]);
+    let api = server.admin();
+    let fake = FakeOkta::start();
+    *fake.users.lock().unwrap() = vec![
+        okta("00u1", "ACTIVE", Some("una@example.com"), "Engineering"),
+        okta("00u2", "ACTIVE", Some("vic@example.com"), "Sales"),
+        okta("00u3", "ACTIVE", None, "Ops"),
+        okta("00u4", "DEPROVISIONED", Some("gone@example.com"), "Ops"),
+        okta("00u5", "ACTIVE", Some("wes@example.com"), "Ops"),
+        okta("00u6", "STAGED", Some("xan@example.com"), "Ops"),
+    ];
+    // The okta-users plugin, installed allowed to reach the fake.
+    use base64::Engine as _;
+    let wasm = std::fs::read(cohort_tests::plugins_dir().join("okta-users.wasm")).unwrap();
+    api.post(
+        "/api/v1/plugins",
+        json!({"component": base64::engine::general_purpose::STANDARD.encode(&wasm), "manifest": {
+            "name": "okta-users-test", "version": "1.0.0", "world": "directory-importer",
+            "description": "okta-users, allowed to reach the fake",
+            "allowed_hosts": [format!("127.0.0.1:{}", fake.port)],
+            "config": [
+                {"name": "domain", "kind": "text", "required": true},
+                {"name": "token", "kind": "secret", "required": true},
+                {"name": "search", "kind": "text"},
+                {"name": "base_url", "kind": "url"}]}}),
+    )
+    .await
+    .expect(201);
+    api.post(
+        "/api/v1/plugin-instances",
+        json!({"name": "okta", "plugin": "okta-users-test",
+               "config": {"domain": "example.okta.com", "token": "00a-secret-token",
+                          "base_url": format!("http://127.0.0.1:{}", fake.port)}}),
+    )
+    .await
+    .expect(201);
+
+    let dry = run(&api, json!({"instance": "okta", "dry_run": true})).await;
+    assert_eq!(dry["state"], "completed", "{dry}");
+    // Four readable users (the deprovisioned one is left out), one
+    // without an email reported; the 429 was waited out.
+    assert_eq!(dry["counts"]["records"], 4, "{dry}");
+    assert_eq!(dry["counts"]["errors"], 1, "{dry}");
+    assert_eq!(dry["errors"][0]["external_id"], "00u3", "{dry}");
+    assert!(
+        dry["duration_ms"].as_u64().unwrap() >= 1000,
+        "waited for Retry-After: {dry}"
+    );
+    assert!(
+        fake.auth
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|a| a == "SSWS 00a-secret-token")
+    );
+
+    let real = run(
+        &api,
+        json!({"instance": "okta", "new_users": "active", "max_change_share": 1.0}),
+    )
+    .await;
+    assert_eq!(real["counts"]["created"], 4, "{real}");
+    assert_eq!(
+        user_by_email(&api, "una@example.com").await["department"],
+        "Engineering"
+    );
+
+    let again = run(&api, json!({"instance": "okta"})).await;
+    assert_eq!(again["counts"]["created"], 0, "{again}");
+    assert_eq!(again["counts"]["updated"], 0, "{again}");
+
+    // Vic is deprovisioned in Okta: with missing = suspend, suspended here.
+    fake.users.lock().unwrap()[1] = okta("00u2", "DEPROVISIONED", Some("vic@example.com"), "Sales");
+    let removal = run(
+        &api,
+        json!({"instance": "okta", "missing": "suspend", "max_change_share": 1.0}),
+    )
+    .await;
+    assert_eq!(removal["counts"]["suspended"], 1, "{removal}");
+    assert_eq!(
+        user_by_email(&api, "vic@example.com").await["state"],
+        "suspended"
+    );
+}

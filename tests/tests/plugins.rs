@@ -95,6 +95,7 @@ async fn built_in_and_test_plugins_load_and_describe_themselves() {
             "google",
             "hostile",
             "okta",
+            "okta-users",
             "python-importer",
             "rules-standard"
         ]
