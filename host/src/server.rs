@@ -218,6 +218,7 @@ pub async fn serve(
     }
     spawn_full_recomputes(app.state.groups.clone(), config.groups.full_recompute_hours);
     spawn_sweeps(app.state.sign_in.clone());
+    spawn_import_schedules(app.state.imports.clone());
     tracing::info!(listen = %addr, "cohort is serving");
     // Scripts and tests read this line to learn the port when listening on :0.
     println!("listening on http://{addr}");
@@ -241,6 +242,19 @@ fn public_url(config: &Config) -> Result<String, ServerError> {
             "sign_in.public_url {url:?} must be an http:// or https:// URL without query"
         ))),
     }
+}
+
+/// Starts scheduled imports when they are due; checked every few seconds,
+/// which costs a scan of the (few) schedules.
+fn spawn_import_schedules(imports: crate::provisioning::imports::Imports) {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+            if let Err(e) = imports.run_due().await {
+                tracing::warn!(error = %e, "could not start scheduled imports");
+            }
+        }
+    });
 }
 
 /// Removes expired sessions and abandoned sign-ins every few minutes.

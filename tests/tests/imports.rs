@@ -510,3 +510,80 @@ async fn okta_users_pages_waits_out_a_429_and_follows_removals() {
         "suspended"
     );
 }
+
+#[tokio::test]
+async fn schedules_start_runs_when_due() {
+    let server = Server::start_with_plugins(&[]);
+    let api = server.admin();
+    api.post(
+        "/api/v1/plugin-instances",
+        json!({"name": "nightly-csv", "plugin": "csv",
+               "config": {"data": "email,department\nsam@example.com,Ops\ntia@example.com,Ops\n"}}),
+    )
+    .await
+    .expect(201);
+    let r = api
+        .post(
+            "/api/v1/import-schedules",
+            json!({"name": "Nightly", "every_hours": 0, "input": {"instance": "nightly-csv"}}),
+        )
+        .await;
+    assert_eq!(r.field(), "every_hours", "{}", r.body);
+    let r = api
+        .post(
+            "/api/v1/import-schedules",
+            json!({"name": "Nightly", "every_hours": 24, "input": {"instance": "nightly-csv", "dry_run": true}}),
+        )
+        .await;
+    assert_eq!(r.field(), "input.dry_run", "{}", r.body);
+    let schedule = api
+        .post(
+            "/api/v1/import-schedules",
+            json!({"name": "Nightly", "every_hours": 24, "input": {"instance": "nightly-csv", "new_users": "active"}}),
+        )
+        .await
+        .expect(201)
+        .body;
+    let r = api
+        .post(
+            "/api/v1/import-schedules",
+            json!({"name": "nightly", "every_hours": 24, "input": {"instance": "nightly-csv"}}),
+        )
+        .await;
+    assert_eq!(r.status, 409);
+
+    // Due now: the scheduler (every 5 s) starts it.
+    let mut run = Value::Null;
+    for _ in 0..100 {
+        let runs = api.get("/api/v1/import-runs").await.expect(200).body;
+        if let Some(r) = runs["items"].as_array().unwrap().first()
+            && r["state"] == "completed"
+        {
+            run = r.clone();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(run["started_by"], "schedule:Nightly", "{run}");
+    assert_eq!(run["counts"]["created"], 2, "{run}");
+    assert_eq!(
+        user_by_email(&api, "sam@example.com").await["state"],
+        "active"
+    );
+    let listed = api.get("/api/v1/import-schedules").await.expect(200).body;
+    let s = &listed["items"][0];
+    assert_eq!(s["last_run_id"], run["id"], "{listed}");
+    assert!(
+        s["next_run_at"].as_str().unwrap() > schedule["next_run_at"].as_str().unwrap(),
+        "{listed}"
+    );
+
+    let id = schedule["id"].as_str().unwrap();
+    api.delete(&format!("/api/v1/import-schedules/{id}"))
+        .await
+        .expect(204);
+    assert_eq!(
+        api.get("/api/v1/import-schedules").await.expect(200).body["items"],
+        json!([])
+    );
+}

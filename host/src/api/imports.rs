@@ -12,7 +12,7 @@ use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiJson, parse_id};
 use super::{AppState, allow};
 use crate::auth::Principal;
-use crate::provisioning::imports::{ChangePage, ImportInput, ImportRun};
+use crate::provisioning::imports::{ChangePage, ImportInput, ImportRun, Schedule, ScheduleInput};
 
 /// Runs, newest first.
 #[derive(Serialize, ToSchema)]
@@ -122,4 +122,64 @@ pub async fn approve_run(
             .approve(&cap, &parse_id("import run", &id)?)
             .await?,
     ))
+}
+
+/// Import schedules.
+#[derive(Serialize, ToSchema)]
+pub struct ScheduleList {
+    /// By name.
+    pub items: Vec<Schedule>,
+}
+
+/// List import schedules.
+#[utoipa::path(
+    get, path = "/api/v1/import-schedules", tag = "imports",
+    responses((status = 200, body = ScheduleList)),
+    security(("api_key" = []))
+)]
+pub async fn list_schedules(
+    State(s): State<AppState>,
+    p: Principal,
+) -> Result<Json<ScheduleList>, ApiError> {
+    allow(p.read(), &p, "read import schedules")?;
+    Ok(Json(ScheduleList {
+        items: s.imports.schedules()?,
+    }))
+}
+
+/// Repeat an import every few hours. A turn is skipped while the last run
+/// is still running or waits for approval.
+#[utoipa::path(
+    post, path = "/api/v1/import-schedules", tag = "imports",
+    request_body = ScheduleInput,
+    responses((status = 201, body = Schedule), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn create_schedule(
+    State(s): State<AppState>,
+    p: Principal,
+    ApiJson(input): ApiJson<ScheduleInput>,
+) -> Result<Response, ApiError> {
+    let cap = allow(p.manage_directory(), &p, "schedule imports")?;
+    let schedule = s.imports.create_schedule(&cap, input).await?;
+    Ok((StatusCode::CREATED, Json(schedule)).into_response())
+}
+
+/// Delete an import schedule; its runs stay.
+#[utoipa::path(
+    delete, path = "/api/v1/import-schedules/{id}", tag = "imports",
+    params(("id" = String, Path, description = "Schedule id")),
+    responses((status = 204), (status = 404, body = ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn delete_schedule(
+    State(s): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let cap = allow(p.manage_directory(), &p, "delete import schedules")?;
+    s.imports
+        .delete_schedule(&cap, &parse_id("import schedule", &id)?)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -231,6 +231,8 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(imports::get_run))
         .routes(routes!(imports::run_changes))
         .routes(routes!(imports::approve_run))
+        .routes(routes!(imports::list_schedules, imports::create_schedule))
+        .routes(routes!(imports::delete_schedule))
         .routes(routes!(me::me))
         .routes(routes!(me::token))
         .routes(routes!(me::sign_out))
