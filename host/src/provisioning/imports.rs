@@ -900,7 +900,7 @@ impl Imports {
             let (_, v) = entry?;
             out.push(cohort_storage::decode_json(SCHEDULES, &v)?);
         }
-        out.sort_by(|a, b| a.name.to_lowercase().cmp(&b.name.to_lowercase()));
+        out.sort_by_key(|s| s.name.to_lowercase());
         Ok(out)
     }
 
