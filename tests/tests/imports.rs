@@ -587,3 +587,161 @@ async fn schedules_start_runs_when_due() {
         json!([])
     );
 }
+
+/// A fake Personio: `POST /v1/auth` gives a token, `GET
+/// /v1/company/employees?offset&limit` pages of at most 100 employees in
+/// Personio's `{"label", "value"}` shape, the second page answering 429
+/// with `Retry-After: 1` once.
+fn fake_personio(employees: Vec<Value>) -> (u16, Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let log = Arc::clone(&seen);
+    std::thread::spawn(move || {
+        let mut limited = false;
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut first = String::new();
+            let _ = reader.read_line(&mut first);
+            let mut length = 0;
+            let mut auth = String::new();
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                let lower = line.to_ascii_lowercase();
+                if let Some(v) = lower.strip_prefix("content-length: ") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+                if lower.starts_with("authorization: ") {
+                    auth = line.trim().to_string();
+                }
+            }
+            let mut body = vec![0u8; length];
+            let _ = std::io::Read::read_exact(&mut reader, &mut body);
+            log.lock()
+                .unwrap()
+                .push(format!("{} {}", first.trim(), auth));
+            let reply = if first.starts_with("POST /v1/auth") {
+                let creds: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                if creds["client_secret"] == "personio-secret" {
+                    json!({"success": true, "data": {"token": "tok-1"}}).to_string()
+                } else {
+                    let _ = write!(
+                        stream,
+                        "HTTP/1.1 401 Unauthorized\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                    );
+                    continue;
+                }
+            } else {
+                let offset: usize = first
+                    .split("offset=")
+                    .nth(1)
+                    .and_then(|r| r.split(['&', ' ']).next())
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(0);
+                if offset == 100 && !limited {
+                    limited = true;
+                    let _ = write!(
+                        stream,
+                        "HTTP/1.1 429 Too Many Requests\r\nretry-after: 1\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                    );
+                    continue;
+                }
+                let end = (offset + 100).min(employees.len());
+                let pages = employees.len().div_ceil(100);
+                json!({"success": true, "data": employees[offset.min(end)..end],
+                       "metadata": {"total_elements": employees.len(), "current_page": offset / 100, "total_pages": pages},
+                       "offset": offset, "limit": 100})
+                .to_string()
+            };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{}",
+                reply.len(),
+                reply
+            );
+        }
+    });
+    (port, seen)
+}
+
+fn personio_employee(id: usize, email: Option<String>, status: &str) -> Value {
+    let mut attrs = json!({
+        "id": {"label": "ID", "value": id, "type": "integer", "universal_id": "id"},
+        "first_name": {"label": "First name", "value": "Emp", "type": "standard", "universal_id": "first_name"},
+        "last_name": {"label": "Last name", "value": format!("No {id}"), "type": "standard", "universal_id": "last_name"},
+        "status": {"label": "Status", "value": status, "type": "status", "universal_id": "status"},
+        "department": {"label": "Department", "value": {"type": "Department", "attributes": {"id": 7, "name": "IT"}}, "type": "standard", "universal_id": "department"},
+    });
+    if let Some(e) = email {
+        attrs["email"] =
+            json!({"label": "Email", "value": e, "type": "standard", "universal_id": "email"});
+    }
+    json!({"type": "Employee", "attributes": attrs})
+}
+
+#[tokio::test]
+async fn personio_pages_of_a_hundred_with_a_429_a_malformed_and_an_inactive_employee() {
+    let server = Server::start_with_plugins(&[]);
+    let api = server.admin();
+    let mut employees: Vec<Value> = (0..250)
+        .map(|i| personio_employee(i, Some(format!("emp{i}@example.com")), "active"))
+        .collect();
+    employees[5] = personio_employee(5, None, "active");
+    employees[150] = personio_employee(150, Some("left@example.com".into()), "inactive");
+    let (port, seen) = fake_personio(employees);
+    use base64::Engine as _;
+    let wasm = std::fs::read(cohort_tests::plugins_dir().join("personio.wasm")).unwrap();
+    api.post(
+        "/api/v1/plugins",
+        json!({"component": base64::engine::general_purpose::STANDARD.encode(&wasm), "manifest": {
+            "name": "personio-test", "version": "1.0.0", "world": "directory-importer",
+            "description": "personio, allowed to reach the fake",
+            "allowed_hosts": [format!("127.0.0.1:{port}")],
+            "config": [
+                {"name": "client_id", "kind": "text", "required": true},
+                {"name": "client_secret", "kind": "secret", "required": true},
+                {"name": "base_url", "kind": "url"}]}}),
+    )
+    .await
+    .expect(201);
+    api.post(
+        "/api/v1/plugin-instances",
+        json!({"name": "personio", "plugin": "personio-test",
+               "config": {"client_id": "cid", "client_secret": "personio-secret",
+                          "base_url": format!("http://127.0.0.1:{port}")}}),
+    )
+    .await
+    .expect(201);
+
+    let done = run(
+        &api,
+        json!({"instance": "personio", "new_users": "active", "match_on": "employee_id"}),
+    )
+    .await;
+    assert_eq!(done["state"], "completed", "{done}");
+    assert_eq!(done["counts"]["records"], 248, "{done}");
+    assert_eq!(done["counts"]["created"], 248, "{done}");
+    assert_eq!(done["counts"]["errors"], 1, "{done}");
+    assert_eq!(done["errors"][0]["external_id"], "5", "{done}");
+    let requests = seen.lock().unwrap().clone();
+    assert!(
+        requests
+            .iter()
+            .filter(|r| r.starts_with("GET"))
+            .all(|r| r.ends_with("Bearer tok-1")),
+        "{requests:?}"
+    );
+    let emp = user_by_email(&api, "emp42@example.com").await;
+    assert_eq!(emp["department"], "IT");
+    assert_eq!(emp["employee_id"], "42");
+    let again = run(
+        &api,
+        json!({"instance": "personio", "match_on": "employee_id"}),
+    )
+    .await;
+    assert_eq!(again["counts"]["unchanged"], 248, "{again}");
+}

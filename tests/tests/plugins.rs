@@ -96,6 +96,7 @@ async fn built_in_and_test_plugins_load_and_describe_themselves() {
             "hostile",
             "okta",
             "okta-users",
+            "personio",
             "python-importer",
             "rules-standard"
         ]
