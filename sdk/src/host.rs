@@ -95,6 +95,13 @@ impl Request {
         self
     }
 
+    /// Add `Authorization: Basic` with `user` and `password` (BambooHR's
+    /// API key as user, HiBob's service users).
+    pub fn basic(self, user: &str, password: &str) -> Self {
+        let value = format!("Basic {}", base64(format!("{user}:{password}").as_bytes()));
+        self.header("authorization", value)
+    }
+
     /// Add `Authorization: Bearer <token>`.
     pub fn bearer(self, token: &str) -> Self {
         self.header("authorization", format!("Bearer {token}"))
@@ -204,5 +211,39 @@ mod imp {
     }
     pub(super) fn send_http(request: &Request) -> Result<Response, HttpError> {
         with_fake(|f| f.send_http(request))
+    }
+}
+
+/// Standard base64 with padding, for `Authorization: Basic`.
+fn base64(bytes: &[u8]) -> String {
+    const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(TABLE[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod base64_tests {
+    #[test]
+    fn encodes_like_rfc_4648() {
+        assert_eq!(super::base64(b""), "");
+        assert_eq!(super::base64(b"f"), "Zg==");
+        assert_eq!(super::base64(b"fo"), "Zm8=");
+        assert_eq!(super::base64(b"foo"), "Zm9v");
+        assert_eq!(super::base64(b"key:x"), "a2V5Ong=");
     }
 }

@@ -745,3 +745,98 @@ async fn personio_pages_of_a_hundred_with_a_429_a_malformed_and_an_inactive_empl
     .await;
     assert_eq!(again["counts"]["unchanged"], 248, "{again}");
 }
+
+#[tokio::test]
+async fn bamboohr_reads_the_directory_with_the_api_key_and_waits_out_a_503() {
+    let server = Server::start_with_plugins(&[]);
+    let api = server.admin();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let log = Arc::clone(&seen);
+    let directory = json!({"fields": [{"id": "displayName", "type": "text", "name": "Display name"}],
+        "employees": [
+            {"id": "123", "displayName": "John Doe", "firstName": "John", "lastName": "Doe", "preferredName": null,
+             "jobTitle": "Customer Service Representative", "workPhone": "555-555-5555", "mobilePhone": null,
+             "workEmail": "jdoe@example.com", "department": "Customer Service", "location": "Lindon, Utah",
+             "division": null, "photoUploaded": false, "canUploadPhoto": 1},
+            {"id": "124", "displayName": "Jane Roe", "firstName": "Jane", "lastName": "Roe",
+             "workEmail": "jroe@example.com", "department": "Engineering", "location": "Remote"},
+            {"id": "125", "displayName": "No Mail", "firstName": "No", "lastName": "Mail", "workEmail": null}]})
+    .to_string();
+    std::thread::spawn(move || {
+        let mut busy = false;
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut head = String::new();
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                head.push_str(&line);
+            }
+            log.lock().unwrap().push(head);
+            if !busy {
+                busy = true;
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 503 Service Unavailable\r\nretry-after: 1\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                );
+                continue;
+            }
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{}",
+                directory.len(),
+                directory
+            );
+        }
+    });
+    use base64::Engine as _;
+    let wasm = std::fs::read(cohort_tests::plugins_dir().join("bamboohr.wasm")).unwrap();
+    api.post(
+        "/api/v1/plugins",
+        json!({"component": base64::engine::general_purpose::STANDARD.encode(&wasm), "manifest": {
+            "name": "bamboohr-test", "version": "1.0.0", "world": "directory-importer",
+            "description": "bamboohr, allowed to reach the fake",
+            "allowed_hosts": [format!("127.0.0.1:{port}")],
+            "config": [
+                {"name": "company", "kind": "text", "required": true},
+                {"name": "api_key", "kind": "secret", "required": true},
+                {"name": "base_url", "kind": "url"}]}}),
+    )
+    .await
+    .expect(201);
+    api.post(
+        "/api/v1/plugin-instances",
+        json!({"name": "bamboo", "plugin": "bamboohr-test",
+               "config": {"company": "acme", "api_key": "bamboo-key",
+                          "base_url": format!("http://127.0.0.1:{port}")}}),
+    )
+    .await
+    .expect(201);
+    let done = run(
+        &api,
+        json!({"instance": "bamboo", "match_on": "employee_id"}),
+    )
+    .await;
+    assert_eq!(done["state"], "completed", "{done}");
+    assert_eq!(done["counts"]["created"], 2, "{done}");
+    assert_eq!(done["errors"][0]["external_id"], "125", "{done}");
+    let jane = user_by_email(&api, "jroe@example.com").await;
+    assert_eq!(jane["state"], "staged");
+    assert_eq!(jane["employee_id"], "124");
+    let heads = seen.lock().unwrap().clone();
+    let last = heads.last().unwrap().to_ascii_lowercase();
+    assert!(
+        last.starts_with("get /api/gateway.php/acme/v1/employees/directory "),
+        "{last}"
+    );
+    // "bamboo-key:x", base64.
+    assert!(
+        last.contains("authorization: basic ymftym9vlwtletp4"),
+        "{last}"
+    );
+}

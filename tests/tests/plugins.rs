@@ -89,6 +89,7 @@ async fn built_in_and_test_plugins_load_and_describe_themselves() {
         names,
         [
             "azure",
+            "bamboohr",
             "csv",
             "echo-importer",
             "generic-oidc",
