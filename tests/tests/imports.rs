@@ -437,23 +437,17 @@ async fn okta_users_pages_waits_out_a_429_and_follows_removals() {
         okta("00u5", "ACTIVE", Some("wes@example.com"), "Ops"),
         okta("00u6", "STAGED", Some("xan@example.com"), "Ops"),
     ];
-    // The okta-users plugin, installed allowed to reach the fake.
-    use base64::Engine as _;
-    let wasm = std::fs::read(cohort_tests::plugins_dir().join("okta-users.wasm")).unwrap();
-    api.post(
-        "/api/v1/plugins",
-        json!({"component": base64::engine::general_purpose::STANDARD.encode(&wasm), "manifest": {
-            "name": "okta-users-test", "version": "1.0.0", "world": "directory-importer",
-            "description": "okta-users, allowed to reach the fake",
-            "allowed_hosts": [format!("127.0.0.1:{}", fake.port)],
-            "config": [
-                {"name": "domain", "kind": "text", "required": true},
-                {"name": "token", "kind": "secret", "required": true},
-                {"name": "search", "kind": "text"},
-                {"name": "base_url", "kind": "url"}]}}),
+    install_allowed(
+        &api,
+        "okta-users",
+        fake.port,
+        json!([
+            {"name": "domain", "kind": "text", "required": true},
+            {"name": "token", "kind": "secret", "required": true},
+            {"name": "search", "kind": "text"},
+            {"name": "base_url", "kind": "url"}]),
     )
-    .await
-    .expect(201);
+    .await;
     api.post(
         "/api/v1/plugin-instances",
         json!({"name": "okta", "plugin": "okta-users-test",
@@ -693,21 +687,16 @@ async fn personio_pages_of_a_hundred_with_a_429_a_malformed_and_an_inactive_empl
     employees[5] = personio_employee(5, None, "active");
     employees[150] = personio_employee(150, Some("left@example.com".into()), "inactive");
     let (port, seen) = fake_personio(employees);
-    use base64::Engine as _;
-    let wasm = std::fs::read(cohort_tests::plugins_dir().join("personio.wasm")).unwrap();
-    api.post(
-        "/api/v1/plugins",
-        json!({"component": base64::engine::general_purpose::STANDARD.encode(&wasm), "manifest": {
-            "name": "personio-test", "version": "1.0.0", "world": "directory-importer",
-            "description": "personio, allowed to reach the fake",
-            "allowed_hosts": [format!("127.0.0.1:{port}")],
-            "config": [
-                {"name": "client_id", "kind": "text", "required": true},
-                {"name": "client_secret", "kind": "secret", "required": true},
-                {"name": "base_url", "kind": "url"}]}}),
+    install_allowed(
+        &api,
+        "personio",
+        port,
+        json!([
+            {"name": "client_id", "kind": "text", "required": true},
+            {"name": "client_secret", "kind": "secret", "required": true},
+            {"name": "base_url", "kind": "url"}]),
     )
-    .await
-    .expect(201);
+    .await;
     api.post(
         "/api/v1/plugin-instances",
         json!({"name": "personio", "plugin": "personio-test",
@@ -750,10 +739,6 @@ async fn personio_pages_of_a_hundred_with_a_429_a_malformed_and_an_inactive_empl
 async fn bamboohr_reads_the_directory_with_the_api_key_and_waits_out_a_503() {
     let server = Server::start_with_plugins(&[]);
     let api = server.admin();
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
-    let log = Arc::clone(&seen);
     let directory = json!({"fields": [{"id": "displayName", "type": "text", "name": "Display name"}],
         "employees": [
             {"id": "123", "displayName": "John Doe", "firstName": "John", "lastName": "Doe", "preferredName": null,
@@ -764,51 +749,17 @@ async fn bamboohr_reads_the_directory_with_the_api_key_and_waits_out_a_503() {
              "workEmail": "jroe@example.com", "department": "Engineering", "location": "Remote"},
             {"id": "125", "displayName": "No Mail", "firstName": "No", "lastName": "Mail", "workEmail": null}]})
     .to_string();
-    std::thread::spawn(move || {
-        let mut busy = false;
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut head = String::new();
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                head.push_str(&line);
-            }
-            log.lock().unwrap().push(head);
-            if !busy {
-                busy = true;
-                let _ = write!(
-                    stream,
-                    "HTTP/1.1 503 Service Unavailable\r\nretry-after: 1\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
-                );
-                continue;
-            }
-            let _ = write!(
-                stream,
-                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{}",
-                directory.len(),
-                directory
-            );
-        }
-    });
-    use base64::Engine as _;
-    let wasm = std::fs::read(cohort_tests::plugins_dir().join("bamboohr.wasm")).unwrap();
-    api.post(
-        "/api/v1/plugins",
-        json!({"component": base64::engine::general_purpose::STANDARD.encode(&wasm), "manifest": {
-            "name": "bamboohr-test", "version": "1.0.0", "world": "directory-importer",
-            "description": "bamboohr, allowed to reach the fake",
-            "allowed_hosts": [format!("127.0.0.1:{port}")],
-            "config": [
-                {"name": "company", "kind": "text", "required": true},
-                {"name": "api_key", "kind": "secret", "required": true},
-                {"name": "base_url", "kind": "url"}]}}),
+    let (port, seen) = busy_once(directory, "503 Service Unavailable");
+    install_allowed(
+        &api,
+        "bamboohr",
+        port,
+        json!([
+            {"name": "company", "kind": "text", "required": true},
+            {"name": "api_key", "kind": "secret", "required": true},
+            {"name": "base_url", "kind": "url"}]),
     )
-    .await
-    .expect(201);
+    .await;
     api.post(
         "/api/v1/plugin-instances",
         json!({"name": "bamboo", "plugin": "bamboohr-test",
@@ -838,5 +789,121 @@ async fn bamboohr_reads_the_directory_with_the_api_key_and_waits_out_a_503() {
     assert!(
         last.contains("authorization: basic ymftym9vlwtletp4"),
         "{last}"
+    );
+}
+
+/// A loopback server that answers `status` (with `Retry-After: 1`) to the
+/// first request and `body` as JSON to every later one, recording each
+/// request's head.
+fn busy_once(body: String, status: &'static str) -> (u16, Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let log = Arc::clone(&seen);
+    std::thread::spawn(move || {
+        let mut busy = false;
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut head = String::new();
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                head.push_str(&line);
+            }
+            log.lock().unwrap().push(head);
+            if !busy {
+                busy = true;
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status}\r\nretry-after: 1\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                );
+                continue;
+            }
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{}",
+                body.len(),
+                body
+            );
+        }
+    });
+    (port, seen)
+}
+
+/// Installs `plugin` from `target/test-plugins` as `<plugin>-test`, allowed
+/// to reach `127.0.0.1:port`, with `config` fields.
+async fn install_allowed(api: &Api, plugin: &str, port: u16, config: Value) {
+    use base64::Engine as _;
+    let wasm = std::fs::read(cohort_tests::plugins_dir().join(format!("{plugin}.wasm"))).unwrap();
+    api.post(
+        "/api/v1/plugins",
+        json!({"component": base64::engine::general_purpose::STANDARD.encode(&wasm), "manifest": {
+            "name": format!("{plugin}-test"), "version": "1.0.0", "world": "directory-importer",
+            "description": format!("{plugin}, allowed to reach the fake"),
+            "allowed_hosts": [format!("127.0.0.1:{port}")],
+            "config": config}}),
+    )
+    .await
+    .expect(201);
+}
+
+#[tokio::test]
+async fn workday_reads_a_raas_report_with_the_integration_user_and_waits_out_a_429() {
+    let server = Server::start_with_plugins(&[]);
+    let api = server.admin();
+    let report = json!({"Report_Entry": [
+        {"Employee_ID": "21001", "Email_Address": "logan@example.com", "First_Name": "Logan",
+         "Last_Name": "McNeil", "Business_Title": "Chief Executive Officer",
+         "Department": "Executive Management", "Location": "San Francisco", "Worker_Type": "Regular"},
+        {"Employee_ID": "21002", "Email_Address": "oliver@example.com", "First_Name": "Oliver",
+         "Last_Name": "Reynolds", "Business_Title": "VP, Human Resources", "Department": "Human Resources",
+         "Location": ["Chicago", "Remote"]},
+        {"Employee_ID": "21003", "First_Name": "No", "Last_Name": "Email"},
+        {"Employee_ID": "21004", "Email_Address": "gone@example.com", "Active_Status": "0"}]})
+    .to_string();
+    let (port, seen) = busy_once(report, "429 Too Many Requests");
+    install_allowed(
+        &api,
+        "workday",
+        port,
+        json!([
+            {"name": "report_url", "kind": "url", "required": true},
+            {"name": "username", "kind": "text", "required": true},
+            {"name": "password", "kind": "secret", "required": true},
+            {"name": "mappings", "kind": "text-list"},
+            {"name": "id_field", "kind": "text"}]),
+    )
+    .await;
+    let url = format!(
+        "http://127.0.0.1:{port}/ccx/service/customreport2/acme/ISU/Cohort_Workers?format=json"
+    );
+    api.post(
+        "/api/v1/plugin-instances",
+        json!({"name": "workday", "plugin": "workday-test",
+               "config": {"report_url": url, "username": "ISU_Cohort@acme", "password": "wd-pass"}}),
+    )
+    .await
+    .expect(201);
+    let done = run(
+        &api,
+        json!({"instance": "workday", "match_on": "employee_id", "new_users": "active"}),
+    )
+    .await;
+    assert_eq!(done["state"], "completed", "{done}");
+    assert_eq!(done["counts"]["created"], 2, "{done}");
+    assert_eq!(done["errors"][0]["external_id"], "21003", "{done}");
+    let oliver = user_by_email(&api, "oliver@example.com").await;
+    assert_eq!(oliver["location"], "Chicago");
+    assert_eq!(oliver["job_title"], "VP, Human Resources");
+    let heads = seen.lock().unwrap().clone();
+    assert_eq!(heads.len(), 2, "one 429, then the report");
+    assert!(
+        heads[1]
+            .to_ascii_lowercase()
+            .contains("authorization: basic "),
+        "{heads:?}"
     );
 }

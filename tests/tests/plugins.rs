@@ -99,7 +99,8 @@ async fn built_in_and_test_plugins_load_and_describe_themselves() {
             "okta-users",
             "personio",
             "python-importer",
-            "rules-standard"
+            "rules-standard",
+            "workday"
         ]
     );
     // The OpenID Connect connector describes its settings, the client
