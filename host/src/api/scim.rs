@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::extract::RequestId;
 use crate::auth::Principal;
-use crate::provisioning::scim::{ListParams, ScimError, discovery, resource};
+use crate::provisioning::scim::{Kind, ListParams, ScimError, discovery, resource};
 
 const MEDIA: &str = "application/scim+json";
 
@@ -32,10 +32,10 @@ fn error(e: &ScimError) -> Response {
 }
 
 /// A resource with its ETag (and Location when created).
-fn resource_response(status: StatusCode, body: Value, version: u64) -> Response {
+fn resource_response(status: StatusCode, body: Value, etag: &str) -> Response {
     let location = body["meta"]["location"].as_str().map(str::to_string);
     let mut resp = scim_json(status, &body);
-    if let Ok(v) = HeaderValue::from_str(&resource::etag(version)) {
+    if let Ok(v) = HeaderValue::from_str(etag) {
         resp.headers_mut().insert(header::ETAG, v);
     }
     if status == StatusCode::CREATED
@@ -90,24 +90,6 @@ fn body(raw: Result<Bytes, BytesRejection>) -> Result<Value, ScimError> {
     })?;
     serde_json::from_slice(&bytes)
         .map_err(|e| ScimError::invalid_syntax(format!("the body is not valid JSON: {e}")))
-}
-
-/// `If-Match: W/"3"` → 3. `*` or absent → none.
-fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ScimError> {
-    let Some(v) = headers.get(header::IF_MATCH) else {
-        return Ok(None);
-    };
-    let v = v.to_str().unwrap_or_default().trim();
-    if v == "*" {
-        return Ok(None);
-    }
-    v.trim_start_matches("W/")
-        .trim_matches('"')
-        .parse()
-        .map(Some)
-        .map_err(|_| {
-            ScimError::precondition(format!("If-Match {v:?} is not an ETag of this server"))
-        })
 }
 
 fn list_params(q: &[(String, String)]) -> Result<ListParams, ScimError> {
@@ -225,33 +207,52 @@ async fn schema(State(s): State<AppState>, Path(id): Path<String>) -> Response {
     }))
 }
 
-async fn list_users(
+/// The resource kind a path names; anything else is a SCIM 404.
+fn kind(segment: &str) -> Result<Kind, ScimError> {
+    Kind::parse(segment).ok_or_else(|| ScimError::not_found("no such SCIM endpoint"))
+}
+
+/// `If-Match` as sent.
+fn if_match(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(header::IF_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .map(String::from)
+}
+
+async fn list(
     State(s): State<AppState>,
     RequestId(rid): RequestId,
     headers: HeaderMap,
+    Path(resource): Path<String>,
     Query(q): Query<Vec<(String, String)>>,
 ) -> Response {
     respond((|| {
+        let kind = kind(&resource)?;
         let p = client(&s, &headers, &rid)?;
         let cap = p.provision().expect("checked");
-        let list = s.scim.list_users(&cap, &list_params(&q)?)?;
-        Ok(scim_json(StatusCode::OK, &list))
+        Ok(scim_json(
+            StatusCode::OK,
+            &s.scim.list(&cap, kind, &list_params(&q)?)?,
+        ))
     })())
 }
 
-async fn search_users(
+async fn search(
     State(s): State<AppState>,
     RequestId(rid): RequestId,
     headers: HeaderMap,
+    Path(resource): Path<String>,
     raw: Result<Bytes, BytesRejection>,
 ) -> Response {
     respond((|| {
+        let kind = kind(&resource)?;
         let p = client(&s, &headers, &rid)?;
         let cap = p.provision().expect("checked");
         let params = search_params(&body(raw)?)?;
         Ok(scim_json(
             StatusCode::OK,
-            &s.scim.list_users(&cap, &params)?,
+            &s.scim.list(&cap, kind, &params)?,
         ))
     })())
 }
@@ -273,33 +274,35 @@ async fn search_all(
     })())
 }
 
-async fn create_user(
+async fn create(
     State(s): State<AppState>,
     RequestId(rid): RequestId,
     headers: HeaderMap,
+    Path(resource): Path<String>,
     raw: Result<Bytes, BytesRejection>,
 ) -> Response {
     let result = async {
+        let kind = kind(&resource)?;
         let p = client(&s, &headers, &rid)?;
         let cap = p.provision().expect("checked");
-        let (user, version) = s.scim.create_user(&cap, &body(raw)?).await?;
-        Ok(resource_response(StatusCode::CREATED, user, version))
+        let (r, etag) = s.scim.create(&cap, kind, &body(raw)?).await?;
+        Ok(resource_response(StatusCode::CREATED, r, &etag))
     };
     respond(result.await)
 }
 
-async fn get_user(
+async fn get_one(
     State(s): State<AppState>,
     RequestId(rid): RequestId,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    Path((resource, id)): Path<(String, String)>,
     Query(q): Query<Vec<(String, String)>>,
 ) -> Response {
     respond((|| {
+        let kind = kind(&resource)?;
         let p = client(&s, &headers, &rid)?;
         let cap = p.provision().expect("checked");
-        let (user, version) = s.scim.get_user(&cap, &id)?;
-        let etag = resource::etag(version);
+        let (r, etag) = s.scim.get(&cap, kind, &id)?;
         let unchanged = headers
             .get(header::IF_NONE_MATCH)
             .and_then(|v| v.to_str().ok())
@@ -312,208 +315,63 @@ async fn get_user(
             return Ok(resp);
         }
         let params = list_params(&q)?;
-        let user = resource::project(user, &params.attributes, &params.excluded);
-        Ok(resource_response(StatusCode::OK, user, version))
+        let r = resource::project(r, &params.attributes, &params.excluded);
+        Ok(resource_response(StatusCode::OK, r, &etag))
     })())
 }
 
-async fn replace_user(
+async fn replace(
     State(s): State<AppState>,
     RequestId(rid): RequestId,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    Path((resource, id)): Path<(String, String)>,
     raw: Result<Bytes, BytesRejection>,
 ) -> Response {
     let result = async {
+        let kind = kind(&resource)?;
         let p = client(&s, &headers, &rid)?;
         let cap = p.provision().expect("checked");
-        let (user, version) = s
+        let (r, etag) = s
             .scim
-            .replace_user(&cap, &id, &body(raw)?, if_match(&headers)?)
+            .replace(&cap, kind, &id, &body(raw)?, if_match(&headers).as_deref())
             .await?;
-        Ok(resource_response(StatusCode::OK, user, version))
+        Ok(resource_response(StatusCode::OK, r, &etag))
     };
     respond(result.await)
 }
 
-async fn patch_user(
+async fn patch(
     State(s): State<AppState>,
     RequestId(rid): RequestId,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    Path((resource, id)): Path<(String, String)>,
     raw: Result<Bytes, BytesRejection>,
 ) -> Response {
     let result = async {
+        let kind = kind(&resource)?;
         let p = client(&s, &headers, &rid)?;
         let cap = p.provision().expect("checked");
-        let (user, version) = s
+        let (r, etag) = s
             .scim
-            .patch_user(&cap, &id, &body(raw)?, if_match(&headers)?)
+            .patch(&cap, kind, &id, &body(raw)?, if_match(&headers).as_deref())
             .await?;
-        Ok(resource_response(StatusCode::OK, user, version))
+        Ok(resource_response(StatusCode::OK, r, &etag))
     };
     respond(result.await)
 }
 
-async fn delete_user(
+async fn delete(
     State(s): State<AppState>,
     RequestId(rid): RequestId,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    Path((resource, id)): Path<(String, String)>,
 ) -> Response {
     let result = async {
-        let p = client(&s, &headers, &rid)?;
-        let cap = p.provision().expect("checked");
-        s.scim.delete_user(&cap, &id, if_match(&headers)?).await?;
-        Ok(StatusCode::NO_CONTENT.into_response())
-    };
-    respond(result.await)
-}
-
-/// `If-Match` as sent (group ETags are not plain versions).
-fn if_match_raw(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get(header::IF_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .map(String::from)
-}
-
-/// A group with its ETag.
-fn group_response(status: StatusCode, body: Value, etag: &str) -> Response {
-    let location = body["meta"]["location"].as_str().map(str::to_string);
-    let mut resp = scim_json(status, &body);
-    if let Ok(v) = HeaderValue::from_str(etag) {
-        resp.headers_mut().insert(header::ETAG, v);
-    }
-    if status == StatusCode::CREATED
-        && let Some(l) = location.and_then(|l| HeaderValue::from_str(&l).ok())
-    {
-        resp.headers_mut().insert(header::LOCATION, l);
-    }
-    resp
-}
-
-async fn list_groups(
-    State(s): State<AppState>,
-    RequestId(rid): RequestId,
-    headers: HeaderMap,
-    Query(q): Query<Vec<(String, String)>>,
-) -> Response {
-    respond((|| {
-        let p = client(&s, &headers, &rid)?;
-        let cap = p.provision().expect("checked");
-        Ok(scim_json(
-            StatusCode::OK,
-            &s.scim.list_groups(&cap, &list_params(&q)?)?,
-        ))
-    })())
-}
-
-async fn search_groups(
-    State(s): State<AppState>,
-    RequestId(rid): RequestId,
-    headers: HeaderMap,
-    raw: Result<Bytes, BytesRejection>,
-) -> Response {
-    respond((|| {
-        let p = client(&s, &headers, &rid)?;
-        let cap = p.provision().expect("checked");
-        let params = search_params(&body(raw)?)?;
-        Ok(scim_json(
-            StatusCode::OK,
-            &s.scim.list_groups(&cap, &params)?,
-        ))
-    })())
-}
-
-async fn create_group(
-    State(s): State<AppState>,
-    RequestId(rid): RequestId,
-    headers: HeaderMap,
-    raw: Result<Bytes, BytesRejection>,
-) -> Response {
-    let result = async {
-        let p = client(&s, &headers, &rid)?;
-        let cap = p.provision().expect("checked");
-        let (group, etag) = s.scim.create_group(&cap, &body(raw)?).await?;
-        Ok(group_response(StatusCode::CREATED, group, &etag))
-    };
-    respond(result.await)
-}
-
-async fn get_group(
-    State(s): State<AppState>,
-    RequestId(rid): RequestId,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    Query(q): Query<Vec<(String, String)>>,
-) -> Response {
-    respond((|| {
-        let p = client(&s, &headers, &rid)?;
-        let cap = p.provision().expect("checked");
-        let (group, etag) = s.scim.get_group(&cap, &id)?;
-        let unchanged = headers
-            .get(header::IF_NONE_MATCH)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.split(',').any(|t| t.trim() == etag));
-        if unchanged {
-            return Ok(StatusCode::NOT_MODIFIED.into_response());
-        }
-        let params = list_params(&q)?;
-        let group = resource::project(group, &params.attributes, &params.excluded);
-        Ok(group_response(StatusCode::OK, group, &etag))
-    })())
-}
-
-async fn replace_group(
-    State(s): State<AppState>,
-    RequestId(rid): RequestId,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    raw: Result<Bytes, BytesRejection>,
-) -> Response {
-    let result = async {
-        let p = client(&s, &headers, &rid)?;
-        let cap = p.provision().expect("checked");
-        let (group, etag) = s
-            .scim
-            .replace_group(&cap, &id, &body(raw)?, if_match_raw(&headers).as_deref())
-            .await?;
-        Ok(group_response(StatusCode::OK, group, &etag))
-    };
-    respond(result.await)
-}
-
-async fn patch_group(
-    State(s): State<AppState>,
-    RequestId(rid): RequestId,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    raw: Result<Bytes, BytesRejection>,
-) -> Response {
-    let result = async {
-        let p = client(&s, &headers, &rid)?;
-        let cap = p.provision().expect("checked");
-        let (group, etag) = s
-            .scim
-            .patch_group(&cap, &id, &body(raw)?, if_match_raw(&headers).as_deref())
-            .await?;
-        Ok(group_response(StatusCode::OK, group, &etag))
-    };
-    respond(result.await)
-}
-
-async fn delete_group(
-    State(s): State<AppState>,
-    RequestId(rid): RequestId,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
-    let result = async {
+        let kind = kind(&resource)?;
         let p = client(&s, &headers, &rid)?;
         let cap = p.provision().expect("checked");
         s.scim
-            .delete_group(&cap, &id, if_match_raw(&headers).as_deref())
+            .delete(&cap, kind, &id, if_match(&headers).as_deref())
             .await?;
         Ok(StatusCode::NO_CONTENT.into_response())
     };
@@ -547,24 +405,12 @@ pub fn routes() -> Router<AppState> {
         .route("/ResourceTypes/{id}", get(resource_type))
         .route("/Schemas", get(schemas))
         .route("/Schemas/{id}", get(schema))
-        .route("/Users", get(list_users).post(create_user))
-        .route("/Users/.search", post(search_users))
         .route("/.search", post(search_all))
+        .route("/{resource}", get(list).post(create))
+        .route("/{resource}/.search", post(search))
         .route(
-            "/Users/{id}",
-            get(get_user)
-                .put(replace_user)
-                .patch(patch_user)
-                .delete(delete_user),
-        )
-        .route("/Groups", get(list_groups).post(create_group))
-        .route("/Groups/.search", post(search_groups))
-        .route(
-            "/Groups/{id}",
-            get(get_group)
-                .put(replace_group)
-                .patch(patch_group)
-                .delete(delete_group),
+            "/{resource}/{id}",
+            get(get_one).put(replace).patch(patch).delete(delete),
         )
         .route("/Bulk", post(bulk))
         .fallback(unknown)

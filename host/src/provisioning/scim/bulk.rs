@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use serde_json::{Value, json};
 
 use super::filter::member;
-use super::{Scim, ScimError};
+use super::{Kind, Scim, ScimError};
 use crate::auth::Provision;
 
 /// Most operations in one request; advertised in `ServiceProviderConfig`.
@@ -138,66 +138,40 @@ impl Scim {
         let mut data = member(op, "data").cloned().unwrap_or(Value::Null);
         resolve(&mut data, ids).map_err(unresolved)?;
         let version = member(op, "version").and_then(Value::as_str);
-        let user_version = match version {
-            Some(v) => Some(
-                v.trim_start_matches("W/")
-                    .trim_matches('"')
-                    .parse::<u64>()
-                    .map_err(|_| {
-                        ScimError::precondition(format!(
-                            "Operations[{i}]: version {v:?} is not an ETag of this server"
-                        ))
-                    })?,
-            ),
-            None => None,
-        };
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-        match (method, segments.as_slice()) {
-            ("POST", ["Users"]) => {
-                if bulk_id.is_none() {
-                    return Err(ScimError::invalid_syntax(format!(
-                        "Operations[{i}]: a POST needs a bulkId"
-                    )));
-                }
-                let (r, _) = self.create_user(cap, &data).await?;
-                Ok((201, Some(r)))
-            }
-            ("PUT", ["Users", id]) => {
-                let (r, _) = self.replace_user(cap, id, &data, user_version).await?;
-                Ok((200, Some(r)))
-            }
-            ("PATCH", ["Users", id]) => {
-                let (r, _) = self.patch_user(cap, id, &data, user_version).await?;
-                Ok((200, Some(r)))
-            }
-            ("DELETE", ["Users", id]) => {
-                self.delete_user(cap, id, user_version).await?;
-                Ok((204, None))
-            }
-            ("POST", ["Groups"]) => {
-                if bulk_id.is_none() {
-                    return Err(ScimError::invalid_syntax(format!(
-                        "Operations[{i}]: a POST needs a bulkId"
-                    )));
-                }
-                let (r, _) = self.create_group(cap, &data).await?;
-                Ok((201, Some(r)))
-            }
-            ("PUT", ["Groups", id]) => {
-                let (r, _) = self.replace_group(cap, id, &data, version).await?;
-                Ok((200, Some(r)))
-            }
-            ("PATCH", ["Groups", id]) => {
-                let (r, _) = self.patch_group(cap, id, &data, version).await?;
-                Ok((200, Some(r)))
-            }
-            ("DELETE", ["Groups", id]) => {
-                self.delete_group(cap, id, version).await?;
-                Ok((204, None))
-            }
-            _ => Err(ScimError::invalid_syntax(format!(
+        let not_bulk = || {
+            ScimError::invalid_syntax(format!(
                 "Operations[{i}]: {method} {path} is not a bulk operation this server runs"
-            ))),
+            ))
+        };
+        let (kind, id) = match segments.as_slice() {
+            [k] => (Kind::parse(k).ok_or_else(not_bulk)?, None),
+            [k, id] => (Kind::parse(k).ok_or_else(not_bulk)?, Some(*id)),
+            _ => return Err(not_bulk()),
+        };
+        match (method, id) {
+            ("POST", None) => {
+                if bulk_id.is_none() {
+                    return Err(ScimError::invalid_syntax(format!(
+                        "Operations[{i}]: a POST needs a bulkId"
+                    )));
+                }
+                let (r, _) = self.create(cap, kind, &data).await?;
+                Ok((201, Some(r)))
+            }
+            ("PUT", Some(id)) => {
+                let (r, _) = self.replace(cap, kind, id, &data, version).await?;
+                Ok((200, Some(r)))
+            }
+            ("PATCH", Some(id)) => {
+                let (r, _) = self.patch(cap, kind, id, &data, version).await?;
+                Ok((200, Some(r)))
+            }
+            ("DELETE", Some(id)) => {
+                self.delete(cap, kind, id, version).await?;
+                Ok((204, None))
+            }
+            _ => Err(not_bulk()),
         }
     }
 }

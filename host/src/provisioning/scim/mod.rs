@@ -187,6 +187,40 @@ pub struct ListParams {
     pub excluded: Vec<String>,
 }
 
+/// The two resource types, as their endpoints name them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// `/Users`
+    Users,
+    /// `/Groups`
+    Groups,
+}
+
+impl Kind {
+    /// The kind an endpoint segment names.
+    pub fn parse(segment: &str) -> Option<Kind> {
+        match segment {
+            "Users" => Some(Kind::Users),
+            "Groups" => Some(Kind::Groups),
+            _ => None,
+        }
+    }
+}
+
+/// `If-Match: W/"3"` → version 3 for users. `*` or absent → none.
+fn user_version(if_match: Option<&str>) -> Result<Option<u64>, ScimError> {
+    let Some(v) = if_match.map(str::trim).filter(|v| *v != "*") else {
+        return Ok(None);
+    };
+    v.trim_start_matches("W/")
+        .trim_matches('"')
+        .parse()
+        .map(Some)
+        .map_err(|_| {
+            ScimError::precondition(format!("If-Match {v:?} is not an ETag of this server"))
+        })
+}
+
 /// The SCIM service.
 #[derive(Clone)]
 pub struct Scim {
@@ -357,6 +391,100 @@ impl Scim {
             "itemsPerPage": page.len(),
             "Resources": page,
         }))
+    }
+
+    /// A page of `kind`.
+    pub fn list(
+        &self,
+        cap: &Provision<'_>,
+        kind: Kind,
+        p: &ListParams,
+    ) -> Result<Value, ScimError> {
+        match kind {
+            Kind::Users => self.list_users(cap, p),
+            Kind::Groups => self.list_groups(cap, p),
+        }
+    }
+
+    /// One resource and its ETag.
+    pub fn get(
+        &self,
+        cap: &Provision<'_>,
+        kind: Kind,
+        id: &str,
+    ) -> Result<(Value, String), ScimError> {
+        match kind {
+            Kind::Users => self
+                .get_user(cap, id)
+                .map(|(v, version)| (v, resource::etag(version))),
+            Kind::Groups => self.get_group(cap, id),
+        }
+    }
+
+    /// Creates a resource.
+    pub async fn create(
+        &self,
+        cap: &Provision<'_>,
+        kind: Kind,
+        body: &Value,
+    ) -> Result<(Value, String), ScimError> {
+        match kind {
+            Kind::Users => self
+                .create_user(cap, body)
+                .await
+                .map(|(v, version)| (v, resource::etag(version))),
+            Kind::Groups => self.create_group(cap, body).await,
+        }
+    }
+
+    /// Replaces a resource (PUT).
+    pub async fn replace(
+        &self,
+        cap: &Provision<'_>,
+        kind: Kind,
+        id: &str,
+        body: &Value,
+        if_match: Option<&str>,
+    ) -> Result<(Value, String), ScimError> {
+        match kind {
+            Kind::Users => self
+                .replace_user(cap, id, body, user_version(if_match)?)
+                .await
+                .map(|(v, version)| (v, resource::etag(version))),
+            Kind::Groups => self.replace_group(cap, id, body, if_match).await,
+        }
+    }
+
+    /// Patches a resource.
+    pub async fn patch(
+        &self,
+        cap: &Provision<'_>,
+        kind: Kind,
+        id: &str,
+        body: &Value,
+        if_match: Option<&str>,
+    ) -> Result<(Value, String), ScimError> {
+        match kind {
+            Kind::Users => self
+                .patch_user(cap, id, body, user_version(if_match)?)
+                .await
+                .map(|(v, version)| (v, resource::etag(version))),
+            Kind::Groups => self.patch_group(cap, id, body, if_match).await,
+        }
+    }
+
+    /// Deletes a resource (users: suspends, unless `hard_delete`).
+    pub async fn delete(
+        &self,
+        cap: &Provision<'_>,
+        kind: Kind,
+        id: &str,
+        if_match: Option<&str>,
+    ) -> Result<(), ScimError> {
+        match kind {
+            Kind::Users => self.delete_user(cap, id, user_version(if_match)?).await,
+            Kind::Groups => self.delete_group(cap, id, if_match).await,
+        }
     }
 
     /// A search at the server root (RFC 7644 §3.4.3): users and groups
