@@ -107,6 +107,27 @@ impl Request {
         self.header("authorization", format!("Bearer {token}"))
     }
 
+    /// Set a form body (`application/x-www-form-urlencoded`), as OAuth
+    /// token endpoints take.
+    pub fn form(mut self, pairs: &[(&str, &str)]) -> Self {
+        let enc = |s: &str| -> String {
+            s.bytes()
+                .map(|b| match b {
+                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                        (b as char).to_string()
+                    }
+                    _ => format!("%{b:02X}"),
+                })
+                .collect()
+        };
+        let body: Vec<String> = pairs
+            .iter()
+            .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
+            .collect();
+        self.body = body.join("&").into_bytes();
+        self.header("content-type", "application/x-www-form-urlencoded")
+    }
+
     /// Set a JSON body and its content type.
     pub fn json<T: Serialize>(mut self, body: &T) -> Result<Self, FetchError> {
         self.body = serde_json::to_vec(body).map_err(|e| FetchError::Decode(e.to_string()))?;

@@ -907,3 +907,112 @@ async fn workday_reads_a_raas_report_with_the_integration_user_and_waits_out_a_4
         "{heads:?}"
     );
 }
+
+#[tokio::test]
+async fn microsoft_graph_gets_a_token_follows_next_links_and_waits_out_a_429() {
+    let server = Server::start_with_plugins(&[]);
+    let api = server.admin();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let log = Arc::clone(&seen);
+    std::thread::spawn(move || {
+        let mut limited = false;
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut first = String::new();
+            let _ = reader.read_line(&mut first);
+            let mut length = 0;
+            let mut auth = String::new();
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                let lower = line.to_ascii_lowercase();
+                if let Some(v) = lower.strip_prefix("content-length: ") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+                if lower.starts_with("authorization: ") {
+                    auth = line.trim().to_string();
+                }
+            }
+            let mut body = vec![0u8; length];
+            let _ = std::io::Read::read_exact(&mut reader, &mut body);
+            let body = String::from_utf8_lossy(&body).to_string();
+            log.lock()
+                .unwrap()
+                .push(format!("{} | {auth} | {body}", first.trim()));
+            let user = |id: &str, mail: Option<&str>, enabled: bool| {
+                json!({"id": id, "accountEnabled": enabled, "userPrincipalName": format!("{id}@contoso.com"),
+                       "mail": mail, "givenName": "G", "surname": id, "department": "Retail",
+                       "officeLocation": "18/2111"})
+            };
+            let reply = if first.starts_with("POST /contoso-tenant/oauth2/v2.0/token") {
+                json!({"token_type": "Bearer", "expires_in": 3599, "access_token": "graph-token"})
+            } else if first.contains("skiptoken") {
+                if !limited {
+                    limited = true;
+                    let _ = write!(stream, "HTTP/1.1 429 Too Many Requests\r\nretry-after: 1\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+                    continue;
+                }
+                json!({"value": [user("carla", Some("carla@contoso.com"), true), user("dan", None, true)]})
+            } else {
+                json!({"@odata.context": "https://graph.microsoft.com/v1.0/$metadata#users",
+                       "@odata.nextLink": format!("http://127.0.0.1:{port}/v1.0/users?$skiptoken=X2"),
+                       "value": [user("adele", Some("adele@contoso.com"), true), user("bert", Some("bert@contoso.com"), false)]})
+            }
+            .to_string();
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{}",
+                reply.len(),
+                reply
+            );
+        }
+    });
+    install_allowed(
+        &api,
+        "microsoft-graph",
+        port,
+        json!([
+            {"name": "tenant", "kind": "text", "required": true},
+            {"name": "client_id", "kind": "text", "required": true},
+            {"name": "client_secret", "kind": "secret", "required": true},
+            {"name": "filter", "kind": "text"},
+            {"name": "login_url", "kind": "url"},
+            {"name": "graph_url", "kind": "url"}]),
+    )
+    .await;
+    let base = format!("http://127.0.0.1:{port}");
+    api.post(
+        "/api/v1/plugin-instances",
+        json!({"name": "graph", "plugin": "microsoft-graph-test",
+               "config": {"tenant": "contoso-tenant", "client_id": "app-id", "client_secret": "s3cret&more",
+                          "login_url": base, "graph_url": base}}),
+    )
+    .await
+    .expect(201);
+    let done = run(&api, json!({"instance": "graph", "new_users": "active"})).await;
+    assert_eq!(done["state"], "completed", "{done}");
+    assert_eq!(done["counts"]["created"], 2, "{done}");
+    assert_eq!(done["errors"][0]["external_id"], "dan", "{done}");
+    let carla = user_by_email(&api, "carla@contoso.com").await;
+    assert_eq!(carla["username"], "carla@contoso.com");
+    assert_eq!(carla["location"], "18/2111");
+    let log = seen.lock().unwrap().clone();
+    let token = log.iter().find(|l| l.starts_with("POST")).unwrap();
+    assert!(token.contains("grant_type=client_credentials"), "{token}");
+    assert!(token.contains("client_secret=s3cret%26more"), "{token}");
+    assert!(
+        token.contains("scope=https%3A%2F%2Fgraph.microsoft.com%2F.default"),
+        "{token}"
+    );
+    assert!(
+        log.iter()
+            .filter(|l| l.starts_with("GET"))
+            .all(|l| l.contains("Bearer graph-token")),
+        "{log:?}"
+    );
+}

@@ -95,6 +95,7 @@ async fn built_in_and_test_plugins_load_and_describe_themselves() {
             "generic-oidc",
             "google",
             "hostile",
+            "microsoft-graph",
             "okta",
             "okta-users",
             "personio",
