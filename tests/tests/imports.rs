@@ -806,13 +806,20 @@ fn busy_once(body: String, status: &'static str) -> (u16, Arc<Mutex<Vec<String>>
             let Ok(mut stream) = stream else { continue };
             let mut reader = BufReader::new(stream.try_clone().unwrap());
             let mut head = String::new();
+            let mut length = 0;
             loop {
                 let mut line = String::new();
                 if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
                     break;
                 }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length: ") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
                 head.push_str(&line);
             }
+            let mut sent = vec![0u8; length];
+            let _ = std::io::Read::read_exact(&mut reader, &mut sent);
+            head.push_str(&String::from_utf8_lossy(&sent));
             log.lock().unwrap().push(head);
             if !busy {
                 busy = true;
@@ -1015,4 +1022,56 @@ async fn microsoft_graph_gets_a_token_follows_next_links_and_waits_out_a_429() {
             .all(|l| l.contains("Bearer graph-token")),
         "{log:?}"
     );
+}
+
+#[tokio::test]
+async fn hibob_searches_people_as_a_service_user() {
+    let server = Server::start_with_plugins(&[]);
+    let api = server.admin();
+    let people = json!({"employees": [
+        {"id": "3332883884017713238", "email": "mike@example.com", "firstName": "Mike", "surname": "Ross",
+         "displayName": "Mike Ross", "work": {"title": "Associate", "department": "Legal", "site": "New York",
+         "employeeIdInCompany": 1021}},
+        {"id": "3332883884017713239", "email": "rachel@example.com", "firstName": "Rachel", "surname": "Zane",
+         "work": {"title": "Paralegal", "department": "Legal", "site": "New York"}},
+        {"id": "3332883884017713240", "firstName": "No", "surname": "Email", "work": {}}]})
+    .to_string();
+    let (port, seen) = busy_once(people, "429 Too Many Requests");
+    install_allowed(
+        &api,
+        "hibob",
+        port,
+        json!([
+            {"name": "service_user_id", "kind": "text", "required": true},
+            {"name": "token", "kind": "secret", "required": true},
+            {"name": "base_url", "kind": "url"}]),
+    )
+    .await;
+    api.post(
+        "/api/v1/plugin-instances",
+        json!({"name": "bob", "plugin": "hibob-test",
+               "config": {"service_user_id": "SERVICE-1", "token": "bob-token",
+                          "base_url": format!("http://127.0.0.1:{port}")}}),
+    )
+    .await
+    .expect(201);
+    let done = run(&api, json!({"instance": "bob"})).await;
+    assert_eq!(done["state"], "completed", "{done}");
+    assert_eq!(done["counts"]["created"], 2, "{done}");
+    assert_eq!(
+        done["errors"][0]["external_id"], "3332883884017713240",
+        "{done}"
+    );
+    let mike = user_by_email(&api, "mike@example.com").await;
+    assert_eq!(mike["employee_id"], "1021");
+    assert_eq!(mike["location"], "New York");
+    let heads = seen.lock().unwrap().clone();
+    let last = heads.last().unwrap();
+    assert!(
+        last.to_ascii_lowercase()
+            .starts_with("post /v1/people/search "),
+        "{last}"
+    );
+    assert!(last.contains("\"showInactive\":false"), "{last}");
+    assert!(last.contains("work.department"), "{last}");
 }

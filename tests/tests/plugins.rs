@@ -94,6 +94,7 @@ async fn built_in_and_test_plugins_load_and_describe_themselves() {
             "echo-importer",
             "generic-oidc",
             "google",
+            "hibob",
             "hostile",
             "microsoft-graph",
             "okta",
