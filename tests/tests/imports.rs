@@ -958,6 +958,14 @@ async fn microsoft_graph_gets_a_token_follows_next_links_and_waits_out_a_429() {
             };
             let reply = if first.starts_with("POST /contoso-tenant/oauth2/v2.0/token") {
                 json!({"token_type": "Bearer", "expires_in": 3599, "access_token": "graph-token"})
+            } else if first.starts_with("GET /v1.0/devices") {
+                json!({"value": [
+                    {"id": "d-1", "displayName": "ADELE-LAPTOP", "operatingSystem": "Windows",
+                     "operatingSystemVersion": "10.0.22631.3296", "isManaged": true, "accountEnabled": true,
+                     "registeredOwners": [{"@odata.type": "#microsoft.graph.user", "id": "adele",
+                                           "userPrincipalName": "adele@contoso.com", "mail": "adele@contoso.com"}]},
+                    {"id": "d-2", "displayName": "Hololens", "operatingSystem": "Holographic", "accountEnabled": true},
+                    {"id": "d-3", "displayName": "OLD-PC", "operatingSystem": "Windows", "accountEnabled": false}]})
             } else if first.contains("skiptoken") {
                 if !limited {
                     limited = true;
@@ -988,6 +996,7 @@ async fn microsoft_graph_gets_a_token_follows_next_links_and_waits_out_a_429() {
             {"name": "client_id", "kind": "text", "required": true},
             {"name": "client_secret", "kind": "secret", "required": true},
             {"name": "filter", "kind": "text"},
+            {"name": "devices", "kind": "boolean"},
             {"name": "login_url", "kind": "url"},
             {"name": "graph_url", "kind": "url"}]),
     )
@@ -997,14 +1006,46 @@ async fn microsoft_graph_gets_a_token_follows_next_links_and_waits_out_a_429() {
         "/api/v1/plugin-instances",
         json!({"name": "graph", "plugin": "microsoft-graph-test",
                "config": {"tenant": "contoso-tenant", "client_id": "app-id", "client_secret": "s3cret&more",
-                          "login_url": base, "graph_url": base}}),
+                          "devices": true, "login_url": base, "graph_url": base}}),
     )
     .await
     .expect(201);
     let done = run(&api, json!({"instance": "graph", "new_users": "active"})).await;
     assert_eq!(done["state"], "completed", "{done}");
     assert_eq!(done["counts"]["created"], 2, "{done}");
-    assert_eq!(done["errors"][0]["external_id"], "dan", "{done}");
+    assert_eq!(done["counts"]["devices_created"], 1, "{done}");
+    let errors = done["errors"].to_string();
+    assert!(
+        errors.contains("\"dan\"") && errors.contains("Holographic"),
+        "{errors}"
+    );
+    // The device, bound to its owner.
+    let adele = user_by_email(&api, "adele@contoso.com").await;
+    let devices = api
+        .get(&format!(
+            "/api/v1/users/{}/devices",
+            adele["id"].as_str().unwrap()
+        ))
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(devices["items"].as_array().unwrap().len(), 1, "{devices}");
+    let device_id = devices["items"][0]["device_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let device = api
+        .get(&format!("/api/v1/devices/{device_id}"))
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(device["os_family"], "windows", "{device}");
+    assert_eq!(device["hostname"], "ADELE-LAPTOP");
+    assert_eq!(device["mdm_enrolled"], true);
+    // Again: nothing changes, devices included.
+    let again = run(&api, json!({"instance": "graph"})).await;
+    assert_eq!(again["counts"]["devices_created"], 0, "{again}");
+    assert_eq!(again["counts"]["devices_updated"], 0, "{again}");
     let carla = user_by_email(&api, "carla@contoso.com").await;
     assert_eq!(carla["username"], "carla@contoso.com");
     assert_eq!(carla["location"], "18/2111");

@@ -116,28 +116,39 @@ impl Directory {
     ) -> Result<(Binding, bool), DomainError> {
         let now = self.clock.now();
         super::commit(&self.store, |txn| {
-            if !txn.contains(USERS, &keys::id(user))? {
-                return Err(DomainError::not_found("user", user));
-            }
-            if !txn.contains(DEVICES, &keys::id(device))? {
-                return Err(DomainError::not_found("device", device));
-            }
-            if let Some(existing) =
-                txn.get_json::<Binding>(USER_DEVICES, &user_key(user, device))?
-            {
-                return Ok((existing, false));
-            }
-            let b = Binding {
-                user_id: *user,
-                device_id: *device,
-                created_at: now,
-            };
-            txn.put_json(USER_DEVICES, &user_key(user, device), &b)?;
-            txn.put_json(DEVICE_USERS, &device_key(device, user), &b)?;
-            self.record_binding(txn, now, cap.actor(), "binding.create", &b, true)?;
-            Ok((b, true))
+            self.bind_in(txn, cap.actor(), user, device, now)
         })
         .await
+    }
+
+    /// Binds a user to a device in the caller's transaction; `false` when
+    /// they were bound already.
+    pub(crate) fn bind_in(
+        &self,
+        txn: &mut WriteTxn<'_>,
+        actor: &Actor,
+        user: &Uuid,
+        device: &Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<(Binding, bool), DomainError> {
+        if !txn.contains(USERS, &keys::id(user))? {
+            return Err(DomainError::not_found("user", user));
+        }
+        if !txn.contains(DEVICES, &keys::id(device))? {
+            return Err(DomainError::not_found("device", device));
+        }
+        if let Some(existing) = txn.get_json::<Binding>(USER_DEVICES, &user_key(user, device))? {
+            return Ok((existing, false));
+        }
+        let b = Binding {
+            user_id: *user,
+            device_id: *device,
+            created_at: now,
+        };
+        txn.put_json(USER_DEVICES, &user_key(user, device), &b)?;
+        txn.put_json(DEVICE_USERS, &device_key(device, user), &b)?;
+        self.record_binding(txn, now, actor, "binding.create", &b, true)?;
+        Ok((b, true))
     }
 
     /// Removes a binding.

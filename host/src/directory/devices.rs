@@ -334,6 +334,47 @@ impl Directory {
         )
     }
 
+    /// Creates a device in the caller's transaction (imports), through the
+    /// same validation, audit and group recompute as an API create.
+    pub(crate) fn create_device_in(
+        &self,
+        txn: &mut WriteTxn<'_>,
+        actor: &Actor,
+        input: DeviceInput,
+        now: DateTime<Utc>,
+    ) -> Result<Device, DomainError> {
+        let device = self.build_device(txn, input, None, now, None)?;
+        self.put_device(txn, actor, "device.create", None, &device)?;
+        Ok(device)
+    }
+
+    /// Replaces a device's writable fields in the caller's transaction
+    /// (imports). Unchanged input writes nothing.
+    pub(crate) fn replace_device_in(
+        &self,
+        txn: &mut WriteTxn<'_>,
+        actor: &Actor,
+        id: &Uuid,
+        input: DeviceInput,
+        if_match: Option<u64>,
+    ) -> Result<Device, DomainError> {
+        let now = self.clock.now();
+        let before = load(txn, id)?;
+        before.check_version(if_match)?;
+        let after = self.build_device(txn, input, Some(&before), now, None)?;
+        if after
+            == (Device {
+                updated_at: after.updated_at,
+                version: after.version,
+                ..before.clone()
+            })
+        {
+            return Ok(before);
+        }
+        self.put_device(txn, actor, "device.update", Some(&before), &after)?;
+        Ok(after)
+    }
+
     /// Creates a device.
     pub async fn create_device(
         &self,

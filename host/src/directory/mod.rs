@@ -15,6 +15,7 @@ pub use attributes::{
     normalize_date, parse_value, schema, standard_type,
 };
 pub use bindings::Binding;
+pub(crate) use devices::load as load_device;
 pub use devices::{CheckIn, DEVICE_SORTS, Device, DeviceInput, OsFamily};
 pub use query::{AttrRef, Filter, ListQuery, Subject};
 pub(crate) use users::load as load_user;

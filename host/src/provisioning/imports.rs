@@ -25,8 +25,8 @@ use uuid::Uuid;
 
 use crate::auth::{Actor, ManageDirectory, Mutation};
 use crate::clock::Clock;
-use crate::directory::keys::{USERS, fold};
-use crate::directory::{Directory, User, UserInput, UserState};
+use crate::directory::keys::{DEVICES, USERS, USERS_BY_EMAIL, USERS_BY_USERNAME, fold};
+use crate::directory::{Device, DeviceInput, Directory, User, UserInput, UserState};
 use crate::error::DomainError;
 use crate::plugins::Instances;
 
@@ -57,6 +57,20 @@ const STANDARD: [&str; 15] = [
     "manager_id",
     "phone",
     "description",
+];
+/// Attributes a device record may set directly; `owner` (an email or
+/// username) binds the device to that user; any other name is a custom
+/// attribute.
+const DEVICE_STANDARD: [&str; 9] = [
+    "hostname",
+    "display_name",
+    "os_family",
+    "os_version",
+    "architecture",
+    "serial_number",
+    "agent_version",
+    "disk_encryption",
+    "mdm_enrolled",
 ];
 /// Record errors kept on a run.
 const MAX_ERRORS: usize = 1000;
@@ -176,6 +190,12 @@ pub struct Counts {
     pub unchanged: usize,
     /// Records or changes that failed.
     pub errors: usize,
+    /// Devices created.
+    #[serde(default)]
+    pub devices_created: usize,
+    /// Devices updated.
+    #[serde(default)]
+    pub devices_updated: usize,
 }
 
 /// A record that could not be imported.
@@ -261,6 +281,40 @@ pub enum Change {
         user_id: Uuid,
         /// The version planned against.
         version: u64,
+    },
+    /// A new device, bound to its owner when the record names one.
+    CreateDevice {
+        /// The source's id.
+        external_id: String,
+        /// The device's attributes.
+        #[schema(value_type = Object)]
+        attributes: BTreeMap<String, Value>,
+        /// The owner's email or username.
+        owner: Option<String>,
+    },
+    /// An existing device's attributes.
+    UpdateDevice {
+        /// The source's id.
+        external_id: String,
+        /// The device.
+        device_id: Uuid,
+        /// The version planned against.
+        version: u64,
+        /// Field → [before, after].
+        #[schema(value_type = Object)]
+        fields: BTreeMap<String, (Value, Value)>,
+        /// The owner's email or username.
+        owner: Option<String>,
+    },
+    /// A matched device with nothing to change: linked, and bound to its
+    /// owner if it is not yet. Not listed in plans.
+    LinkDevice {
+        /// The source's id.
+        external_id: String,
+        /// The device.
+        device_id: Uuid,
+        /// The owner's email or username.
+        owner: Option<String>,
     },
     /// A matched user with nothing to change, linked to the record for
     /// later runs (an empty `external_id`: already linked). Not listed in
@@ -430,7 +484,7 @@ impl Imports {
             .unwrap_or_default();
         let shown: Vec<Change> = plan
             .into_iter()
-            .filter(|c| !matches!(c, Change::Link { .. }))
+            .filter(|c| !matches!(c, Change::Link { .. } | Change::LinkDevice { .. }))
             .collect();
         Ok(ChangePage {
             total: shown.len(),
@@ -462,6 +516,8 @@ impl Imports {
         run.counts.created = 0;
         run.counts.updated = 0;
         run.counts.suspended = 0;
+        run.counts.devices_created = 0;
+        run.counts.devices_updated = 0;
         self.save(&run).await?;
         let instance_name = self
             .instances
@@ -505,10 +561,16 @@ impl Imports {
             }
         };
         let plan = self.plan(&run, records)?;
-        let size = self.store.scan(USERS, b"", None, false).count();
+        let size = self.store.scan(USERS, b"", None, false).count()
+            + self.store.scan(DEVICES, b"", None, false).count();
         let touches = plan
             .iter()
-            .filter(|c| matches!(c, Change::Update { .. } | Change::Suspend { .. }))
+            .filter(|c| {
+                matches!(
+                    c,
+                    Change::Update { .. } | Change::Suspend { .. } | Change::UpdateDevice { .. }
+                )
+            })
             .count();
         count_plan(&mut run.counts, &plan);
         let braked = size > 0 && touches as f64 > run.input.max_change_share * size as f64;
@@ -548,11 +610,7 @@ impl Imports {
     /// Every page of the source. Rate limits are waited out (up to five
     /// times a page, at most a minute each); other source errors fail the
     /// run.
-    async fn read_all(
-        &self,
-        instance: &str,
-        run: &mut ImportRun,
-    ) -> Result<Vec<(String, BTreeMap<String, Value>)>, String> {
+    async fn read_all(&self, instance: &str, run: &mut ImportRun) -> Result<Vec<Source>, String> {
         let mut out = Vec::new();
         let mut seen = HashSet::new();
         let mut cursor: Option<String> = None;
@@ -579,10 +637,8 @@ impl Imports {
                 push_error(run, p.external_id, p.message);
             }
             for r in page.records {
-                if r.kind != "user" {
-                    continue;
-                }
-                if !seen.insert(r.external_id.clone()) {
+                let device = r.kind == "device";
+                if !seen.insert((device, r.external_id.clone())) {
                     push_error(
                         run,
                         Some(r.external_id),
@@ -590,7 +646,11 @@ impl Imports {
                     );
                     continue;
                 }
-                out.push((r.external_id, r.attributes));
+                out.push(Source {
+                    device,
+                    external_id: r.external_id,
+                    attributes: r.attributes,
+                });
             }
             match page.next_cursor {
                 Some(next) if Some(&next) != cursor.as_ref() => cursor = Some(next),
@@ -603,7 +663,101 @@ impl Imports {
     }
 
     /// What the records would change.
-    fn plan(
+    fn plan(&self, run: &ImportRun, all: Vec<Source>) -> Result<Vec<Change>, DomainError> {
+        let (devices, records): (Vec<Source>, Vec<Source>) =
+            all.into_iter().partition(|r| r.device);
+        let records: Vec<(String, BTreeMap<String, Value>)> = records
+            .into_iter()
+            .map(|r| (r.external_id, r.attributes))
+            .collect();
+        let mut plan = self.plan_users(run, records)?;
+        plan.extend(self.plan_devices(run, devices)?);
+        Ok(plan)
+    }
+
+    /// What device records would change: matched by this source's link,
+    /// else by serial number.
+    fn plan_devices(
+        &self,
+        run: &ImportRun,
+        records: Vec<Source>,
+    ) -> Result<Vec<Change>, DomainError> {
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut by_serial = HashMap::new();
+        let mut devices = HashMap::new();
+        for entry in self.store.scan(DEVICES, b"", None, false) {
+            let (_, v) = entry?;
+            let d: Device = cohort_storage::decode_json(DEVICES, &v)?;
+            if let Some(sn) = &d.serial_number {
+                by_serial.insert(sn.clone(), d.id);
+            }
+            devices.insert(d.id, d);
+        }
+        let mut plan = Vec::new();
+        for r in records {
+            let mut attrs = r.attributes;
+            let owner = attrs
+                .remove("owner")
+                .and_then(|o| o.as_str().map(String::from));
+            let linked = self
+                .store
+                .get(
+                    LINKS,
+                    &link_key(&run.instance_id, &device_link(&r.external_id)),
+                )?
+                .and_then(|b| Uuid::from_slice(&b).ok());
+            let by_sn = attrs
+                .get("serial_number")
+                .and_then(Value::as_str)
+                .and_then(|sn| by_serial.get(sn).copied());
+            let device = linked.or(by_sn).and_then(|id| devices.get(&id));
+            match device {
+                None => plan.push(Change::CreateDevice {
+                    external_id: r.external_id,
+                    attributes: attrs,
+                    owner,
+                }),
+                Some(d) => {
+                    let current = serde_json::to_value(d).unwrap_or_default();
+                    let mut fields = BTreeMap::new();
+                    for (name, after) in &attrs {
+                        let before = if DEVICE_STANDARD.contains(&name.as_str()) {
+                            current.get(name).cloned().unwrap_or(Value::Null)
+                        } else {
+                            current["custom_attributes"]
+                                .get(name)
+                                .cloned()
+                                .unwrap_or(Value::Null)
+                        };
+                        if before != *after {
+                            fields.insert(name.clone(), (before, after.clone()));
+                        }
+                    }
+                    if fields.is_empty() || run.input.changed == Changed::Ignore {
+                        plan.push(Change::LinkDevice {
+                            external_id: r.external_id,
+                            device_id: d.id,
+                            owner,
+                        });
+                    } else {
+                        plan.push(Change::UpdateDevice {
+                            external_id: r.external_id,
+                            device_id: d.id,
+                            version: d.version,
+                            fields,
+                            owner,
+                        });
+                    }
+                }
+            }
+        }
+        Ok(plan)
+    }
+
+    /// What user records would change.
+    fn plan_users(
         &self,
         run: &ImportRun,
         records: Vec<(String, BTreeMap<String, Value>)>,
@@ -794,6 +948,60 @@ impl Imports {
                             );
                         }
                     }
+                    Change::CreateDevice {
+                        external_id,
+                        attributes,
+                        owner,
+                    } => {
+                        let input = device_input_from(None, attributes)?;
+                        let now = self.clock.now();
+                        let device = self.directory.create_device_in(txn, actor, input, now)?;
+                        txn.put(
+                            LINKS,
+                            &link_key(&instance, &device_link(external_id)),
+                            device.id.as_bytes().to_vec(),
+                        );
+                        self.bind_owner(txn, actor, &device.id, owner.as_deref())?;
+                    }
+                    Change::UpdateDevice {
+                        external_id,
+                        device_id,
+                        version,
+                        fields,
+                        owner,
+                    } => {
+                        let current = crate::directory::load_device(txn, device_id)?;
+                        let after: BTreeMap<String, Value> = fields
+                            .iter()
+                            .map(|(k, (_, a))| (k.clone(), a.clone()))
+                            .collect();
+                        let input = device_input_from(Some(&current), &after)?;
+                        self.directory.replace_device_in(
+                            txn,
+                            actor,
+                            device_id,
+                            input,
+                            Some(*version),
+                        )?;
+                        txn.put(
+                            LINKS,
+                            &link_key(&instance, &device_link(external_id)),
+                            device_id.as_bytes().to_vec(),
+                        );
+                        self.bind_owner(txn, actor, device_id, owner.as_deref())?;
+                    }
+                    Change::LinkDevice {
+                        external_id,
+                        device_id,
+                        owner,
+                    } => {
+                        txn.put(
+                            LINKS,
+                            &link_key(&instance, &device_link(external_id)),
+                            device_id.as_bytes().to_vec(),
+                        );
+                        self.bind_owner(txn, actor, device_id, owner.as_deref())?;
+                    }
                 }
                 Ok::<_, DomainError>(())
             });
@@ -803,7 +1011,9 @@ impl Imports {
                         Change::Create { .. } => run.counts.created += 1,
                         Change::Update { .. } => run.counts.updated += 1,
                         Change::Suspend { .. } => run.counts.suspended += 1,
-                        Change::Link { .. } => {}
+                        Change::CreateDevice { .. } => run.counts.devices_created += 1,
+                        Change::UpdateDevice { .. } => run.counts.devices_updated += 1,
+                        Change::Link { .. } | Change::LinkDevice { .. } => {}
                     }
                     pending = Some(c);
                 }
@@ -812,7 +1022,10 @@ impl Imports {
                         Change::Create { external_id, .. }
                         | Change::Update { external_id, .. }
                         | Change::Suspend { external_id, .. }
-                        | Change::Link { external_id, .. } => external_id.clone(),
+                        | Change::Link { external_id, .. }
+                        | Change::CreateDevice { external_id, .. }
+                        | Change::UpdateDevice { external_id, .. }
+                        | Change::LinkDevice { external_id, .. } => external_id.clone(),
                     };
                     push_error(run, Some(ext), e.to_string());
                 }
@@ -826,6 +1039,32 @@ impl Imports {
         if let Some(c) = pending {
             c.durable().await?;
         }
+        Ok(())
+    }
+
+    /// Binds the device to the user the record names as owner (by email,
+    /// then username). An owner that is not in the directory is an error
+    /// for this record.
+    fn bind_owner(
+        &self,
+        txn: &mut cohort_storage::WriteTxn<'_>,
+        actor: &Actor,
+        device: &Uuid,
+        owner: Option<&str>,
+    ) -> Result<(), DomainError> {
+        let Some(owner) = owner.map(str::trim).filter(|o| !o.is_empty()) else {
+            return Ok(());
+        };
+        let user = match txn.get(USERS_BY_EMAIL, &fold(owner))? {
+            Some(id) => Some(id),
+            None => txn.get(USERS_BY_USERNAME, &fold(owner))?,
+        }
+        .and_then(|b| Uuid::from_slice(&b).ok())
+        .ok_or_else(|| {
+            DomainError::invalid("owner", format!("no user {owner:?} to bind the device to"))
+        })?;
+        let now = self.clock.now();
+        self.directory.bind_in(txn, actor, &user, device, now)?;
         Ok(())
     }
 
@@ -1074,9 +1313,51 @@ fn count_plan(counts: &mut Counts, plan: &[Change]) {
             Change::Create { .. } => counts.created += 1,
             Change::Update { .. } => counts.updated += 1,
             Change::Suspend { .. } => counts.suspended += 1,
-            Change::Link { .. } => counts.unchanged += 1,
+            Change::CreateDevice { .. } => counts.devices_created += 1,
+            Change::UpdateDevice { .. } => counts.devices_updated += 1,
+            Change::Link { .. } | Change::LinkDevice { .. } => counts.unchanged += 1,
         }
     }
+}
+
+/// A record as read from the source.
+struct Source {
+    device: bool,
+    external_id: String,
+    attributes: BTreeMap<String, Value>,
+}
+
+/// Device links live beside user links, apart by this prefix.
+fn device_link(external_id: &str) -> String {
+    format!("device:{external_id}")
+}
+
+/// A device's writable fields with a record's attributes over them.
+fn device_input_from(
+    current: Option<&Device>,
+    attrs: &BTreeMap<String, Value>,
+) -> Result<DeviceInput, DomainError> {
+    if current.is_none() && !attrs.contains_key("os_family") {
+        return Err(DomainError::invalid(
+            "os_family",
+            "a new device needs its OS family",
+        ));
+    }
+    let mut v = match current {
+        Some(d) => serde_json::to_value(DeviceInput::from(d)).unwrap_or_default(),
+        None => serde_json::json!({"hostname": "", "os_family": "linux"}),
+    };
+    for (name, value) in attrs {
+        if DEVICE_STANDARD.contains(&name.as_str()) {
+            v[name] = value.clone();
+        } else {
+            if !v["custom_attributes"].is_object() {
+                v["custom_attributes"] = serde_json::json!({});
+            }
+            v["custom_attributes"][name] = value.clone();
+        }
+    }
+    serde_json::from_value(v).map_err(|e| DomainError::invalid("attributes", e.to_string()))
 }
 
 /// A user's writable fields with a record's attributes over them. A new

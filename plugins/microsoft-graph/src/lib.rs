@@ -1,9 +1,11 @@
-//! Microsoft Graph users: an app-only token (OAuth 2.0 client credentials
+//! Microsoft Graph users (and, when asked, devices): an app-only token (OAuth 2.0 client credentials
 //! at `login.microsoftonline.com/{tenant}/oauth2/v2.0/token`, scope
 //! `https://graph.microsoft.com/.default`), then `GET /v1.0/users` with
 //! `$select` and `$top=999`, following `@odata.nextLink`. Accounts with
-//! `accountEnabled: false` are left out. Graph's `429` carries
-//! `Retry-After`, handed to the host.
+//! `accountEnabled: false` are left out. With `devices` on, the devices
+//! follow (`GET /v1.0/devices` with their registered owners, which bind
+//! them to their users). Graph's `429` carries `Retry-After`, handed to
+//! the host.
 
 use cohort_sdk::config::{Config, field, invalid};
 use cohort_sdk::host::{self, Method};
@@ -19,6 +21,10 @@ pub struct Graph;
 struct Token {
     access_token: String,
 }
+
+/// A device page's cursor starts with this; a user page's is Graph's
+/// `@odata.nextLink` itself.
+const DEVICES: &str = "devices:";
 
 #[derive(Deserialize)]
 struct Users {
@@ -62,6 +68,74 @@ fn encode(s: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+/// Graph's `operatingSystem` as Cohort's OS family.
+fn os_family(os: &str) -> Option<&'static str> {
+    let os = os.to_ascii_lowercase();
+    if os.starts_with("windows") {
+        Some("windows")
+    } else if os.starts_with("mac") {
+        Some("macos")
+    } else if matches!(os.as_str(), "ios" | "ipados" | "iphone" | "ipad") {
+        Some("ios")
+    } else if os.starts_with("android") {
+        Some("android")
+    } else if os.starts_with("linux") || os == "ubuntu" {
+        Some("linux")
+    } else {
+        None
+    }
+}
+
+/// One device as a record (none when disabled), or why it cannot be one.
+fn device_record(d: &Value) -> Result<Option<DirectoryRecord>, RecordProblem> {
+    let text = |k: &str| {
+        d.get(k)
+            .and_then(Value::as_str)
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+    };
+    let Some(id) = text("id") else {
+        return Err(RecordProblem {
+            external_id: None,
+            message: "a device has no id".into(),
+        });
+    };
+    if d.get("accountEnabled") == Some(&Value::Bool(false)) {
+        return Ok(None);
+    }
+    let problem = |m: String| RecordProblem {
+        external_id: Some(id.to_string()),
+        message: m,
+    };
+    let name = text("displayName").ok_or_else(|| problem("the device has no name".into()))?;
+    let os = text("operatingSystem").unwrap_or_default();
+    let family = os_family(os)
+        .ok_or_else(|| problem(format!("operating system {os:?} is not one Cohort tracks")))?;
+    let mut r = DirectoryRecord::device(id)
+        .with("hostname", name.replace(' ', "-"))
+        .with("display_name", name.to_string())
+        .with("os_family", family.to_string());
+    if let Some(v) = text("operatingSystemVersion") {
+        r = r.with("os_version", v.to_string());
+    }
+    if let Some(m) = d.get("isManaged").and_then(Value::as_bool) {
+        r = r.with("mdm_enrolled", m);
+    }
+    let owner = d
+        .get("registeredOwners")
+        .and_then(Value::as_array)
+        .and_then(|o| o.first())
+        .and_then(|o| {
+            o.get("mail")
+                .and_then(Value::as_str)
+                .or_else(|| o.get("userPrincipalName").and_then(Value::as_str))
+        });
+    if let Some(o) = owner {
+        r = r.with("owner", o.to_string());
+    }
+    Ok(Some(r))
 }
 
 /// One user as a record (none when disabled), or why it cannot be one.
@@ -134,6 +208,13 @@ impl Importer for Graph {
                     false,
                 ),
                 field(
+                    "devices",
+                    "Devices",
+                    "Also read devices (needs Device.Read.All).",
+                    ConfigKind::Boolean,
+                    false,
+                ),
+                field(
                     "login_url",
                     "Login URL",
                     "Instead of https://login.microsoftonline.com.",
@@ -179,6 +260,32 @@ impl Importer for Graph {
             ("scope", "https://graph.microsoft.com/.default"),
         ]);
         let (token, _): (Token, _) = token_request.fetch_json()?;
+        if let Some(rest) = cursor.as_deref().and_then(|c| c.strip_prefix(DEVICES)) {
+            let url = if rest.is_empty() {
+                format!(
+                    "{graph}/v1.0/devices?$select=id,displayName,operatingSystem,operatingSystemVersion,isManaged,accountEnabled&$expand=registeredOwners&$top=999"
+                )
+            } else {
+                rest.to_string()
+            };
+            let (devices, _): (Users, _) = host::request(Method::Get, url)
+                .bearer(&token.access_token)
+                .fetch_json()?;
+            let mut records = Vec::new();
+            let mut problems = Vec::new();
+            for d in &devices.value {
+                match device_record(d) {
+                    Ok(Some(r)) => records.push(r),
+                    Ok(None) => {}
+                    Err(p) => problems.push(p),
+                }
+            }
+            return Ok(Page {
+                records,
+                problems,
+                next_cursor: devices.next.map(|n| format!("{DEVICES}{n}")),
+            });
+        }
         let page_url = match cursor {
             Some(c) => c,
             None => {
@@ -202,10 +309,16 @@ impl Importer for Graph {
                 Err(p) => problems.push(p),
             }
         }
+        // Users first, then (when asked) devices, so owners exist to bind.
+        let next = match users.next {
+            Some(n) => Some(n),
+            None if config.flag("devices", false) => Some(DEVICES.to_string()),
+            None => None,
+        };
         Ok(Page {
             records,
             problems,
-            next_cursor: users.next,
+            next_cursor: next,
         })
     }
 }
