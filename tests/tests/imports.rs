@@ -586,7 +586,7 @@ async fn schedules_start_runs_when_due() {
 /// /v1/company/employees?offset&limit` pages of at most 100 employees in
 /// Personio's `{"label", "value"}` shape, the second page answering 429
 /// with `Retry-After: 1` once.
-fn fake_personio(employees: Vec<Value>) -> (u16, Arc<Mutex<Vec<String>>>) {
+fn fake_personio(employees: Arc<Mutex<Vec<Value>>>) -> (u16, Arc<Mutex<Vec<String>>>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let seen: Arc<Mutex<Vec<String>>> = Arc::default();
@@ -644,6 +644,7 @@ fn fake_personio(employees: Vec<Value>) -> (u16, Arc<Mutex<Vec<String>>>) {
                     );
                     continue;
                 }
+                let employees = employees.lock().unwrap().clone();
                 let end = (offset + 100).min(employees.len());
                 let pages = employees.len().div_ceil(100);
                 json!({"success": true, "data": employees[offset.min(end)..end],
@@ -678,7 +679,8 @@ fn personio_employee(id: usize, email: Option<String>, status: &str) -> Value {
 }
 
 #[tokio::test]
-async fn personio_pages_of_a_hundred_with_a_429_a_malformed_and_an_inactive_employee() {
+async fn personio_dry_run_real_run_rerun_removals_and_the_brake_over_pages_with_a_429_and_a_malformed_employee()
+ {
     let server = Server::start_with_plugins(&[]);
     let api = server.admin();
     let mut employees: Vec<Value> = (0..250)
@@ -686,7 +688,8 @@ async fn personio_pages_of_a_hundred_with_a_429_a_malformed_and_an_inactive_empl
         .collect();
     employees[5] = personio_employee(5, None, "active");
     employees[150] = personio_employee(150, Some("left@example.com".into()), "inactive");
-    let (port, seen) = fake_personio(employees);
+    let employees = Arc::new(Mutex::new(employees));
+    let (port, seen) = fake_personio(Arc::clone(&employees));
     install_allowed(
         &api,
         "personio",
@@ -706,6 +709,14 @@ async fn personio_pages_of_a_hundred_with_a_429_a_malformed_and_an_inactive_empl
     .await
     .expect(201);
 
+    // A dry run first: the plan, nothing written.
+    let dry = run(
+        &api,
+        json!({"instance": "personio", "match_on": "employee_id", "dry_run": true}),
+    )
+    .await;
+    assert_eq!(dry["counts"]["created"], 248, "{dry}");
+    assert!(user_by_email(&api, "emp42@example.com").await.is_null());
     let done = run(
         &api,
         json!({"instance": "personio", "new_users": "active", "match_on": "employee_id"}),
@@ -733,6 +744,39 @@ async fn personio_pages_of_a_hundred_with_a_429_a_malformed_and_an_inactive_empl
     )
     .await;
     assert_eq!(again["counts"]["unchanged"], 248, "{again}");
+
+    // Two leave (Personio marks them inactive): suspended with
+    // missing = suspend.
+    {
+        let mut e = employees.lock().unwrap();
+        e[10] = personio_employee(10, Some("emp10@example.com".into()), "inactive");
+        e[11] = personio_employee(11, Some("emp11@example.com".into()), "inactive");
+    }
+    let removal = run(
+        &api,
+        json!({"instance": "personio", "match_on": "employee_id", "missing": "suspend"}),
+    )
+    .await;
+    assert_eq!(removal["counts"]["suspended"], 2, "{removal}");
+    assert_eq!(
+        user_by_email(&api, "emp10@example.com").await["state"],
+        "suspended"
+    );
+
+    // A reorganisation that moves everyone is stopped by the brake.
+    for emp in employees.lock().unwrap().iter_mut() {
+        emp["attributes"]["department"]["value"]["attributes"]["name"] = json!("Platform");
+    }
+    let braked = run(
+        &api,
+        json!({"instance": "personio", "match_on": "employee_id"}),
+    )
+    .await;
+    assert_eq!(braked["state"], "awaiting_approval", "{braked}");
+    assert_eq!(
+        user_by_email(&api, "emp42@example.com").await["department"],
+        "IT"
+    );
 }
 
 #[tokio::test]
@@ -1115,4 +1159,152 @@ async fn hibob_searches_people_as_a_service_user() {
     );
     assert!(last.contains("\"showInactive\":false"), "{last}");
     assert!(last.contains("work.department"), "{last}");
+}
+
+#[tokio::test]
+async fn google_workspace_signs_a_service_account_assertion_and_reads_users_and_chromebooks() {
+    let server = Server::start_with_plugins(&[]);
+    let api = server.admin();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let log = Arc::clone(&seen);
+    std::thread::spawn(move || {
+        let mut limited = false;
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut first = String::new();
+            let _ = reader.read_line(&mut first);
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length: ") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0u8; length];
+            let _ = std::io::Read::read_exact(&mut reader, &mut body);
+            log.lock().unwrap().push(format!(
+                "{} {}",
+                first.trim(),
+                String::from_utf8_lossy(&body)
+            ));
+            let user = |id: &str, email: Option<&str>, suspended: bool| {
+                json!({"kind": "admin#directory#user", "id": id, "primaryEmail": email,
+                       "name": {"givenName": "G", "familyName": id, "fullName": format!("G {id}")},
+                       "suspended": suspended,
+                       "organizations": [{"title": "Writer", "department": "Writing", "primary": true}]})
+            };
+            let reply = if first.starts_with("POST /token") {
+                json!({"access_token": "ya29.test", "expires_in": 3599, "token_type": "Bearer"})
+            } else if first.contains("/devices/chromeos") {
+                json!({"kind": "admin#directory#chromeosdevices", "chromeosdevices": [
+                    {"kind": "admin#directory#chromeosdevice", "deviceId": "cb-1", "serialNumber": "5CD1234",
+                     "status": "ACTIVE", "osVersion": "119.0.6045.158", "model": "HP Chromebook 14",
+                     "annotatedUser": "liz@example.com"},
+                    {"deviceId": "cb-2", "serialNumber": "5CD9999", "status": "DEPROVISIONED"}]})
+            } else if first.contains("pageToken=") {
+                if !limited {
+                    limited = true;
+                    let _ = write!(stream, "HTTP/1.1 429 Too Many Requests\r\nretry-after: 1\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+                    continue;
+                }
+                json!({"kind": "admin#directory#users", "users": [user("3", Some("jack@example.com"), false), user("4", None, false)]})
+            } else {
+                json!({"kind": "admin#directory#users", "nextPageToken": "pg2",
+                       "users": [user("1", Some("liz@example.com"), false), user("2", Some("gone@example.com"), true)]})
+            }
+            .to_string();
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{}",
+                reply.len(),
+                reply
+            );
+        }
+    });
+    install_allowed(
+        &api,
+        "google-workspace",
+        port,
+        json!([
+            {"name": "service_account_key", "kind": "secret", "required": true},
+            {"name": "admin_email", "kind": "text", "required": true},
+            {"name": "customer", "kind": "text"},
+            {"name": "devices", "kind": "boolean"},
+            {"name": "token_url", "kind": "url"},
+            {"name": "api_url", "kind": "url"}]),
+    )
+    .await;
+    let pem = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../plugins/google-workspace/testdata/test-key.pem"),
+    )
+    .unwrap();
+    let key = json!({"type": "service_account", "project_id": "cohort-test",
+                     "client_email": "cohort@cohort-test.iam.gserviceaccount.com", "private_key": pem,
+                     "token_uri": "https://oauth2.googleapis.com/token"})
+    .to_string();
+    let r = api
+        .post(
+            "/api/v1/plugin-instances",
+            json!({"name": "gw-bad", "plugin": "google-workspace-test",
+                   "config": {"service_account_key": "{}", "admin_email": "admin@example.com"}}),
+        )
+        .await;
+    assert_eq!(r.status, 422, "a key that is not a key: {}", r.body);
+    api.post(
+        "/api/v1/plugin-instances",
+        json!({"name": "gw", "plugin": "google-workspace-test",
+               "config": {"service_account_key": key, "admin_email": "admin@example.com", "devices": true,
+                          "token_url": format!("http://127.0.0.1:{port}/token"),
+                          "api_url": format!("http://127.0.0.1:{port}")}}),
+    )
+    .await
+    .expect(201);
+    let done = run(&api, json!({"instance": "gw", "new_users": "active"})).await;
+    assert_eq!(done["state"], "completed", "{done}");
+    assert_eq!(done["counts"]["created"], 2, "{done}");
+    assert_eq!(done["counts"]["devices_created"], 1, "{done}");
+    assert_eq!(done["errors"][0]["external_id"], "4", "{done}");
+    let liz = user_by_email(&api, "liz@example.com").await;
+    assert_eq!(liz["job_title"], "Writer");
+    let devices = api
+        .get(&format!(
+            "/api/v1/users/{}/devices",
+            liz["id"].as_str().unwrap()
+        ))
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(devices["items"].as_array().unwrap().len(), 1, "{devices}");
+    // The token request is a JWT bearer grant whose claims name the admin.
+    let log = seen.lock().unwrap().clone();
+    let token = log.iter().find(|l| l.starts_with("POST /token")).unwrap();
+    assert!(
+        token.contains("grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer"),
+        "{token}"
+    );
+    let assertion = token.split("assertion=").nth(1).unwrap();
+    let claims = assertion.split('.').nth(1).unwrap();
+    use base64::Engine as _;
+    let claims: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(claims)
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(claims["sub"], "admin@example.com", "{claims}");
+    assert_eq!(claims["iss"], "cohort@cohort-test.iam.gserviceaccount.com");
+    assert!(
+        claims["scope"]
+            .as_str()
+            .unwrap()
+            .contains("device.chromeos.readonly"),
+        "{claims}"
+    );
 }

@@ -94,6 +94,7 @@ async fn built_in_and_test_plugins_load_and_describe_themselves() {
             "echo-importer",
             "generic-oidc",
             "google",
+            "google-workspace",
             "hibob",
             "hostile",
             "microsoft-graph",
