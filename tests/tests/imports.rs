@@ -2,12 +2,10 @@
 //! feed from a loopback server the test controls (two pages), and the run
 //! plans, brakes, applies and links through the directory.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cohort_tests::{Api, Server};
+use cohort_tests::{Api, Fake, FakeReply, Server};
 use serde_json::{Value, json};
 
 /// A loopback feed: `/people` and `/people2` answer the current pages.
@@ -18,33 +16,20 @@ struct Feed {
 
 impl Feed {
     fn start() -> Feed {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
         let pages = Arc::new(Mutex::new((String::new(), String::new())));
         let served = Arc::clone(&pages);
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(mut stream) = stream else { continue };
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut first = String::new();
-                let _ = reader.read_line(&mut first);
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                        break;
-                    }
-                }
-                let (one, two) = served.lock().unwrap().clone();
-                let body = if first.contains("/people2") { two } else { one };
-                let _ = write!(
-                    stream,
-                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{}",
-                    body.len(),
-                    body
-                );
-            }
+        let fake = Fake::start(move |_, r| {
+            let (one, two) = served.lock().unwrap().clone();
+            FakeReply::json_text(if r.line.contains("/people2") {
+                two
+            } else {
+                one
+            })
         });
-        Feed { port, pages }
+        Feed {
+            port: fake.port,
+            pages,
+        }
     }
 
     /// Serves `people` (id, email, department) over two pages.
@@ -354,65 +339,31 @@ async fn the_csv_importer_imports_a_pasted_file() {
 /// A fake Okta Users API: two pages linked by `Link: rel="next"`, the
 /// second answering 429 with `Retry-After: 1` the first time it is asked.
 struct FakeOkta {
-    port: u16,
+    fake: Fake,
     users: Arc<Mutex<Vec<Value>>>,
-    auth: Arc<Mutex<Vec<String>>>,
 }
 
 impl FakeOkta {
     fn start() -> FakeOkta {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
         let users: Arc<Mutex<Vec<Value>>> = Arc::default();
-        let auth: Arc<Mutex<Vec<String>>> = Arc::default();
-        let (u, a) = (Arc::clone(&users), Arc::clone(&auth));
-        std::thread::spawn(move || {
-            let mut limited = false;
-            for stream in listener.incoming() {
-                let Ok(mut stream) = stream else { continue };
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut first = String::new();
-                let _ = reader.read_line(&mut first);
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                        break;
-                    }
-                    if let Some(v) = line.strip_prefix("authorization: ") {
-                        a.lock().unwrap().push(v.trim().to_string());
-                    }
-                }
-                let all = u.lock().unwrap().clone();
-                let half = all.len() / 2;
-                let second = first.contains("after=");
-                if second && !limited {
-                    limited = true;
-                    let _ = write!(
-                        stream,
-                        "HTTP/1.1 429 Too Many Requests\r\nretry-after: 1\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
-                    );
-                    continue;
-                }
-                let (body, link) = if second {
-                    (Value::Array(all[half..].to_vec()), String::new())
-                } else {
-                    (
-                        Value::Array(all[..half].to_vec()),
-                        format!(
-                            "link: <http://127.0.0.1:{port}/api/v1/users?after=p2&limit=200>; rel=\"next\"\r\n"
-                        ),
-                    )
-                };
-                let body = body.to_string();
-                let _ = write!(
-                    stream,
-                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n{link}content-length: {}\r\nconnection: close\r\n\r\n{}",
-                    body.len(),
-                    body
+        let u = Arc::clone(&users);
+        let mut limited = false;
+        let fake = Fake::start(move |port, r| {
+            let all = u.lock().unwrap().clone();
+            let half = all.len() / 2;
+            if !r.line.contains("after=") {
+                let next = format!(
+                    "<http://127.0.0.1:{port}/api/v1/users?after=p2&limit=200>; rel=\"next\""
                 );
+                return FakeReply::json(&Value::Array(all[..half].to_vec())).header("link", &next);
             }
+            if !limited {
+                limited = true;
+                return FakeReply::busy("429 Too Many Requests");
+            }
+            FakeReply::json(&Value::Array(all[half..].to_vec()))
         });
-        FakeOkta { port, users, auth }
+        FakeOkta { fake, users }
     }
 }
 
@@ -440,7 +391,7 @@ async fn okta_users_pages_waits_out_a_429_and_follows_removals() {
     install_allowed(
         &api,
         "okta-users",
-        fake.port,
+        fake.fake.port,
         json!([
             {"name": "domain", "kind": "text", "required": true},
             {"name": "token", "kind": "secret", "required": true},
@@ -452,7 +403,7 @@ async fn okta_users_pages_waits_out_a_429_and_follows_removals() {
         "/api/v1/plugin-instances",
         json!({"name": "okta", "plugin": "okta-users-test",
                "config": {"domain": "example.okta.com", "token": "00a-secret-token",
-                          "base_url": format!("http://127.0.0.1:{}", fake.port)}}),
+                          "base_url": format!("http://127.0.0.1:{}", fake.fake.port)}}),
     )
     .await
     .expect(201);
@@ -469,11 +420,10 @@ async fn okta_users_pages_waits_out_a_429_and_follows_removals() {
         "waited for Retry-After: {dry}"
     );
     assert!(
-        fake.auth
-            .lock()
-            .unwrap()
+        fake.fake
+            .requests()
             .iter()
-            .all(|a| a == "SSWS 00a-secret-token")
+            .all(|r| r.header("authorization") == Some("SSWS 00a-secret-token"))
     );
 
     let real = run(
@@ -586,81 +536,36 @@ async fn schedules_start_runs_when_due() {
 /// /v1/company/employees?offset&limit` pages of at most 100 employees in
 /// Personio's `{"label", "value"}` shape, the second page answering 429
 /// with `Retry-After: 1` once.
-fn fake_personio(employees: Arc<Mutex<Vec<Value>>>) -> (u16, Arc<Mutex<Vec<String>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
-    let log = Arc::clone(&seen);
-    std::thread::spawn(move || {
-        let mut limited = false;
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut first = String::new();
-            let _ = reader.read_line(&mut first);
-            let mut length = 0;
-            let mut auth = String::new();
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                let lower = line.to_ascii_lowercase();
-                if let Some(v) = lower.strip_prefix("content-length: ") {
-                    length = v.trim().parse().unwrap_or(0);
-                }
-                if lower.starts_with("authorization: ") {
-                    auth = line.trim().to_string();
-                }
+fn fake_personio(employees: Arc<Mutex<Vec<Value>>>) -> Fake {
+    let mut limited = false;
+    Fake::start(move |_, r| {
+        if r.line.starts_with("POST /v1/auth") {
+            let creds: Value = serde_json::from_str(&r.body).unwrap_or(Value::Null);
+            if creds["client_secret"] != "personio-secret" {
+                return FakeReply::status("401 Unauthorized");
             }
-            let mut body = vec![0u8; length];
-            let _ = std::io::Read::read_exact(&mut reader, &mut body);
-            log.lock()
-                .unwrap()
-                .push(format!("{} {}", first.trim(), auth));
-            let reply = if first.starts_with("POST /v1/auth") {
-                let creds: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                if creds["client_secret"] == "personio-secret" {
-                    json!({"success": true, "data": {"token": "tok-1"}}).to_string()
-                } else {
-                    let _ = write!(
-                        stream,
-                        "HTTP/1.1 401 Unauthorized\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
-                    );
-                    continue;
-                }
-            } else {
-                let offset: usize = first
-                    .split("offset=")
-                    .nth(1)
-                    .and_then(|r| r.split(['&', ' ']).next())
-                    .and_then(|n| n.parse().ok())
-                    .unwrap_or(0);
-                if offset == 100 && !limited {
-                    limited = true;
-                    let _ = write!(
-                        stream,
-                        "HTTP/1.1 429 Too Many Requests\r\nretry-after: 1\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
-                    );
-                    continue;
-                }
-                let employees = employees.lock().unwrap().clone();
-                let end = (offset + 100).min(employees.len());
-                let pages = employees.len().div_ceil(100);
-                json!({"success": true, "data": employees[offset.min(end)..end],
-                       "metadata": {"total_elements": employees.len(), "current_page": offset / 100, "total_pages": pages},
-                       "offset": offset, "limit": 100})
-                .to_string()
-            };
-            let _ = write!(
-                stream,
-                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{}",
-                reply.len(),
-                reply
-            );
+            return FakeReply::json(&json!({"success": true, "data": {"token": "tok-1"}}));
         }
-    });
-    (port, seen)
+        let offset: usize = r
+            .line
+            .split("offset=")
+            .nth(1)
+            .and_then(|rest| rest.split(['&', ' ']).next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        if offset == 100 && !limited {
+            limited = true;
+            return FakeReply::busy("429 Too Many Requests");
+        }
+        let employees = employees.lock().unwrap().clone();
+        let end = (offset + 100).min(employees.len());
+        let pages = employees.len().div_ceil(100);
+        FakeReply::json(
+            &json!({"success": true, "data": employees[offset.min(end)..end],
+               "metadata": {"total_elements": employees.len(), "current_page": offset / 100, "total_pages": pages},
+               "offset": offset, "limit": 100}),
+        )
+    })
 }
 
 fn personio_employee(id: usize, email: Option<String>, status: &str) -> Value {
@@ -689,7 +594,8 @@ async fn personio_dry_run_real_run_rerun_removals_and_the_brake_over_pages_with_
     employees[5] = personio_employee(5, None, "active");
     employees[150] = personio_employee(150, Some("left@example.com".into()), "inactive");
     let employees = Arc::new(Mutex::new(employees));
-    let (port, seen) = fake_personio(Arc::clone(&employees));
+    let fake = fake_personio(Arc::clone(&employees));
+    let port = fake.port;
     install_allowed(
         &api,
         "personio",
@@ -727,12 +633,12 @@ async fn personio_dry_run_real_run_rerun_removals_and_the_brake_over_pages_with_
     assert_eq!(done["counts"]["created"], 248, "{done}");
     assert_eq!(done["counts"]["errors"], 1, "{done}");
     assert_eq!(done["errors"][0]["external_id"], "5", "{done}");
-    let requests = seen.lock().unwrap().clone();
+    let requests = fake.requests();
     assert!(
         requests
             .iter()
-            .filter(|r| r.starts_with("GET"))
-            .all(|r| r.ends_with("Bearer tok-1")),
+            .filter(|r| r.line.starts_with("GET"))
+            .all(|r| r.header("authorization") == Some("Bearer tok-1")),
         "{requests:?}"
     );
     let emp = user_by_email(&api, "emp42@example.com").await;
@@ -793,7 +699,8 @@ async fn bamboohr_reads_the_directory_with_the_api_key_and_waits_out_a_503() {
              "workEmail": "jroe@example.com", "department": "Engineering", "location": "Remote"},
             {"id": "125", "displayName": "No Mail", "firstName": "No", "lastName": "Mail", "workEmail": null}]})
     .to_string();
-    let (port, seen) = busy_once(directory, "503 Service Unavailable");
+    let fake = busy_once(directory, "503 Service Unavailable");
+    let port = fake.port;
     install_allowed(
         &api,
         "bamboohr",
@@ -823,7 +730,7 @@ async fn bamboohr_reads_the_directory_with_the_api_key_and_waits_out_a_503() {
     let jane = user_by_email(&api, "jroe@example.com").await;
     assert_eq!(jane["state"], "staged");
     assert_eq!(jane["employee_id"], "124");
-    let heads = seen.lock().unwrap().clone();
+    let heads: Vec<String> = fake.requests().iter().map(|r| r.text()).collect();
     let last = heads.last().unwrap().to_ascii_lowercase();
     assert!(
         last.starts_with("get /api/gateway.php/acme/v1/employees/directory "),
@@ -836,52 +743,17 @@ async fn bamboohr_reads_the_directory_with_the_api_key_and_waits_out_a_503() {
     );
 }
 
-/// A loopback server that answers `status` (with `Retry-After: 1`) to the
-/// first request and `body` as JSON to every later one, recording each
-/// request's head.
-fn busy_once(body: String, status: &'static str) -> (u16, Arc<Mutex<Vec<String>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
-    let log = Arc::clone(&seen);
-    std::thread::spawn(move || {
-        let mut busy = false;
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut head = String::new();
-            let mut length = 0;
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length: ") {
-                    length = v.trim().parse().unwrap_or(0);
-                }
-                head.push_str(&line);
-            }
-            let mut sent = vec![0u8; length];
-            let _ = std::io::Read::read_exact(&mut reader, &mut sent);
-            head.push_str(&String::from_utf8_lossy(&sent));
-            log.lock().unwrap().push(head);
-            if !busy {
-                busy = true;
-                let _ = write!(
-                    stream,
-                    "HTTP/1.1 {status}\r\nretry-after: 1\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
-                );
-                continue;
-            }
-            let _ = write!(
-                stream,
-                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{}",
-                body.len(),
-                body
-            );
+/// A fake that answers `status` (with `Retry-After: 1`) to the first
+/// request and `body` as JSON to every later one.
+fn busy_once(body: String, status: &'static str) -> Fake {
+    let mut busy = false;
+    Fake::start(move |_, _| {
+        if busy {
+            return FakeReply::json_text(body.clone());
         }
-    });
-    (port, seen)
+        busy = true;
+        FakeReply::busy(status)
+    })
 }
 
 /// Installs `plugin` from `target/test-plugins` as `<plugin>-test`, allowed
@@ -915,7 +787,8 @@ async fn workday_reads_a_raas_report_with_the_integration_user_and_waits_out_a_4
         {"Employee_ID": "21003", "First_Name": "No", "Last_Name": "Email"},
         {"Employee_ID": "21004", "Email_Address": "gone@example.com", "Active_Status": "0"}]})
     .to_string();
-    let (port, seen) = busy_once(report, "429 Too Many Requests");
+    let fake = busy_once(report, "429 Too Many Requests");
+    let port = fake.port;
     install_allowed(
         &api,
         "workday",
@@ -949,7 +822,7 @@ async fn workday_reads_a_raas_report_with_the_integration_user_and_waits_out_a_4
     let oliver = user_by_email(&api, "oliver@example.com").await;
     assert_eq!(oliver["location"], "Chicago");
     assert_eq!(oliver["job_title"], "VP, Human Resources");
-    let heads = seen.lock().unwrap().clone();
+    let heads: Vec<String> = fake.requests().iter().map(|r| r.text()).collect();
     assert_eq!(heads.len(), 2, "one 429, then the report");
     assert!(
         heads[1]
@@ -963,74 +836,37 @@ async fn workday_reads_a_raas_report_with_the_integration_user_and_waits_out_a_4
 async fn microsoft_graph_gets_a_token_follows_next_links_and_waits_out_a_429() {
     let server = Server::start_with_plugins(&[]);
     let api = server.admin();
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
-    let log = Arc::clone(&seen);
-    std::thread::spawn(move || {
-        let mut limited = false;
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut first = String::new();
-            let _ = reader.read_line(&mut first);
-            let mut length = 0;
-            let mut auth = String::new();
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                let lower = line.to_ascii_lowercase();
-                if let Some(v) = lower.strip_prefix("content-length: ") {
-                    length = v.trim().parse().unwrap_or(0);
-                }
-                if lower.starts_with("authorization: ") {
-                    auth = line.trim().to_string();
-                }
+    let mut limited = false;
+    let fake = Fake::start(move |port, r| {
+        let user = |id: &str, mail: Option<&str>, enabled: bool| {
+            json!({"id": id, "accountEnabled": enabled, "userPrincipalName": format!("{id}@contoso.com"),
+                   "mail": mail, "givenName": "G", "surname": id, "department": "Retail",
+                   "officeLocation": "18/2111"})
+        };
+        let reply = if r.line.starts_with("POST /contoso-tenant/oauth2/v2.0/token") {
+            json!({"token_type": "Bearer", "expires_in": 3599, "access_token": "graph-token"})
+        } else if r.line.starts_with("GET /v1.0/devices") {
+            json!({"value": [
+                {"id": "d-1", "displayName": "ADELE-LAPTOP", "operatingSystem": "Windows",
+                 "operatingSystemVersion": "10.0.22631.3296", "isManaged": true, "accountEnabled": true,
+                 "registeredOwners": [{"@odata.type": "#microsoft.graph.user", "id": "adele",
+                                       "userPrincipalName": "adele@contoso.com", "mail": "adele@contoso.com"}]},
+                {"id": "d-2", "displayName": "Hololens", "operatingSystem": "Holographic", "accountEnabled": true},
+                {"id": "d-3", "displayName": "OLD-PC", "operatingSystem": "Windows", "accountEnabled": false}]})
+        } else if r.line.contains("skiptoken") {
+            if !limited {
+                limited = true;
+                return FakeReply::busy("429 Too Many Requests");
             }
-            let mut body = vec![0u8; length];
-            let _ = std::io::Read::read_exact(&mut reader, &mut body);
-            let body = String::from_utf8_lossy(&body).to_string();
-            log.lock()
-                .unwrap()
-                .push(format!("{} | {auth} | {body}", first.trim()));
-            let user = |id: &str, mail: Option<&str>, enabled: bool| {
-                json!({"id": id, "accountEnabled": enabled, "userPrincipalName": format!("{id}@contoso.com"),
-                       "mail": mail, "givenName": "G", "surname": id, "department": "Retail",
-                       "officeLocation": "18/2111"})
-            };
-            let reply = if first.starts_with("POST /contoso-tenant/oauth2/v2.0/token") {
-                json!({"token_type": "Bearer", "expires_in": 3599, "access_token": "graph-token"})
-            } else if first.starts_with("GET /v1.0/devices") {
-                json!({"value": [
-                    {"id": "d-1", "displayName": "ADELE-LAPTOP", "operatingSystem": "Windows",
-                     "operatingSystemVersion": "10.0.22631.3296", "isManaged": true, "accountEnabled": true,
-                     "registeredOwners": [{"@odata.type": "#microsoft.graph.user", "id": "adele",
-                                           "userPrincipalName": "adele@contoso.com", "mail": "adele@contoso.com"}]},
-                    {"id": "d-2", "displayName": "Hololens", "operatingSystem": "Holographic", "accountEnabled": true},
-                    {"id": "d-3", "displayName": "OLD-PC", "operatingSystem": "Windows", "accountEnabled": false}]})
-            } else if first.contains("skiptoken") {
-                if !limited {
-                    limited = true;
-                    let _ = write!(stream, "HTTP/1.1 429 Too Many Requests\r\nretry-after: 1\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
-                    continue;
-                }
-                json!({"value": [user("carla", Some("carla@contoso.com"), true), user("dan", None, true)]})
-            } else {
-                json!({"@odata.context": "https://graph.microsoft.com/v1.0/$metadata#users",
-                       "@odata.nextLink": format!("http://127.0.0.1:{port}/v1.0/users?$skiptoken=X2"),
-                       "value": [user("adele", Some("adele@contoso.com"), true), user("bert", Some("bert@contoso.com"), false)]})
-            }
-            .to_string();
-            let _ = write!(
-                stream,
-                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{}",
-                reply.len(),
-                reply
-            );
-        }
+            json!({"value": [user("carla", Some("carla@contoso.com"), true), user("dan", None, true)]})
+        } else {
+            json!({"@odata.context": "https://graph.microsoft.com/v1.0/$metadata#users",
+                   "@odata.nextLink": format!("http://127.0.0.1:{port}/v1.0/users?$skiptoken=X2"),
+                   "value": [user("adele", Some("adele@contoso.com"), true), user("bert", Some("bert@contoso.com"), false)]})
+        };
+        FakeReply::json(&reply)
     });
+    let port = fake.port;
     install_allowed(
         &api,
         "microsoft-graph",
@@ -1093,7 +929,7 @@ async fn microsoft_graph_gets_a_token_follows_next_links_and_waits_out_a_429() {
     let carla = user_by_email(&api, "carla@contoso.com").await;
     assert_eq!(carla["username"], "carla@contoso.com");
     assert_eq!(carla["location"], "18/2111");
-    let log = seen.lock().unwrap().clone();
+    let log: Vec<String> = fake.requests().iter().map(|r| r.text()).collect();
     let token = log.iter().find(|l| l.starts_with("POST")).unwrap();
     assert!(token.contains("grant_type=client_credentials"), "{token}");
     assert!(token.contains("client_secret=s3cret%26more"), "{token}");
@@ -1121,7 +957,8 @@ async fn hibob_searches_people_as_a_service_user() {
          "work": {"title": "Paralegal", "department": "Legal", "site": "New York"}},
         {"id": "3332883884017713240", "firstName": "No", "surname": "Email", "work": {}}]})
     .to_string();
-    let (port, seen) = busy_once(people, "429 Too Many Requests");
+    let fake = busy_once(people, "429 Too Many Requests");
+    let port = fake.port;
     install_allowed(
         &api,
         "hibob",
@@ -1150,7 +987,7 @@ async fn hibob_searches_people_as_a_service_user() {
     let mike = user_by_email(&api, "mike@example.com").await;
     assert_eq!(mike["employee_id"], "1021");
     assert_eq!(mike["location"], "New York");
-    let heads = seen.lock().unwrap().clone();
+    let heads: Vec<String> = fake.requests().iter().map(|r| r.text()).collect();
     let last = heads.last().unwrap();
     assert!(
         last.to_ascii_lowercase()
@@ -1165,68 +1002,35 @@ async fn hibob_searches_people_as_a_service_user() {
 async fn google_workspace_signs_a_service_account_assertion_and_reads_users_and_chromebooks() {
     let server = Server::start_with_plugins(&[]);
     let api = server.admin();
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
-    let log = Arc::clone(&seen);
-    std::thread::spawn(move || {
-        let mut limited = false;
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut first = String::new();
-            let _ = reader.read_line(&mut first);
-            let mut length = 0;
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length: ") {
-                    length = v.trim().parse().unwrap_or(0);
-                }
+    let mut limited = false;
+    let fake = Fake::start(move |_, r| {
+        let user = |id: &str, email: Option<&str>, suspended: bool| {
+            json!({"kind": "admin#directory#user", "id": id, "primaryEmail": email,
+                   "name": {"givenName": "G", "familyName": id, "fullName": format!("G {id}")},
+                   "suspended": suspended,
+                   "organizations": [{"title": "Writer", "department": "Writing", "primary": true}]})
+        };
+        let reply = if r.line.starts_with("POST /token") {
+            json!({"access_token": "ya29.test", "expires_in": 3599, "token_type": "Bearer"})
+        } else if r.line.contains("/devices/chromeos") {
+            json!({"kind": "admin#directory#chromeosdevices", "chromeosdevices": [
+                {"kind": "admin#directory#chromeosdevice", "deviceId": "cb-1", "serialNumber": "5CD1234",
+                 "status": "ACTIVE", "osVersion": "119.0.6045.158", "model": "HP Chromebook 14",
+                 "annotatedUser": "liz@example.com"},
+                {"deviceId": "cb-2", "serialNumber": "5CD9999", "status": "DEPROVISIONED"}]})
+        } else if r.line.contains("pageToken=") {
+            if !limited {
+                limited = true;
+                return FakeReply::busy("429 Too Many Requests");
             }
-            let mut body = vec![0u8; length];
-            let _ = std::io::Read::read_exact(&mut reader, &mut body);
-            log.lock().unwrap().push(format!(
-                "{} {}",
-                first.trim(),
-                String::from_utf8_lossy(&body)
-            ));
-            let user = |id: &str, email: Option<&str>, suspended: bool| {
-                json!({"kind": "admin#directory#user", "id": id, "primaryEmail": email,
-                       "name": {"givenName": "G", "familyName": id, "fullName": format!("G {id}")},
-                       "suspended": suspended,
-                       "organizations": [{"title": "Writer", "department": "Writing", "primary": true}]})
-            };
-            let reply = if first.starts_with("POST /token") {
-                json!({"access_token": "ya29.test", "expires_in": 3599, "token_type": "Bearer"})
-            } else if first.contains("/devices/chromeos") {
-                json!({"kind": "admin#directory#chromeosdevices", "chromeosdevices": [
-                    {"kind": "admin#directory#chromeosdevice", "deviceId": "cb-1", "serialNumber": "5CD1234",
-                     "status": "ACTIVE", "osVersion": "119.0.6045.158", "model": "HP Chromebook 14",
-                     "annotatedUser": "liz@example.com"},
-                    {"deviceId": "cb-2", "serialNumber": "5CD9999", "status": "DEPROVISIONED"}]})
-            } else if first.contains("pageToken=") {
-                if !limited {
-                    limited = true;
-                    let _ = write!(stream, "HTTP/1.1 429 Too Many Requests\r\nretry-after: 1\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
-                    continue;
-                }
-                json!({"kind": "admin#directory#users", "users": [user("3", Some("jack@example.com"), false), user("4", None, false)]})
-            } else {
-                json!({"kind": "admin#directory#users", "nextPageToken": "pg2",
-                       "users": [user("1", Some("liz@example.com"), false), user("2", Some("gone@example.com"), true)]})
-            }
-            .to_string();
-            let _ = write!(
-                stream,
-                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{}",
-                reply.len(),
-                reply
-            );
-        }
+            json!({"kind": "admin#directory#users", "users": [user("3", Some("jack@example.com"), false), user("4", None, false)]})
+        } else {
+            json!({"kind": "admin#directory#users", "nextPageToken": "pg2",
+                   "users": [user("1", Some("liz@example.com"), false), user("2", Some("gone@example.com"), true)]})
+        };
+        FakeReply::json(&reply)
     });
+    let port = fake.port;
     install_allowed(
         &api,
         "google-workspace",
@@ -1283,7 +1087,7 @@ async fn google_workspace_signs_a_service_account_assertion_and_reads_users_and_
         .body;
     assert_eq!(devices["items"].as_array().unwrap().len(), 1, "{devices}");
     // The token request is a JWT bearer grant whose claims name the admin.
-    let log = seen.lock().unwrap().clone();
+    let log: Vec<String> = fake.requests().iter().map(|r| r.text()).collect();
     let token = log.iter().find(|l| l.starts_with("POST /token")).unwrap();
     assert!(
         token.contains("grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer"),

@@ -209,12 +209,30 @@ fn csrf_ok(headers: &HeaderMap, submitted: &str) -> bool {
     })
 }
 
-fn csrf_refusal() -> Response {
-    refused(&Refusal {
+fn csrf_reason() -> Refusal {
+    Refusal {
         code: "csrf",
         message: "This form has expired. Start again.".into(),
         detail: String::new(),
-    })
+    }
+}
+
+fn csrf_refusal() -> Response {
+    refused(&csrf_reason())
+}
+
+/// The checks every sign-in form passes first: its CSRF token, and where
+/// it may return to.
+fn checked_form(
+    s: &AppState,
+    headers: &HeaderMap,
+    csrf: &str,
+    return_to: &str,
+) -> Result<String, Refusal> {
+    if !csrf_ok(headers, csrf) {
+        return Err(csrf_reason());
+    }
+    s.sign_in.check_return_to(Some(return_to))
 }
 
 /// `GET /sign-in`: the identifier form.
@@ -261,10 +279,7 @@ pub async fn submit(
     headers: HeaderMap,
     Form(f): Form<IdentifierForm>,
 ) -> Response {
-    if !csrf_ok(&headers, &f.csrf) {
-        return csrf_refusal();
-    }
-    let return_to = match s.sign_in.check_return_to(Some(&f.return_to)) {
+    let return_to = match checked_form(&s, &headers, &f.csrf, &f.return_to) {
         Ok(r) => r,
         Err(r) => return refused(&r),
     };
@@ -321,10 +336,7 @@ pub async fn password(
     headers: HeaderMap,
     Form(f): Form<PasswordForm>,
 ) -> Response {
-    if !csrf_ok(&headers, &f.csrf) {
-        return csrf_refusal();
-    }
-    let return_to = match s.sign_in.check_return_to(Some(&f.return_to)) {
+    let return_to = match checked_form(&s, &headers, &f.csrf, &f.return_to) {
         Ok(r) => r,
         Err(r) => return refused(&r),
     };

@@ -720,21 +720,7 @@ impl Imports {
                     owner,
                 }),
                 Some(d) => {
-                    let current = serde_json::to_value(d).unwrap_or_default();
-                    let mut fields = BTreeMap::new();
-                    for (name, after) in &attrs {
-                        let before = if DEVICE_STANDARD.contains(&name.as_str()) {
-                            current.get(name).cloned().unwrap_or(Value::Null)
-                        } else {
-                            current["custom_attributes"]
-                                .get(name)
-                                .cloned()
-                                .unwrap_or(Value::Null)
-                        };
-                        if before != *after {
-                            fields.insert(name.clone(), (before, after.clone()));
-                        }
-                    }
+                    let fields = changed_fields(d, &attrs, &DEVICE_STANDARD);
                     if fields.is_empty() || run.input.changed == Changed::Ignore {
                         plan.push(Change::LinkDevice {
                             external_id: r.external_id,
@@ -810,21 +796,7 @@ impl Imports {
                     attributes: attrs,
                 }),
                 Some(u) => {
-                    let current = serde_json::to_value(u).unwrap_or_default();
-                    let mut fields = BTreeMap::new();
-                    for (name, after) in &attrs {
-                        let before = if STANDARD.contains(&name.as_str()) {
-                            current.get(name).cloned().unwrap_or(Value::Null)
-                        } else {
-                            current["custom_attributes"]
-                                .get(name)
-                                .cloned()
-                                .unwrap_or(Value::Null)
-                        };
-                        if before != *after {
-                            fields.insert(name.clone(), (before, after.clone()));
-                        }
-                    }
+                    let fields = changed_fields(u, &attrs, &STANDARD);
                     if fields.is_empty() || run.input.changed == Changed::Ignore {
                         if linked.get(&external_id) != Some(&u.id) {
                             plan.push(Change::Link {
@@ -1320,6 +1292,46 @@ fn count_plan(counts: &mut Counts, plan: &[Change]) {
     }
 }
 
+/// The attributes of a record that differ from the subject's, as
+/// `[before, after]`. Names in `standard` are the subject's own fields;
+/// others are custom attributes.
+fn changed_fields(
+    subject: &impl Serialize,
+    attrs: &BTreeMap<String, Value>,
+    standard: &[&str],
+) -> BTreeMap<String, (Value, Value)> {
+    let current = serde_json::to_value(subject).unwrap_or_default();
+    let mut fields = BTreeMap::new();
+    for (name, after) in attrs {
+        let before = if standard.contains(&name.as_str()) {
+            current.get(name)
+        } else {
+            current["custom_attributes"].get(name)
+        }
+        .cloned()
+        .unwrap_or(Value::Null);
+        if before != *after {
+            fields.insert(name.clone(), (before, after.clone()));
+        }
+    }
+    fields
+}
+
+/// Sets a record's attributes on a subject's writable fields (as JSON):
+/// names in `standard` directly, others as custom attributes.
+fn overlay(v: &mut Value, attrs: &BTreeMap<String, Value>, standard: &[&str]) {
+    for (name, value) in attrs {
+        if standard.contains(&name.as_str()) {
+            v[name] = value.clone();
+        } else {
+            if !v["custom_attributes"].is_object() {
+                v["custom_attributes"] = serde_json::json!({});
+            }
+            v["custom_attributes"][name] = value.clone();
+        }
+    }
+}
+
 /// A record as read from the source.
 struct Source {
     device: bool,
@@ -1347,16 +1359,7 @@ fn device_input_from(
         Some(d) => serde_json::to_value(DeviceInput::from(d)).unwrap_or_default(),
         None => serde_json::json!({"hostname": "", "os_family": "linux"}),
     };
-    for (name, value) in attrs {
-        if DEVICE_STANDARD.contains(&name.as_str()) {
-            v[name] = value.clone();
-        } else {
-            if !v["custom_attributes"].is_object() {
-                v["custom_attributes"] = serde_json::json!({});
-            }
-            v["custom_attributes"][name] = value.clone();
-        }
-    }
+    overlay(&mut v, attrs, &DEVICE_STANDARD);
     serde_json::from_value(v).map_err(|e| DomainError::invalid("attributes", e.to_string()))
 }
 
@@ -1370,16 +1373,7 @@ fn input_from(
         Some(u) => serde_json::to_value(UserInput::from(u)).unwrap_or_default(),
         None => serde_json::json!({"username": "", "email": ""}),
     };
-    for (name, value) in attrs {
-        if STANDARD.contains(&name.as_str()) {
-            v[name] = value.clone();
-        } else {
-            if !v["custom_attributes"].is_object() {
-                v["custom_attributes"] = serde_json::json!({});
-            }
-            v["custom_attributes"][name] = value.clone();
-        }
-    }
+    overlay(&mut v, attrs, &STANDARD);
     if current.is_none() && v["username"].as_str().is_none_or(str::is_empty) {
         v["username"] = v["email"].clone();
     }

@@ -12,8 +12,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::filter::{self, member};
-use super::resource::LIST;
-use super::{ListParams, MAX_RESULTS, Scim, ScimError};
+use super::{Scim, ScimError};
 use crate::auth::Provision;
 use crate::directory::SubjectKind;
 use crate::error::DomainError;
@@ -105,26 +104,11 @@ impl Scim {
         self.render_group(&g)
     }
 
-    /// A page of groups.
-    pub fn list_groups(&self, cap: &Provision<'_>, p: &ListParams) -> Result<Value, ScimError> {
-        let bounded = ListParams {
-            count: Some(p.count.unwrap_or(100).min(MAX_RESULTS)),
-            ..p.clone()
-        };
-        self.list_groups_unbounded(cap, &bounded)
-    }
-
-    pub(super) fn list_groups_unbounded(
+    /// The static user groups matching `filter`, as SCIM resources.
+    pub(super) fn matching_groups(
         &self,
-        _: &Provision<'_>,
-        p: &ListParams,
-    ) -> Result<Value, ScimError> {
-        let filter = match p.filter.as_deref().map(str::trim).filter(|f| !f.is_empty()) {
-            Some(f) => {
-                Some(filter::parse(f).map_err(|e| ScimError::invalid_filter(e.to_string()))?)
-            }
-            None => None,
-        };
+        filter: Option<&filter::Filter>,
+    ) -> Result<Vec<Value>, ScimError> {
         let mut matched = Vec::new();
         for entry in self.store.scan(GROUPS, b"", None, false) {
             let (_, v) = entry?;
@@ -133,40 +117,11 @@ impl Scim {
                 continue;
             }
             let (r, _) = self.render_group(&g)?;
-            if filter.as_ref().is_none_or(|f| filter::matches(f, &r)) {
+            if filter.is_none_or(|f| filter::matches(f, &r)) {
                 matched.push(r);
             }
         }
-        if let Some(sort) = &p.sort_by {
-            let path = filter::parse_path(sort).ok_or_else(|| {
-                ScimError::invalid_value(format!("sortBy {sort:?} is not an attribute"))
-            })?;
-            matched.sort_by_cached_key(|r| {
-                filter::values(r, &path)
-                    .first()
-                    .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_lowercase))
-                    .unwrap_or_default()
-            });
-            if p.descending {
-                matched.reverse();
-            }
-        }
-        let total = matched.len();
-        let start = p.start_index.unwrap_or(1).max(1);
-        let count = p.count.unwrap_or(100);
-        let page: Vec<Value> = matched
-            .into_iter()
-            .skip(start - 1)
-            .take(count)
-            .map(|r| super::resource::project(r, &p.attributes, &p.excluded))
-            .collect();
-        Ok(json!({
-            "schemas": [LIST],
-            "totalResults": total,
-            "startIndex": start,
-            "itemsPerPage": page.len(),
-            "Resources": page,
-        }))
+        Ok(matched)
     }
 
     /// Creates a group.

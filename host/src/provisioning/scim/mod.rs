@@ -301,26 +301,11 @@ impl Scim {
         Ok((self.render(&user)?, user.version))
     }
 
-    /// A page of users (RFC 7644 §3.4.2): filtered, sorted, paged,
-    /// projected.
-    pub fn list_users(&self, cap: &Provision<'_>, p: &ListParams) -> Result<Value, ScimError> {
-        let bounded = ListParams {
-            count: Some(p.count.unwrap_or(100).min(MAX_RESULTS)),
-            ..p.clone()
-        };
-        self.list_all_users(cap, &bounded)
-    }
-
-    fn list_all_users(&self, _: &Provision<'_>, p: &ListParams) -> Result<Value, ScimError> {
-        let filter = match p.filter.as_deref().map(str::trim).filter(|f| !f.is_empty()) {
-            Some(f) => {
-                Some(filter::parse(f).map_err(|e| ScimError::invalid_filter(e.to_string()))?)
-            }
-            None => None,
-        };
+    /// The users matching `filter`, as SCIM resources.
+    fn matching_users(&self, filter: Option<&filter::Filter>) -> Result<Vec<Value>, ScimError> {
         // `userName eq "…"` is what Okta and Entra ask before every create:
         // one index lookup instead of a scan.
-        let candidates: Vec<User> = match filter.as_ref().and_then(username_lookup) {
+        let candidates: Vec<User> = match filter.and_then(username_lookup) {
             Some(name) => match self.store.get(USERS_BY_USERNAME, &fold(name.trim()))? {
                 Some(id) => self.store.get_json(USERS, &id)?.into_iter().collect(),
                 None => Vec::new(),
@@ -352,58 +337,29 @@ impl Scim {
                 .collect()
         };
         let base = self.base();
-        let mut matched: Vec<Value> = candidates
+        Ok(candidates
             .iter()
             .map(|u| resource::to_scim(u, extras.get(u.id.as_bytes().as_slice()), &base))
-            .filter(|r| filter.as_ref().is_none_or(|f| filter::matches(f, r)))
-            .collect();
-        if let Some(sort) = &p.sort_by {
-            let path = filter::parse_path(sort).ok_or_else(|| {
-                ScimError::invalid_value(format!("sortBy {sort:?} is not an attribute"))
-            })?;
-            let key = |r: &Value| -> String {
-                filter::values(r, &path)
-                    .first()
-                    .map(|v| match v {
-                        Value::String(s) => s.to_lowercase(),
-                        other => other.to_string(),
-                    })
-                    .unwrap_or_default()
-            };
-            matched.sort_by_cached_key(key);
-            if p.descending {
-                matched.reverse();
-            }
-        }
-        let total = matched.len();
-        let start = p.start_index.unwrap_or(1).max(1);
-        let count = p.count.unwrap_or(100);
-        let page: Vec<Value> = matched
-            .into_iter()
-            .skip(start - 1)
-            .take(count)
-            .map(|r| resource::project(r, &p.attributes, &p.excluded))
-            .collect();
-        Ok(json!({
-            "schemas": [resource::LIST],
-            "totalResults": total,
-            "startIndex": start,
-            "itemsPerPage": page.len(),
-            "Resources": page,
-        }))
+            .filter(|r| filter.is_none_or(|f| filter::matches(f, r)))
+            .collect())
     }
 
-    /// A page of `kind`.
-    pub fn list(
+    fn matching(
         &self,
-        cap: &Provision<'_>,
         kind: Kind,
-        p: &ListParams,
-    ) -> Result<Value, ScimError> {
+        filter: Option<&filter::Filter>,
+    ) -> Result<Vec<Value>, ScimError> {
         match kind {
-            Kind::Users => self.list_users(cap, p),
-            Kind::Groups => self.list_groups(cap, p),
+            Kind::Users => self.matching_users(filter),
+            Kind::Groups => self.matching_groups(filter),
         }
+    }
+
+    /// A page of `kind` (RFC 7644 §3.4.2): filtered, sorted, paged,
+    /// projected.
+    pub fn list(&self, _: &Provision<'_>, kind: Kind, p: &ListParams) -> Result<Value, ScimError> {
+        let filter = parse_filter(p)?;
+        list_response(self.matching(kind, filter.as_ref())?, p)
     }
 
     /// One resource and its ETag.
@@ -488,33 +444,12 @@ impl Scim {
     }
 
     /// A search at the server root (RFC 7644 §3.4.3): users and groups
-    /// together, users first, then paged.
-    pub fn search_all(&self, cap: &Provision<'_>, p: &ListParams) -> Result<Value, ScimError> {
-        let all = ListParams {
-            start_index: Some(1),
-            count: Some(usize::MAX),
-            ..p.clone()
-        };
-        let mut items = Vec::new();
-        for list in [
-            self.list_all_users(cap, &all)?,
-            self.list_groups_unbounded(cap, &all)?,
-        ] {
-            if let Some(Value::Array(r)) = list.get("Resources") {
-                items.extend(r.iter().cloned());
-            }
-        }
-        let total = items.len();
-        let start = p.start_index.unwrap_or(1).max(1);
-        let count = p.count.unwrap_or(100).min(MAX_RESULTS);
-        let page: Vec<Value> = items.into_iter().skip(start - 1).take(count).collect();
-        Ok(json!({
-            "schemas": [resource::LIST],
-            "totalResults": total,
-            "startIndex": start,
-            "itemsPerPage": page.len(),
-            "Resources": page,
-        }))
+    /// together, users first, then sorted and paged as one list.
+    pub fn search_all(&self, _: &Provision<'_>, p: &ListParams) -> Result<Value, ScimError> {
+        let filter = parse_filter(p)?;
+        let mut items = self.matching(Kind::Users, filter.as_ref())?;
+        items.extend(self.matching(Kind::Groups, filter.as_ref())?);
+        list_response(items, p)
     }
 
     /// Refuses a password before anything is written: not accepted here,
@@ -722,6 +657,51 @@ fn put_extra(txn: &mut WriteTxn<'_>, id: &Uuid, extra: &Extra) -> Result<(), Dom
         txn.put_json(SCIM_USERS, id.as_bytes(), extra)?;
     }
     Ok(())
+}
+
+/// The request's filter, parsed.
+fn parse_filter(p: &ListParams) -> Result<Option<filter::Filter>, ScimError> {
+    match p.filter.as_deref().map(str::trim).filter(|f| !f.is_empty()) {
+        Some(f) => Ok(Some(
+            filter::parse(f).map_err(|e| ScimError::invalid_filter(e.to_string()))?,
+        )),
+        None => Ok(None),
+    }
+}
+
+/// A ListResponse of `matched`: sorted by `sortBy`, the page from
+/// `startIndex` of `count` (at most [`MAX_RESULTS`]), projected.
+fn list_response(mut matched: Vec<Value>, p: &ListParams) -> Result<Value, ScimError> {
+    if let Some(sort) = &p.sort_by {
+        let path = filter::parse_path(sort).ok_or_else(|| {
+            ScimError::invalid_value(format!("sortBy {sort:?} is not an attribute"))
+        })?;
+        matched.sort_by_cached_key(|r| {
+            filter::values(r, &path)
+                .first()
+                .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_lowercase))
+                .unwrap_or_default()
+        });
+        if p.descending {
+            matched.reverse();
+        }
+    }
+    let total = matched.len();
+    let start = p.start_index.unwrap_or(1).max(1);
+    let count = p.count.unwrap_or(100).min(MAX_RESULTS);
+    let page: Vec<Value> = matched
+        .into_iter()
+        .skip(start - 1)
+        .take(count)
+        .map(|r| resource::project(r, &p.attributes, &p.excluded))
+        .collect();
+    Ok(json!({
+        "schemas": [resource::LIST],
+        "totalResults": total,
+        "startIndex": start,
+        "itemsPerPage": page.len(),
+        "Resources": page,
+    }))
 }
 
 /// The user name a filter looks up exactly, when it is just that.
