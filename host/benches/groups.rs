@@ -288,7 +288,9 @@ fn main() {
     let mut config = Config {
         data_dir: dir.clone(),
         bootstrap_admin_key: Some(Secret::new(ADMIN_KEY)),
-        ..Default::default()
+        // COHORT_STORAGE_ENGINE (and the other environment overrides)
+        // choose what is measured.
+        ..Config::load(None, |k| std::env::var(k).ok()).expect("benchmark configuration")
     };
     config.plugins.directory = Some(plugins);
     config.plugins.cache_dir =
@@ -300,7 +302,9 @@ fn main() {
         .build()
         .unwrap();
     let cache_mb = env("BENCH_CACHE_MB", config.storage.cache_mb as usize) as u64;
-    let store = server::open_store(&dir, cache_mb).unwrap();
+    let mut options = config.storage.open_options();
+    options.cache_bytes = cache_mb * 1024 * 1024;
+    let store = server::open_store(&dir, &options).unwrap();
     let app = server::build(&config, store.clone(), Arc::new(SystemClock)).unwrap();
     let state = app.state;
     let actor = Actor::system("bench");

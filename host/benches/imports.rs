@@ -122,13 +122,15 @@ async fn app(dir: &std::path::Path, port: u16, groups: usize) -> Router {
     let mut config = Config {
         data_dir: dir.to_path_buf(),
         bootstrap_admin_key: Some(Secret::new(ADMIN_KEY)),
-        ..Default::default()
+        // COHORT_STORAGE_ENGINE (and the other environment overrides)
+        // choose what is measured.
+        ..Config::load(None, |k| std::env::var(k).ok()).expect("benchmark configuration")
     };
     config.plugins.directory = Some(plugins);
     config.plugins.cache_dir =
         Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/plugin-cache"));
     config.groups.full_recompute_hours = 0;
-    let store = server::open_store(dir, config.storage.cache_mb).unwrap();
+    let store = server::open_store(dir, &config.storage.open_options()).unwrap();
     let built = tokio::task::spawn_blocking(move || {
         server::build(&config, store, Arc::new(SystemClock)).unwrap()
     })

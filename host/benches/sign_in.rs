@@ -244,7 +244,9 @@ fn main() {
     let mut config = Config {
         data_dir: dir.clone(),
         bootstrap_admin_key: Some(Secret::new(ADMIN_KEY)),
-        ..Default::default()
+        // COHORT_STORAGE_ENGINE (and the other environment overrides)
+        // choose what is measured.
+        ..Config::load(None, |k| std::env::var(k).ok()).expect("benchmark configuration")
     };
     config.plugins.directory = Some(plugins);
     config.plugins.cache_dir =
@@ -256,7 +258,7 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let store = server::open_store(&dir, config.storage.cache_mb).unwrap();
+    let store = server::open_store(&dir, &config.storage.open_options()).unwrap();
     let app = server::build(&config, store, Arc::new(SystemClock)).unwrap();
     let router = cohort::api::router(app.state);
 

@@ -120,7 +120,7 @@ async fn backup(
     offline: bool,
 ) -> anyhow::Result<()> {
     if offline {
-        let store = cohort::server::open_store(&config.data_dir, config.storage.cache_mb)
+        let store = cohort::server::open_store(&config.data_dir, &config.storage.open_options())
             .with_context(|| format!("opening {}", config.data_dir.display()))?;
         let mut summary = None;
         write_atomically(output, |f| {
@@ -175,7 +175,7 @@ fn restore(config: &Config, input: &Path, data_dir: Option<PathBuf>) -> anyhow::
     let summary = cohort_storage::restore_into(
         &target,
         &mut BufReader::new(file),
-        &cohort_storage::OpenOptions::default(),
+        &config.storage.open_options(),
     )?;
     eprintln!(
         "restored {} entries (schema version {}) into {}",

@@ -53,15 +53,10 @@ pub struct App {
 }
 
 /// Opens the store in the data directory and migrates it.
-pub fn open_store(data_dir: &Path, cache_mb: u64) -> Result<Store, StorageError> {
-    let store = Store::open(
-        data_dir,
-        &OpenOptions {
-            cache_bytes: cache_mb * 1024 * 1024,
-        },
-    )?;
+pub fn open_store(data_dir: &Path, options: &OpenOptions) -> Result<Store, StorageError> {
+    let store = Store::open(data_dir, options)?;
     let version = store.migrate(MIGRATIONS)?;
-    tracing::info!(schema_version = version, data_dir = %data_dir.display(), "storage ready");
+    tracing::info!(schema_version = version, engine = %options.engine, data_dir = %data_dir.display(), "storage ready");
     Ok(store)
 }
 
@@ -195,7 +190,7 @@ pub async fn serve(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
-    let store = open_store(&config.data_dir, config.storage.cache_mb)?;
+    let store = open_store(&config.data_dir, &config.storage.open_options())?;
     // Bound before building, so that the default public URL has the real
     // port when listening on port 0.
     let listener = TcpListener::bind(config.listen).await?;

@@ -55,6 +55,20 @@ pub enum StorageError {
     /// never merge two directories by accident.
     #[error("data directory {0} is not empty; restore only writes into an empty directory")]
     NotEmpty(PathBuf),
+    /// The data directory was written by another engine than the one
+    /// configured. Cohort never converts a directory silently: take a backup
+    /// and restore it with the other engine.
+    #[error(
+        "data directory {dir} holds a {found} store, but the configured storage engine is {configured}; set [storage] engine = \"{found}\" (COHORT_STORAGE_ENGINE), or move the data with `cohort backup --offline` and `cohort restore`"
+    )]
+    WrongEngine {
+        /// The data directory.
+        dir: PathBuf,
+        /// The engine whose files are there.
+        found: &'static str,
+        /// The engine the configuration asks for.
+        configured: &'static str,
+    },
     /// Reading or writing a file outside the engine (backups) failed.
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),

@@ -2,8 +2,8 @@
 //!
 //! The domain (users, devices, groups, audit) sees an ordered key-value store
 //! split into named keyspaces, with serializable write transactions whose
-//! results are durable before they are acknowledged. It never sees a sled
-//! type: the engine sits behind the crate-private [`backend::Backend`] trait,
+//! results are durable before they are acknowledged. It never sees an engine
+//! type (fjall, the default, or sled): the engine sits behind the crate-private [`backend::Backend`] trait,
 //! so a second engine (PostgreSQL for multi-host deployments) can be added
 //! here without the domain changing.
 //!
@@ -22,6 +22,7 @@ mod backend;
 mod backup;
 mod durability;
 mod error;
+mod fjall_backend;
 mod keyspace;
 mod migrate;
 mod sled_backend;
@@ -32,7 +33,7 @@ pub use backup::{BackupSummary, restore_into};
 pub use error::StorageError;
 pub use keyspace::Keyspace;
 pub use migrate::Migration;
-pub use store::{Committed, OpenOptions, Store};
+pub use store::{Committed, Engine, LiveSize, OpenOptions, Store};
 pub use txn::{WriteTxn, decode_json};
 
 /// A key and its value, as scans return them. The key is relative to the
