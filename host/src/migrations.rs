@@ -48,3 +48,41 @@ pub const MIGRATIONS: &[Migration] = &[
         apply: devices_by_serial,
     },
 ];
+
+#[cfg(test)]
+mod tests {
+    use cohort_storage::{OpenOptions, Store};
+    use serde_json::json;
+    use uuid::Uuid;
+
+    use crate::directory::keys::{DEVICES, DEVICES_BY_SERIAL};
+
+    #[test]
+    fn the_serial_index_is_built_from_stored_devices() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &OpenOptions::default()).unwrap();
+        let (with, without) = (Uuid::now_v7(), Uuid::now_v7());
+        store
+            .write(|txn| {
+                txn.put_json(DEVICES, with.as_bytes(), &json!({"serial_number": "C02XK"}))?;
+                txn.put_json(DEVICES, without.as_bytes(), &json!({"serial_number": null}))?;
+                Ok::<_, cohort_storage::StorageError>(())
+            })
+            .unwrap()
+            .durable_blocking()
+            .unwrap();
+        store
+            .write(super::devices_by_serial)
+            .unwrap()
+            .durable_blocking()
+            .unwrap();
+        let keys: Vec<Vec<u8>> = store
+            .scan(DEVICES_BY_SERIAL, b"", None, false)
+            .map(|e| e.unwrap().0)
+            .collect();
+        assert_eq!(
+            keys,
+            vec![crate::directory::serial_key(Some("c02xk"), &with).unwrap()]
+        );
+    }
+}
