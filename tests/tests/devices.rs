@@ -67,14 +67,19 @@ async fn an_enrolled_device_checks_in_for_itself_and_nothing_else() {
     assert_eq!(created.body["device_group"], group.as_str());
     assert!(secret.starts_with(created.body["token_prefix"].as_str().unwrap()));
 
-    let r = enroll(&s, &secret, laptop("ada-mbp", "C02ADA")).await.expect(201);
+    let r = enroll(&s, &secret, laptop("ada-mbp", "C02ADA"))
+        .await
+        .expect(201);
     let device = r.body["device"]["id"].as_str().unwrap().to_string();
     assert_eq!(r.header("location"), format!("/api/v1/devices/{device}"));
     assert_eq!(r.body["reenrolled"], false);
     assert_eq!(r.body["device"]["hostname"], "ada-mbp");
     assert!(r.body["device"]["last_contact"].is_string(), "{}", r.body);
     assert_eq!(r.body["credential"]["device_id"], device.as_str());
-    assert_eq!(r.body["credential"]["enrollment_token_id"], token_id.as_str());
+    assert_eq!(
+        r.body["credential"]["enrollment_token_id"],
+        token_id.as_str()
+    );
     let cred = r.body["secret"].as_str().unwrap().to_string();
     assert!(cred.starts_with("cohort_device_"), "{cred}");
 
@@ -112,7 +117,10 @@ async fn an_enrolled_device_checks_in_for_itself_and_nothing_else() {
 
     // Another device: 403 device_mismatch, and nothing written.
     let other = admin.device("build-01", "linux", json!({})).await;
-    let before = admin.get(&format!("/api/v1/devices/{other}")).await.expect(200);
+    let before = admin
+        .get(&format!("/api/v1/devices/{other}"))
+        .await
+        .expect(200);
     let r = dev
         .post(
             &format!("/api/v1/devices/{other}/check-in"),
@@ -122,9 +130,17 @@ async fn an_enrolled_device_checks_in_for_itself_and_nothing_else() {
         .expect(403);
     assert_eq!(r.code(), "device_mismatch");
     assert_eq!(r.field(), "id");
-    assert!(r.body["error"]["message"].as_str().unwrap().contains(&device));
+    assert!(
+        r.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(&device)
+    );
     assert_eq!(
-        dev.get(&format!("/api/v1/devices/{other}")).await.expect(403).code(),
+        dev.get(&format!("/api/v1/devices/{other}"))
+            .await
+            .expect(403)
+            .code(),
         "device_mismatch"
     );
     assert_eq!(
@@ -152,7 +168,10 @@ async fn an_enrolled_device_checks_in_for_itself_and_nothing_else() {
             .code(),
         "device_mismatch"
     );
-    let after = admin.get(&format!("/api/v1/devices/{other}")).await.expect(200);
+    let after = admin
+        .get(&format!("/api/v1/devices/{other}"))
+        .await
+        .expect(200);
     assert_eq!(before.body, after.body);
 
     // Everything else: 403 forbidden.
@@ -189,7 +208,11 @@ async fn an_enrolled_device_checks_in_for_itself_and_nothing_else() {
     assert_eq!(dev.get("/scim/v2/Users").await.status.as_u16(), 401);
 
     // The enrollment token is no API key, and says where it belongs.
-    let r = s.client(Some(&secret)).get("/api/v1/devices").await.expect(401);
+    let r = s
+        .client(Some(&secret))
+        .get("/api/v1/devices")
+        .await
+        .expect(401);
     assert!(
         r.body["error"]["message"]
             .as_str()
@@ -198,7 +221,10 @@ async fn an_enrolled_device_checks_in_for_itself_and_nothing_else() {
     );
     // Nor is a device credential an enrollment token.
     assert_eq!(
-        enroll(&s, &cred, laptop("x", "X1")).await.expect(401).code(),
+        enroll(&s, &cred, laptop("x", "X1"))
+            .await
+            .expect(401)
+            .code(),
         "invalid_enrollment_token"
     );
 
@@ -211,7 +237,10 @@ async fn an_enrolled_device_checks_in_for_itself_and_nothing_else() {
     // The role-wide device-agent key still reports for any device.
     let agent = s.client(Some(&admin.create_key("mdm-bridge", "device-agent").await));
     agent
-        .post(&format!("/api/v1/devices/{other}/check-in"), json!({"os_version": "1"}))
+        .post(
+            &format!("/api/v1/devices/{other}/check-in"),
+            json!({"os_version": "1"}),
+        )
         .await
         .expect(200);
     // A device credential cannot be created as an API key.
@@ -237,7 +266,10 @@ async fn tokens_refuse_when_used_up_revoked_or_unknown() {
         .get(&format!("/api/v1/device-enrollment-tokens/{id}"))
         .await
         .expect(200);
-    assert_eq!((t.body["uses"].clone(), t.body["state"].clone()), (json!(1), json!("exhausted")));
+    assert_eq!(
+        (t.body["uses"].clone(), t.body["state"].clone()),
+        (json!(1), json!("exhausted"))
+    );
 
     // Revoked: at once, kept in the list as revoked, idempotent.
     let (id, revoked) = token(&admin, json!({"name": "to-revoke", "max_uses": 10})).await;
@@ -245,7 +277,10 @@ async fn tokens_refuse_when_used_up_revoked_or_unknown() {
     admin.delete(&path).await.expect(204);
     admin.delete(&path).await.expect(204);
     assert_eq!(
-        enroll(&s, &revoked, laptop("c", "S-C")).await.expect(401).code(),
+        enroll(&s, &revoked, laptop("c", "S-C"))
+            .await
+            .expect(401)
+            .code(),
         "enrollment_token_revoked"
     );
     let t = admin.get(&path).await.expect(200);
@@ -255,7 +290,10 @@ async fn tokens_refuse_when_used_up_revoked_or_unknown() {
 
     // Unknown, missing, malformed.
     assert_eq!(
-        enroll(&s, "cohort_enroll_nothing", laptop("d", "S-D")).await.expect(401).code(),
+        enroll(&s, "cohort_enroll_nothing", laptop("d", "S-D"))
+            .await
+            .expect(401)
+            .code(),
         "invalid_enrollment_token"
     );
     let r = s
@@ -272,9 +310,13 @@ async fn tokens_refuse_when_used_up_revoked_or_unknown() {
     // With a good token, a bad body is a 422 naming the field, and uses
     // nothing.
     let (id, good) = token(&admin, json!({"name": "good"})).await;
-    let r = enroll(&s, &good, json!({"hostname": "has space", "os_family": "linux"}))
-        .await
-        .expect(422);
+    let r = enroll(
+        &s,
+        &good,
+        json!({"hostname": "has space", "os_family": "linux"}),
+    )
+    .await
+    .expect(422);
     assert_eq!(r.field(), "hostname");
     let r = enroll(&s, &good, json!({"hostname": "x", "os_family": "beos"}))
         .await
@@ -304,7 +346,9 @@ async fn tokens_refuse_when_used_up_revoked_or_unknown() {
     assert_eq!(page.body["items"].as_array().unwrap().len(), 2);
     let cursor = page.body["next_cursor"].as_str().unwrap().to_string();
     let rest = admin
-        .get(&format!("/api/v1/device-enrollment-tokens?limit=2&cursor={cursor}"))
+        .get(&format!(
+            "/api/v1/device-enrollment-tokens?limit=2&cursor={cursor}"
+        ))
         .await
         .expect(200);
     assert_eq!(rest.body["items"].as_array().unwrap().len(), 1);
@@ -339,7 +383,10 @@ async fn token_input_is_checked() {
     let s = Server::start();
     let admin = s.admin();
     let user_group = admin
-        .post("/api/v1/groups", json!({"name": "people", "subject": "user"}))
+        .post(
+            "/api/v1/groups",
+            json!({"name": "people", "subject": "user"}),
+        )
         .await
         .expect(201)
         .body["id"]
@@ -354,13 +401,31 @@ async fn token_input_is_checked() {
         (json!({"name": "t", "max_uses": 10_001}), "max_uses"),
         (json!({"name": "t", "max_uses": -1}), "max_uses"),
         (json!({"name": "t", "ttl_seconds": 0}), "ttl_seconds"),
-        (json!({"name": "t", "ttl_seconds": 7_776_001}), "ttl_seconds"),
-        (json!({"name": "t", "ttl_seconds": 60, "expires_at": "2999-01-01T00:00:00Z"}), "ttl_seconds"),
-        (json!({"name": "t", "expires_at": "2001-01-01T00:00:00Z"}), "expires_at"),
-        (json!({"name": "t", "expires_at": "2999-01-01T00:00:00Z"}), "expires_at"),
+        (
+            json!({"name": "t", "ttl_seconds": 7_776_001}),
+            "ttl_seconds",
+        ),
+        (
+            json!({"name": "t", "ttl_seconds": 60, "expires_at": "2999-01-01T00:00:00Z"}),
+            "ttl_seconds",
+        ),
+        (
+            json!({"name": "t", "expires_at": "2001-01-01T00:00:00Z"}),
+            "expires_at",
+        ),
+        (
+            json!({"name": "t", "expires_at": "2999-01-01T00:00:00Z"}),
+            "expires_at",
+        ),
         (json!({"name": "t", "expires_at": "tomorrow"}), "expires_at"),
-        (json!({"name": "t", "device_group": missing}), "device_group"),
-        (json!({"name": "t", "device_group": user_group}), "device_group"),
+        (
+            json!({"name": "t", "device_group": missing}),
+            "device_group",
+        ),
+        (
+            json!({"name": "t", "device_group": user_group}),
+            "device_group",
+        ),
         (json!({"name": "t", "device_group": "nope"}), "device_group"),
         (json!({"name": "t", "secret": "mine"}), "secret"),
     ] {
@@ -380,8 +445,14 @@ async fn token_input_is_checked() {
             .code(),
         "forbidden"
     );
-    reader.get("/api/v1/device-enrollment-tokens").await.expect(403);
-    let list = admin.get("/api/v1/device-enrollment-tokens").await.expect(200);
+    reader
+        .get("/api/v1/device-enrollment-tokens")
+        .await
+        .expect(403);
+    let list = admin
+        .get("/api/v1/device-enrollment-tokens")
+        .await
+        .expect(200);
     assert!(list.body["items"].as_array().unwrap().is_empty());
 }
 
@@ -392,8 +463,16 @@ async fn two_concurrent_enrollments_with_a_one_use_token_make_one_device() {
     for round in 0..5 {
         let (id, secret) = token(&admin, json!({"name": format!("race-{round}")})).await;
         let (a, b) = tokio::join!(
-            enroll(&s, &secret, laptop(&format!("race{round}-a"), &format!("RA{round}"))),
-            enroll(&s, &secret, laptop(&format!("race{round}-b"), &format!("RB{round}"))),
+            enroll(
+                &s,
+                &secret,
+                laptop(&format!("race{round}-a"), &format!("RA{round}"))
+            ),
+            enroll(
+                &s,
+                &secret,
+                laptop(&format!("race{round}-b"), &format!("RB{round}"))
+            ),
         );
         let mut statuses = [a.status.as_u16(), b.status.as_u16()];
         statuses.sort();
@@ -474,7 +553,12 @@ async fn credentials_rotate_revoke_and_go_with_their_device() {
     // Deleting the device revokes its credential in the same change.
     admin.delete(&own).await.expect(204);
     let r = s.client(Some(&fourth)).get(&own).await.expect(401);
-    assert!(r.body["error"]["message"].as_str().unwrap().contains("device credential"));
+    assert!(
+        r.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("device credential")
+    );
     admin.get(&format!("{own}/credential")).await.expect(404);
     admin
         .post(&format!("{own}/credential/rotate"), json!({}))
@@ -496,7 +580,10 @@ async fn credentials_rotate_revoke_and_go_with_their_device() {
     assert_eq!(actions.len(), 6, "{actions:?}");
     assert_eq!(actions[0].0, "device_credential.issue");
     assert!(actions[0].1.starts_with("enrollment-token:"));
-    assert_eq!(actions[1], ("device_credential.rotate", device_actor.as_str()));
+    assert_eq!(
+        actions[1],
+        ("device_credential.rotate", device_actor.as_str())
+    );
     assert_eq!(actions[2], ("device_credential.rotate", "bootstrap-admin"));
     assert_eq!(actions[3], ("device_credential.revoke", "bootstrap-admin"));
     assert_eq!(actions[4], ("device_credential.issue", "bootstrap-admin"));
@@ -509,7 +596,9 @@ async fn a_device_that_enrolls_again_keeps_its_identity() {
     let s = Server::start();
     let admin = s.admin();
     let (_, t) = token(&admin, json!({"name": "reimage", "max_uses": 10})).await;
-    let r = enroll(&s, &t, laptop("old-name", "C02REIMAGE")).await.expect(201);
+    let r = enroll(&s, &t, laptop("old-name", "C02REIMAGE"))
+        .await
+        .expect(201);
     let device = r.body["device"]["id"].as_str().unwrap().to_string();
     let old = r.body["secret"].as_str().unwrap().to_string();
     let user = admin.user("grace", json!({})).await;
@@ -518,7 +607,10 @@ async fn a_device_that_enrolls_again_keeps_its_identity() {
         .await
         .expect(201);
     admin
-        .patch(&format!("/api/v1/devices/{device}"), json!({"display_name": "Grace's Mac"}))
+        .patch(
+            &format!("/api/v1/devices/{device}"),
+            json!({"display_name": "Grace's Mac"}),
+        )
         .await
         .expect(200);
 
@@ -566,7 +658,10 @@ async fn a_device_that_enrolls_again_keeps_its_identity() {
 
     // A serial number changed by an admin follows: the old one no longer matches.
     admin
-        .patch(&format!("/api/v1/devices/{pre}"), json!({"serial_number": "PF-2"}))
+        .patch(
+            &format!("/api/v1/devices/{pre}"),
+            json!({"serial_number": "PF-2"}),
+        )
         .await
         .expect(200);
     let r = enroll(
@@ -607,17 +702,27 @@ async fn an_enrollment_that_fails_late_leaves_nothing_behind() {
     let s = Server::start();
     let admin = s.admin();
     let group = admin
-        .post("/api/v1/groups", json!({"name": "kiosks", "subject": "device"}))
+        .post(
+            "/api/v1/groups",
+            json!({"name": "kiosks", "subject": "device"}),
+        )
         .await
         .expect(201)
         .body["id"]
         .as_str()
         .unwrap()
         .to_string();
-    let (id, t) = token(&admin, json!({"name": "kiosks", "device_group": group, "max_uses": 3})).await;
+    let (id, t) = token(
+        &admin,
+        json!({"name": "kiosks", "device_group": group, "max_uses": 3}),
+    )
+    .await;
     // The group goes away after the token was made: the device would be
     // created, its credential issued, and only then the group step fails.
-    admin.delete(&format!("/api/v1/groups/{group}")).await.expect(204);
+    admin
+        .delete(&format!("/api/v1/groups/{group}"))
+        .await
+        .expect(204);
     let (_, before) = admin.get_text("/api/v1/audit/export").await;
     let r = enroll(&s, &t, laptop("kiosk-1", "K1")).await.expect(409);
     assert_eq!(r.code(), "enrollment_group_unusable");
@@ -638,9 +743,7 @@ async fn enrollment_is_audited_without_secrets() {
     let s = Server::start();
     let admin = s.admin();
     let (id, t) = token(&admin, json!({"name": "audited", "max_uses": 2})).await;
-    let r = enroll(&s, &t, laptop("aud", "AUD1"))
-        .await
-        .expect(201);
+    let r = enroll(&s, &t, laptop("aud", "AUD1")).await.expect(201);
     let device = r.body["device"]["id"].as_str().unwrap().to_string();
     let cred = r.body["secret"].as_str().unwrap().to_string();
     admin
@@ -661,7 +764,10 @@ async fn enrollment_is_audited_without_secrets() {
                 .clone()
         }
     };
-    let token_events = q(format!("resource_type=device_enrollment_token&resource_id={id}")).await;
+    let token_events = q(format!(
+        "resource_type=device_enrollment_token&resource_id={id}"
+    ))
+    .await;
     let actions: Vec<&str> = token_events
         .iter()
         .map(|e| e["action"].as_str().unwrap())
@@ -683,7 +789,10 @@ async fn enrollment_is_audited_without_secrets() {
     let device_events = q(format!("resource_type=device&resource_id={device}")).await;
     assert_eq!(device_events[0]["action"], "device.enroll");
     assert_eq!(device_events[0]["actor"], format!("enrollment-token:{id}"));
-    assert_eq!(device_events[0]["changes"]["serial_number"]["after"], "AUD1");
+    assert_eq!(
+        device_events[0]["changes"]["serial_number"]["after"],
+        "AUD1"
+    );
 
     let (_, log) = admin.get_text("/api/v1/audit/export").await;
     let (_, csv) = admin.get_text("/api/v1/audit/export?format=csv").await;

@@ -71,10 +71,7 @@ pub async fn create_token(
     let cap = allow(p.manage_keys(), &p, "manage device enrollment tokens")?;
     let token = s.devices.create_token(&cap, input).await?;
     Ok(created(
-        format!(
-            "/api/v1/device-enrollment-tokens/{}",
-            token.token.record.id
-        ),
+        format!("/api/v1/device-enrollment-tokens/{}", token.token.record.id),
         token,
     ))
 }

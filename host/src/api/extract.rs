@@ -167,13 +167,11 @@ fn bearer_principal(state: &AppState, key: &str, request_id: &str) -> Result<Pri
 
 /// The bearer secret of a request, or a 401 naming what is missing.
 pub fn bearer(headers: &HeaderMap, what: &str) -> Result<String, ApiError> {
-    let header = headers
-        .get(header::AUTHORIZATION)
-        .ok_or_else(|| {
-            ApiError::unauthorized(format!(
-                "missing {what}: send Authorization: Bearer <{what}>"
-            ))
-        })?;
+    let header = headers.get(header::AUTHORIZATION).ok_or_else(|| {
+        ApiError::unauthorized(format!(
+            "missing {what}: send Authorization: Bearer <{what}>"
+        ))
+    })?;
     header
         .to_str()
         .ok()
@@ -185,7 +183,9 @@ pub fn bearer(headers: &HeaderMap, what: &str) -> Result<String, ApiError> {
         .filter(|k| !k.is_empty())
         .map(str::to_string)
         .ok_or_else(|| {
-            ApiError::unauthorized(format!("malformed Authorization header: expected Bearer <{what}>"))
+            ApiError::unauthorized(format!(
+                "malformed Authorization header: expected Bearer <{what}>"
+            ))
         })
 }
 

@@ -275,8 +275,7 @@ impl DeviceCredentials {
                 else {
                     continue;
                 };
-                if stored.public.id != *id || stored.public.last_used_at.is_some_and(|l| l >= *at)
-                {
+                if stored.public.id != *id || stored.public.last_used_at.is_some_and(|l| l >= *at) {
                     continue;
                 }
                 stored.public.last_used_at = Some(*at);

@@ -84,7 +84,12 @@ impl App {
 
     async fn token(&self, body: Value) -> (String, String) {
         let (status, t) = self
-            .call("POST", "/api/v1/device-enrollment-tokens", ADMIN, Some(body))
+            .call(
+                "POST",
+                "/api/v1/device-enrollment-tokens",
+                ADMIN,
+                Some(body),
+            )
             .await;
         assert_eq!(status, 201, "{t}");
         (
@@ -107,7 +112,9 @@ impl App {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_stops_enrolling_when_it_expires() {
     let app = app();
-    let (id, secret) = app.token(json!({"name": "hour", "ttl_seconds": 3600, "max_uses": 5})).await;
+    let (id, secret) = app
+        .token(json!({"name": "hour", "ttl_seconds": 3600, "max_uses": 5}))
+        .await;
     let (status, body) = app.enroll(&secret, "early").await;
     assert_eq!(status, 201, "{body}");
 
@@ -120,20 +127,37 @@ async fn a_token_stops_enrolling_when_it_expires() {
     assert_eq!(body["error"]["code"], "enrollment_token_expired");
 
     let (_, token) = app
-        .call("GET", &format!("/api/v1/device-enrollment-tokens/{id}"), ADMIN, None)
+        .call(
+            "GET",
+            &format!("/api/v1/device-enrollment-tokens/{id}"),
+            ADMIN,
+            None,
+        )
         .await;
     assert_eq!(token["state"], "expired");
     assert_eq!(token["uses"], 2);
     let (_, expired) = app
-        .call("GET", "/api/v1/device-enrollment-tokens?state=expired", ADMIN, None)
+        .call(
+            "GET",
+            "/api/v1/device-enrollment-tokens?state=expired",
+            ADMIN,
+            None,
+        )
         .await;
     assert_eq!(expired["items"].as_array().unwrap().len(), 1);
     let (_, active) = app
-        .call("GET", "/api/v1/device-enrollment-tokens?state=active", ADMIN, None)
+        .call(
+            "GET",
+            "/api/v1/device-enrollment-tokens?state=active",
+            ADMIN,
+            None,
+        )
         .await;
     assert!(active["items"].as_array().unwrap().is_empty());
     // Nothing was written for the refused enrollment.
-    let (_, devices) = app.call("GET", "/api/v1/devices?hostname=late", ADMIN, None).await;
+    let (_, devices) = app
+        .call("GET", "/api/v1/devices?hostname=late", ADMIN, None)
+        .await;
     assert!(devices["items"].as_array().unwrap().is_empty());
 }
 
@@ -184,7 +208,9 @@ async fn last_use_is_shown_at_once_and_written_by_the_flush() {
     let path = format!("/api/v1/devices/{device}/credential");
     let (_, cred) = app.call("GET", &path, ADMIN, None).await;
     assert_eq!(
-        cred["last_used_at"].as_str().map(|s| s.parse::<DateTime<Utc>>().unwrap()),
+        cred["last_used_at"]
+            .as_str()
+            .map(|s| s.parse::<DateTime<Utc>>().unwrap()),
         Some(used_at)
     );
 
@@ -202,7 +228,9 @@ async fn last_use_is_shown_at_once_and_written_by_the_flush() {
         .unwrap()
         .unwrap();
     assert_eq!(
-        stored["last_used_at"].as_str().map(|s| s.parse::<DateTime<Utc>>().unwrap()),
+        stored["last_used_at"]
+            .as_str()
+            .map(|s| s.parse::<DateTime<Utc>>().unwrap()),
         Some(used_at)
     );
 

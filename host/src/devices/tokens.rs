@@ -232,7 +232,8 @@ impl Devices {
             .store
             .write(|txn| {
                 if let Some(g) = &record.device_group {
-                    self.groups.check_enrollment_group(&*txn, g, "device_group")?;
+                    self.groups
+                        .check_enrollment_group(&*txn, g, "device_group")?;
                 }
                 let hash = hash_secret(&secret);
                 txn.put(
@@ -387,8 +388,14 @@ mod tests {
         assert_eq!(bad(input(None, Some(MAX_TTL_SECONDS + 1))), "ttl_seconds");
         assert_eq!(bad(input(None, Some(u64::MAX))), "ttl_seconds");
         assert_eq!(bad(input(Some(now), None)), "expires_at");
-        assert_eq!(bad(input(Some(now + Duration::days(91)), None)), "expires_at");
-        assert_eq!(bad(input(Some(now + Duration::days(1)), Some(5))), "ttl_seconds");
+        assert_eq!(
+            bad(input(Some(now + Duration::days(91)), None)),
+            "expires_at"
+        );
+        assert_eq!(
+            bad(input(Some(now + Duration::days(1)), Some(5))),
+            "ttl_seconds"
+        );
         assert_eq!(
             expiry(&input(Some(now + Duration::days(90)), None), now).unwrap(),
             now + Duration::days(90)

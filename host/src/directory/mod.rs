@@ -16,8 +16,8 @@ pub use attributes::{
 };
 pub use bindings::Binding;
 pub(crate) use devices::load as load_device;
-pub use devices::{CheckIn, DEVICE_SORTS, Device, DeviceInput, Enrolled, OsFamily};
 pub(crate) use devices::serial_key;
+pub use devices::{CheckIn, DEVICE_SORTS, Device, DeviceInput, Enrolled, OsFamily};
 pub use query::{AttrRef, Filter, ListQuery, Subject};
 pub(crate) use users::load as load_user;
 pub use users::{StateChange, USER_SORTS, User, UserInput, UserState};

@@ -176,7 +176,10 @@ impl Groups {
         if g.subject != SubjectKind::Device {
             return Err(DomainError::invalid(
                 field,
-                format!("group {:?} is a user group; enrolled devices need a device group", g.name),
+                format!(
+                    "group {:?} is a user group; enrolled devices need a device group",
+                    g.name
+                ),
             ));
         }
         if g.is_dynamic() {
