@@ -78,13 +78,15 @@ struct StoredCredential {
     hash: String,
 }
 
+/// Uses not yet written to the store: credential id → (device id, last use).
+type Usage = HashMap<Uuid, (Uuid, DateTime<Utc>)>;
+
 /// Authentication and lifecycle of device credentials. Cheap to clone.
 #[derive(Clone)]
 pub struct DeviceCredentials {
     store: Store,
     clock: Arc<dyn Clock>,
-    /// credential id → (device id, last use), not yet written to the store.
-    usage: Arc<Mutex<HashMap<Uuid, (Uuid, DateTime<Utc>)>>>,
+    usage: Arc<Mutex<Usage>>,
 }
 
 fn actor_name(device: &Uuid) -> String {
