@@ -69,7 +69,7 @@ fn parse_filter(pairs: &[(String, String)], extra: &[&str]) -> Result<AuditFilte
         ("resource_type" = Option<String>, Query, description = "user, device, binding, attribute, api_key"),
         ("resource_id" = Option<String>, Query, description = "Needs resource_type"),
         ("order" = Option<String>, Query, description = "desc (default) or asc"),
-        ("limit" = Option<usize>, Query), ("cursor" = Option<String>, Query),
+        ("limit" = Option<usize>, Query, minimum = 1, maximum = 500, description = "Items per page, 1-500 (default 50)"), ("cursor" = Option<String>, Query),
     ),
     responses((status = 200, body = Page<AuditEvent>), (status = 400, body = ErrorBody)),
     security(("api_key" = []))
@@ -146,6 +146,7 @@ pub async fn export(
         Some("csv") => ExportFormat::Csv,
         Some(_) => return Err(bad("format", "must be jsonl or csv")),
     };
+    filter.check()?;
     let (tx, rx) = mpsc::channel(4);
     let audit = s.audit.clone();
     tokio::task::spawn_blocking(move || {

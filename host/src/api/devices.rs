@@ -22,7 +22,7 @@ fn device_response(status: StatusCode, device: Device) -> Response {
 #[utoipa::path(
     get, path = "/api/v1/devices", tag = "devices",
     params(
-        ("limit" = Option<usize>, Query, description = "Items per page, 1-500 (default 50)"),
+        ("limit" = Option<usize>, Query, minimum = 1, maximum = 500, description = "Items per page, 1-500 (default 50)"),
         ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
         ("sort" = Option<String>, Query, description = "created_at (default) or hostname; prefix '-' for descending"),
         ("os_family" = Option<String>, Query, description = "Filter by OS family. Any other attribute name filters too"),
@@ -156,7 +156,7 @@ pub async fn check_in(
 /// The users bound to a device.
 #[utoipa::path(
     get, path = "/api/v1/devices/{id}/users", tag = "bindings",
-    params(("id" = String, Path, description = "Device id"), ("limit" = Option<usize>, Query), ("cursor" = Option<String>, Query)),
+    params(("id" = String, Path, description = "Device id"), ("limit" = Option<usize>, Query, minimum = 1, maximum = 500, description = "Items per page, 1-500 (default 50)"), ("cursor" = Option<String>, Query)),
     responses((status = 200, body = Page<Binding>), (status = 404, body = ErrorBody)),
     security(("api_key" = []))
 )]

@@ -44,7 +44,7 @@ fn param<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
 #[utoipa::path(
     get, path = "/api/v1/groups", tag = "groups",
     params(
-        ("limit" = Option<usize>, Query, description = "Items per page, 1-500 (default 50)"),
+        ("limit" = Option<usize>, Query, minimum = 1, maximum = 500, description = "Items per page, 1-500 (default 50)"),
         ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
         ("subject" = Option<String>, Query, description = "`user` or `device`"),
         ("type" = Option<String>, Query, description = "`static` or `dynamic`"),
@@ -193,7 +193,7 @@ pub async fn copy_group(
     get, path = "/api/v1/groups/{id}/members", tag = "groups",
     params(
         ("id" = String, Path, description = "Group id"),
-        ("limit" = Option<usize>, Query, description = "Items per page, 1-500 (default 50)"),
+        ("limit" = Option<usize>, Query, minimum = 1, maximum = 500, description = "Items per page, 1-500 (default 50)"),
         ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
     ),
     responses((status = 200, body = Page<Member>), (status = 404, body = ErrorBody)),
@@ -272,7 +272,7 @@ pub async fn remove_member(
     get, path = "/api/v1/groups/{id}/exemptions", tag = "groups",
     params(
         ("id" = String, Path, description = "Group id"),
-        ("limit" = Option<usize>, Query, description = "Items per page, 1-500 (default 50)"),
+        ("limit" = Option<usize>, Query, minimum = 1, maximum = 500, description = "Items per page, 1-500 (default 50)"),
         ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
     ),
     responses((status = 200, body = Page<Exemption>), (status = 404, body = ErrorBody)),
@@ -345,7 +345,7 @@ pub async fn remove_exemption(
     params(
         ("id" = String, Path, description = "Group id"),
         ("dismissed" = Option<bool>, Query, description = "List rejected suggestions instead of pending ones"),
-        ("limit" = Option<usize>, Query, description = "Items per page, 1-500 (default 50)"),
+        ("limit" = Option<usize>, Query, minimum = 1, maximum = 500, description = "Items per page, 1-500 (default 50)"),
         ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
     ),
     responses((status = 200, body = Page<Suggestion>), (status = 404, body = ErrorBody)),

@@ -221,6 +221,7 @@ pub struct EvaluateResponse {
 
 /// One condition's outcome for one subject.
 #[derive(Serialize, ToSchema)]
+#[schema(as = ConditionOutcome)]
 pub struct Explanation {
     /// Rule index.
     pub rule: u32,

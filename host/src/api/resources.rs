@@ -28,7 +28,7 @@ fn resource_response(status: StatusCode, r: Resource) -> Response {
     get, path = "/api/v1/resources", tag = "access",
     params(
         ("type" = Option<String>, Query, description = "Only resources of this type"),
-        ("limit" = Option<usize>, Query, description = "Items per page, 1-500 (default 50)"),
+        ("limit" = Option<usize>, Query, minimum = 1, maximum = 500, description = "Items per page, 1-500 (default 50)"),
         ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
     ),
     responses((status = 200, body = Page<Resource>), (status = 400, body = ErrorBody)),
@@ -132,6 +132,7 @@ pub async fn delete_resource(
 
 /// Names a group to bind.
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = GroupIdInput)]
 #[serde(deny_unknown_fields)]
 pub struct GroupRef {
     /// The group.
@@ -207,7 +208,7 @@ pub async fn unbind_resource(
     get, path = "/api/v1/resources/{id}/access", tag = "access",
     params(
         ("id" = String, Path, description = "Resource id"),
-        ("limit" = Option<usize>, Query, description = "Items per page, 1-500 (default 50)"),
+        ("limit" = Option<usize>, Query, minimum = 1, maximum = 500, description = "Items per page, 1-500 (default 50)"),
         ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
     ),
     responses((status = 200, body = Page<Grantee>), (status = 404, body = ErrorBody)),

@@ -28,7 +28,7 @@ pub(super) fn page_request(pairs: &[(String, String)]) -> Result<PageRequest, Ap
 #[utoipa::path(
     get, path = "/api/v1/users", tag = "users",
     params(
-        ("limit" = Option<usize>, Query, description = "Items per page, 1-500 (default 50)"),
+        ("limit" = Option<usize>, Query, minimum = 1, maximum = 500, description = "Items per page, 1-500 (default 50)"),
         ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
         ("sort" = Option<String>, Query, description = "created_at (default), username or email; prefix '-' for descending"),
         ("state" = Option<String>, Query, description = "Filter by state. Any other attribute name filters too, e.g. department=Sales; repeat a name to match any of several values"),
@@ -174,7 +174,7 @@ pub async fn change_state(
 /// The devices bound to a user.
 #[utoipa::path(
     get, path = "/api/v1/users/{id}/devices", tag = "bindings",
-    params(("id" = String, Path, description = "User id"), ("limit" = Option<usize>, Query), ("cursor" = Option<String>, Query)),
+    params(("id" = String, Path, description = "User id"), ("limit" = Option<usize>, Query, minimum = 1, maximum = 500, description = "Items per page, 1-500 (default 50)"), ("cursor" = Option<String>, Query)),
     responses((status = 200, body = Page<Binding>), (status = 404, body = ErrorBody)),
     security(("api_key" = []))
 )]

@@ -162,6 +162,7 @@ fn default_share() -> f64 {
 
 /// Where a run is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[schema(as = ImportRunState)]
 #[serde(rename_all = "snake_case")]
 pub enum RunState {
     /// Reading the source, planning or writing.
@@ -177,6 +178,7 @@ pub enum RunState {
 /// Counts of a run: planned for a dry run or a run awaiting approval,
 /// done otherwise.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[schema(as = ImportCounts)]
 pub struct Counts {
     /// User records read.
     pub records: usize,
@@ -251,6 +253,7 @@ pub struct ImportRun {
 
 /// One planned change.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[schema(as = ImportChange)]
 #[serde(rename_all = "snake_case", tag = "action")]
 pub enum Change {
     /// A new user.
