@@ -62,13 +62,13 @@ fn parse_filter(pairs: &[(String, String)], extra: &[&str]) -> Result<AuditFilte
 #[utoipa::path(
     get, path = "/api/v1/audit", tag = "audit",
     params(
-        ("from" = Option<String>, Query, description = "Events at or after this RFC 3339 time"),
-        ("to" = Option<String>, Query, description = "Events before this RFC 3339 time"),
+        ("from" = Option<DateTime<Utc>>, Query, description = "Events at or after this RFC 3339 time"),
+        ("to" = Option<DateTime<Utc>>, Query, description = "Events before this RFC 3339 time"),
         ("actor" = Option<String>, Query, description = "API key name"),
         ("action" = Option<String>, Query, description = "e.g. user.create"),
         ("resource_type" = Option<String>, Query, description = "user, device, binding, attribute, api_key"),
         ("resource_id" = Option<String>, Query, description = "Needs resource_type"),
-        ("order" = Option<String>, Query, description = "desc (default) or asc"),
+        ("order" = Option<String>, Query, pattern = "^(asc|desc)$", description = "desc (default) or asc"),
         ("limit" = Option<usize>, Query, minimum = 1, maximum = 500, description = "Items per page, 1-500 (default 50)"), ("cursor" = Option<String>, Query),
     ),
     responses((status = 200, body = Page<AuditEvent>), (status = 400, body = ErrorBody)),
@@ -118,10 +118,10 @@ impl Write for ChannelWriter {
 #[utoipa::path(
     get, path = "/api/v1/audit/export", tag = "audit",
     params(
-        ("format" = Option<String>, Query, description = "jsonl (default) or csv"),
-        ("from" = Option<String>, Query), ("to" = Option<String>, Query), ("actor" = Option<String>, Query),
+        ("format" = Option<String>, Query, pattern = "^(jsonl|csv)$", description = "jsonl (default) or csv"),
+        ("from" = Option<DateTime<Utc>>, Query), ("to" = Option<DateTime<Utc>>, Query), ("actor" = Option<String>, Query),
         ("action" = Option<String>, Query), ("resource_type" = Option<String>, Query), ("resource_id" = Option<String>, Query),
-        ("order" = Option<String>, Query),
+        ("order" = Option<String>, Query, pattern = "^(asc|desc)$"),
     ),
     responses(
         (status = 200, description = "The events", content(("application/x-ndjson"), ("text/csv"))),

@@ -6,12 +6,11 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde::Deserialize;
-use serde_json::Value;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::error::{ApiError, ErrorBody};
-use super::extract::{ApiJson, if_match, parse_id, query_pairs, versioned};
+use super::extract::{ApiJson, MergePatch, if_match, parse_id, query_pairs, versioned};
 use super::users::page_request;
 use super::{AppState, allow};
 use crate::access::{Grantee, GroupBinding, Resource, ResourceInput, SubjectAccess};
@@ -96,7 +95,7 @@ pub async fn update_resource(
     p: Principal,
     Path(id): Path<String>,
     headers: HeaderMap,
-    ApiJson(patch): ApiJson<Value>,
+    MergePatch(patch): MergePatch,
 ) -> Result<Response, ApiError> {
     let cap = allow(p.manage_directory(), &p, "change resources")?;
     let r = s

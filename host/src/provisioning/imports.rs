@@ -138,6 +138,7 @@ pub struct ImportInput {
     /// The share of the directory (0–1) a run may update or suspend
     /// without an admin's approval. Default 0.1.
     #[serde(default = "default_share")]
+    #[schema(minimum = 0.0, maximum = 1.0)]
     pub max_change_share: f64,
     /// Plan only: nothing is written.
     #[serde(default)]
@@ -1100,6 +1101,7 @@ pub struct ScheduleInput {
     /// The run to repeat.
     pub input: ImportInput,
     /// Hours between runs, 1 to 8760.
+    #[schema(minimum = 1, maximum = 8760)]
     pub every_hours: u32,
     /// When the first run starts (default: now).
     #[serde(default)]
