@@ -14,6 +14,7 @@ pub mod expression;
 pub mod federation;
 pub mod groups;
 pub mod json;
+pub mod limits;
 pub mod migrations;
 pub mod page;
 pub mod plugins;

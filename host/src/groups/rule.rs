@@ -285,7 +285,14 @@ impl RuleModel {
                                 .map(|p| p.to_string())
                                 .collect::<Vec<_>>()
                                 .join("\n");
-                            DomainError::invalid_rule(format!("{field}{at}"), message)
+                            match problems.first().and_then(|p| p.limit) {
+                                Some(code) => DomainError::Limit {
+                                    code,
+                                    field: format!("{field}{at}"),
+                                    message,
+                                },
+                                None => DomainError::invalid_rule(format!("{field}{at}"), message),
+                            }
                         })?;
                         let e = Arc::new(e);
                         ctx.cache.put(key, Arc::clone(&e));
