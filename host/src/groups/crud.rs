@@ -18,6 +18,7 @@ use super::model::{
     DEFAULT_EVALUATOR, Group, GroupInput, GroupStatus, GroupType, GroupView, Membership, Source,
 };
 use super::plan::{self, Parsed, find_cycle};
+use crate::limits::MAX_REFERENCE_DEPTH;
 use super::rule::ExpressionContext;
 use super::universe::Reader;
 use super::{Groups, Scope, apply};
@@ -306,6 +307,27 @@ impl Groups {
                     spelled.join(" → ")
                 ),
             ));
+        }
+        // The longest chain through this group: what it refers to, and
+        // what refers to it.
+        let mut reverse: HashMap<Uuid, Vec<Uuid>> = HashMap::new();
+        for (from, tos) in &edges {
+            for to in tos {
+                reverse.entry(*to).or_default().push(*from);
+            }
+        }
+        let chain =
+            plan::longest_chain(&edges, group.id) + plan::longest_chain(&reverse, group.id);
+        if chain > MAX_REFERENCE_DEPTH {
+            return Err(DomainError::Limit {
+                code: "too_deep",
+                field: "rule".into(),
+                message: format!(
+                    "this rule would make a chain of {chain} group references \
+                     (a group that refers to a group that refers to …); \
+                     the limit is {MAX_REFERENCE_DEPTH}"
+                ),
+            });
         }
         Ok(())
     }

@@ -563,13 +563,13 @@ mod tests {
                 ")".repeat(n)
             )
         };
-        assert!(check(&nested(MAX_FILTER_DEPTH)) == false);
+        assert!(!check(&nested(MAX_FILTER_DEPTH)));
         let e = parse(&nested(MAX_FILTER_DEPTH + 1)).unwrap_err();
         assert_eq!(e.position, MAX_FILTER_DEPTH + 1, "{e}");
         assert!(e.message.contains("32 is the limit"), "{e}");
-        let e = parse(&"not (".repeat(5000)).unwrap_err();
+        let e = parse(&"not (".repeat(1000)).unwrap_err();
         assert!(e.message.contains("levels deep"), "{e}");
-        let e = parse(&format!("{}title pr", "emails[".repeat(5000))).unwrap_err();
+        let e = parse(&format!("{}title pr", "emails[".repeat(1000))).unwrap_err();
         assert!(e.message.contains("levels deep"), "{e}");
         let chain = |n: usize| vec!["title pr"; n].join(" or ");
         assert!(parse(&chain(MAX_FILTER_TERMS)).is_ok());
