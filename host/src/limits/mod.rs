@@ -184,6 +184,53 @@ pub fn expression_depth(source: &str, limit: usize) -> Result<(), TooDeep> {
     Ok(())
 }
 
+/// Checks that a TOML text nests at most `limit` deep, without parsing it.
+/// Nesting is counted as open arrays and inline tables plus the dots of
+/// a dotted key (`a.b.c = 1` and `[a.b.c]` nest tables as deep as
+/// brackets do), on any line; strings and comments are skipped. A plugin
+/// manifest has no floats or dates outside strings, so counting every dot
+/// outside a string errs only on the side of refusing.
+pub fn toml_depth(text: &str, limit: usize) -> Result<(), TooDeep> {
+    let bytes = text.as_bytes();
+    let mut brackets = 0usize;
+    let mut dots = 0usize;
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        match b {
+            b'"' | b'\'' => {
+                let triple = bytes[i..].starts_with(&[b, b, b]);
+                let close: &[u8] = if triple { &bytes[i..i + 3] } else { &bytes[i..=i] };
+                let mut j = i + close.len();
+                while j < bytes.len() && !bytes[j..].starts_with(close) {
+                    if bytes[j] == b'\\' && b == b'"' {
+                        j += 1;
+                    }
+                    j += 1;
+                }
+                i = j + close.len();
+                continue;
+            }
+            b'#' => {
+                while i < bytes.len() && bytes[i] != b'\n' {
+                    i += 1;
+                }
+                continue;
+            }
+            b'\n' => dots = 0,
+            b'.' => dots += 1,
+            b'[' | b'{' => brackets += 1,
+            b']' | b'}' => brackets = brackets.saturating_sub(1),
+            _ => {}
+        }
+        if brackets + dots > limit {
+            return Err(TooDeep { limit, offset: i });
+        }
+        i += 1;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -201,6 +248,17 @@ mod tests {
         assert!(json_depth(br#"{"a": "[[[[[[\"[[[["}"#, 1).is_ok());
         assert!(json_depth(&[b'['; 10_000], MAX_JSON_DEPTH).is_err());
         assert!(json_depth(b"]]]]{}", 1).is_ok());
+    }
+
+    #[test]
+    fn toml_depth_counts_brackets_and_dotted_keys() {
+        let manifest = "name = 'x'\nversion = \"1.0.0\" # a.b.c.d\nallowed_hosts = [\"a.b.c.d.e\"]\n\n[[config]]\nname = 'k'\n";
+        assert!(toml_depth(manifest, 2).is_ok());
+        assert!(toml_depth(&format!("a = {}", "[".repeat(100)), 16).is_err());
+        assert!(toml_depth(&format!("a = {}", "{ b = ".repeat(100)), 16).is_err());
+        assert!(toml_depth(&format!("{} = 1", vec!["k"; 100].join(".")), 16).is_err());
+        assert!(toml_depth(&format!("[{}]", vec!["k"; 100].join(".")), 16).is_err());
+        assert!(toml_depth("a = \"\"\"\n[[[[[[\n\"\"\"", 1).is_ok());
     }
 
     #[test]
