@@ -93,7 +93,7 @@ pub(crate) fn allow<T>(cap: Option<T>, p: &Principal, what: &str) -> Result<T, A
 #[openapi(
     info(
         title = "Cohort API",
-        description = "Admin API of Cohort, a self-hosted directory. Authenticate with `Authorization: Bearer <API key>`. Errors have the shape `{\"error\": {\"code\", \"message\", \"field\"?}}`."
+        description = "Admin API of Cohort, a self-hosted directory. Authenticate with `Authorization: Bearer <API key>`. Errors have the shape `{\"error\": {\"code\", \"message\", \"field\"?}}`. Input is bounded (see Limits in the README): a body nested more than 64 levels deep is `400 too_deep`, a request target over 32 KiB is `414 uri_too_long`, a path or query parameter that is not UTF-8 once percent-decoded is `400 invalid_path` / `400 invalid_query`, and a field past its own limit (a CEL expression, a rule, routing) is `422 too_long`, `too_deep` or `too_many`, naming the field."
     ),
     modifiers(&BearerAuth),
     tags(
