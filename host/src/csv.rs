@@ -64,7 +64,11 @@ mod tests {
         assert_eq!(cell("a,b"), "\"a,b\"");
         assert_eq!(cell("say \"hi\""), "\"say \"\"hi\"\"\"");
         assert_eq!(cell("two\nlines"), "\"two\nlines\"");
-        assert_eq!(cell("a=b"), "a=b", "only a leading formula character counts");
+        assert_eq!(
+            cell("a=b"),
+            "a=b",
+            "only a leading formula character counts"
+        );
     }
 
     #[test]

@@ -371,7 +371,10 @@ mod tests {
                 Err(StorageError::BadBackup { line: 2, .. }) => {}
                 other => panic!("case {i}: {other:?}"),
             }
-            assert!(!target.exists(), "case {i}: a failed restore leaves nothing");
+            assert!(
+                !target.exists(),
+                "case {i}: a failed restore leaves nothing"
+            );
         }
     }
 

@@ -29,7 +29,10 @@ fn encode(s: &str) -> String {
 
 async fn count(api: &Api, path: &str) -> usize {
     let r = api.get(path).await.expect(200);
-    assert!(r.body["next_cursor"].is_null(), "{path} has more than a page");
+    assert!(
+        r.body["next_cursor"].is_null(),
+        "{path} has more than a page"
+    );
     r.body["items"].as_array().expect("items").len()
 }
 
@@ -152,15 +155,37 @@ async fn hostile_requests_are_refused_and_the_server_keeps_serving() {
     // Deep JSON bodies on the admin API.
     for (path, body) in [
         ("/api/v1/users", "[".repeat(DEEP)),
-        ("/api/v1/groups/preview", format!("{{\"subject\": \"user\", \"rule\": {}}}", nested("{\"any\": [", "{}", "]}", DEEP))),
-        ("/api/v1/groups", format!("{{\"name\": \"deep\", \"subject\": \"user\", \"type\": \"dynamic\", \"rule\": {}}}", nested("{\"conditions\": [{\"devices\": ", "{}", "}]}", DEEP))),
+        (
+            "/api/v1/groups/preview",
+            format!(
+                "{{\"subject\": \"user\", \"rule\": {}}}",
+                nested("{\"any\": [", "{}", "]}", DEEP)
+            ),
+        ),
+        (
+            "/api/v1/groups",
+            format!(
+                "{{\"name\": \"deep\", \"subject\": \"user\", \"type\": \"dynamic\", \"rule\": {}}}",
+                nested("{\"conditions\": [{\"devices\": ", "{}", "}]}", DEEP)
+            ),
+        ),
     ] {
         let r = admin
-            .send_raw(Method::POST, path, Some("application/json"), body.into_bytes())
+            .send_raw(
+                Method::POST,
+                path,
+                Some("application/json"),
+                body.into_bytes(),
+            )
             .await
             .expect(400);
         assert_eq!(r.code(), "too_deep", "{path}: {}", r.body);
-        assert!(r.body["error"]["message"].as_str().unwrap().contains("64 is the limit"));
+        assert!(
+            r.body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("64 is the limit")
+        );
         assert!(r.field().starts_with("line 1 column"), "{}", r.body);
     }
 
@@ -170,23 +195,43 @@ async fn hostile_requests_are_refused_and_the_server_keeps_serving() {
     for _ in 0..15 {
         deep_rule = json!({"conditions": [{"devices": deep_rule}]});
     }
-    let many = json!({"conditions": vec![json!({"attribute": "department", "operator": "exists"}); 1001]});
+    let many =
+        json!({"conditions": vec![json!({"attribute": "department", "operator": "exists"}); 1001]});
     for path in ["/api/v1/groups/preview", "/api/v1/groups"] {
         let body = |rule: &Value| json!({"name": "hostile", "subject": "user", "type": "dynamic", "rule": rule});
         let preview = |rule: &Value| json!({"subject": "user", "rule": rule});
-        let make = if path.ends_with("preview") { preview } else { body };
+        let make = if path.ends_with("preview") {
+            preview
+        } else {
+            body
+        };
         let r = admin.post(path, make(&deep_rule)).await.expect(422);
         assert_eq!(r.code(), "invalid_rule", "{}", r.body);
-        assert!(r.field().starts_with("rule/conditions/0/devices"), "{}", r.body);
+        assert!(
+            r.field().starts_with("rule/conditions/0/devices"),
+            "{}",
+            r.body
+        );
         let r = admin.post(path, make(&many)).await.expect(422);
         assert_eq!(r.code(), "too_many", "{}", r.body);
-        assert!(r.body["error"]["message"].as_str().unwrap().contains("the limit is 1000"));
+        assert!(
+            r.body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("the limit is 1000")
+        );
         // Deep and long CEL, as the whole rule and as a condition.
         for (source, code) in [
-            (nested("(", "user.department == 'Sales'", ")", 100), "too_deep"),
+            (
+                nested("(", "user.department == 'Sales'", ")", 100),
+                "too_deep",
+            ),
             (format!("{}true", "!".repeat(200)), "too_deep"),
             (nested("(", "true", ")", DEEP), "too_long"),
-            (format!("user.department == '{}'", "a".repeat(100_000)), "too_long"),
+            (
+                format!("user.department == '{}'", "a".repeat(100_000)),
+                "too_long",
+            ),
         ] {
             for rule in [
                 json!({"expression": source}),
@@ -196,7 +241,10 @@ async fn hostile_requests_are_refused_and_the_server_keeps_serving() {
                 assert_eq!(r.code(), code, "{}", r.body);
                 assert!(r.field().ends_with("expression"), "{}", r.body);
                 assert!(
-                    r.body["error"]["message"].as_str().unwrap().contains("the limit is"),
+                    r.body["error"]["message"]
+                        .as_str()
+                        .unwrap()
+                        .contains("the limit is"),
                     "{}",
                     r.body
                 );
@@ -204,7 +252,10 @@ async fn hostile_requests_are_refused_and_the_server_keeps_serving() {
         }
     }
     // The same CEL in a group update leaves the group as it was.
-    let group_before = admin.get(&format!("/api/v1/groups/{dept}")).await.expect(200);
+    let group_before = admin
+        .get(&format!("/api/v1/groups/{dept}"))
+        .await
+        .expect(200);
     let r = admin
         .patch(
             &format!("/api/v1/groups/{dept}"),
@@ -213,7 +264,10 @@ async fn hostile_requests_are_refused_and_the_server_keeps_serving() {
         .await
         .expect(422);
     assert_eq!(r.code(), "too_deep", "{}", r.body);
-    let group_after = admin.get(&format!("/api/v1/groups/{dept}")).await.expect(200);
+    let group_after = admin
+        .get(&format!("/api/v1/groups/{dept}"))
+        .await
+        .expect(200);
     assert_eq!(group_after.body, group_before.body);
 
     // A deep routing condition, and too many domains.
@@ -233,7 +287,10 @@ async fn hostile_requests_are_refused_and_the_server_keeps_serving() {
     assert_eq!(r.field(), "rules/0/condition/expression");
     let domains: Vec<String> = (0..1001).map(|i| format!("d{i}.example.com")).collect();
     let r = admin
-        .put_json("/api/v1/sign-in/routing", route(json!({"email_domain": domains})))
+        .put_json(
+            "/api/v1/sign-in/routing",
+            route(json!({"email_domain": domains})),
+        )
         .await
         .expect(422);
     assert_eq!(r.code(), "too_many", "{}", r.body);
@@ -266,10 +323,19 @@ async fn hostile_requests_are_refused_and_the_server_keeps_serving() {
         .await
         .expect(414);
     assert_eq!(r.code(), "uri_too_long", "{}", r.body);
-    assert!(r.body["error"]["message"].as_str().unwrap().contains("32768 is the limit"));
+    assert!(
+        r.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("32768 is the limit")
+    );
     let r = scim.get(&format!("/scim/v2/Users?filter={long}")).await;
     assert_eq!(r.status.as_u16(), 414, "{}", r.body);
-    assert_eq!(r.body["status"], "414", "SCIM paths answer in SCIM: {}", r.body);
+    assert_eq!(
+        r.body["status"], "414",
+        "SCIM paths answer in SCIM: {}",
+        r.body
+    );
     let r = admin.get("/api/v1/users?department=%FF").await.expect(400);
     assert_eq!((r.code(), r.field()), ("invalid_query", "department"));
     let r = admin.get("/api/v1/audit?actor=%C3%28").await.expect(400);
@@ -339,11 +405,7 @@ async fn hostile_group_reference_chains_stop_at_the_limit() {
         );
     }
     // Lengthening the chain from its head is refused too.
-    let head = admin
-        .get("/api/v1/groups?limit=500")
-        .await
-        .expect(200)
-        .body["items"]
+    let head = admin.get("/api/v1/groups?limit=500").await.expect(200).body["items"]
         .as_array()
         .unwrap()
         .iter()
@@ -374,18 +436,25 @@ async fn hostile_csv_export_neutralises_formulas() {
         .send(
             Method::POST,
             "/api/v1/users",
-            Some(&json!({"username": "mallory", "email": "mallory@example.com",
-                          "department": formula})),
+            Some(
+                &json!({"username": "mallory", "email": "mallory@example.com",
+                          "department": formula}),
+            ),
             &[("x-request-id", formula)],
         )
         .await
         .expect(201);
     let id = r.body["id"].as_str().unwrap();
     let events = admin
-        .get(&format!("/api/v1/audit?resource_type=user&resource_id={id}"))
+        .get(&format!(
+            "/api/v1/audit?resource_type=user&resource_id={id}"
+        ))
         .await
         .expect(200);
-    assert_eq!(events.body["items"][0]["request_id"], formula, "stored as sent");
+    assert_eq!(
+        events.body["items"][0]["request_id"], formula,
+        "stored as sent"
+    );
 
     let (status, csv) = admin.get_text("/api/v1/audit/export?format=csv").await;
     assert_eq!(status.as_u16(), 200);
@@ -403,8 +472,14 @@ async fn hostile_csv_export_neutralises_formulas() {
         );
     }
     // The attribute values are inside the JSON column, which starts with `{`.
-    assert!(cells[8].starts_with('{') && cells[8].contains("HYPERLINK"), "{line}");
-    assert!(line.contains("\"'=HYPERLINK(\"\"http://evil.example\"\")\""), "{line}");
+    assert!(
+        cells[8].starts_with('{') && cells[8].contains("HYPERLINK"),
+        "{line}"
+    );
+    assert!(
+        line.contains("\"'=HYPERLINK(\"\"http://evil.example\"\")\""),
+        "{line}"
+    );
 }
 
 /// Splits one RFC 4180 record into its cells.

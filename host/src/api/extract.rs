@@ -221,7 +221,9 @@ pub fn check_target(path: &str, query: Option<&str>) -> Result<(), ApiError> {
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
                 "invalid_query",
-                format!("the query parameter name {name_text:?} is not valid UTF-8 once percent-decoded"),
+                format!(
+                    "the query parameter name {name_text:?} is not valid UTF-8 once percent-decoded"
+                ),
             )
             .with_field(name_text));
         }
@@ -303,7 +305,10 @@ mod tests {
         assert!(check_target("/api/v1/users", Some("department=R%26D&q=caf%C3%A9+x")).is_ok());
         assert!(check_target("/api/v1/users", Some("&&a&=b")).is_ok());
         let e = check_target("/api/v1/users", Some("a=1&department=%FF")).unwrap_err();
-        assert_eq!((e.status(), e.field()), (StatusCode::BAD_REQUEST, Some("department")));
+        assert_eq!(
+            (e.status(), e.field()),
+            (StatusCode::BAD_REQUEST, Some("department"))
+        );
         let e = check_target("/api/v1/users", Some("%C3=1")).unwrap_err();
         assert_eq!(e.field(), Some("\u{fffd}"));
         let e = check_target("/api/v1/users/%FF", None).unwrap_err();

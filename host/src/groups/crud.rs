@@ -18,7 +18,6 @@ use super::model::{
     DEFAULT_EVALUATOR, Group, GroupInput, GroupStatus, GroupType, GroupView, Membership, Source,
 };
 use super::plan::{self, Parsed, find_cycle};
-use crate::limits::MAX_REFERENCE_DEPTH;
 use super::rule::ExpressionContext;
 use super::universe::Reader;
 use super::{Groups, Scope, apply};
@@ -26,6 +25,7 @@ use crate::audit::{self, Record};
 use crate::auth::{Actor, ManageDirectory, Mutation, Read};
 use crate::directory::{SubjectKind, UserState, check_string, decode_patch};
 use crate::error::DomainError;
+use crate::limits::MAX_REFERENCE_DEPTH;
 use crate::page::{self, Page, PageRequest};
 
 /// Fields a PATCH may not touch.
@@ -316,8 +316,7 @@ impl Groups {
                 reverse.entry(*to).or_default().push(*from);
             }
         }
-        let chain =
-            plan::longest_chain(&edges, group.id) + plan::longest_chain(&reverse, group.id);
+        let chain = plan::longest_chain(&edges, group.id) + plan::longest_chain(&reverse, group.id);
         if chain > MAX_REFERENCE_DEPTH {
             return Err(DomainError::Limit {
                 code: "too_deep",

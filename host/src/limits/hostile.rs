@@ -46,22 +46,102 @@ fn made_of(pieces: &'static [&'static str], max: usize) -> impl Strategy<Value =
 }
 
 const FILTER_PIECES: &[&str] = &[
-    "(", ")", "[", "]", "\"", "\\", " ", "not ", " and ", " or ", "userName", "emails",
-    "name.givenName", "urn:ietf:params:scim:schemas:core:2.0:User:", " eq ", " co ", " pr",
-    " gt ", "\"x\"", "true", "null", "1e999999", "12345678901234567890", "-0.5", "é", "\u{fffd}",
-    ".", ":", "type",
+    "(",
+    ")",
+    "[",
+    "]",
+    "\"",
+    "\\",
+    " ",
+    "not ",
+    " and ",
+    " or ",
+    "userName",
+    "emails",
+    "name.givenName",
+    "urn:ietf:params:scim:schemas:core:2.0:User:",
+    " eq ",
+    " co ",
+    " pr",
+    " gt ",
+    "\"x\"",
+    "true",
+    "null",
+    "1e999999",
+    "12345678901234567890",
+    "-0.5",
+    "é",
+    "\u{fffd}",
+    ".",
+    ":",
+    "type",
 ];
 
 const CEL_PIECES: &[&str] = &[
-    "(", ")", "[", "]", "{", "}", "!", "-", "'", "\"", "'''", "r'", "\\", " ", "&&", "||", "==",
-    "+", "*", "?", ":", ",", ".", "true", "1", "1e999999", "12345678901234567890", "18446744073709551616u",
-    "size", "x", "[1,2].all(x, ", "has(", "'a'", "\n", "é",
+    "(",
+    ")",
+    "[",
+    "]",
+    "{",
+    "}",
+    "!",
+    "-",
+    "'",
+    "\"",
+    "'''",
+    "r'",
+    "\\",
+    " ",
+    "&&",
+    "||",
+    "==",
+    "+",
+    "*",
+    "?",
+    ":",
+    ",",
+    ".",
+    "true",
+    "1",
+    "1e999999",
+    "12345678901234567890",
+    "18446744073709551616u",
+    "size",
+    "x",
+    "[1,2].all(x, ",
+    "has(",
+    "'a'",
+    "\n",
+    "é",
 ];
 
 const TOML_PIECES: &[&str] = &[
-    "[", "]", "{", "}", "=", ".", "\"", "'", "\"\"\"", "'''", "#", "\n", " ", ",", "name", "version",
-    "world", "config", "[[config]]", "\"x\"", "1", "1e999999", "12345678901234567890", "true",
-    "\\", "é",
+    "[",
+    "]",
+    "{",
+    "}",
+    "=",
+    ".",
+    "\"",
+    "'",
+    "\"\"\"",
+    "'''",
+    "#",
+    "\n",
+    " ",
+    ",",
+    "name",
+    "version",
+    "world",
+    "config",
+    "[[config]]",
+    "\"x\"",
+    "1",
+    "1e999999",
+    "12345678901234567890",
+    "true",
+    "\\",
+    "é",
 ];
 
 /// What a lossy decoder puts in place of invalid UTF-8.
@@ -113,9 +193,7 @@ fn json_value() -> impl Strategy<Value = Value> {
                 inner,
                 0..4
             )
-            .prop_map(|m| Value::Object(
-                m.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
-            )),
+            .prop_map(|m| Value::Object(m.into_iter().map(|(k, v)| (k.to_string(), v)).collect())),
         ]
     })
 }
@@ -143,9 +221,11 @@ fn nested(open: &str, middle: &str, close: &str, n: usize) -> String {
 /// The message of a CEL error, whichever stage refused it.
 fn cel_message(e: PlainError) -> String {
     match e {
-        PlainError::Syntax(p) | PlainError::Check(p) => {
-            p.iter().map(|p| p.message.clone()).collect::<Vec<_>>().join("; ")
-        }
+        PlainError::Syntax(p) | PlainError::Check(p) => p
+            .iter()
+            .map(|p| p.message.clone())
+            .collect::<Vec<_>>()
+            .join("; "),
         PlainError::Eval(m) | PlainError::Unsupported(m) => m,
     }
 }
@@ -258,8 +338,10 @@ fn regression_hostile_deep_scim_filters_name_the_limit() {
     let too_deep = |src: &str| {
         let e = filter::parse(src).expect_err(src.get(..40).unwrap_or(src));
         assert!(
-            e.message.contains(&format!("{MAX_FILTER_DEPTH} is the limit"))
-                || e.message.contains(&format!("{MAX_FILTER_BYTES} is the limit")),
+            e.message
+                .contains(&format!("{MAX_FILTER_DEPTH} is the limit"))
+                || e.message
+                    .contains(&format!("{MAX_FILTER_BYTES} is the limit")),
             "{e}"
         );
     };
@@ -272,18 +354,30 @@ fn regression_hostile_deep_scim_filters_name_the_limit() {
     let chain = vec!["title pr"; DEEP].join(" and ");
     assert!(filter::parse(&chain).is_err());
     let e = filter::parse(&vec!["title pr"; MAX_FILTER_TERMS + 1].join(" and ")).unwrap_err();
-    assert!(e.message.contains(&format!("{MAX_FILTER_TERMS} is the limit")), "{e}");
+    assert!(
+        e.message
+            .contains(&format!("{MAX_FILTER_TERMS} is the limit")),
+        "{e}"
+    );
     // Huge numbers are values that do not parse, not panics.
     assert!(filter::parse("meta.version eq 1e999999").is_err());
     assert!(filter::parse("meta.version gt 12345678901234567890").is_ok());
     let long = format!("userName eq \"{}\"", "a".repeat(1 << 20));
-    assert!(filter::parse(&long).unwrap_err().message.contains("the limit"));
+    assert!(
+        filter::parse(&long)
+            .unwrap_err()
+            .message
+            .contains("the limit")
+    );
 }
 
 #[test]
 fn regression_hostile_deep_patch_paths_are_invalid_paths() {
     for path in [
-        format!("emails[{}].value", nested("(", "type eq \"work\"", ")", DEEP)),
+        format!(
+            "emails[{}].value",
+            nested("(", "type eq \"work\"", ")", DEEP)
+        ),
         format!("emails[{}].value", nested("not (", "type pr", ")", 40)),
         format!("emails[{}]", nested("emails[", "type pr", "]", DEEP)),
         format!("{}]", "emails[".repeat(DEEP)),
@@ -304,11 +398,15 @@ fn regression_hostile_deep_json_is_refused_before_parsing() {
         nested("[", "1", "]", MAX_JSON_DEPTH + 1),
     ] {
         match crate::json::from_slice::<Value>(text.as_bytes()) {
-            Err(crate::json::DecodeError::TooDeep { limit, .. }) => assert_eq!(limit, MAX_JSON_DEPTH),
+            Err(crate::json::DecodeError::TooDeep { limit, .. }) => {
+                assert_eq!(limit, MAX_JSON_DEPTH)
+            }
             other => panic!("{other:?}"),
         }
     }
-    assert!(crate::json::from_slice::<Value>(nested("[", "1", "]", MAX_JSON_DEPTH).as_bytes()).is_ok());
+    assert!(
+        crate::json::from_slice::<Value>(nested("[", "1", "]", MAX_JSON_DEPTH).as_bytes()).is_ok()
+    );
     // Huge numbers are syntax errors, not infinities or panics.
     for n in ["1e999999", "-1e999999"] {
         assert!(matches!(
@@ -343,7 +441,10 @@ fn regression_hostile_deep_rules_are_refused() {
     match RuleModel::parse(&many, SubjectKind::User, "rule") {
         Err(DomainError::Limit { code, message, .. }) => {
             assert_eq!(code, "too_many");
-            assert!(message.contains(&MAX_RULE_CONDITIONS.to_string()), "{message}");
+            assert!(
+                message.contains(&MAX_RULE_CONDITIONS.to_string()),
+                "{message}"
+            );
         }
         other => panic!("{other:?}"),
     }
@@ -372,12 +473,20 @@ fn regression_hostile_deep_cel_names_the_limit() {
     let long = format!("'{}' == ''", "a".repeat(1 << 20));
     assert!(cel_message(plain::evaluate(&long, &[], true).unwrap_err()).contains("limit"));
     // Huge numbers are errors, not panics.
-    for src in ["1e999999 > 0.0", "12345678901234567890 > 0", "-9223372036854775809 < 0"] {
+    for src in [
+        "1e999999 > 0.0",
+        "12345678901234567890 > 0",
+        "-9223372036854775809 < 0",
+    ] {
         let _ = plain::evaluate(src, &[], true);
     }
     // Within the limit still works.
     assert!(matches!(
-        plain::evaluate(&nested("(", "true", ")", MAX_EXPRESSION_DEPTH - 2), &[], true),
+        plain::evaluate(
+            &nested("(", "true", ")", MAX_EXPRESSION_DEPTH - 2),
+            &[],
+            true
+        ),
         Ok(plain::Plain::Bool(true))
     ));
 }
@@ -390,7 +499,10 @@ fn regression_hostile_query_strings_name_the_parameter() {
     let e = check_target("/api/v1/users", Some(&format!("{}=1", "%FF".repeat(DEEP)))).unwrap_err();
     assert!(e.field().is_some_and(|f| f.starts_with('\u{fffd}')));
     assert!(check_target("/api/v1/users", Some(&"a=b&".repeat(DEEP))).is_ok());
-    assert!(check_target("/api/v1/users", Some("%")).is_ok(), "a lone % is kept as is");
+    assert!(
+        check_target("/api/v1/users", Some("%")).is_ok(),
+        "a lone % is kept as is"
+    );
 }
 
 #[test]

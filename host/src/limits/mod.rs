@@ -142,7 +142,11 @@ pub fn expression_depth(source: &str, limit: usize) -> Result<(), TooDeep> {
             b'"' | b'\'' => {
                 let raw = i > 0 && matches!(bytes[i - 1], b'r' | b'R');
                 let triple = bytes[i..].starts_with(&[b, b, b]);
-                let close: &[u8] = if triple { &bytes[i..i + 3] } else { &bytes[i..=i] };
+                let close: &[u8] = if triple {
+                    &bytes[i..i + 3]
+                } else {
+                    &bytes[i..=i]
+                };
                 let mut j = i + close.len();
                 while j < bytes.len() && !bytes[j..].starts_with(close) {
                     if bytes[j] == b'\\' && !raw {
@@ -200,7 +204,11 @@ pub fn toml_depth(text: &str, limit: usize) -> Result<(), TooDeep> {
         match b {
             b'"' | b'\'' => {
                 let triple = bytes[i..].starts_with(&[b, b, b]);
-                let close: &[u8] = if triple { &bytes[i..i + 3] } else { &bytes[i..=i] };
+                let close: &[u8] = if triple {
+                    &bytes[i..i + 3]
+                } else {
+                    &bytes[i..=i]
+                };
                 let mut j = i + close.len();
                 while j < bytes.len() && !bytes[j..].starts_with(close) {
                     if bytes[j] == b'\\' && b == b'"' {

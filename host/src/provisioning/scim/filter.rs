@@ -556,13 +556,7 @@ mod tests {
 
     #[test]
     fn nesting_length_and_terms_are_limited() {
-        let nested = |n: usize| {
-            format!(
-                "{}userName eq \"x\"{}",
-                "(".repeat(n),
-                ")".repeat(n)
-            )
-        };
+        let nested = |n: usize| format!("{}userName eq \"x\"{}", "(".repeat(n), ")".repeat(n));
         assert!(!check(&nested(MAX_FILTER_DEPTH)));
         let e = parse(&nested(MAX_FILTER_DEPTH + 1)).unwrap_err();
         assert_eq!(e.position, MAX_FILTER_DEPTH + 1, "{e}");
