@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::error::ApiError;
-use crate::auth::Principal;
+use crate::auth::{Origin, Principal};
 use crate::json::{self, DecodeError};
 
 /// The id of the current request, set by the request-id middleware.
@@ -121,6 +121,28 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestId {
     }
 }
 
+/// The request's origin (id, client address, user agent), set by the
+/// request-id middleware; what the audit log records for a change.
+impl<S: Send + Sync> FromRequestParts<S> for Origin {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(origin_of(parts))
+    }
+}
+
+fn origin_of(parts: &Parts) -> Origin {
+    parts.extensions.get::<Origin>().cloned().unwrap_or_else(|| {
+        Origin::internal(
+            parts
+                .extensions
+                .get::<RequestId>()
+                .map(|r| r.0.clone())
+                .unwrap_or_default(),
+        )
+    })
+}
+
 impl FromRequestParts<AppState> for Principal {
     type Rejection = ApiError;
 
@@ -128,11 +150,7 @@ impl FromRequestParts<AppState> for Principal {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let request_id = parts
-            .extensions
-            .get::<RequestId>()
-            .map(|r| r.0.clone())
-            .unwrap_or_default();
+        let origin = origin_of(parts);
         let header = parts.headers.get(header::AUTHORIZATION).ok_or_else(|| {
             ApiError::unauthorized("missing API key: send Authorization: Bearer <key>")
         })?;
@@ -150,7 +168,7 @@ impl FromRequestParts<AppState> for Principal {
             })?;
         state
             .keys
-            .authenticate(key, &request_id)?
+            .authenticate(key, &origin)?
             .ok_or_else(|| ApiError::unauthorized("invalid API key"))
     }
 }

@@ -4,6 +4,7 @@
 
 mod attributes;
 mod audit;
+pub mod client;
 mod devices;
 pub mod error;
 pub mod extract;
@@ -25,8 +26,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::{HeaderValue, StatusCode};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -37,7 +38,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::audit::AuditLog;
-use crate::auth::{ApiKeys, Principal};
+use crate::auth::{ApiKeys, Origin, Principal};
 use crate::directory::Directory;
 use error::ApiError;
 use extract::RequestId;
@@ -82,6 +83,8 @@ pub struct AppState {
     pub imports: crate::provisioning::imports::Imports,
     /// Largest plugin upload body.
     pub max_upload_bytes: usize,
+    /// Whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Arc<client::TrustedProxies>,
 }
 
 /// Turns a missing capability into a 403 naming the role and the action.
@@ -130,7 +133,7 @@ impl Modify for BearerAuth {
                     .scheme(HttpAuthScheme::Bearer)
                     .bearer_format("JWT")
                     .description(Some(
-                        "A session token from POST /api/v1/me/token, or the cohort_session cookie",
+                        "A session token from POST /api/v1/me/token, or the session cookie (cohort_session; __Host-cohort_session when Cohort is served over https)",
                     ))
                     .build(),
             ),
@@ -286,7 +289,9 @@ pub fn router(state: AppState) -> Router {
 /// Longest request id accepted from a client; longer ones are replaced.
 const MAX_REQUEST_ID: usize = 128;
 
-/// Assigns the request id, logs the request and records its metrics.
+/// Assigns the request id, works out where the request comes from (client
+/// address and user agent, for the audit log), logs the request and records
+/// its metrics.
 async fn observe(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let start = Instant::now();
     let request_id = req
@@ -304,6 +309,19 @@ async fn observe(State(state): State<AppState>, mut req: Request, next: Next) ->
         .map_or("unmatched", |m| m.as_str())
         .to_string();
     let method = req.method().clone();
+    // No connection info when the router is driven in process (tests,
+    // benchmarks): then there is no address, which is not an error.
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
+    let client = state.trusted_proxies.client_address(peer, req.headers());
+    let origin = Origin::new(
+        request_id.clone(),
+        client,
+        req.headers().get(header::USER_AGENT).map(|v| v.as_bytes()),
+    );
+    req.extensions_mut().insert(origin);
     req.extensions_mut().insert(RequestId(request_id.clone()));
     let mut resp = next.run(req).await.into_response();
     let elapsed = start.elapsed();
@@ -313,6 +331,7 @@ async fn observe(State(state): State<AppState>, mut req: Request, next: Next) ->
         .record(method.as_str(), &route, status, elapsed);
     tracing::debug!(
         request_id = %request_id,
+        client = ?client,
         method = %method,
         route = %route,
         status,

@@ -13,7 +13,7 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 
 use super::AppState;
-use super::extract::RequestId;
+use crate::auth::Origin;
 use crate::auth::Principal;
 use crate::provisioning::scim::{Kind, ListParams, ScimError, discovery, resource};
 
@@ -47,7 +47,7 @@ fn resource_response(status: StatusCode, body: Value, etag: &str) -> Response {
 }
 
 /// The SCIM client: an API key with the `scim` role.
-fn client(s: &AppState, headers: &HeaderMap, request_id: &str) -> Result<Principal, ScimError> {
+fn client(s: &AppState, headers: &HeaderMap, origin: &Origin) -> Result<Principal, ScimError> {
     let unauthorized = |d: &str| ScimError {
         status: 401,
         scim_type: None,
@@ -65,7 +65,7 @@ fn client(s: &AppState, headers: &HeaderMap, request_id: &str) -> Result<Princip
         .ok_or_else(|| unauthorized("send Authorization: Bearer <key of the scim role>"))?;
     let principal = s
         .keys
-        .authenticate(key, request_id)
+        .authenticate(key, origin)
         .map_err(ScimError::from)?
         .ok_or_else(|| unauthorized("invalid key"))?;
     if principal.provision().is_none() {
@@ -222,14 +222,14 @@ fn if_match(headers: &HeaderMap) -> Option<String> {
 
 async fn list(
     State(s): State<AppState>,
-    RequestId(rid): RequestId,
+    origin: Origin,
     headers: HeaderMap,
     Path(resource): Path<String>,
     Query(q): Query<Vec<(String, String)>>,
 ) -> Response {
     respond((|| {
         let kind = kind(&resource)?;
-        let p = client(&s, &headers, &rid)?;
+        let p = client(&s, &headers, &origin)?;
         let cap = p.provision().expect("checked");
         Ok(scim_json(
             StatusCode::OK,
@@ -240,14 +240,14 @@ async fn list(
 
 async fn search(
     State(s): State<AppState>,
-    RequestId(rid): RequestId,
+    origin: Origin,
     headers: HeaderMap,
     Path(resource): Path<String>,
     raw: Result<Bytes, BytesRejection>,
 ) -> Response {
     respond((|| {
         let kind = kind(&resource)?;
-        let p = client(&s, &headers, &rid)?;
+        let p = client(&s, &headers, &origin)?;
         let cap = p.provision().expect("checked");
         let params = search_params(&body(raw)?)?;
         Ok(scim_json(
@@ -259,12 +259,12 @@ async fn search(
 
 async fn search_all(
     State(s): State<AppState>,
-    RequestId(rid): RequestId,
+    origin: Origin,
     headers: HeaderMap,
     raw: Result<Bytes, BytesRejection>,
 ) -> Response {
     respond((|| {
-        let p = client(&s, &headers, &rid)?;
+        let p = client(&s, &headers, &origin)?;
         let cap = p.provision().expect("checked");
         let params = search_params(&body(raw)?)?;
         Ok(scim_json(
@@ -276,14 +276,14 @@ async fn search_all(
 
 async fn create(
     State(s): State<AppState>,
-    RequestId(rid): RequestId,
+    origin: Origin,
     headers: HeaderMap,
     Path(resource): Path<String>,
     raw: Result<Bytes, BytesRejection>,
 ) -> Response {
     let result = async {
         let kind = kind(&resource)?;
-        let p = client(&s, &headers, &rid)?;
+        let p = client(&s, &headers, &origin)?;
         let cap = p.provision().expect("checked");
         let (r, etag) = s.scim.create(&cap, kind, &body(raw)?).await?;
         Ok(resource_response(StatusCode::CREATED, r, &etag))
@@ -293,14 +293,14 @@ async fn create(
 
 async fn get_one(
     State(s): State<AppState>,
-    RequestId(rid): RequestId,
+    origin: Origin,
     headers: HeaderMap,
     Path((resource, id)): Path<(String, String)>,
     Query(q): Query<Vec<(String, String)>>,
 ) -> Response {
     respond((|| {
         let kind = kind(&resource)?;
-        let p = client(&s, &headers, &rid)?;
+        let p = client(&s, &headers, &origin)?;
         let cap = p.provision().expect("checked");
         let (r, etag) = s.scim.get(&cap, kind, &id)?;
         let unchanged = headers
@@ -322,14 +322,14 @@ async fn get_one(
 
 async fn replace(
     State(s): State<AppState>,
-    RequestId(rid): RequestId,
+    origin: Origin,
     headers: HeaderMap,
     Path((resource, id)): Path<(String, String)>,
     raw: Result<Bytes, BytesRejection>,
 ) -> Response {
     let result = async {
         let kind = kind(&resource)?;
-        let p = client(&s, &headers, &rid)?;
+        let p = client(&s, &headers, &origin)?;
         let cap = p.provision().expect("checked");
         let (r, etag) = s
             .scim
@@ -342,14 +342,14 @@ async fn replace(
 
 async fn patch(
     State(s): State<AppState>,
-    RequestId(rid): RequestId,
+    origin: Origin,
     headers: HeaderMap,
     Path((resource, id)): Path<(String, String)>,
     raw: Result<Bytes, BytesRejection>,
 ) -> Response {
     let result = async {
         let kind = kind(&resource)?;
-        let p = client(&s, &headers, &rid)?;
+        let p = client(&s, &headers, &origin)?;
         let cap = p.provision().expect("checked");
         let (r, etag) = s
             .scim
@@ -362,13 +362,13 @@ async fn patch(
 
 async fn delete(
     State(s): State<AppState>,
-    RequestId(rid): RequestId,
+    origin: Origin,
     headers: HeaderMap,
     Path((resource, id)): Path<(String, String)>,
 ) -> Response {
     let result = async {
         let kind = kind(&resource)?;
-        let p = client(&s, &headers, &rid)?;
+        let p = client(&s, &headers, &origin)?;
         let cap = p.provision().expect("checked");
         s.scim
             .delete(&cap, kind, &id, if_match(&headers).as_deref())
@@ -380,12 +380,12 @@ async fn delete(
 
 async fn bulk(
     State(s): State<AppState>,
-    RequestId(rid): RequestId,
+    origin: Origin,
     headers: HeaderMap,
     raw: Result<Bytes, BytesRejection>,
 ) -> Response {
     let result = async {
-        let p = client(&s, &headers, &rid)?;
+        let p = client(&s, &headers, &origin)?;
         let cap = p.provision().expect("checked");
         let out = s.scim.bulk(&cap, &body(raw)?).await?;
         Ok(scim_json(StatusCode::OK, &out))

@@ -37,7 +37,9 @@ pub struct AuditFilter {
 pub enum ExportFormat {
     /// One JSON event per line.
     JsonLines,
-    /// RFC 4180 CSV with a header row; `changes` is a JSON column.
+    /// RFC 4180 CSV with a header row; `changes` is a JSON column. Columns
+    /// added later go at the end, so scripts that read by position keep
+    /// working.
     Csv,
 }
 
@@ -198,7 +200,7 @@ impl AuditLog {
         let plan = filter.plan()?;
         let write_err = |e: std::io::Error| DomainError::Storage(StorageError::Io(e));
         if format == ExportFormat::Csv {
-            out.write_all(b"id,time,actor,actor_key_id,action,resource_type,resource_id,request_id,changes\r\n")
+            out.write_all(b"id,time,actor,actor_key_id,action,resource_type,resource_id,request_id,changes,client_address,user_agent\r\n")
                 .map_err(write_err)?;
         }
         let mut n = 0;
@@ -233,6 +235,8 @@ impl AuditLog {
                         e.resource_id,
                         e.request_id,
                         changes,
+                        e.client_address.unwrap_or_default(),
+                        e.user_agent.unwrap_or_default(),
                     ];
                     let line: Vec<String> = row.iter().map(|f| csv_field(f)).collect();
                     out.write_all(line.join(",").as_bytes())
