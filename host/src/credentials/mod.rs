@@ -577,4 +577,188 @@ mod tests {
         assert!(check_policy("twelve chars").is_ok());
         assert!(check_policy(&"x".repeat(257)).is_err());
     }
+
+    use crate::auth::{Principal, Role};
+    use crate::clock::TestClock;
+    use crate::directory::{Directory, UserInput};
+
+    const PASSWORD: &str = "correct horse battery";
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        store: Store,
+        clock: Arc<TestClock>,
+        directory: Directory,
+        admin: Principal,
+    }
+
+    impl Fixture {
+        fn new() -> Fixture {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Store::open(dir.path(), &Default::default()).unwrap();
+            store.migrate(crate::migrations::MIGRATIONS).unwrap();
+            let clock = TestClock::at(Utc::now());
+            let directory = Directory::new(store.clone(), clock.clone());
+            Fixture {
+                _dir: dir,
+                store,
+                clock,
+                directory,
+                admin: Principal::new(Actor::system("test"), Role::Admin),
+            }
+        }
+
+        /// Credentials as a freshly started server has them.
+        fn credentials(&self) -> Credentials {
+            Credentials::new(self.store.clone(), self.clock.clone(), "http://cohort".into())
+        }
+
+        async fn user(&self, name: &str, creds: &Credentials) -> User {
+            let cap = self.admin.manage_directory().unwrap();
+            let user = self
+                .directory
+                .create_user(
+                    &cap,
+                    UserInput {
+                        username: name.into(),
+                        email: format!("{name}@example.com"),
+                        state: Some(UserState::Active),
+                        ..UserInput::default()
+                    },
+                )
+                .await
+                .unwrap();
+            creds.set_password(&cap, &user.id, PASSWORD.into()).await.unwrap();
+            user
+        }
+
+        async fn suspend(&self, user: &User) -> User {
+            let cap = self.admin.change_user_state().unwrap();
+            self.directory
+                .change_user_state(&cap, &user.id, UserState::Suspended, None)
+                .await
+                .unwrap()
+        }
+
+        /// Checks and records the outcome, as a sign-in does.
+        async fn attempt(&self, creds: &Credentials, user: &User, password: &str) -> Result<bool, PasswordError> {
+            let checked = creds.check(Some(user), password).await?;
+            let now = self.clock.now();
+            self.store
+                .write(|txn| checked.record_in(txn, now))
+                .unwrap()
+                .durable()
+                .await
+                .unwrap();
+            Ok(checked.ok)
+        }
+    }
+
+    #[tokio::test]
+    async fn the_lockout_is_stored_and_outlasts_a_restart() {
+        let f = Fixture::new();
+        let creds = f.credentials();
+        let ada = f.user("ada", &creds).await;
+        for _ in 0..MAX_FAILURES {
+            assert!(!f.attempt(&creds, &ada, "not the password").await.unwrap());
+        }
+        let locked = f.attempt(&creds, &ada, PASSWORD).await.unwrap_err();
+        let until = f.clock.now() + LOCKOUT;
+        assert!(matches!(locked, PasswordError::LockedOut { until: Some(t) } if t == until));
+        // A new instance over the same store (a restart) still refuses.
+        let restarted = f.credentials();
+        assert!(matches!(
+            f.attempt(&restarted, &ada, PASSWORD).await,
+            Err(PasswordError::LockedOut { .. })
+        ));
+        // Once the lock is over, the right password works and clears the count.
+        f.clock.advance(LOCKOUT);
+        assert!(f.attempt(&restarted, &ada, PASSWORD).await.unwrap());
+        assert!(f.store.get(FAILURES, ada.id.as_bytes()).unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn failures_outside_the_window_start_the_count_again() {
+        let f = Fixture::new();
+        let creds = f.credentials();
+        let ada = f.user("ada", &creds).await;
+        for _ in 0..MAX_FAILURES - 1 {
+            assert!(!f.attempt(&creds, &ada, "nope nope nope").await.unwrap());
+        }
+        f.clock.advance(LOCKOUT);
+        for _ in 0..MAX_FAILURES - 1 {
+            assert!(!f.attempt(&creds, &ada, "nope nope nope").await.unwrap());
+        }
+        assert!(f.attempt(&creds, &ada, PASSWORD).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn attempts_being_checked_count_until_recorded() {
+        let f = Fixture::new();
+        let creds = f.credentials();
+        let ada = f.user("ada", &creds).await;
+        let mut pending = Vec::new();
+        for _ in 0..MAX_FAILURES {
+            pending.push(creds.check(Some(&ada), "guess guess guess").await.unwrap());
+        }
+        assert!(matches!(
+            creds.check(Some(&ada), PASSWORD).await,
+            Err(PasswordError::LockedOut { until: None })
+        ));
+        // Dropped without an outcome (the request went away): not counted.
+        pending.clear();
+        assert!(creds.check(Some(&ada), PASSWORD).await.unwrap().ok);
+    }
+
+    #[tokio::test]
+    async fn a_password_does_not_check_out_for_a_suspended_user() {
+        let f = Fixture::new();
+        let creds = f.credentials();
+        let ada = f.user("ada", &creds).await;
+        let ada = f.suspend(&ada).await;
+        assert!(!f.attempt(&creds, &ada, PASSWORD).await.unwrap());
+        assert!(!f.attempt(&creds, &ada, "not the password").await.unwrap());
+        // Unknown users: the decoy, never a match, nothing counted.
+        assert!(!creds.check(None, PASSWORD).await.unwrap().ok);
+    }
+
+    #[tokio::test]
+    async fn using_an_activation_link_ends_the_others_and_suspension_stops_them() {
+        let f = Fixture::new();
+        let creds = f.credentials();
+        let cap = f.admin.manage_directory().unwrap();
+        let ada = f.user("ada", &creds).await;
+        let token = |link: &ActivationLink| link.url.split("token=").nth(1).unwrap().to_string();
+        let first = token(&creds.activation_link(&cap, &ada.id).await.unwrap());
+        let second = token(&creds.activation_link(&cap, &ada.id).await.unwrap());
+        let origin = Origin::internal("test");
+        creds
+            .activate(&origin, &first, "a brand new passphrase".into())
+            .await
+            .unwrap();
+        assert!(creds.activation_user(&first).unwrap().is_none());
+        assert!(creds.activation_user(&second).unwrap().is_none());
+        assert!(matches!(
+            creds.activate(&origin, &second, "another new passphrase".into()).await,
+            Err(DomainError::Invalid { field, .. }) if field == "token"
+        ));
+        // A link made after that one works, unless the user is suspended.
+        let third = token(&creds.activation_link(&cap, &ada.id).await.unwrap());
+        assert!(creds.activation_user(&third).unwrap().is_some());
+        let ada = f.suspend(&ada).await;
+        assert!(matches!(
+            creds.activate(&origin, &third, "suspended passphrase".into()).await,
+            Err(DomainError::Conflict { code: "user_not_active", .. })
+        ));
+        // Nothing was set: after reinstatement the old password still works.
+        let cap_state = f.admin.change_user_state().unwrap();
+        let ada = f
+            .directory
+            .change_user_state(&cap_state, &ada.id, UserState::Active, None)
+            .await
+            .unwrap();
+        assert!(f.attempt(&creds, &ada, "a brand new passphrase").await.unwrap());
+        // And the link is still there for them.
+        assert!(creds.activation_user(&third).unwrap().is_some());
+    }
 }
