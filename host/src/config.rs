@@ -595,7 +595,10 @@ mod tests {
         let err = Config::load(None, env(&[(ENV_TRUSTED_PROXIES, "proxy.local")]))
             .unwrap_err()
             .to_string();
-        assert!(err.contains(ENV_TRUSTED_PROXIES) && err.contains("proxy.local"), "{err}");
+        assert!(
+            err.contains(ENV_TRUSTED_PROXIES) && err.contains("proxy.local"),
+            "{err}"
+        );
     }
 
     #[test]

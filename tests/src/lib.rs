@@ -74,7 +74,10 @@ pub fn plugin_env() -> Vec<(&'static str, String)> {
     let cache = plugins.join("../plugin-cache");
     vec![
         ("COHORT_PLUGINS_DIR", plugins.to_str().unwrap().to_string()),
-        ("COHORT_PLUGIN_CACHE_DIR", cache.to_str().unwrap().to_string()),
+        (
+            "COHORT_PLUGIN_CACHE_DIR",
+            cache.to_str().unwrap().to_string(),
+        ),
     ]
 }
 
@@ -102,8 +105,7 @@ impl Server {
     /// sharing one compiled-component cache across tests.
     pub fn start_with_plugins(env: &[(&str, &str)]) -> Server {
         let plugins = plugin_env();
-        let mut all: Vec<(&str, &str)> =
-            plugins.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let mut all: Vec<(&str, &str)> = plugins.iter().map(|(k, v)| (*k, v.as_str())).collect();
         all.extend_from_slice(env);
         Server::start_with(&all)
     }

@@ -333,7 +333,11 @@ async fn behind_a_trusted_proxy_every_kind_of_change_records_the_forwarded_clien
         .await
         .expect(201);
     let ada = r.body["id"].as_str().unwrap().to_string();
-    from(&events(&api, "user.create", &ada).await[0], "203.0.113.9", "console/3.1");
+    from(
+        &events(&api, "user.create", &ada).await[0],
+        "203.0.113.9",
+        "console/3.1",
+    );
     // The group memberships the change caused are the same request's.
     let joined = events(&api, "group.member_add", "").await;
     let all_users = joined
@@ -353,7 +357,11 @@ async fn behind_a_trusted_proxy_every_kind_of_change_records_the_forwarded_clien
         .await
         .expect(200);
     assert_eq!(r.body["department"], "R&D");
-    from(&events(&api, "user.update", &ada).await[0], "127.0.0.1", "console/3.1");
+    from(
+        &events(&api, "user.update", &ada).await[0],
+        "127.0.0.1",
+        "console/3.1",
+    );
 
     // SCIM.
     let scim_key = api.create_key("okta", "scim").await;
@@ -390,7 +398,10 @@ async fn behind_a_trusted_proxy_every_kind_of_change_records_the_forwarded_clien
         .unwrap()
         .post(format!("{}/sign-in/password", s.base))
         .header("cookie", "cohort_csrf=form-token")
-        .header("user-agent", "Mozilla/5.0 (X11; Linux x86_64) Firefox/130.0")
+        .header(
+            "user-agent",
+            "Mozilla/5.0 (X11; Linux x86_64) Firefox/130.0",
+        )
         .header("x-forwarded-for", "192.0.2.77")
         .header("content-type", "application/x-www-form-urlencoded")
         .body("identifier=ada&password=correct%20horse%20battery&csrf=form-token")
@@ -399,8 +410,16 @@ async fn behind_a_trusted_proxy_every_kind_of_change_records_the_forwarded_clien
         .unwrap();
     assert_eq!(r.status(), 303);
     let firefox = "Mozilla/5.0 (X11; Linux x86_64) Firefox/130.0";
-    from(&events(&api, "sign_in.success", &ada).await[0], "192.0.2.77", firefox);
-    from(&events(&api, "session.open", "").await[0], "192.0.2.77", firefox);
+    from(
+        &events(&api, "sign_in.success", &ada).await[0],
+        "192.0.2.77",
+        firefox,
+    );
+    from(
+        &events(&api, "session.open", "").await[0],
+        "192.0.2.77",
+        firefox,
+    );
 
     // An import run started by a request: every change it makes.
     api.post(
@@ -451,8 +470,5 @@ async fn behind_a_trusted_proxy_every_kind_of_change_records_the_forwarded_clien
         .get_text("/api/v1/audit/export?format=csv&action=sign_in.success")
         .await;
     let row = csv.split("\r\n").nth(1).unwrap();
-    assert!(
-        row.ends_with(&format!(",192.0.2.77,{firefox}")),
-        "{row}"
-    );
+    assert!(row.ends_with(&format!(",192.0.2.77,{firefox}")), "{row}");
 }

@@ -12,7 +12,11 @@ async fn health_metrics_and_openapi() {
     assert_eq!(anon.get("/healthz").await.expect(200).body["status"], "ok");
     // Started without plugins: the built-in groups' evaluator is missing.
     let ready = anon.get("/readyz").await.expect(503).body;
-    assert_eq!(ready["missing_evaluators"], json!(["rules-standard"]), "{ready}");
+    assert_eq!(
+        ready["missing_evaluators"],
+        json!(["rules-standard"]),
+        "{ready}"
+    );
     assert!(ready["storage"].is_null(), "{ready}");
 
     let api = s.admin();
@@ -138,10 +142,20 @@ async fn readiness_names_the_groups_whose_evaluator_is_not_loaded() {
         .await
         .expect(200);
     let ready = api.get("/readyz").await.expect(503).body;
-    assert_eq!(ready["missing_evaluators"], json!(["rules-standard"]), "{ready}");
+    assert_eq!(
+        ready["missing_evaluators"],
+        json!(["rules-standard"]),
+        "{ready}"
+    );
     let names = waiting(&ready);
-    assert!(names.contains(&("Engineers".into(), "disabled".into())), "{names:?}");
-    assert!(names.contains(&("All Users".into(), "disabled".into())), "{names:?}");
+    assert!(
+        names.contains(&("Engineers".into(), "disabled".into())),
+        "{names:?}"
+    );
+    assert!(
+        names.contains(&("All Users".into(), "disabled".into())),
+        "{names:?}"
+    );
     assert!(!names.iter().any(|(n, _)| n == "Finance"), "{names:?}");
     // 7 built-in groups and Engineers.
     assert_eq!(ready["waiting_group_count"], 8, "{ready}");
@@ -154,7 +168,10 @@ async fn readiness_names_the_groups_whose_evaluator_is_not_loaded() {
     assert_eq!(entry["id"], engineers.as_str());
     assert_eq!(entry["subject"], "user");
     let status = ready["status"].as_str().unwrap();
-    assert!(status.contains("rules-standard") && status.contains("8 dynamic groups"), "{status}");
+    assert!(
+        status.contains("rules-standard") && status.contains("8 dynamic groups"),
+        "{status}"
+    );
     api.post("/api/v1/plugins/rules-standard/enable", json!({}))
         .await
         .expect(200);
@@ -164,7 +181,10 @@ async fn readiness_names_the_groups_whose_evaluator_is_not_loaded() {
     s.restart_with(&[]);
     let ready = s.client(None).get("/readyz").await.expect(503).body;
     let names = waiting(&ready);
-    assert!(names.contains(&("Engineers".into(), "not_installed".into())), "{names:?}");
+    assert!(
+        names.contains(&("Engineers".into(), "not_installed".into())),
+        "{names:?}"
+    );
     assert!(!names.iter().any(|(n, _)| n == "Finance"), "{names:?}");
 
     // And with it: ready.

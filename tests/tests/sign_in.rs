@@ -677,13 +677,19 @@ async fn a_right_password_is_not_confirmed_to_suspended_or_non_local_users() {
         users.push(id);
     }
     let (sue, lee) = (&users[0], &users[2]);
-    api.post(&format!("/api/v1/users/{sue}/state"), json!({"state": "suspended"}))
-        .await
-        .expect(200);
+    api.post(
+        &format!("/api/v1/users/{sue}/state"),
+        json!({"state": "suspended"}),
+    )
+    .await
+    .expect(200);
     // Ida's domain signs in through the IdP; Lee's group may not use passwords.
     let sso = idp(&api, "Corp SSO", &op.issuer, json!({})).await;
     let no_passwords = api
-        .post("/api/v1/groups", json!({"name": "SSO only", "subject": "user"}))
+        .post(
+            "/api/v1/groups",
+            json!({"name": "SSO only", "subject": "user"}),
+        )
         .await
         .expect(201)
         .body["id"]
@@ -709,7 +715,8 @@ async fn a_right_password_is_not_confirmed_to_suspended_or_non_local_users() {
     // What a real check costs: an active user's wrong password.
     let mut real = Vec::new();
     for _ in 0..3 {
-        let (status, _, _, took) = post_password(&server.base, "act", "not the password", &[]).await;
+        let (status, _, _, took) =
+            post_password(&server.base, "act", "not the password", &[]).await;
         assert_eq!(status, 401);
         real.push(took);
     }
@@ -727,7 +734,11 @@ async fn a_right_password_is_not_confirmed_to_suspended_or_non_local_users() {
             post_password(&server.base, who, "not the password", &[]).await;
         assert_eq!(right_status, expected_status, "{who}: {right_body}");
         assert_eq!(wrong_status, right_status, "{who}");
-        assert_eq!(reason(&right_body).as_deref(), Some(expected_reason), "{who}");
+        assert_eq!(
+            reason(&right_body).as_deref(),
+            Some(expected_reason),
+            "{who}"
+        );
         assert_eq!(right_body, wrong_body, "{who}: the pages differ");
         // A hash was checked either way: no answer comes back in a fraction
         // of the time a real check takes (without one, it would take a
@@ -780,11 +791,20 @@ async fn cookies_are_host_prefixed_and_secure_when_cohort_is_served_over_https()
     let cookies = set_cookies(&form);
     assert_eq!(cookies.len(), 1, "{cookies:?}");
     let csrf_cookie = &cookies[0];
-    assert!(csrf_cookie.starts_with("__Host-cohort_csrf="), "{csrf_cookie}");
+    assert!(
+        csrf_cookie.starts_with("__Host-cohort_csrf="),
+        "{csrf_cookie}"
+    );
     for attribute in ["; Path=/;", "; Secure", "; HttpOnly", "; SameSite=Lax"] {
-        assert!(csrf_cookie.contains(attribute), "{attribute} missing: {csrf_cookie}");
+        assert!(
+            csrf_cookie.contains(attribute),
+            "{attribute} missing: {csrf_cookie}"
+        );
     }
-    assert!(!csrf_cookie.to_ascii_lowercase().contains("domain="), "{csrf_cookie}");
+    assert!(
+        !csrf_cookie.to_ascii_lowercase().contains("domain="),
+        "{csrf_cookie}"
+    );
     let token = csrf_cookie["__Host-cohort_csrf=".len()..]
         .split(';')
         .next()
@@ -805,7 +825,10 @@ async fn cookies_are_host_prefixed_and_secure_when_cohort_is_served_over_https()
             .send()
     };
     let planted = sign_in("cohort_csrf", token.clone()).await.unwrap();
-    assert_eq!(reason(&planted.text().await.unwrap()).as_deref(), Some("csrf"));
+    assert_eq!(
+        reason(&planted.text().await.unwrap()).as_deref(),
+        Some("csrf")
+    );
 
     let done = sign_in("__Host-cohort_csrf", token).await.unwrap();
     assert_eq!(done.status(), 303);
@@ -813,7 +836,10 @@ async fn cookies_are_host_prefixed_and_secure_when_cohort_is_served_over_https()
         .into_iter()
         .find(|c| c.starts_with("__Host-cohort_session="))
         .expect("a __Host- session cookie");
-    assert!(session.contains("; Path=/;") && session.contains("; Secure"), "{session}");
+    assert!(
+        session.contains("; Path=/;") && session.contains("; Secure"),
+        "{session}"
+    );
     let value = session["__Host-cohort_session=".len()..]
         .split(';')
         .next()
@@ -828,7 +854,11 @@ async fn cookies_are_host_prefixed_and_secure_when_cohort_is_served_over_https()
     let r = me(format!("__Host-cohort_session={value}")).await.unwrap();
     assert_eq!(r.status(), 200);
     let r = me(format!("cohort_session={value}")).await.unwrap();
-    assert_eq!(r.status(), 401, "the plain name is not the session cookie under https");
+    assert_eq!(
+        r.status(),
+        401,
+        "the plain name is not the session cookie under https"
+    );
 
     // Under http, the plain names, without Secure.
     let plain = Server::start();
@@ -883,7 +913,11 @@ async fn starting_sign_ins_is_rate_limited_per_address_and_per_identifier() {
     }
     let r = start("ada", "192.0.2.4", html).await.unwrap();
     assert_eq!(r.status(), 429);
-    let retry: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((1..=20).contains(&retry), "Retry-After: {retry}");
     let page = r.text().await.unwrap();
     assert_eq!(reason(&page).as_deref(), Some("rate_limited"));
@@ -910,12 +944,17 @@ async fn starting_sign_ins_is_rate_limited_per_address_and_per_identifier() {
 
     // One address with many identifiers: four, then no more.
     for n in 1..=4 {
-        let r = start(&format!("user{n}"), "203.0.113.7", html).await.unwrap();
+        let r = start(&format!("user{n}"), "203.0.113.7", html)
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200);
     }
     let r = start("user5", "203.0.113.7", html).await.unwrap();
     assert_eq!(r.status(), 429);
-    assert_eq!(reason(&r.text().await.unwrap()).as_deref(), Some("rate_limited"));
+    assert_eq!(
+        reason(&r.text().await.unwrap()).as_deref(),
+        Some("rate_limited")
+    );
     // The address next door is another client.
     let r = start("user5", "203.0.113.8", html).await.unwrap();
     assert_eq!(r.status(), 200);
@@ -982,9 +1021,12 @@ async fn activation_checks_the_users_state_and_ends_the_users_other_links() {
     let form = b.get(&first).await;
     assert_eq!(form.status, 200);
     let (token, csrf) = (form.input("token").unwrap(), form.input("csrf").unwrap());
-    api.post(&format!("/api/v1/users/{val}/state"), json!({"state": "suspended"}))
-        .await
-        .expect(200);
+    api.post(
+        &format!("/api/v1/users/{val}/state"),
+        json!({"state": "suspended"}),
+    )
+    .await
+    .expect(200);
     let page = b.get(&first).await;
     assert_eq!(page.status, 403, "{}", page.body);
     assert_eq!(page.reason().as_deref(), Some("user_not_active"));
@@ -1003,9 +1045,12 @@ async fn activation_checks_the_users_state_and_ends_the_users_other_links() {
     assert!(audit(&api, "user.password_set").await.is_empty());
 
     // Reinstated, the link works, and ends the other one.
-    api.post(&format!("/api/v1/users/{val}/state"), json!({"state": "active"}))
-        .await
-        .expect(200);
+    api.post(
+        &format!("/api/v1/users/{val}/state"),
+        json!({"state": "active"}),
+    )
+    .await
+    .expect(200);
     let done = activate(&server.base, &first, "a brand new passphrase").await;
     assert_eq!(done.status, 200, "{}", done.body);
     let other = Browser::new().get(&second).await;
@@ -1019,7 +1064,13 @@ async fn activation_checks_the_users_state_and_ends_the_users_other_links() {
         "{}",
         set[0]
     );
-    let ok = password_sign_in(&Browser::new(), &server.base, "val", "a brand new passphrase").await;
+    let ok = password_sign_in(
+        &Browser::new(),
+        &server.base,
+        "val",
+        "a brand new passphrase",
+    )
+    .await;
     assert_eq!(ok.status, 303, "{}", ok.body);
 }
 

@@ -152,7 +152,11 @@ mod tests {
             "",
         ] {
             let h = headers(&[bad]);
-            assert_eq!(p.client_address(ip("10.0.0.1"), &h), ip("10.0.0.1"), "{bad:?}");
+            assert_eq!(
+                p.client_address(ip("10.0.0.1"), &h),
+                ip("10.0.0.1"),
+                "{bad:?}"
+            );
         }
         assert_eq!(
             p.client_address(ip("10.0.0.1"), &HeaderMap::new()),

@@ -132,15 +132,19 @@ impl<S: Send + Sync> FromRequestParts<S> for Origin {
 }
 
 fn origin_of(parts: &Parts) -> Origin {
-    parts.extensions.get::<Origin>().cloned().unwrap_or_else(|| {
-        Origin::internal(
-            parts
-                .extensions
-                .get::<RequestId>()
-                .map(|r| r.0.clone())
-                .unwrap_or_default(),
-        )
-    })
+    parts
+        .extensions
+        .get::<Origin>()
+        .cloned()
+        .unwrap_or_else(|| {
+            Origin::internal(
+                parts
+                    .extensions
+                    .get::<RequestId>()
+                    .map(|r| r.0.clone())
+                    .unwrap_or_default(),
+            )
+        })
 }
 
 impl FromRequestParts<AppState> for Principal {

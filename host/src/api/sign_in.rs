@@ -507,8 +507,7 @@ pub async fn sign_out(
     if let Some(signed_in) = read_cookie(&s, &headers, SESSION_COOKIE)
         .and_then(|c| s.sign_in.sessions().from_cookie(c).ok())
     {
-        let actor =
-            crate::auth::Actor::named(format!("user:{}", signed_in.user.username), origin);
+        let actor = crate::auth::Actor::named(format!("user:{}", signed_in.user.username), origin);
         if let Err(e) = s.sign_in.sessions().end(&actor, &signed_in.session).await {
             tracing::error!(error = %e, "could not end a session");
             return refused(
@@ -616,9 +615,7 @@ pub async fn activate(
                 &Refusal::new("weak_password", format!("The {field} {message}."), ""),
             )
         }
-        Err(crate::error::DomainError::Invalid { .. }) => {
-            refused(&headers, &activation_invalid())
-        }
+        Err(crate::error::DomainError::Invalid { .. }) => refused(&headers, &activation_invalid()),
         Err(crate::error::DomainError::Conflict {
             code: "user_not_active",
             ..

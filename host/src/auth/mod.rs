@@ -307,7 +307,10 @@ mod tests {
     #[test]
     fn user_agents_are_printable_short_and_optional() {
         let o = Origin::new("r", None, Some(b"curl/8.5\r\nX-Evil: 1"));
-        assert_eq!(o.user_agent.as_deref(), Some("curl/8.5\u{fffd}\u{fffd}X-Evil: 1"));
+        assert_eq!(
+            o.user_agent.as_deref(),
+            Some("curl/8.5\u{fffd}\u{fffd}X-Evil: 1")
+        );
         let long = "a".repeat(MAX_USER_AGENT * 4);
         let o = Origin::new("r", None, Some(long.as_bytes()));
         assert_eq!(o.user_agent.unwrap().chars().count(), MAX_USER_AGENT);

@@ -121,7 +121,11 @@ pub struct Checked {
 impl Checked {
     /// Records the outcome inside `txn`: a failure counts towards the
     /// lockout (and starts it at the limit), a success clears the count.
-    pub fn record_in(&self, txn: &mut WriteTxn<'_>, now: DateTime<Utc>) -> Result<(), StorageError> {
+    pub fn record_in(
+        &self,
+        txn: &mut WriteTxn<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StorageError> {
         let Some(user) = self.user else {
             return Ok(());
         };
@@ -485,7 +489,11 @@ impl Credentials {
     /// attempt counts towards their lockout from now until the outcome is
     /// recorded; a locked-out user gets [`PasswordError::LockedOut`] and no
     /// hash is checked.
-    pub async fn check(&self, user: Option<&User>, password: &str) -> Result<Checked, PasswordError> {
+    pub async fn check(
+        &self,
+        user: Option<&User>,
+        password: &str,
+    ) -> Result<Checked, PasswordError> {
         let now = self.clock.now();
         let mut checked = Checked {
             ok: false,
@@ -532,15 +540,20 @@ impl Credentials {
         // The password may have been removed while it was being checked.
         checked.ok = ok
             && real
-            && user.is_some_and(|u| self.store.get(PASSWORDS, u.id.as_bytes()).ok().flatten().is_some());
+            && user.is_some_and(|u| {
+                self.store
+                    .get(PASSWORDS, u.id.as_bytes())
+                    .ok()
+                    .flatten()
+                    .is_some()
+            });
         Ok(checked)
     }
 }
 
 /// The generation of a user's activation links (0 until one is used).
 fn generation(r: &impl crate::groups::Reader, user: &Uuid) -> Result<u64, DomainError> {
-    Ok(r
-        .get(ACTIVATION_GENERATIONS, user.as_bytes())?
+    Ok(r.get(ACTIVATION_GENERATIONS, user.as_bytes())?
         .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
         .map_or(0, u64::from_be_bytes))
 }
@@ -610,7 +623,11 @@ mod tests {
 
         /// Credentials as a freshly started server has them.
         fn credentials(&self) -> Credentials {
-            Credentials::new(self.store.clone(), self.clock.clone(), "http://cohort".into())
+            Credentials::new(
+                self.store.clone(),
+                self.clock.clone(),
+                "http://cohort".into(),
+            )
         }
 
         async fn user(&self, name: &str, creds: &Credentials) -> User {
@@ -628,7 +645,10 @@ mod tests {
                 )
                 .await
                 .unwrap();
-            creds.set_password(&cap, &user.id, PASSWORD.into()).await.unwrap();
+            creds
+                .set_password(&cap, &user.id, PASSWORD.into())
+                .await
+                .unwrap();
             user
         }
 
@@ -641,7 +661,12 @@ mod tests {
         }
 
         /// Checks and records the outcome, as a sign-in does.
-        async fn attempt(&self, creds: &Credentials, user: &User, password: &str) -> Result<bool, PasswordError> {
+        async fn attempt(
+            &self,
+            creds: &Credentials,
+            user: &User,
+            password: &str,
+        ) -> Result<bool, PasswordError> {
             let checked = creds.check(Some(user), password).await?;
             let now = self.clock.now();
             self.store
@@ -747,8 +772,13 @@ mod tests {
         assert!(creds.activation_user(&third).unwrap().is_some());
         let ada = f.suspend(&ada).await;
         assert!(matches!(
-            creds.activate(&origin, &third, "suspended passphrase".into()).await,
-            Err(DomainError::Conflict { code: "user_not_active", .. })
+            creds
+                .activate(&origin, &third, "suspended passphrase".into())
+                .await,
+            Err(DomainError::Conflict {
+                code: "user_not_active",
+                ..
+            })
         ));
         // Nothing was set: after reinstatement the old password still works.
         let cap_state = f.admin.change_user_state().unwrap();
@@ -757,7 +787,11 @@ mod tests {
             .change_user_state(&cap_state, &ada.id, UserState::Active, None)
             .await
             .unwrap();
-        assert!(f.attempt(&creds, &ada, "a brand new passphrase").await.unwrap());
+        assert!(
+            f.attempt(&creds, &ada, "a brand new passphrase")
+                .await
+                .unwrap()
+        );
         // And the link is still there for them.
         assert!(creds.activation_user(&third).unwrap().is_some());
     }

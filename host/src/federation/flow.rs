@@ -37,8 +37,8 @@ use super::id_token::{self, Expect, KeyCache, TokenError};
 use super::keys::{LINKS, PENDING};
 use super::matching::{self, Outcome};
 use super::routing::{self, Target};
-use crate::audit::{self, Record};
 use super::throttle::{self, Limited, SignInLimits};
+use crate::audit::{self, Record};
 use crate::auth::{Actor, Origin};
 use crate::credentials::{Checked, Credentials, PasswordError};
 use crate::directory::{Directory, SubjectKind, User, UserInput, UserState};
@@ -85,7 +85,11 @@ pub struct Refusal {
 
 impl Refusal {
     /// A refusal with its code, the user's message and the admin's detail.
-    pub fn new(code: &'static str, message: impl Into<String>, detail: impl Into<String>) -> Refusal {
+    pub fn new(
+        code: &'static str,
+        message: impl Into<String>,
+        detail: impl Into<String>,
+    ) -> Refusal {
         Refusal {
             code,
             message: message.into(),
@@ -856,8 +860,8 @@ impl SignIn {
             checked: None,
         };
         let routing = routing::load(store).map_err(|e| failed(e.into(), None))?;
-        let users =
-            crate::directory::schema(store, SubjectKind::User).map_err(|e| failed(e.into(), None))?;
+        let users = crate::directory::schema(store, SubjectKind::User)
+            .map_err(|e| failed(e.into(), None))?;
         let route = routing::route(store, &users, &routing, identifier)
             .map_err(|e| failed(e.into(), None))?;
         let user = routing::find_user(store, identifier).map_err(|e| failed(e.into(), None))?;

@@ -180,12 +180,10 @@ impl SignInLimits {
     ) -> Result<(), Limited> {
         let now = micros(now);
         if let (Some(limiter), Some(ip)) = (&self.per_address, address) {
-            limiter
-                .take(address_key(ip), now)
-                .map_err(|wait| Limited {
-                    scope: Scope::Address,
-                    retry_after: seconds(wait),
-                })?;
+            limiter.take(address_key(ip), now).map_err(|wait| Limited {
+                scope: Scope::Address,
+                retry_after: seconds(wait),
+            })?;
         }
         let identifier = identifier.map(str::trim).filter(|i| !i.is_empty());
         if let (Some(limiter), Some(id)) = (&self.per_identifier, identifier) {
@@ -205,7 +203,8 @@ mod tests {
     use chrono::TimeZone;
 
     fn at(second: i64, micro: i64) -> DateTime<Utc> {
-        Utc.timestamp_opt(1_700_000_000 + second, 0).unwrap() + chrono::Duration::microseconds(micro)
+        Utc.timestamp_opt(1_700_000_000 + second, 0).unwrap()
+            + chrono::Duration::microseconds(micro)
     }
 
     fn policy(per_address: u32, per_identifier: u32) -> Policy {
@@ -229,7 +228,10 @@ mod tests {
         }
         let refused = l.check(at(0, 0), ip("192.0.2.1"), None).unwrap_err();
         assert_eq!(refused.scope, Scope::Address);
-        assert_eq!(refused.retry_after, 20, "one start every 20 s at 3 a minute");
+        assert_eq!(
+            refused.retry_after, 20,
+            "one start every 20 s at 3 a minute"
+        );
         // Another address is not affected.
         assert!(l.check(at(0, 0), ip("192.0.2.2"), None).is_ok());
         // Just before the interval: still refused; at it: one more.
@@ -268,7 +270,10 @@ mod tests {
     fn ipv6_addresses_share_their_64_and_zero_turns_a_limit_off() {
         let l = SignInLimits::new(&policy(1, 0));
         assert!(l.check(at(0, 0), ip("2001:db8:1:2::1"), Some("a")).is_ok());
-        assert!(l.check(at(0, 0), ip("2001:db8:1:2::ffff"), Some("a")).is_err());
+        assert!(
+            l.check(at(0, 0), ip("2001:db8:1:2::ffff"), Some("a"))
+                .is_err()
+        );
         assert!(l.check(at(0, 0), ip("2001:db8:1:3::1"), Some("a")).is_ok());
         // IPv4 and its mapped IPv6 form are one client.
         assert!(l.check(at(0, 0), ip("192.0.2.1"), None).is_ok());

@@ -25,11 +25,11 @@ mod universe;
 
 pub use apply::Counts;
 pub use inspect::{Explanation, Preview, PreviewInput};
-pub use readiness::WaitingGroup;
 pub use model::{
     ExemptionInput, Group, GroupInput, GroupStatus, GroupType, GroupView, Member, Membership,
     Source, Suggestion,
 };
+pub use readiness::WaitingGroup;
 pub use runs::{RecomputeRun, RunState};
 pub use universe::Reader;
 
