@@ -346,6 +346,72 @@ async fn observe(State(state): State<AppState>, mut req: Request, next: Next) ->
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use axum::body::Body;
+    use axum::http::Request;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    use crate::clock::SystemClock;
+    use crate::config::{Config, Secret};
+
+    /// Tests and benchmarks drive the router without a socket, so there is
+    /// no connection info: the request works, and its events have no address.
+    #[tokio::test]
+    async fn without_connection_info_requests_work_and_record_no_address() {
+        const KEY: &str = "in-process-admin-key-0123456789";
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config {
+            data_dir: dir.path().join("data"),
+            bootstrap_admin_key: Some(Secret::new(KEY)),
+            ..Config::default()
+        };
+        config.plugins.cache_dir = Some(dir.path().join("cache"));
+        config.plugins.max_instances = 4;
+        let store =
+            crate::server::open_store(&config.data_dir, &config.storage.open_options()).unwrap();
+        let app = crate::server::build(&config, store, Arc::new(SystemClock)).unwrap();
+        let router = super::router(app.state);
+        let call = |req: Request<Body>| {
+            let router = router.clone();
+            async move {
+                let resp = router.oneshot(req).await.unwrap();
+                let status = resp.status();
+                let body = resp.into_body().collect().await.unwrap().to_bytes();
+                (
+                    status,
+                    serde_json::from_slice::<serde_json::Value>(&body).unwrap(),
+                )
+            }
+        };
+        let (status, user) = call(
+            Request::post("/api/v1/users")
+                .header("authorization", format!("Bearer {KEY}"))
+                .header("content-type", "application/json")
+                .header("user-agent", "in-process/1")
+                .header("x-forwarded-for", "203.0.113.9")
+                .body(Body::from(
+                    r#"{"username":"ada","email":"ada@example.com"}"#,
+                ))
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, 201, "{user}");
+        let (status, page) = call(
+            Request::get("/api/v1/audit?action=user.create")
+                .header("authorization", format!("Bearer {KEY}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, 200, "{page}");
+        let event = &page["items"][0];
+        assert_eq!(event["resource_id"], user["id"]);
+        assert!(event["client_address"].is_null(), "{event}");
+        assert_eq!(event["user_agent"], "in-process/1");
+    }
+
     /// The committed `docs/openapi.json` is what API clients and reviewers
     /// read; it must not drift from the code. Regenerate with
     /// `UPDATE_OPENAPI=1 cargo test -p cohort openapi`.
