@@ -18,6 +18,8 @@
 //! BENCH_RULES=cel to write every group's rule as the equivalent CEL
 //! expression instead of conditions.
 
+mod support;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -532,4 +534,7 @@ fn main() {
     drop(state);
     drop(store);
     let _ = std::fs::remove_dir_all(&dir);
+    support::report_peak_rss(
+        "groups benchmark process: seeding, first recompute, changes, previews",
+    );
 }

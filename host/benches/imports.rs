@@ -10,6 +10,8 @@
 //! again (nothing to change). Every create is validated, audited, and
 //! followed by the incremental group recompute.
 
+mod support;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -211,4 +213,5 @@ fn main() {
             println!("  {line}");
         }
     });
+    support::report_peak_rss("imports benchmark process, every import above");
 }

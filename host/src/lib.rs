@@ -8,6 +8,7 @@ pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod credentials;
+pub mod devices;
 pub mod directory;
 pub mod error;
 pub mod expression;

@@ -99,8 +99,18 @@ pub fn build(config: &Config, store: Store, clock: Arc<dyn Clock>) -> Result<App
         registry.clone(),
         instances.clone(),
     );
-    let directory =
-        Directory::new(store.clone(), Arc::clone(&clock)).with_listener(Arc::new(groups.clone()));
+    let device_credentials =
+        crate::devices::DeviceCredentials::new(store.clone(), Arc::clone(&clock));
+    let directory = Directory::new(store.clone(), Arc::clone(&clock))
+        .with_listener(Arc::new(groups.clone()))
+        .with_listener(Arc::new(device_credentials.clone()));
+    let devices = crate::devices::Devices::new(
+        store.clone(),
+        Arc::clone(&clock),
+        directory.clone(),
+        groups.clone(),
+        device_credentials,
+    );
     let public_url = public_url(config)?;
     let sessions = Sessions::open(
         store.clone(),
@@ -149,6 +159,7 @@ pub fn build(config: &Config, store: Store, clock: Arc<dyn Clock>) -> Result<App
     );
     imports.fail_interrupted()?;
     let state = AppState {
+        devices,
         imports,
         federation,
         sign_in,
@@ -224,6 +235,7 @@ pub async fn serve(
     }
     spawn_full_recomputes(app.state.groups.clone(), config.groups.full_recompute_hours);
     spawn_sweeps(app.state.sign_in.clone());
+    spawn_credential_usage_flush(app.state.devices.clone());
     spawn_import_schedules(app.state.imports.clone());
     tracing::info!(listen = %addr, "cohort is serving");
     // Scripts and tests read this line to learn the port when listening on :0.
@@ -275,6 +287,20 @@ fn spawn_sweeps(sign_in: SignIn) {
             }
             if let Err(e) = sign_in.sweep().await {
                 tracing::warn!(error = %e, "could not sweep pending sign-ins");
+            }
+        }
+    });
+}
+
+/// Writes the last-used times of device credentials once a minute (see
+/// `devices::credentials` for why not on every use).
+fn spawn_credential_usage_flush(devices: crate::devices::Devices) {
+    tokio::spawn(async move {
+        let every = std::time::Duration::from_secs(crate::devices::USAGE_FLUSH_SECONDS);
+        loop {
+            tokio::time::sleep(every).await;
+            if let Err(e) = devices.credentials().flush_usage().await {
+                tracing::warn!(error = %e, "could not record device credential use");
             }
         }
     });

@@ -1,5 +1,5 @@
 //! The contract an engine fulfils. It is deliberately small, so that adding
-//! an engine means implementing five methods; locking, overlays, group commit,
+//! an engine means implementing four methods; locking, overlays, group commit,
 //! migrations and backups are built once on top of it in [`crate::Store`].
 
 use std::ops::Bound;
@@ -20,8 +20,17 @@ pub(crate) trait Backend: Send + Sync {
     fn range(&self, start: Bound<Vec<u8>>, end: Bound<Vec<u8>>, reverse: bool) -> EntryIter<'_>;
 
     /// Applies all writes or none, also across a crash. Visible to readers
-    /// at once; durable only after [`Backend::flush`].
-    fn apply(&self, writes: Vec<Write>) -> Result<(), StorageError>;
+    /// at once; durable only after [`Backend::flush`]. Borrowed, because the
+    /// engines copy keys and values into their own buffers anyway.
+    fn apply(
+        &self,
+        writes: &mut dyn Iterator<Item = (&[u8], Option<&[u8]>)>,
+    ) -> Result<(), StorageError>;
+
+    /// [`Backend::apply`] for a list of owned writes.
+    fn apply_all(&self, writes: &[Write]) -> Result<(), StorageError> {
+        self.apply(&mut writes.iter().map(|(k, v)| (k.as_slice(), v.as_deref())))
+    }
 
     /// Makes every applied batch durable (fsync).
     fn flush(&self) -> Result<(), StorageError>;

@@ -235,7 +235,7 @@ fn restore_staged(
         batch.push((full, Some(value)));
         entries += 1;
         if batch.len() >= RESTORE_BATCH {
-            backend.apply(std::mem::take(&mut batch))?;
+            backend.apply_all(&std::mem::take(&mut batch))?;
         }
     }
     let (no, trailer) = trailer.ok_or_else(|| {
@@ -260,7 +260,7 @@ fn restore_staged(
     if trailer.end.sha256 != sha256 {
         return Err(bad(no, "checksum mismatch: the file is corrupt".into()));
     }
-    backend.apply(batch)?;
+    backend.apply_all(&batch)?;
     backend.flush()?;
     let schema_version = store.schema_version()?;
     drop(store);

@@ -21,7 +21,7 @@ use std::path::Path;
 use fjall::{Database, KeyspaceCreateOptions, PersistMode};
 
 use crate::StorageError;
-use crate::backend::{Backend, EntryIter, Write};
+use crate::backend::{Backend, EntryIter};
 
 /// The one fjall keyspace that holds every Cohort keyspace.
 const TREE: &str = "cohort";
@@ -39,9 +39,6 @@ impl FjallBackend {
             // the disk; flushing it to the OS after every batch would only
             // add write calls that nobody waits for.
             .manual_journal_persist(true)
-            // Bounds memory while a large derived change (a first recompute)
-            // streams in: memtables are flushed to tables on disk beyond it.
-            .max_write_buffer_size(Some(MAX_WRITE_BUFFER))
             .open()
             .map_err(|e| match e {
                 fjall::Error::Locked => StorageError::Locked(dir.to_path_buf()),
@@ -59,10 +56,10 @@ impl FjallBackend {
 }
 
 /// Memtable size: large enough that flushes are infrequent, small enough
-/// that a full one is a short flush and a small part of the memory budget.
+/// that a full one is a short flush and a small part of the memory budget
+/// (fjall stalls writers while too many full memtables wait for their
+/// flush, so memtables cannot pile up while a large change streams in).
 const MAX_MEMTABLE: u64 = 32 * 1024 * 1024;
-/// All memtables together (the active one and those waiting to be flushed).
-const MAX_WRITE_BUFFER: u64 = 128 * 1024 * 1024;
 
 fn engine(e: fjall::Error) -> StorageError {
     StorageError::Engine(e.to_string())
@@ -87,7 +84,10 @@ impl Backend for FjallBackend {
         }
     }
 
-    fn apply(&self, writes: Vec<Write>) -> Result<(), StorageError> {
+    fn apply(
+        &self,
+        writes: &mut dyn Iterator<Item = (&[u8], Option<&[u8]>)>,
+    ) -> Result<(), StorageError> {
         let mut batch = self.db.batch();
         for (k, v) in writes {
             match v {

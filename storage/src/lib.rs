@@ -25,6 +25,7 @@ mod error;
 mod fjall_backend;
 mod keyspace;
 mod migrate;
+mod pending;
 mod sled_backend;
 mod store;
 mod txn;

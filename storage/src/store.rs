@@ -11,6 +11,7 @@ use crate::backend::{Backend, EntryIter};
 use crate::durability::Durability;
 use crate::fjall_backend::FjallBackend;
 use crate::keyspace::prefix_successor;
+use crate::pending::Pending;
 use crate::sled_backend::SledBackend;
 use crate::txn::WriteTxn;
 use crate::{Entry, Keyspace, StorageError};
@@ -202,7 +203,8 @@ impl Store {
         Ok(Store::with_backend(Arc::new(sled)))
     }
 
-    pub(crate) fn with_backend(backend: Arc<dyn Backend>) -> Store {
+    pub(crate) fn with_backend(engine: Arc<dyn Backend>) -> Store {
+        let backend: Arc<dyn Backend> = Arc::new(Pending::new(engine));
         let durability = Durability::start(Arc::clone(&backend));
         Store {
             inner: Arc::new(Inner {
@@ -287,7 +289,7 @@ impl Store {
             0
         } else {
             if !finished.writes.is_empty()
-                && let Err(e) = self.inner.backend.apply(finished.writes)
+                && let Err(e) = self.inner.backend.apply_all(&finished.writes)
             {
                 for abort in finished.on_abort {
                     abort();
@@ -368,9 +370,16 @@ mod tests {
     const KS: Keyspace = Keyspace::new("t");
     const OTHER: Keyspace = Keyspace::new("t2");
 
-    fn open() -> (tempfile::TempDir, Store) {
+    fn options(engine: Engine) -> OpenOptions {
+        OpenOptions {
+            engine,
+            ..OpenOptions::default()
+        }
+    }
+
+    fn open(engine: Engine) -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), &OpenOptions::default()).unwrap();
+        let store = Store::open(dir.path(), &options(engine)).unwrap();
         (dir, store)
     }
 
@@ -381,9 +390,8 @@ mod tests {
             .collect()
     }
 
-    #[tokio::test]
-    async fn write_is_visible_and_durable() {
-        let (_dir, store) = open();
+    async fn write_is_visible_and_durable(engine: Engine) {
+        let (_dir, store) = open(engine);
         let c = store
             .write(|t| {
                 t.put(KS, b"a", b"1".to_vec());
@@ -394,9 +402,8 @@ mod tests {
         assert_eq!(store.get(KS, b"a").unwrap(), Some(b"1".to_vec()));
     }
 
-    #[test]
-    fn failed_transaction_writes_nothing() {
-        let (_dir, store) = open();
+    fn failed_transaction_writes_nothing(engine: Engine) {
+        let (_dir, store) = open(engine);
         let r = store.write(|t| {
             t.put(KS, b"a", b"1".to_vec());
             Err::<(), _>(StorageError::Engine("boom".into()))
@@ -405,9 +412,8 @@ mod tests {
         assert_eq!(store.get(KS, b"a").unwrap(), None);
     }
 
-    #[test]
-    fn scans_stay_inside_their_keyspace_and_resume_after_cursor() {
-        let (_dir, store) = open();
+    fn scans_stay_inside_their_keyspace_and_resume_after_cursor(engine: Engine) {
+        let (_dir, store) = open(engine);
         store
             .write(|t| {
                 for k in [&b"a1"[..], b"a2", b"a3", b"b1"] {
@@ -434,9 +440,8 @@ mod tests {
         assert_eq!(keys(&store, b"", None, true).len(), 4);
     }
 
-    #[test]
-    fn checkpoints_apply_early_and_aborts_are_reported() {
-        let (_dir, store) = open();
+    fn checkpoints_apply_early_and_aborts_are_reported(engine: Engine) {
+        let (_dir, store) = open(engine);
         let aborted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = std::sync::Arc::clone(&aborted);
         let r = store.write(|t| {
@@ -470,9 +475,8 @@ mod tests {
         assert_eq!(store.get(KS, b"c").unwrap(), Some(b"3".to_vec()));
     }
 
-    #[test]
-    fn transaction_scans_merge_their_own_writes_in_order() {
-        let (_dir, store) = open();
+    fn transaction_scans_merge_their_own_writes_in_order(engine: Engine) {
+        let (_dir, store) = open(engine);
         store
             .write(|t| {
                 for k in [&b"a1"[..], b"a3", b"a5"] {
@@ -509,8 +513,7 @@ mod tests {
             .unwrap();
     }
 
-    #[test]
-    fn sequences_follow_commits_and_survive_reopen() {
+    fn sequences_follow_commits_and_survive_reopen(engine: Engine) {
         let dir = tempfile::tempdir().unwrap();
         let append = |store: &Store, fail: bool| {
             store.write(|t| {
@@ -526,7 +529,7 @@ mod tests {
             })
         };
         {
-            let store = Store::open(dir.path(), &OpenOptions::default()).unwrap();
+            let store = Store::open(dir.path(), &options(engine)).unwrap();
             assert_eq!(
                 append(&store, false).unwrap().durable_blocking().unwrap(),
                 1
@@ -537,18 +540,17 @@ mod tests {
                 3
             );
         }
-        let store = Store::open(dir.path(), &OpenOptions::default()).unwrap();
+        let store = Store::open(dir.path(), &options(engine)).unwrap();
         assert_eq!(
             append(&store, false).unwrap().durable_blocking().unwrap(),
             5
         );
     }
 
-    #[test]
-    fn data_survives_reopen() {
+    fn data_survives_reopen(engine: Engine) {
         let dir = tempfile::tempdir().unwrap();
         {
-            let store = Store::open(dir.path(), &OpenOptions::default()).unwrap();
+            let store = Store::open(dir.path(), &options(engine)).unwrap();
             store
                 .write(|t| {
                     t.put(KS, b"k", b"v".to_vec());
@@ -558,7 +560,80 @@ mod tests {
                 .durable_blocking()
                 .unwrap();
         }
-        let store = Store::open(dir.path(), &OpenOptions::default()).unwrap();
+        let store = Store::open(dir.path(), &options(engine)).unwrap();
         assert_eq!(store.get(KS, b"k").unwrap(), Some(b"v".to_vec()));
+    }
+
+    /// Every promise holds on every engine.
+    macro_rules! on_each_engine {
+        ($engine:ident, $variant:expr) => {
+            mod $engine {
+                use super::*;
+
+                #[tokio::test]
+                async fn write_is_visible_and_durable() {
+                    super::write_is_visible_and_durable($variant).await
+                }
+
+                #[test]
+                fn failed_transaction_writes_nothing() {
+                    super::failed_transaction_writes_nothing($variant)
+                }
+
+                #[test]
+                fn scans_stay_inside_their_keyspace_and_resume_after_cursor() {
+                    super::scans_stay_inside_their_keyspace_and_resume_after_cursor($variant)
+                }
+
+                #[test]
+                fn checkpoints_apply_early_and_aborts_are_reported() {
+                    super::checkpoints_apply_early_and_aborts_are_reported($variant)
+                }
+
+                #[test]
+                fn transaction_scans_merge_their_own_writes_in_order() {
+                    super::transaction_scans_merge_their_own_writes_in_order($variant)
+                }
+
+                #[test]
+                fn sequences_follow_commits_and_survive_reopen() {
+                    super::sequences_follow_commits_and_survive_reopen($variant)
+                }
+
+                #[test]
+                fn data_survives_reopen() {
+                    super::data_survives_reopen($variant)
+                }
+            }
+        };
+    }
+
+    on_each_engine!(fjall, Engine::Fjall);
+    on_each_engine!(sled, Engine::Sled);
+
+    #[test]
+    fn a_directory_is_opened_only_by_the_engine_that_wrote_it() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Store::open(dir.path(), &options(Engine::Sled)).unwrap());
+        let err = Store::open(dir.path(), &options(Engine::Fjall))
+            .err()
+            .unwrap();
+        assert!(
+            matches!(
+                err,
+                StorageError::WrongEngine {
+                    found: "sled",
+                    configured: "fjall",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        drop(Store::open(dir.path(), &options(Engine::Fjall)).unwrap());
+        let err = Store::open(dir.path(), &options(Engine::Sled))
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("holds a fjall store"), "{err}");
     }
 }

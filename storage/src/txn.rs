@@ -78,8 +78,9 @@ impl<'a> WriteTxn<'a> {
         if self.writes.is_empty() {
             return Ok(());
         }
-        let writes = std::mem::take(&mut self.writes).into_iter().collect();
-        self.backend.apply(writes)?;
+        let writes = std::mem::take(&mut self.writes);
+        self.backend
+            .apply(&mut writes.iter().map(|(k, v)| (k.as_slice(), v.as_deref())))?;
         for (ks, n) in self.taken.drain() {
             self.sequences.insert(ks, n);
         }

@@ -9,7 +9,8 @@
 //! `GET /api/v1/users/{id}` per second. Both report p50/p99 latency.
 //! Environment: BENCH_SECONDS (default 10), BENCH_CREATE_CONNECTIONS
 //! (default 128), BENCH_GET_CONNECTIONS (default 32), BENCH_CLIENT_THREADS
-//! (default 1).
+//! (default 1), COHORT_STORAGE_ENGINE (the server's engine). Ends with the
+//! server's peak resident memory.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -210,5 +211,21 @@ fn main() {
         Box::pin(async move { matches!(conn.call(Method::GET, &path, None).await, Some((200, _))) })
     }));
     report("GET /api/v1/users/{id}", &mut gets);
+    if let Some(status) = server
+        .pid()
+        .and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
+        && let Some(line) = status.lines().find(|l| l.starts_with("VmHWM:"))
+    {
+        let kib: f64 = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0.0);
+        println!(
+            "server peak resident memory: {:.0} MiB ({} users created)",
+            kib / 1024.0,
+            created.lock().unwrap().len()
+        );
+    }
     drop(server);
 }

@@ -162,6 +162,11 @@ impl Server {
         }
     }
 
+    /// The server's process id while it runs (benchmarks read its memory).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// The data directory.
     pub fn data_dir(&self) -> &Path {
         &self.data

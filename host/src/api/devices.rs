@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiJson, if_match, parse_id, query_pairs, versioned};
 use super::users::page_request;
-use super::{AppState, allow};
+use super::{AppState, allow, allow_device};
 use crate::auth::Principal;
 use crate::directory::{Binding, CheckIn, Device, DeviceInput, SubjectKind};
 use crate::page::Page;
@@ -59,21 +59,33 @@ pub async fn create_device(
     Ok(device_response(StatusCode::CREATED, device))
 }
 
-/// Get a device.
+/// Get a device. A device credential may read its own device only.
 #[utoipa::path(
     get, path = "/api/v1/devices/{id}", tag = "devices",
     params(("id" = String, Path, description = "Device id")),
-    responses((status = 200, body = Device), (status = 404, body = ErrorBody)),
-    security(("api_key" = []))
+    responses((status = 200, body = Device), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("api_key" = []), ("device_credential" = []))
 )]
 pub async fn get_device(
     State(s): State<AppState>,
     p: Principal,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let read = allow(p.read(), &p, "read devices")?;
-    let device = s.directory.get_device(&read, &parse_id("device", &id)?)?;
+    let id = device_id(&p, &id)?;
+    let read = allow_device(p.read_device(&id), &p, "read")?;
+    let device = s.directory.get_device(&read, &id)?;
     Ok(device_response(StatusCode::OK, device))
+}
+
+/// The device id in the path. For a device credential, an id that is not
+/// even a UUID is another device too (403, not 404), so that a credential
+/// learns nothing about which ids exist.
+pub(super) fn device_id(p: &Principal, raw: &str) -> Result<uuid::Uuid, ApiError> {
+    match (uuid::Uuid::parse_str(raw), p.device()) {
+        (Ok(id), _) => Ok(id),
+        (Err(_), Some(own)) => Err(super::device_mismatch(own, "act for")),
+        (Err(_), None) => parse_id("device", raw),
+    }
 }
 
 /// Change a device's fields with a JSON merge patch (RFC 7396).
@@ -119,14 +131,15 @@ pub async fn delete_device(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Report a device's current attributes and update `last_contact`. For
-/// device-agent keys (and admins).
+/// Report a device's current attributes and update `last_contact`. For the
+/// device's own credential, `device-agent` keys and admins; a device
+/// credential checking in for another device gets 403 `device_mismatch`.
 #[utoipa::path(
     post, path = "/api/v1/devices/{id}/check-in", tag = "devices",
     params(("id" = String, Path, description = "Device id")),
     request_body = CheckIn,
-    responses((status = 200, body = Device), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)),
-    security(("api_key" = []))
+    responses((status = 200, body = Device), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("device_credential" = []), ("api_key" = []))
 )]
 pub async fn check_in(
     State(s): State<AppState>,
@@ -134,11 +147,9 @@ pub async fn check_in(
     Path(id): Path<String>,
     ApiJson(report): ApiJson<CheckIn>,
 ) -> Result<Response, ApiError> {
-    let cap = allow(p.check_in_device(), &p, "check in devices")?;
-    let device = s
-        .directory
-        .check_in_device(&cap, &parse_id("device", &id)?, report)
-        .await?;
+    let id = device_id(&p, &id)?;
+    let cap = allow_device(p.check_in_device(&id), &p, "check in")?;
+    let device = s.directory.check_in_device(&cap, report).await?;
     Ok(device_response(StatusCode::OK, device))
 }
 

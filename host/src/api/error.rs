@@ -57,6 +57,13 @@ impl ApiError {
         }
     }
 
+    /// Replaces the stable code (a 401 that says why the credential was
+    /// refused, say).
+    pub fn with_code(mut self, code: &'static str) -> Self {
+        self.code = code;
+        self
+    }
+
     /// Names the offending field.
     pub fn with_field(mut self, field: impl Into<String>) -> Self {
         let f = field.into();
@@ -69,12 +76,13 @@ impl ApiError {
         Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
     }
 
-    /// 403: the key's role does not allow this.
-    pub fn forbidden(role: &str, what: &str) -> Self {
+    /// 403: the caller (as `Principal::describe` names it: "an API key
+    /// with role read-only") may not do this.
+    pub fn forbidden(who: &str, what: &str) -> Self {
         Self::new(
             StatusCode::FORBIDDEN,
             "forbidden",
-            format!("an API key with role {role} may not {what}"),
+            format!("{who} may not {what}"),
         )
     }
 

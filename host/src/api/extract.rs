@@ -155,26 +155,60 @@ impl FromRequestParts<AppState> for Principal {
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         let origin = origin_of(parts);
-        let header = parts.headers.get(header::AUTHORIZATION).ok_or_else(|| {
-            ApiError::unauthorized("missing API key: send Authorization: Bearer <key>")
-        })?;
-        let key = header
-            .to_str()
-            .ok()
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(str::trim)
-            .filter(|k| !k.is_empty())
-            .ok_or_else(|| {
-                ApiError::unauthorized("malformed Authorization header: expected Bearer <key>")
-            })?;
-        state
-            .keys
-            .authenticate(key, &origin)?
-            .ok_or_else(|| ApiError::unauthorized("invalid API key"))
+        let key = bearer(&parts.headers, "API key")?;
+        bearer_principal(state, &key, &origin)
     }
+}
+
+/// The principal for a bearer secret: a device credential (tried first for
+/// its prefix, since check-ins are most of the traffic) or an API key. An
+/// enrollment token is refused with a pointer to the one endpoint that
+/// takes it.
+fn bearer_principal(state: &AppState, key: &str, origin: &Origin) -> Result<Principal, ApiError> {
+    use crate::devices::{CREDENTIAL_PREFIX, TOKEN_PREFIX};
+    if key.starts_with(CREDENTIAL_PREFIX)
+        && let Some(p) = state.devices.credentials().authenticate(key, origin)?
+    {
+        return Ok(p);
+    }
+    if let Some(p) = state.keys.authenticate(key, origin)? {
+        return Ok(p);
+    }
+    Err(if key.starts_with(TOKEN_PREFIX) {
+        ApiError::unauthorized(
+            "this is a device enrollment token: it is accepted only by POST /api/v1/devices/enroll, which returns the device credential to use here",
+        )
+    } else if key.starts_with(CREDENTIAL_PREFIX) {
+        ApiError::unauthorized(
+            "invalid device credential: it was rotated or revoked, or its device deleted; enroll the device again",
+        )
+    } else {
+        ApiError::unauthorized("invalid API key")
+    })
+}
+
+/// The bearer secret of a request, or a 401 naming what is missing.
+pub fn bearer(headers: &HeaderMap, what: &str) -> Result<String, ApiError> {
+    let header = headers.get(header::AUTHORIZATION).ok_or_else(|| {
+        ApiError::unauthorized(format!(
+            "missing {what}: send Authorization: Bearer <{what}>"
+        ))
+    })?;
+    header
+        .to_str()
+        .ok()
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .map(str::to_string)
+        .ok_or_else(|| {
+            ApiError::unauthorized(format!(
+                "malformed Authorization header: expected Bearer <{what}>"
+            ))
+        })
 }
 
 /// Parses an id from the path; a malformed id is a 404 for that resource,

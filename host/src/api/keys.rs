@@ -25,8 +25,11 @@ pub struct WhoAmI {
     pub name: String,
     /// The key's id.
     pub key_id: Option<String>,
-    /// The key's role.
+    /// The key's role (`device` for a device credential).
     pub role: Role,
+    /// The device a device credential is bound to; absent for API keys.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device_id: Option<uuid::Uuid>,
 }
 
 /// List API keys (never their secrets).
@@ -75,16 +78,18 @@ pub async fn revoke_key(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Who the presented key belongs to. Any valid key may ask.
+/// Who the presented key belongs to. Any valid key or device credential
+/// may ask.
 #[utoipa::path(
     get, path = "/api/v1/whoami", tag = "api-keys",
     responses((status = 200, body = WhoAmI), (status = 401, body = ErrorBody)),
-    security(("api_key" = []))
+    security(("api_key" = []), ("device_credential" = []))
 )]
 pub async fn whoami(p: Principal) -> Json<WhoAmI> {
     Json(WhoAmI {
         name: p.actor().name.clone(),
         key_id: p.actor().key_id.clone(),
         role: p.role(),
+        device_id: p.device(),
     })
 }

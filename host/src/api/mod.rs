@@ -6,6 +6,7 @@ mod attributes;
 mod audit;
 pub mod client;
 mod devices;
+mod enrollment;
 pub mod error;
 pub mod extract;
 mod groups;
@@ -81,6 +82,8 @@ pub struct AppState {
     pub scim: crate::provisioning::scim::Scim,
     /// Import runs.
     pub imports: crate::provisioning::imports::Imports,
+    /// Device enrollment tokens, enrollment and device credentials.
+    pub devices: crate::devices::Devices,
     /// Largest plugin upload body.
     pub max_upload_bytes: usize,
     /// Whose `X-Forwarded-For` names the client.
@@ -89,7 +92,31 @@ pub struct AppState {
 
 /// Turns a missing capability into a 403 naming the role and the action.
 pub(crate) fn allow<T>(cap: Option<T>, p: &Principal, what: &str) -> Result<T, ApiError> {
-    cap.ok_or_else(|| ApiError::forbidden(p.role().as_str(), what))
+    cap.ok_or_else(|| ApiError::forbidden(&p.describe(), what))
+}
+
+/// Turns a refused device-scoped capability into a 403: `forbidden` for a
+/// role that may not do it at all, `device_mismatch` for a device credential
+/// that names another device.
+pub(crate) fn allow_device<T>(
+    cap: Result<T, crate::auth::DeviceDenied>,
+    p: &Principal,
+    what: &str,
+) -> Result<T, ApiError> {
+    cap.map_err(|denied| match denied {
+        crate::auth::DeviceDenied::Role => ApiError::forbidden(&p.describe(), what),
+        crate::auth::DeviceDenied::OtherDevice { own } => device_mismatch(own, what),
+    })
+}
+
+/// 403 `device_mismatch`: a device credential named a device not its own.
+pub(crate) fn device_mismatch(own: uuid::Uuid, what: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "device_mismatch",
+        format!("a device credential may {what} only its own device ({own})"),
+    )
+    .with_field("id")
 }
 
 #[derive(OpenApi)]
@@ -102,6 +129,7 @@ pub(crate) fn allow<T>(cap: Option<T>, p: &Principal, what: &str) -> Result<T, A
     tags(
         (name = "users", description = "People in the directory"),
         (name = "devices", description = "Computers and phones"),
+        (name = "enrollment", description = "Device enrollment tokens, enrollment and per-device credentials"),
         (name = "bindings", description = "Which users use which devices"),
         (name = "attributes", description = "The attribute schema"),
         (name = "groups", description = "Static and dynamic groups of users and devices"),
@@ -125,6 +153,28 @@ impl Modify for BearerAuth {
         components.add_security_scheme(
             "api_key",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        components.add_security_scheme(
+            "device_credential",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "A per-device credential (cohort_device_...) returned by enrollment",
+                    ))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "enrollment_token",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "A device enrollment token (cohort_enroll_...) from POST /api/v1/device-enrollment-tokens",
+                    ))
+                    .build(),
+            ),
         );
         components.add_security_scheme(
             "session",
@@ -161,6 +211,14 @@ fn api_routes() -> OpenApiRouter<AppState> {
         ))
         .routes(routes!(devices::check_in))
         .routes(routes!(devices::device_users))
+        .routes(routes!(enrollment::enroll))
+        .routes(routes!(
+            enrollment::get_credential,
+            enrollment::revoke_credential
+        ))
+        .routes(routes!(enrollment::rotate_credential))
+        .routes(routes!(enrollment::list_tokens, enrollment::create_token))
+        .routes(routes!(enrollment::get_token, enrollment::revoke_token))
         .routes(routes!(
             attributes::list_attributes,
             attributes::create_attribute

@@ -47,7 +47,7 @@ async fn blocking<T: Send + 'static>(
 }
 
 fn forbidden(p: &Principal) -> ApiError {
-    ApiError::forbidden(p.role().as_str(), "manage plugins")
+    ApiError::forbidden(&p.describe(), "manage plugins")
 }
 
 /// Installed plugins.

@@ -81,7 +81,10 @@ pub struct ApiKeys {
     clock: Arc<dyn Clock>,
 }
 
-fn hash(key: &str) -> String {
+/// The stored form of a bearer secret (API key, enrollment token, device
+/// credential): lowercase hex SHA-256. Secrets are 256 random bits, so a
+/// fast hash is enough and a slow one would only slow down every request.
+pub(crate) fn hash_secret(key: &str) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let digest = Sha256::digest(key.as_bytes());
     let mut out = String::with_capacity(digest.len() * 2);
@@ -92,10 +95,20 @@ fn hash(key: &str) -> String {
     out
 }
 
-fn generate() -> String {
+/// 256 random bits after `prefix`. Each kind of secret has its own prefix
+/// so that secret scanners and people can tell what leaked.
+pub(crate) fn generate_secret(prefix: &str) -> String {
     let mut bytes = [0u8; 32];
     rand::fill(&mut bytes);
-    format!("{KEY_PREFIX}{}", B64.encode(bytes))
+    format!("{prefix}{}", B64.encode(bytes))
+}
+
+fn generate() -> String {
+    generate_secret(KEY_PREFIX)
+}
+
+fn hash(key: &str) -> String {
+    hash_secret(key)
 }
 
 impl ApiKeys {
@@ -212,6 +225,12 @@ impl ApiKeys {
         input: NewApiKey,
     ) -> Result<CreatedKey, DomainError> {
         crate::error::check_name(&input.name)?;
+        if input.role == Role::Device {
+            return Err(DomainError::invalid(
+                "role",
+                "device credentials are issued by enrollment (POST /api/v1/devices/enroll), not as API keys",
+            ));
+        }
         let secret = generate();
         let key = self
             .insert(cap.actor(), &input.name, input.role, &secret)?

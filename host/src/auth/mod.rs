@@ -11,15 +11,24 @@
 //! | read-only   | yes   | no                 | no              | no              |
 //! | device-agent| no    | no                 | yes             | no              |
 //! | scim        | through `/scim/v2` only: users and groups, nothing else | | | |
+//! | device      | its own device only | no       | its own device  | rotate its own credential |
+//!
+//! `device` is not a role an API key can have: it is the principal of a
+//! per-device credential, issued by enrollment (`crate::devices`) and bound
+//! to one device id. Every device-scoped capability takes the device id and
+//! refuses a device credential that names another device, so one stolen
+//! laptop cannot speak for the fleet.
 
 mod keys;
 
 pub use keys::{ApiKey, ApiKeys, CreatedKey, NewApiKey};
+pub(crate) use keys::{generate_secret, hash_secret};
 
 use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
+use uuid::Uuid;
 
 /// What a key may do. See the module table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -31,12 +40,17 @@ pub enum Role {
     HelpDesk,
     /// Reads only, for reporting and monitoring.
     ReadOnly,
-    /// Device check-in only, for the agent that runs on each device.
+    /// Device check-in for any device. Kept for MDM and inventory back-ends
+    /// that report for a whole fleet; an agent on one device should use the
+    /// per-device credential that enrollment issues instead.
     DeviceAgent,
     /// A SCIM client (Okta, Entra ID) provisioning users and groups through
     /// `/scim/v2`, and nothing else: one key per client, so the audit log
     /// names the client behind every change.
     Scim,
+    /// A per-device credential from enrollment: check-in and reads of its
+    /// own device, and rotating its own credential. No API key has it.
+    Device,
 }
 
 impl Role {
@@ -48,6 +62,7 @@ impl Role {
             Role::ReadOnly => "read-only",
             Role::DeviceAgent => "device-agent",
             Role::Scim => "scim",
+            Role::Device => "device",
         }
     }
 }
@@ -141,6 +156,20 @@ impl Actor {
 pub struct Principal {
     actor: Actor,
     role: Role,
+    /// The device a device credential is bound to; `None` for API keys.
+    device: Option<Uuid>,
+}
+
+/// Why a device-scoped capability was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceDenied {
+    /// The caller's role may not do this for any device.
+    Role,
+    /// A device credential asked to act for another device.
+    OtherDevice {
+        /// The device the credential is bound to.
+        own: Uuid,
+    },
 }
 
 /// Permission to read the directory and the audit log.
@@ -155,11 +184,33 @@ pub struct ManageDirectory<'a>(&'a Actor);
 #[derive(Debug)]
 pub struct ChangeUserState<'a>(&'a Actor);
 
-/// Permission to report a device's own attributes.
+/// Permission to report the attributes of one device, the one it names.
 #[derive(Debug)]
-pub struct CheckInDevice<'a>(&'a Actor);
+pub struct CheckInDevice<'a>(&'a Actor, Uuid);
 
-/// Permission to create and revoke API keys and take backups.
+impl CheckInDevice<'_> {
+    /// The device this permission is for: the domain takes the id from
+    /// here, never from the request, so a credential cannot be pointed at
+    /// another device after the check.
+    pub fn device(&self) -> Uuid {
+        self.1
+    }
+}
+
+/// Permission to replace the credential of one device: the device itself,
+/// or an admin.
+#[derive(Debug)]
+pub struct RotateDeviceCredential<'a>(&'a Actor, Uuid);
+
+impl RotateDeviceCredential<'_> {
+    /// The device whose credential is replaced.
+    pub fn device(&self) -> Uuid {
+        self.1
+    }
+}
+
+/// Permission to create and revoke API keys, device enrollment tokens and
+/// device credentials, and to take backups.
 #[derive(Debug)]
 pub struct ManageKeys<'a>(&'a Actor);
 
@@ -210,6 +261,7 @@ mutation!(
     ManageDirectory,
     ChangeUserState,
     CheckInDevice,
+    RotateDeviceCredential,
     ManageKeys,
     ManagePlugins
 );
@@ -223,7 +275,45 @@ impl<'a> ManageDirectory<'a> {
 
 impl Principal {
     pub(crate) fn new(actor: Actor, role: Role) -> Self {
-        Principal { actor, role }
+        Principal {
+            actor,
+            role,
+            device: None,
+        }
+    }
+
+    /// The principal of a device credential bound to `device`.
+    pub(crate) fn for_device(actor: Actor, device: Uuid) -> Self {
+        Principal {
+            actor,
+            role: Role::Device,
+            device: Some(device),
+        }
+    }
+
+    /// The device a device credential is bound to; `None` for API keys.
+    pub fn device(&self) -> Option<Uuid> {
+        self.device
+    }
+
+    /// What a 403 calls the caller: "an API key with role admin", "the
+    /// credential of device …".
+    pub fn describe(&self) -> String {
+        match self.device {
+            Some(id) => format!("the credential of device {id}"),
+            None => format!("an API key with role {}", self.role.as_str()),
+        }
+    }
+
+    /// Checks a device-scoped action: `any` roles may act for every device,
+    /// a device credential only for its own.
+    fn for_device_id(&self, device: &Uuid, any: &[Role]) -> Result<(), DeviceDenied> {
+        match self.device {
+            Some(own) if own == *device => Ok(()),
+            Some(own) => Err(DeviceDenied::OtherDevice { own }),
+            None if any.contains(&self.role) => Ok(()),
+            None => Err(DeviceDenied::Role),
+        }
     }
 
     /// The caller's role.
@@ -236,9 +326,15 @@ impl Principal {
         &self.actor
     }
 
-    /// Reads: every role but `device-agent` and `scim`.
+    /// Reads: every role but `device-agent`, `scim` and device credentials.
     pub fn read(&self) -> Option<Read> {
-        (!matches!(self.role, Role::DeviceAgent | Role::Scim)).then_some(Read(()))
+        (!matches!(self.role, Role::DeviceAgent | Role::Scim | Role::Device)).then_some(Read(()))
+    }
+
+    /// Reading one device: every reader, and the device's own credential.
+    pub fn read_device(&self, device: &Uuid) -> Result<Read, DeviceDenied> {
+        self.for_device_id(device, &[Role::Admin, Role::HelpDesk, Role::ReadOnly])
+            .map(|()| Read(()))
     }
 
     /// SCIM provisioning: `scim` keys only, which can do nothing else.
@@ -256,9 +352,20 @@ impl Principal {
         matches!(self.role, Role::Admin | Role::HelpDesk).then_some(ChangeUserState(&self.actor))
     }
 
-    /// Device check-in: admins and device agents.
-    pub fn check_in_device(&self) -> Option<CheckInDevice<'_>> {
-        matches!(self.role, Role::Admin | Role::DeviceAgent).then_some(CheckInDevice(&self.actor))
+    /// Device check-in for `device`: admins and `device-agent` keys for any
+    /// device, a device credential for its own device only.
+    pub fn check_in_device(&self, device: &Uuid) -> Result<CheckInDevice<'_>, DeviceDenied> {
+        self.for_device_id(device, &[Role::Admin, Role::DeviceAgent])
+            .map(|()| CheckInDevice(&self.actor, *device))
+    }
+
+    /// Replacing `device`'s credential: admins, and the device itself.
+    pub fn rotate_device_credential(
+        &self,
+        device: &Uuid,
+    ) -> Result<RotateDeviceCredential<'_>, DeviceDenied> {
+        self.for_device_id(device, &[Role::Admin])
+            .map(|()| RotateDeviceCredential(&self.actor, *device))
     }
 
     /// Plugins and plugin instances: admins only. Plugins run code inside
@@ -283,6 +390,7 @@ mod tests {
 
     #[test]
     fn role_matrix() {
+        let device = Uuid::now_v7();
         let rows = [
             (Role::Admin, [true, true, true, true, true]),
             (Role::HelpDesk, [true, false, true, false, false]),
@@ -296,7 +404,7 @@ mod tests {
                 p.read().is_some(),
                 p.manage_directory().is_some(),
                 p.change_user_state().is_some(),
-                p.check_in_device().is_some(),
+                p.check_in_device(&device).is_ok(),
                 p.manage_keys().is_some(),
             ];
             assert_eq!(got, expected, "{role:?}");
@@ -318,5 +426,41 @@ mod tests {
         assert!(o.user_agent.unwrap().ends_with("Mozilla"));
         assert_eq!(Origin::new("r", None, Some(b"  ")).user_agent, None);
         assert_eq!(Origin::new("r", None, None).user_agent, None);
+    }
+
+    #[test]
+    fn a_device_credential_acts_for_its_own_device_only() {
+        let own = Uuid::now_v7();
+        let other = Uuid::now_v7();
+        let p = Principal::for_device(Actor::system("r"), own);
+        assert_eq!(p.role(), Role::Device);
+        assert_eq!(p.check_in_device(&own).map(|c| c.device()).ok(), Some(own));
+        assert_eq!(
+            p.check_in_device(&other).err(),
+            Some(DeviceDenied::OtherDevice { own })
+        );
+        assert!(p.read_device(&own).is_ok());
+        assert_eq!(
+            p.read_device(&other).err(),
+            Some(DeviceDenied::OtherDevice { own })
+        );
+        assert!(p.rotate_device_credential(&own).is_ok());
+        assert!(p.rotate_device_credential(&other).is_err());
+        assert!(p.read().is_none());
+        assert!(p.manage_directory().is_none());
+        assert!(p.change_user_state().is_none());
+        assert!(p.manage_keys().is_none());
+        assert!(p.manage_plugins().is_none());
+        assert!(p.provision().is_none());
+        // Keys without a device binding are judged by role alone.
+        let agent = Principal::new(Actor::system("r"), Role::DeviceAgent);
+        assert!(agent.check_in_device(&other).is_ok());
+        assert_eq!(agent.read_device(&other).err(), Some(DeviceDenied::Role));
+        assert_eq!(
+            agent.rotate_device_credential(&other).err(),
+            Some(DeviceDenied::Role)
+        );
+        let admin = Principal::new(Actor::system("r"), Role::Admin);
+        assert!(admin.rotate_device_credential(&other).is_ok());
     }
 }

@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::attributes::{AttrValue, SubjectKind, check_string, track_usage, validate_custom};
-use super::keys::{self, DEVICES, DEVICES_BY_HOSTNAME};
+use super::keys::{self, DEVICES, DEVICES_BY_HOSTNAME, DEVICES_BY_SERIAL};
 use super::query::{AttrRef, ListQuery, Subject, text};
 use super::{Directory, Versioned, decode_patch};
 use crate::audit::{self, Record};
@@ -223,10 +223,36 @@ fn hostname_key(hostname: &str, id: &Uuid) -> Vec<u8> {
     keys::join(&[&keys::fold(hostname), &[0], &keys::id(id)])
 }
 
+/// The `DEVICES_BY_SERIAL` key of a device, when it has a serial number.
+pub(crate) fn serial_key(serial: Option<&str>, id: &Uuid) -> Option<Vec<u8>> {
+    serial.map(|s| keys::join(&[&keys::fold(s), &[0], &keys::id(id)]))
+}
+
+/// What an enrollment did to the directory.
+#[derive(Clone, Debug)]
+pub struct Enrolled {
+    /// The device as it now is.
+    pub device: Device,
+    /// Whether an existing device (same serial number) was enrolled again
+    /// rather than a new one created.
+    pub reenrolled: bool,
+}
+
 /// Loads a device inside a transaction.
 pub(crate) fn load(txn: &WriteTxn<'_>, id: &Uuid) -> Result<Device, DomainError> {
     txn.get_json(DEVICES, &keys::id(id))?
         .ok_or_else(|| DomainError::not_found("device", id))
+}
+
+/// The ids of the devices whose serial number is `serial` (compared
+/// case-insensitively).
+fn devices_with_serial(txn: &WriteTxn<'_>, serial: &str) -> Result<Vec<Uuid>, DomainError> {
+    let prefix = keys::join(&[&keys::fold(serial), &[0]]);
+    Ok(txn
+        .scan_prefix(DEVICES_BY_SERIAL, &prefix)?
+        .iter()
+        .filter_map(|(k, _)| keys::uuid_at(k, prefix.len()))
+        .collect())
 }
 
 impl Directory {
@@ -300,6 +326,16 @@ impl Directory {
                 &hostname_key(&after.hostname, &after.id),
                 Vec::new(),
             );
+        }
+        let old_serial = before.and_then(|b| serial_key(b.serial_number.as_deref(), &b.id));
+        let new_serial = serial_key(after.serial_number.as_deref(), &after.id);
+        if old_serial != new_serial {
+            if let Some(k) = old_serial {
+                txn.delete(DEVICES_BY_SERIAL, &k);
+            }
+            if let Some(k) = new_serial {
+                txn.put(DEVICES_BY_SERIAL, &k, Vec::new());
+            }
         }
         track_usage(
             txn,
@@ -375,6 +411,58 @@ impl Directory {
         Ok(after)
     }
 
+    /// Enrolls a device in the caller's transaction (device enrollment):
+    /// the device with the same serial number when there is exactly one,
+    /// updated with the reported fields that are present (as a check-in
+    /// would be), else a new device. Either way `last_contact` is now.
+    pub(crate) fn enroll_device_in(
+        &self,
+        txn: &mut WriteTxn<'_>,
+        actor: &Actor,
+        input: DeviceInput,
+        now: DateTime<Utc>,
+    ) -> Result<Enrolled, DomainError> {
+        let existing = match input.serial_number.as_deref() {
+            Some(serial) => devices_with_serial(txn, serial)?,
+            None => Vec::new(),
+        };
+        match existing.as_slice() {
+            [] => {
+                let device = self.build_device(txn, input, None, now, Some(now))?;
+                self.put_device(txn, actor, "device.enroll", None, &device)?;
+                Ok(Enrolled {
+                    device,
+                    reenrolled: false,
+                })
+            }
+            [id] => {
+                let before = load(txn, id)?;
+                let mut patch = serde_json::to_value(&input).expect("device input serializes");
+                if let Value::Object(fields) = &mut patch {
+                    fields.retain(|_, v| {
+                        !(v.is_null() || v.as_object().is_some_and(serde_json::Map::is_empty))
+                    });
+                }
+                let merged: DeviceInput =
+                    decode_patch(&DeviceInput::from(&before), &patch, READ_ONLY)?;
+                let after = self.build_device(txn, merged, Some(&before), now, Some(now))?;
+                self.put_device(txn, actor, "device.enroll", Some(&before), &after)?;
+                Ok(Enrolled {
+                    device: after,
+                    reenrolled: true,
+                })
+            }
+            _ => Err(DomainError::Conflict {
+                code: "serial_number_ambiguous",
+                field: Some("serial_number".into()),
+                message: format!(
+                    "{} devices have this serial number, so enrollment cannot tell which one this is; delete or correct the duplicates first",
+                    existing.len()
+                ),
+            }),
+        }
+    }
+
     /// Creates a device.
     pub async fn create_device(
         &self,
@@ -409,16 +497,23 @@ impl Directory {
             .await
     }
 
-    /// Records a check-in: the reported fields, and `last_contact = now`.
+    /// Records a check-in of the device the capability is for: the
+    /// reported fields, and `last_contact = now`.
     pub async fn check_in_device(
         &self,
         cap: &CheckInDevice<'_>,
-        id: &Uuid,
         report: CheckIn,
     ) -> Result<Device, DomainError> {
         let patch = serde_json::to_value(&report).expect("check-in serializes");
-        self.patch_device(cap.actor(), "device.check_in", id, &patch, None, true)
-            .await
+        self.patch_device(
+            cap.actor(),
+            "device.check_in",
+            &cap.device(),
+            &patch,
+            None,
+            true,
+        )
+        .await
     }
 
     async fn patch_device(
@@ -467,6 +562,9 @@ impl Directory {
             let key = keys::id(id);
             self.unbind_all(txn, SubjectKind::Device, id, now, actor)?;
             txn.delete(DEVICES_BY_HOSTNAME, &hostname_key(&device.hostname, id));
+            if let Some(k) = serial_key(device.serial_number.as_deref(), id) {
+                txn.delete(DEVICES_BY_SERIAL, &k);
+            }
             track_usage(
                 txn,
                 SubjectKind::Device,

@@ -16,6 +16,9 @@ pub const USERS_BY_MANAGER: Keyspace = Keyspace::new("users_by_manager");
 pub const DEVICES: Keyspace = Keyspace::new("devices");
 /// lowercased hostname ++ 0 ++ device id → (). Hostnames need not be unique.
 pub const DEVICES_BY_HOSTNAME: Keyspace = Keyspace::new("devices_by_hostname");
+/// lowercased serial number ++ 0 ++ device id → (). Enrollment finds the
+/// device a re-imaged machine already is; serials need not be unique.
+pub const DEVICES_BY_SERIAL: Keyspace = Keyspace::new("devices_by_serial");
 /// user id ++ device id → `Binding` JSON. The devices of a user.
 pub const USER_DEVICES: Keyspace = Keyspace::new("user_devices");
 /// device id ++ user id → `Binding` JSON. The users of a device.

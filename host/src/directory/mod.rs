@@ -16,7 +16,8 @@ pub use attributes::{
 };
 pub use bindings::Binding;
 pub(crate) use devices::load as load_device;
-pub use devices::{CheckIn, DEVICE_SORTS, Device, DeviceInput, OsFamily};
+pub(crate) use devices::serial_key;
+pub use devices::{CheckIn, DEVICE_SORTS, Device, DeviceInput, Enrolled, OsFamily};
 pub use query::{AttrRef, Filter, ListQuery, Subject};
 pub(crate) use users::load as load_user;
 pub use users::{StateChange, USER_SORTS, User, UserInput, UserState};
@@ -41,7 +42,8 @@ use crate::json::{self, DecodeError};
 pub struct Directory {
     store: Store,
     clock: Arc<dyn Clock>,
-    listener: Option<Arc<dyn ChangeListener>>,
+    /// Called in order for every change (groups, then device credentials).
+    listeners: Vec<Arc<dyn ChangeListener>>,
 }
 
 /// What changed in the directory, for state derived from it.
@@ -85,13 +87,14 @@ impl Directory {
         Directory {
             store,
             clock,
-            listener: None,
+            listeners: Vec::new(),
         }
     }
 
-    /// The same directory, telling `listener` about every change.
+    /// The same directory, also telling `listener` about every change
+    /// (after the listeners added before it).
     pub fn with_listener(mut self, listener: Arc<dyn ChangeListener>) -> Self {
-        self.listener = Some(listener);
+        self.listeners.push(listener);
         self
     }
 
@@ -102,10 +105,10 @@ impl Directory {
         now: DateTime<Utc>,
         change: Change,
     ) -> Result<(), DomainError> {
-        match &self.listener {
-            Some(l) => l.changed(txn, actor, now, &change),
-            None => Ok(()),
+        for l in &self.listeners {
+            l.changed(txn, actor, now, &change)?;
         }
+        Ok(())
     }
 }
 

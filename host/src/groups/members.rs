@@ -162,6 +162,61 @@ impl Groups {
         .await
     }
 
+    /// Checks that `group` can receive enrolled devices: it exists and is a
+    /// static device group. Errors name `field`.
+    pub(crate) fn check_enrollment_group(
+        &self,
+        r: &impl Reader,
+        group: &Uuid,
+        field: &str,
+    ) -> Result<Group, DomainError> {
+        let g = r
+            .get_json::<Group>(GROUPS, group.as_bytes())?
+            .ok_or_else(|| DomainError::invalid(field, format!("no group with id {group}")))?;
+        if g.subject != SubjectKind::Device {
+            return Err(DomainError::invalid(
+                field,
+                format!(
+                    "group {:?} is a user group; enrolled devices need a device group",
+                    g.name
+                ),
+            ));
+        }
+        if g.is_dynamic() {
+            return Err(DomainError::invalid(
+                field,
+                format!(
+                    "group {:?} is dynamic: its rule decides its members; name a static device group, or write the rule over the attributes devices report",
+                    g.name
+                ),
+            ));
+        }
+        Ok(g)
+    }
+
+    /// Adds an enrolling device to its enrollment token's static device
+    /// group, in the enrollment's transaction. A group that was deleted or
+    /// made dynamic since the token was created fails the enrollment (409),
+    /// so an admin notices rather than devices silently landing nowhere.
+    pub(crate) fn add_enrolled_device_in(
+        &self,
+        txn: &mut WriteTxn<'_>,
+        actor: &Actor,
+        group: &Uuid,
+        device: Uuid,
+    ) -> Result<Member, DomainError> {
+        let g = self
+            .check_enrollment_group(&*txn, group, "device_group")
+            .map_err(|e| DomainError::Conflict {
+                code: "enrollment_group_unusable",
+                field: Some("device_group".into()),
+                message: format!(
+                    "the enrollment token's device group cannot take devices any more ({e}); create a new token"
+                ),
+            })?;
+        self.add_manual_in(txn, actor, &g, device)
+    }
+
     /// Adds `subject` to `g` by hand, in the caller's transaction.
     pub(crate) fn add_manual_in(
         &self,

@@ -1,0 +1,819 @@
+//! Device enrollment against the real binary: enrollment tokens, the
+//! credential an enrollment returns, and that a device credential speaks
+//! for its own device and nothing else. Token expiry needs a clock the test
+//! can move, which the binary does not have: it is tested in
+//! `host/src/devices/tests.rs` with the injected clock.
+
+use cohort_tests::{Api, Server};
+use reqwest::Method;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+/// Creates an enrollment token and returns (id, secret).
+async fn token(api: &Api, body: Value) -> (String, String) {
+    let r = api
+        .post("/api/v1/device-enrollment-tokens", body)
+        .await
+        .expect(201);
+    (
+        r.body["id"].as_str().expect("id").to_string(),
+        r.body["secret"].as_str().expect("secret").to_string(),
+    )
+}
+
+/// Enrolls with `token` and the given facts.
+async fn enroll(s: &Server, token: &str, facts: Value) -> cohort_tests::Resp {
+    s.client(Some(token))
+        .post("/api/v1/devices/enroll", facts)
+        .await
+}
+
+fn laptop(hostname: &str, serial: &str) -> Value {
+    json!({"hostname": hostname, "os_family": "macos", "os_version": "14.5", "serial_number": serial})
+}
+
+#[tokio::test]
+async fn an_enrolled_device_checks_in_for_itself_and_nothing_else() {
+    let s = Server::start();
+    let admin = s.admin();
+    let group = admin
+        .post(
+            "/api/v1/groups",
+            json!({"name": "Berlin laptops", "subject": "device"}),
+        )
+        .await
+        .expect(201)
+        .body["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let created = admin
+        .post(
+            "/api/v1/device-enrollment-tokens",
+            json!({"name": "Berlin office", "max_uses": 2, "device_group": group}),
+        )
+        .await
+        .expect(201);
+    let secret = created.body["secret"].as_str().unwrap().to_string();
+    let token_id = created.body["id"].as_str().unwrap().to_string();
+    assert!(secret.starts_with("cohort_enroll_"), "{secret}");
+    assert_eq!(
+        created.header("location"),
+        format!("/api/v1/device-enrollment-tokens/{token_id}")
+    );
+    assert_eq!(created.body["state"], "active");
+    assert_eq!(created.body["uses"], 0);
+    assert_eq!(created.body["max_uses"], 2);
+    assert_eq!(created.body["device_group"], group.as_str());
+    assert!(secret.starts_with(created.body["token_prefix"].as_str().unwrap()));
+
+    let r = enroll(&s, &secret, laptop("ada-mbp", "C02ADA"))
+        .await
+        .expect(201);
+    let device = r.body["device"]["id"].as_str().unwrap().to_string();
+    assert_eq!(r.header("location"), format!("/api/v1/devices/{device}"));
+    assert_eq!(r.body["reenrolled"], false);
+    assert_eq!(r.body["device"]["hostname"], "ada-mbp");
+    assert!(r.body["device"]["last_contact"].is_string(), "{}", r.body);
+    assert_eq!(r.body["credential"]["device_id"], device.as_str());
+    assert_eq!(
+        r.body["credential"]["enrollment_token_id"],
+        token_id.as_str()
+    );
+    let cred = r.body["secret"].as_str().unwrap().to_string();
+    assert!(cred.starts_with("cohort_device_"), "{cred}");
+
+    // The token counted the use; the device joined the token's group.
+    let t = admin
+        .get(&format!("/api/v1/device-enrollment-tokens/{token_id}"))
+        .await
+        .expect(200);
+    assert_eq!(t.body["uses"], 1);
+    assert_eq!(t.body["state"], "active");
+    assert!(t.body["last_used_at"].is_string());
+    assert!(t.body.get("secret").is_none() && t.body.get("hash").is_none());
+    let members = admin
+        .get(&format!("/api/v1/groups/{group}/members"))
+        .await
+        .expect(200);
+    assert_eq!(members.body["items"][0]["subject_id"], device.as_str());
+    assert_eq!(members.body["items"][0]["source"], "manual");
+
+    let dev = s.client(Some(&cred));
+    let who = dev.get("/api/v1/whoami").await.expect(200);
+    assert_eq!(who.body["role"], "device");
+    assert_eq!(who.body["device_id"], device.as_str());
+    assert_eq!(who.body["name"], format!("device:{device}"));
+
+    // Its own device: check in and read.
+    let own = format!("/api/v1/devices/{device}");
+    let c = dev
+        .post(&format!("{own}/check-in"), json!({"os_version": "15.0"}))
+        .await
+        .expect(200);
+    assert_eq!(c.body["os_version"], "15.0");
+    dev.get(&own).await.expect(200);
+    dev.get(&format!("{own}/credential")).await.expect(200);
+
+    // Another device: 403 device_mismatch, and nothing written.
+    let other = admin.device("build-01", "linux", json!({})).await;
+    let before = admin
+        .get(&format!("/api/v1/devices/{other}"))
+        .await
+        .expect(200);
+    let r = dev
+        .post(
+            &format!("/api/v1/devices/{other}/check-in"),
+            json!({"os_version": "hacked"}),
+        )
+        .await
+        .expect(403);
+    assert_eq!(r.code(), "device_mismatch");
+    assert_eq!(r.field(), "id");
+    assert!(
+        r.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(&device)
+    );
+    assert_eq!(
+        dev.get(&format!("/api/v1/devices/{other}"))
+            .await
+            .expect(403)
+            .code(),
+        "device_mismatch"
+    );
+    assert_eq!(
+        dev.get(&format!("/api/v1/devices/{other}/credential"))
+            .await
+            .expect(403)
+            .code(),
+        "device_mismatch"
+    );
+    assert_eq!(
+        dev.post(
+            &format!("/api/v1/devices/{other}/credential/rotate"),
+            json!({})
+        )
+        .await
+        .expect(403)
+        .code(),
+        "device_mismatch"
+    );
+    // An id that is not even a UUID is another device too.
+    assert_eq!(
+        dev.post("/api/v1/devices/nope/check-in", json!({}))
+            .await
+            .expect(403)
+            .code(),
+        "device_mismatch"
+    );
+    let after = admin
+        .get(&format!("/api/v1/devices/{other}"))
+        .await
+        .expect(200);
+    assert_eq!(before.body, after.body);
+
+    // Everything else: 403 forbidden.
+    for (method, path, body) in [
+        (Method::GET, "/api/v1/devices".to_string(), None),
+        (Method::GET, "/api/v1/users".to_string(), None),
+        (Method::GET, format!("{own}/users"), None),
+        (Method::GET, "/api/v1/groups".to_string(), None),
+        (Method::GET, "/api/v1/audit".to_string(), None),
+        (Method::PATCH, own.clone(), Some(json!({"hostname": "x"}))),
+        (Method::DELETE, own.clone(), None),
+        (Method::DELETE, format!("{own}/credential"), None),
+        (
+            Method::POST,
+            "/api/v1/devices".to_string(),
+            Some(json!({"hostname": "x", "os_family": "linux"})),
+        ),
+        (
+            Method::POST,
+            "/api/v1/device-enrollment-tokens".to_string(),
+            Some(json!({"name": "mine"})),
+        ),
+        (
+            Method::POST,
+            "/api/v1/api-keys".to_string(),
+            Some(json!({"name": "mine", "role": "admin"})),
+        ),
+    ] {
+        let r = dev.send(method.clone(), &path, body.as_ref(), &[]).await;
+        assert_eq!(r.status.as_u16(), 403, "{method} {path}: {}", r.body);
+        assert_eq!(r.code(), "forbidden", "{method} {path}");
+    }
+    // SCIM does not take device credentials at all.
+    assert_eq!(dev.get("/scim/v2/Users").await.status.as_u16(), 401);
+
+    // The enrollment token is no API key, and says where it belongs.
+    let r = s
+        .client(Some(&secret))
+        .get("/api/v1/devices")
+        .await
+        .expect(401);
+    assert!(
+        r.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("/api/v1/devices/enroll")
+    );
+    // Nor is a device credential an enrollment token.
+    assert_eq!(
+        enroll(&s, &cred, laptop("x", "X1"))
+            .await
+            .expect(401)
+            .code(),
+        "invalid_enrollment_token"
+    );
+
+    // The credential record shows the last use, never the secret.
+    let c = admin.get(&format!("{own}/credential")).await.expect(200);
+    assert!(c.body["last_used_at"].is_string(), "{}", c.body);
+    assert!(c.body.get("secret").is_none() && c.body.get("hash").is_none());
+    assert!(cred.starts_with(c.body["key_prefix"].as_str().unwrap()));
+
+    // The role-wide device-agent key still reports for any device.
+    let agent = s.client(Some(&admin.create_key("mdm-bridge", "device-agent").await));
+    agent
+        .post(
+            &format!("/api/v1/devices/{other}/check-in"),
+            json!({"os_version": "1"}),
+        )
+        .await
+        .expect(200);
+    // A device credential cannot be created as an API key.
+    let r = admin
+        .post("/api/v1/api-keys", json!({"name": "d", "role": "device"}))
+        .await
+        .expect(422);
+    assert_eq!(r.field(), "role");
+}
+
+#[tokio::test]
+async fn tokens_refuse_when_used_up_revoked_or_unknown() {
+    let s = Server::start();
+    let admin = s.admin();
+
+    // Used up: max_uses defaults to one.
+    let (id, one) = token(&admin, json!({"name": "single"})).await;
+    enroll(&s, &one, laptop("a", "S-A")).await.expect(201);
+    let r = enroll(&s, &one, laptop("b", "S-B")).await.expect(401);
+    assert_eq!(r.code(), "enrollment_token_exhausted");
+    assert_eq!(r.header("www-authenticate"), "Bearer");
+    let t = admin
+        .get(&format!("/api/v1/device-enrollment-tokens/{id}"))
+        .await
+        .expect(200);
+    assert_eq!(
+        (t.body["uses"].clone(), t.body["state"].clone()),
+        (json!(1), json!("exhausted"))
+    );
+
+    // Revoked: at once, kept in the list as revoked, idempotent.
+    let (id, revoked) = token(&admin, json!({"name": "to-revoke", "max_uses": 10})).await;
+    let path = format!("/api/v1/device-enrollment-tokens/{id}");
+    admin.delete(&path).await.expect(204);
+    admin.delete(&path).await.expect(204);
+    assert_eq!(
+        enroll(&s, &revoked, laptop("c", "S-C"))
+            .await
+            .expect(401)
+            .code(),
+        "enrollment_token_revoked"
+    );
+    let t = admin.get(&path).await.expect(200);
+    assert_eq!(t.body["state"], "revoked");
+    assert!(t.body["revoked_at"].is_string());
+    assert_eq!(t.body["uses"], 0);
+
+    // Unknown, missing, malformed.
+    assert_eq!(
+        enroll(&s, "cohort_enroll_nothing", laptop("d", "S-D"))
+            .await
+            .expect(401)
+            .code(),
+        "invalid_enrollment_token"
+    );
+    let r = s
+        .client(None)
+        .post("/api/v1/devices/enroll", laptop("d", "S-D"))
+        .await
+        .expect(401);
+    assert_eq!(r.code(), "unauthorized");
+    // The token is checked before the body: a bad body with a bad token is 401.
+    s.client(Some("cohort_enroll_nothing"))
+        .post("/api/v1/devices/enroll", json!({"hostname": 5}))
+        .await
+        .expect(401);
+    // With a good token, a bad body is a 422 naming the field, and uses
+    // nothing.
+    let (id, good) = token(&admin, json!({"name": "good"})).await;
+    let r = enroll(
+        &s,
+        &good,
+        json!({"hostname": "has space", "os_family": "linux"}),
+    )
+    .await
+    .expect(422);
+    assert_eq!(r.field(), "hostname");
+    let r = enroll(&s, &good, json!({"hostname": "x", "os_family": "beos"}))
+        .await
+        .expect(422);
+    assert_eq!(r.field(), "os_family");
+    let t = admin
+        .get(&format!("/api/v1/device-enrollment-tokens/{id}"))
+        .await
+        .expect(200);
+    assert_eq!(t.body["uses"], 0);
+
+    // Only the refused hostnames never made it in.
+    let list = admin.get("/api/v1/devices").await.expect(200);
+    let names: Vec<&str> = list.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["hostname"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec!["a"]);
+
+    // The list pages and filters by state.
+    let page = admin
+        .get("/api/v1/device-enrollment-tokens?limit=2")
+        .await
+        .expect(200);
+    assert_eq!(page.body["items"].as_array().unwrap().len(), 2);
+    let cursor = page.body["next_cursor"].as_str().unwrap().to_string();
+    let rest = admin
+        .get(&format!(
+            "/api/v1/device-enrollment-tokens?limit=2&cursor={cursor}"
+        ))
+        .await
+        .expect(200);
+    assert_eq!(rest.body["items"].as_array().unwrap().len(), 1);
+    assert!(rest.body["next_cursor"].is_null());
+    let active = admin
+        .get("/api/v1/device-enrollment-tokens?state=active")
+        .await
+        .expect(200);
+    assert_eq!(active.body["items"][0]["name"], "good");
+    assert_eq!(active.body["items"].as_array().unwrap().len(), 1);
+    let r = admin
+        .get("/api/v1/device-enrollment-tokens?state=sleepy")
+        .await
+        .expect(400);
+    assert_eq!(r.field(), "state");
+    assert_eq!(
+        admin
+            .get("/api/v1/device-enrollment-tokens?colour=red")
+            .await
+            .expect(400)
+            .field(),
+        "colour"
+    );
+    admin
+        .get("/api/v1/device-enrollment-tokens/not-an-id")
+        .await
+        .expect(404);
+}
+
+#[tokio::test]
+async fn token_input_is_checked() {
+    let s = Server::start();
+    let admin = s.admin();
+    let user_group = admin
+        .post(
+            "/api/v1/groups",
+            json!({"name": "people", "subject": "user"}),
+        )
+        .await
+        .expect(201)
+        .body["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let missing = "0190f5f4-0000-7000-8000-000000000000";
+    for (body, field) in [
+        (json!({"name": ""}), "name"),
+        (json!({"name": "x".repeat(129)}), "name"),
+        (json!({"name": "t", "max_uses": 0}), "max_uses"),
+        (json!({"name": "t", "max_uses": 10_001}), "max_uses"),
+        (json!({"name": "t", "max_uses": -1}), "max_uses"),
+        (json!({"name": "t", "ttl_seconds": 0}), "ttl_seconds"),
+        (
+            json!({"name": "t", "ttl_seconds": 7_776_001}),
+            "ttl_seconds",
+        ),
+        (
+            json!({"name": "t", "ttl_seconds": 60, "expires_at": "2999-01-01T00:00:00Z"}),
+            "ttl_seconds",
+        ),
+        (
+            json!({"name": "t", "expires_at": "2001-01-01T00:00:00Z"}),
+            "expires_at",
+        ),
+        (
+            json!({"name": "t", "expires_at": "2999-01-01T00:00:00Z"}),
+            "expires_at",
+        ),
+        (json!({"name": "t", "expires_at": "tomorrow"}), "expires_at"),
+        (
+            json!({"name": "t", "device_group": missing}),
+            "device_group",
+        ),
+        (
+            json!({"name": "t", "device_group": user_group}),
+            "device_group",
+        ),
+        (json!({"name": "t", "device_group": "nope"}), "device_group"),
+        (json!({"name": "t", "secret": "mine"}), "secret"),
+    ] {
+        let r = admin
+            .post("/api/v1/device-enrollment-tokens", body.clone())
+            .await;
+        assert_eq!(r.status.as_u16(), 422, "{body}: {}", r.body);
+        assert_eq!(r.field(), field, "{body}: {}", r.body);
+    }
+    // Non-admin keys may not see or make tokens.
+    let reader = s.client(Some(&admin.create_key("auditor", "read-only").await));
+    assert_eq!(
+        reader
+            .post("/api/v1/device-enrollment-tokens", json!({"name": "t"}))
+            .await
+            .expect(403)
+            .code(),
+        "forbidden"
+    );
+    reader
+        .get("/api/v1/device-enrollment-tokens")
+        .await
+        .expect(403);
+    let list = admin
+        .get("/api/v1/device-enrollment-tokens")
+        .await
+        .expect(200);
+    assert!(list.body["items"].as_array().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn two_concurrent_enrollments_with_a_one_use_token_make_one_device() {
+    let s = Server::start();
+    let admin = s.admin();
+    for round in 0..5 {
+        let (id, secret) = token(&admin, json!({"name": format!("race-{round}")})).await;
+        let (a, b) = tokio::join!(
+            enroll(
+                &s,
+                &secret,
+                laptop(&format!("race{round}-a"), &format!("RA{round}"))
+            ),
+            enroll(
+                &s,
+                &secret,
+                laptop(&format!("race{round}-b"), &format!("RB{round}"))
+            ),
+        );
+        let mut statuses = [a.status.as_u16(), b.status.as_u16()];
+        statuses.sort();
+        assert_eq!(statuses, [201, 401], "{} / {}", a.body, b.body);
+        let loser = if a.status.as_u16() == 401 { &a } else { &b };
+        assert_eq!(loser.code(), "enrollment_token_exhausted");
+        let t = admin
+            .get(&format!("/api/v1/device-enrollment-tokens/{id}"))
+            .await
+            .expect(200);
+        assert_eq!(t.body["uses"], 1);
+    }
+    let list = admin.get("/api/v1/devices?limit=500").await.expect(200);
+    assert_eq!(list.body["items"].as_array().unwrap().len(), 5);
+}
+
+#[tokio::test]
+async fn credentials_rotate_revoke_and_go_with_their_device() {
+    let s = Server::start();
+    let admin = s.admin();
+    let (_, t) = token(&admin, json!({"name": "fleet", "max_uses": 5})).await;
+    let r = enroll(&s, &t, laptop("rot", "ROT1")).await.expect(201);
+    let device = r.body["device"]["id"].as_str().unwrap().to_string();
+    let first = r.body["secret"].as_str().unwrap().to_string();
+    let first_id = r.body["credential"]["id"].clone();
+    let own = format!("/api/v1/devices/{device}");
+    let check_in = |key: String| {
+        let s = &s;
+        let own = own.clone();
+        async move {
+            s.client(Some(&key))
+                .post(&format!("{own}/check-in"), json!({"agent_version": "3"}))
+                .await
+                .status
+                .as_u16()
+        }
+    };
+
+    // The device rotates its own credential: the old secret stops at once.
+    let rotated = s
+        .client(Some(&first))
+        .post(&format!("{own}/credential/rotate"), json!({}))
+        .await
+        .expect(200);
+    let second = rotated.body["secret"].as_str().unwrap().to_string();
+    assert_ne!(second, first);
+    assert_ne!(rotated.body["id"], first_id);
+    assert_eq!(check_in(first.clone()).await, 401);
+    assert_eq!(check_in(second.clone()).await, 200);
+
+    // An admin rotates it too.
+    let third = admin
+        .post(&format!("{own}/credential/rotate"), json!({}))
+        .await
+        .expect(200)
+        .body["secret"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(check_in(second.clone()).await, 401);
+    assert_eq!(check_in(third.clone()).await, 200);
+
+    // Revoked: 401, no credential left; an admin may issue a new one.
+    admin.delete(&format!("{own}/credential")).await.expect(204);
+    assert_eq!(check_in(third.clone()).await, 401);
+    admin.get(&format!("{own}/credential")).await.expect(404);
+    admin.delete(&format!("{own}/credential")).await.expect(404);
+    let fourth = admin
+        .post(&format!("{own}/credential/rotate"), json!({}))
+        .await
+        .expect(200)
+        .body["secret"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(check_in(fourth.clone()).await, 200);
+
+    // Deleting the device revokes its credential in the same change.
+    admin.delete(&own).await.expect(204);
+    let r = s.client(Some(&fourth)).get(&own).await.expect(401);
+    assert!(
+        r.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("device credential")
+    );
+    admin.get(&format!("{own}/credential")).await.expect(404);
+    admin
+        .post(&format!("{own}/credential/rotate"), json!({}))
+        .await
+        .expect(404);
+
+    // The audit log has each step, and no secret or hash of one.
+    let (_, log) = admin.get_text("/api/v1/audit/export?order=asc").await;
+    let events: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let actions: Vec<(&str, &str)> = events
+        .iter()
+        .filter(|e| e["resource_type"] == "device_credential")
+        .map(|e| (e["action"].as_str().unwrap(), e["actor"].as_str().unwrap()))
+        .collect();
+    let device_actor = format!("device:{device}");
+    assert_eq!(actions.len(), 6, "{actions:?}");
+    assert_eq!(actions[0].0, "device_credential.issue");
+    assert!(actions[0].1.starts_with("enrollment-token:"));
+    assert_eq!(
+        actions[1],
+        ("device_credential.rotate", device_actor.as_str())
+    );
+    assert_eq!(actions[2], ("device_credential.rotate", "bootstrap-admin"));
+    assert_eq!(actions[3], ("device_credential.revoke", "bootstrap-admin"));
+    assert_eq!(actions[4], ("device_credential.issue", "bootstrap-admin"));
+    assert_eq!(actions[5], ("device_credential.revoke", "bootstrap-admin"));
+    assert_secret_free(&log, &[&t, &first, &second, &third, &fourth]);
+}
+
+#[tokio::test]
+async fn a_device_that_enrolls_again_keeps_its_identity() {
+    let s = Server::start();
+    let admin = s.admin();
+    let (_, t) = token(&admin, json!({"name": "reimage", "max_uses": 10})).await;
+    let r = enroll(&s, &t, laptop("old-name", "C02REIMAGE"))
+        .await
+        .expect(201);
+    let device = r.body["device"]["id"].as_str().unwrap().to_string();
+    let old = r.body["secret"].as_str().unwrap().to_string();
+    let user = admin.user("grace", json!({})).await;
+    admin
+        .put(&format!("/api/v1/users/{user}/devices/{device}"))
+        .await
+        .expect(201);
+    admin
+        .patch(
+            &format!("/api/v1/devices/{device}"),
+            json!({"display_name": "Grace's Mac"}),
+        )
+        .await
+        .expect(200);
+
+    // Same serial (any case): the same device, a new credential, the old one dead.
+    let r = enroll(
+        &s,
+        &t,
+        json!({"hostname": "new-name", "os_family": "macos", "serial_number": "c02reimage"}),
+    )
+    .await
+    .expect(200);
+    assert_eq!(r.body["reenrolled"], true);
+    assert_eq!(r.body["device"]["id"], device.as_str());
+    assert_eq!(r.body["device"]["hostname"], "new-name");
+    // Facts the agent did not report keep their values.
+    assert_eq!(r.body["device"]["display_name"], "Grace's Mac");
+    assert_eq!(r.body["device"]["os_version"], "14.5");
+    let new = r.body["secret"].as_str().unwrap().to_string();
+    s.client(Some(&old))
+        .get(&format!("/api/v1/devices/{device}"))
+        .await
+        .expect(401);
+    s.client(Some(&new))
+        .get(&format!("/api/v1/devices/{device}"))
+        .await
+        .expect(200);
+    let bound = admin
+        .get(&format!("/api/v1/devices/{device}/users"))
+        .await
+        .expect(200);
+    assert_eq!(bound.body["items"][0]["user_id"], user.as_str());
+
+    // A device an admin or an import created is found by serial number too.
+    let pre = admin
+        .device("prestaged", "windows", json!({"serial_number": "PF-1"}))
+        .await;
+    let r = enroll(
+        &s,
+        &t,
+        json!({"hostname": "DESKTOP-1", "os_family": "windows", "serial_number": "PF-1"}),
+    )
+    .await
+    .expect(200);
+    assert_eq!(r.body["device"]["id"], pre.as_str());
+
+    // A serial number changed by an admin follows: the old one no longer matches.
+    admin
+        .patch(
+            &format!("/api/v1/devices/{pre}"),
+            json!({"serial_number": "PF-2"}),
+        )
+        .await
+        .expect(200);
+    let r = enroll(
+        &s,
+        &t,
+        json!({"hostname": "DESKTOP-1", "os_family": "windows", "serial_number": "PF-1"}),
+    )
+    .await
+    .expect(201);
+    assert_ne!(r.body["device"]["id"], pre.as_str());
+
+    // Two devices with one serial: enrollment cannot tell which, and writes nothing.
+    admin
+        .device("dup", "linux", json!({"serial_number": "DUP"}))
+        .await;
+    admin
+        .device("dup", "linux", json!({"serial_number": "DUP"}))
+        .await;
+    let (id, once) = token(&admin, json!({"name": "dup"})).await;
+    let r = enroll(
+        &s,
+        &once,
+        json!({"hostname": "dup", "os_family": "linux", "serial_number": "DUP"}),
+    )
+    .await
+    .expect(409);
+    assert_eq!(r.code(), "serial_number_ambiguous");
+    assert_eq!(r.field(), "serial_number");
+    let t = admin
+        .get(&format!("/api/v1/device-enrollment-tokens/{id}"))
+        .await
+        .expect(200);
+    assert_eq!(t.body["uses"], 0);
+}
+
+#[tokio::test]
+async fn an_enrollment_that_fails_late_leaves_nothing_behind() {
+    let s = Server::start();
+    let admin = s.admin();
+    let group = admin
+        .post(
+            "/api/v1/groups",
+            json!({"name": "kiosks", "subject": "device"}),
+        )
+        .await
+        .expect(201)
+        .body["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (id, t) = token(
+        &admin,
+        json!({"name": "kiosks", "device_group": group, "max_uses": 3}),
+    )
+    .await;
+    // The group goes away after the token was made: the device would be
+    // created, its credential issued, and only then the group step fails.
+    admin
+        .delete(&format!("/api/v1/groups/{group}"))
+        .await
+        .expect(204);
+    let (_, before) = admin.get_text("/api/v1/audit/export").await;
+    let r = enroll(&s, &t, laptop("kiosk-1", "K1")).await.expect(409);
+    assert_eq!(r.code(), "enrollment_group_unusable");
+    assert_eq!(r.field(), "device_group");
+    let list = admin.get("/api/v1/devices").await.expect(200);
+    assert!(list.body["items"].as_array().unwrap().is_empty());
+    let tok = admin
+        .get(&format!("/api/v1/device-enrollment-tokens/{id}"))
+        .await
+        .expect(200);
+    assert_eq!(tok.body["uses"], 0);
+    let (_, after) = admin.get_text("/api/v1/audit/export").await;
+    assert_eq!(before, after, "a failed enrollment wrote audit events");
+}
+
+#[tokio::test]
+async fn enrollment_is_audited_without_secrets() {
+    let s = Server::start();
+    let admin = s.admin();
+    let (id, t) = token(&admin, json!({"name": "audited", "max_uses": 2})).await;
+    let r = enroll(&s, &t, laptop("aud", "AUD1")).await.expect(201);
+    let device = r.body["device"]["id"].as_str().unwrap().to_string();
+    let cred = r.body["secret"].as_str().unwrap().to_string();
+    admin
+        .delete(&format!("/api/v1/device-enrollment-tokens/{id}"))
+        .await
+        .expect(204);
+
+    let q = |filter: String| {
+        let admin = admin.clone();
+        async move {
+            admin
+                .get(&format!("/api/v1/audit?order=asc&{filter}"))
+                .await
+                .expect(200)
+                .body["items"]
+                .as_array()
+                .unwrap()
+                .clone()
+        }
+    };
+    let token_events = q(format!(
+        "resource_type=device_enrollment_token&resource_id={id}"
+    ))
+    .await;
+    let actions: Vec<&str> = token_events
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "device_enrollment_token.create",
+            "device_enrollment_token.use",
+            "device_enrollment_token.revoke"
+        ]
+    );
+    assert_eq!(token_events[0]["actor"], "bootstrap-admin");
+    let used = &token_events[1];
+    assert_eq!(used["actor"], format!("enrollment-token:{id}"));
+    assert_eq!(used["changes"]["uses"]["before"], 0);
+    assert_eq!(used["changes"]["uses"]["after"], 1);
+    assert_eq!(used["changes"]["device_id"]["after"], device.as_str());
+    let device_events = q(format!("resource_type=device&resource_id={device}")).await;
+    assert_eq!(device_events[0]["action"], "device.enroll");
+    assert_eq!(device_events[0]["actor"], format!("enrollment-token:{id}"));
+    assert_eq!(
+        device_events[0]["changes"]["serial_number"]["after"],
+        "AUD1"
+    );
+
+    let (_, log) = admin.get_text("/api/v1/audit/export").await;
+    let (_, csv) = admin.get_text("/api/v1/audit/export?format=csv").await;
+    assert_secret_free(&log, &[&t, &cred]);
+    assert_secret_free(&csv, &[&t, &cred]);
+    // The server log does not carry them either.
+    assert_secret_free(&s.log(), &[&t, &cred]);
+}
+
+/// Neither a secret, nor its random part, nor its stored hash is in `text`.
+fn assert_secret_free(text: &str, secrets: &[&str]) {
+    for secret in secrets {
+        let random = ["cohort_enroll_", "cohort_device_"]
+            .iter()
+            .find_map(|p| secret.strip_prefix(p))
+            .expect("a Cohort secret");
+        let hash: String = Sha256::digest(secret.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert!(!text.contains(random), "a secret leaked");
+        assert!(!text.contains(&hash), "a secret's hash leaked");
+    }
+}
