@@ -15,6 +15,14 @@ pub enum DecodeError {
         /// The parser's message.
         message: String,
     },
+    /// Nested deeper than [`crate::limits::MAX_JSON_DEPTH`]; refused
+    /// before parsing, so the parser never recurses that deep.
+    TooDeep {
+        /// Where the limit was passed, `line L column C`.
+        position: String,
+        /// The limit.
+        limit: usize,
+    },
     /// JSON, but not the expected shape.
     Shape {
         /// Dotted path of the offending field (`custom_attributes.level`), or
@@ -25,8 +33,10 @@ pub enum DecodeError {
     },
 }
 
-/// Decodes `bytes` as `T`.
+/// Decodes `bytes` as `T`, refusing documents nested deeper than
+/// [`crate::limits::MAX_JSON_DEPTH`].
 pub fn from_slice<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
+    check_depth(bytes)?;
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let result = serde_path_to_error::deserialize(&mut de).map_err(|e| shape_or_syntax(e, true));
     if result.is_ok() {
@@ -37,6 +47,25 @@ pub fn from_slice<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
         })?;
     }
     result
+}
+
+/// Refuses a JSON text nested deeper than [`crate::limits::MAX_JSON_DEPTH`].
+pub fn check_depth(bytes: &[u8]) -> Result<(), DecodeError> {
+    crate::limits::json_depth(bytes, crate::limits::MAX_JSON_DEPTH).map_err(|e| {
+        DecodeError::TooDeep {
+            position: line_column(bytes, e.offset),
+            limit: e.limit,
+        }
+    })
+}
+
+/// `line L column C` (1-based, columns in bytes) of a byte offset, as
+/// serde_json reports positions.
+fn line_column(bytes: &[u8], offset: usize) -> String {
+    let before = &bytes[..offset.min(bytes.len())];
+    let line = before.iter().filter(|b| **b == b'\n').count() + 1;
+    let column = before.iter().rev().take_while(|b| **b != b'\n').count() + 1;
+    format!("line {line} column {column}")
 }
 
 /// Decodes an already-parsed document as `T`.
@@ -174,6 +203,24 @@ mod tests {
             from_slice::<Doc>(br#"{"name": "a"} x"#),
             Err(DecodeError::Syntax { .. })
         ));
+    }
+
+    #[test]
+    fn too_deep_documents_are_refused_before_parsing() {
+        let deep = format!("{{\n\"name\": {}", "[".repeat(100_000));
+        assert_eq!(
+            from_slice::<Value>(deep.as_bytes()),
+            Err(DecodeError::TooDeep {
+                position: "line 2 column 72".into(),
+                limit: crate::limits::MAX_JSON_DEPTH
+            })
+        );
+        let fits = format!(
+            "{}{}",
+            "[".repeat(crate::limits::MAX_JSON_DEPTH),
+            "]".repeat(crate::limits::MAX_JSON_DEPTH)
+        );
+        assert!(from_slice::<Value>(fits.as_bytes()).is_ok());
     }
 
     #[test]

@@ -123,7 +123,7 @@ pub(crate) fn device_mismatch(own: uuid::Uuid, what: &str) -> ApiError {
 #[openapi(
     info(
         title = "Cohort API",
-        description = "Admin API of Cohort, a self-hosted directory. Authenticate with `Authorization: Bearer <API key>`. Errors have the shape `{\"error\": {\"code\", \"message\", \"field\"?}}`."
+        description = "Admin API of Cohort, a self-hosted directory. Authenticate with `Authorization: Bearer <API key>`. Errors have the shape `{\"error\": {\"code\", \"message\", \"field\"?}}`. Input is bounded (see Limits in the README): a body nested more than 64 levels deep is `400 too_deep`, a request target over 32 KiB is `414 uri_too_long`, a path or query parameter that is not UTF-8 once percent-decoded is `400 invalid_path` / `400 invalid_query`, and a field past its own limit (a CEL expression, a rule, routing) is `422 too_long`, `too_deep` or `too_many`, naming the field."
     ),
     modifiers(&BearerAuth),
     tags(
@@ -340,8 +340,51 @@ pub fn router(state: AppState) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
+        .layer(middleware::from_fn(guard_target))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
+}
+
+/// Refuses a request target that no handler should have to look at: longer
+/// than [`crate::limits::MAX_URI_BYTES`] (414), or with a path segment or
+/// query parameter that does not percent-decode to UTF-8 (400). Without
+/// this, extractors would replace invalid bytes with U+FFFD and a lookup
+/// would quietly search for something the client never sent. SCIM paths
+/// get SCIM error bodies.
+async fn guard_target(req: Request, next: Next) -> Response {
+    let scim = req.uri().path().starts_with("/scim/");
+    let refuse = |e: ApiError, scim_type: &'static str| -> Response {
+        if scim {
+            scim::error_response(&crate::provisioning::scim::ScimError {
+                status: e.status().as_u16(),
+                scim_type: (e.status() == StatusCode::BAD_REQUEST).then_some(scim_type),
+                detail: e.message().to_string(),
+            })
+        } else {
+            e.into_response()
+        }
+    };
+    let target_len = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
+    if target_len > crate::limits::MAX_URI_BYTES {
+        let limit = crate::limits::MAX_URI_BYTES;
+        return refuse(
+            ApiError::new(
+                StatusCode::URI_TOO_LONG,
+                "uri_too_long",
+                format!("the request target is {target_len} bytes long; {limit} is the limit"),
+            ),
+            "invalidValue",
+        );
+    }
+    if let Err(e) = extract::check_target(req.uri().path(), req.uri().query()) {
+        let scim_type = if e.field() == Some("filter") {
+            "invalidFilter"
+        } else {
+            "invalidValue"
+        };
+        return refuse(e, scim_type);
+    }
+    next.run(req).await
 }
 
 /// Longest request id accepted from a client; longer ones are replaced.

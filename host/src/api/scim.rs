@@ -26,6 +26,11 @@ fn scim_json(status: StatusCode, body: &Value) -> Response {
     resp
 }
 
+/// A SCIM error as a response; also used by the router's guards.
+pub(super) fn error_response(e: &ScimError) -> Response {
+    error(e)
+}
+
 fn error(e: &ScimError) -> Response {
     let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     scim_json(status, &e.body())
@@ -87,6 +92,13 @@ fn body(raw: Result<Bytes, BytesRejection>) -> Result<Value, ScimError> {
         status: e.status().as_u16(),
         scim_type: (e.status() == StatusCode::PAYLOAD_TOO_LARGE).then_some("tooLarge"),
         detail: e.body_text(),
+    })?;
+    // Refused before parsing, so that the parser never recurses that deep.
+    crate::limits::json_depth(&bytes, crate::limits::MAX_JSON_DEPTH).map_err(|e| {
+        ScimError::invalid_syntax(format!(
+            "the body nests objects and arrays more than {} levels deep (at byte {}); {} is the limit",
+            e.limit, e.offset, e.limit
+        ))
     })?;
     serde_json::from_slice(&bytes)
         .map_err(|e| ScimError::invalid_syntax(format!("the body is not valid JSON: {e}")))
