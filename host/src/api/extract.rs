@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::error::ApiError;
-use crate::auth::Principal;
+use crate::auth::{Origin, Principal};
 use crate::json::{self, DecodeError};
 
 /// The id of the current request, set by the request-id middleware.
@@ -130,6 +130,32 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestId {
     }
 }
 
+/// The request's origin (id, client address, user agent), set by the
+/// request-id middleware; what the audit log records for a change.
+impl<S: Send + Sync> FromRequestParts<S> for Origin {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(origin_of(parts))
+    }
+}
+
+fn origin_of(parts: &Parts) -> Origin {
+    parts
+        .extensions
+        .get::<Origin>()
+        .cloned()
+        .unwrap_or_else(|| {
+            Origin::internal(
+                parts
+                    .extensions
+                    .get::<RequestId>()
+                    .map(|r| r.0.clone())
+                    .unwrap_or_default(),
+            )
+        })
+}
+
 impl FromRequestParts<AppState> for Principal {
     type Rejection = ApiError;
 
@@ -137,13 +163,9 @@ impl FromRequestParts<AppState> for Principal {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let request_id = parts
-            .extensions
-            .get::<RequestId>()
-            .map(|r| r.0.clone())
-            .unwrap_or_default();
+        let origin = origin_of(parts);
         let key = bearer(&parts.headers, "API key")?;
-        bearer_principal(state, &key, &request_id)
+        bearer_principal(state, &key, &origin)
     }
 }
 
@@ -151,14 +173,14 @@ impl FromRequestParts<AppState> for Principal {
 /// its prefix, since check-ins are most of the traffic) or an API key. An
 /// enrollment token is refused with a pointer to the one endpoint that
 /// takes it.
-fn bearer_principal(state: &AppState, key: &str, request_id: &str) -> Result<Principal, ApiError> {
+fn bearer_principal(state: &AppState, key: &str, origin: &Origin) -> Result<Principal, ApiError> {
     use crate::devices::{CREDENTIAL_PREFIX, TOKEN_PREFIX};
     if key.starts_with(CREDENTIAL_PREFIX)
-        && let Some(p) = state.devices.credentials().authenticate(key, request_id)?
+        && let Some(p) = state.devices.credentials().authenticate(key, origin)?
     {
         return Ok(p);
     }
-    if let Some(p) = state.keys.authenticate(key, request_id)? {
+    if let Some(p) = state.keys.authenticate(key, origin)? {
         return Ok(p);
     }
     Err(if key.starts_with(TOKEN_PREFIX) {

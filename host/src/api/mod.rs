@@ -4,6 +4,7 @@
 
 mod attributes;
 mod audit;
+pub mod client;
 mod devices;
 mod enrollment;
 pub mod error;
@@ -26,8 +27,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::{HeaderValue, StatusCode};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -38,7 +39,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::audit::AuditLog;
-use crate::auth::{ApiKeys, Principal};
+use crate::auth::{ApiKeys, Origin, Principal};
 use crate::directory::Directory;
 use error::ApiError;
 use extract::RequestId;
@@ -85,6 +86,8 @@ pub struct AppState {
     pub devices: crate::devices::Devices,
     /// Largest plugin upload body.
     pub max_upload_bytes: usize,
+    /// Whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Arc<client::TrustedProxies>,
 }
 
 /// Turns a missing capability into a 403 naming the role and the action.
@@ -180,7 +183,7 @@ impl Modify for BearerAuth {
                     .scheme(HttpAuthScheme::Bearer)
                     .bearer_format("JWT")
                     .description(Some(
-                        "A session token from POST /api/v1/me/token, or the cohort_session cookie",
+                        "A session token from POST /api/v1/me/token, or the session cookie (cohort_session; __Host-cohort_session when Cohort is served over https)",
                     ))
                     .build(),
             ),
@@ -387,7 +390,9 @@ async fn guard_target(req: Request, next: Next) -> Response {
 /// Longest request id accepted from a client; longer ones are replaced.
 const MAX_REQUEST_ID: usize = 128;
 
-/// Assigns the request id, logs the request and records its metrics.
+/// Assigns the request id, works out where the request comes from (client
+/// address and user agent, for the audit log), logs the request and records
+/// its metrics.
 async fn observe(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let start = Instant::now();
     let request_id = req
@@ -405,6 +410,19 @@ async fn observe(State(state): State<AppState>, mut req: Request, next: Next) ->
         .map_or("unmatched", |m| m.as_str())
         .to_string();
     let method = req.method().clone();
+    // No connection info when the router is driven in process (tests,
+    // benchmarks): then there is no address, which is not an error.
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
+    let client = state.trusted_proxies.client_address(peer, req.headers());
+    let origin = Origin::new(
+        request_id.clone(),
+        client,
+        req.headers().get(header::USER_AGENT).map(|v| v.as_bytes()),
+    );
+    req.extensions_mut().insert(origin);
     req.extensions_mut().insert(RequestId(request_id.clone()));
     let mut resp = next.run(req).await.into_response();
     let elapsed = start.elapsed();
@@ -414,6 +432,7 @@ async fn observe(State(state): State<AppState>, mut req: Request, next: Next) ->
         .record(method.as_str(), &route, status, elapsed);
     tracing::debug!(
         request_id = %request_id,
+        client = ?client,
         method = %method,
         route = %route,
         status,
@@ -428,6 +447,72 @@ async fn observe(State(state): State<AppState>, mut req: Request, next: Next) ->
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use axum::body::Body;
+    use axum::http::Request;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    use crate::clock::SystemClock;
+    use crate::config::{Config, Secret};
+
+    /// Tests and benchmarks drive the router without a socket, so there is
+    /// no connection info: the request works, and its events have no address.
+    #[tokio::test]
+    async fn without_connection_info_requests_work_and_record_no_address() {
+        const KEY: &str = "in-process-admin-key-0123456789";
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config {
+            data_dir: dir.path().join("data"),
+            bootstrap_admin_key: Some(Secret::new(KEY)),
+            ..Config::default()
+        };
+        config.plugins.cache_dir = Some(dir.path().join("cache"));
+        config.plugins.max_instances = 4;
+        let store =
+            crate::server::open_store(&config.data_dir, &config.storage.open_options()).unwrap();
+        let app = crate::server::build(&config, store, Arc::new(SystemClock)).unwrap();
+        let router = super::router(app.state);
+        let call = |req: Request<Body>| {
+            let router = router.clone();
+            async move {
+                let resp = router.oneshot(req).await.unwrap();
+                let status = resp.status();
+                let body = resp.into_body().collect().await.unwrap().to_bytes();
+                (
+                    status,
+                    serde_json::from_slice::<serde_json::Value>(&body).unwrap(),
+                )
+            }
+        };
+        let (status, user) = call(
+            Request::post("/api/v1/users")
+                .header("authorization", format!("Bearer {KEY}"))
+                .header("content-type", "application/json")
+                .header("user-agent", "in-process/1")
+                .header("x-forwarded-for", "203.0.113.9")
+                .body(Body::from(
+                    r#"{"username":"ada","email":"ada@example.com"}"#,
+                ))
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, 201, "{user}");
+        let (status, page) = call(
+            Request::get("/api/v1/audit?action=user.create")
+                .header("authorization", format!("Bearer {KEY}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, 200, "{page}");
+        let event = &page["items"][0];
+        assert_eq!(event["resource_id"], user["id"]);
+        assert!(event["client_address"].is_null(), "{event}");
+        assert_eq!(event["user_agent"], "in-process/1");
+    }
+
     /// The committed `docs/openapi.json` is what API clients and reviewers
     /// read; it must not drift from the code. Regenerate with
     /// `UPDATE_OPENAPI=1 cargo test -p cohort openapi`.

@@ -39,7 +39,8 @@ pub enum ExportFormat {
     JsonLines,
     /// RFC 4180 CSV with a header row; `changes` is a JSON column. Cells
     /// that a spreadsheet would run as formulas are neutralised
-    /// ([`crate::csv`]).
+    /// ([`crate::csv`]). Columns added later go at the end, so scripts that
+    /// read by position keep working.
     Csv,
 }
 
@@ -210,6 +211,8 @@ impl AuditLog {
                 "resource_id",
                 "request_id",
                 "changes",
+                "client_address",
+                "user_agent",
             ]);
             out.write_all(header.as_bytes()).map_err(write_err)?;
         }
@@ -245,6 +248,8 @@ impl AuditLog {
                         e.resource_id,
                         e.request_id,
                         changes,
+                        e.client_address.unwrap_or_default(),
+                        e.user_agent.unwrap_or_default(),
                     ];
                     out.write_all(crate::csv::row(row.iter().map(String::as_str)).as_bytes())
                         .map_err(write_err)?;
