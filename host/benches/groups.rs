@@ -435,7 +435,7 @@ fn main() {
         .unwrap();
 
     rt.block_on(async {
-        let principal = state.keys.authenticate(ADMIN_KEY, "bench").unwrap().unwrap();
+        let principal = state.keys.authenticate(ADMIN_KEY, &cohort::auth::Origin::internal("bench")).unwrap().unwrap();
         let read = principal.read().unwrap();
         let t = Instant::now();
         let c = state.groups.recompute_all(&actor).await.unwrap();

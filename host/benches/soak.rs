@@ -82,7 +82,7 @@ fn main() {
     rt.block_on(async {
         let principal = state
             .keys
-            .authenticate(ADMIN_KEY, "bench")
+            .authenticate(ADMIN_KEY, &cohort::auth::Origin::internal("bench"))
             .expect("authenticate")
             .expect("admin key");
         let principal = Arc::new(principal);

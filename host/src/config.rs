@@ -33,6 +33,9 @@ pub const ENV_SCIM_ACCEPT_PASSWORDS: &str = "COHORT_SCIM_ACCEPT_PASSWORDS";
 pub const ENV_PUBLIC_URL: &str = "COHORT_PUBLIC_URL";
 /// Overrides `storage.engine` (`fjall` or `sled`).
 pub const ENV_STORAGE_ENGINE: &str = "COHORT_STORAGE_ENGINE";
+/// Overrides `http.trusted_proxies`: CIDR blocks or addresses, separated by
+/// commas (empty: trust none).
+pub const ENV_TRUSTED_PROXIES: &str = "COHORT_TRUSTED_PROXIES";
 
 /// Everything `cohort serve` can be told.
 #[derive(Clone, Debug, Deserialize)]
@@ -144,12 +147,44 @@ pub enum LogFormat {
     Json,
 }
 
-/// Limits on HTTP requests.
+/// Limits on HTTP requests, and who stands between Cohort and its clients.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
     /// Largest request body accepted; larger ones get 413.
     pub max_body_bytes: usize,
+    /// Reverse proxies (CIDR blocks, or single addresses) whose
+    /// `X-Forwarded-For` names the client. Empty by default: the connection's
+    /// peer is the client, and the header is ignored, since anyone can send
+    /// it. Behind a proxy, list it here, or every client has the proxy's
+    /// address in the audit log and shares its sign-in rate limit.
+    pub trusted_proxies: Vec<ProxyNet>,
+}
+
+/// One entry of `trusted_proxies`: a CIDR block such as `10.0.0.0/8`, or a
+/// single address (a /32 or /128).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct ProxyNet(pub ipnet::IpNet);
+
+impl std::str::FromStr for ProxyNet {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        s.parse::<ipnet::IpNet>()
+            .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+            .map(|n| ProxyNet(n.trunc()))
+            .map_err(|_| format!("{s:?} is not a CIDR block (10.0.0.0/8) or an IP address"))
+    }
+}
+
+impl TryFrom<String> for ProxyNet {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
 }
 
 /// Group membership computation.
@@ -199,6 +234,8 @@ pub struct SignInConfig {
     pub session_hours: u64,
     /// Minutes a session JWT is valid (at most as long as its session).
     pub token_minutes: u64,
+    /// How fast sign-ins may be started.
+    pub rate_limit: SignInRateLimit,
 }
 
 impl Default for SignInConfig {
@@ -208,6 +245,36 @@ impl Default for SignInConfig {
             allowed_redirects: Vec::new(),
             session_hours: 12,
             token_minutes: 60,
+            rate_limit: SignInRateLimit::default(),
+        }
+    }
+}
+
+/// Rate limits on starting a sign-in (`POST /sign-in`, the password form,
+/// the provider's callback). Each allows that many at once, then refills
+/// steadily over a minute; 0 turns a limit off. Over a limit, the answer is
+/// `429` with `Retry-After`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SignInRateLimit {
+    /// Per client address (per /64 for IPv6). An office behind one NAT
+    /// shares it, so it is generous.
+    pub per_address_per_minute: u32,
+    /// Per identifier typed (username or email, case-insensitively): guesses
+    /// at one account from many addresses.
+    pub per_identifier_per_minute: u32,
+    /// Most addresses, and most identifiers, remembered at once. Memory stays
+    /// bounded under a flood of distinct ones: when full, the entries that
+    /// are closest to being allowed again are forgotten first.
+    pub max_tracked: usize,
+}
+
+impl Default for SignInRateLimit {
+    fn default() -> Self {
+        SignInRateLimit {
+            per_address_per_minute: 60,
+            per_identifier_per_minute: 20,
+            max_tracked: 100_000,
         }
     }
 }
@@ -293,6 +360,7 @@ impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             max_body_bytes: 1024 * 1024,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -400,6 +468,17 @@ impl Config {
                 message,
             })?;
         }
+        if let Some(v) = env(ENV_TRUSTED_PROXIES) {
+            config.http.trusted_proxies = v
+                .split(',')
+                .filter(|s| !s.trim().is_empty())
+                .map(str::parse)
+                .collect::<Result<_, _>>()
+                .map_err(|message| ConfigError::Env {
+                    var: ENV_TRUSTED_PROXIES,
+                    message,
+                })?;
+        }
         if let Some(v) = env(ENV_SCIM_ACCEPT_PASSWORDS) {
             config.scim.accept_passwords = v.parse().map_err(|_| ConfigError::Env {
                 var: ENV_SCIM_ACCEPT_PASSWORDS,
@@ -438,6 +517,11 @@ mod tests {
         assert_eq!(c.plugins.cpu_ms, d.plugins.cpu_ms);
         assert_eq!(c.plugins.memory_mb, d.plugins.memory_mb);
         assert_eq!(c.plugins.max_upload_mb, d.plugins.max_upload_mb);
+        assert!(c.http.trusted_proxies.is_empty());
+        let (r, dr) = (&c.sign_in.rate_limit, &d.sign_in.rate_limit);
+        assert_eq!(r.per_address_per_minute, dr.per_address_per_minute);
+        assert_eq!(r.per_identifier_per_minute, dr.per_identifier_per_minute);
+        assert_eq!(r.max_tracked, dr.max_tracked);
         let c = Config::load(
             None,
             env(&[
@@ -484,6 +568,37 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains(ENV_LISTEN), "{err}");
+    }
+
+    #[test]
+    fn trusted_proxies_are_cidr_blocks_or_addresses() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cohort.toml");
+        std::fs::write(
+            &path,
+            "[http]\ntrusted_proxies = [\"10.0.0.0/8\", \"192.0.2.7\", \"2001:db8::/32\"]\n",
+        )
+        .unwrap();
+        let c = Config::load(Some(&path), env(&[])).unwrap();
+        let nets: Vec<String> = c
+            .http
+            .trusted_proxies
+            .iter()
+            .map(|p| p.0.to_string())
+            .collect();
+        assert_eq!(nets, ["10.0.0.0/8", "192.0.2.7/32", "2001:db8::/32"]);
+        std::fs::write(&path, "[http]\ntrusted_proxies = [\"10.0.0.0/33\"]\n").unwrap();
+        let err = Config::load(Some(&path), env(&[])).unwrap_err().to_string();
+        assert!(err.contains("10.0.0.0/33"), "{err}");
+        let c = Config::load(None, env(&[(ENV_TRUSTED_PROXIES, "127.0.0.1, ::1")])).unwrap();
+        assert_eq!(c.http.trusted_proxies.len(), 2);
+        let err = Config::load(None, env(&[(ENV_TRUSTED_PROXIES, "proxy.local")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(ENV_TRUSTED_PROXIES) && err.contains("proxy.local"),
+            "{err}"
+        );
     }
 
     #[test]

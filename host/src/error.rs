@@ -56,6 +56,16 @@ pub enum DomainError {
         /// The states reachable from `from`.
         allowed: String,
     },
+    /// The input passes one of the limits of [`crate::limits`].
+    #[error("{field}: {message}")]
+    Limit {
+        /// `too_long`, `too_deep` or `too_many`.
+        code: &'static str,
+        /// Where, as a path: `rule/conditions/1/expression`.
+        field: String,
+        /// What the limit is, for the admin.
+        message: String,
+    },
     /// A group rule is malformed or refers to something it may not.
     #[error("{field}: {message}")]
     InvalidRule {

@@ -15,6 +15,14 @@ pub enum DecodeError {
         /// The parser's message.
         message: String,
     },
+    /// Nested deeper than [`crate::limits::MAX_JSON_DEPTH`]; refused
+    /// before parsing, so the parser never recurses that deep.
+    TooDeep {
+        /// Where the limit was passed, `line L column C`.
+        position: String,
+        /// The limit.
+        limit: usize,
+    },
     /// JSON, but not the expected shape.
     Shape {
         /// Dotted path of the offending field (`custom_attributes.level`), or
@@ -27,9 +35,11 @@ pub enum DecodeError {
 
 mod strict;
 
-/// Decodes `bytes` as `T`. The text is parsed first (refusing duplicate
-/// keys), then decoded strictly: a struct only from an object.
+/// Decodes `bytes` as `T`, refusing documents nested deeper than
+/// [`crate::limits::MAX_JSON_DEPTH`]. The text is parsed first (refusing
+/// duplicate keys), then decoded strictly: a struct only from an object.
 pub fn from_slice<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
+    check_depth(bytes)?;
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let parsed = serde::de::DeserializeSeed::deserialize(Document, &mut de).and_then(|v| {
         // Trailing characters after the document are a syntax error.
@@ -53,6 +63,25 @@ pub fn from_slice<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
         }
     })?;
     from_value(value)
+}
+
+/// Refuses a JSON text nested deeper than [`crate::limits::MAX_JSON_DEPTH`].
+pub fn check_depth(bytes: &[u8]) -> Result<(), DecodeError> {
+    crate::limits::json_depth(bytes, crate::limits::MAX_JSON_DEPTH).map_err(|e| {
+        DecodeError::TooDeep {
+            position: line_column(bytes, e.offset),
+            limit: e.limit,
+        }
+    })
+}
+
+/// `line L column C` (1-based, columns in bytes) of a byte offset, as
+/// serde_json reports positions.
+fn line_column(bytes: &[u8], offset: usize) -> String {
+    let before = &bytes[..offset.min(bytes.len())];
+    let line = before.iter().filter(|b| **b == b'\n').count() + 1;
+    let column = before.iter().rev().take_while(|b| **b != b'\n').count() + 1;
+    format!("line {line} column {column}")
 }
 
 /// Decodes an already-parsed document as `T`, a struct only from an object.
@@ -287,6 +316,24 @@ mod tests {
         let v: (Vec<Option<u8>>, Kind, Kind, BTreeMap<u64, bool>) =
             from_slice(br#"[[1, null], "user", {"other": 7}, {"3": true}]"#).unwrap();
         assert_eq!(v, (vec![Some(1), None], Kind::User, Kind::Other(7), BTreeMap::from([(3, true)])));
+    }
+
+    #[test]
+    fn too_deep_documents_are_refused_before_parsing() {
+        let deep = format!("{{\n\"name\": {}", "[".repeat(100_000));
+        assert_eq!(
+            from_slice::<Value>(deep.as_bytes()),
+            Err(DecodeError::TooDeep {
+                position: "line 2 column 72".into(),
+                limit: crate::limits::MAX_JSON_DEPTH
+            })
+        );
+        let fits = format!(
+            "{}{}",
+            "[".repeat(crate::limits::MAX_JSON_DEPTH),
+            "]".repeat(crate::limits::MAX_JSON_DEPTH)
+        );
+        assert!(from_slice::<Value>(fits.as_bytes()).is_ok());
     }
 
     #[test]

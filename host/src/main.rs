@@ -20,7 +20,8 @@ struct Cli {
     /// TOML configuration file. Environment variables (COHORT_LISTEN,
     /// COHORT_DATA_DIR, COHORT_BOOTSTRAP_ADMIN_KEY, COHORT_LOG_FORMAT,
     /// COHORT_LOG_LEVEL, COHORT_PLUGINS_DIR, COHORT_PLUGIN_CACHE_DIR,
-    /// COHORT_SECRET_KEY) override it; defaults apply to anything unset.
+    /// COHORT_SECRET_KEY, COHORT_TRUSTED_PROXIES, …) override it; defaults
+    /// apply to anything unset.
     #[arg(long, global = true, env = "COHORT_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
 

@@ -130,6 +130,12 @@ pub fn build(config: &Config, store: Store, clock: Arc<dyn Clock>) -> Result<App
         Settings {
             public_url,
             allowed_redirects: config.sign_in.allowed_redirects.clone(),
+            rate_limit: crate::federation::throttle::Policy {
+                per_address: config.sign_in.rate_limit.per_address_per_minute,
+                per_identifier: config.sign_in.rate_limit.per_identifier_per_minute,
+                period: chrono::Duration::minutes(1),
+                max_tracked: config.sign_in.rate_limit.max_tracked,
+            },
         },
     );
     let scim = crate::provisioning::scim::Scim::new(
@@ -172,6 +178,9 @@ pub fn build(config: &Config, store: Store, clock: Arc<dyn Clock>) -> Result<App
         plugins: registry,
         instances,
         max_upload_bytes: (config.plugins.max_upload_mb as usize) << 20,
+        trusted_proxies: Arc::new(api::client::TrustedProxies::new(
+            config.http.trusted_proxies.iter().map(|p| p.0).collect(),
+        )),
     };
     Ok(App {
         state,
@@ -187,7 +196,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let store = state.store.clone();
-    let app = api::router(state);
+    // With the peer's address, which the audit log and the sign-in rate
+    // limits need.
+    let app = api::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await?;

@@ -27,6 +27,58 @@ const FORMAT: &str = "cohort-backup";
 const FORMAT_VERSION: u32 = 1;
 /// Entries per batch while restoring; bounds memory on large backups.
 const RESTORE_BATCH: usize = 10_000;
+/// Longest line a restore reads. The largest entries are uploaded plugin
+/// components (64 MiB by default, about 86 MiB as base64); without a bound,
+/// a file with no line breaks would be read into memory whole before any
+/// check could refuse it. The host's other input limits live in its
+/// `limits` module; this one is local to the backup format.
+const MAX_LINE_BYTES: usize = 256 * 1024 * 1024;
+
+/// The lines of a backup, numbered from 1, each at most [`MAX_LINE_BYTES`]
+/// and UTF-8; a line that is neither ends the iteration with its error.
+struct Lines<'a> {
+    input: &'a mut dyn BufRead,
+    no: usize,
+    done: bool,
+}
+
+impl Iterator for Lines<'_> {
+    type Item = (usize, Result<String, StorageError>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        use std::io::Read;
+        if self.done {
+            return None;
+        }
+        self.no += 1;
+        let no = self.no;
+        let mut buf = Vec::new();
+        let read = (&mut *self.input)
+            .take(MAX_LINE_BYTES as u64 + 1)
+            .read_until(b'\n', &mut buf);
+        let bad = |detail: String| StorageError::BadBackup { line: no, detail };
+        let line = match read {
+            Ok(0) => {
+                self.done = true;
+                return None;
+            }
+            Err(e) => Err(StorageError::Io(e)),
+            Ok(_) if buf.last() == Some(&b'\n') => {
+                buf.pop();
+                if buf.last() == Some(&b'\r') {
+                    buf.pop();
+                }
+                String::from_utf8(buf).map_err(|_| bad("the line is not UTF-8".into()))
+            }
+            Ok(_) if buf.len() > MAX_LINE_BYTES => Err(bad(format!(
+                "the line is longer than {MAX_LINE_BYTES} bytes, the limit"
+            ))),
+            Ok(_) => String::from_utf8(buf).map_err(|_| bad("the line is not UTF-8".into())),
+        };
+        self.done = line.is_err();
+        Some((no, line))
+    }
+}
 
 /// What a backup contains, as checked by its trailer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -181,7 +233,11 @@ fn restore_staged(
     options: &OpenOptions,
 ) -> Result<BackupSummary, StorageError> {
     let bad = |line: usize, detail: String| StorageError::BadBackup { line, detail };
-    let mut lines = input.lines().enumerate().map(|(i, l)| (i + 1, l));
+    let mut lines = Lines {
+        input,
+        no: 0,
+        done: false,
+    };
     let (_, first) = lines.next().ok_or_else(|| bad(1, "empty file".into()))?;
     let header: Header = serde_json::from_str(&first?)
         .map_err(|e| bad(1, format!("not a Cohort backup header: {e}")))?;
@@ -292,6 +348,34 @@ mod tests {
             .durable_blocking()
             .unwrap();
         (dir, store)
+    }
+
+    #[test]
+    fn hostile_lines_are_refused_with_their_line_number() {
+        let (dir, store) = sample();
+        let mut good = Vec::new();
+        store.export(&mut good).unwrap();
+        let header = good.split(|b| *b == b'\n').next().unwrap().to_vec();
+        let cases: [&[u8]; 4] = [
+            b"{\"ks\":\"b\",\"k\":\"\xff\xfe\",\"v\":\"\"}\n",
+            &[b'['; 100_000],
+            b"{\"ks\":\"b\",\"k\":1e999999,\"v\":\"\"}\n",
+            b"{\"end\":{\"entries\":123456789012345678901234567890,\"sha256\":\"\"}}\n",
+        ];
+        for (i, case) in cases.iter().enumerate() {
+            let mut file = header.clone();
+            file.push(b'\n');
+            file.extend_from_slice(case);
+            let target = dir.path().join(format!("hostile-{i}"));
+            match restore_into(&target, &mut &file[..], &OpenOptions::default()) {
+                Err(StorageError::BadBackup { line: 2, .. }) => {}
+                other => panic!("case {i}: {other:?}"),
+            }
+            assert!(
+                !target.exists(),
+                "case {i}: a failed restore leaves nothing"
+            );
+        }
     }
 
     #[test]

@@ -25,6 +25,8 @@ use crate::StorageError;
 use crate::backend::{Backend, EntryIter};
 
 type Writes = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+/// One pending write: a key and its new value, `None` for a delete.
+type PendingWrite = (Vec<u8>, Option<Vec<u8>>);
 
 /// When this many bytes are pending, the writer that crosses the line
 /// flushes them itself. Bounds the memory a burst of writes (a first
@@ -169,7 +171,7 @@ impl Backend for Pending {
 /// The engine's entries with pending writes laid over them, in the
 /// direction of travel. A pending `None` hides the key.
 struct Merge<'a> {
-    pending: Peekable<std::vec::IntoIter<(Vec<u8>, Option<Vec<u8>>)>>,
+    pending: Peekable<std::vec::IntoIter<PendingWrite>>,
     engine: Peekable<EntryIter<'a>>,
     reverse: bool,
 }

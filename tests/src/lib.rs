@@ -67,6 +67,20 @@ pub fn plugins_dir() -> PathBuf {
     dir
 }
 
+/// The environment that makes a server load every built plugin, sharing
+/// one compiled-component cache across tests.
+pub fn plugin_env() -> Vec<(&'static str, String)> {
+    let plugins = plugins_dir();
+    let cache = plugins.join("../plugin-cache");
+    vec![
+        ("COHORT_PLUGINS_DIR", plugins.to_str().unwrap().to_string()),
+        (
+            "COHORT_PLUGIN_CACHE_DIR",
+            cache.to_str().unwrap().to_string(),
+        ),
+    ]
+}
+
 impl Server {
     /// Starts a server on a fresh temporary data directory.
     pub fn start() -> Server {
@@ -90,12 +104,8 @@ impl Server {
     /// Starts a server that loads every built plugin from `target/plugins`,
     /// sharing one compiled-component cache across tests.
     pub fn start_with_plugins(env: &[(&str, &str)]) -> Server {
-        let plugins = plugins_dir();
-        let cache = plugins.join("../plugin-cache");
-        let mut all = vec![
-            ("COHORT_PLUGINS_DIR", plugins.to_str().unwrap()),
-            ("COHORT_PLUGIN_CACHE_DIR", cache.to_str().unwrap()),
-        ];
+        let plugins = plugin_env();
+        let mut all: Vec<(&str, &str)> = plugins.iter().map(|(k, v)| (*k, v.as_str())).collect();
         all.extend_from_slice(env);
         Server::start_with(&all)
     }
@@ -198,6 +208,22 @@ impl Server {
         self.kill();
         let dir = self._dir.take();
         let mut fresh = Server::launch(&self.data, self.log.clone(), self.env.clone());
+        fresh._dir = dir;
+        *self = fresh;
+    }
+
+    /// Stops the server (SIGTERM, a clean exit) and starts it again on the
+    /// same data directory, with `env` as its environment instead: to start
+    /// it with or without its plugins, say.
+    pub fn restart_with(&mut self, env: &[(&str, &str)]) {
+        let status = self.terminate();
+        assert!(status.success(), "the server exited with {status}");
+        let dir = self._dir.take();
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let mut fresh = Server::launch(&self.data, self.log.clone(), env);
         fresh._dir = dir;
         *self = fresh;
     }

@@ -1,7 +1,10 @@
 //! Every mutation leaves one audit event, with actor, action, resource,
-//! diff and request id; the log can be queried, paged and exported.
+//! diff, request id, client address and user agent; the log can be
+//! queried, paged and exported.
 
-use cohort_tests::{ADMIN_KEY, Server};
+use std::time::Duration;
+
+use cohort_tests::{ADMIN_KEY, Api, Server};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -248,10 +251,12 @@ async fn export_as_json_lines_and_csv_without_secrets() {
     let mut rows = csv.split("\r\n").filter(|l| !l.is_empty());
     assert_eq!(
         rows.next().unwrap(),
-        "id,time,actor,actor_key_id,action,resource_type,resource_id,request_id,changes"
+        "id,time,actor,actor_key_id,action,resource_type,resource_id,request_id,changes,client_address,user_agent"
     );
     let row = rows.next().unwrap();
     assert!(row.contains(",user.create,user,"), "{row}");
+    // The test client sends no User-Agent: the address, then an empty column.
+    assert!(row.ends_with(",127.0.0.1,"), "{row}");
     // The changes column is JSON inside a quoted CSV field.
     assert!(row.contains(r#"has, a comma and \""quotes\"""#), "{row}");
     assert!(rows.next().is_none());
@@ -270,4 +275,208 @@ async fn export_as_json_lines_and_csv_without_secrets() {
         .await
         .expect(400);
     assert_eq!((r.code(), r.field()), ("invalid_query", "resource_id"));
+}
+
+/// The events of `action` on `resource_id`, newest first.
+async fn events(api: &Api, action: &str, resource_id: &str) -> Vec<Value> {
+    api.get(&format!("/api/v1/audit?action={action}&limit=500"))
+        .await
+        .expect(200)
+        .body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| resource_id.is_empty() || e["resource_id"] == resource_id)
+        .cloned()
+        .collect()
+}
+
+#[track_caller]
+fn from(e: &Value, address: &str, user_agent: &str) {
+    assert_eq!(e["client_address"], address, "{e}");
+    assert_eq!(e["user_agent"], user_agent, "{e}");
+}
+
+#[tokio::test]
+async fn without_trusted_proxies_the_peer_is_recorded_and_forwarded_for_ignored() {
+    let s = Server::start();
+    let api = s.admin();
+    let r = api
+        .send(
+            Method::POST,
+            "/api/v1/users",
+            Some(&json!({"username": "ivy", "email": "ivy@example.com"})),
+            &[
+                ("user-agent", "admin-cli/1.4 (linux)"),
+                ("x-forwarded-for", "203.0.113.9"),
+            ],
+        )
+        .await
+        .expect(201);
+    let id = r.body["id"].as_str().unwrap();
+    let created = &events(&api, "user.create", id).await[0];
+    from(created, "127.0.0.1", "admin-cli/1.4 (linux)");
+    // Changes Cohort made on its own have neither.
+    let key = &events(&api, "api_key.create", "").await[0];
+    assert_eq!(key["actor"], "system", "{key}");
+    assert!(key["client_address"].is_null() && key["user_agent"].is_null());
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_every_kind_of_change_records_the_forwarded_client() {
+    // The tests reach the server over loopback, so loopback is the proxy.
+    let s = Server::start_with_plugins(&[("COHORT_TRUSTED_PROXIES", "127.0.0.1/32, ::1")]);
+    let api = s.admin();
+    let via = |ua: &'static str, xff: &'static str| [("user-agent", ua), ("x-forwarded-for", xff)];
+
+    // The admin API. The client made up its first hop; the proxy's own
+    // entry names the address it saw.
+    let r = api
+        .send(
+            Method::POST,
+            "/api/v1/users",
+            Some(&json!({"username": "ada", "email": "ada@example.com", "state": "active"})),
+            &via("console/3.1", "192.0.2.1, 203.0.113.9"),
+        )
+        .await
+        .expect(201);
+    let ada = r.body["id"].as_str().unwrap().to_string();
+    from(
+        &events(&api, "user.create", &ada).await[0],
+        "203.0.113.9",
+        "console/3.1",
+    );
+    // The group memberships the change caused are the same request's.
+    let joined = events(&api, "group.member_add", "").await;
+    let all_users = joined
+        .iter()
+        .find(|e| e["changes"]["subject_id"]["after"] == ada.as_str())
+        .unwrap_or_else(|| panic!("no membership event for ada: {joined:?}"));
+    from(all_users, "203.0.113.9", "console/3.1");
+
+    // A header that does not parse is not believed: the peer is recorded.
+    let r = api
+        .send(
+            Method::PATCH,
+            &format!("/api/v1/users/{ada}"),
+            Some(&json!({"department": "R&D"})),
+            &via("console/3.1", "203.0.113.9, unknown"),
+        )
+        .await
+        .expect(200);
+    assert_eq!(r.body["department"], "R&D");
+    from(
+        &events(&api, "user.update", &ada).await[0],
+        "127.0.0.1",
+        "console/3.1",
+    );
+
+    // SCIM.
+    let scim_key = api.create_key("okta", "scim").await;
+    let r = reqwest::Client::new()
+        .post(format!("{}/scim/v2/Users", s.base))
+        .bearer_auth(&scim_key)
+        .header("content-type", "application/scim+json")
+        .header("user-agent", "Okta SCIM Client 1.0.0")
+        .header("x-forwarded-for", "198.51.100.20")
+        .body(
+            json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+                   "userName": "bo@example.com", "emails": [{"value": "bo@example.com", "primary": true}]})
+            .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let bo: Value = r.json().await.unwrap();
+    let scim_created = &events(&api, "user.create", bo["id"].as_str().unwrap()).await[0];
+    assert_eq!(scim_created["actor"], "okta");
+    from(scim_created, "198.51.100.20", "Okta SCIM Client 1.0.0");
+
+    // A password sign-in: the success, and the session it opened.
+    api.put_json(
+        &format!("/api/v1/users/{ada}/password"),
+        json!({"password": "correct horse battery"}),
+    )
+    .await
+    .expect(204);
+    let r = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .post(format!("{}/sign-in/password", s.base))
+        .header("cookie", "cohort_csrf=form-token")
+        .header(
+            "user-agent",
+            "Mozilla/5.0 (X11; Linux x86_64) Firefox/130.0",
+        )
+        .header("x-forwarded-for", "192.0.2.77")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("identifier=ada&password=correct%20horse%20battery&csrf=form-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let firefox = "Mozilla/5.0 (X11; Linux x86_64) Firefox/130.0";
+    from(
+        &events(&api, "sign_in.success", &ada).await[0],
+        "192.0.2.77",
+        firefox,
+    );
+    from(
+        &events(&api, "session.open", "").await[0],
+        "192.0.2.77",
+        firefox,
+    );
+
+    // An import run started by a request: every change it makes.
+    api.post(
+        "/api/v1/plugin-instances",
+        json!({"name": "people-csv", "plugin": "csv",
+               "config": {"data": "email,first name\ncy@example.com,Cy\ndi@example.com,Di\n"}}),
+    )
+    .await
+    .expect(201);
+    let run = api
+        .send(
+            Method::POST,
+            "/api/v1/import-runs",
+            Some(&json!({"instance": "people-csv", "new_users": "active"})),
+            &via("hr-sync/2", "192.0.2.99"),
+        )
+        .await
+        .expect(202)
+        .body;
+    let run_path = format!("/api/v1/import-runs/{}", run["id"].as_str().unwrap());
+    let mut done = Value::Null;
+    for _ in 0..300 {
+        done = api.get(&run_path).await.expect(200).body;
+        if done["state"] != "running" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(done["state"], "completed", "{done}");
+    let imported: Vec<Value> = events(&api, "user.create", "")
+        .await
+        .into_iter()
+        .filter(|e| e["actor"] == "import:people-csv")
+        .collect();
+    assert_eq!(imported.len(), 2, "{imported:?}");
+    for e in &imported {
+        from(e, "192.0.2.99", "hr-sync/2");
+        assert_eq!(e["request_id"], run["id"], "events name the run");
+    }
+
+    // Exports carry both, in JSON lines and CSV.
+    let (_, jsonl) = api
+        .get_text("/api/v1/audit/export?action=sign_in.success")
+        .await;
+    let line: Value = serde_json::from_str(jsonl.lines().next().unwrap()).unwrap();
+    from(&line, "192.0.2.77", firefox);
+    let (_, csv) = api
+        .get_text("/api/v1/audit/export?format=csv&action=sign_in.success")
+        .await;
+    let row = csv.split("\r\n").nth(1).unwrap();
+    assert!(row.ends_with(&format!(",192.0.2.77,{firefox}")), "{row}");
 }

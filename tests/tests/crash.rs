@@ -80,7 +80,15 @@ async fn sigkill_rounds(mut server: Server) {
             .await
             .expect(200);
         assert_eq!(by_name.body["items"][0]["id"], sample["id"]);
-        api.get("/readyz").await.expect(200);
+        // Storage is ready. (Readiness as a whole is 503: without plugins,
+        // the built-in groups' rule evaluator is missing.)
+        let ready = api.get("/readyz").await.body;
+        assert!(ready["storage"].is_null(), "round {round}: {ready}");
+        assert_eq!(
+            ready["missing_evaluators"],
+            serde_json::json!(["rules-standard"]),
+            "round {round}: {ready}"
+        );
         eprintln!(
             "round {round}: killed after {delay} ms, {} acknowledged users intact",
             acked.len()

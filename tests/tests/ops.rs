@@ -2,14 +2,22 @@
 
 use std::process::Command;
 
-use cohort_tests::{Server, cohort_bin};
+use cohort_tests::{Server, cohort_bin, eq, plugin_env};
+use serde_json::{Value, json};
 
 #[tokio::test]
 async fn health_metrics_and_openapi() {
     let s = Server::start();
     let anon = s.client(None);
     assert_eq!(anon.get("/healthz").await.expect(200).body["status"], "ok");
-    assert_eq!(anon.get("/readyz").await.expect(200).body["status"], "ok");
+    // Started without plugins: the built-in groups' evaluator is missing.
+    let ready = anon.get("/readyz").await.expect(503).body;
+    assert_eq!(
+        ready["missing_evaluators"],
+        json!(["rules-standard"]),
+        "{ready}"
+    );
+    assert!(ready["storage"].is_null(), "{ready}");
 
     let api = s.admin();
     let u = api.create_user("metered").await;
@@ -87,4 +95,102 @@ fn bad_configuration_fails_fast_with_a_clear_message() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("COHORT_LISTEN"));
+}
+
+/// The names of the groups `/readyz` says wait for an evaluator, with the
+/// reason given for each.
+fn waiting(ready: &Value) -> Vec<(String, String)> {
+    ready["waiting_groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| {
+            assert_eq!(g["evaluator"], "rules-standard", "{g}");
+            (
+                g["name"].as_str().unwrap().to_string(),
+                g["reason"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn readiness_names_the_groups_whose_evaluator_is_not_loaded() {
+    let mut s = Server::start_with_plugins(&[]);
+    let api = s.admin();
+    let ready = api.get("/readyz").await.expect(200).body;
+    assert_eq!(ready["status"], "ok", "{ready}");
+    assert_eq!(ready["missing_evaluators"], json!([]));
+    let engineers = api
+        .dynamic_group(
+            "Engineers",
+            "user",
+            json!({"conditions": [eq("department", json!(["Engineering"]))]}),
+        )
+        .await;
+    // A lone CEL expression is evaluated by the host: it needs no plugin.
+    api.dynamic_group(
+        "Finance",
+        "user",
+        json!({"conditions": [{"expression": "user.department == 'Finance'"}]}),
+    )
+    .await;
+    api.get("/readyz").await.expect(200);
+
+    // Disabled at run time: not ready, and which groups suffer.
+    api.post("/api/v1/plugins/rules-standard/disable", json!({}))
+        .await
+        .expect(200);
+    let ready = api.get("/readyz").await.expect(503).body;
+    assert_eq!(
+        ready["missing_evaluators"],
+        json!(["rules-standard"]),
+        "{ready}"
+    );
+    let names = waiting(&ready);
+    assert!(
+        names.contains(&("Engineers".into(), "disabled".into())),
+        "{names:?}"
+    );
+    assert!(
+        names.contains(&("All Users".into(), "disabled".into())),
+        "{names:?}"
+    );
+    assert!(!names.iter().any(|(n, _)| n == "Finance"), "{names:?}");
+    // 7 built-in groups and Engineers.
+    assert_eq!(ready["waiting_group_count"], 8, "{ready}");
+    let entry = ready["waiting_groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["name"] == "Engineers")
+        .unwrap();
+    assert_eq!(entry["id"], engineers.as_str());
+    assert_eq!(entry["subject"], "user");
+    let status = ready["status"].as_str().unwrap();
+    assert!(
+        status.contains("rules-standard") && status.contains("8 dynamic groups"),
+        "{status}"
+    );
+    api.post("/api/v1/plugins/rules-standard/enable", json!({}))
+        .await
+        .expect(200);
+    api.get("/readyz").await.expect(200);
+
+    // Started again without its plugins directory: not installed.
+    s.restart_with(&[]);
+    let ready = s.client(None).get("/readyz").await.expect(503).body;
+    let names = waiting(&ready);
+    assert!(
+        names.contains(&("Engineers".into(), "not_installed".into())),
+        "{names:?}"
+    );
+    assert!(!names.iter().any(|(n, _)| n == "Finance"), "{names:?}");
+
+    // And with it: ready.
+    let env = plugin_env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    s.restart_with(&env);
+    let ready = s.client(None).get("/readyz").await.expect(200).body;
+    assert_eq!(ready["waiting_group_count"], 0, "{ready}");
 }

@@ -118,7 +118,7 @@ impl Write for ChannelWriter {
 #[utoipa::path(
     get, path = "/api/v1/audit/export", tag = "audit",
     params(
-        ("format" = Option<String>, Query, pattern = "^(jsonl|csv)$", description = "jsonl (default) or csv"),
+        ("format" = Option<String>, Query, pattern = "^(jsonl|csv)$", description = "jsonl (default) or csv; in CSV, a cell that starts with =, +, -, @, tab or carriage return is prefixed with ' so that spreadsheets do not run it as a formula"),
         ("from" = Option<DateTime<Utc>>, Query), ("to" = Option<DateTime<Utc>>, Query), ("actor" = Option<String>, Query),
         ("action" = Option<String>, Query), ("resource_type" = Option<String>, Query), ("resource_id" = Option<String>, Query),
         ("order" = Option<String>, Query, pattern = "^(asc|desc)$"),

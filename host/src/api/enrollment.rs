@@ -10,10 +10,10 @@ use utoipa::ToSchema;
 
 use super::devices::device_id;
 use super::error::{ApiError, ErrorBody};
-use super::extract::{ApiJson, RequestId, bearer, json_body, parse_id, query_pairs};
+use super::extract::{ApiJson, bearer, json_body, parse_id, query_pairs};
 use super::users::page_request;
 use super::{AppState, allow, allow_device};
-use crate::auth::Principal;
+use crate::auth::{Origin, Principal};
 use crate::devices::{
     CreatedEnrollmentToken, DeviceCredential, Devices, EnrollError, Enrollment, EnrollmentToken,
     IssuedCredential, NewEnrollmentToken,
@@ -170,7 +170,7 @@ pub async fn revoke_token(
 )]
 pub async fn enroll(
     State(s): State<AppState>,
-    RequestId(request_id): RequestId,
+    origin: Origin,
     req: Request,
 ) -> Result<Response, ApiError> {
     let token = bearer(req.headers(), "enrollment token")?;
@@ -181,7 +181,7 @@ pub async fn enroll(
         return Err(EnrollError::Refused(refusal).into());
     }
     let input: DeviceInput = json_body(req, s.max_body_bytes).await?;
-    let enrollment = s.devices.enroll(&token, &request_id, input).await?;
+    let enrollment = s.devices.enroll(&token, &origin, input).await?;
     let location = format!("/api/v1/devices/{}", enrollment.device.id);
     if enrollment.reenrolled {
         let mut resp = Json(enrollment).into_response();

@@ -91,6 +91,16 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
     }
 
+    /// The message for people.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The offending field, query parameter or header, if named.
+    pub fn field(&self) -> Option<&str> {
+        self.field.as_deref()
+    }
+
     /// The status this error is sent with.
     pub fn status(&self) -> StatusCode {
         self.status
@@ -132,6 +142,11 @@ impl From<DomainError> for ApiError {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", message)
                     .with_field(field)
             }
+            DomainError::Limit {
+                code,
+                field,
+                message,
+            } => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message).with_field(field),
             DomainError::InvalidRule { field, message } => {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_rule", message)
                     .with_field(field)

@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::error::ApiError;
-use crate::auth::Principal;
+use crate::auth::{Origin, Principal};
 use crate::json::{self, DecodeError};
 
 /// The id of the current request, set by the request-id middleware.
@@ -100,6 +100,15 @@ pub async fn json_body<T: DeserializeOwned>(req: Request, limit: usize) -> Resul
             format!("the body is not valid JSON: {message} at {position}"),
         )
         .with_field(position)),
+        Err(DecodeError::TooDeep { position, limit }) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "too_deep",
+            format!(
+                "the body nests objects and arrays more than {limit} levels deep (at {position}); \
+                 {limit} is the limit"
+            ),
+        )
+        .with_field(position)),
         Err(DecodeError::Shape { field, message }) => {
             Err(
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", message)
@@ -143,6 +152,32 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestId {
     }
 }
 
+/// The request's origin (id, client address, user agent), set by the
+/// request-id middleware; what the audit log records for a change.
+impl<S: Send + Sync> FromRequestParts<S> for Origin {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(origin_of(parts))
+    }
+}
+
+fn origin_of(parts: &Parts) -> Origin {
+    parts
+        .extensions
+        .get::<Origin>()
+        .cloned()
+        .unwrap_or_else(|| {
+            Origin::internal(
+                parts
+                    .extensions
+                    .get::<RequestId>()
+                    .map(|r| r.0.clone())
+                    .unwrap_or_default(),
+            )
+        })
+}
+
 impl FromRequestParts<AppState> for Principal {
     type Rejection = ApiError;
 
@@ -150,13 +185,9 @@ impl FromRequestParts<AppState> for Principal {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let request_id = parts
-            .extensions
-            .get::<RequestId>()
-            .map(|r| r.0.clone())
-            .unwrap_or_default();
+        let origin = origin_of(parts);
         let key = bearer(&parts.headers, "API key")?;
-        bearer_principal(state, &key, &request_id)
+        bearer_principal(state, &key, &origin)
     }
 }
 
@@ -164,14 +195,14 @@ impl FromRequestParts<AppState> for Principal {
 /// its prefix, since check-ins are most of the traffic) or an API key. An
 /// enrollment token is refused with a pointer to the one endpoint that
 /// takes it.
-fn bearer_principal(state: &AppState, key: &str, request_id: &str) -> Result<Principal, ApiError> {
+fn bearer_principal(state: &AppState, key: &str, origin: &Origin) -> Result<Principal, ApiError> {
     use crate::devices::{CREDENTIAL_PREFIX, TOKEN_PREFIX};
     if key.starts_with(CREDENTIAL_PREFIX)
-        && let Some(p) = state.devices.credentials().authenticate(key, request_id)?
+        && let Some(p) = state.devices.credentials().authenticate(key, origin)?
     {
         return Ok(p);
     }
-    if let Some(p) = state.keys.authenticate(key, request_id)? {
+    if let Some(p) = state.keys.authenticate(key, origin)? {
         return Ok(p);
     }
     Err(if key.starts_with(TOKEN_PREFIX) {
@@ -247,6 +278,45 @@ pub fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
     Ok(Some(tag.trim_matches('"').parse::<u64>().unwrap_or(0)))
 }
 
+/// Checks that every path segment and query parameter percent-decodes to
+/// UTF-8. Names the first parameter that does not (`path` for the path).
+pub fn check_target(path: &str, query: Option<&str>) -> Result<(), ApiError> {
+    use percent_encoding::percent_decode_str;
+    if percent_decode_str(path).decode_utf8().is_err() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_path",
+            "the path is not valid UTF-8 once percent-decoded",
+        )
+        .with_field("path"));
+    }
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        // `+` is a space in a query string; it never changes validity.
+        let decode = |s: &str| percent_decode_str(s).decode_utf8().is_ok();
+        let name_text = percent_decode_str(name).decode_utf8_lossy().into_owned();
+        if !decode(name) {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_query",
+                format!(
+                    "the query parameter name {name_text:?} is not valid UTF-8 once percent-decoded"
+                ),
+            )
+            .with_field(name_text));
+        }
+        if !decode(value) {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_query",
+                format!("the value of {name_text} is not valid UTF-8 once percent-decoded"),
+            )
+            .with_field(name_text));
+        }
+    }
+    Ok(())
+}
+
 /// The query string as name/value pairs, in order.
 pub fn query_pairs(raw: Option<&str>) -> Result<Vec<(String, String)>, ApiError> {
     serde_urlencoded::from_str(raw.unwrap_or("")).map_err(|e| {
@@ -306,6 +376,21 @@ mod tests {
         assert_eq!(if_match(&h).unwrap(), None);
         h.insert(header::IF_MATCH, HeaderValue::from_static("\"abc\""));
         assert_eq!(if_match(&h).unwrap(), Some(0));
+    }
+
+    #[test]
+    fn targets_must_decode_to_utf8() {
+        assert!(check_target("/api/v1/users", Some("department=R%26D&q=caf%C3%A9+x")).is_ok());
+        assert!(check_target("/api/v1/users", Some("&&a&=b")).is_ok());
+        let e = check_target("/api/v1/users", Some("a=1&department=%FF")).unwrap_err();
+        assert_eq!(
+            (e.status(), e.field()),
+            (StatusCode::BAD_REQUEST, Some("department"))
+        );
+        let e = check_target("/api/v1/users", Some("%C3=1")).unwrap_err();
+        assert_eq!(e.field(), Some("\u{fffd}"));
+        let e = check_target("/api/v1/users/%FF", None).unwrap_err();
+        assert_eq!(e.field(), Some("path"));
     }
 
     #[test]

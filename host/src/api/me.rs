@@ -11,10 +11,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorBody};
-use super::extract::{ApiJson, RequestId, parse_id};
-use super::sign_in::{SESSION_COOKIE, cookie};
+use super::extract::{ApiJson, parse_id};
+use super::sign_in::{SESSION_COOKIE, read_cookie};
 use super::{AppState, allow};
-use crate::auth::{Actor, Principal};
+use crate::auth::{Actor, Origin, Principal};
 use crate::credentials::ActivationLink;
 use crate::directory::User;
 use crate::sessions::{IssuedToken, PublicKey, Session, SignedIn};
@@ -37,7 +37,7 @@ impl FromRequestParts<AppState> for Me {
                     .or_else(|| v.strip_prefix("bearer "))
             })
             .map(str::trim);
-        let found = match (bearer, cookie(&parts.headers, SESSION_COOKIE)) {
+        let found = match (bearer, read_cookie(s, &parts.headers, SESSION_COOKIE)) {
             (Some(token), _) => sessions.from_jwt(token),
             (None, Some(c)) => sessions.from_cookie(c),
             (None, None) => {
@@ -97,14 +97,10 @@ pub async fn token(State(s): State<AppState>, Me(m): Me) -> Result<Json<IssuedTo
 )]
 pub async fn sign_out(
     State(s): State<AppState>,
-    RequestId(request_id): RequestId,
+    origin: Origin,
     Me(m): Me,
 ) -> Result<StatusCode, ApiError> {
-    let actor = Actor {
-        name: format!("user:{}", m.user.username),
-        key_id: None,
-        request_id,
-    };
+    let actor = Actor::named(format!("user:{}", m.user.username), origin);
     s.sign_in.sessions().end(&actor, &m.session).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -4,6 +4,7 @@
 
 mod attributes;
 mod audit;
+pub mod client;
 mod devices;
 mod enrollment;
 pub mod error;
@@ -27,8 +28,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::{HeaderValue, StatusCode};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -39,7 +40,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::audit::AuditLog;
-use crate::auth::{ApiKeys, Principal};
+use crate::auth::{ApiKeys, Origin, Principal};
 use crate::directory::Directory;
 use error::ApiError;
 use extract::RequestId;
@@ -86,6 +87,8 @@ pub struct AppState {
     pub devices: crate::devices::Devices,
     /// Largest plugin upload body.
     pub max_upload_bytes: usize,
+    /// Whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Arc<client::TrustedProxies>,
 }
 
 /// Turns a missing capability into a 403 naming the role and the action.
@@ -121,7 +124,7 @@ pub(crate) fn device_mismatch(own: uuid::Uuid, what: &str) -> ApiError {
 #[openapi(
     info(
         title = "Cohort API",
-        description = "Admin API of Cohort, a self-hosted directory. Authenticate with `Authorization: Bearer <API key>`. Errors have the shape `{\"error\": {\"code\", \"message\", \"field\"?}}`."
+        description = "Admin API of Cohort, a self-hosted directory. Authenticate with `Authorization: Bearer <API key>`. Errors have the shape `{\"error\": {\"code\", \"message\", \"field\"?}}`. Input is bounded (see Limits in the README): a body nested more than 64 levels deep is `400 too_deep`, a request target over 32 KiB is `414 uri_too_long`, a path or query parameter that is not UTF-8 once percent-decoded is `400 invalid_path` / `400 invalid_query`, and a field past its own limit (a CEL expression, a rule, routing) is `422 too_long`, `too_deep` or `too_many`, naming the field."
     ),
     modifiers(&BearerAuth),
     tags(
@@ -181,7 +184,7 @@ impl Modify for BearerAuth {
                     .scheme(HttpAuthScheme::Bearer)
                     .bearer_format("JWT")
                     .description(Some(
-                        "A session token from POST /api/v1/me/token, or the cohort_session cookie",
+                        "A session token from POST /api/v1/me/token, or the session cookie (cohort_session; __Host-cohort_session when Cohort is served over https)",
                     ))
                     .build(),
             ),
@@ -339,14 +342,59 @@ pub fn router(state: AppState) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
+        .layer(middleware::from_fn(guard_target))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
+}
+
+/// Refuses a request target that no handler should have to look at: longer
+/// than [`crate::limits::MAX_URI_BYTES`] (414), or with a path segment or
+/// query parameter that does not percent-decode to UTF-8 (400). Without
+/// this, extractors would replace invalid bytes with U+FFFD and a lookup
+/// would quietly search for something the client never sent. SCIM paths
+/// get SCIM error bodies.
+async fn guard_target(req: Request, next: Next) -> Response {
+    let scim = req.uri().path().starts_with("/scim/");
+    let refuse = |e: ApiError, scim_type: &'static str| -> Response {
+        if scim {
+            scim::error_response(&crate::provisioning::scim::ScimError {
+                status: e.status().as_u16(),
+                scim_type: (e.status() == StatusCode::BAD_REQUEST).then_some(scim_type),
+                detail: e.message().to_string(),
+            })
+        } else {
+            e.into_response()
+        }
+    };
+    let target_len = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
+    if target_len > crate::limits::MAX_URI_BYTES {
+        let limit = crate::limits::MAX_URI_BYTES;
+        return refuse(
+            ApiError::new(
+                StatusCode::URI_TOO_LONG,
+                "uri_too_long",
+                format!("the request target is {target_len} bytes long; {limit} is the limit"),
+            ),
+            "invalidValue",
+        );
+    }
+    if let Err(e) = extract::check_target(req.uri().path(), req.uri().query()) {
+        let scim_type = if e.field() == Some("filter") {
+            "invalidFilter"
+        } else {
+            "invalidValue"
+        };
+        return refuse(e, scim_type);
+    }
+    next.run(req).await
 }
 
 /// Longest request id accepted from a client; longer ones are replaced.
 const MAX_REQUEST_ID: usize = 128;
 
-/// Assigns the request id, logs the request and records its metrics.
+/// Assigns the request id, works out where the request comes from (client
+/// address and user agent, for the audit log), logs the request and records
+/// its metrics.
 async fn observe(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let start = Instant::now();
     let request_id = req
@@ -364,6 +412,19 @@ async fn observe(State(state): State<AppState>, mut req: Request, next: Next) ->
         .map_or("unmatched", |m| m.as_str())
         .to_string();
     let method = req.method().clone();
+    // No connection info when the router is driven in process (tests,
+    // benchmarks): then there is no address, which is not an error.
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
+    let client = state.trusted_proxies.client_address(peer, req.headers());
+    let origin = Origin::new(
+        request_id.clone(),
+        client,
+        req.headers().get(header::USER_AGENT).map(|v| v.as_bytes()),
+    );
+    req.extensions_mut().insert(origin);
     req.extensions_mut().insert(RequestId(request_id.clone()));
     let mut resp = next.run(req).await.into_response();
     let elapsed = start.elapsed();
@@ -373,6 +434,7 @@ async fn observe(State(state): State<AppState>, mut req: Request, next: Next) ->
         .record(method.as_str(), &route, status, elapsed);
     tracing::debug!(
         request_id = %request_id,
+        client = ?client,
         method = %method,
         route = %route,
         status,
@@ -387,6 +449,72 @@ async fn observe(State(state): State<AppState>, mut req: Request, next: Next) ->
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use axum::body::Body;
+    use axum::http::Request;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    use crate::clock::SystemClock;
+    use crate::config::{Config, Secret};
+
+    /// Tests and benchmarks drive the router without a socket, so there is
+    /// no connection info: the request works, and its events have no address.
+    #[tokio::test]
+    async fn without_connection_info_requests_work_and_record_no_address() {
+        const KEY: &str = "in-process-admin-key-0123456789";
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config {
+            data_dir: dir.path().join("data"),
+            bootstrap_admin_key: Some(Secret::new(KEY)),
+            ..Config::default()
+        };
+        config.plugins.cache_dir = Some(dir.path().join("cache"));
+        config.plugins.max_instances = 4;
+        let store =
+            crate::server::open_store(&config.data_dir, &config.storage.open_options()).unwrap();
+        let app = crate::server::build(&config, store, Arc::new(SystemClock)).unwrap();
+        let router = super::router(app.state);
+        let call = |req: Request<Body>| {
+            let router = router.clone();
+            async move {
+                let resp = router.oneshot(req).await.unwrap();
+                let status = resp.status();
+                let body = resp.into_body().collect().await.unwrap().to_bytes();
+                (
+                    status,
+                    serde_json::from_slice::<serde_json::Value>(&body).unwrap(),
+                )
+            }
+        };
+        let (status, user) = call(
+            Request::post("/api/v1/users")
+                .header("authorization", format!("Bearer {KEY}"))
+                .header("content-type", "application/json")
+                .header("user-agent", "in-process/1")
+                .header("x-forwarded-for", "203.0.113.9")
+                .body(Body::from(
+                    r#"{"username":"ada","email":"ada@example.com"}"#,
+                ))
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, 201, "{user}");
+        let (status, page) = call(
+            Request::get("/api/v1/audit?action=user.create")
+                .header("authorization", format!("Bearer {KEY}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, 200, "{page}");
+        let event = &page["items"][0];
+        assert_eq!(event["resource_id"], user["id"]);
+        assert!(event["client_address"].is_null(), "{event}");
+        assert_eq!(event["user_agent"], "in-process/1");
+    }
+
     /// The committed `docs/openapi.json` is what API clients and reviewers
     /// read; it must not drift from the code. Regenerate with
     /// `UPDATE_OPENAPI=1 cargo test -p cohort openapi`.

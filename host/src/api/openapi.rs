@@ -23,7 +23,7 @@ struct Shared {
 const BAD_REQUEST: Shared = Shared {
     status: "400",
     name: "BadRequest",
-    description: "Malformed request: the body is not valid JSON (`malformed_json`, `field` gives line and column), a query parameter is invalid (`invalid_query`) or a header is (`invalid_header`)",
+    description: "Malformed request: the body is not valid JSON (`malformed_json`, `field` gives line and column) or nests too deep (`too_deep`), a path or query parameter does not decode (`invalid_path`, `invalid_query`), a query parameter or header is invalid (`invalid_query`, `invalid_header`)",
 };
 const UNAUTHORIZED: Shared = Shared {
     status: "401",
@@ -58,7 +58,7 @@ const UNSUPPORTED_MEDIA_TYPE: Shared = Shared {
 const UNPROCESSABLE: Shared = Shared {
     status: "422",
     name: "UnprocessableEntity",
-    description: "A field is missing, has the wrong type or an invalid value (`invalid_field`, `invalid_rule`; `field` names it)",
+    description: "A field is missing, has the wrong type or an invalid value (`invalid_field`, `invalid_rule`), or is past its limit (`too_long`, `too_deep`, `too_many`); `field` names it",
 };
 
 const ALL: [&Shared; 8] = [
@@ -170,21 +170,17 @@ fn applicable(op: &Operation) -> Vec<&'static Shared> {
     let if_match = params
         .iter()
         .any(|(l, n)| **l == ParameterIn::Header && n.eq_ignore_ascii_case("if-match"));
-    if op.request_body.is_some() {
-        out.extend([
-            &BAD_REQUEST,
-            &PAYLOAD_TOO_LARGE,
-            &UNSUPPORTED_MEDIA_TYPE,
-            &UNPROCESSABLE,
-        ]);
-    } else if has(ParameterIn::Query) || if_match {
+    if op.request_body.is_some() || !params.is_empty() {
         out.push(&BAD_REQUEST);
+    }
+    if op.request_body.is_some() {
+        out.extend([&PAYLOAD_TOO_LARGE, &UNSUPPORTED_MEDIA_TYPE, &UNPROCESSABLE]);
     }
     if has(ParameterIn::Path) {
         out.push(&NOT_FOUND);
     }
     if if_match {
-        out.extend([&BAD_REQUEST, &PRECONDITION_FAILED]);
+        out.push(&PRECONDITION_FAILED);
     }
     out
 }

@@ -12,6 +12,7 @@ use utoipa::ToSchema;
 use super::error::{ApiError, ErrorBody};
 use super::{AppState, allow};
 use crate::auth::Principal;
+use crate::groups::WaitingGroup;
 
 /// A health answer.
 #[derive(Serialize, ToSchema)]
@@ -28,23 +29,83 @@ pub async fn healthz() -> Json<Health> {
     })
 }
 
-/// Readiness: storage accepts writes. Fails after a flush error, so a load
-/// balancer stops sending traffic to an instance that cannot persist.
-#[utoipa::path(get, path = "/readyz", tag = "ops", responses((status = 200, body = Health), (status = 503, body = Health)))]
+/// Most waiting groups `/readyz` names; the count covers the rest.
+const MAX_LISTED: usize = 100;
+
+/// Whether this instance can do its job, and if not, what is missing.
+#[derive(Serialize, ToSchema)]
+pub struct Readiness {
+    /// `ok`, or what is wrong, in a sentence.
+    pub status: String,
+    /// Why storage refuses writes, when it does (after a failed flush).
+    pub storage: Option<String>,
+    /// Rule-evaluator plugins that dynamic groups need and that cannot be
+    /// called: not installed (no plugins directory, or one without them),
+    /// disabled, or not rule evaluators.
+    pub missing_evaluators: Vec<String>,
+    /// How many dynamic groups wait for them.
+    pub waiting_group_count: usize,
+    /// Those groups (the first 100 by name), which keep their members as
+    /// they are until their evaluator is back.
+    pub waiting_groups: Vec<WaitingGroup>,
+}
+
+/// Readiness: storage accepts writes, and every dynamic group's rule
+/// evaluator is loaded. A load balancer stops sending traffic to an
+/// instance that cannot persist, or whose groups would not follow their
+/// rules; the body says which groups wait for which plugins.
+#[utoipa::path(get, path = "/readyz", tag = "ops", responses((status = 200, body = Readiness), (status = 503, body = Readiness)))]
 pub async fn readyz(State(s): State<AppState>) -> Response {
-    match s.store.failure() {
-        None => Json(Health {
-            status: "ok".into(),
-        })
-        .into_response(),
-        Some(reason) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(Health {
-                status: format!("storage unavailable: {reason}"),
-            }),
-        )
-            .into_response(),
+    let storage = s.store.failure();
+    let groups = s.groups.clone();
+    let waiting = tokio::task::spawn_blocking(move || groups.waiting_for_evaluators())
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.map_err(|e| e.to_string()));
+    let (waiting, groups_error) = match waiting {
+        Ok(w) => (w, None),
+        Err(e) => {
+            tracing::error!(error = %e, "readiness: could not read the groups");
+            (Vec::new(), Some(e))
+        }
+    };
+    let mut missing: Vec<String> = waiting.iter().map(|g| g.evaluator.clone()).collect();
+    missing.sort();
+    missing.dedup();
+    let mut problems = Vec::new();
+    if let Some(reason) = &storage {
+        problems.push(format!("storage unavailable: {reason}"));
     }
+    if let Some(e) = &groups_error {
+        problems.push(format!("groups unreadable: {e}"));
+    }
+    if !missing.is_empty() {
+        problems.push(format!(
+            "rule evaluators not loaded: {} ({} dynamic group{} cannot follow {} rule{})",
+            missing.join(", "),
+            waiting.len(),
+            if waiting.len() == 1 { "" } else { "s" },
+            if waiting.len() == 1 { "its" } else { "their" },
+            if waiting.len() == 1 { "" } else { "s" },
+        ));
+    }
+    let status = if problems.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = Readiness {
+        status: if problems.is_empty() {
+            "ok".into()
+        } else {
+            problems.join("; ")
+        },
+        storage,
+        missing_evaluators: missing,
+        waiting_group_count: waiting.len(),
+        waiting_groups: waiting.into_iter().take(MAX_LISTED).collect(),
+    };
+    (status, Json(body)).into_response()
 }
 
 /// Prometheus metrics. Unauthenticated, like most scrape targets: it carries

@@ -13,7 +13,7 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 
 use super::AppState;
-use super::extract::RequestId;
+use crate::auth::Origin;
 use crate::auth::Principal;
 use crate::provisioning::scim::{Kind, ListParams, ScimError, discovery, resource};
 
@@ -24,6 +24,11 @@ fn scim_json(status: StatusCode, body: &Value) -> Response {
     resp.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(MEDIA));
     resp
+}
+
+/// A SCIM error as a response; also used by the router's guards.
+pub(super) fn error_response(e: &ScimError) -> Response {
+    error(e)
 }
 
 fn error(e: &ScimError) -> Response {
@@ -47,7 +52,7 @@ fn resource_response(status: StatusCode, body: Value, etag: &str) -> Response {
 }
 
 /// The SCIM client: an API key with the `scim` role.
-fn client(s: &AppState, headers: &HeaderMap, request_id: &str) -> Result<Principal, ScimError> {
+fn client(s: &AppState, headers: &HeaderMap, origin: &Origin) -> Result<Principal, ScimError> {
     let unauthorized = |d: &str| ScimError {
         status: 401,
         scim_type: None,
@@ -65,7 +70,7 @@ fn client(s: &AppState, headers: &HeaderMap, request_id: &str) -> Result<Princip
         .ok_or_else(|| unauthorized("send Authorization: Bearer <key of the scim role>"))?;
     let principal = s
         .keys
-        .authenticate(key, request_id)
+        .authenticate(key, origin)
         .map_err(ScimError::from)?
         .ok_or_else(|| unauthorized("invalid key"))?;
     if principal.provision().is_none() {
@@ -87,6 +92,13 @@ fn body(raw: Result<Bytes, BytesRejection>) -> Result<Value, ScimError> {
         status: e.status().as_u16(),
         scim_type: (e.status() == StatusCode::PAYLOAD_TOO_LARGE).then_some("tooLarge"),
         detail: e.body_text(),
+    })?;
+    // Refused before parsing, so that the parser never recurses that deep.
+    crate::limits::json_depth(&bytes, crate::limits::MAX_JSON_DEPTH).map_err(|e| {
+        ScimError::invalid_syntax(format!(
+            "the body nests objects and arrays more than {} levels deep (at byte {}); {} is the limit",
+            e.limit, e.offset, e.limit
+        ))
     })?;
     serde_json::from_slice(&bytes)
         .map_err(|e| ScimError::invalid_syntax(format!("the body is not valid JSON: {e}")))
@@ -222,14 +234,14 @@ fn if_match(headers: &HeaderMap) -> Option<String> {
 
 async fn list(
     State(s): State<AppState>,
-    RequestId(rid): RequestId,
+    origin: Origin,
     headers: HeaderMap,
     Path(resource): Path<String>,
     Query(q): Query<Vec<(String, String)>>,
 ) -> Response {
     respond((|| {
         let kind = kind(&resource)?;
-        let p = client(&s, &headers, &rid)?;
+        let p = client(&s, &headers, &origin)?;
         let cap = p.provision().expect("checked");
         Ok(scim_json(
             StatusCode::OK,
@@ -240,14 +252,14 @@ async fn list(
 
 async fn search(
     State(s): State<AppState>,
-    RequestId(rid): RequestId,
+    origin: Origin,
     headers: HeaderMap,
     Path(resource): Path<String>,
     raw: Result<Bytes, BytesRejection>,
 ) -> Response {
     respond((|| {
         let kind = kind(&resource)?;
-        let p = client(&s, &headers, &rid)?;
+        let p = client(&s, &headers, &origin)?;
         let cap = p.provision().expect("checked");
         let params = search_params(&body(raw)?)?;
         Ok(scim_json(
@@ -259,12 +271,12 @@ async fn search(
 
 async fn search_all(
     State(s): State<AppState>,
-    RequestId(rid): RequestId,
+    origin: Origin,
     headers: HeaderMap,
     raw: Result<Bytes, BytesRejection>,
 ) -> Response {
     respond((|| {
-        let p = client(&s, &headers, &rid)?;
+        let p = client(&s, &headers, &origin)?;
         let cap = p.provision().expect("checked");
         let params = search_params(&body(raw)?)?;
         Ok(scim_json(
@@ -276,14 +288,14 @@ async fn search_all(
 
 async fn create(
     State(s): State<AppState>,
-    RequestId(rid): RequestId,
+    origin: Origin,
     headers: HeaderMap,
     Path(resource): Path<String>,
     raw: Result<Bytes, BytesRejection>,
 ) -> Response {
     let result = async {
         let kind = kind(&resource)?;
-        let p = client(&s, &headers, &rid)?;
+        let p = client(&s, &headers, &origin)?;
         let cap = p.provision().expect("checked");
         let (r, etag) = s.scim.create(&cap, kind, &body(raw)?).await?;
         Ok(resource_response(StatusCode::CREATED, r, &etag))
@@ -293,14 +305,14 @@ async fn create(
 
 async fn get_one(
     State(s): State<AppState>,
-    RequestId(rid): RequestId,
+    origin: Origin,
     headers: HeaderMap,
     Path((resource, id)): Path<(String, String)>,
     Query(q): Query<Vec<(String, String)>>,
 ) -> Response {
     respond((|| {
         let kind = kind(&resource)?;
-        let p = client(&s, &headers, &rid)?;
+        let p = client(&s, &headers, &origin)?;
         let cap = p.provision().expect("checked");
         let (r, etag) = s.scim.get(&cap, kind, &id)?;
         let unchanged = headers
@@ -322,14 +334,14 @@ async fn get_one(
 
 async fn replace(
     State(s): State<AppState>,
-    RequestId(rid): RequestId,
+    origin: Origin,
     headers: HeaderMap,
     Path((resource, id)): Path<(String, String)>,
     raw: Result<Bytes, BytesRejection>,
 ) -> Response {
     let result = async {
         let kind = kind(&resource)?;
-        let p = client(&s, &headers, &rid)?;
+        let p = client(&s, &headers, &origin)?;
         let cap = p.provision().expect("checked");
         let (r, etag) = s
             .scim
@@ -342,14 +354,14 @@ async fn replace(
 
 async fn patch(
     State(s): State<AppState>,
-    RequestId(rid): RequestId,
+    origin: Origin,
     headers: HeaderMap,
     Path((resource, id)): Path<(String, String)>,
     raw: Result<Bytes, BytesRejection>,
 ) -> Response {
     let result = async {
         let kind = kind(&resource)?;
-        let p = client(&s, &headers, &rid)?;
+        let p = client(&s, &headers, &origin)?;
         let cap = p.provision().expect("checked");
         let (r, etag) = s
             .scim
@@ -362,13 +374,13 @@ async fn patch(
 
 async fn delete(
     State(s): State<AppState>,
-    RequestId(rid): RequestId,
+    origin: Origin,
     headers: HeaderMap,
     Path((resource, id)): Path<(String, String)>,
 ) -> Response {
     let result = async {
         let kind = kind(&resource)?;
-        let p = client(&s, &headers, &rid)?;
+        let p = client(&s, &headers, &origin)?;
         let cap = p.provision().expect("checked");
         s.scim
             .delete(&cap, kind, &id, if_match(&headers).as_deref())
@@ -380,12 +392,12 @@ async fn delete(
 
 async fn bulk(
     State(s): State<AppState>,
-    RequestId(rid): RequestId,
+    origin: Origin,
     headers: HeaderMap,
     raw: Result<Bytes, BytesRejection>,
 ) -> Response {
     let result = async {
-        let p = client(&s, &headers, &rid)?;
+        let p = client(&s, &headers, &origin)?;
         let cap = p.provision().expect("checked");
         let out = s.scim.bulk(&cap, &body(raw)?).await?;
         Ok(scim_json(StatusCode::OK, &out))

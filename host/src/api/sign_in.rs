@@ -6,7 +6,18 @@
 //! Forms carry a CSRF token that must equal a cookie set with the page
 //! (double submit; the cookie is SameSite=Lax, so another site's form
 //! cannot send it). The cookie that binds a started sign-in to this browser
-//! is separate and only sent to `/sign-in`.
+//! is separate.
+//!
+//! When the public URL is https, every cookie is a `__Host-` cookie
+//! (`Secure`, `Path=/`, no `Domain`): the browser then refuses it from a
+//! sibling subdomain or a plain-http page of the same host, so nobody can
+//! plant a session or CSRF cookie from there. Only that name is read.
+//! Browsers refuse `__Host-` cookies without `Secure`, so under http the
+//! plain names stay, and the sign-in cookie is only sent to `/sign-in`.
+//!
+//! Refusals are pages; a client that asks for JSON (`Accept:
+//! application/json`) gets the API's error body instead. Going too fast is
+//! `429` with `Retry-After` either way.
 
 use std::collections::BTreeMap;
 
@@ -17,19 +28,45 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::AppState;
-use super::extract::RequestId;
+use super::error::ApiError;
+use crate::auth::Origin;
 use crate::federation::{Refusal, Started};
 use crate::sessions::{Opened, random_token};
 
-/// The session cookie.
+/// The session cookie (`__Host-cohort_session` under https).
 pub const SESSION_COOKIE: &str = "cohort_session";
 /// Binds a started sign-in to the browser that started it.
 const BROWSER_COOKIE: &str = "cohort_sign_in";
 /// Double-submit CSRF cookie for the forms.
 const CSRF_COOKIE: &str = "cohort_csrf";
+/// The prefix that makes a browser hold a cookie to `Secure`, `Path=/` and
+/// no `Domain`.
+const HOST_PREFIX: &str = "__Host-";
+
+/// Whether cookies are `Secure` `__Host-` cookies: when browsers reach
+/// Cohort over https.
+fn secure_cookies(s: &AppState) -> bool {
+    s.sign_in.public_url().starts_with("https://")
+}
+
+/// The name Cohort gives the cookie `base` (one of the names above).
+pub fn cookie_name(s: &AppState, base: &str) -> String {
+    if secure_cookies(s) {
+        format!("{HOST_PREFIX}{base}")
+    } else {
+        base.to_string()
+    }
+}
+
+/// The value of the cookie `base` under the name Cohort sets it with; a
+/// cookie of the plain name is ignored under https, since anyone who can
+/// set cookies for the domain could have planted it.
+pub fn read_cookie<'a>(s: &AppState, headers: &'a HeaderMap, base: &str) -> Option<&'a str> {
+    cookie(headers, &cookie_name(s, base))
+}
 
 /// A cookie's value from the request.
-pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -41,12 +78,14 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .filter(|v| !v.is_empty())
 }
 
-/// A `Set-Cookie` value. `max_age` 0 deletes the cookie.
-pub fn set_cookie(s: &AppState, name: &str, value: &str, path: &str, max_age: i64) -> HeaderValue {
-    let secure = if s.sign_in.public_url().starts_with("https://") {
-        "; Secure"
+/// A `Set-Cookie` value for the cookie `base`. `max_age` 0 deletes it.
+/// `path` applies under http; a `__Host-` cookie must have `Path=/`.
+pub fn set_cookie(s: &AppState, base: &str, value: &str, path: &str, max_age: i64) -> HeaderValue {
+    let name = cookie_name(s, base);
+    let (path, secure) = if secure_cookies(s) {
+        ("/", "; Secure")
     } else {
-        ""
+        (path, "")
     };
     let text =
         format!("{name}={value}; Path={path}; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}");
@@ -117,11 +156,34 @@ fn hidden(name: &str, value: &str) -> String {
     )
 }
 
-/// The page for a refused sign-in.
-fn refused(r: &Refusal) -> Response {
-    let status = match r.code {
+/// Whether the client asked for JSON rather than a page.
+fn wants_json(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/json") && !v.contains("text/html"))
+}
+
+/// The answer to a refused sign-in: its page (or the JSON error body), with
+/// `Retry-After` when trying again later can help.
+fn refused(headers: &HeaderMap, r: &Refusal) -> Response {
+    let mut resp = if wants_json(headers) {
+        ApiError::new(status_of(r), r.code, r.message.clone()).into_response()
+    } else {
+        refusal_page(r)
+    };
+    if let Some(seconds) = r.retry_after {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    }
+    resp
+}
+
+fn status_of(r: &Refusal) -> StatusCode {
+    match r.code {
         "wrong_password" => StatusCode::UNAUTHORIZED,
-        "locked_out" => StatusCode::TOO_MANY_REQUESTS,
+        "locked_out" | "rate_limited" => StatusCode::TOO_MANY_REQUESTS,
         "no_match" | "ambiguous" | "user_not_active" | "idp_disabled" | "connector_rejected"
         | "local_disabled" | "missing_attribute" | "not_local" | "jit_failed" | "wrong_idp" => {
             StatusCode::FORBIDDEN
@@ -129,13 +191,19 @@ fn refused(r: &Refusal) -> Response {
         "token_exchange_failed" => StatusCode::BAD_GATEWAY,
         "internal" => StatusCode::INTERNAL_SERVER_ERROR,
         _ => StatusCode::BAD_REQUEST,
-    };
+    }
+}
+
+/// The page for a refused sign-in.
+fn refusal_page(r: &Refusal) -> Response {
+    let status = status_of(r);
     let title = match r.code {
         "no_match" => "No matching account",
         "ambiguous" => "Account is ambiguous",
         "user_not_active" => "Account not active",
         "idp_disabled" => "Sign-in is turned off",
         "local_disabled" => "Password sign-in is turned off",
+        "rate_limited" => "Too many attempts",
         _ => "Sign-in failed",
     };
     page(
@@ -186,8 +254,8 @@ fn password_form(csrf: &str, identifier: &str, return_to: &str, error: Option<&s
 
 /// The CSRF token for a form: the browser's cookie, or a new one (set on
 /// the response by [`with_csrf`]).
-fn csrf_for(headers: &HeaderMap) -> (String, bool) {
-    match cookie(headers, CSRF_COOKIE) {
+fn csrf_for(s: &AppState, headers: &HeaderMap) -> (String, bool) {
+    match read_cookie(s, headers, CSRF_COOKIE) {
         Some(c) => (c.to_string(), false),
         None => (random_token(), true),
     }
@@ -203,22 +271,18 @@ fn with_csrf(s: &AppState, mut resp: Response, token: &str, new: bool) -> Respon
     resp
 }
 
-fn csrf_ok(headers: &HeaderMap, submitted: &str) -> bool {
-    cookie(headers, CSRF_COOKIE).is_some_and(|c| {
+fn csrf_ok(s: &AppState, headers: &HeaderMap, submitted: &str) -> bool {
+    read_cookie(s, headers, CSRF_COOKIE).is_some_and(|c| {
         crate::federation::id_token::constant_time_eq(c.as_bytes(), submitted.as_bytes())
     })
 }
 
 fn csrf_reason() -> Refusal {
-    Refusal {
-        code: "csrf",
-        message: "This form has expired. Start again.".into(),
-        detail: String::new(),
-    }
+    Refusal::new("csrf", "This form has expired. Start again.", "")
 }
 
-fn csrf_refusal() -> Response {
-    refused(&csrf_reason())
+fn csrf_refusal(headers: &HeaderMap) -> Response {
+    refused(headers, &csrf_reason())
 }
 
 /// The checks every sign-in form passes first: its CSRF token, and where
@@ -229,7 +293,7 @@ fn checked_form(
     csrf: &str,
     return_to: &str,
 ) -> Result<String, Refusal> {
-    if !csrf_ok(headers, csrf) {
+    if !csrf_ok(s, headers, csrf) {
         return Err(csrf_reason());
     }
     s.sign_in.check_return_to(Some(return_to))
@@ -246,9 +310,9 @@ pub async fn form(
         .check_return_to(q.get("return_to").map(String::as_str))
     {
         Ok(r) => r,
-        Err(r) => return refused(&r),
+        Err(r) => return refused(&headers, &r),
     };
-    let (csrf, new) = csrf_for(&headers);
+    let (csrf, new) = csrf_for(&s, &headers);
     let notice = q
         .contains_key("signed_out")
         .then_some("You have signed out.");
@@ -275,18 +339,18 @@ pub struct IdentifierForm {
 /// the password.
 pub async fn submit(
     State(s): State<AppState>,
-    RequestId(request_id): RequestId,
+    origin: Origin,
     headers: HeaderMap,
     Form(f): Form<IdentifierForm>,
 ) -> Response {
     let return_to = match checked_form(&s, &headers, &f.csrf, &f.return_to) {
         Ok(r) => r,
-        Err(r) => return refused(&r),
+        Err(r) => return refused(&headers, &r),
     };
     let browser = random_token();
     match s
         .sign_in
-        .start(&request_id, &f.identifier, &return_to, &browser)
+        .start(&origin, &f.identifier, &return_to, &browser)
         .await
     {
         Ok(Started::Redirect { url }) => {
@@ -306,13 +370,13 @@ pub async fn submit(
             None,
             &password_form(&f.csrf, f.identifier.trim(), &return_to, None),
         ),
-        Err(r) if r.code == "invalid_request" => page(
+        Err(r) if r.code == "invalid_request" && !wants_json(&headers) => page(
             StatusCode::BAD_REQUEST,
             "Sign in",
             Some(r.code),
             &identifier_form(&f.csrf, &return_to, Some(&r.message)),
         ),
-        Err(r) => refused(&r),
+        Err(r) => refused(&headers, &r),
     }
 }
 
@@ -332,27 +396,27 @@ pub struct PasswordForm {
 /// `POST /sign-in/password`.
 pub async fn password(
     State(s): State<AppState>,
-    RequestId(request_id): RequestId,
+    origin: Origin,
     headers: HeaderMap,
     Form(f): Form<PasswordForm>,
 ) -> Response {
     let return_to = match checked_form(&s, &headers, &f.csrf, &f.return_to) {
         Ok(r) => r,
-        Err(r) => return refused(&r),
+        Err(r) => return refused(&headers, &r),
     };
     match s
         .sign_in
-        .password(&request_id, &f.identifier, &f.password, return_to.clone())
+        .password(&origin, &f.identifier, &f.password, return_to.clone())
         .await
     {
         Ok(done) => signed_in(&s, &done.opened, &done.return_to),
-        Err(r) if r.code == "wrong_password" => page(
+        Err(r) if r.code == "wrong_password" && !wants_json(&headers) => page(
             StatusCode::UNAUTHORIZED,
             "Sign in",
             Some(r.code),
             &password_form(&f.csrf, &f.identifier, &return_to, Some(&r.message)),
         ),
-        Err(r) => refused(&r),
+        Err(r) => refused(&headers, &r),
     }
 }
 
@@ -380,27 +444,27 @@ fn signed_in(s: &AppState, opened: &Opened, return_to: &str) -> Response {
 /// `GET /sign-in/callback`: the provider sends the browser back here.
 pub async fn callback(
     State(s): State<AppState>,
-    RequestId(request_id): RequestId,
+    origin: Origin,
     headers: HeaderMap,
     Query(q): Query<BTreeMap<String, String>>,
 ) -> Response {
     match s
         .sign_in
-        .callback(&request_id, &q, cookie(&headers, BROWSER_COOKIE))
+        .callback(&origin, &q, read_cookie(&s, &headers, BROWSER_COOKIE))
         .await
     {
         Ok(done) => signed_in(&s, &done.opened, &done.return_to),
-        Err(r) => refused(&r),
+        Err(r) => refused(&headers, &r),
     }
 }
 
 /// `GET /sign-in/done`: where a sign-in lands without a target.
 pub async fn done(State(s): State<AppState>, headers: HeaderMap) -> Response {
-    let session =
-        cookie(&headers, SESSION_COOKIE).and_then(|c| s.sign_in.sessions().from_cookie(c).ok());
+    let session = read_cookie(&s, &headers, SESSION_COOKIE)
+        .and_then(|c| s.sign_in.sessions().from_cookie(c).ok());
     match session {
         Some(signed_in) => {
-            let (csrf, new) = csrf_for(&headers);
+            let (csrf, new) = csrf_for(&s, &headers);
             let body = format!(
                 r#"<p>You are signed in as <strong>{}</strong>.</p>
 <form method="post" action="/sign-out">{}<button type="submit">Sign out</button></form>"#,
@@ -433,28 +497,23 @@ pub struct SignOutForm {
 /// `POST /sign-out`: ends the browser's session.
 pub async fn sign_out(
     State(s): State<AppState>,
-    RequestId(request_id): RequestId,
+    origin: Origin,
     headers: HeaderMap,
     Form(f): Form<SignOutForm>,
 ) -> Response {
-    if !csrf_ok(&headers, &f.csrf) {
-        return csrf_refusal();
+    if !csrf_ok(&s, &headers, &f.csrf) {
+        return csrf_refusal(&headers);
     }
-    if let Some(signed_in) =
-        cookie(&headers, SESSION_COOKIE).and_then(|c| s.sign_in.sessions().from_cookie(c).ok())
+    if let Some(signed_in) = read_cookie(&s, &headers, SESSION_COOKIE)
+        .and_then(|c| s.sign_in.sessions().from_cookie(c).ok())
     {
-        let actor = crate::auth::Actor {
-            name: format!("user:{}", signed_in.user.username),
-            key_id: None,
-            request_id,
-        };
+        let actor = crate::auth::Actor::named(format!("user:{}", signed_in.user.username), origin);
         if let Err(e) = s.sign_in.sessions().end(&actor, &signed_in.session).await {
             tracing::error!(error = %e, "could not end a session");
-            return refused(&Refusal {
-                code: "internal",
-                message: "Signing out failed. Try again.".into(),
-                detail: String::new(),
-            });
+            return refused(
+                &headers,
+                &Refusal::new("internal", "Signing out failed. Try again.", ""),
+            );
         }
     }
     let mut resp = StatusCode::SEE_OTHER.into_response();
@@ -479,13 +538,12 @@ pub async fn activate_form(
     let token = q.get("token").cloned().unwrap_or_default();
     let user = s.credentials.activation_user(&token).ok().flatten();
     let Some(user) = user else {
-        return refused(&Refusal {
-            code: "activation_invalid",
-            message: "This activation link has expired or was already used. Ask your administrator for a new one.".into(),
-            detail: String::new(),
-        });
+        return refused(&headers, &activation_invalid());
     };
-    let (csrf, new) = csrf_for(&headers);
+    if user.state == crate::directory::UserState::Suspended {
+        return refused(&headers, &suspended());
+    }
+    let (csrf, new) = csrf_for(&s, &headers);
     let body = format!(
         r#"<form method="post" action="/activate">{}{}
 <p>Choose a password for <strong>{}</strong>. At least {} characters.</p>
@@ -517,38 +575,57 @@ pub struct ActivateForm {
     csrf: String,
 }
 
+fn activation_invalid() -> Refusal {
+    Refusal::new(
+        "activation_invalid",
+        "This activation link has expired or was already used. Ask your administrator for a new one.",
+        "",
+    )
+}
+
+/// A suspended user's link: the holder of the link may know that much.
+fn suspended() -> Refusal {
+    Refusal::new(
+        "user_not_active",
+        "Your account is suspended, so its password cannot be set. Ask your administrator.",
+        "",
+    )
+}
+
 /// `POST /activate`.
 pub async fn activate(
     State(s): State<AppState>,
+    origin: Origin,
     headers: HeaderMap,
     Form(f): Form<ActivateForm>,
 ) -> Response {
-    if !csrf_ok(&headers, &f.csrf) {
-        return csrf_refusal();
+    if !csrf_ok(&s, &headers, &f.csrf) {
+        return csrf_refusal(&headers);
     }
-    match s.credentials.activate(&f.token, f.password).await {
+    match s.credentials.activate(&origin, &f.token, f.password).await {
         Ok(_) => page(
             StatusCode::OK,
             "Password set",
             None,
             r#"<p>Your password is set.</p><p><a href="/sign-in">Sign in</a></p>"#,
         ),
-        Err(crate::error::DomainError::Invalid { field, message }) => refused(&Refusal {
-            code: if field == "password" {
-                "weak_password"
-            } else {
-                "activation_invalid"
-            },
-            message: format!("The {field} {message}."),
-            detail: String::new(),
-        }),
+        Err(crate::error::DomainError::Invalid { field, message }) if field == "password" => {
+            refused(
+                &headers,
+                &Refusal::new("weak_password", format!("The {field} {message}."), ""),
+            )
+        }
+        Err(crate::error::DomainError::Invalid { .. }) => refused(&headers, &activation_invalid()),
+        Err(crate::error::DomainError::Conflict {
+            code: "user_not_active",
+            ..
+        }) => refused(&headers, &suspended()),
         Err(e) => {
             tracing::error!(error = %e, "activation failed");
-            refused(&Refusal {
-                code: "internal",
-                message: "Setting the password failed. Try again.".into(),
-                detail: String::new(),
-            })
+            refused(
+                &headers,
+                &Refusal::new("internal", "Setting the password failed. Try again.", ""),
+            )
         }
     }
 }

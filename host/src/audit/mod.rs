@@ -51,6 +51,16 @@ pub struct AuditEvent {
     pub changes: BTreeMap<String, Change>,
     /// The request that made the change (`X-Request-Id`).
     pub request_id: String,
+    /// The address of the client that made the request: the connection's
+    /// peer, or behind a trusted proxy (`[http] trusted_proxies`) the
+    /// address it forwarded. Null for changes Cohort made on its own, and in
+    /// events recorded before addresses were.
+    #[serde(default)]
+    pub client_address: Option<String>,
+    /// The request's `User-Agent`, at most 256 characters, as the client
+    /// sent it (so as trustworthy as the client).
+    #[serde(default)]
+    pub user_agent: Option<String>,
 }
 
 /// A field's value before and after a change; `null` means absent.
@@ -158,7 +168,9 @@ pub fn record(
         resource_type: rec.resource_type.to_string(),
         resource_id: rec.resource_id,
         changes: rec.changes,
-        request_id: actor.request_id.clone(),
+        request_id: actor.origin.request_id.clone(),
+        client_address: actor.origin.client_address.map(|a| a.to_string()),
+        user_agent: actor.origin.user_agent.clone(),
     };
     let s = seq.to_be_bytes();
     txn.put_json(EVENTS, &s, &event)?;

@@ -37,7 +37,10 @@ pub struct AuditFilter {
 pub enum ExportFormat {
     /// One JSON event per line.
     JsonLines,
-    /// RFC 4180 CSV with a header row; `changes` is a JSON column.
+    /// RFC 4180 CSV with a header row; `changes` is a JSON column. Cells
+    /// that a spreadsheet would run as formulas are neutralised
+    /// ([`crate::csv`]). Columns added later go at the end, so scripts that
+    /// read by position keep working.
     Csv,
 }
 
@@ -206,8 +209,20 @@ impl AuditLog {
         let plan = filter.plan()?;
         let write_err = |e: std::io::Error| DomainError::Storage(StorageError::Io(e));
         if format == ExportFormat::Csv {
-            out.write_all(b"id,time,actor,actor_key_id,action,resource_type,resource_id,request_id,changes\r\n")
-                .map_err(write_err)?;
+            let header = crate::csv::row([
+                "id",
+                "time",
+                "actor",
+                "actor_key_id",
+                "action",
+                "resource_type",
+                "resource_id",
+                "request_id",
+                "changes",
+                "client_address",
+                "user_agent",
+            ]);
+            out.write_all(header.as_bytes()).map_err(write_err)?;
         }
         let mut n = 0;
         for entry in self.store.scan(
@@ -241,43 +256,15 @@ impl AuditLog {
                         e.resource_id,
                         e.request_id,
                         changes,
+                        e.client_address.unwrap_or_default(),
+                        e.user_agent.unwrap_or_default(),
                     ];
-                    let line: Vec<String> = row.iter().map(|f| csv_field(f)).collect();
-                    out.write_all(line.join(",").as_bytes())
+                    out.write_all(crate::csv::row(row.iter().map(String::as_str)).as_bytes())
                         .map_err(write_err)?;
-                    out.write_all(b"\r\n").map_err(write_err)?;
                 }
             }
             n += 1;
         }
         Ok(n)
-    }
-}
-
-/// Quotes a CSV field when it needs it (RFC 4180). Fields starting with a
-/// formula character get a leading quote so spreadsheets do not execute them.
-fn csv_field(s: &str) -> String {
-    let guarded = if s.starts_with(['=', '+', '-', '@']) {
-        format!("'{s}")
-    } else {
-        s.to_string()
-    };
-    if guarded.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", guarded.replace('"', "\"\""))
-    } else {
-        guarded
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn csv_fields_are_quoted_and_formulas_defused() {
-        assert_eq!(csv_field("plain"), "plain");
-        assert_eq!(csv_field("a,b"), "\"a,b\"");
-        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
-        assert_eq!(csv_field("=cmd()"), "'=cmd()");
     }
 }

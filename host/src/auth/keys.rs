@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::{Actor, ManageKeys, Mutation, Principal, Role};
+use super::{Actor, ManageKeys, Mutation, Origin, Principal, Role};
 use crate::audit::{self, Record};
 use crate::clock::Clock;
 use crate::config::Secret;
@@ -122,7 +122,7 @@ impl ApiKeys {
     pub fn authenticate(
         &self,
         presented: &str,
-        request_id: &str,
+        origin: &Origin,
     ) -> Result<Option<Principal>, DomainError> {
         let Some(id) = self.store.get(KEYS_BY_HASH, hash(presented).as_bytes())? else {
             return Ok(None);
@@ -133,7 +133,7 @@ impl ApiKeys {
         let actor = Actor {
             name: stored.public.name,
             key_id: Some(stored.public.id),
-            request_id: request_id.to_string(),
+            origin: origin.clone(),
         };
         Ok(Some(Principal::new(actor, stored.public.role)))
     }

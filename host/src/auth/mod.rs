@@ -24,6 +24,8 @@ mod keys;
 pub use keys::{ApiKey, ApiKeys, CreatedKey, NewApiKey};
 pub(crate) use keys::{generate_secret, hash_secret};
 
+use std::net::IpAddr;
+
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -65,6 +67,62 @@ impl Role {
     }
 }
 
+/// Longest user agent the audit log keeps, in characters. Clients send
+/// what they like; an event is no place for kilobytes of it.
+pub const MAX_USER_AGENT: usize = 256;
+
+/// Where a change came from: the request that carried it. The audit log
+/// records it with every event, so that an admin can tell from which
+/// machine and program a change was made, and correlate it with the logs.
+/// Changes Cohort makes on its own (start-up, schedules) have only an id.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Origin {
+    /// Correlates the audit event with the request and its logs.
+    pub request_id: String,
+    /// The client's address: the socket peer, or behind a trusted proxy the
+    /// address the proxy forwarded. `None` when there was no request, or no
+    /// socket (a router driven in process).
+    pub client_address: Option<IpAddr>,
+    /// The client's `User-Agent`, printable and at most [`MAX_USER_AGENT`]
+    /// characters.
+    pub user_agent: Option<String>,
+}
+
+impl Origin {
+    /// A request's origin. The user agent is taken as sent, with anything
+    /// unprintable replaced, so that it can be shown and exported safely.
+    pub fn new(
+        request_id: impl Into<String>,
+        client_address: Option<IpAddr>,
+        user_agent: Option<&[u8]>,
+    ) -> Origin {
+        let user_agent = user_agent
+            .map(|raw| {
+                String::from_utf8_lossy(raw)
+                    .chars()
+                    .map(|c| if c.is_control() { '\u{fffd}' } else { c })
+                    .take(MAX_USER_AGENT)
+                    .collect::<String>()
+                    .trim()
+                    .to_string()
+            })
+            .filter(|ua| !ua.is_empty());
+        Origin {
+            request_id: request_id.into(),
+            client_address,
+            user_agent,
+        }
+    }
+
+    /// The origin of work Cohort does on its own, named by `request_id`.
+    pub fn internal(request_id: impl Into<String>) -> Origin {
+        Origin {
+            request_id: request_id.into(),
+            ..Origin::default()
+        }
+    }
+}
+
 /// Who made a change, as the audit log records it.
 #[derive(Clone, Debug)]
 pub struct Actor {
@@ -72,17 +130,23 @@ pub struct Actor {
     pub name: String,
     /// The API key's id, when the actor is a key.
     pub key_id: Option<String>,
-    /// Correlates the audit event with the request and its logs.
-    pub request_id: String,
+    /// The request the change came with.
+    pub origin: Origin,
 }
 
 impl Actor {
     /// An actor for changes Cohort makes on its own (bootstrap, migrations).
     pub fn system(request_id: impl Into<String>) -> Self {
+        Actor::named("system", Origin::internal(request_id))
+    }
+
+    /// An actor that is not an API key (a signed-in user, sign-in itself,
+    /// an import run), acting for the request `origin`.
+    pub fn named(name: impl Into<String>, origin: Origin) -> Self {
         Actor {
-            name: "system".into(),
+            name: name.into(),
             key_id: None,
-            request_id: request_id.into(),
+            origin,
         }
     }
 }
@@ -346,6 +410,22 @@ mod tests {
             assert_eq!(got, expected, "{role:?}");
             assert_eq!(p.provision().is_some(), role == Role::Scim, "{role:?}");
         }
+    }
+
+    #[test]
+    fn user_agents_are_printable_short_and_optional() {
+        let o = Origin::new("r", None, Some(b"curl/8.5\r\nX-Evil: 1"));
+        assert_eq!(
+            o.user_agent.as_deref(),
+            Some("curl/8.5\u{fffd}\u{fffd}X-Evil: 1")
+        );
+        let long = "a".repeat(MAX_USER_AGENT * 4);
+        let o = Origin::new("r", None, Some(long.as_bytes()));
+        assert_eq!(o.user_agent.unwrap().chars().count(), MAX_USER_AGENT);
+        let o = Origin::new("r", None, Some(b"\xff\xfeMozilla"));
+        assert!(o.user_agent.unwrap().ends_with("Mozilla"));
+        assert_eq!(Origin::new("r", None, Some(b"  ")).user_agent, None);
+        assert_eq!(Origin::new("r", None, None).user_agent, None);
     }
 
     #[test]

@@ -27,7 +27,7 @@ use uuid::Uuid;
 
 use crate::audit::{self, Record};
 use crate::auth::{
-    Actor, ManageKeys, Mutation, Principal, Read, RotateDeviceCredential, generate_secret,
+    Actor, ManageKeys, Mutation, Origin, Principal, Read, RotateDeviceCredential, generate_secret,
     hash_secret,
 };
 use crate::clock::Clock;
@@ -108,7 +108,7 @@ impl DeviceCredentials {
     pub fn authenticate(
         &self,
         presented: &str,
-        request_id: &str,
+        origin: &Origin,
     ) -> Result<Option<Principal>, DomainError> {
         let hash = hash_secret(presented);
         let Some(device) = self.store.get(CREDENTIALS_BY_HASH, hash.as_bytes())? else {
@@ -132,7 +132,7 @@ impl DeviceCredentials {
         let actor = Actor {
             name: actor_name(&c.device_id),
             key_id: Some(c.id.to_string()),
-            request_id: request_id.to_string(),
+            origin: origin.clone(),
         };
         Ok(Some(Principal::for_device(actor, c.device_id)))
     }

@@ -25,7 +25,7 @@ use super::Devices;
 use super::credentials::DeviceCredential;
 use super::tokens::{StoredToken, TOKENS, TOKENS_BY_HASH, TokenState, token_actor_name};
 use crate::audit::{self, Record};
-use crate::auth::{Actor, hash_secret};
+use crate::auth::{Actor, Origin, hash_secret};
 use crate::directory::{Device, DeviceInput};
 use crate::error::DomainError;
 
@@ -112,7 +112,7 @@ impl Devices {
     pub async fn enroll(
         &self,
         presented: &str,
-        request_id: &str,
+        origin: &Origin,
         input: DeviceInput,
     ) -> Result<Enrollment, EnrollError> {
         let now = self.clock.now();
@@ -131,7 +131,7 @@ impl Devices {
             let actor = Actor {
                 name: token_actor_name(&token),
                 key_id: Some(token.to_string()),
-                request_id: request_id.to_string(),
+                origin: origin.clone(),
             };
             let enrolled = self.directory.enroll_device_in(txn, &actor, input, now)?;
             let device = enrolled.device.id;

@@ -179,5 +179,8 @@ pub(crate) fn decode_patch<T: Serialize + DeserializeOwned>(
     json::from_value(doc).map_err(|e| match e {
         DecodeError::Shape { field, message } => DomainError::Invalid { field, message },
         DecodeError::Syntax { position, message } => DomainError::invalid(position, message),
+        DecodeError::TooDeep { position, limit } => {
+            DomainError::invalid(position, format!("nested more than {limit} levels deep"))
+        }
     })
 }

@@ -10,9 +10,10 @@
 //! the work of an evaluation, and both matter for rules that run unattended
 //! over the whole directory. So compiling here also:
 //!
-//! - refuses sources over [`MAX_SOURCE_BYTES`] and syntax trees deeper than
-//!   [`MAX_DEPTH`], which keeps parsing and evaluation off the edge of the
-//!   stack;
+//! - refuses sources over [`MAX_SOURCE_BYTES`], sources whose brackets nest
+//!   deeper than [`MAX_DEPTH`] (checked on the text, before the `cel` parser
+//!   sees it) and syntax trees deeper than [`MAX_DEPTH`], which keeps
+//!   parsing and evaluation off the edge of the stack;
 //! - checks every name and type against the attribute schema
 //!   ([`check`]), so a typo or a comparison of a number with a string is
 //!   refused when the rule is saved, not discovered at 3 a.m.;
@@ -37,12 +38,10 @@ pub use check::Type;
 pub use index::Index;
 pub use runtime::{Bindings, EvalError, Related, Runtime};
 
-/// The longest source accepted, in bytes. Rules that need more are better
-/// split into groups that refer to each other.
-pub const MAX_SOURCE_BYTES: usize = 4096;
-/// The deepest syntax tree accepted. Evaluating, checking and dropping a tree
-/// recurse once per level, so this bounds their stack use.
-pub const MAX_DEPTH: usize = 48;
+/// The longest source accepted, in bytes (see [`crate::limits`]).
+pub const MAX_SOURCE_BYTES: usize = crate::limits::MAX_EXPRESSION_BYTES;
+/// The deepest syntax tree accepted (see [`crate::limits`]).
+pub const MAX_DEPTH: usize = crate::limits::MAX_EXPRESSION_DEPTH;
 /// Work units one evaluation may spend: a comprehension step costs the size
 /// of its body, a concatenation the size of its result.
 pub const BUDGET: u64 = 10_000;
@@ -85,6 +84,9 @@ pub struct Problem {
     pub message: String,
     /// The source line with a caret under the column.
     pub excerpt: String,
+    /// `too_long` or `too_deep` when the source passes a limit of
+    /// [`crate::limits`], so that callers can answer with that code.
+    pub limit: Option<&'static str>,
 }
 
 impl std::fmt::Display for Problem {
@@ -116,8 +118,44 @@ impl Problem {
             column,
             message: message.into(),
             excerpt,
+            limit: None,
         }
     }
+
+    /// A problem that is a limit passed, with its code.
+    fn limit(mut self, code: &'static str) -> Problem {
+        self.limit = Some(code);
+        self
+    }
+}
+
+/// Refuses a source longer than [`MAX_SOURCE_BYTES`] or whose brackets and
+/// unary operators nest deeper than [`MAX_DEPTH`], before any parser sees
+/// it: the `cel` parser recurses once per level.
+pub(crate) fn check_size(source: &str) -> Result<(), Vec<Problem>> {
+    if source.len() > MAX_SOURCE_BYTES {
+        return Err(vec![
+            Problem::at(
+                source,
+                MAX_SOURCE_BYTES,
+                format!(
+                    "the expression is {} bytes long; the limit is {MAX_SOURCE_BYTES}",
+                    source.len()
+                ),
+            )
+            .limit("too_long"),
+        ]);
+    }
+    crate::limits::expression_depth(source, MAX_DEPTH).map_err(|e| {
+        vec![
+            Problem::at(
+                source,
+                e.offset,
+                format!("the expression nests more than {MAX_DEPTH} levels deep; the limit is {MAX_DEPTH}"),
+            )
+            .limit("too_deep"),
+        ]
+    })
 }
 
 fn floor_char_boundary(s: &str, mut i: usize) -> usize {
@@ -235,16 +273,7 @@ impl Expression {
     /// the parser recurses once per link of an `a + b + …` chain, which the
     /// size limit alone does not keep shallow enough for a request thread.
     pub fn compile(source: &str, env: &Environment<'_>) -> Result<Expression, Vec<Problem>> {
-        if source.len() > MAX_SOURCE_BYTES {
-            return Err(vec![Problem::at(
-                source,
-                MAX_SOURCE_BYTES,
-                format!(
-                    "the expression is {} bytes long; the limit is {MAX_SOURCE_BYTES}",
-                    source.len()
-                ),
-            )]);
-        }
+        check_size(source)?;
         if source.trim().is_empty() {
             return Err(vec![Problem::at(source, 0, "the expression is empty")]);
         }
@@ -424,6 +453,7 @@ pub(crate) fn on_big_stack<T: Send>(f: impl FnOnce() -> T + Send) -> Result<T, S
 /// Parses `source` and refuses trees deeper than [`MAX_DEPTH`]. Call on a
 /// thread from [`on_big_stack`].
 pub(crate) fn parse(source: &str) -> Result<runtime::Parsed, Vec<Problem>> {
+    check_size(source)?;
     let (expr, info) = runtime::parse(source).map_err(|errors| {
         errors
             .into_iter()
@@ -435,11 +465,14 @@ pub(crate) fn parse(source: &str) -> Result<runtime::Parsed, Vec<Problem>> {
     })?;
     if let Some(deep) = too_deep(&expr) {
         let offset = info.offset_for(deep).map_or(0, |(start, _)| start as usize);
-        return Err(vec![Problem::at(
-            source,
-            offset,
-            format!("the expression nests more than {MAX_DEPTH} levels deep"),
-        )]);
+        return Err(vec![
+            Problem::at(
+                source,
+                offset,
+                format!("the expression nests more than {MAX_DEPTH} levels deep; the limit is {MAX_DEPTH}"),
+            )
+            .limit("too_deep"),
+        ]);
     }
     Ok((expr, info))
 }

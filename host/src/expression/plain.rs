@@ -72,9 +72,6 @@ fn evaluate_here(
     variables: &[(String, Plain)],
     check: bool,
 ) -> Result<Plain, PlainError> {
-    if source.len() > super::MAX_SOURCE_BYTES {
-        return Err(PlainError::Syntax(vec![Problem::at(source, 0, "too long")]));
-    }
     let (expr, info) = super::parse(source).map_err(PlainError::Syntax)?;
     let offset_of = |id: u64| info.offset_for(id).map_or(0, |(start, _)| start as usize);
     let mut groups = HashMap::new();

@@ -10,7 +10,16 @@
 //! with that cookie, so a sign-in cannot be finished in another browser
 //! (login CSRF); and it expires after ten minutes.
 //!
-//! Every outcome, success or each reason for failure, is an audit event.
+//! Every outcome, success or each reason for failure, is an audit event,
+//! with the client's address and user agent. Starting a sign-in is rate
+//! limited per client address and per identifier (`throttle`); a refusal
+//! for going too fast is not audited, since a flood of them would be a
+//! flood of durable writes.
+//!
+//! A local password is answered without confirming it to anyone who may
+//! not use it: an identifier routed to an IdP, a user for whom local sign-in
+//! is off, and a user who is not active all get an answer that does not
+//! depend on the password, after a hash that takes as long as a real check.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -28,9 +37,10 @@ use super::id_token::{self, Expect, KeyCache, TokenError};
 use super::keys::{LINKS, PENDING};
 use super::matching::{self, Outcome};
 use super::routing::{self, Target};
+use super::throttle::{self, Limited, SignInLimits};
 use crate::audit::{self, Record};
-use crate::auth::Actor;
-use crate::credentials::{Credentials, PasswordError};
+use crate::auth::{Actor, Origin};
+use crate::credentials::{Checked, Credentials, PasswordError};
 use crate::directory::{Directory, SubjectKind, User, UserInput, UserState};
 use crate::error::DomainError;
 use crate::groups::keys::{MEMBERS, pair};
@@ -68,14 +78,41 @@ pub struct Refusal {
     pub message: String,
     /// For the audit log and the server log: the detail an admin needs.
     pub detail: String,
+    /// Seconds after which trying again can succeed (`Retry-After`), for
+    /// refusals that are about going too fast.
+    pub retry_after: Option<u64>,
 }
 
 impl Refusal {
-    fn new(code: &'static str, message: impl Into<String>, detail: impl Into<String>) -> Refusal {
+    /// A refusal with its code, the user's message and the admin's detail.
+    pub fn new(
+        code: &'static str,
+        message: impl Into<String>,
+        detail: impl Into<String>,
+    ) -> Refusal {
         Refusal {
             code,
             message: message.into(),
             detail: detail.into(),
+            retry_after: None,
+        }
+    }
+
+    fn rate_limited(limited: Limited) -> Refusal {
+        let detail = match limited.scope {
+            throttle::Scope::Address => "too many sign-ins started from this address",
+            throttle::Scope::Identifier => "too many sign-ins started for this identifier",
+        };
+        Refusal {
+            retry_after: Some(limited.retry_after),
+            ..Refusal::new(
+                "rate_limited",
+                format!(
+                    "Too many sign-in attempts. Wait {} and try again.",
+                    wait_text(limited.retry_after)
+                ),
+                detail,
+            )
         }
     }
 
@@ -85,6 +122,15 @@ impl Refusal {
             "Sign-in failed because of a problem at Cohort. Try again, or ask your administrator.",
             e.to_string(),
         )
+    }
+}
+
+/// "a second", "12 seconds", "3 minutes": how long to wait, for people.
+fn wait_text(seconds: u64) -> String {
+    match seconds {
+        0 | 1 => "a second".into(),
+        2..=119 => format!("{seconds} seconds"),
+        _ => format!("{} minutes", seconds.div_ceil(60)),
     }
 }
 
@@ -140,6 +186,8 @@ pub struct Settings {
     pub public_url: String,
     /// Absolute URLs a sign-in may return to, besides Cohort's own pages.
     pub allowed_redirects: Vec<String>,
+    /// How fast sign-ins may be started.
+    pub rate_limit: throttle::Policy,
 }
 
 /// The sign-in service.
@@ -157,14 +205,11 @@ struct Inner {
     settings: Settings,
     keys: KeyCache,
     http: reqwest::Client,
+    limits: SignInLimits,
 }
 
-fn actor(request_id: &str) -> Actor {
-    Actor {
-        name: "sign-in".into(),
-        key_id: None,
-        request_id: request_id.into(),
-    }
+fn actor(origin: &Origin) -> Actor {
+    Actor::named("sign-in", origin.clone())
 }
 
 impl SignIn {
@@ -189,9 +234,10 @@ impl SignIn {
                 directory,
                 sessions,
                 credentials,
-                settings,
                 keys: KeyCache::default(),
                 http,
+                limits: SignInLimits::new(&settings.rate_limit),
+                settings,
             }),
         }
     }
@@ -236,12 +282,13 @@ impl SignIn {
     /// the password.
     pub async fn start(
         &self,
-        request_id: &str,
+        origin: &Origin,
         identifier: &str,
         return_to: &str,
         browser: &str,
     ) -> Result<Started, Refusal> {
         let identifier = identifier.trim();
+        self.throttle(origin, Some(identifier))?;
         if identifier.is_empty() || identifier.chars().count() > 320 {
             return Err(Refusal::new(
                 "invalid_request",
@@ -267,7 +314,7 @@ impl SignIn {
                 ),
                 format!("IdP {:?} is disabled", idp.name),
             );
-            self.audit_failure(request_id, &r, Some(&idp), None, None)
+            self.audit_failure(origin, &r, Some(&idp), None, None, None)
                 .await;
             return Err(r);
         }
@@ -331,13 +378,15 @@ impl SignIn {
     /// `browser` the sign-in cookie (if the browser sent it).
     pub async fn callback(
         &self,
-        request_id: &str,
+        origin: &Origin,
         params: &BTreeMap<String, String>,
         browser: Option<&str>,
     ) -> Result<Finished, Refusal> {
-        let result = self.finish_code_flow(request_id, params, browser).await;
+        // Finishing costs a durable write and a call to the provider.
+        self.throttle(origin, None)?;
+        let result = self.finish_code_flow(origin, params, browser).await;
         if let Err((r, idp, subject)) = &result {
-            self.audit_failure(request_id, r, idp.as_ref(), subject.as_deref(), None)
+            self.audit_failure(origin, r, idp.as_ref(), subject.as_deref(), None, None)
                 .await;
         }
         result.map_err(|(r, _, _)| r)
@@ -345,7 +394,7 @@ impl SignIn {
 
     async fn finish_code_flow(
         &self,
-        request_id: &str,
+        origin: &Origin,
         params: &BTreeMap<String, String>,
         browser: Option<&str>,
     ) -> Result<Finished, (Refusal, Option<Idp>, Option<String>)> {
@@ -482,7 +531,7 @@ impl SignIn {
                     subject.clone(),
                 )
             })?;
-        self.admit(request_id, &idp, mapped, pending.return_to)
+        self.admit(origin, &idp, mapped, pending.return_to)
             .await
             .map_err(|r| (r, Some(idp.clone()), subject))
     }
@@ -600,7 +649,7 @@ impl SignIn {
     /// link (and, with JIT, the user) in the same transaction.
     async fn admit(
         &self,
-        request_id: &str,
+        origin: &Origin,
         idp: &Idp,
         mapped: super::idps::Identity,
         return_to: String,
@@ -611,7 +660,7 @@ impl SignIn {
             Some(Value::String(s)) => Some(s.clone()),
             _ => None,
         };
-        let actor = actor(request_id);
+        let actor = actor(origin);
         let now = self.inner.federation.now();
         let inner = &self.inner;
         let schema = crate::directory::schema(&inner.store, SubjectKind::User)?;
@@ -719,21 +768,28 @@ impl SignIn {
     /// sign-in.
     pub async fn password(
         &self,
-        request_id: &str,
+        origin: &Origin,
         identifier: &str,
         password: &str,
         return_to: String,
     ) -> Result<Finished, Refusal> {
-        let result = self.check_password(identifier, password).await;
-        let user = match result {
-            Ok(u) => u,
-            Err((r, user_id)) => {
-                self.audit_failure(request_id, &r, None, None, user_id)
-                    .await;
-                return Err(r);
+        self.throttle(origin, Some(identifier))?;
+        let (user, checked) = match self.check_password(identifier, password).await {
+            Ok(found) => found,
+            Err(failed) => {
+                self.audit_failure(
+                    origin,
+                    &failed.refusal,
+                    None,
+                    None,
+                    failed.user_id,
+                    failed.checked.as_ref(),
+                )
+                .await;
+                return Err(failed.refusal);
             }
         };
-        let actor = actor(request_id);
+        let actor = actor(origin);
         let now = self.inner.federation.now();
         let inner = &self.inner;
         let opened = inner
@@ -742,6 +798,7 @@ impl SignIn {
                 let opened = inner
                     .sessions
                     .open_in(txn, &actor, &user, Method::Password)?;
+                checked.record_in(txn, now)?;
                 record_sign_in(
                     txn,
                     &actor,
@@ -758,6 +815,7 @@ impl SignIn {
             .durable()
             .await
             .map_err(DomainError::from)?;
+        drop(checked);
         Ok(Finished {
             opened,
             return_to,
@@ -765,28 +823,62 @@ impl SignIn {
         })
     }
 
+    /// Takes one sign-in start from the client's address and, when there is
+    /// one, the identifier; refuses with `rate_limited` when either is
+    /// spent.
+    fn throttle(&self, origin: &Origin, identifier: Option<&str>) -> Result<(), Refusal> {
+        let now = self.inner.federation.now();
+        self.inner
+            .limits
+            .check(now, origin.client_address, identifier)
+            .map_err(|limited| {
+                tracing::debug!(
+                    request_id = %origin.request_id,
+                    client = ?origin.client_address,
+                    scope = ?limited.scope,
+                    retry_after = limited.retry_after,
+                    "sign-in rate limited"
+                );
+                Refusal::rate_limited(limited)
+            })
+    }
+
+    /// Decides a password attempt. Whoever may not sign in with a password
+    /// (routed to an IdP, local sign-in off for them) is told so whatever
+    /// the password, after a decoy hash; anyone else's password is checked,
+    /// and only an active user's can be right, so a suspended or staged
+    /// user hears "wrong password" as a stranger would.
     async fn check_password(
         &self,
         identifier: &str,
         password: &str,
-    ) -> Result<User, (Refusal, Option<Uuid>)> {
+    ) -> Result<(User, Checked), FailedPassword> {
         let store = &self.inner.store;
-        let routing = routing::load(store).map_err(|e| (e.into(), None))?;
-        let users =
-            crate::directory::schema(store, SubjectKind::User).map_err(|e| (e.into(), None))?;
-        let route =
-            routing::route(store, &users, &routing, identifier).map_err(|e| (e.into(), None))?;
-        let user = routing::find_user(store, identifier).map_err(|e| (e.into(), None))?;
+        let failed = |refusal: Refusal, user_id: Option<Uuid>| FailedPassword {
+            refusal,
+            user_id,
+            checked: None,
+        };
+        let routing = routing::load(store).map_err(|e| failed(e.into(), None))?;
+        let users = crate::directory::schema(store, SubjectKind::User)
+            .map_err(|e| failed(e.into(), None))?;
+        let route = routing::route(store, &users, &routing, identifier)
+            .map_err(|e| failed(e.into(), None))?;
+        let user = routing::find_user(store, identifier).map_err(|e| failed(e.into(), None))?;
         let user_id = user.as_ref().map(|u| u.id);
-        let wrong = |detail: &str| {
-            Refusal::new(
-                "wrong_password",
-                "The username or password is not correct.",
-                detail.to_string(),
-            )
+        let credentials = &self.inner.credentials;
+        let now = self.inner.federation.now();
+        // Takes the time a real check takes; the answer is already decided.
+        let decoy = || async {
+            credentials
+                .check(None, password)
+                .await
+                .map(drop)
+                .map_err(|e| failed(password_error(e, now), user_id))
         };
         if let Target::Idp { .. } = route.target {
-            return Err((
+            decoy().await?;
+            return Err(failed(
                 Refusal::new(
                     "not_local",
                     "Your account signs in through your organization's identity provider. Start again.",
@@ -795,72 +887,68 @@ impl SignIn {
                 user_id,
             ));
         }
-        match self.inner.credentials.check(user.as_ref(), password).await {
-            Ok(()) => {}
-            Err(PasswordError::LockedOut) => {
-                return Err((
-                    Refusal::new(
-                        "locked_out",
-                        "Too many failed attempts. Wait a few minutes and try again.",
-                        "too many recent failures",
+        if let Some(u) = &user {
+            for g in &routing.local_sign_in_disabled_for {
+                if store
+                    .get(MEMBERS, &pair(g, &u.id))
+                    .map_err(|e| failed(DomainError::from(e).into(), user_id))?
+                    .is_some()
+                {
+                    decoy().await?;
+                    return Err(failed(
+                        Refusal::new(
+                            "local_disabled",
+                            "Signing in with a password is turned off for your account. Ask your administrator.",
+                            format!("member of group {g}, for which local sign-in is off"),
+                        ),
+                        user_id,
+                    ));
+                }
+            }
+        }
+        let checked = credentials
+            .check(user.as_ref(), password)
+            .await
+            .map_err(|e| failed(password_error(e, now), user_id))?;
+        match user {
+            Some(u) if checked.ok => Ok((u, checked)),
+            user => {
+                let detail = match &user {
+                    None => "no such user".to_string(),
+                    Some(u) if u.state != UserState::Active => format!(
+                        "user is {}; answered as a wrong password, so that the password is not confirmed",
+                        u.state.as_str()
+                    ),
+                    Some(_) => "wrong password, or no password set".to_string(),
+                };
+                Err(FailedPassword {
+                    refusal: Refusal::new(
+                        "wrong_password",
+                        "The username or password is not correct.",
+                        detail,
                     ),
                     user_id,
-                ));
-            }
-            Err(PasswordError::Wrong) => {
-                return Err((
-                    wrong(if user.is_some() {
-                        "wrong password, or no password set"
-                    } else {
-                        "no such user"
-                    }),
-                    user_id,
-                ));
-            }
-            Err(PasswordError::Domain(e)) => return Err((e.into(), user_id)),
-        }
-        let user = user.expect("a password only checks out for a user");
-        if user.state != UserState::Active {
-            return Err((
-                Refusal::new(
-                    "user_not_active",
-                    "Your account is not active. Ask your administrator.",
-                    format!("user is {}", user.state.as_str()),
-                ),
-                user_id,
-            ));
-        }
-        for g in &routing.local_sign_in_disabled_for {
-            if store
-                .get(MEMBERS, &pair(g, &user.id))
-                .map_err(|e| (DomainError::from(e).into(), user_id))?
-                .is_some()
-            {
-                return Err((
-                    Refusal::new(
-                        "local_disabled",
-                        "Signing in with a password is turned off for your account. Ask your administrator.",
-                        format!("member of group {g}, for which local sign-in is off"),
-                    ),
-                    user_id,
-                ));
+                    checked: Some(checked),
+                })
             }
         }
-        Ok(user)
     }
 
-    /// Records a refused sign-in. Failing to write it is logged, not shown:
-    /// the user's answer is the refusal either way.
+    /// Records a refused sign-in, with the outcome of a password check when
+    /// there was one (so the lockout count and the event commit together).
+    /// Failing to write it is logged, not shown: the user's answer is the
+    /// refusal either way.
     async fn audit_failure(
         &self,
-        request_id: &str,
+        origin: &Origin,
         r: &Refusal,
         idp: Option<&Idp>,
         subject: Option<&str>,
         user_id: Option<Uuid>,
+        checked: Option<&Checked>,
     ) {
-        tracing::info!(request_id, reason = r.code, detail = %r.detail, "sign-in refused");
-        let actor = actor(request_id);
+        tracing::info!(request_id = %origin.request_id, client = ?origin.client_address, reason = r.code, detail = %r.detail, "sign-in refused");
+        let actor = actor(origin);
         let now = self.inner.federation.now();
         let mut fields = vec![
             ("reason", Value::from(r.code)),
@@ -874,6 +962,9 @@ impl SignIn {
         }
         let resource = user_id.map_or_else(|| "-".to_string(), |u| u.to_string());
         let written = self.inner.store.write(|txn| {
+            if let Some(c) = checked {
+                c.record_in(txn, now)?;
+            }
             record_sign_in(txn, &actor, now, "sign_in.failure", &resource, &fields)?;
             Ok::<_, DomainError>(())
         });
@@ -914,6 +1005,30 @@ impl SignIn {
             .durable()
             .await?;
         Ok(expired.len())
+    }
+}
+
+/// A password attempt that did not sign in: the answer, the user it was
+/// about, and the check whose outcome goes into the lockout count.
+struct FailedPassword {
+    refusal: Refusal,
+    user_id: Option<Uuid>,
+    checked: Option<Checked>,
+}
+
+/// The refusal for a password that could not be checked at all.
+fn password_error(e: PasswordError, now: DateTime<Utc>) -> Refusal {
+    match e {
+        PasswordError::LockedOut { until } => {
+            let mut r = Refusal::new(
+                "locked_out",
+                "Too many failed attempts. Wait a few minutes and try again.",
+                "too many recent failures",
+            );
+            r.retry_after = until.map(|t| (t - now).num_seconds().max(1) as u64);
+            r
+        }
+        PasswordError::Domain(e) => e.into(),
     }
 }
 

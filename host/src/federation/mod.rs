@@ -15,7 +15,8 @@
 //! - `matching`: from upstream claims to one directory user;
 //! - `flow`: the sign-in itself (code flow with PKCE, the callback, local
 //!   passwords), ending in a session;
-//! - `id_token`: ID token validation.
+//! - `id_token`: ID token validation;
+//! - `throttle`: rate limits on starting a sign-in.
 
 mod discovery;
 pub mod flow;
@@ -24,6 +25,7 @@ pub mod idps;
 pub mod keys;
 pub mod matching;
 pub mod routing;
+pub mod throttle;
 
 pub use flow::{Refusal, SignIn, Started};
 pub use idps::{Discovered, Federation, Idp, IdpInput, Matching};

@@ -23,8 +23,7 @@ use crate::groups::keys::{GROUPS, MEMBERS, SUBJECT_GROUPS, pair};
 
 /// The single routing document's key.
 const CURRENT: &[u8] = b"current";
-/// Rules kept at most.
-const MAX_RULES: usize = 200;
+use crate::limits::{MAX_ROUTING_DOMAINS, MAX_ROUTING_RULES as MAX_RULES};
 
 /// Where a sign-in goes.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -163,10 +162,11 @@ pub(crate) fn replace(
         });
     }
     if input.rules.len() > MAX_RULES {
-        return Err(DomainError::invalid(
-            "rules",
-            format!("at most {MAX_RULES} rules"),
-        ));
+        return Err(DomainError::Limit {
+            code: "too_many",
+            field: "rules".into(),
+            message: format!("{} rules; the limit is {MAX_RULES}", input.rules.len()),
+        });
     }
     let check_target = |txn: &cohort_storage::WriteTxn<'_>, field: String, t: &Target| {
         if let Target::Idp { idp_id } = t
@@ -195,8 +195,16 @@ pub(crate) fn replace(
                 Condition::Group(g)
             }
             Condition::Expression(source) => {
-                compile_expression(&*txn, users, &source).map_err(|message| {
-                    DomainError::invalid(format!("{at}/condition/expression"), message)
+                compile_expression(&*txn, users, &source).map_err(|(limit, message)| {
+                    let field = format!("{at}/condition/expression");
+                    match limit {
+                        Some(code) => DomainError::Limit {
+                            code,
+                            field,
+                            message,
+                        },
+                        None => DomainError::invalid(field, message),
+                    }
                 })?;
                 Condition::Expression(source)
             }
@@ -206,6 +214,16 @@ pub(crate) fn replace(
                         format!("{at}/condition/email_domain"),
                         "needs at least one domain",
                     ));
+                }
+                if domains.len() > MAX_ROUTING_DOMAINS {
+                    return Err(DomainError::Limit {
+                        code: "too_many",
+                        field: format!("{at}/condition/email_domain"),
+                        message: format!(
+                            "{} domains; the limit is {MAX_ROUTING_DOMAINS}",
+                            domains.len()
+                        ),
+                    });
                 }
                 let mut out = Vec::with_capacity(domains.len());
                 for (j, d) in domains.iter().enumerate() {
@@ -312,11 +330,11 @@ fn compile_expression(
     r: &impl crate::groups::Reader,
     users: &[Attribute],
     source: &str,
-) -> Result<Expression, String> {
+) -> Result<Expression, (Option<&'static str>, String)> {
     let mut names: HashMap<String, Uuid> = HashMap::new();
-    for (_, v) in r.scan(GROUPS, b"").map_err(|e| e.to_string())? {
+    for (_, v) in r.scan(GROUPS, b"").map_err(|e| (None, e.to_string()))? {
         let g: crate::groups::Group =
-            cohort_storage::decode_json(GROUPS, &v).map_err(|e| e.to_string())?;
+            cohort_storage::decode_json(GROUPS, &v).map_err(|e| (None, e.to_string()))?;
         if g.subject == SubjectKind::User {
             names.insert(g.name.to_lowercase(), g.id);
         }
@@ -335,16 +353,18 @@ fn compile_expression(
         related_only: false,
     };
     let e = Expression::compile(source, &env).map_err(|problems| {
-        problems
+        let message = problems
             .iter()
             .map(|p| p.to_string())
             .collect::<Vec<_>>()
-            .join("\n")
+            .join("\n");
+        (problems.first().and_then(|p| p.limit), message)
     })?;
     if e.reads().reads_related {
-        return Err(
+        return Err((
+            None,
             "routing expressions read the user's attributes and groups, not their devices".into(),
-        );
+        ));
     }
     Ok(e)
 }
@@ -369,7 +389,7 @@ fn expression_holds(
 ) -> Result<bool, DomainError> {
     let e = match compile_expression(r, users, source) {
         Ok(e) => e,
-        Err(message) => {
+        Err((_, message)) => {
             tracing::warn!(%message, "a routing expression no longer compiles; it matches nobody");
             return Ok(false);
         }

@@ -25,6 +25,7 @@ use crate::audit::{self, Record};
 use crate::auth::{Actor, ManageDirectory, Mutation, Read};
 use crate::directory::{SubjectKind, UserState, check_string, decode_patch};
 use crate::error::DomainError;
+use crate::limits::MAX_REFERENCE_DEPTH;
 use crate::page::{self, Page, PageRequest};
 
 /// Fields a PATCH may not touch.
@@ -306,6 +307,26 @@ impl Groups {
                     spelled.join(" → ")
                 ),
             ));
+        }
+        // The longest chain through this group: what it refers to, and
+        // what refers to it.
+        let mut reverse: HashMap<Uuid, Vec<Uuid>> = HashMap::new();
+        for (from, tos) in &edges {
+            for to in tos {
+                reverse.entry(*to).or_default().push(*from);
+            }
+        }
+        let chain = plan::longest_chain(&edges, group.id) + plan::longest_chain(&reverse, group.id);
+        if chain > MAX_REFERENCE_DEPTH {
+            return Err(DomainError::Limit {
+                code: "too_deep",
+                field: "rule".into(),
+                message: format!(
+                    "this rule would make a chain of {chain} group references \
+                     (a group that refers to a group that refers to …); \
+                     the limit is {MAX_REFERENCE_DEPTH}"
+                ),
+            });
         }
         Ok(())
     }

@@ -16,6 +16,7 @@ pub mod keys;
 mod members;
 pub mod model;
 mod plan;
+mod readiness;
 mod replica;
 pub mod rule;
 mod run;
@@ -28,6 +29,7 @@ pub use model::{
     ExemptionInput, Group, GroupInput, GroupStatus, GroupType, GroupView, Member, Membership,
     Source, Suggestion,
 };
+pub use readiness::WaitingGroup;
 pub use runs::{RecomputeRun, RunState};
 pub use universe::Reader;
 
@@ -71,6 +73,8 @@ struct Inner {
     running: Mutex<Option<Uuid>>,
     /// Compiled CEL expressions.
     expressions: Arc<rule::ExpressionCache>,
+    /// The dynamic groups that call an evaluator (readiness).
+    needs: Mutex<Option<readiness::Needs>>,
 }
 
 /// Which subjects a run covers.
@@ -105,6 +109,7 @@ impl Groups {
                 replica: Mutex::new(None),
                 expressions: Arc::default(),
                 running: Mutex::new(None),
+                needs: Mutex::new(None),
             }),
         };
         groups.seed_defaults()?;

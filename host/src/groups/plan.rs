@@ -309,33 +309,59 @@ impl Schema {
 }
 
 /// Finds a cycle through `start` in the reference graph, as a list of group
-/// ids from `start` back to `start`.
+/// ids from `start` back to `start`. Iterative: the graph comes from
+/// admins' rules and a chain of references may be long.
 pub fn find_cycle(edges: &HashMap<Uuid, Vec<Uuid>>, start: Uuid) -> Option<Vec<Uuid>> {
-    fn dfs(
-        edges: &HashMap<Uuid, Vec<Uuid>>,
-        node: Uuid,
-        start: Uuid,
-        path: &mut Vec<Uuid>,
-        seen: &mut BTreeSet<Uuid>,
-    ) -> bool {
-        for next in edges.get(&node).into_iter().flatten() {
-            if *next == start {
-                path.push(*next);
-                return true;
-            }
-            if seen.insert(*next) {
-                path.push(*next);
-                if dfs(edges, *next, start, path, seen) {
-                    return true;
+    let next_of = |node: &Uuid| edges.get(node).map_or(&[][..], Vec::as_slice);
+    let mut seen = BTreeSet::new();
+    // The path so far, each node with the index of its next edge to try.
+    let mut path: Vec<(Uuid, usize)> = vec![(start, 0)];
+    while let Some((node, i)) = path.last_mut() {
+        let Some(next) = next_of(node).get(*i).copied() else {
+            path.pop();
+            continue;
+        };
+        *i += 1;
+        if next == start {
+            let mut cycle: Vec<Uuid> = path.iter().map(|(n, _)| *n).collect();
+            cycle.push(start);
+            return Some(cycle);
+        }
+        if seen.insert(next) {
+            path.push((next, 0));
+        }
+    }
+    None
+}
+
+/// The number of links in the longest chain of references that starts at
+/// `start`. The graph must be acyclic ([`find_cycle`] first). Iterative,
+/// for the same reason as [`find_cycle`].
+pub fn longest_chain(edges: &HashMap<Uuid, Vec<Uuid>>, start: Uuid) -> usize {
+    let next_of = |node: &Uuid| edges.get(node).map_or(&[][..], Vec::as_slice);
+    let mut longest: HashMap<Uuid, usize> = HashMap::new();
+    let mut stack: Vec<(Uuid, bool)> = vec![(start, false)];
+    while let Some((node, expanded)) = stack.pop() {
+        if longest.contains_key(&node) {
+            continue;
+        }
+        if expanded {
+            let n = next_of(&node)
+                .iter()
+                .map(|c| longest.get(c).map_or(0, |l| l + 1))
+                .max()
+                .unwrap_or(0);
+            longest.insert(node, n);
+        } else {
+            stack.push((node, true));
+            for c in next_of(&node) {
+                if !longest.contains_key(c) {
+                    stack.push((*c, false));
                 }
-                path.pop();
             }
         }
-        false
     }
-    let mut path = vec![start];
-    let mut seen = BTreeSet::new();
-    dfs(edges, start, start, &mut path, &mut seen).then_some(path)
+    longest.get(&start).copied().unwrap_or(0)
 }
 
 /// Builds and compiles a plan for `targets`. Every target must be a
@@ -438,33 +464,39 @@ fn assemble(
             .collect()
     };
     let mut order = Vec::new();
+    // 1: on the current path, 2: done. Iterative (an explicit stack of
+    // nodes with their remaining references), since reference chains come
+    // from admins' rules.
     let mut state: HashMap<Uuid, u8> = HashMap::new();
-    fn visit(
-        id: Uuid,
-        refs: &dyn Fn(&Uuid) -> Vec<Uuid>,
-        state: &mut HashMap<Uuid, u8>,
-        order: &mut Vec<Uuid>,
-    ) -> Result<(), DomainError> {
-        match state.get(&id) {
-            Some(2) => return Ok(()),
-            Some(1) => {
-                return Err(DomainError::invalid_rule(
-                    "rule",
-                    format!("group {id} is part of a reference cycle"),
-                ));
-            }
-            _ => {}
-        }
-        state.insert(id, 1);
-        for r in refs(&id) {
-            visit(r, refs, state, order)?;
-        }
-        state.insert(id, 2);
-        order.push(id);
-        Ok(())
-    }
     for id in &ids {
-        visit(*id, &refs, &mut state, &mut order)?;
+        if state.contains_key(id) {
+            continue;
+        }
+        state.insert(*id, 1);
+        let mut stack: Vec<(Uuid, std::vec::IntoIter<Uuid>)> = vec![(*id, refs(id).into_iter())];
+        while let Some((node, rest)) = stack.last_mut() {
+            match rest.next() {
+                Some(r) => match state.get(&r) {
+                    Some(2) => {}
+                    Some(_) => {
+                        return Err(DomainError::invalid_rule(
+                            "rule",
+                            format!("group {r} is part of a reference cycle"),
+                        ));
+                    }
+                    None => {
+                        state.insert(r, 1);
+                        stack.push((r, refs(&r).into_iter()));
+                    }
+                },
+                None => {
+                    let done = *node;
+                    state.insert(done, 2);
+                    order.push(done);
+                    stack.pop();
+                }
+            }
+        }
     }
     let mut stage_of: HashMap<Uuid, usize> = HashMap::new();
     let mut related = Vec::new();
@@ -961,5 +993,40 @@ fn evaluator_error(e: PluginError) -> DomainError {
             message: format!("plugin {plugin:?} is a {actual}, not a rule-evaluator"),
         },
         other => DomainError::Plugin(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A chain 0 → 1 → … → n-1 of references.
+    fn chain(n: usize) -> (Vec<Uuid>, HashMap<Uuid, Vec<Uuid>>) {
+        let ids: Vec<Uuid> = (0..n).map(|_| Uuid::now_v7()).collect();
+        let edges = ids.windows(2).map(|w| (w[0], vec![w[1]])).collect();
+        (ids, edges)
+    }
+
+    #[test]
+    fn graph_walks_survive_long_chains() {
+        // Deep enough to overflow any thread's stack if walked recursively.
+        let (ids, mut edges) = chain(200_000);
+        assert_eq!(find_cycle(&edges, ids[0]), None);
+        assert_eq!(longest_chain(&edges, ids[0]), ids.len() - 1);
+        assert_eq!(longest_chain(&edges, ids[10]), ids.len() - 11);
+        edges.insert(ids[ids.len() - 1], vec![ids[0]]);
+        let cycle = find_cycle(&edges, ids[0]).expect("a cycle");
+        assert_eq!(cycle.len(), ids.len() + 1);
+        assert_eq!((cycle[0], cycle[cycle.len() - 1]), (ids[0], ids[0]));
+    }
+
+    #[test]
+    fn longest_chain_takes_the_longest_branch() {
+        let (ids, mut edges) = chain(5);
+        let side = Uuid::now_v7();
+        edges.entry(ids[0]).or_default().push(side);
+        assert_eq!(longest_chain(&edges, ids[0]), 4);
+        assert_eq!(longest_chain(&edges, side), 0);
+        assert_eq!(find_cycle(&edges, side), None);
     }
 }

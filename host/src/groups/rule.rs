@@ -29,6 +29,7 @@ use uuid::Uuid;
 use crate::directory::{AttrType, Attribute, SubjectKind};
 use crate::error::DomainError;
 use crate::expression::{Environment, Expression};
+use crate::limits::MAX_RULE_CONDITIONS;
 
 /// Prefix of synthetic attributes; real attribute names cannot contain `$`.
 const SYNTHETIC: &str = "$";
@@ -165,8 +166,36 @@ pub fn condition_pointer(any: bool, block: usize, condition: usize) -> String {
 impl RuleModel {
     /// Parses a rule about subjects of `kind`; `field` (`rule`, `exclusion`)
     /// prefixes every error position.
+    /// At most [`MAX_RULE_CONDITIONS`] conditions, counting those of
+    /// conditions on related subjects. The rule language nests only one
+    /// level (related subjects cannot have related subjects of their own),
+    /// so the parser's recursion is bounded by its shape; the JSON it reads
+    /// was bounded by [`crate::limits::MAX_JSON_DEPTH`] when the body was.
     pub fn parse(value: &Value, kind: SubjectKind, field: &str) -> Result<RuleModel, DomainError> {
-        parse_rule(value, kind, field, false)
+        let model = parse_rule(value, kind, field, false)?;
+        let count = model.count();
+        if count > MAX_RULE_CONDITIONS {
+            return Err(DomainError::Limit {
+                code: "too_many",
+                field: field.to_string(),
+                message: format!(
+                    "the rule has {count} conditions; the limit is {MAX_RULE_CONDITIONS}"
+                ),
+            });
+        }
+        Ok(model)
+    }
+
+    /// Conditions in every block, those on related subjects included.
+    fn count(&self) -> usize {
+        self.blocks
+            .iter()
+            .flatten()
+            .map(|c| match c {
+                Cond::Related { rule, .. } => 1 + rule.count(),
+                _ => 1,
+            })
+            .sum()
     }
 
     /// Every condition with its pointer.
@@ -285,7 +314,14 @@ impl RuleModel {
                                 .map(|p| p.to_string())
                                 .collect::<Vec<_>>()
                                 .join("\n");
-                            DomainError::invalid_rule(format!("{field}{at}"), message)
+                            match problems.first().and_then(|p| p.limit) {
+                                Some(code) => DomainError::Limit {
+                                    code,
+                                    field: format!("{field}{at}"),
+                                    message,
+                                },
+                                None => DomainError::invalid_rule(format!("{field}{at}"), message),
+                            }
                         })?;
                         let e = Arc::new(e);
                         ctx.cache.put(key, Arc::clone(&e));

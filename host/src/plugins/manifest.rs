@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::error::DomainError;
+use crate::limits::{MAX_MANIFEST_BYTES, MAX_MANIFEST_DEPTH, toml_depth};
 
 /// Longest plugin name.
 const MAX_NAME: usize = 64;
@@ -105,8 +106,31 @@ pub enum ConfigKind {
 }
 
 impl Manifest {
-    /// Parse a manifest file.
+    /// Parse a manifest file. Size and nesting are checked before the TOML
+    /// parser sees the text ([`MAX_MANIFEST_BYTES`], [`MAX_MANIFEST_DEPTH`]):
+    /// a plugin directory may hold files nobody has read.
     pub fn from_toml(text: &str) -> Result<Manifest, DomainError> {
+        if text.len() > MAX_MANIFEST_BYTES {
+            return Err(DomainError::Limit {
+                code: "too_long",
+                field: "manifest".into(),
+                message: format!(
+                    "the manifest is {} bytes long; the limit is {MAX_MANIFEST_BYTES}",
+                    text.len()
+                ),
+            });
+        }
+        if let Err(e) = toml_depth(text, MAX_MANIFEST_DEPTH) {
+            return Err(DomainError::Limit {
+                code: "too_deep",
+                field: "manifest".into(),
+                message: format!(
+                    "the manifest nests more than {MAX_MANIFEST_DEPTH} levels deep at byte {}; \
+                     the limit is {MAX_MANIFEST_DEPTH}",
+                    e.offset
+                ),
+            });
+        }
         let manifest: Manifest = toml::from_str(text).map_err(|e| DomainError::Invalid {
             field: "manifest".into(),
             message: e.message().to_owned(),

@@ -170,7 +170,7 @@ impl Registry {
                 let file = wasm_path.display().to_string();
                 let result = (|| -> Result<(LoadedPlugin, Vec<u8>), String> {
                     let manifest_path = wasm_path.with_extension("toml");
-                    let text = std::fs::read_to_string(&manifest_path)
+                    let text = read_manifest(&manifest_path)
                         .map_err(|e| format!("no manifest {}: {e}", manifest_path.display()))?;
                     let manifest = Manifest::from_toml(&text).map_err(|e| e.to_string())?;
                     let bytes = std::fs::read(&wasm_path).map_err(|e| e.to_string())?;
@@ -515,6 +515,19 @@ impl Registry {
 }
 
 /// Key prefix for per-plugin index entries.
+/// Reads a manifest file, at most one byte past
+/// [`crate::limits::MAX_MANIFEST_BYTES`] (enough for
+/// [`Manifest::from_toml`] to refuse it), so that a huge file in the
+/// plugin directory is not read whole.
+fn read_manifest(path: &std::path::Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(path)?
+        .take(crate::limits::MAX_MANIFEST_BYTES as u64 + 1)
+        .read_to_string(&mut text)?;
+    Ok(text)
+}
+
 pub(crate) fn prefix(name: &str) -> Vec<u8> {
     let mut p = name.as_bytes().to_vec();
     p.push(0);

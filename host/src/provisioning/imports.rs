@@ -23,7 +23,7 @@ use serde_json::Value;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::auth::{Actor, ManageDirectory, Mutation};
+use crate::auth::{Actor, ManageDirectory, Mutation, Origin};
 use crate::clock::Clock;
 use crate::directory::keys::{DEVICES, USERS, USERS_BY_EMAIL, USERS_BY_USERNAME, fold};
 use crate::directory::{Device, DeviceInput, Directory, User, UserInput, UserState};
@@ -353,6 +353,19 @@ fn link_key(instance: &str, external: &str) -> Vec<u8> {
     [instance.as_bytes(), &[0], external.as_bytes()].concat()
 }
 
+/// Who a run's changes are audited as: the importer instance, under the
+/// run's id (which correlates them), from where the run was started or
+/// approved.
+fn run_actor(instance: &str, run: &ImportRun, from: &Origin) -> Actor {
+    Actor::named(
+        format!("import:{instance}"),
+        Origin {
+            request_id: run.id.to_string(),
+            ..from.clone()
+        },
+    )
+}
+
 impl Imports {
     /// The service.
     pub fn new(
@@ -375,12 +388,16 @@ impl Imports {
         cap: &ManageDirectory<'_>,
         input: ImportInput,
     ) -> Result<ImportRun, DomainError> {
-        self.start_as(&cap.actor().name, input).await
+        let origin = &cap.actor().origin;
+        self.start_as(&cap.actor().name, origin, input).await
     }
 
+    /// Starts a run; its changes are audited with the address and user
+    /// agent of the request that started it (none for schedules).
     async fn start_as(
         &self,
         started_by: &str,
+        started_from: &Origin,
         input: ImportInput,
     ) -> Result<ImportRun, DomainError> {
         if !(0.0..=1.0).contains(&input.max_change_share) {
@@ -417,11 +434,7 @@ impl Imports {
         };
         self.save(&run).await?;
         let this = self.clone();
-        let actor = Actor {
-            name: format!("import:{}", instance.name),
-            key_id: None,
-            request_id: run.id.to_string(),
-        };
+        let actor = run_actor(&instance.name, &run, started_from);
         let started = run.clone();
         tokio::spawn(async move {
             let t = Instant::now();
@@ -529,11 +542,7 @@ impl Imports {
             .into_iter()
             .find(|i| i.id == run.instance_id)
             .map_or_else(|| run.instance_id.clone(), |i| i.name);
-        let actor = Actor {
-            name: format!("import:{instance_name}"),
-            key_id: None,
-            request_id: run.id.to_string(),
-        };
+        let actor = run_actor(&instance_name, &run, &cap.actor().origin);
         let t = Instant::now();
         self.apply(&mut run, &actor, plan).await?;
         run.state = RunState::Completed;
@@ -1248,7 +1257,11 @@ impl Imports {
             };
             if !busy {
                 match self
-                    .start_as(&format!("schedule:{}", s.name), s.input.clone())
+                    .start_as(
+                        &format!("schedule:{}", s.name),
+                        &Origin::default(),
+                        s.input.clone(),
+                    )
                     .await
                 {
                     Ok(run) => {

@@ -12,13 +12,15 @@ use super::{Kind, Scim, ScimError};
 use crate::auth::Provision;
 
 /// Most operations in one request; advertised in `ServiceProviderConfig`.
-pub const MAX_OPERATIONS: usize = 1000;
+pub use crate::limits::MAX_BULK_OPERATIONS as MAX_OPERATIONS;
 
 const BULK_REQUEST: &str = "urn:ietf:params:scim:api:messages:2.0:BulkRequest";
 const BULK_RESPONSE: &str = "urn:ietf:params:scim:api:messages:2.0:BulkResponse";
 
 /// Replaces `bulkId:<id>` strings with the ids created so far. Returns the
-/// first reference that has no id yet.
+/// first reference that has no id yet. Recursive, but over a body whose
+/// depth was checked against [`crate::limits::MAX_JSON_DEPTH`] when it was
+/// read.
 fn resolve(v: &mut Value, ids: &HashMap<String, String>) -> Result<(), String> {
     match v {
         Value::String(s) => {

@@ -2,8 +2,16 @@
 //! into a tree and evaluated over a resource's SCIM JSON. Attribute names
 //! are case-insensitive; string comparisons are too, except for the
 //! attributes the schema marks case-exact (`id`, `externalId`).
+//!
+//! Parsing, evaluating and dropping a filter recurse once per level of
+//! nesting and once per `and`/`or` link, so the parser refuses filters
+//! longer than [`MAX_FILTER_BYTES`], nested deeper than
+//! [`MAX_FILTER_DEPTH`] or with more than [`MAX_FILTER_TERMS`] comparisons,
+//! each checked before it recurses any further.
 
 use serde_json::Value;
+
+use crate::limits::{MAX_FILTER_BYTES, MAX_FILTER_DEPTH, MAX_FILTER_TERMS};
 
 /// An attribute path: `userName`, `name.givenName`, or with a schema URN
 /// prefix, `urn:…:enterprise:2.0:User:department`.
@@ -175,6 +183,10 @@ struct Parser {
     toks: Vec<(Tok, usize)>,
     pos: usize,
     end: usize,
+    /// Open `(` and `[` around the current position.
+    depth: usize,
+    /// Comparisons read so far.
+    terms: usize,
 }
 
 impl Parser {
@@ -191,6 +203,18 @@ impl Parser {
             message: message.into(),
             position: self.at(),
         })
+    }
+
+    /// Enters one more level of `(` or `[`, unless that passes the limit.
+    fn deeper(&mut self) -> Result<(), FilterError> {
+        if self.depth >= MAX_FILTER_DEPTH {
+            return self.err(format!(
+                "the filter nests more than {MAX_FILTER_DEPTH} levels deep; \
+                 {MAX_FILTER_DEPTH} is the limit"
+            ));
+        }
+        self.depth += 1;
+        Ok(())
     }
 
     fn keyword(&self, k: &str) -> bool {
@@ -226,12 +250,14 @@ impl Parser {
             return Ok(Filter::Not(Box::new(self.unary()?)));
         }
         if self.peek() == Some(&Tok::LParen) {
+            self.deeper()?;
             self.pos += 1;
             let inner = self.or()?;
             if self.peek() != Some(&Tok::RParen) {
                 return self.err("expected )");
             }
             self.pos += 1;
+            self.depth -= 1;
             return Ok(inner);
         }
         self.comparison()
@@ -244,14 +270,23 @@ impl Parser {
         let Some(path) = parse_path(&w) else {
             return self.err(format!("{w:?} is not an attribute path"));
         };
+        self.terms += 1;
+        if self.terms > MAX_FILTER_TERMS {
+            return self.err(format!(
+                "the filter has more than {MAX_FILTER_TERMS} comparisons; \
+                 {MAX_FILTER_TERMS} is the limit"
+            ));
+        }
         self.pos += 1;
         if self.peek() == Some(&Tok::LBracket) {
+            self.deeper()?;
             self.pos += 1;
             let inner = self.or()?;
             if self.peek() != Some(&Tok::RBracket) {
                 return self.err("expected ]");
             }
             self.pos += 1;
+            self.depth -= 1;
             return Ok(Filter::ValuePath(path, Box::new(inner)));
         }
         let Some(Tok::Word(op)) = self.peek().cloned() else {
@@ -294,11 +329,22 @@ impl Parser {
 
 /// Parses a filter.
 pub fn parse(src: &str) -> Result<Filter, FilterError> {
+    if src.len() > MAX_FILTER_BYTES {
+        return Err(FilterError {
+            message: format!(
+                "the filter is {} bytes long; {MAX_FILTER_BYTES} is the limit",
+                src.len()
+            ),
+            position: 1,
+        });
+    }
     let toks = lex(src)?;
     let mut p = Parser {
         end: src.chars().count() + 1,
         toks,
         pos: 0,
+        depth: 0,
+        terms: 0,
     };
     let f = p.or()?;
     if p.pos != p.toks.len() {
@@ -506,5 +552,24 @@ mod tests {
         assert!(parse(r#"(userName eq "x""#).is_err());
         assert!(parse(r#"userName eq "x" extra"#).is_err());
         assert!(parse("").is_err());
+    }
+
+    #[test]
+    fn nesting_length_and_terms_are_limited() {
+        let nested = |n: usize| format!("{}userName eq \"x\"{}", "(".repeat(n), ")".repeat(n));
+        assert!(!check(&nested(MAX_FILTER_DEPTH)));
+        let e = parse(&nested(MAX_FILTER_DEPTH + 1)).unwrap_err();
+        assert_eq!(e.position, MAX_FILTER_DEPTH + 1, "{e}");
+        assert!(e.message.contains("32 is the limit"), "{e}");
+        let e = parse(&"not (".repeat(1000)).unwrap_err();
+        assert!(e.message.contains("levels deep"), "{e}");
+        let e = parse(&format!("{}title pr", "emails[".repeat(1000))).unwrap_err();
+        assert!(e.message.contains("levels deep"), "{e}");
+        let chain = |n: usize| vec!["title pr"; n].join(" or ");
+        assert!(parse(&chain(MAX_FILTER_TERMS)).is_ok());
+        let e = parse(&chain(MAX_FILTER_TERMS + 1)).unwrap_err();
+        assert!(e.message.contains("256 is the limit"), "{e}");
+        let e = parse(&format!("userName eq \"{}\"", "a".repeat(MAX_FILTER_BYTES))).unwrap_err();
+        assert!(e.message.contains("8192 is the limit"), "{e}");
     }
 }

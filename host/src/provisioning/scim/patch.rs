@@ -9,6 +9,7 @@ use serde_json::{Map, Value};
 use super::ScimError;
 use super::filter::{self, AttrPath, Filter};
 use super::resource::USER;
+use crate::limits::MAX_FILTER_BYTES;
 
 #[derive(Clone, Copy, PartialEq, Debug)]
 enum Kind {
@@ -29,6 +30,14 @@ struct Path {
 const EXTENSIONS: [&str; 2] = [super::resource::ENTERPRISE, super::resource::COHORT];
 
 fn parse_path(raw: &str) -> Result<Path, ScimError> {
+    // A path is at most a filter and two names; the filter's own limits
+    // apply inside the brackets.
+    if raw.len() > MAX_FILTER_BYTES {
+        return Err(ScimError::invalid_path(format!(
+            "the path is {} bytes long; {MAX_FILTER_BYTES} is the limit",
+            raw.len()
+        )));
+    }
     let bad = || ScimError::invalid_path(format!("{raw:?} is not a valid path"));
     if let Some(ext) = EXTENSIONS.iter().find(|e| e.eq_ignore_ascii_case(raw)) {
         // The whole extension object: a member of the resource named by
