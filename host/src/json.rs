@@ -294,11 +294,11 @@ mod tests {
     fn a_struct_is_decoded_only_from_an_object() {
         // serde would take the fields in order from an array.
         assert_eq!(field(from_slice(br#"["a"]"#)), "");
-        assert_eq!(field(from_slice(br#"{"name": "a", "inner": [1]}"#)), "inner");
         assert_eq!(
-            field(from_slice(br#"{"name": "a", "name": "b"}"#)),
-            "name"
+            field(from_slice(br#"{"name": "a", "inner": [1]}"#)),
+            "inner"
         );
+        assert_eq!(field(from_slice(br#"{"name": "a", "name": "b"}"#)), "name");
         let doc: Doc = from_slice(br#"{"name": "a", "inner": {"n": 1}, "map": {"k": 2}}"#).unwrap();
         assert_eq!(doc.name, "a");
         assert_eq!(doc.map["k"], 2);
@@ -315,7 +315,15 @@ mod tests {
         }
         let v: (Vec<Option<u8>>, Kind, Kind, BTreeMap<u64, bool>) =
             from_slice(br#"[[1, null], "user", {"other": 7}, {"3": true}]"#).unwrap();
-        assert_eq!(v, (vec![Some(1), None], Kind::User, Kind::Other(7), BTreeMap::from([(3, true)])));
+        assert_eq!(
+            v,
+            (
+                vec![Some(1), None],
+                Kind::User,
+                Kind::Other(7),
+                BTreeMap::from([(3, true)])
+            )
+        );
     }
 
     #[test]

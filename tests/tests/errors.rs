@@ -197,7 +197,10 @@ async fn bad_input_gets_a_clear_error_and_writes_nothing() {
     }
     let r = api
         .post(
-            &format!("/api/v1/devices/{}/check-in", "01890a5d-ac96-774b-bcce-b302099a8057"),
+            &format!(
+                "/api/v1/devices/{}/check-in",
+                "01890a5d-ac96-774b-bcce-b302099a8057"
+            ),
             json!([null, null]),
         )
         .await
@@ -219,7 +222,11 @@ async fn bad_input_gets_a_clear_error_and_writes_nothing() {
     }
 
     // The changes of an import run page with checked numbers.
-    for (q, field) in [("offset=x", "offset"), ("limit=0", "limit"), ("limit=1001", "limit")] {
+    for (q, field) in [
+        ("offset=x", "offset"),
+        ("limit=0", "limit"),
+        ("limit=1001", "limit"),
+    ] {
         let r = api
             .get(&format!(
                 "/api/v1/import-runs/01890a5d-ac96-774b-bcce-b302099a8057/changes?{q}"

@@ -153,7 +153,7 @@ async fn every_response_matches_the_openapi_document() {
         junit.to_str().unwrap(),
     ];
     let child = tokio::process::Command::new("schemathesis")
-        .args(&args)
+        .args(args)
         .current_dir(work.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
