@@ -9,8 +9,9 @@
 //! as references to shared responses. A handler's own annotation wins when it
 //! documents a status itself (with a more specific description).
 
+use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::path::{Operation, ParameterIn};
-use utoipa::openapi::{ContentBuilder, OpenApi, Ref, RefOr, ResponseBuilder};
+use utoipa::openapi::{ContentBuilder, Object, OpenApi, Ref, RefOr, ResponseBuilder, Type};
 
 /// One shared error response: the status, its component name and what it
 /// means for a client.
@@ -85,15 +86,21 @@ pub fn document_shared_errors(api: &mut OpenApi) {
         let content = ContentBuilder::new()
             .schema(Some(Ref::from_schema_name("ErrorBody")))
             .build();
-        components.responses.insert(
-            shared.name.to_string(),
-            RefOr::T(
-                ResponseBuilder::new()
-                    .description(shared.description)
-                    .content("application/json", content)
+        let mut response = ResponseBuilder::new()
+            .description(shared.description)
+            .content("application/json", content);
+        if shared.status == UNAUTHORIZED.status {
+            response = response.header(
+                "WWW-Authenticate",
+                HeaderBuilder::new()
+                    .schema(Some(Object::with_type(Type::String)))
+                    .description(Some("`Bearer`: the credential this API takes"))
                     .build(),
-            ),
-        );
+            );
+        }
+        components
+            .responses
+            .insert(shared.name.to_string(), RefOr::T(response.build()));
     }
     for item in api.paths.paths.values_mut() {
         let operations = [
