@@ -2,7 +2,8 @@
 //! (PyPI, `pip install schemathesis==4.32.5`; `.ci/run` installs it).
 //!
 //! schemathesis reads `/api/v1/openapi.json` and calls every operation with
-//! the admin key: the document's examples and boundary values, generated
+//! the admin key (or the enrollment token or session token the operation
+//! takes instead): the document's examples and boundary values, generated
 //! valid and invalid input, requests without credentials or with a missing
 //! required part, unsupported methods, and sequences that use the ids one
 //! response returns in the next request. Every response must be documented
@@ -19,7 +20,8 @@ use std::collections::BTreeSet;
 use std::process::Stdio;
 use std::time::Duration;
 
-use cohort_tests::{ADMIN_KEY, Server};
+use cohort_tests::{ADMIN_KEY, Browser, Server};
+use serde_json::json;
 
 /// Seed for every generated value: a failure reproduces with the same seed.
 const SEED: &str = "20261206";
@@ -74,6 +76,94 @@ include-method = "DELETE"
 checks.ensure_resource_availability.enabled = false
 "#;
 
+/// The operations that take another credential than an API key get one, so
+/// they are exercised past their 401: enrollment its token (with uses to
+/// spare), the `/api/v1/me` operations a signed-in user's session tokens.
+/// Returns the configuration that hands them out, and the enrollment
+/// token's id.
+async fn other_credentials(server: &Server) -> (String, String) {
+    let api = server.admin();
+    let token = api
+        .post(
+            "/api/v1/device-enrollment-tokens",
+            json!({"name": "schemathesis", "max_uses": 10000}),
+        )
+        .await
+        .expect(201)
+        .body;
+    let enrollment = token["secret"].as_str().expect("the token's secret");
+    let token_id = token["id"].as_str().expect("the token's id").to_string();
+
+    let ada = api.user("ada", json!({})).await;
+    let password = "correct horse battery staple";
+    api.put_json(
+        &format!("/api/v1/users/{ada}/password"),
+        json!({"password": password}),
+    )
+    .await
+    .expect(204);
+    // Two sessions: signing out ends the one it is sent with, and the
+    // other operations should not find theirs ended.
+    let session = session_token(server, "ada", password).await;
+    let signing_out = session_token(server, "ada", password).await;
+
+    let config = format!(
+        r#"
+[[operations]]
+include-path = "/api/v1/devices/enroll"
+headers = {{ Authorization = "Bearer {enrollment}" }}
+
+[[operations]]
+include-path = ["/api/v1/me", "/api/v1/me/token"]
+headers = {{ Authorization = "Bearer {session}" }}
+
+[[operations]]
+include-path = "/api/v1/me/sign-out"
+headers = {{ Authorization = "Bearer {signing_out}" }}
+"#
+    );
+    (config, token_id)
+}
+
+/// Signs `identifier` in with its password, as a browser does, and returns
+/// a session token (`POST /api/v1/me/token`) for the new session.
+async fn session_token(server: &Server, identifier: &str, password: &str) -> String {
+    let browser = Browser::new();
+    let form = browser
+        .start_sign_in(&server.base, identifier, "/sign-in/done")
+        .await;
+    let csrf = form.input("csrf").expect("the password form");
+    let signed_in = browser
+        .post(
+            &format!("{}/sign-in/password", server.base),
+            &[
+                ("identifier", identifier),
+                ("password", password),
+                ("csrf", &csrf),
+                ("return_to", "/sign-in/done"),
+            ],
+        )
+        .await;
+    assert_eq!(signed_in.status, 303, "{}", signed_in.body);
+    let cookie = browser
+        .cookie(&server.base, "cohort_session")
+        .expect("a session cookie");
+    server
+        .client(None)
+        .send(
+            reqwest::Method::POST,
+            "/api/v1/me/token",
+            None,
+            &[("cookie", &format!("cohort_session={cookie}"))],
+        )
+        .await
+        .expect(200)
+        .body["token"]
+        .as_str()
+        .expect("a session token")
+        .to_string()
+}
+
 /// `errors="N"` and `failures="N"` of the JUnit report's `<testsuites>`.
 fn junit_totals(xml: &str) -> (u64, u64) {
     let head = xml
@@ -124,7 +214,8 @@ async fn every_response_matches_the_openapi_document() {
     let server = Server::start_with_plugins(&[]);
     let work = tempfile::tempdir().expect("temp dir");
     let config = work.path().join("schemathesis.toml");
-    std::fs::write(&config, CONFIG).expect("writing schemathesis.toml");
+    let (credentials, enrollment_token) = other_credentials(&server).await;
+    std::fs::write(&config, format!("{CONFIG}{credentials}")).expect("writing schemathesis.toml");
     let junit = work.path().join("junit.xml");
     let auth = format!("Authorization: Bearer {ADMIN_KEY}");
     let document = format!("{}/api/v1/openapi.json", server.base);
@@ -188,6 +279,16 @@ async fn every_response_matches_the_openapi_document() {
     let documented = documented_operations(&server).await;
     assert!(documented.len() > 100, "{documented:?}");
     assert_eq!(cases, documented, "{text}");
+
+    // Enrollment was exercised with its token, not only refused.
+    let token = server
+        .admin()
+        .get(&format!(
+            "/api/v1/device-enrollment-tokens/{enrollment_token}"
+        ))
+        .await
+        .expect(200);
+    assert!(token.body["uses"].as_u64() > Some(0), "{}", token.body);
 
     // The server is still up and well after all that.
     let health = server.client(None).get("/healthz").await.expect(200);
