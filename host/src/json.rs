@@ -33,20 +33,36 @@ pub enum DecodeError {
     },
 }
 
+mod strict;
+
 /// Decodes `bytes` as `T`, refusing documents nested deeper than
-/// [`crate::limits::MAX_JSON_DEPTH`].
+/// [`crate::limits::MAX_JSON_DEPTH`]. The text is parsed first (refusing
+/// duplicate keys), then decoded strictly: a struct only from an object.
 pub fn from_slice<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
     check_depth(bytes)?;
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    let result = serde_path_to_error::deserialize(&mut de).map_err(|e| shape_or_syntax(e, true));
-    if result.is_ok() {
+    let parsed = serde::de::DeserializeSeed::deserialize(Document, &mut de).and_then(|v| {
         // Trailing characters after the document are a syntax error.
-        de.end().map_err(|e| DecodeError::Syntax {
-            position: format!("line {} column {}", e.line(), e.column()),
-            message: strip_position(&e.to_string()),
-        })?;
-    }
-    result
+        de.end().map(|()| v)
+    });
+    let value = parsed.map_err(|e| {
+        if e.is_syntax() || e.is_eof() {
+            DecodeError::Syntax {
+                position: format!("line {} column {}", e.line(), e.column()),
+                message: strip_position(&e.to_string()),
+            }
+        } else {
+            // A duplicate key; the message names it.
+            let message = strip_position(&e.to_string());
+            let field = message
+                .strip_prefix("duplicate field `")
+                .and_then(|rest| rest.split('`').next())
+                .unwrap_or_default()
+                .to_string();
+            DecodeError::Shape { field, message }
+        }
+    })?;
+    from_value(value)
 }
 
 /// Refuses a JSON text nested deeper than [`crate::limits::MAX_JSON_DEPTH`].
@@ -68,9 +84,78 @@ fn line_column(bytes: &[u8], offset: usize) -> String {
     format!("line {line} column {column}")
 }
 
-/// Decodes an already-parsed document as `T`.
+/// Decodes an already-parsed document as `T`, a struct only from an object.
 pub fn from_value<T: DeserializeOwned>(value: Value) -> Result<T, DecodeError> {
-    serde_path_to_error::deserialize(value).map_err(|e| shape_or_syntax(e, false))
+    serde_path_to_error::deserialize(strict::Strict(value)).map_err(|e| shape_or_syntax(e, false))
+}
+
+/// Parses any JSON document into a [`Value`], refusing an object with the
+/// same key twice (which a `Value` would silently collapse to the last one,
+/// where decoding straight into a struct refuses it).
+struct Document;
+
+impl<'de> serde::de::DeserializeSeed<'de> for Document {
+    type Value = Value;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Document {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_string()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element_seed(Document)? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if out.contains_key(&key) {
+                return Err(serde::de::Error::custom(format!("duplicate field `{key}`")));
+            }
+            let value = map.next_value_seed(Document)?;
+            out.insert(key, value);
+        }
+        Ok(Value::Object(out))
+    }
 }
 
 fn shape_or_syntax(
@@ -203,6 +288,42 @@ mod tests {
             from_slice::<Doc>(br#"{"name": "a"} x"#),
             Err(DecodeError::Syntax { .. })
         ));
+    }
+
+    #[test]
+    fn a_struct_is_decoded_only_from_an_object() {
+        // serde would take the fields in order from an array.
+        assert_eq!(field(from_slice(br#"["a"]"#)), "");
+        assert_eq!(
+            field(from_slice(br#"{"name": "a", "inner": [1]}"#)),
+            "inner"
+        );
+        assert_eq!(field(from_slice(br#"{"name": "a", "name": "b"}"#)), "name");
+        let doc: Doc = from_slice(br#"{"name": "a", "inner": {"n": 1}, "map": {"k": 2}}"#).unwrap();
+        assert_eq!(doc.name, "a");
+        assert_eq!(doc.map["k"], 2);
+        assert!(matches!(
+            from_value::<Doc>(json!([["a"]])),
+            Err(DecodeError::Shape { .. })
+        ));
+        // Lists, options, enums and maps still decode as before.
+        #[derive(Debug, Deserialize, PartialEq)]
+        #[serde(rename_all = "lowercase")]
+        enum Kind {
+            User,
+            Other(u32),
+        }
+        let v: (Vec<Option<u8>>, Kind, Kind, BTreeMap<u64, bool>) =
+            from_slice(br#"[[1, null], "user", {"other": 7}, {"3": true}]"#).unwrap();
+        assert_eq!(
+            v,
+            (
+                vec![Some(1), None],
+                Kind::User,
+                Kind::Other(7),
+                BTreeMap::from([(3, true)])
+            )
+        );
     }
 
     #[test]

@@ -174,6 +174,68 @@ async fn bad_input_gets_a_clear_error_and_writes_nothing() {
     let r = api.get("/api/v1/audit?from=yesterday").await.expect(400);
     assert_eq!(r.field(), "from");
 
+    // A body is an object: serde would otherwise take a struct's fields in
+    // order from an array, at the top or nested, and a repeated key would
+    // silently win.
+    for (body, field) in [
+        (r#"["a", "a@example.com"]"#.to_string(), ""),
+        (
+            r#"{"username": "a", "email": "a@example.com", "username": "b"}"#.to_string(),
+            "username",
+        ),
+    ] {
+        let r = api
+            .send_raw(
+                Method::POST,
+                "/api/v1/users",
+                Some("application/json"),
+                body.clone().into_bytes(),
+            )
+            .await
+            .expect(422);
+        assert_eq!((r.code(), r.field()), ("invalid_field", field), "{body}");
+    }
+    let r = api
+        .post(
+            &format!(
+                "/api/v1/devices/{}/check-in",
+                "01890a5d-ac96-774b-bcce-b302099a8057"
+            ),
+            json!([null, null]),
+        )
+        .await
+        .expect(422);
+    assert_eq!(r.code(), "invalid_field");
+    // A merge patch that is not an object is refused as such, even with a
+    // stale If-Match: the shape of a body is checked first, everywhere.
+    for patch in [json!(null), json!([1]), json!("x")] {
+        let r = api
+            .send(
+                Method::PATCH,
+                &format!("/api/v1/users/{id}"),
+                Some(&patch),
+                &[("if-match", "\"9\"")],
+            )
+            .await
+            .expect(422);
+        assert_eq!(r.code(), "invalid_field", "{patch}");
+    }
+
+    // The changes of an import run page with checked numbers.
+    for (q, field) in [
+        ("offset=x", "offset"),
+        ("limit=0", "limit"),
+        ("limit=1001", "limit"),
+    ] {
+        let r = api
+            .get(&format!(
+                "/api/v1/import-runs/01890a5d-ac96-774b-bcce-b302099a8057/changes?{q}"
+            ))
+            .await
+            .expect(400);
+        assert_eq!((r.code(), r.field()), ("invalid_query", field), "{q}");
+    }
+
     // None of the refused requests wrote anything.
     assert_eq!(audit_count(&api).await, before);
     let users = api.get("/api/v1/users").await.expect(200);

@@ -65,8 +65,10 @@ pub struct Resource {
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResourceInput {
-    /// The resource's type.
+    /// The resource's type: 1-32 lowercase letters, digits, `-` or `_`
+    /// (e.g. application, radius).
     #[serde(rename = "type")]
+    #[schema(pattern = "^[a-z0-9_-]{1,32}$")]
     pub resource_type: String,
     /// Its name.
     pub name: String,

@@ -32,7 +32,7 @@ fn subject(raw: &str) -> Result<SubjectKind, ApiError> {
 /// List the attribute schema. The schema is small, so it is not paginated.
 #[utoipa::path(
     get, path = "/api/v1/attributes", tag = "attributes",
-    params(("subject" = Option<String>, Query, description = "user or device")),
+    params(("subject" = Option<SubjectKind>, Query, description = "user or device")),
     responses((status = 200, body = AttributeList), (status = 400, body = ErrorBody)),
     security(("api_key" = []))
 )]

@@ -62,14 +62,14 @@ fn parse_filter(pairs: &[(String, String)], extra: &[&str]) -> Result<AuditFilte
 #[utoipa::path(
     get, path = "/api/v1/audit", tag = "audit",
     params(
-        ("from" = Option<String>, Query, description = "Events at or after this RFC 3339 time"),
-        ("to" = Option<String>, Query, description = "Events before this RFC 3339 time"),
+        ("from" = Option<DateTime<Utc>>, Query, description = "Events at or after this RFC 3339 time"),
+        ("to" = Option<DateTime<Utc>>, Query, description = "Events before this RFC 3339 time"),
         ("actor" = Option<String>, Query, description = "API key name"),
         ("action" = Option<String>, Query, description = "e.g. user.create"),
         ("resource_type" = Option<String>, Query, description = "user, device, binding, attribute, api_key"),
         ("resource_id" = Option<String>, Query, description = "Needs resource_type"),
-        ("order" = Option<String>, Query, description = "desc (default) or asc"),
-        ("limit" = Option<usize>, Query), ("cursor" = Option<String>, Query),
+        ("order" = Option<String>, Query, pattern = "^(asc|desc)$", description = "desc (default) or asc"),
+        ("limit" = Option<usize>, Query, minimum = 1, maximum = 500, description = "Items per page, 1-500 (default 50)"), ("cursor" = Option<String>, Query),
     ),
     responses((status = 200, body = Page<AuditEvent>), (status = 400, body = ErrorBody)),
     security(("api_key" = []))
@@ -118,10 +118,10 @@ impl Write for ChannelWriter {
 #[utoipa::path(
     get, path = "/api/v1/audit/export", tag = "audit",
     params(
-        ("format" = Option<String>, Query, description = "jsonl (default) or csv; in CSV, a cell that starts with =, +, -, @, tab or carriage return is prefixed with ' so that spreadsheets do not run it as a formula"),
-        ("from" = Option<String>, Query), ("to" = Option<String>, Query), ("actor" = Option<String>, Query),
+        ("format" = Option<String>, Query, pattern = "^(jsonl|csv)$", description = "jsonl (default) or csv; in CSV, a cell that starts with =, +, -, @, tab or carriage return is prefixed with ' so that spreadsheets do not run it as a formula"),
+        ("from" = Option<DateTime<Utc>>, Query), ("to" = Option<DateTime<Utc>>, Query), ("actor" = Option<String>, Query),
         ("action" = Option<String>, Query), ("resource_type" = Option<String>, Query), ("resource_id" = Option<String>, Query),
-        ("order" = Option<String>, Query),
+        ("order" = Option<String>, Query, pattern = "^(asc|desc)$"),
     ),
     responses(
         (status = 200, description = "The events", content(("application/x-ndjson"), ("text/csv"))),
@@ -146,6 +146,7 @@ pub async fn export(
         Some("csv") => ExportFormat::Csv,
         Some(_) => return Err(bad("format", "must be jsonl or csv")),
     };
+    filter.check()?;
     let (tx, rx) = mpsc::channel(4);
     let audit = s.audit.clone();
     tokio::task::spawn_blocking(move || {

@@ -4,10 +4,9 @@ use axum::Json;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use serde_json::Value;
 
 use super::error::{ApiError, ErrorBody};
-use super::extract::{ApiJson, if_match, parse_id, query_pairs, versioned};
+use super::extract::{ApiJson, MergePatch, if_match, parse_id, query_pairs, versioned};
 use super::users::page_request;
 use super::{AppState, allow, allow_device};
 use crate::auth::Principal;
@@ -22,9 +21,9 @@ fn device_response(status: StatusCode, device: Device) -> Response {
 #[utoipa::path(
     get, path = "/api/v1/devices", tag = "devices",
     params(
-        ("limit" = Option<usize>, Query, description = "Items per page, 1-500 (default 50)"),
+        ("limit" = Option<usize>, Query, minimum = 1, maximum = 500, description = "Items per page, 1-500 (default 50)"),
         ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
-        ("sort" = Option<String>, Query, description = "created_at (default) or hostname; prefix '-' for descending"),
+        ("sort" = Option<String>, Query, pattern = "^-?(created_at|hostname)$", description = "created_at (default) or hostname; prefix '-' for descending"),
         ("os_family" = Option<String>, Query, description = "Filter by OS family. Any other attribute name filters too"),
     ),
     responses((status = 200, body = Page<Device>), (status = 400, body = ErrorBody)),
@@ -101,7 +100,7 @@ pub async fn update_device(
     p: Principal,
     Path(id): Path<String>,
     headers: HeaderMap,
-    ApiJson(patch): ApiJson<Value>,
+    MergePatch(patch): MergePatch,
 ) -> Result<Response, ApiError> {
     let cap = allow(p.manage_directory(), &p, "change devices")?;
     let device = s
@@ -156,7 +155,7 @@ pub async fn check_in(
 /// The users bound to a device.
 #[utoipa::path(
     get, path = "/api/v1/devices/{id}/users", tag = "bindings",
-    params(("id" = String, Path, description = "Device id"), ("limit" = Option<usize>, Query), ("cursor" = Option<String>, Query)),
+    params(("id" = String, Path, description = "Device id"), ("limit" = Option<usize>, Query, minimum = 1, maximum = 500, description = "Items per page, 1-500 (default 50)"), ("cursor" = Option<String>, Query)),
     responses((status = 200, body = Page<Binding>), (status = 404, body = ErrorBody)),
     security(("api_key" = []))
 )]

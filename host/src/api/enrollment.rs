@@ -80,9 +80,9 @@ pub async fn create_token(
 #[utoipa::path(
     get, path = "/api/v1/device-enrollment-tokens", tag = "enrollment",
     params(
-        ("limit" = Option<usize>, Query, description = "Items per page, 1-500 (default 50)"),
+        ("limit" = Option<usize>, Query, minimum = 1, maximum = 500, description = "Items per page, 1-500 (default 50)"),
         ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
-        ("state" = Option<String>, Query, description = "Only tokens in this state: active, expired, exhausted or revoked"),
+        ("state" = Option<crate::devices::TokenState>, Query, description = "Only tokens in this state: active, expired, exhausted or revoked"),
     ),
     responses((status = 200, body = TokenPage), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)),
     security(("api_key" = []))

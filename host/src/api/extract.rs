@@ -118,6 +118,28 @@ pub async fn json_body<T: DeserializeOwned>(req: Request, limit: usize) -> Resul
     }
 }
 
+/// A JSON merge patch (RFC 7396) body. Every resource it can patch is an
+/// object, so a patch that is not one (it would replace the whole resource)
+/// is refused with the other shape errors of a body: 422, before `If-Match`
+/// is compared, as the OpenAPI document's `type: object` promises.
+pub struct MergePatch(pub serde_json::Value);
+
+impl FromRequest<AppState> for MergePatch {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let patch: serde_json::Value = json_body(req, state.max_body_bytes).await?;
+        if !patch.is_object() {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_field",
+                "a merge patch must be a JSON object of the fields to change",
+            ));
+        }
+        Ok(MergePatch(patch))
+    }
+}
+
 impl<S: Send + Sync> FromRequestParts<S> for RequestId {
     type Rejection = std::convert::Infallible;
 

@@ -5,12 +5,11 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::error::{ApiError, ErrorBody};
-use super::extract::{ApiJson, if_match, parse_id, query_pairs, versioned};
+use super::extract::{ApiJson, MergePatch, if_match, parse_id, query_pairs, versioned};
 use super::users::page_request;
 use super::{AppState, allow};
 use crate::auth::Principal;
@@ -44,10 +43,10 @@ fn param<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
 #[utoipa::path(
     get, path = "/api/v1/groups", tag = "groups",
     params(
-        ("limit" = Option<usize>, Query, description = "Items per page, 1-500 (default 50)"),
+        ("limit" = Option<usize>, Query, minimum = 1, maximum = 500, description = "Items per page, 1-500 (default 50)"),
         ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
-        ("subject" = Option<String>, Query, description = "`user` or `device`"),
-        ("type" = Option<String>, Query, description = "`static` or `dynamic`"),
+        ("subject" = Option<SubjectKind>, Query, description = "`user` or `device`"),
+        ("type" = Option<crate::groups::GroupType>, Query, description = "`static` or `dynamic`"),
     ),
     responses((status = 200, body = Page<GroupView>), (status = 400, body = ErrorBody)),
     security(("api_key" = []))
@@ -128,7 +127,7 @@ pub async fn update_group(
     p: Principal,
     Path(id): Path<String>,
     headers: HeaderMap,
-    ApiJson(patch): ApiJson<Value>,
+    MergePatch(patch): MergePatch,
 ) -> Result<Response, ApiError> {
     let cap = allow(p.manage_directory(), &p, "change groups")?;
     let view = s
@@ -193,7 +192,7 @@ pub async fn copy_group(
     get, path = "/api/v1/groups/{id}/members", tag = "groups",
     params(
         ("id" = String, Path, description = "Group id"),
-        ("limit" = Option<usize>, Query, description = "Items per page, 1-500 (default 50)"),
+        ("limit" = Option<usize>, Query, minimum = 1, maximum = 500, description = "Items per page, 1-500 (default 50)"),
         ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
     ),
     responses((status = 200, body = Page<Member>), (status = 404, body = ErrorBody)),
@@ -272,7 +271,7 @@ pub async fn remove_member(
     get, path = "/api/v1/groups/{id}/exemptions", tag = "groups",
     params(
         ("id" = String, Path, description = "Group id"),
-        ("limit" = Option<usize>, Query, description = "Items per page, 1-500 (default 50)"),
+        ("limit" = Option<usize>, Query, minimum = 1, maximum = 500, description = "Items per page, 1-500 (default 50)"),
         ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
     ),
     responses((status = 200, body = Page<Exemption>), (status = 404, body = ErrorBody)),
@@ -345,7 +344,7 @@ pub async fn remove_exemption(
     params(
         ("id" = String, Path, description = "Group id"),
         ("dismissed" = Option<bool>, Query, description = "List rejected suggestions instead of pending ones"),
-        ("limit" = Option<usize>, Query, description = "Items per page, 1-500 (default 50)"),
+        ("limit" = Option<usize>, Query, minimum = 1, maximum = 500, description = "Items per page, 1-500 (default 50)"),
         ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
     ),
     responses((status = 200, body = Page<Suggestion>), (status = 404, body = ErrorBody)),

@@ -10,7 +10,7 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorBody};
-use super::extract::{ApiJson, etag, if_match, parse_id, versioned};
+use super::extract::{ApiJson, MergePatch, etag, if_match, parse_id, versioned};
 use super::{AppState, allow};
 use crate::auth::Principal;
 use crate::federation::idps::Simulation;
@@ -92,7 +92,7 @@ pub async fn update_idp(
     p: Principal,
     Path(id): Path<String>,
     headers: HeaderMap,
-    ApiJson(patch): ApiJson<Value>,
+    MergePatch(patch): MergePatch,
 ) -> Result<Response, ApiError> {
     let cap = allow(p.manage_plugins(), &p, "configure identity providers")?;
     let idp = s

@@ -2,14 +2,14 @@
 //! authorize, call the imports service.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorBody};
-use super::extract::{ApiJson, parse_id};
+use super::extract::{ApiJson, parse_id, query_pairs};
 use super::{AppState, allow};
 use crate::auth::Principal;
 use crate::provisioning::imports::{ChangePage, ImportInput, ImportRun, Schedule, ScheduleInput};
@@ -68,24 +68,11 @@ pub async fn get_run(
     Ok(Json(s.imports.get(&parse_id("import run", &id)?)?))
 }
 
-/// Paging of planned changes.
-#[derive(Deserialize)]
-pub struct ChangeQuery {
-    #[serde(default)]
-    offset: usize,
-    #[serde(default = "default_limit")]
-    limit: usize,
-}
-
-fn default_limit() -> usize {
-    100
-}
-
 /// The changes a dry run, or a run awaiting approval, plans: create,
 /// update (field by field, before and after) and suspend.
 #[utoipa::path(
     get, path = "/api/v1/import-runs/{id}/changes", tag = "imports",
-    params(("id" = String, Path, description = "Run id"), ("offset" = Option<usize>, Query), ("limit" = Option<usize>, Query, description = "1-1000, default 100")),
+    params(("id" = String, Path, description = "Run id"), ("offset" = Option<usize>, Query, description = "Changes to skip (default 0)"), ("limit" = Option<usize>, Query, minimum = 1, maximum = 1000, description = "1-1000, default 100")),
     responses((status = 200, body = ChangePage), (status = 404, body = ErrorBody)),
     security(("api_key" = []))
 )]
@@ -93,13 +80,35 @@ pub async fn run_changes(
     State(s): State<AppState>,
     p: Principal,
     Path(id): Path<String>,
-    Query(q): Query<ChangeQuery>,
+    RawQuery(q): RawQuery,
 ) -> Result<Json<ChangePage>, ApiError> {
     allow(p.read(), &p, "read import runs")?;
-    let limit = q.limit.clamp(1, 1000);
+    let pairs = query_pairs(q.as_deref())?;
+    let number = |name: &str, default: usize, range: std::ops::RangeInclusive<usize>| {
+        let Some((_, v)) = pairs.iter().find(|(n, _)| n == name) else {
+            return Ok(default);
+        };
+        v.parse::<usize>()
+            .ok()
+            .filter(|n| range.contains(n))
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_query",
+                    format!(
+                        "must be an integer from {} to {}",
+                        range.start(),
+                        range.end()
+                    ),
+                )
+                .with_field(name)
+            })
+    };
+    let offset = number("offset", 0, 0..=usize::MAX)?;
+    let limit = number("limit", 100, 1..=1000)?;
     Ok(Json(s.imports.changes(
         &parse_id("import run", &id)?,
-        q.offset,
+        offset,
         limit,
     )?))
 }

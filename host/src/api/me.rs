@@ -110,6 +110,7 @@ pub async fn sign_out(
 #[serde(deny_unknown_fields)]
 pub struct PasswordInput {
     /// 12 to 256 characters.
+    #[schema(min_length = 12, max_length = 256)]
     pub password: String,
 }
 

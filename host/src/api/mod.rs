@@ -15,6 +15,7 @@ mod imports;
 mod keys;
 mod me;
 pub mod metrics;
+mod openapi;
 mod ops;
 mod plugins;
 mod resources;
@@ -309,7 +310,8 @@ fn api_routes() -> OpenApiRouter<AppState> {
 
 /// The OpenAPI document, as served at `/api/v1/openapi.json`.
 pub fn openapi_json() -> String {
-    let (_, api) = api_routes().split_for_parts();
+    let (_, mut api) = api_routes().split_for_parts();
+    openapi::document_shared_errors(&mut api);
     api.to_pretty_json()
         .expect("the OpenAPI document serializes")
 }

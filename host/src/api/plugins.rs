@@ -197,9 +197,10 @@ pub struct EvaluateRequest {
     /// `user` or `device`.
     pub kind: SubjectKind,
     /// Rule texts in the evaluator's language (at most 100).
+    #[schema(min_items = 1, max_items = 100)]
     pub rules: Vec<String>,
     /// Sample subjects: attribute name → value, typed by the schema (at most 1,000).
-    #[schema(value_type = Vec<Object>)]
+    #[schema(value_type = Vec<Object>, max_items = 1000)]
     pub subjects: Vec<BTreeMap<String, Value>>,
     /// Also return per-condition outcomes.
     #[serde(default)]
@@ -221,6 +222,7 @@ pub struct EvaluateResponse {
 
 /// One condition's outcome for one subject.
 #[derive(Serialize, ToSchema)]
+#[schema(as = ConditionOutcome)]
 pub struct Explanation {
     /// Rule index.
     pub rule: u32,

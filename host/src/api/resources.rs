@@ -6,12 +6,11 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde::Deserialize;
-use serde_json::Value;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::error::{ApiError, ErrorBody};
-use super::extract::{ApiJson, if_match, parse_id, query_pairs, versioned};
+use super::extract::{ApiJson, MergePatch, if_match, parse_id, query_pairs, versioned};
 use super::users::page_request;
 use super::{AppState, allow};
 use crate::access::{Grantee, GroupBinding, Resource, ResourceInput, SubjectAccess};
@@ -28,7 +27,7 @@ fn resource_response(status: StatusCode, r: Resource) -> Response {
     get, path = "/api/v1/resources", tag = "access",
     params(
         ("type" = Option<String>, Query, description = "Only resources of this type"),
-        ("limit" = Option<usize>, Query, description = "Items per page, 1-500 (default 50)"),
+        ("limit" = Option<usize>, Query, minimum = 1, maximum = 500, description = "Items per page, 1-500 (default 50)"),
         ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
     ),
     responses((status = 200, body = Page<Resource>), (status = 400, body = ErrorBody)),
@@ -96,7 +95,7 @@ pub async fn update_resource(
     p: Principal,
     Path(id): Path<String>,
     headers: HeaderMap,
-    ApiJson(patch): ApiJson<Value>,
+    MergePatch(patch): MergePatch,
 ) -> Result<Response, ApiError> {
     let cap = allow(p.manage_directory(), &p, "change resources")?;
     let r = s
@@ -132,6 +131,7 @@ pub async fn delete_resource(
 
 /// Names a group to bind.
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = GroupIdInput)]
 #[serde(deny_unknown_fields)]
 pub struct GroupRef {
     /// The group.
@@ -207,7 +207,7 @@ pub async fn unbind_resource(
     get, path = "/api/v1/resources/{id}/access", tag = "access",
     params(
         ("id" = String, Path, description = "Resource id"),
-        ("limit" = Option<usize>, Query, description = "Items per page, 1-500 (default 50)"),
+        ("limit" = Option<usize>, Query, minimum = 1, maximum = 500, description = "Items per page, 1-500 (default 50)"),
         ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
     ),
     responses((status = 200, body = Page<Grantee>), (status = 404, body = ErrorBody)),

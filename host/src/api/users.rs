@@ -4,10 +4,9 @@ use axum::Json;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde_json::Value;
 
 use super::error::{ApiError, ErrorBody};
-use super::extract::{ApiJson, if_match, parse_id, query_pairs, versioned};
+use super::extract::{ApiJson, MergePatch, if_match, parse_id, query_pairs, versioned};
 use super::{AppState, allow};
 use crate::auth::Principal;
 use crate::directory::{Binding, StateChange, SubjectKind, User, UserInput};
@@ -28,9 +27,9 @@ pub(super) fn page_request(pairs: &[(String, String)]) -> Result<PageRequest, Ap
 #[utoipa::path(
     get, path = "/api/v1/users", tag = "users",
     params(
-        ("limit" = Option<usize>, Query, description = "Items per page, 1-500 (default 50)"),
+        ("limit" = Option<usize>, Query, minimum = 1, maximum = 500, description = "Items per page, 1-500 (default 50)"),
         ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
-        ("sort" = Option<String>, Query, description = "created_at (default), username or email; prefix '-' for descending"),
+        ("sort" = Option<String>, Query, pattern = "^-?(created_at|username|email)$", description = "created_at (default), username or email; prefix '-' for descending"),
         ("state" = Option<String>, Query, description = "Filter by state. Any other attribute name filters too, e.g. department=Sales; repeat a name to match any of several values"),
     ),
     responses(
@@ -108,7 +107,7 @@ pub async fn update_user(
     p: Principal,
     Path(id): Path<String>,
     headers: HeaderMap,
-    ApiJson(patch): ApiJson<Value>,
+    MergePatch(patch): MergePatch,
 ) -> Result<Response, ApiError> {
     let cap = allow(p.manage_directory(), &p, "change users")?;
     let user = s
@@ -174,7 +173,7 @@ pub async fn change_state(
 /// The devices bound to a user.
 #[utoipa::path(
     get, path = "/api/v1/users/{id}/devices", tag = "bindings",
-    params(("id" = String, Path, description = "User id"), ("limit" = Option<usize>, Query), ("cursor" = Option<String>, Query)),
+    params(("id" = String, Path, description = "User id"), ("limit" = Option<usize>, Query, minimum = 1, maximum = 500, description = "Items per page, 1-500 (default 50)"), ("cursor" = Option<String>, Query)),
     responses((status = 200, body = Page<Binding>), (status = 404, body = ErrorBody)),
     security(("api_key" = []))
 )]

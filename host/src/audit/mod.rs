@@ -65,12 +65,11 @@ pub struct AuditEvent {
 
 /// A field's value before and after a change; `null` means absent.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[schema(as = FieldChange)]
 pub struct Change {
     /// The value before, or null when the field was unset.
-    #[schema(value_type = Object)]
     pub before: Value,
     /// The value after, or null when the field is now unset.
-    #[schema(value_type = Object)]
     pub after: Value,
 }
 

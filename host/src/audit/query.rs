@@ -140,6 +140,14 @@ impl AuditFilter {
     }
 }
 
+impl AuditFilter {
+    /// Checks that the filters can be combined, so a streamed export can
+    /// refuse them before it has sent its status line.
+    pub fn check(&self) -> Result<(), DomainError> {
+        self.plan().map(|_| ())
+    }
+}
+
 impl AuditLog {
     /// An audit log reader over `store`.
     pub fn new(store: Store) -> Self {

@@ -59,6 +59,7 @@ struct StoredKey {
 #[serde(deny_unknown_fields)]
 pub struct NewApiKey {
     /// Unique name, 1–64 characters of letters, digits, `.`, `_`, `-`.
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub name: String,
     /// The key's role.
     pub role: Role,

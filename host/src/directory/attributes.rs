@@ -109,6 +109,7 @@ pub struct Attribute {
 #[serde(deny_unknown_fields)]
 pub struct NewAttribute {
     /// `^[a-z][a-z0-9_]{0,63}$`, not a standard attribute's name.
+    #[schema(pattern = "^[a-z][a-z0-9_]{0,63}$")]
     pub name: String,
     /// Users or devices.
     pub subject: SubjectKind,

@@ -89,6 +89,11 @@ pub struct Device {
 #[serde(deny_unknown_fields)]
 pub struct DeviceInput {
     /// Host name, 1–253 characters without spaces.
+    #[schema(
+        min_length = 1,
+        max_length = 253,
+        pattern = "^[^\\s\\x00-\\x1f\\x7f-\\x9f]+$"
+    )]
     pub hostname: String,
     /// Operating system family.
     pub os_family: OsFamily,

@@ -106,8 +106,10 @@ pub struct User {
 #[serde(deny_unknown_fields)]
 pub struct UserInput {
     /// Unique login name: 1–64 of letters, digits and `. _ @ + -`.
+    #[schema(pattern = "^[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}$")]
     pub username: String,
     /// Unique email address.
+    #[schema(format = "email", max_length = 254)]
     pub email: String,
     /// Initial state on create (`staged` by default, or `active`).
     #[serde(default, skip_serializing_if = "Option::is_none")]

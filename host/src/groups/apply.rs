@@ -27,6 +27,7 @@ use crate::error::DomainError;
     serde::Deserialize,
     utoipa::ToSchema,
 )]
+#[schema(as = MembershipCounts)]
 pub struct Counts {
     /// Memberships added.
     pub added: u64,

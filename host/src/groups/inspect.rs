@@ -120,6 +120,7 @@ pub struct StateCheck {
 
 /// A group a condition refers to.
 #[derive(Clone, Debug, Serialize, ToSchema)]
+#[schema(as = ConditionGroup)]
 pub struct GroupRef {
     /// Its id.
     pub id: Uuid,
@@ -135,6 +136,9 @@ pub struct RelatedSubject {
     /// Whether it satisfies the inner conditions.
     pub matched: bool,
     /// The inner conditions' outcomes.
+    // The schema recursion is cut here rather than at `related`, so that
+    // the OpenAPI document still defines every schema it refers to.
+    #[schema(no_recursion)]
     pub conditions: Vec<ConditionExplanation>,
 }
 
@@ -162,7 +166,6 @@ pub struct ConditionExplanation {
     /// The related subjects of a cross-subject condition. Their own
     /// conditions never have related subjects in turn.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(no_recursion)]
     pub related: Option<RelatedExplanation>,
     /// A CEL expression's value, part by part.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -207,6 +210,7 @@ pub struct RuleExplanation {
 
 /// Why a subject is or is not a member.
 #[derive(Clone, Debug, Serialize, ToSchema)]
+#[schema(as = MembershipExplanation)]
 pub struct Explanation {
     /// The group.
     pub group_id: Uuid,

@@ -132,6 +132,7 @@ impl From<&Group> for GroupInput {
 
 /// Why a subject is a member.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[schema(as = MembershipSource)]
 #[serde(rename_all = "lowercase")]
 pub enum Source {
     /// The group's rule matches it.

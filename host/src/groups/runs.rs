@@ -18,6 +18,7 @@ const KEEP: usize = 50;
 
 /// Where a run is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[schema(as = RecomputeState)]
 #[serde(rename_all = "lowercase")]
 pub enum RunState {
     /// Still computing.

@@ -66,6 +66,7 @@ struct StoredInstance {
 #[serde(deny_unknown_fields)]
 pub struct NewInstance {
     /// Unique name, 1–64 letters, digits, `.`, `_`, `-`.
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub name: String,
     /// The plugin to configure (an importer or IdP connector).
     pub plugin: String,

@@ -53,6 +53,7 @@ impl From<cohort_storage::StorageError> for Error {
 
 /// Where an installed plugin came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[schema(as = PluginSource)]
 #[serde(rename_all = "lowercase")]
 pub enum Source {
     /// The plugins directory; managed as files.

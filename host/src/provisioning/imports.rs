@@ -138,6 +138,7 @@ pub struct ImportInput {
     /// The share of the directory (0–1) a run may update or suspend
     /// without an admin's approval. Default 0.1.
     #[serde(default = "default_share")]
+    #[schema(minimum = 0.0, maximum = 1.0)]
     pub max_change_share: f64,
     /// Plan only: nothing is written.
     #[serde(default)]
@@ -162,6 +163,7 @@ fn default_share() -> f64 {
 
 /// Where a run is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[schema(as = ImportRunState)]
 #[serde(rename_all = "snake_case")]
 pub enum RunState {
     /// Reading the source, planning or writing.
@@ -177,6 +179,7 @@ pub enum RunState {
 /// Counts of a run: planned for a dry run or a run awaiting approval,
 /// done otherwise.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[schema(as = ImportCounts)]
 pub struct Counts {
     /// User records read.
     pub records: usize,
@@ -251,6 +254,7 @@ pub struct ImportRun {
 
 /// One planned change.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[schema(as = ImportChange)]
 #[serde(rename_all = "snake_case", tag = "action")]
 pub enum Change {
     /// A new user.
@@ -1106,6 +1110,7 @@ pub struct ScheduleInput {
     /// The run to repeat.
     pub input: ImportInput,
     /// Hours between runs, 1 to 8760.
+    #[schema(minimum = 1, maximum = 8760)]
     pub every_hours: u32,
     /// When the first run starts (default: now).
     #[serde(default)]
