@@ -9,6 +9,10 @@
 //! and worse. Such a cell is prefixed with a single quote, which spreadsheets
 //! read as "this is text", and quoted. The full-width forms of the same
 //! characters are treated alike, since some spreadsheets normalise them.
+//! Whitespace and control characters before such a character do not make
+//! the cell safe: spreadsheets that trim cells on import (an option in
+//! LibreOffice, the default of some importers) see the formula all the
+//! same, so ` =1+1` and `\n@SUM(A1)` are neutralised too.
 //! The cost is that a negative number such as `-5` is exported as `'-5`;
 //! an export is for people to read, so that is the right side to err on.
 
@@ -20,7 +24,10 @@ const FORMULA_STARTS: [char; 10] = ['=', '+', '-', '@', '\t', '\r', '＝', '＋'
 /// One cell: neutralised if it could be read as a formula, and quoted
 /// (RFC 4180) when it is neutralised or holds a comma, quote or line break.
 pub fn cell(s: &str) -> Cow<'_, str> {
-    let formula = s.starts_with(FORMULA_STARTS);
+    let formula = s
+        .trim_start_matches(|c: char| c.is_whitespace() || c.is_control())
+        .starts_with(FORMULA_STARTS)
+        || s.starts_with(FORMULA_STARTS);
     if !formula && !s.contains([',', '"', '\n', '\r']) {
         return Cow::Borrowed(s);
     }
@@ -83,6 +90,25 @@ mod tests {
         assert_eq!(cell("\t=1"), "\"'\t=1\"");
         assert_eq!(cell("\r=1"), "\"'\r=1\"");
         assert_eq!(cell("＝1+1"), "\"'＝1+1\"");
+    }
+
+    #[test]
+    fn formulas_behind_leading_whitespace_are_neutralised() {
+        for s in [
+            " =1+1",
+            "  +1+1",
+            "\n-2+3",
+            "\u{a0}@SUM(A1)",
+            "\u{3000}＝1",
+            "\u{0}=1",
+            " \t=1",
+        ] {
+            let out = cell(s);
+            assert!(out.starts_with("\"'"), "{s:?} gave {out:?}");
+        }
+        // Whitespace alone, or before ordinary text, stays as it is.
+        assert_eq!(cell(" plain"), " plain");
+        assert_eq!(cell("   "), "   ");
     }
 
     #[test]

@@ -697,6 +697,77 @@ async fn a_device_that_enrolls_again_keeps_its_identity() {
     assert_eq!(t.body["uses"], 0);
 }
 
+/// A check-in cannot take another device's serial number: two devices with
+/// one serial number make the other's next enrollment ambiguous, so one
+/// agent could lock another machine out of enrolling again.
+#[tokio::test]
+async fn a_check_in_cannot_take_another_devices_serial_number() {
+    let s = Server::start();
+    let admin = s.admin();
+    let (_, t) = token(&admin, json!({"name": "fleet", "max_uses": 10})).await;
+    let victim = enroll(&s, &t, laptop("victim", "C02VICTIM"))
+        .await
+        .expect(201)
+        .body["device"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = enroll(&s, &t, laptop("mallory", "C02MALLORY"))
+        .await
+        .expect(201);
+    let mallory = r.body["device"]["id"].as_str().unwrap().to_string();
+    let agent = s.client(Some(r.body["secret"].as_str().unwrap()));
+    let check_in = format!("/api/v1/devices/{mallory}/check-in");
+    let before = admin
+        .get(&format!("/api/v1/devices/{mallory}"))
+        .await
+        .expect(200);
+
+    for serial in ["C02VICTIM", "c02victim"] {
+        let r = agent
+            .post(
+                &check_in,
+                json!({"serial_number": serial, "hostname": "renamed"}),
+            )
+            .await
+            .expect(409);
+        assert_eq!(r.code(), "serial_number_taken", "{}", r.body);
+        assert_eq!(r.field(), "serial_number");
+    }
+    let after = admin
+        .get(&format!("/api/v1/devices/{mallory}"))
+        .await
+        .expect(200);
+    assert_eq!(after.body, before.body, "nothing was written");
+    // The victim still enrolls again as itself.
+    let r = enroll(&s, &t, laptop("victim", "C02VICTIM"))
+        .await
+        .expect(200);
+    assert_eq!(r.body["device"]["id"], victim.as_str());
+
+    // Its own serial number in another case, or a new one nobody has, is fine.
+    agent
+        .post(&check_in, json!({"serial_number": "c02mallory"}))
+        .await
+        .expect(200);
+    agent
+        .post(&check_in, json!({"serial_number": "C02NEWBOARD"}))
+        .await
+        .expect(200);
+    // A device that already shares its serial number (an admin recorded
+    // both) keeps checking in.
+    admin
+        .device("twin", "macos", json!({"serial_number": "C02NEWBOARD"}))
+        .await;
+    agent
+        .post(
+            &check_in,
+            json!({"serial_number": "C02NEWBOARD", "os_version": "15.0"}),
+        )
+        .await
+        .expect(200);
+}
+
 #[tokio::test]
 async fn an_enrollment_that_fails_late_leaves_nothing_behind() {
     let s = Server::start();

@@ -426,6 +426,76 @@ async fn hostile_group_reference_chains_stop_at_the_limit() {
     healthy(&admin).await;
 }
 
+/// A SCIM list renders every user and runs its filter over each: with a
+/// filter at its limits that is seconds of CPU. Lists used to run on the
+/// request threads, so a few at once held up every other request, /healthz
+/// included, until they finished. They must leave the server answering.
+#[tokio::test]
+async fn hostile_scim_lists_at_the_limits_do_not_stall_the_server() {
+    let server = Server::start();
+    let admin = server.admin();
+    let scim = server.client(Some(&admin.create_key("okta", "scim").await));
+    for batch in 0..2 {
+        let ops: Vec<Value> = (0..1000)
+            .map(|i| {
+                let name = format!("scan{batch}-{i}@example.com");
+                json!({"method": "POST", "path": "/Users", "bulkId": format!("u{batch}-{i}"),
+                       "data": {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+                                "userName": name, "emails": [{"value": name, "primary": true}]}})
+            })
+            .collect();
+        let r = scim
+            .post(
+                "/scim/v2/Bulk",
+                json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkRequest"],
+                       "Operations": ops}),
+            )
+            .await
+            .expect(200);
+        assert!(
+            r.body["Operations"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|op| op["status"] == "201"),
+            "{}",
+            r.body
+        );
+    }
+    // As many comparisons as a filter may have, matching nobody.
+    let filter = vec!["userName co \"no-such-user\""; 256].join(" or ");
+    let path = format!("/scim/v2/Users?count=1&filter={}", encode(&filter));
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let lists: Vec<_> = (0..2 * cores)
+        .map(|_| {
+            let (scim, path) = (scim.clone(), path.clone());
+            tokio::spawn(async move {
+                let start = std::time::Instant::now();
+                let r = scim.get(&path).await.expect(200);
+                assert_eq!(r.body["totalResults"], 0, "{}", r.body);
+                start.elapsed()
+            })
+        })
+        .collect();
+    let mut slowest_ping = std::time::Duration::ZERO;
+    let mut pings = 0;
+    while lists.iter().any(|l| !l.is_finished()) {
+        let start = std::time::Instant::now();
+        healthy(&admin).await;
+        slowest_ping = slowest_ping.max(start.elapsed());
+        pings += 1;
+    }
+    let mut shortest_list = std::time::Duration::MAX;
+    for l in lists {
+        shortest_list = shortest_list.min(l.await.unwrap());
+    }
+    assert!(pings > 1, "the lists finished before /healthz was asked");
+    assert!(
+        slowest_ping * 4 < shortest_list,
+        "/healthz took {slowest_ping:?} while SCIM lists ran (the quickest took {shortest_list:?})"
+    );
+}
+
 #[tokio::test]
 async fn hostile_csv_export_neutralises_formulas() {
     let server = Server::start();
@@ -440,7 +510,7 @@ async fn hostile_csv_export_neutralises_formulas() {
                 &json!({"username": "mallory", "email": "mallory@example.com",
                           "department": formula}),
             ),
-            &[("x-request-id", formula)],
+            &[("x-request-id", formula), ("user-agent", "  @SUM(1+1)")],
         )
         .await
         .expect(201);
@@ -470,6 +540,11 @@ async fn hostile_csv_export_neutralises_formulas() {
         .position(|h| h == "request_id")
         .expect("a request_id column");
     assert_eq!(cells[request_id], format!("'{formula}"), "{line}");
+    // The client's address and user agent have columns of their own, and
+    // the user agent is the client's to choose.
+    let column = |name: &str| header.iter().position(|h| h == name).expect(name);
+    assert_eq!(cells[column("client_address")], "127.0.0.1", "{line}");
+    assert_eq!(cells[column("user_agent")], "'@SUM(1+1)", "{line}");
     for cell in &cells {
         assert!(
             !cell.starts_with(['=', '+', '-', '@', '\t', '\r']),

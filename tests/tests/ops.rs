@@ -172,6 +172,39 @@ async fn readiness_names_the_groups_whose_evaluator_is_not_loaded() {
         status.contains("rules-standard") && status.contains("8 dynamic groups"),
         "{status}"
     );
+
+    // Anyone may ask: they learn that groups wait and for which plugin,
+    // not which groups (their names say things about people). Neither
+    // does a key that may not read the directory.
+    for key in [None, Some(api.create_key("agents", "device-agent").await)] {
+        let ready = s
+            .client(key.as_deref())
+            .get("/readyz")
+            .await
+            .expect(503)
+            .body;
+        assert_eq!(ready["missing_evaluators"], json!(["rules-standard"]));
+        assert_eq!(ready["waiting_group_count"], 8, "{ready}");
+        assert_eq!(ready["waiting_groups"], json!([]), "{ready}");
+        assert!(!ready.to_string().contains("Engineers"), "{ready}");
+    }
+    let reader = api.create_key("auditor", "read-only").await;
+    let ready = s
+        .client(Some(&reader))
+        .get("/readyz")
+        .await
+        .expect(503)
+        .body;
+    assert_eq!(waiting(&ready).len(), 8, "{ready}");
+    // An unknown key is no error: a probe still gets its answer.
+    let ready = s
+        .client(Some("not-a-key"))
+        .get("/readyz")
+        .await
+        .expect(503)
+        .body;
+    assert_eq!(ready["waiting_groups"], json!([]), "{ready}");
+
     api.post("/api/v1/plugins/rules-standard/enable", json!({}))
         .await
         .expect(200);
@@ -179,7 +212,7 @@ async fn readiness_names_the_groups_whose_evaluator_is_not_loaded() {
 
     // Started again without its plugins directory: not installed.
     s.restart_with(&[]);
-    let ready = s.client(None).get("/readyz").await.expect(503).body;
+    let ready = s.admin().get("/readyz").await.expect(503).body;
     let names = waiting(&ready);
     assert!(
         names.contains(&("Engineers".into(), "not_installed".into())),

@@ -950,6 +950,10 @@ async fn starting_sign_ins_is_rate_limited_per_address_and_per_identifier() {
     .await;
     assert_eq!(status, 429, "{body}");
     assert!(headers.contains_key("retry-after"));
+    // The limit is the account's, whichever of its names is typed: the
+    // email of the same user does not open a second allowance.
+    let r = start(" ADA@example.com", "192.0.2.7", html).await.unwrap();
+    assert_eq!(r.status(), 429);
     // Other identifiers from those addresses are fine.
     let r = start("grace", "192.0.2.1", html).await.unwrap();
     assert_eq!(r.status(), 200);

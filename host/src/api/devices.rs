@@ -137,7 +137,7 @@ pub async fn delete_device(
     post, path = "/api/v1/devices/{id}/check-in", tag = "devices",
     params(("id" = String, Path, description = "Device id")),
     request_body = CheckIn,
-    responses((status = 200, body = Device), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)),
+    responses((status = 200, body = Device), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, description = "Another device has the reported serial number (`serial_number_taken`)", body = ErrorBody), (status = 422, body = ErrorBody)),
     security(("device_credential" = []), ("api_key" = []))
 )]
 pub async fn check_in(

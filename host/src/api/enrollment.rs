@@ -239,7 +239,7 @@ pub async fn revoke_credential(
 #[utoipa::path(
     post, path = "/api/v1/devices/{id}/credential/rotate", tag = "enrollment",
     params(("id" = String, Path, description = "Device id")),
-    responses((status = 200, body = IssuedCredential), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+    responses((status = 200, body = IssuedCredential), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, description = "The device's own credential was revoked, rotated or replaced while the request ran (`credential_replaced`); nothing was issued", body = ErrorBody)),
     security(("device_credential" = []), ("api_key" = []))
 )]
 pub async fn rotate_credential(

@@ -218,6 +218,18 @@ fn bearer_principal(state: &AppState, key: &str, origin: &Origin) -> Result<Prin
     })
 }
 
+/// The caller, when the request carries a valid bearer secret; `None` for
+/// no secret or one that authenticates nobody. For endpoints that answer
+/// everyone and tell an authenticated reader more.
+pub fn principal_if_any(
+    state: &AppState,
+    headers: &HeaderMap,
+    origin: &Origin,
+) -> Option<Principal> {
+    let key = bearer(headers, "API key").ok()?;
+    bearer_principal(state, &key, origin).ok()
+}
+
 /// The bearer secret of a request, or a 401 naming what is missing.
 pub fn bearer(headers: &HeaderMap, what: &str) -> Result<String, ApiError> {
     let header = headers.get(header::AUTHORIZATION).ok_or_else(|| {

@@ -4,14 +4,15 @@
 use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorBody};
+use super::extract::principal_if_any;
 use super::{AppState, allow};
-use crate::auth::Principal;
+use crate::auth::{Origin, Principal};
 use crate::groups::WaitingGroup;
 
 /// A health answer.
@@ -46,16 +47,27 @@ pub struct Readiness {
     /// How many dynamic groups wait for them.
     pub waiting_group_count: usize,
     /// Those groups (the first 100 by name), which keep their members as
-    /// they are until their evaluator is back.
+    /// they are until their evaluator is back. Listed only for a caller
+    /// with a key that may read the directory (admin, help-desk,
+    /// read-only): `/readyz` answers anyone who can reach it, and group
+    /// names say things about people (`Leavers March`). Empty otherwise;
+    /// the count and the plugins are for everyone.
     pub waiting_groups: Vec<WaitingGroup>,
 }
 
 /// Readiness: storage accepts writes, and every dynamic group's rule
 /// evaluator is loaded. A load balancer stops sending traffic to an
 /// instance that cannot persist, or whose groups would not follow their
-/// rules; the body says which groups wait for which plugins.
-#[utoipa::path(get, path = "/readyz", tag = "ops", responses((status = 200, body = Readiness), (status = 503, body = Readiness)))]
-pub async fn readyz(State(s): State<AppState>) -> Response {
+/// rules; the body says which plugins are missing and how many groups
+/// wait, and names those groups to a caller whose key may read the
+/// directory. No key is needed; a missing or unknown one is not an error.
+#[utoipa::path(
+    get, path = "/readyz", tag = "ops",
+    responses((status = 200, body = Readiness), (status = 503, body = Readiness)),
+    security((), ("api_key" = []))
+)]
+pub async fn readyz(State(s): State<AppState>, origin: Origin, headers: HeaderMap) -> Response {
+    let names_groups = principal_if_any(&s, &headers, &origin).is_some_and(|p| p.read().is_some());
     let storage = s.store.failure();
     let groups = s.groups.clone();
     let waiting = tokio::task::spawn_blocking(move || groups.waiting_for_evaluators())
@@ -103,7 +115,11 @@ pub async fn readyz(State(s): State<AppState>) -> Response {
         storage,
         missing_evaluators: missing,
         waiting_group_count: waiting.len(),
-        waiting_groups: waiting.into_iter().take(MAX_LISTED).collect(),
+        waiting_groups: if names_groups {
+            waiting.into_iter().take(MAX_LISTED).collect()
+        } else {
+            Vec::new()
+        },
     };
     (status, Json(body)).into_response()
 }

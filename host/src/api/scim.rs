@@ -239,15 +239,17 @@ async fn list(
     Path(resource): Path<String>,
     Query(q): Query<Vec<(String, String)>>,
 ) -> Response {
-    respond((|| {
+    let result = async {
         let kind = kind(&resource)?;
         let p = client(&s, &headers, &origin)?;
         let cap = p.provision().expect("checked");
+        let params = list_params(&q)?;
         Ok(scim_json(
             StatusCode::OK,
-            &s.scim.list(&cap, kind, &list_params(&q)?)?,
+            &s.scim.list(&cap, kind, &params).await?,
         ))
-    })())
+    };
+    respond(result.await)
 }
 
 async fn search(
@@ -257,16 +259,17 @@ async fn search(
     Path(resource): Path<String>,
     raw: Result<Bytes, BytesRejection>,
 ) -> Response {
-    respond((|| {
+    let result = async {
         let kind = kind(&resource)?;
         let p = client(&s, &headers, &origin)?;
         let cap = p.provision().expect("checked");
         let params = search_params(&body(raw)?)?;
         Ok(scim_json(
             StatusCode::OK,
-            &s.scim.list(&cap, kind, &params)?,
+            &s.scim.list(&cap, kind, &params).await?,
         ))
-    })())
+    };
+    respond(result.await)
 }
 
 async fn search_all(
@@ -275,15 +278,16 @@ async fn search_all(
     headers: HeaderMap,
     raw: Result<Bytes, BytesRejection>,
 ) -> Response {
-    respond((|| {
+    let result = async {
         let p = client(&s, &headers, &origin)?;
         let cap = p.provision().expect("checked");
         let params = search_params(&body(raw)?)?;
         Ok(scim_json(
             StatusCode::OK,
-            &s.scim.search_all(&cap, &params)?,
+            &s.scim.search_all(&cap, &params).await?,
         ))
-    })())
+    };
+    respond(result.await)
 }
 
 async fn create(

@@ -88,6 +88,17 @@ pub struct Origin {
     pub user_agent: Option<String>,
 }
 
+/// Characters a user agent may not bring into the audit log: control
+/// characters, and the invisible ones that reorder or hide text where it
+/// is shown (bidirectional overrides and isolates, zero-width characters),
+/// with which a client could make its entry read as something else in a
+/// console or a spreadsheet.
+fn unsafe_to_show(c: char) -> bool {
+    c.is_control()
+        || matches!(c,
+            '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}')
+}
+
 impl Origin {
     /// A request's origin. The user agent is taken as sent, with anything
     /// unprintable replaced, so that it can be shown and exported safely.
@@ -100,7 +111,7 @@ impl Origin {
             .map(|raw| {
                 String::from_utf8_lossy(raw)
                     .chars()
-                    .map(|c| if c.is_control() { '\u{fffd}' } else { c })
+                    .map(|c| if unsafe_to_show(c) { '\u{fffd}' } else { c })
                     .take(MAX_USER_AGENT)
                     .collect::<String>()
                     .trim()
@@ -200,12 +211,22 @@ impl CheckInDevice<'_> {
 /// Permission to replace the credential of one device: the device itself,
 /// or an admin.
 #[derive(Debug)]
-pub struct RotateDeviceCredential<'a>(&'a Actor, Uuid);
+pub struct RotateDeviceCredential<'a>(&'a Actor, Uuid, Option<&'a str>);
 
 impl RotateDeviceCredential<'_> {
     /// The device whose credential is replaced.
     pub fn device(&self) -> Uuid {
         self.1
+    }
+
+    /// When the device rotates its own credential: the id of the credential
+    /// it authenticated with. The rotation may replace only that one. It
+    /// was checked when the request arrived, and an admin may revoke it (or
+    /// the device be enrolled again) before the rotation commits; replacing
+    /// whatever is current then would hand a fresh secret to the holder of
+    /// a credential that was just taken away.
+    pub fn presented_credential(&self) -> Option<&str> {
+        self.2
     }
 }
 
@@ -364,8 +385,13 @@ impl Principal {
         &self,
         device: &Uuid,
     ) -> Result<RotateDeviceCredential<'_>, DeviceDenied> {
+        // A device credential's actor always carries its id; without one
+        // the empty id matches no credential, and the rotation is refused.
+        let presented = self
+            .device
+            .map(|_| self.actor.key_id.as_deref().unwrap_or_default());
         self.for_device_id(device, &[Role::Admin])
-            .map(|()| RotateDeviceCredential(&self.actor, *device))
+            .map(|()| RotateDeviceCredential(&self.actor, *device, presented))
     }
 
     /// Plugins and plugin instances: admins only. Plugins run code inside
@@ -425,6 +451,12 @@ mod tests {
         let o = Origin::new("r", None, Some(b"\xff\xfeMozilla"));
         assert!(o.user_agent.unwrap().ends_with("Mozilla"));
         assert_eq!(Origin::new("r", None, Some(b"  ")).user_agent, None);
+        // Invisible reordering characters cannot disguise the entry.
+        let spoof = Origin::new("r", None, Some("curl/8 \u{202e}exe.txt\u{200b}".as_bytes()));
+        assert_eq!(
+            spoof.user_agent.as_deref(),
+            Some("curl/8 \u{fffd}exe.txt\u{fffd}")
+        );
         assert_eq!(Origin::new("r", None, None).user_agent, None);
     }
 

@@ -238,6 +238,16 @@ impl DeviceCredentials {
         self.store
             .write(|txn| {
                 crate::directory::load_device(txn, &device)?;
+                if let Some(presented) = cap.presented_credential() {
+                    let current = txn.get_json::<StoredCredential>(CREDENTIALS, device.as_bytes())?;
+                    if current.is_none_or(|c| c.public.id.to_string() != presented) {
+                        return Err(DomainError::Conflict {
+                            code: "credential_replaced",
+                            field: None,
+                            message: "the credential this request was made with was revoked or replaced while the request ran; nothing was changed".into(),
+                        });
+                    }
+                }
                 self.issue_in(txn, cap.actor(), device, None, now)
             })?
             .durable()

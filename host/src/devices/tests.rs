@@ -247,3 +247,64 @@ async fn last_use_is_shown_at_once_and_written_by_the_flush() {
     assert_eq!(cred["id"], rotated["id"]);
     assert_eq!(cred["last_used_at"], Value::Null);
 }
+
+/// A device's rotation is authorized by the credential it presents, which
+/// is checked when the request arrives. If an admin revokes that credential
+/// (or the device rotates or enrolls again) before the rotation commits,
+/// the rotation must not hand out a fresh secret: that would undo the
+/// revocation for whoever held the credential.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_by_a_credential_revoked_meanwhile_issues_nothing() {
+    let app = app();
+    let (_, token) = app.token(json!({"name": "t", "max_uses": 5})).await;
+    let (status, enrolled) = app.enroll(&token, "laptop").await;
+    assert_eq!(status, 201, "{enrolled}");
+    let device: uuid::Uuid = enrolled["device"]["id"].as_str().unwrap().parse().unwrap();
+    let secret = enrolled["secret"].as_str().unwrap();
+    let credentials = app.state.devices.credentials();
+    let origin = crate::auth::Origin::internal("race");
+
+    // The request authenticates, then the admin revokes, then it commits.
+    let principal = credentials
+        .authenticate(secret, &origin)
+        .unwrap()
+        .expect("the credential is valid when the request arrives");
+    let path = format!("/api/v1/devices/{device}/credential");
+    let (status, body) = app.call("DELETE", &path, ADMIN, None).await;
+    assert_eq!(status, 204, "{body}");
+    let cap = principal.rotate_device_credential(&device).unwrap();
+    match credentials.rotate(&cap).await {
+        Err(crate::error::DomainError::Conflict { code, .. }) => {
+            assert_eq!(code, "credential_replaced")
+        }
+        other => panic!("a revoked credential rotated: {other:?}"),
+    }
+    let (status, body) = app.call("GET", &path, ADMIN, None).await;
+    assert_eq!(status, 404, "still revoked: {body}");
+
+    // The same with a credential another rotation replaced meanwhile.
+    let (status, issued) = app
+        .call("POST", &format!("{path}/rotate"), ADMIN, None)
+        .await;
+    assert_eq!(status, 200, "{issued}");
+    let first = issued["secret"].as_str().unwrap().to_string();
+    let principal = credentials.authenticate(&first, &origin).unwrap().unwrap();
+    let (status, second) = app
+        .call("POST", &format!("{path}/rotate"), &first, None)
+        .await;
+    assert_eq!(status, 200, "{second}");
+    let cap = principal.rotate_device_credential(&device).unwrap();
+    assert!(credentials.rotate(&cap).await.is_err());
+    let (status, current) = app.call("GET", &path, ADMIN, None).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        current["id"], second["id"],
+        "the newest secret still stands"
+    );
+
+    // An admin's rotation is not tied to any credential.
+    let (status, body) = app
+        .call("POST", &format!("{path}/rotate"), ADMIN, None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+}

@@ -260,6 +260,42 @@ fn devices_with_serial(txn: &WriteTxn<'_>, serial: &str) -> Result<Vec<Uuid>, Do
         .collect())
 }
 
+/// A check-in reports the device's own facts, and its serial number is
+/// how enrollment recognises it. A device taking a serial number that
+/// another device has would make that device's next enrollment ambiguous
+/// (refused until an admin removes one of the two, and the admin has to
+/// guess which): one agent could lock another machine out of enrolling
+/// again. So a check-in may change the serial number only to one that no
+/// other device has; an admin can still record duplicates, and a device
+/// that already shares its serial number keeps checking in.
+fn refuse_serial_of_another(
+    txn: &WriteTxn<'_>,
+    before: &Device,
+    after: &Device,
+) -> Result<(), DomainError> {
+    let Some(serial) = after.serial_number.as_deref() else {
+        return Ok(());
+    };
+    if before
+        .serial_number
+        .as_deref()
+        .is_some_and(|old| keys::fold(old) == keys::fold(serial))
+    {
+        return Ok(());
+    }
+    if devices_with_serial(txn, serial)?
+        .iter()
+        .any(|id| *id != after.id)
+    {
+        return Err(DomainError::Conflict {
+            code: "serial_number_taken",
+            field: Some("serial_number".into()),
+            message: "another device has this serial number; a check-in cannot take it (an admin can correct either device)".into(),
+        });
+    }
+    Ok(())
+}
+
 impl Directory {
     fn build_device(
         &self,
@@ -537,6 +573,9 @@ impl Directory {
             let input: DeviceInput = decode_patch(&DeviceInput::from(&before), patch, READ_ONLY)?;
             let after =
                 self.build_device(txn, input, Some(&before), now, contact.then_some(now))?;
+            if contact {
+                refuse_serial_of_another(txn, &before, &after)?;
+            }
             if after
                 == (Device {
                     updated_at: after.updated_at,

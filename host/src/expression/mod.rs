@@ -307,6 +307,12 @@ impl Expression {
         &self.parts
     }
 
+    /// The `in_group(...)` arguments as written, with the group each one
+    /// resolved to when the expression was compiled.
+    pub fn named_groups(&self) -> &[(String, Uuid)] {
+        &self.named_groups
+    }
+
     /// Whether the expression names group `id` by its name (rather than its
     /// id) in `in_group(...)`: renaming that group would break it.
     pub fn names_group(&self, id: &Uuid) -> bool {

@@ -828,6 +828,17 @@ impl SignIn {
     /// spent.
     fn throttle(&self, origin: &Origin, identifier: Option<&str>) -> Result<(), Refusal> {
         let now = self.inner.federation.now();
+        // The identifier's limit is the account's: a user's username and
+        // email address would otherwise each have an allowance of their
+        // own. What names no user counts as typed (the limiter folds case
+        // and trims).
+        let account = identifier.and_then(|i| {
+            routing::find_user(&self.inner.store, i.trim())
+                .ok()
+                .flatten()
+                .map(|u| format!("\u{0}user {}", u.id))
+        });
+        let identifier = account.as_deref().or(identifier);
         self.inner
             .limits
             .check(now, origin.client_address, identifier)

@@ -15,6 +15,9 @@ use crate::audit::{self, Record};
 use crate::auth::{ManagePlugins, Mutation};
 use crate::directory::keys::{USERS_BY_EMAIL, USERS_BY_USERNAME};
 use std::collections::HashMap;
+use std::sync::{Arc, LazyLock};
+
+use parking_lot::Mutex;
 
 use crate::directory::{AttrRef, AttrType, Attribute, Subject, SubjectKind, User};
 use crate::error::DomainError;
@@ -369,6 +372,71 @@ fn compile_expression(
     Ok(e)
 }
 
+/// Routing expressions as compiled, by source, with the user schema they
+/// were compiled against.
+///
+/// Routing runs for every sign-in that anyone starts, before any password,
+/// and compiling an expression (parsing and checking it, on a thread of its
+/// own, after a scan of every group for `in_group`) costs far more than
+/// evaluating it. Compiled on every sign-in, a routing document at its
+/// limits (200 expression rules) took a request thread for a quarter of a
+/// second per sign-in, so that a few clients starting sign-ins held up
+/// every other request. A compiled expression is reused while the schema is
+/// the same and every group it names still resolves as it did; otherwise
+/// it is compiled again, so the answer is the one a fresh compile gives.
+type Compiled = HashMap<String, (Vec<Attribute>, Arc<Expression>)>;
+
+static COMPILED: LazyLock<Mutex<Compiled>> = LazyLock::new(Mutex::default);
+
+/// Most expressions kept; past it the cache starts again. A routing
+/// document has at most [`MAX_RULES`], so this holds one while an admin
+/// edits the next.
+const MAX_COMPILED: usize = 4 * MAX_RULES;
+
+/// `source` compiled against `users`: from [`COMPILED`] when still valid.
+fn compiled_expression(
+    r: &impl crate::groups::Reader,
+    users: &[Attribute],
+    source: &str,
+) -> Result<Arc<Expression>, (Option<&'static str>, String)> {
+    let cached = COMPILED
+        .lock()
+        .get(source)
+        .filter(|(schema, _)| schema.as_slice() == users)
+        .map(|(_, e)| Arc::clone(e));
+    if let Some(e) = cached
+        && resolves_as_compiled(r, &e).map_err(|e| (None, e.to_string()))?
+    {
+        return Ok(e);
+    }
+    let e = Arc::new(compile_expression(r, users, source)?);
+    let mut cache = COMPILED.lock();
+    if cache.len() >= MAX_COMPILED && !cache.contains_key(source) {
+        cache.clear();
+    }
+    cache.insert(source.to_string(), (users.to_vec(), Arc::clone(&e)));
+    Ok(e)
+}
+
+/// Whether every `in_group(...)` argument of `e` still names the user
+/// group it named when `e` was compiled (by id, or by name in any case).
+fn resolves_as_compiled(
+    r: &impl crate::groups::Reader,
+    e: &Expression,
+) -> Result<bool, DomainError> {
+    for (arg, id) in e.named_groups() {
+        let Some(g) = r.get_json::<crate::groups::Group>(GROUPS, id.as_bytes())? else {
+            return Ok(false);
+        };
+        let named = Uuid::parse_str(arg).is_ok_and(|a| a == *id)
+            || g.name.to_lowercase() == arg.to_lowercase();
+        if g.subject != SubjectKind::User || !named {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 /// A user as expressions see it.
 struct UserRef<'a>(&'a User);
 
@@ -387,7 +455,7 @@ fn expression_holds(
     source: &str,
     user: &User,
 ) -> Result<bool, DomainError> {
-    let e = match compile_expression(r, users, source) {
+    let e = match compiled_expression(r, users, source) {
         Ok(e) => e,
         Err((_, message)) => {
             tracing::warn!(%message, "a routing expression no longer compiles; it matches nobody");
@@ -488,4 +556,103 @@ pub(crate) fn route(
         rule_name: None,
         target: routing.default.clone(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::Request;
+    use http_body_util::BodyExt;
+    use serde_json::{Value, json};
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::config::{Config, Secret};
+
+    const ADMIN: &str = "unit-admin-key-0123456789abcdef";
+
+    async fn call(router: &axum::Router, method: &str, path: &str, body: Value) -> Value {
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("authorization", format!("Bearer {ADMIN}"))
+            .header("content-type", "application/json")
+            .body(Body::from(body.to_string()))
+            .unwrap();
+        let resp = router.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        assert!(status.is_success(), "{method} {path}: {status} {body}");
+        body
+    }
+
+    /// Routing reuses a compiled expression, and compiles again whenever a
+    /// fresh compile could answer differently: the schema changed, or a
+    /// group it names was renamed, deleted or replaced by another of the
+    /// same name.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn compiled_expressions_are_reused_until_what_they_resolved_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config {
+            data_dir: dir.path().join("data"),
+            bootstrap_admin_key: Some(Secret::new(ADMIN)),
+            ..Config::default()
+        };
+        let store =
+            crate::server::open_store(&config.data_dir, &config.storage.open_options()).unwrap();
+        let built =
+            crate::server::build(&config, store.clone(), Arc::new(crate::clock::SystemClock))
+                .unwrap();
+        let router = crate::api::router(built.state);
+        let group = |name: &str| json!({"name": name, "subject": "user"});
+        let pilot = call(&router, "POST", "/api/v1/groups", group("Routing Pilot")).await;
+        let pilot = pilot["id"].as_str().unwrap().to_string();
+        let source = format!(
+            "in_group('routing pilot') && in_group('{pilot}') && user.department != 'Legal'"
+        );
+        let users = || crate::directory::schema(&store, SubjectKind::User).unwrap();
+
+        let first = compiled_expression(&store, &users(), &source).unwrap();
+        let again = compiled_expression(&store, &users(), &source).unwrap();
+        assert!(Arc::ptr_eq(&first, &again), "compiled once, then reused");
+
+        // A new attribute changes the schema: compiled again.
+        call(
+            &router,
+            "POST",
+            "/api/v1/attributes",
+            json!({"name": "routing_region", "subject": "user", "type": "string"}),
+        )
+        .await;
+        let after_schema = compiled_expression(&store, &users(), &source).unwrap();
+        assert!(!Arc::ptr_eq(&first, &after_schema));
+        assert!(Arc::ptr_eq(
+            &after_schema,
+            &compiled_expression(&store, &users(), &source).unwrap()
+        ));
+
+        // Renamed: the name no longer resolves, as a fresh compile says.
+        let path = format!("/api/v1/groups/{pilot}");
+        call(&router, "PATCH", &path, json!({"name": "Routing Pilot 2"})).await;
+        let e = compiled_expression(&store, &users(), &source).unwrap_err();
+        assert!(e.1.contains("routing pilot"), "{}", e.1);
+
+        // Another group takes the name: the expression follows the name for
+        // that argument and still needs the first group by id.
+        call(&router, "POST", "/api/v1/groups", group("routing pilot")).await;
+        let both = compiled_expression(&store, &users(), &source).unwrap();
+        assert!(!Arc::ptr_eq(&both, &after_schema));
+        assert_eq!(both.named_groups().len(), 2);
+        assert!(both.named_groups().iter().all(|(_, g)| {
+            store
+                .get_json::<crate::groups::Group>(GROUPS, g.as_bytes())
+                .unwrap()
+                .is_some()
+        }));
+
+        // Deleted: compiled again, and it no longer compiles.
+        call(&router, "DELETE", &path, json!({})).await;
+        assert!(compiled_expression(&store, &users(), &source).is_err());
+    }
 }

@@ -230,6 +230,13 @@ pub struct Scim {
     groups: crate::groups::Groups,
     credentials: Credentials,
     settings: Arc<Settings>,
+    /// Lists and searches running at once. Each renders every candidate
+    /// resource and runs the filter over it: for a large directory and a
+    /// filter at its limits that is seconds of CPU and a rendered copy of
+    /// the directory in memory. So they run on the blocking pool, where
+    /// they never hold up the request threads, and only as many at a time
+    /// as there are cores; the rest wait their turn.
+    scans: Arc<tokio::sync::Semaphore>,
 }
 
 impl Scim {
@@ -249,7 +256,37 @@ impl Scim {
             groups,
             credentials,
             settings: Arc::new(settings),
+            scans: Arc::new(tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get()),
+            )),
         }
+    }
+
+    /// Runs `scan` on the blocking pool once a scan permit is free (see
+    /// [`Scim::scans`]).
+    async fn scan<T: Send + 'static>(
+        &self,
+        scan: impl FnOnce(Scim) -> Result<T, ScimError> + Send + 'static,
+    ) -> Result<T, ScimError> {
+        let internal = |e: &dyn std::fmt::Display| {
+            tracing::error!(error = %e, "SCIM scan failed");
+            ScimError::new(500, None, "internal error; see the server log")
+        };
+        // The permit goes with the scan, not with this future: a client
+        // that hangs up drops the future, but the scan runs on to its end
+        // and must go on counting.
+        let permit = Arc::clone(&self.scans)
+            .acquire_owned()
+            .await
+            .map_err(|e| internal(&e))?;
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let result = scan(this);
+            drop(permit);
+            result
+        })
+        .await
+        .map_err(|e| internal(&e))?
     }
 
     /// The base URL of the SCIM endpoints.
@@ -356,10 +393,18 @@ impl Scim {
     }
 
     /// A page of `kind` (RFC 7644 §3.4.2): filtered, sorted, paged,
-    /// projected.
-    pub fn list(&self, _: &Provision<'_>, kind: Kind, p: &ListParams) -> Result<Value, ScimError> {
+    /// projected. A filter that does not parse is refused before waiting
+    /// for a scan.
+    pub async fn list(
+        &self,
+        _: &Provision<'_>,
+        kind: Kind,
+        p: &ListParams,
+    ) -> Result<Value, ScimError> {
         let filter = parse_filter(p)?;
-        list_response(self.matching(kind, filter.as_ref())?, p)
+        let p = p.clone();
+        self.scan(move |this| list_response(this.matching(kind, filter.as_ref())?, &p))
+            .await
     }
 
     /// One resource and its ETag.
@@ -445,11 +490,15 @@ impl Scim {
 
     /// A search at the server root (RFC 7644 §3.4.3): users and groups
     /// together, users first, then sorted and paged as one list.
-    pub fn search_all(&self, _: &Provision<'_>, p: &ListParams) -> Result<Value, ScimError> {
+    pub async fn search_all(&self, _: &Provision<'_>, p: &ListParams) -> Result<Value, ScimError> {
         let filter = parse_filter(p)?;
-        let mut items = self.matching(Kind::Users, filter.as_ref())?;
-        items.extend(self.matching(Kind::Groups, filter.as_ref())?);
-        list_response(items, p)
+        let p = p.clone();
+        self.scan(move |this| {
+            let mut items = this.matching(Kind::Users, filter.as_ref())?;
+            items.extend(this.matching(Kind::Groups, filter.as_ref())?);
+            list_response(items, &p)
+        })
+        .await
     }
 
     /// Refuses a password before anything is written: not accepted here,
