@@ -299,7 +299,13 @@ impl SignIn {
         let store = &self.inner.store;
         let routing = routing::load(store)?;
         let users = crate::directory::schema(store, SubjectKind::User)?;
-        let route = routing::route(store, &users, &routing, identifier)?;
+        let route = routing::route(
+            store,
+            &users,
+            &routing,
+            identifier,
+            self.inner.federation.now(),
+        )?;
         let idp_id = match route.target {
             Target::Local => return Ok(Started::Password),
             Target::Idp { idp_id } => idp_id,
@@ -678,7 +684,7 @@ impl SignIn {
             // IdP: otherwise any IdP in use (a partner's, say) could assert
             // the email of a user who signs in elsewhere.
             let routed_here = |txn: &cohort_storage::WriteTxn<'_>, email: &str| {
-                let r = routing::route(txn, &schema, &routes, email)?;
+                let r = routing::route(txn, &schema, &routes, email, now)?;
                 Ok::<_, DomainError>(matches!(r.target, Target::Idp { idp_id } if idp_id == idp.id))
             };
             let wrong_idp = || {
@@ -873,12 +879,12 @@ impl SignIn {
         let routing = routing::load(store).map_err(|e| failed(e.into(), None))?;
         let users = crate::directory::schema(store, SubjectKind::User)
             .map_err(|e| failed(e.into(), None))?;
-        let route = routing::route(store, &users, &routing, identifier)
+        let now = self.inner.federation.now();
+        let route = routing::route(store, &users, &routing, identifier, now)
             .map_err(|e| failed(e.into(), None))?;
         let user = routing::find_user(store, identifier).map_err(|e| failed(e.into(), None))?;
         let user_id = user.as_ref().map(|u| u.id);
         let credentials = &self.inner.credentials;
-        let now = self.inner.federation.now();
         // Takes the time a real check takes; the answer is already decided.
         let decoy = || async {
             credentials

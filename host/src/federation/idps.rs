@@ -506,7 +506,7 @@ impl Federation {
         }
         let routing = super::routing::load(&self.store)?;
         let users = crate::directory::schema(&self.store, crate::directory::SubjectKind::User)?;
-        let route = super::routing::route(&self.store, &users, &routing, identifier)?;
+        let route = super::routing::route(&self.store, &users, &routing, identifier, self.now())?;
         let idp = match &route.target {
             super::Target::Idp { idp_id } => Some(self.load(idp_id)?),
             super::Target::Local => None,

@@ -454,6 +454,7 @@ fn expression_holds(
     users: &[Attribute],
     source: &str,
     user: &User,
+    now: DateTime<Utc>,
 ) -> Result<bool, DomainError> {
     let e = match compiled_expression(r, users, source) {
         Ok(e) => e,
@@ -501,7 +502,7 @@ fn expression_holds(
         related: None,
         related_attributes: &[],
         in_groups,
-        now: Utc::now(),
+        now,
     };
     static RUNTIME: std::sync::OnceLock<Runtime> = std::sync::OnceLock::new();
     let scope = RUNTIME.get_or_init(Runtime::new).scope(&bindings);
@@ -517,6 +518,7 @@ pub(crate) fn route(
     users: &[Attribute],
     routing: &Routing,
     identifier: &str,
+    now: DateTime<Utc>,
 ) -> Result<Route, DomainError> {
     let user = find_user(r, identifier)?;
     let domain_of = |s: &str| s.rsplit_once('@').map(|(_, d)| d.to_lowercase());
@@ -537,7 +539,7 @@ pub(crate) fn route(
                 .as_ref()
                 .is_some_and(|d| domains.iter().any(|x| x == d)),
             Condition::Expression(source) => match &user {
-                Some(u) => expression_holds(r, users, source, u)?,
+                Some(u) => expression_holds(r, users, source, u, now)?,
                 None => false,
             },
         };
@@ -654,5 +656,40 @@ mod tests {
         // Deleted: compiled again, and it no longer compiles.
         call(&router, "DELETE", &path, json!({})).await;
         assert!(compiled_expression(&store, &users(), &source).is_err());
+
+        // `now` in a routing expression is the time the caller passes (the
+        // injected clock), not the machine's.
+        call(
+            &router,
+            "POST",
+            "/api/v1/users",
+            json!({"username": "ada", "email": "ada@example.com", "state": "active"}),
+        )
+        .await;
+        let routing = Routing {
+            rules: vec![Rule {
+                name: "from 2100".into(),
+                condition: Condition::Expression("now >= timestamp('2100-01-01T00:00:00Z')".into()),
+                target: Target::Local,
+            }],
+            ..Routing::default()
+        };
+        let at = |t: &str| DateTime::parse_from_rfc3339(t).unwrap().with_timezone(&Utc);
+        let before = route(
+            &store,
+            &users(),
+            &routing,
+            "ada",
+            at("2099-12-31T23:59:59Z"),
+        );
+        assert_eq!(before.unwrap().rule, None);
+        let after = route(
+            &store,
+            &users(),
+            &routing,
+            "ada",
+            at("2100-01-01T00:00:00Z"),
+        );
+        assert_eq!(after.unwrap().rule, Some(0));
     }
 }

@@ -250,10 +250,23 @@ fn failure(group: &Group, message: String) -> DomainError {
 }
 
 impl Groups {
-    /// Evaluates an unsaved rule over the whole directory. Nothing is written.
+    /// Evaluates an unsaved rule over the whole directory. Nothing is
+    /// written. Waits for a preview permit (see `Inner::previews`), which
+    /// goes with the evaluation, so a caller that hangs up frees it only
+    /// when the work it started is done.
     pub async fn preview(&self, _: &Read, input: PreviewInput) -> Result<Preview, DomainError> {
+        let permit = Arc::clone(&self.inner.previews)
+            .acquire_owned()
+            .await
+            .map_err(|e| DomainError::Internal(e.to_string()))?;
         let this = self.clone();
-        match tokio::task::spawn_blocking(move || this.preview_blocking(input)).await {
+        match tokio::task::spawn_blocking(move || {
+            let preview = this.preview_blocking(input);
+            drop(permit);
+            preview
+        })
+        .await
+        {
             Ok(r) => r,
             Err(e) => std::panic::resume_unwind(e.into_panic()),
         }
@@ -785,4 +798,55 @@ fn states(s: &[UserState]) -> String {
         .map(|s| s.as_str())
         .collect::<Vec<_>>()
         .join(" or ")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::auth::{Actor, Principal, Role};
+    use crate::config::{Config, Secret};
+
+    /// A preview waits for a permit, and runs once one is free: however
+    /// many a reader asks for at once, only a few evaluate.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn previews_wait_for_a_permit() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config {
+            data_dir: dir.path().join("data"),
+            bootstrap_admin_key: Some(Secret::new("unit-admin-key-0123456789abcdef")),
+            ..Config::default()
+        };
+        let store =
+            crate::server::open_store(&config.data_dir, &config.storage.open_options()).unwrap();
+        let built =
+            crate::server::build(&config, store, Arc::new(crate::clock::SystemClock)).unwrap();
+        let groups = built.state.groups.clone();
+        let permits = groups.inner.previews.available_permits();
+        assert!(permits >= 1);
+        let held = Arc::clone(&groups.inner.previews)
+            .acquire_many_owned(u32::try_from(permits).unwrap())
+            .await
+            .unwrap();
+        let input: PreviewInput = serde_json::from_value(
+            json!({"subject": "user", "rule": {"expression": "user.department == 'Sales'"}}),
+        )
+        .unwrap();
+        let waiting = tokio::spawn(async move {
+            let read = Principal::new(Actor::system("test"), Role::ReadOnly)
+                .read()
+                .unwrap();
+            groups.preview(&read, input).await
+        });
+        // Nothing can finish it while every permit is taken; without the
+        // bound it would be done in a few milliseconds.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!waiting.is_finished(), "a preview ran without a permit");
+        drop(held);
+        let preview = waiting.await.unwrap().unwrap();
+        assert_eq!(preview.members.count, 0);
+    }
 }

@@ -75,6 +75,12 @@ struct Inner {
     expressions: Arc<rule::ExpressionCache>,
     /// The dynamic groups that call an evaluator (readiness).
     needs: Mutex<Option<readiness::Needs>>,
+    /// Previews running at once. A preview evaluates a rule the caller
+    /// wrote over the whole directory, and every reader may ask for one:
+    /// without a bound, a reader's key firing many at once would take every
+    /// core from sign-ins, recomputes and `/readyz`. As many as there are
+    /// cores; the rest wait their turn.
+    previews: Arc<tokio::sync::Semaphore>,
 }
 
 /// Which subjects a run covers.
@@ -110,6 +116,9 @@ impl Groups {
                 expressions: Arc::default(),
                 running: Mutex::new(None),
                 needs: Mutex::new(None),
+                previews: Arc::new(tokio::sync::Semaphore::new(
+                    std::thread::available_parallelism().map_or(2, |n| n.get()),
+                )),
             }),
         };
         groups.seed_defaults()?;
