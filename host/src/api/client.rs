@@ -50,34 +50,26 @@ impl TrustedProxies {
         if !self.trusts(&peer) {
             return Some(peer);
         }
-        let values = headers.get_all(FORWARDED_FOR);
-        // Every hop must parse before any is believed.
-        let mut hops = 0usize;
-        for v in values.iter() {
+        // Several header lines form one list, in order. Every hop must
+        // parse before any is believed.
+        let mut hops: Vec<IpAddr> = Vec::new();
+        for v in headers.get_all(FORWARDED_FOR).iter() {
             let Ok(text) = v.to_str() else {
                 return Some(peer);
             };
             for part in text.split(',') {
-                if hop(part).is_none() {
-                    return Some(peer);
+                match hop(part) {
+                    Some(ip) => hops.push(ip),
+                    None => return Some(peer),
                 }
-                hops += 1;
             }
         }
-        if hops == 0 {
-            return Some(peer);
-        }
-        // Several header lines form one list, in order.
         let mut leftmost = peer;
-        let lines: Vec<&str> = values.iter().filter_map(|v| v.to_str().ok()).collect();
-        for text in lines.iter().rev() {
-            for part in text.rsplit(',') {
-                let ip = hop(part).expect("checked above");
-                if !self.trusts(&ip) {
-                    return Some(ip);
-                }
-                leftmost = ip;
+        for ip in hops.into_iter().rev() {
+            if !self.trusts(&ip) {
+                return Some(ip);
             }
+            leftmost = ip;
         }
         // Every hop is a trusted proxy: the chain starts at the leftmost.
         Some(leftmost)

@@ -478,7 +478,9 @@ impl Directory {
             }
             [id] => {
                 let before = load(txn, id)?;
-                let mut patch = serde_json::to_value(&input).expect("device input serializes");
+                let mut patch = serde_json::to_value(&input).map_err(|e| {
+                    DomainError::Internal(format!("encoding the device's facts: {e}"))
+                })?;
                 if let Value::Object(fields) = &mut patch {
                     fields.retain(|_, v| {
                         !(v.is_null() || v.as_object().is_some_and(serde_json::Map::is_empty))

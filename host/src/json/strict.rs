@@ -118,13 +118,13 @@ impl<'de> de::Deserializer<'de> for Strict {
                 variant,
                 content: None,
             }),
-            Value::Object(map) if map.len() == 1 => {
-                let (variant, content) = map.into_iter().next().expect("one entry");
-                visitor.visit_enum(Variant {
+            Value::Object(map) if map.len() == 1 => match map.into_iter().next() {
+                Some((variant, content)) => visitor.visit_enum(Variant {
                     variant,
                     content: Some(content),
-                })
-            }
+                }),
+                None => Err(Error::custom("expected an enum variant")),
+            },
             other => Err(Error::invalid_type(
                 unexpected(&other),
                 &"a string or an object with one key",
