@@ -141,20 +141,7 @@ pub fn expression_depth(source: &str, limit: usize) -> Result<(), TooDeep> {
         match b {
             b'"' | b'\'' => {
                 let raw = i > 0 && matches!(bytes[i - 1], b'r' | b'R');
-                let triple = bytes[i..].starts_with(&[b, b, b]);
-                let close: &[u8] = if triple {
-                    &bytes[i..i + 3]
-                } else {
-                    &bytes[i..=i]
-                };
-                let mut j = i + close.len();
-                while j < bytes.len() && !bytes[j..].starts_with(close) {
-                    if bytes[j] == b'\\' && !raw {
-                        j += 1;
-                    }
-                    j += 1;
-                }
-                i = j + close.len();
+                i = past_string(bytes, i, !raw);
                 unary = 0;
                 continue;
             }
@@ -188,6 +175,26 @@ pub fn expression_depth(source: &str, limit: usize) -> Result<(), TooDeep> {
     Ok(())
 }
 
+/// The index just past the string that opens at `start` (a quote, or three
+/// of them), or past the end when it is never closed. With `escapes`, a
+/// backslash hides the character after it.
+fn past_string(bytes: &[u8], start: usize, escapes: bool) -> usize {
+    let quote = bytes[start];
+    let close: &[u8] = if bytes[start..].starts_with(&[quote, quote, quote]) {
+        &bytes[start..start + 3]
+    } else {
+        &bytes[start..=start]
+    };
+    let mut j = start + close.len();
+    while j < bytes.len() && !bytes[j..].starts_with(close) {
+        if escapes && bytes[j] == b'\\' {
+            j += 1;
+        }
+        j += 1;
+    }
+    j + close.len()
+}
+
 /// Checks that a TOML text nests at most `limit` deep, without parsing it.
 /// Nesting is counted as open arrays and inline tables plus the dots of
 /// a dotted key (`a.b.c = 1` and `[a.b.c]` nest tables as deep as
@@ -203,20 +210,8 @@ pub fn toml_depth(text: &str, limit: usize) -> Result<(), TooDeep> {
         let b = bytes[i];
         match b {
             b'"' | b'\'' => {
-                let triple = bytes[i..].starts_with(&[b, b, b]);
-                let close: &[u8] = if triple {
-                    &bytes[i..i + 3]
-                } else {
-                    &bytes[i..=i]
-                };
-                let mut j = i + close.len();
-                while j < bytes.len() && !bytes[j..].starts_with(close) {
-                    if bytes[j] == b'\\' && b == b'"' {
-                        j += 1;
-                    }
-                    j += 1;
-                }
-                i = j + close.len();
+                // TOML's literal strings ('…') have no escapes.
+                i = past_string(bytes, i, b == b'"');
                 continue;
             }
             b'#' => {
