@@ -1133,6 +1133,13 @@ fn refusal_for(m: &matching::Match, idp: &Idp) -> Refusal {
                 idp.name
             ),
         ),
+        Outcome::InvalidIdentity => (
+            "invalid_identity",
+            format!(
+                "{} gave an account name Cohort does not accept (it contains invisible characters or mixes alphabets). Ask your administrator.",
+                idp.name
+            ),
+        ),
         Outcome::Refused => (
             "user_not_active",
             "Your account is not active (it is staged or suspended). Ask your administrator."
