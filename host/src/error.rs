@@ -35,7 +35,7 @@ pub enum DomainError {
     /// A username or email breaks the identity rules of
     /// [`crate::directory::identity`] (invisible characters, mixed scripts,
     /// characters RFC 8265 disallows, a bad domain).
-    #[error("{field}: {error}")]
+    #[error("{field}: {error} ({})", error.code())]
     Identity {
         /// `username` or `email`.
         field: String,

@@ -374,3 +374,54 @@ async fn sign_in_refuses_look_alike_claims_and_matches_the_canonical_one() {
         .body;
     assert_eq!(links["items"][0]["resource_id"], kate.as_str(), "{links}");
 }
+
+async fn import_run(api: &Api, body: Value) -> Value {
+    let started = api.post("/api/v1/import-runs", body).await.expect(202).body;
+    let id = started["id"].as_str().unwrap().to_string();
+    for _ in 0..300 {
+        let r = api
+            .get(&format!("/api/v1/import-runs/{id}"))
+            .await
+            .expect(200)
+            .body;
+        if r["state"] != "running" {
+            return r;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("import run {id} did not finish in 30 s");
+}
+
+#[tokio::test]
+async fn imports_report_look_alike_records_as_failed() {
+    let server = Server::start_with_plugins(&[]);
+    let api = server.admin();
+    let csv = "Employee ID,E-mail,First Name\n\
+               300,ann@example.com,Ann\n\
+               301,ka\u{200B}te@example.com,Kate\n\
+               302,kate@ex\u{0430}mple.com,Kate\n";
+    api.post(
+        "/api/v1/plugin-instances",
+        json!({"name": "people-csv", "plugin": "csv", "config": {"data": csv}}),
+    )
+    .await
+    .expect(201);
+    let done = import_run(
+        &api,
+        json!({"instance": "people-csv", "new_users": "active", "match_on": "employee_id"}),
+    )
+    .await;
+    assert_eq!(done["state"], "completed", "{done}");
+    assert_eq!(done["counts"]["created"], 1, "{done}");
+    assert_eq!(done["counts"]["errors"], 2, "{done}");
+    let errors = done["errors"].as_array().unwrap();
+    let reason = |id: &str| {
+        errors
+            .iter()
+            .find(|e| e["external_id"] == id)
+            .map(|e| e["message"].as_str().unwrap().to_string())
+            .unwrap_or_else(|| panic!("no error for {id}: {done}"))
+    };
+    assert!(reason("301").contains("invisible_character"), "{done}");
+    assert!(reason("302").contains("mixed_script"), "{done}");
+}
