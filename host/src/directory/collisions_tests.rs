@@ -17,7 +17,9 @@ fn old_user(txn: &mut WriteTxn<'_>, username: &str, email: &str) -> Uuid {
     txn.put_json(
         USERS,
         id.as_bytes(),
-        &json!({"id": id, "username": username, "email": email}),
+        &json!({"id": id, "username": username, "email": email, "state": "active",
+                "custom_attributes": {}, "created_at": "2026-01-01T00:00:00Z",
+                "updated_at": "2026-01-01T00:00:00Z", "version": 1}),
     )
     .unwrap();
     txn.put(
@@ -110,4 +112,49 @@ fn collisions_are_kept_indexed_once_and_reported_once() {
     assert_eq!(detail["value"]["after"], json!("\u{FF4B}ate@example.com"));
     // Reported once: a restart writes nothing more.
     assert_eq!(directory.report_identity_collisions().unwrap(), 0);
+}
+
+#[test]
+fn a_collided_user_can_change_and_takes_the_key_once_it_is_free() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), &OpenOptions::default()).unwrap();
+    store.migrate(&MIGRATIONS[..2]).unwrap();
+    let (kate, wide) = store
+        .write(|txn| {
+            let kate = old_user(txn, "kate", "kate@example.com");
+            let wide = old_user(txn, "kate2", "\u{FF4B}ate@example.com");
+            Ok::<_, StorageError>((kate, wide))
+        })
+        .unwrap()
+        .durable_blocking()
+        .unwrap();
+    store.migrate(MIGRATIONS).unwrap();
+    let t = Utc.with_ymd_and_hms(2026, 12, 6, 6, 0, 0).unwrap();
+    let directory = super::super::Directory::new(store.clone(), TestClock::at(t));
+    let actor = Actor::system("test");
+    let holder = || {
+        store
+            .get(USERS_BY_EMAIL, b"kate@example.com")
+            .unwrap()
+            .map(|v| Uuid::from_slice(&v).unwrap())
+    };
+    let change = |id: Uuid, patch: serde_json::Value| {
+        store
+            .write(|txn| {
+                let user = super::super::load_user(txn, &id)?;
+                let mut input = serde_json::to_value(super::super::UserInput::from(&user)).unwrap();
+                crate::json::merge_patch(&mut input, &patch);
+                let input = serde_json::from_value(input).unwrap();
+                directory.replace_user_in(txn, &actor, &id, input, None, None)
+            })
+            .map(|w| w.durable_blocking().unwrap())
+    };
+    // The younger user may change other fields; the older keeps the key.
+    change(wide, json!({"department": "Sales"})).unwrap();
+    assert_eq!(holder(), Some(kate));
+    change(kate, json!({"email": "kate.new@example.com"})).unwrap();
+    assert_eq!(holder(), None, "the older user's move frees the key");
+    // The younger user's next change indexes it.
+    change(wide, json!({"department": "Ops"})).unwrap();
+    assert_eq!(holder(), Some(wide));
 }

@@ -390,24 +390,27 @@ impl Directory {
         ];
         for (ks, field, code, key_of, new, old) in unique {
             let new_key = key_of(new);
-            if old.map(|o| key_of(o)) == Some(new_key.clone()) {
-                continue;
-            }
-            // Another user's entry, unless it is this user's own (a
-            // collision the identity migration found indexes only one of
-            // the two, and that one may be renaming).
+            let old_key = old.map(|o| key_of(o));
             if let Some(holder) = txn.get(ks, &new_key)?
                 && holder != id
             {
+                // A collision the identity migration reported: the older
+                // user keeps the key, and this one may change other fields.
+                if old_key.as_ref() == Some(&new_key) {
+                    continue;
+                }
                 return Err(DomainError::Conflict {
                     code,
                     field: Some(field.into()),
                     message: format!("another user already has {field} {new:?}"),
                 });
             }
-            if let Some(old) = old {
-                remove_index(txn, ks, &key_of(old), &id)?;
+            if let Some(old_key) = old_key
+                && old_key != new_key
+            {
+                remove_index(txn, ks, &old_key, &id)?;
             }
+            // Also when the key is unchanged: it may have been freed.
             txn.put(ks, &new_key, id.to_vec());
         }
         let old_manager = before.and_then(|b| b.manager_id);
