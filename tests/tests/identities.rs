@@ -185,6 +185,38 @@ async fn scim_refuses_look_alikes_and_filters_by_identity() {
             "{detail}"
         );
     }
+    // A PATCH and a replace are held to the same rules.
+    let r = scim
+        .patch(
+            &format!("/scim/v2/Users/{kate}"),
+            json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                   "Operations": [{"op": "replace", "path": "userName", "value": "k\u{0430}te"}]}),
+        )
+        .await;
+    assert_eq!(r.status.as_u16(), 400, "{}", r.body);
+    assert!(
+        r.body["detail"].as_str().unwrap().contains("mixed_script"),
+        "{}",
+        r.body
+    );
+    let r = scim
+        .send(
+            reqwest::Method::PUT,
+            &format!("/scim/v2/Users/{kate}"),
+            Some(&scim_user("kate", "kate@\u{2060}example.com")),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status.as_u16(), 400, "{}", r.body);
+    assert!(
+        r.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("invisible_character"),
+        "{}",
+        r.body
+    );
+
     // The Kelvin address is Kate's: a uniqueness conflict, not a new user.
     let r = scim
         .post(
