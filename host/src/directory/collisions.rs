@@ -119,7 +119,8 @@ impl super::Directory {
     /// Writes one audit event and one warn log for every collision the
     /// re-keying found that has not been reported yet; at start-up, where
     /// the injected clock is at hand (migrations have none). Returns how
-    /// many it reported.
+    /// many it reported. The log names ids only; the values (personal data)
+    /// are in the audit event, which only admins read.
     pub fn report_identity_collisions(&self) -> Result<usize, StorageError> {
         let now = self.clock.now();
         let actor = Actor::system("identity-migration");
@@ -148,8 +149,6 @@ impl super::Directory {
                         field = %c.field,
                         user_id = %c.user_id,
                         kept_user_id = %c.kept_user_id,
-                        value = %c.value,
-                        kept_value = %c.kept_value,
                         "two users share one identity under the normalisation rules; the older keeps the index, rename or delete one"
                     );
                     audit::record(

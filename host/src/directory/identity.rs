@@ -191,10 +191,7 @@ pub fn email(input: &str) -> Result<Email, IdentityError> {
         single_script(label)?;
     }
     let key = format!("{}@{ascii}", caseless_key(local));
-    Ok(Email {
-        display: display.clone(),
-        key,
-    })
+    Ok(Email { display, key })
 }
 
 /// The key a look-up by email uses. Never fails: stored data from before

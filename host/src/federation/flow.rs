@@ -836,8 +836,8 @@ impl SignIn {
         let now = self.inner.federation.now();
         // The identifier's limit is the account's: a user's username and
         // email address would otherwise each have an allowance of their
-        // own. What names no user counts as typed (the limiter folds case
-        // and trims).
+        // own. What names no user counts under its identity key (the
+        // limiter keys it as `directory::identity` does).
         let account = identifier.and_then(|i| {
             routing::find_user(&self.inner.store, i.trim())
                 .ok()
