@@ -111,6 +111,7 @@ pub struct UserInput {
     /// Unique login name: 1–64 letters, digits and `. _ @ + -`, starting
     /// with a letter or digit. Letters of any one script are allowed
     /// (RFC 8265); invisible characters and mixed scripts are refused.
+    #[schema(min_length = 1)]
     pub username: String,
     /// Unique email address.
     #[schema(format = "email", max_length = 254)]
