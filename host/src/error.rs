@@ -32,6 +32,16 @@ pub enum DomainError {
         /// What is wrong with it.
         message: String,
     },
+    /// A username or email breaks the identity rules of
+    /// [`crate::directory::identity`] (invisible characters, mixed scripts,
+    /// characters RFC 8265 disallows, a bad domain).
+    #[error("{field}: {error} ({})", error.code())]
+    Identity {
+        /// `username` or `email`.
+        field: String,
+        /// Which rule, with its stable code.
+        error: crate::directory::identity::IdentityError,
+    },
     /// A list query has a bad parameter.
     #[error("{field}: {message}")]
     BadQuery {

@@ -35,6 +35,14 @@ fn devices_by_serial(txn: &mut WriteTxn<'_>) -> Result<(), StorageError> {
     Ok(())
 }
 
+/// Version 3: the username and email indexes re-keyed under the identity
+/// normalisation (RFC 8265 usernames, NFKC-caseless emails with IDNA
+/// domains) instead of `to_lowercase`. Users it finds sharing one identity
+/// are kept and written down, not merged; see `directory/collisions.rs`.
+fn identity_keys(txn: &mut WriteTxn<'_>) -> Result<(), StorageError> {
+    crate::directory::rekey_identities(txn)
+}
+
 /// Every migration, oldest first.
 pub const MIGRATIONS: &[Migration] = &[
     Migration {
@@ -46,6 +54,11 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 2,
         description: "devices by serial number",
         apply: devices_by_serial,
+    },
+    Migration {
+        version: 3,
+        description: "identity keys for usernames and emails",
+        apply: identity_keys,
     },
 ];
 

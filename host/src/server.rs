@@ -104,6 +104,13 @@ pub fn build(config: &Config, store: Store, clock: Arc<dyn Clock>) -> Result<App
     let directory = Directory::new(store.clone(), Arc::clone(&clock))
         .with_listener(Arc::new(groups.clone()))
         .with_listener(Arc::new(device_credentials.clone()));
+    let collisions = directory.report_identity_collisions()?;
+    if collisions > 0 {
+        tracing::warn!(
+            count = collisions,
+            "users sharing one username or email were found; see the audit log (action user.identity_collision)"
+        );
+    }
     let devices = crate::devices::Devices::new(
         store.clone(),
         Arc::clone(&clock),

@@ -142,6 +142,12 @@ impl From<DomainError> for ApiError {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", message)
                     .with_field(field)
             }
+            DomainError::Identity { field, error } => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                error.code(),
+                error.to_string(),
+            )
+            .with_field(field),
             DomainError::Limit {
                 code,
                 field,

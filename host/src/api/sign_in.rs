@@ -185,9 +185,8 @@ fn status_of(r: &Refusal) -> StatusCode {
         "wrong_password" => StatusCode::UNAUTHORIZED,
         "locked_out" | "rate_limited" => StatusCode::TOO_MANY_REQUESTS,
         "no_match" | "ambiguous" | "user_not_active" | "idp_disabled" | "connector_rejected"
-        | "local_disabled" | "missing_attribute" | "not_local" | "jit_failed" | "wrong_idp" => {
-            StatusCode::FORBIDDEN
-        }
+        | "local_disabled" | "missing_attribute" | "not_local" | "jit_failed" | "wrong_idp"
+        | "invalid_identity" => StatusCode::FORBIDDEN,
         "token_exchange_failed" => StatusCode::BAD_GATEWAY,
         "internal" => StatusCode::INTERNAL_SERVER_ERROR,
         _ => StatusCode::BAD_REQUEST,
@@ -200,6 +199,7 @@ fn refusal_page(r: &Refusal) -> Response {
     let title = match r.code {
         "no_match" => "No matching account",
         "ambiguous" => "Account is ambiguous",
+        "invalid_identity" => "Account name not accepted",
         "user_not_active" => "Account not active",
         "idp_disabled" => "Sign-in is turned off",
         "local_disabled" => "Password sign-in is turned off",

@@ -6,9 +6,9 @@ use uuid::Uuid;
 
 /// user id (16 bytes) → `User` JSON. UUIDv7 ids make this creation order.
 pub const USERS: Keyspace = Keyspace::new("users");
-/// lowercased username → user id. Uniqueness and lookup by username.
+/// [`username`] key → user id. Uniqueness and lookup by username.
 pub const USERS_BY_USERNAME: Keyspace = Keyspace::new("users_by_username");
-/// lowercased email → user id. Uniqueness and lookup by email.
+/// [`email`] key → user id. Uniqueness and lookup by email.
 pub const USERS_BY_EMAIL: Keyspace = Keyspace::new("users_by_email");
 /// manager id ++ report id → (). Clearing `manager_id` when a manager goes.
 pub const USERS_BY_MANAGER: Keyspace = Keyspace::new("users_by_manager");
@@ -50,7 +50,23 @@ pub fn uuid_at(bytes: &[u8], offset: usize) -> Option<Uuid> {
         .and_then(|b| Uuid::from_slice(b).ok())
 }
 
-/// The case-insensitive form used by unique indexes.
+/// The index key of a username (RFC 8265 `UsernameCaseMapped`, see
+/// [`super::identity`]). A string that is nobody's username keys as
+/// itself, which no stored username has, so its look-up finds nobody
+/// instead of whoever it folds onto.
+pub fn username(s: &str) -> Vec<u8> {
+    super::identity::username_key(s)
+        .unwrap_or_else(|| s.trim().to_string())
+        .into_bytes()
+}
+
+/// The index key of an email (see [`super::identity`]).
+pub fn email(s: &str) -> Vec<u8> {
+    super::identity::email_key(s).into_bytes()
+}
+
+/// The case-insensitive form of device hostnames and serial numbers, which
+/// are not identities (neither unique nor used to sign in).
 pub fn fold(s: &str) -> Vec<u8> {
     s.to_lowercase().into_bytes()
 }

@@ -5,7 +5,9 @@
 
 mod attributes;
 mod bindings;
+mod collisions;
 mod devices;
+pub mod identity;
 pub mod keys;
 mod query;
 mod users;
@@ -15,6 +17,8 @@ pub use attributes::{
     normalize_date, parse_value, schema, standard_type,
 };
 pub use bindings::Binding;
+pub(crate) use collisions::rekey_identities;
+pub use collisions::{Collision, IDENTITY_COLLISIONS};
 pub(crate) use devices::load as load_device;
 pub(crate) use devices::serial_key;
 pub use devices::{CheckIn, DEVICE_SORTS, Device, DeviceInput, Enrolled, OsFamily};

@@ -101,9 +101,12 @@ impl ListQuery {
             let Some(actual) = subject.attribute(&f.name) else {
                 return false;
             };
-            f.values
-                .iter()
-                .any(|want| value_matches(&actual, want, f.fold_case))
+            f.values.iter().any(|want| match f.name.as_str() {
+                // Identities compare by their keys, as their indexes do.
+                "username" => identity_matches(&actual, want, super::keys::username),
+                "email" => identity_matches(&actual, want, super::keys::email),
+                _ => value_matches(&actual, want, f.fold_case),
+            })
         })
     }
 
@@ -124,6 +127,13 @@ impl ListQuery {
             self.sort,
             if self.descending { "desc" } else { "asc" }
         )
+    }
+}
+
+fn identity_matches(actual: &AttrValue, want: &AttrValue, key: fn(&str) -> Vec<u8>) -> bool {
+    match (actual, want) {
+        (AttrValue::String(a), AttrValue::String(w)) => key(a) == key(w),
+        (a, w) => a == w,
     }
 }
 

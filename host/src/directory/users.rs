@@ -11,6 +11,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::attributes::{AttrValue, SubjectKind, check_string, track_usage, validate_custom};
+use super::identity;
 use super::keys::{self, USERS, USERS_BY_EMAIL, USERS_BY_MANAGER, USERS_BY_USERNAME};
 use super::query::{AttrRef, ListQuery, Subject, text};
 use super::{Directory, Versioned, decode_patch};
@@ -58,9 +59,11 @@ impl UserState {
 pub struct User {
     /// Stable id (UUIDv7).
     pub id: Uuid,
-    /// Unique login name, compared case-insensitively.
+    /// Unique login name, stored width-mapped and NFC with its case kept;
+    /// compared under RFC 8265 `UsernameCaseMapped` (docs/users.md).
     pub username: String,
-    /// Unique email, compared case-insensitively.
+    /// Unique email, stored in NFKC with its case kept; compared caseless
+    /// with the domain as an IDNA A-label (docs/users.md).
     pub email: String,
     /// Lifecycle state; changed only through `POST /api/v1/users/{id}/state`.
     pub state: UserState,
@@ -105,8 +108,10 @@ pub struct User {
 #[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UserInput {
-    /// Unique login name: 1–64 of letters, digits and `. _ @ + -`.
-    #[schema(pattern = "^[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}$")]
+    /// Unique login name: 1–64 letters, digits and `. _ @ + -`, starting
+    /// with a letter or digit. Letters of any one script are allowed
+    /// (RFC 8265); invisible characters and mixed scripts are refused.
+    #[schema(min_length = 1)]
     pub username: String,
     /// Unique email address.
     #[schema(format = "email", max_length = 254)]
@@ -243,26 +248,26 @@ const READ_ONLY: &[(&str, &str)] = &[
     ),
 ];
 
-fn is_valid_username(s: &str) -> bool {
-    let mut chars = s.chars();
-    !s.is_empty()
-        && s.len() <= 64
-        && chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '@' | '+' | '-'))
+/// Maps a refused username or email to the domain error naming its field.
+fn checked<T>(field: &str, r: Result<T, identity::IdentityError>) -> Result<T, DomainError> {
+    r.map_err(|error| DomainError::Identity {
+        field: field.into(),
+        error,
+    })
 }
 
-fn is_valid_email(s: &str) -> bool {
-    let Some((local, domain)) = s.split_once('@') else {
-        return false;
-    };
-    s.len() <= 254
-        && !local.is_empty()
-        && local.len() <= 64
-        && !domain.contains('@')
-        && domain.contains('.')
-        && !domain.starts_with('.')
-        && !domain.ends_with('.')
-        && !s.chars().any(|c| c.is_whitespace() || c.is_control())
+/// Deletes a unique-index entry only while it still points at `id`: after
+/// a collision the migration reported, the key belongs to the other user.
+fn remove_index(
+    txn: &mut WriteTxn<'_>,
+    ks: cohort_storage::Keyspace,
+    key: &[u8],
+    id: &[u8],
+) -> Result<(), DomainError> {
+    if txn.get(ks, key)?.as_deref() == Some(id) {
+        txn.delete(ks, key);
+    }
+    Ok(())
 }
 
 /// Loads a user inside a transaction.
@@ -281,18 +286,8 @@ impl Directory {
         existing: Option<&User>,
         now: DateTime<Utc>,
     ) -> Result<User, DomainError> {
-        if !is_valid_username(&input.username) {
-            return Err(DomainError::invalid(
-                "username",
-                "must be 1-64 characters, start with a letter or digit, and contain only letters, digits and . _ @ + -",
-            ));
-        }
-        if !is_valid_email(&input.email) {
-            return Err(DomainError::invalid(
-                "email",
-                "must be a valid email address",
-            ));
-        }
+        let username = checked("username", identity::username(&input.username))?.display;
+        let email = checked("email", identity::email(&input.email))?.display;
         let text_fields = [
             ("first_name", &input.first_name, 256),
             ("last_name", &input.last_name, 256),
@@ -341,8 +336,8 @@ impl Directory {
         };
         Ok(User {
             id,
-            username: input.username,
-            email: input.email,
+            username,
+            email,
             state,
             first_name: input.first_name,
             last_name: input.last_name,
@@ -375,11 +370,13 @@ impl Directory {
         after: &User,
     ) -> Result<(), DomainError> {
         let id = keys::id(&after.id);
-        let unique = [
+        type KeyFn = fn(&str) -> Vec<u8>;
+        let unique: [(_, _, _, KeyFn, _, _); 2] = [
             (
                 USERS_BY_USERNAME,
                 "username",
                 "username_taken",
+                keys::username,
                 &after.username,
                 before.map(|b| &b.username),
             ),
@@ -387,25 +384,34 @@ impl Directory {
                 USERS_BY_EMAIL,
                 "email",
                 "email_taken",
+                keys::email,
                 &after.email,
                 before.map(|b| &b.email),
             ),
         ];
-        for (ks, field, code, new, old) in unique {
-            let new_key = keys::fold(new);
-            if old.map(|o| keys::fold(o)) == Some(new_key.clone()) {
-                continue;
-            }
-            if txn.contains(ks, &new_key)? {
+        for (ks, field, code, key_of, new, old) in unique {
+            let new_key = key_of(new);
+            let old_key = old.map(|o| key_of(o));
+            if let Some(holder) = txn.get(ks, &new_key)?
+                && holder != id
+            {
+                // A collision the identity migration reported: the older
+                // user keeps the key, and this one may change other fields.
+                if old_key.as_ref() == Some(&new_key) {
+                    continue;
+                }
                 return Err(DomainError::Conflict {
                     code,
                     field: Some(field.into()),
                     message: format!("another user already has {field} {new:?}"),
                 });
             }
-            if let Some(old) = old {
-                txn.delete(ks, &keys::fold(old));
+            if let Some(old_key) = old_key
+                && old_key != new_key
+            {
+                remove_index(txn, ks, &old_key, &id)?;
             }
+            // Also when the key is unchanged: it may have been freed.
             txn.put(ks, &new_key, id.to_vec());
         }
         let old_manager = before.and_then(|b| b.manager_id);
@@ -643,8 +649,13 @@ impl Directory {
             if let Some(m) = user.manager_id {
                 txn.delete(USERS_BY_MANAGER, &keys::join(&[&keys::id(&m), &key]));
             }
-            txn.delete(USERS_BY_USERNAME, &keys::fold(&user.username));
-            txn.delete(USERS_BY_EMAIL, &keys::fold(&user.email));
+            remove_index(
+                txn,
+                USERS_BY_USERNAME,
+                &keys::username(&user.username),
+                &key,
+            )?;
+            remove_index(txn, USERS_BY_EMAIL, &keys::email(&user.email), &key)?;
             track_usage(
                 txn,
                 SubjectKind::User,
@@ -692,9 +703,14 @@ impl Directory {
     ) -> Result<Page<User>, DomainError> {
         let tag = query.cursor_tag(SubjectKind::User);
         // An exact username or email filter is one index lookup.
-        for (name, ks) in [("username", USERS_BY_USERNAME), ("email", USERS_BY_EMAIL)] {
+        type KeyFn = fn(&str) -> Vec<u8>;
+        let lookups: [(_, _, KeyFn); 2] = [
+            ("username", USERS_BY_USERNAME, keys::username),
+            ("email", USERS_BY_EMAIL, keys::email),
+        ];
+        for (name, ks, key_of) in lookups {
             if let Some(v) = query.exact(name) {
-                let found = match self.store.get(ks, &keys::fold(v))? {
+                let found = match self.store.get(ks, &key_of(v))? {
                     Some(id) => self.store.get_json::<User>(USERS, &id)?,
                     None => None,
                 };
@@ -737,17 +753,6 @@ impl Versioned for User {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn usernames_and_emails_are_checked() {
-        assert!(is_valid_username("ada.lovelace+test@corp"));
-        assert!(!is_valid_username(".ada"));
-        assert!(!is_valid_username("ada lovelace"));
-        assert!(is_valid_email("ada@example.com"));
-        assert!(!is_valid_email("ada@example"));
-        assert!(!is_valid_email("ada@@example.com"));
-        assert!(!is_valid_email("a da@example.com"));
-    }
 
     #[test]
     fn transitions_follow_the_lifecycle() {

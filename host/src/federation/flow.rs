@@ -836,8 +836,8 @@ impl SignIn {
         let now = self.inner.federation.now();
         // The identifier's limit is the account's: a user's username and
         // email address would otherwise each have an allowance of their
-        // own. What names no user counts as typed (the limiter folds case
-        // and trims).
+        // own. What names no user counts under its identity key (the
+        // limiter keys it as `directory::identity` does).
         let account = identifier.and_then(|i| {
             routing::find_user(&self.inner.store, i.trim())
                 .ok()
@@ -1130,6 +1130,13 @@ fn refusal_for(m: &matching::Match, idp: &Idp) -> Refusal {
             "missing_attribute",
             format!(
                 "{} did not say who you are in a way Cohort can match. Ask your administrator.",
+                idp.name
+            ),
+        ),
+        Outcome::InvalidIdentity => (
+            "invalid_identity",
+            format!(
+                "{} gave an account name Cohort does not accept (it contains invisible characters or mixes alphabets). Ask your administrator.",
                 idp.name
             ),
         ),

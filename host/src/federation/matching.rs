@@ -13,7 +13,8 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::keys::LINKS;
-use crate::directory::keys::{USERS, USERS_BY_EMAIL, USERS_BY_USERNAME, fold};
+use crate::directory::identity;
+use crate::directory::keys::{self, USERS, USERS_BY_EMAIL, USERS_BY_USERNAME};
 use crate::directory::{AttrRef, Subject, User, UserState};
 use crate::error::DomainError;
 use crate::groups::Reader;
@@ -35,6 +36,10 @@ pub enum Outcome {
     Ambiguous,
     /// The connector mapped no value for the matching attribute.
     MissingAttribute,
+    /// The provider's username or email breaks the identity rules
+    /// (invisible characters, mixed scripts): refused rather than matched
+    /// onto whichever user it resembles.
+    InvalidIdentity,
     /// The user matched but may not sign in (staged or suspended).
     Refused,
 }
@@ -77,6 +82,23 @@ pub(crate) fn match_identity(
             detail: format!("the provider's claims give no {attribute}"),
         });
     };
+    // A claim is held to the rules a username or email typed into Cohort
+    // is: a look-alike must not reach the real user by the lenient key.
+    let refused = match attribute {
+        "email" => identity::email(value).err(),
+        "username" => identity::username(value).err(),
+        _ => None,
+    };
+    if let Some(e) = refused {
+        return Ok(Match {
+            outcome: Outcome::InvalidIdentity,
+            user_id: None,
+            detail: format!(
+                "the provider's {attribute} {value:?} is refused ({}): {e}",
+                e.code()
+            ),
+        });
+    }
     let found = candidates(r, attribute, value)?;
     match found.len() {
         0 if jit => Ok(Match {
@@ -122,7 +144,7 @@ fn admit(user: User, outcome: Outcome, why: &str) -> Match {
 
 /// The users whose `attribute` equals `value`, at most two (two is already
 /// ambiguous): through the unique indexes for `email` and `username`
-/// (case-insensitively), by a scan otherwise.
+/// (by their identity keys), by a scan otherwise.
 fn candidates(r: &impl Reader, attribute: &str, value: &str) -> Result<Vec<User>, DomainError> {
     let index = match attribute {
         "email" => Some(USERS_BY_EMAIL),
@@ -149,13 +171,18 @@ fn candidates(r: &impl Reader, attribute: &str, value: &str) -> Result<Vec<User>
 }
 
 /// The user whose `email` or `username` (per the index `ks`) is `value`,
-/// case-insensitively.
+/// by the identity key of [`crate::directory::identity`].
 pub(crate) fn indexed_user(
     r: &impl Reader,
     ks: cohort_storage::Keyspace,
     value: &str,
 ) -> Result<Option<User>, DomainError> {
-    Ok(match r.get(ks, &fold(value.trim()))? {
+    let key = if ks == USERS_BY_USERNAME {
+        keys::username(value)
+    } else {
+        keys::email(value)
+    };
+    Ok(match r.get(ks, &key)? {
         Some(id) => r.get_json::<User>(USERS, &id)?,
         None => None,
     })

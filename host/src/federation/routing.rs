@@ -521,7 +521,12 @@ pub(crate) fn route(
     now: DateTime<Utc>,
 ) -> Result<Route, DomainError> {
     let user = find_user(r, identifier)?;
-    let domain_of = |s: &str| s.rsplit_once('@').map(|(_, d)| d.to_lowercase());
+    // Domains compare as IDNA A-labels (the identity rules' one form), so
+    // a rule for `bücher.de` holds for `xn--bcher-kva.de` and `BÜCHER.de`.
+    let domain_of = |s: &str| {
+        s.rsplit_once('@')
+            .map(|(_, d)| crate::directory::identity::domain_key(d))
+    };
     // The user's email when the identifier names a user (a username may
     // contain `@` too, and must not route differently from the email);
     // otherwise the identifier typed.
@@ -535,9 +540,11 @@ pub(crate) fn route(
                 Some(u) => r.get(MEMBERS, &pair(g, &u.id))?.is_some(),
                 None => false,
             },
-            Condition::EmailDomain(domains) => domain
-                .as_ref()
-                .is_some_and(|d| domains.iter().any(|x| x == d)),
+            Condition::EmailDomain(domains) => domain.as_ref().is_some_and(|d| {
+                domains
+                    .iter()
+                    .any(|x| crate::directory::identity::domain_key(x) == *d)
+            }),
             Condition::Expression(source) => match &user {
                 Some(u) => expression_holds(r, users, source, u, now)?,
                 None => false,

@@ -187,7 +187,11 @@ impl SignInLimits {
         }
         let identifier = identifier.map(str::trim).filter(|i| !i.is_empty());
         if let (Some(limiter), Some(id)) = (&self.per_identifier, identifier) {
-            let key = self.hasher.hash_one(id.to_lowercase());
+            // Every spelling of one person (case, width, Kelvin sign) shares
+            // one bucket, or an attacker could multiply the budget.
+            let key = self
+                .hasher
+                .hash_one(crate::directory::identity::identifier_key(id));
             limiter.take(key, now).map_err(|wait| Limited {
                 scope: Scope::Identifier,
                 retry_after: seconds(wait),

@@ -353,9 +353,31 @@ pub fn parse(src: &str) -> Result<Filter, FilterError> {
     Ok(f)
 }
 
-/// Whether an attribute compares case-sensitively.
-fn case_exact(attr: &str) -> bool {
-    matches!(attr.to_ascii_lowercase().as_str(), "id" | "externalid")
+/// How an attribute's strings compare.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Folding {
+    /// Case-sensitively (`id`, `externalId`).
+    Exact,
+    /// Case-insensitively.
+    Case,
+    /// As usernames: one identity, one key (`directory::identity`), so a
+    /// filter finds exactly the user a create would collide with.
+    Username,
+    /// As email addresses, likewise.
+    Email,
+}
+
+/// How `path` compares; `outer` is the attribute of an enclosing value path
+/// (`emails` in `emails[value eq "…"]`).
+fn folding(outer: Option<&str>, path: &AttrPath) -> Folding {
+    let attr = path.attr.to_ascii_lowercase();
+    let sub = path.sub.as_deref().map(str::to_ascii_lowercase);
+    match (outer, attr.as_str(), sub.as_deref()) {
+        (None, "username", None) => Folding::Username,
+        (None, "emails", Some("value")) | (Some("emails"), "value", None) => Folding::Email,
+        (_, _, Some("id" | "externalid")) | (_, "id" | "externalid", None) => Folding::Exact,
+        _ => Folding::Case,
+    }
 }
 
 /// The object a path's URN selects: the extension object, or the resource.
@@ -411,11 +433,22 @@ pub fn values<'a>(resource: &'a Value, path: &AttrPath) -> Vec<&'a Value> {
     }
 }
 
-fn compare(v: &Value, op: Op, want: &Value, exact: bool) -> bool {
+fn compare(v: &Value, op: Op, want: &Value, folding: Folding) -> bool {
+    use crate::directory::keys;
     use std::cmp::Ordering;
     let ord = match (v, want) {
         (Value::String(a), Value::String(b)) => {
-            let (a, b) = if exact {
+            let identity = match folding {
+                Folding::Username => Some(keys::username as fn(&str) -> Vec<u8>),
+                Folding::Email => Some(keys::email as fn(&str) -> Vec<u8>),
+                _ => None,
+            };
+            if let Some(key) = identity
+                && matches!(op, Op::Eq | Op::Ne)
+            {
+                return (key(a) == key(b)) == (op == Op::Eq);
+            }
+            let (a, b) = if folding == Folding::Exact {
                 (a.clone(), b.clone())
             } else {
                 (a.to_lowercase(), b.to_lowercase())
@@ -464,30 +497,36 @@ fn present(v: &Value) -> bool {
 
 /// Whether `resource` matches `filter`.
 pub fn matches(filter: &Filter, resource: &Value) -> bool {
+    matches_in(filter, resource, None)
+}
+
+/// [`matches`] inside the value path of `outer` (lowercase), if any.
+fn matches_in(filter: &Filter, resource: &Value, outer: Option<&str>) -> bool {
     match filter {
         Filter::Compare(path, op, want) => {
             let found = values(resource, path);
-            let exact = case_exact(path.sub.as_deref().unwrap_or(&path.attr));
+            let folding = folding(outer, path);
             if found.is_empty() {
                 return *op == Op::Ne && !want.is_null();
             }
             if *op == Op::Ne {
-                return found.iter().all(|v| compare(v, Op::Ne, want, exact));
+                return found.iter().all(|v| compare(v, Op::Ne, want, folding));
             }
-            found.iter().any(|v| compare(v, *op, want, exact))
+            found.iter().any(|v| compare(v, *op, want, folding))
         }
         Filter::Present(path) => values(resource, path).into_iter().any(present),
-        Filter::And(a, b) => matches(a, resource) && matches(b, resource),
-        Filter::Or(a, b) => matches(a, resource) || matches(b, resource),
-        Filter::Not(f) => !matches(f, resource),
+        Filter::And(a, b) => matches_in(a, resource, outer) && matches_in(b, resource, outer),
+        Filter::Or(a, b) => matches_in(a, resource, outer) || matches_in(b, resource, outer),
+        Filter::Not(f) => !matches_in(f, resource, outer),
         Filter::ValuePath(path, inner) => {
             let whole = AttrPath {
                 sub: None,
                 ..path.clone()
             };
+            let attr = path.attr.to_ascii_lowercase();
             values(resource, &whole)
                 .into_iter()
-                .any(|item| matches(inner, item))
+                .any(|item| matches_in(inner, item, Some(&attr)))
         }
     }
 }

@@ -21,7 +21,7 @@ use uuid::Uuid;
 use crate::auth::{Mutation, Provision};
 use crate::clock::Clock;
 use crate::credentials::Credentials;
-use crate::directory::keys::{USERS, USERS_BY_USERNAME, fold};
+use crate::directory::keys::{self, USERS, USERS_BY_USERNAME};
 use crate::directory::{Directory, User, UserState};
 use crate::error::DomainError;
 use resource::{Extra, Incoming};
@@ -112,6 +112,13 @@ impl From<DomainError> for ScimError {
             DomainError::Invalid { field, message } => {
                 Self::invalid_value(format!("{}: {message}", scim_field(&field)))
             }
+            // SCIM has no scimType for these; the detail carries Cohort's
+            // stable code so a client can tell the rules apart.
+            DomainError::Identity { field, error } => Self::invalid_value(format!(
+                "{}: {error} ({})",
+                scim_field(&field),
+                error.code()
+            )),
             DomainError::VersionMismatch { current } => Self::precondition(format!(
                 "the resource has changed; its version is now {}",
                 resource::etag(current)
@@ -343,7 +350,7 @@ impl Scim {
         // `userName eq "…"` is what Okta and Entra ask before every create:
         // one index lookup instead of a scan.
         let candidates: Vec<User> = match filter.and_then(username_lookup) {
-            Some(name) => match self.store.get(USERS_BY_USERNAME, &fold(name.trim()))? {
+            Some(name) => match self.store.get(USERS_BY_USERNAME, &keys::username(name))? {
                 Some(id) => self.store.get_json(USERS, &id)?.into_iter().collect(),
                 None => Vec::new(),
             },
@@ -673,7 +680,7 @@ fn resolve_manager(
         .filter(|id| txn.contains(USERS, id.as_bytes()).unwrap_or(false));
     let by_name = || -> Result<Option<Uuid>, DomainError> {
         Ok(txn
-            .get(USERS_BY_USERNAME, &fold(raw.trim()))?
+            .get(USERS_BY_USERNAME, &keys::username(&raw))?
             .and_then(|b| Uuid::from_slice(&b).ok()))
     };
     let by_external = || -> Result<Option<Uuid>, DomainError> {

@@ -1,0 +1,459 @@
+//! Look-alike identities (issue #23, finding 3) against the real binary:
+//! the Kelvin sign, zero-width characters and a Cyrillic letter in the
+//! REST API, in SCIM (create and `userName eq` filters) and in a real
+//! sign-in through an OpenID Provider asserting the look-alike.
+
+use cohort_tests::{Api, Browser, OidcProvider, Page, Server, absolute, urlencode};
+use serde_json::{Value, json};
+
+const KELVIN_KATE: &str = "\u{212A}ate";
+const SECRET: &str = "client-secret-for-identity-tests";
+
+async fn users_where(api: &Api, field: &str, value: &str) -> Vec<Value> {
+    api.get(&format!("/api/v1/users?{field}={}", urlencode(value)))
+        .await
+        .expect(200)
+        .body["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn the_rest_api_normalises_or_refuses_look_alikes() {
+    let server = Server::start();
+    let api = server.admin();
+    let kate = api.user("kate", json!({})).await;
+
+    // The Kelvin sign is canonically the letter K: the address is Kate's,
+    // so it is taken, not a second account.
+    let r = api
+        .post(
+            "/api/v1/users",
+            json!({"username": "kate2", "email": format!("{KELVIN_KATE}@example.com")}),
+        )
+        .await
+        .expect(409);
+    assert_eq!((r.code(), r.field()), ("email_taken", "email"));
+    // Elsewhere it is accepted, and stored without the Kelvin sign.
+    let r = api
+        .post(
+            "/api/v1/users",
+            json!({"username": "kate3", "email": format!("{KELVIN_KATE}@other.example")}),
+        )
+        .await
+        .expect(201);
+    assert_eq!(r.body["email"], "Kate@other.example");
+    // Full-width letters are the same address too.
+    let r = api
+        .post(
+            "/api/v1/users",
+            json!({"username": "kate4", "email": "\u{FF4B}\u{FF41}\u{FF54}\u{FF45}@example.com"}),
+        )
+        .await
+        .expect(409);
+    assert_eq!(r.code(), "email_taken");
+
+    // Refused, each with a stable code naming the field.
+    for (body, code, field) in [
+        (
+            json!({"username": KELVIN_KATE, "email": "k1@example.com"}),
+            "disallowed_character",
+            "username",
+        ),
+        (
+            json!({"username": "ka\u{200B}te", "email": "k2@example.com"}),
+            "invisible_character",
+            "username",
+        ),
+        (
+            json!({"username": "k\u{0430}te", "email": "k3@example.com"}),
+            "mixed_script",
+            "username",
+        ),
+        (
+            json!({"username": "k4", "email": "ka\u{200B}te@example.com"}),
+            "invisible_character",
+            "email",
+        ),
+        (
+            json!({"username": "k5", "email": "kate@\u{FEFF}example.com"}),
+            "invisible_character",
+            "email",
+        ),
+        (
+            json!({"username": "k6", "email": "kate@ex\u{0430}mple.com"}),
+            "mixed_script",
+            "email",
+        ),
+    ] {
+        let r = api.post("/api/v1/users", body.clone()).await.expect(422);
+        assert_eq!((r.code(), r.field()), (code, field), "{body}: {}", r.body);
+    }
+    // A PATCH is held to the same rules.
+    let r = api
+        .patch(
+            &format!("/api/v1/users/{kate}"),
+            json!({"email": "kate@ex\u{0435}mple.com"}),
+        )
+        .await
+        .expect(422);
+    assert_eq!((r.code(), r.field()), ("mixed_script", "email"));
+
+    // Look-ups: the Kelvin spelling of the email finds Kate (it is her
+    // address); a Kelvin username finds nobody (no username can hold it);
+    // the Cyrillic domain finds nobody.
+    let found = users_where(&api, "email", &format!("{KELVIN_KATE}@EXAMPLE.COM")).await;
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0]["id"], kate.as_str());
+    assert!(users_where(&api, "username", KELVIN_KATE).await.is_empty());
+    assert!(
+        users_where(&api, "email", "kate@ex\u{0430}mple.com")
+            .await
+            .is_empty()
+    );
+
+    // Letters of one other script are usernames, stored in NFC and unique
+    // whatever the case or composition.
+    let r = api
+        .post(
+            "/api/v1/users",
+            json!({"username": "Zoe\u{0308}", "email": "zoe@example.com"}),
+        )
+        .await
+        .expect(201);
+    assert_eq!(r.body["username"], "Zo\u{EB}");
+    let r = api
+        .post(
+            "/api/v1/users",
+            json!({"username": "ZO\u{CB}", "email": "zoe2@example.com"}),
+        )
+        .await
+        .expect(409);
+    assert_eq!(r.code(), "username_taken");
+}
+
+fn scim_user(user_name: &str, email: &str) -> Value {
+    json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+           "userName": user_name, "emails": [{"value": email, "type": "work"}]})
+}
+
+async fn scim_filter(scim: &Api, filter: &str) -> Vec<Value> {
+    let r = scim
+        .get(&format!("/scim/v2/Users?filter={}", urlencode(filter)))
+        .await
+        .expect(200);
+    r.body["Resources"].as_array().cloned().unwrap_or_default()
+}
+
+#[tokio::test]
+async fn scim_refuses_look_alikes_and_filters_by_identity() {
+    let server = Server::start();
+    let scim = server.client(Some(&server.admin().create_key("okta", "scim").await));
+    let kate = scim
+        .post("/scim/v2/Users", scim_user("kate", "kate@example.com"))
+        .await
+        .expect(201)
+        .body["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    for (body, code, field) in [
+        (
+            scim_user("ka\u{200D}te", "k1@example.com"),
+            "invisible_character",
+            "userName",
+        ),
+        (
+            scim_user("k\u{0430}te", "k2@example.com"),
+            "mixed_script",
+            "userName",
+        ),
+        (
+            scim_user("k3", "kate@ex\u{0435}mple.com"),
+            "mixed_script",
+            "emails",
+        ),
+    ] {
+        let r = scim.post("/scim/v2/Users", body.clone()).await;
+        assert_eq!(r.status.as_u16(), 400, "{body}: {}", r.body);
+        assert_eq!(r.body["scimType"], "invalidValue", "{}", r.body);
+        let detail = r.body["detail"].as_str().unwrap();
+        assert!(
+            detail.starts_with(&format!("{field}:")) && detail.contains(code),
+            "{detail}"
+        );
+    }
+    // A PATCH and a replace are held to the same rules.
+    let r = scim
+        .patch(
+            &format!("/scim/v2/Users/{kate}"),
+            json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                   "Operations": [{"op": "replace", "path": "userName", "value": "k\u{0430}te"}]}),
+        )
+        .await;
+    assert_eq!(r.status.as_u16(), 400, "{}", r.body);
+    assert!(
+        r.body["detail"].as_str().unwrap().contains("mixed_script"),
+        "{}",
+        r.body
+    );
+    let r = scim
+        .send(
+            reqwest::Method::PUT,
+            &format!("/scim/v2/Users/{kate}"),
+            Some(&scim_user("kate", "kate@\u{2060}example.com")),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status.as_u16(), 400, "{}", r.body);
+    assert!(
+        r.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("invisible_character"),
+        "{}",
+        r.body
+    );
+
+    // The Kelvin address is Kate's: a uniqueness conflict, not a new user.
+    let r = scim
+        .post(
+            "/scim/v2/Users",
+            scim_user("kate5", &format!("{KELVIN_KATE}@example.com")),
+        )
+        .await;
+    assert_eq!(r.status.as_u16(), 409, "{}", r.body);
+    assert_eq!(r.body["scimType"], "uniqueness");
+
+    // `userName eq`: what Okta and Entra ask before a create.
+    let ids = |found: Vec<Value>| -> Vec<String> {
+        found
+            .iter()
+            .map(|u| u["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        ids(scim_filter(&scim, "userName eq \"KATE\"").await),
+        [kate.as_str()]
+    );
+    assert_eq!(
+        ids(scim_filter(&scim, "userName eq \"\u{FF2B}ATE\"").await),
+        [kate.as_str()],
+        "full-width letters are width-mapped"
+    );
+    for look_alike in [KELVIN_KATE, "k\u{0430}te", "ka\u{200B}te"] {
+        assert!(
+            scim_filter(&scim, &format!("userName eq \"{look_alike}\""))
+                .await
+                .is_empty(),
+            "{look_alike:?} is nobody's username"
+        );
+    }
+    assert_eq!(
+        ids(scim_filter(
+            &scim,
+            &format!("emails[value eq \"{KELVIN_KATE}@example.com\"]")
+        )
+        .await),
+        [kate.as_str()]
+    );
+    assert!(
+        scim_filter(&scim, "emails.value eq \"kate@ex\u{0430}mple.com\"")
+            .await
+            .is_empty()
+    );
+}
+
+/// A real provider whose client is registered for `server`'s callback.
+fn provider_for(server: &Server, accounts: Value) -> OidcProvider {
+    OidcProvider::start(&json!({
+        "clients": [{
+            "client_id": "cohort",
+            "client_secret": SECRET,
+            "redirect_uris": [format!("{}/sign-in/callback", server.base)],
+        }],
+        "accounts": accounts,
+    }))
+}
+
+/// Cohort's identifier step as `identifier`, the provider's forms as
+/// `login`, and Cohort's answer to the callback.
+async fn through_provider(b: &Browser, cohort: &str, identifier: &str, login: &str) -> Page {
+    let started = b.start_sign_in(cohort, identifier, "").await;
+    assert_eq!(started.status, 303, "{}", started.body);
+    let mut page = b.follow(started, Some(cohort)).await;
+    while !page
+        .location
+        .as_deref()
+        .is_some_and(|l| l.starts_with(cohort))
+    {
+        assert_eq!(page.status, 200, "provider page: {}", page.body);
+        let action = absolute(&page.url, &page.form_action().expect("a provider form"));
+        page = if page.body.contains(r#"name="login""#) {
+            b.post(
+                &action,
+                &[("prompt", "login"), ("login", login), ("password", "x")],
+            )
+            .await
+        } else {
+            b.post(&action, &[("prompt", "consent")]).await
+        };
+        page = b.follow(page, Some(cohort)).await;
+    }
+    let callback = page.location.expect("back to Cohort");
+    b.get(&callback).await
+}
+
+#[tokio::test]
+async fn sign_in_refuses_look_alike_claims_and_matches_the_canonical_one() {
+    let server = Server::start_with_plugins(&[]);
+    let api = server.admin();
+    let op = provider_for(
+        &server,
+        json!({
+            "hidden": {"email": "ka\u{200B}te@corp.example", "email_verified": true},
+            "cyrillic": {"email": "kate@corp.ex\u{0430}mple", "email_verified": true},
+            "kelvin": {"email": format!("{KELVIN_KATE}@corp.example"), "email_verified": true},
+        }),
+    );
+    let kate = api
+        .user("kate", json!({"email": "kate@corp.example"}))
+        .await;
+    api.post(
+        "/api/v1/plugin-instances",
+        json!({"name": "corp-op", "plugin": "generic-oidc",
+               "config": {"issuer": op.issuer, "client_id": "cohort", "client_secret": SECRET}}),
+    )
+    .await
+    .expect(201);
+    let corp = api
+        .post(
+            "/api/v1/idps",
+            json!({"name": "Corp SSO", "instance": "corp-op", "jit": true}),
+        )
+        .await
+        .expect(201)
+        .body["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    api.put_json(
+        "/api/v1/sign-in/routing",
+        json!({"rules": [{"name": "Corp", "condition": {"email_domain": ["corp.example"]},
+                          "target": {"type": "idp", "idp_id": corp}}],
+               "default": {"type": "local"}}),
+    )
+    .await
+    .expect(200);
+
+    // The provider asserts Kate's address with a zero-width space, then
+    // with a Cyrillic `а`: refused, not matched to Kate nor created (JIT is
+    // on), with a stable reason.
+    for login in ["hidden", "cyrillic"] {
+        let page =
+            through_provider(&Browser::new(), &server.base, "kate@corp.example", login).await;
+        assert_eq!(page.status, 403, "{login}: {}", page.body);
+        assert_eq!(
+            page.reason().as_deref(),
+            Some("invalid_identity"),
+            "{login}"
+        );
+    }
+    let failures = api
+        .get("/api/v1/audit?action=sign_in.failure&limit=10")
+        .await
+        .expect(200)
+        .body["items"]
+        .as_array()
+        .cloned()
+        .unwrap();
+    let details: Vec<(&str, &str)> = failures
+        .iter()
+        .map(|f| {
+            (
+                f["changes"]["reason"]["after"].as_str().unwrap(),
+                f["changes"]["detail"]["after"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(details.len(), 2, "{failures:?}");
+    assert!(details.iter().all(|(r, _)| *r == "invalid_identity"));
+    assert!(
+        details
+            .iter()
+            .any(|(_, d)| d.contains("invisible_character"))
+            && details.iter().any(|(_, d)| d.contains("mixed_script")),
+        "{details:?}"
+    );
+    assert_eq!(
+        api.get("/api/v1/users").await.expect(200).body["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1,
+        "no look-alike user was created"
+    );
+
+    // The Kelvin sign is canonically `K`: the same address, so Kate.
+    let page = through_provider(&Browser::new(), &server.base, "kate@corp.example", "kelvin").await;
+    assert_eq!(page.status, 303, "{}", page.body);
+    let links = api
+        .get("/api/v1/audit?action=idp_link.create&limit=10")
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(links["items"][0]["resource_id"], kate.as_str(), "{links}");
+}
+
+async fn import_run(api: &Api, body: Value) -> Value {
+    let started = api.post("/api/v1/import-runs", body).await.expect(202).body;
+    let id = started["id"].as_str().unwrap().to_string();
+    for _ in 0..300 {
+        let r = api
+            .get(&format!("/api/v1/import-runs/{id}"))
+            .await
+            .expect(200)
+            .body;
+        if r["state"] != "running" {
+            return r;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("import run {id} did not finish in 30 s");
+}
+
+#[tokio::test]
+async fn imports_report_look_alike_records_as_failed() {
+    let server = Server::start_with_plugins(&[]);
+    let api = server.admin();
+    let csv = "Employee ID,E-mail,First Name\n\
+               300,ann@example.com,Ann\n\
+               301,ka\u{200B}te@example.com,Kate\n\
+               302,kate@ex\u{0430}mple.com,Kate\n";
+    api.post(
+        "/api/v1/plugin-instances",
+        json!({"name": "people-csv", "plugin": "csv", "config": {"data": csv}}),
+    )
+    .await
+    .expect(201);
+    let done = import_run(
+        &api,
+        json!({"instance": "people-csv", "new_users": "active", "match_on": "employee_id"}),
+    )
+    .await;
+    assert_eq!(done["state"], "completed", "{done}");
+    assert_eq!(done["counts"]["created"], 1, "{done}");
+    assert_eq!(done["counts"]["errors"], 2, "{done}");
+    let errors = done["errors"].as_array().unwrap();
+    let reason = |id: &str| {
+        errors
+            .iter()
+            .find(|e| e["external_id"] == id)
+            .map(|e| e["message"].as_str().unwrap().to_string())
+            .unwrap_or_else(|| panic!("no error for {id}: {done}"))
+    };
+    assert!(reason("301").contains("invisible_character"), "{done}");
+    assert!(reason("302").contains("mixed_script"), "{done}");
+}
