@@ -65,6 +65,21 @@ pub fn with_deadline<T>(deadline: Option<Instant>, f: impl FnOnce() -> T) -> T {
     out
 }
 
+/// Sets the deadline of the work on this thread until the guard drops: for
+/// loops that evaluate many subjects on threads of their own.
+pub fn deadline_guard(deadline: Option<Instant>) -> DeadlineGuard {
+    DeadlineGuard(DEADLINE.replace(deadline))
+}
+
+/// Restores the previous deadline of its thread when dropped.
+pub struct DeadlineGuard(Option<Instant>);
+
+impl Drop for DeadlineGuard {
+    fn drop(&mut self) {
+        DEADLINE.set(self.0);
+    }
+}
+
 /// Whether the deadline of the work on this thread has passed.
 pub fn past_deadline() -> bool {
     DEADLINE.get().is_some_and(|d| Instant::now() >= d)
@@ -75,7 +90,7 @@ pub fn past_deadline() -> bool {
 pub(crate) const EXHAUSTED: &str = "the expression did too much work for one subject";
 
 /// The message of the error a passed deadline gives.
-pub(crate) const LATE: &str = "the evaluation ran past its deadline";
+pub const LATE: &str = "the evaluation ran past its deadline";
 
 fn refuse(message: String) -> ExecutionError {
     ExecutionError::function_error("budget", message)

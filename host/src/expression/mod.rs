@@ -37,7 +37,7 @@ use crate::directory::{Attribute, SubjectKind};
 
 pub use check::Type;
 pub use index::Index;
-pub use meter::{past_deadline, with_deadline};
+pub use meter::{DeadlineGuard, LATE, deadline_guard, past_deadline, with_deadline};
 pub use runtime::{Bindings, EvalError, Related, Runtime};
 
 /// The longest source accepted, in bytes (see [`crate::limits`]).
@@ -54,9 +54,9 @@ pub const BUDGET: u64 = 10_000;
 /// reader's behalf (previews) refuse the request with that code rather than
 /// answer with a partial result.
 pub fn limit_of(message: &str) -> Option<&'static str> {
-    if message.starts_with(meter::EXHAUSTED) {
+    if message.contains(meter::EXHAUSTED) {
         Some("too_costly")
-    } else if message.starts_with(meter::LATE) {
+    } else if message.contains(meter::LATE) {
         Some("too_slow")
     } else {
         None
