@@ -674,6 +674,52 @@ mod tests {
     }
 
     #[test]
+    fn connection_limits_come_from_the_file_then_the_environment() {
+        let c = Config::load(None, env(&[])).unwrap();
+        assert_eq!(
+            (
+                c.http.header_timeout_ms,
+                c.http.body_timeout_ms,
+                c.http.idle_timeout_ms,
+                c.http.max_connections
+            ),
+            (10_000, 30_000, 60_000, 0)
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cohort.toml");
+        std::fs::write(
+            &path,
+            "[http]\nheader_timeout_ms = 2000\nbody_timeout_ms = 5000\nidle_timeout_ms = 7000\nmax_connections = 300\n",
+        )
+        .unwrap();
+        let c = Config::load(
+            Some(&path),
+            env(&[
+                (ENV_HTTP_MAX_CONNECTIONS, "64"),
+                (ENV_HTTP_IDLE_TIMEOUT_MS, "3000"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                c.http.header_timeout_ms,
+                c.http.body_timeout_ms,
+                c.http.idle_timeout_ms,
+                c.http.max_connections
+            ),
+            (2000, 5000, 3000, 64)
+        );
+        let err = Config::load(None, env(&[(ENV_HTTP_HEADER_TIMEOUT_MS, "soon")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(ENV_HTTP_HEADER_TIMEOUT_MS), "{err}");
+        let err = Config::load(None, env(&[(ENV_HTTP_BODY_TIMEOUT_MS, "0")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("http.body_timeout_ms"), "{err}");
+    }
+
+    #[test]
     fn secrets_do_not_print() {
         let c = Config::load(
             None,
