@@ -99,6 +99,34 @@ fn the_reported_attack_is_refused_with_the_budget_error() {
     }
 }
 
+/// Each function whose result can outgrow its arguments, fed a 30,000-byte
+/// string: unmetered, each asks for 12 MB or more in one allocation.
+#[test]
+fn every_amplifier_is_refused_before_it_allocates() {
+    let s = "x".repeat(30_000);
+    let empties = format!("[{}]", vec!["''"; 400].join(", "));
+    let join_empties = format!("{empties}.join(s)");
+    for source in [
+        join_empties.as_str(),
+        "s.replace('', s)",
+        "s.replace('', s, 3000)",
+        "s.split('').join(s)",
+        "s.split('', 3000).join(s)",
+        "s.split('').map(c, s).join()",
+        "s.split('').filter(c, true).join(s)",
+        "[s, s, s].join(s.replace('', s))",
+    ] {
+        let (out, grew) = measured(source, &s);
+        check_outcome(source, &out, grew);
+        match out {
+            Err(PlainError::Eval(m)) => {
+                assert!(m.contains("did too much work"), "{source}: {m}")
+            }
+            other => panic!("{source} was not refused: {other:?}"),
+        }
+    }
+}
+
 #[test]
 fn ordinary_string_work_still_evaluates() {
     let cases = [
