@@ -291,9 +291,11 @@ fn rewrite(e: &mut IdedExpr, groups: &HashMap<String, Uuid>, next: &mut u64, acc
             let range = std::mem::take(iter_range);
             let w = int(next, weight);
             *iter_range = call(next, "@meter", vec![range, w]);
-            // What `map` and `filter` build is one value: charged whole, so
-            // it is held to the per-value limit like any other.
-            out = true;
+            // What `map` and `filter` build (their accumulator starts as a
+            // list) is one value: charged whole, so it is held to the
+            // per-value limit like any other. `all`, `exists` and
+            // `exists_one` give a bool or a count and need no charge.
+            out = matches!(accu_init.expr, Expr::List(_));
         }
         Expr::Call(c) => {
             // `matches` through a cache of compiled patterns: the crate's own
