@@ -36,6 +36,14 @@ pub const ENV_STORAGE_ENGINE: &str = "COHORT_STORAGE_ENGINE";
 /// Overrides `http.trusted_proxies`: CIDR blocks or addresses, separated by
 /// commas (empty: trust none).
 pub const ENV_TRUSTED_PROXIES: &str = "COHORT_TRUSTED_PROXIES";
+/// Overrides `http.header_timeout_ms`.
+pub const ENV_HTTP_HEADER_TIMEOUT_MS: &str = "COHORT_HTTP_HEADER_TIMEOUT_MS";
+/// Overrides `http.body_timeout_ms`.
+pub const ENV_HTTP_BODY_TIMEOUT_MS: &str = "COHORT_HTTP_BODY_TIMEOUT_MS";
+/// Overrides `http.idle_timeout_ms`.
+pub const ENV_HTTP_IDLE_TIMEOUT_MS: &str = "COHORT_HTTP_IDLE_TIMEOUT_MS";
+/// Overrides `http.max_connections`.
+pub const ENV_HTTP_MAX_CONNECTIONS: &str = "COHORT_HTTP_MAX_CONNECTIONS";
 
 /// Everything `cohort serve` can be told.
 #[derive(Clone, Debug, Deserialize)]
@@ -159,6 +167,25 @@ pub struct HttpConfig {
     /// it. Behind a proxy, list it here, or every client has the proxy's
     /// address in the audit log and shares its sign-in rate limit.
     pub trusted_proxies: Vec<ProxyNet>,
+    /// How long a client may take to send a request's headers, from the
+    /// moment the server starts reading them. Real clients send them in one
+    /// packet; 10 s allows a slow mobile link, and a slowloris client holds
+    /// a connection no longer.
+    pub header_timeout_ms: u64,
+    /// How long a client may take to send a request's whole body, from the
+    /// end of its headers. A 1 MiB body (the default `max_body_bytes`) at
+    /// 300 kbit/s takes under 30 s.
+    pub body_timeout_ms: u64,
+    /// How long a connection may sit with no request in progress before the
+    /// server closes it. Longer than the idle timeouts of common proxies and
+    /// clients (nginx 60 s upstream keep-alive, reqwest 90 s pool idle), so
+    /// they close first and never race a request against the close.
+    pub idle_timeout_ms: u64,
+    /// Most connections open at once; 0 derives it from the process's open
+    /// file limit (half of it, at most 10,000), which the server raises to
+    /// its hard limit at start-up. At the cap, the connection that has waited
+    /// longest with no request in progress is closed to admit the new one.
+    pub max_connections: usize,
 }
 
 /// One entry of `trusted_proxies`: a CIDR block such as `10.0.0.0/8`, or a
@@ -361,6 +388,10 @@ impl Default for HttpConfig {
         HttpConfig {
             max_body_bytes: 1024 * 1024,
             trusted_proxies: Vec::new(),
+            header_timeout_ms: 10_000,
+            body_timeout_ms: 30_000,
+            idle_timeout_ms: 60_000,
+            max_connections: 0,
         }
     }
 }
@@ -398,6 +429,14 @@ pub enum ConfigError {
     Env {
         /// The variable.
         var: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// A setting parses but cannot be used.
+    #[error("invalid value for {key}: {message}")]
+    Invalid {
+        /// The setting, as a dotted key.
+        key: &'static str,
         /// What is wrong with it.
         message: String,
     },
@@ -478,6 +517,39 @@ impl Config {
                     var: ENV_TRUSTED_PROXIES,
                     message,
                 })?;
+        }
+        for (var, slot) in [
+            (
+                ENV_HTTP_HEADER_TIMEOUT_MS,
+                &mut config.http.header_timeout_ms,
+            ),
+            (ENV_HTTP_BODY_TIMEOUT_MS, &mut config.http.body_timeout_ms),
+            (ENV_HTTP_IDLE_TIMEOUT_MS, &mut config.http.idle_timeout_ms),
+        ] {
+            if let Some(v) = env(var) {
+                *slot = v.parse().map_err(|_| ConfigError::Env {
+                    var,
+                    message: format!("{v:?} is not a number of milliseconds"),
+                })?;
+            }
+        }
+        if let Some(v) = env(ENV_HTTP_MAX_CONNECTIONS) {
+            config.http.max_connections = v.parse().map_err(|_| ConfigError::Env {
+                var: ENV_HTTP_MAX_CONNECTIONS,
+                message: format!("{v:?} is not a number (0: derived from the open file limit)"),
+            })?;
+        }
+        for (key, ms) in [
+            ("http.header_timeout_ms", config.http.header_timeout_ms),
+            ("http.body_timeout_ms", config.http.body_timeout_ms),
+            ("http.idle_timeout_ms", config.http.idle_timeout_ms),
+        ] {
+            if ms == 0 {
+                return Err(ConfigError::Invalid {
+                    key,
+                    message: "must be at least 1 millisecond".into(),
+                });
+            }
         }
         if let Some(v) = env(ENV_SCIM_ACCEPT_PASSWORDS) {
             config.scim.accept_passwords = v.parse().map_err(|_| ConfigError::Env {
@@ -599,6 +671,52 @@ mod tests {
             err.contains(ENV_TRUSTED_PROXIES) && err.contains("proxy.local"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn connection_limits_come_from_the_file_then_the_environment() {
+        let c = Config::load(None, env(&[])).unwrap();
+        assert_eq!(
+            (
+                c.http.header_timeout_ms,
+                c.http.body_timeout_ms,
+                c.http.idle_timeout_ms,
+                c.http.max_connections
+            ),
+            (10_000, 30_000, 60_000, 0)
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cohort.toml");
+        std::fs::write(
+            &path,
+            "[http]\nheader_timeout_ms = 2000\nbody_timeout_ms = 5000\nidle_timeout_ms = 7000\nmax_connections = 300\n",
+        )
+        .unwrap();
+        let c = Config::load(
+            Some(&path),
+            env(&[
+                (ENV_HTTP_MAX_CONNECTIONS, "64"),
+                (ENV_HTTP_IDLE_TIMEOUT_MS, "3000"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                c.http.header_timeout_ms,
+                c.http.body_timeout_ms,
+                c.http.idle_timeout_ms,
+                c.http.max_connections
+            ),
+            (2000, 5000, 3000, 64)
+        );
+        let err = Config::load(None, env(&[(ENV_HTTP_HEADER_TIMEOUT_MS, "soon")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(ENV_HTTP_HEADER_TIMEOUT_MS), "{err}");
+        let err = Config::load(None, env(&[(ENV_HTTP_BODY_TIMEOUT_MS, "0")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("http.body_timeout_ms"), "{err}");
     }
 
     #[test]

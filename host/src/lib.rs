@@ -22,4 +22,5 @@ pub mod page;
 pub mod plugins;
 pub mod provisioning;
 pub mod server;
+pub mod serving;
 pub mod sessions;

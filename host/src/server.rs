@@ -200,15 +200,11 @@ pub fn build(config: &Config, store: Store, clock: Arc<dyn Clock>) -> Result<App
 pub async fn run(
     listener: TcpListener,
     state: AppState,
+    limits: crate::serving::Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let store = state.store.clone();
-    // With the peer's address, which the audit log and the sign-in rate
-    // limits need.
-    let app = api::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    crate::serving::serve(listener, api::router(state), limits, shutdown).await;
     tracing::info!("shutting down: flushing storage");
     store.flush()?;
     Ok(())
@@ -219,6 +215,9 @@ pub async fn serve(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
+    // Before anything opens files: the connection cap is derived from it.
+    let fd_limit = crate::serving::raise_fd_limit();
+    let limits = crate::serving::Limits::resolve(&config.http, fd_limit);
     let store = open_store(&config.data_dir, &config.storage.open_options())?;
     // Bound before building, so that the default public URL has the real
     // port when listening on port 0.
@@ -244,10 +243,18 @@ pub async fn serve(
     spawn_sweeps(app.state.sign_in.clone());
     spawn_credential_usage_flush(app.state.devices.clone());
     spawn_import_schedules(app.state.imports.clone());
-    tracing::info!(listen = %addr, "cohort is serving");
+    tracing::info!(
+        listen = %addr,
+        max_connections = limits.max_connections,
+        fd_limit,
+        header_timeout_ms = config.http.header_timeout_ms,
+        body_timeout_ms = config.http.body_timeout_ms,
+        idle_timeout_ms = config.http.idle_timeout_ms,
+        "cohort is serving"
+    );
     // Scripts and tests read this line to learn the port when listening on :0.
     println!("listening on http://{addr}");
-    run(listener, app.state, shutdown).await
+    run(listener, app.state, limits, shutdown).await
 }
 
 /// Cohort's public URL, checked, without a trailing slash.

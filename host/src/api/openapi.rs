@@ -59,7 +59,7 @@ const UNSUPPORTED_MEDIA_TYPE: Shared = Shared {
 const UNPROCESSABLE: Shared = Shared {
     status: "422",
     name: "UnprocessableEntity",
-    description: "A field is missing, has the wrong type or an invalid value (`invalid_field`, `invalid_rule`), or is past its limit (`too_long`, `too_deep`, `too_many`); `field` names it",
+    description: "A field is missing, has the wrong type or an invalid value (`invalid_field`, `invalid_rule`), or is past its limit (`too_long`, `too_deep`, `too_many`; for a rule preview, `too_costly` or `too_slow` when evaluating it passes the CEL budget or the deadline); `field` names it",
 };
 
 const ALL: [&Shared; 8] = [

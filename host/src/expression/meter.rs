@@ -12,9 +12,19 @@
 //! charge is the real work. The `+` steps that the `map` and `filter`
 //! macros generate (`@result + [x]`) are left alone: the interpreter
 //! recognises that shape and appends in place.
+//!
+//! Memory is bounded by a second budget, in bytes, charged by the calls that
+//! [`super::sized`] provides (`@out`, `@replace`, `@join`, `@split`), which
+//! this rewrite inserts too. Both budgets share one error, and both check
+//! the deadline of the work they run in ([`with_deadline`]): the charge is
+//! made at every loop step and every produced value, which is exactly where
+//! an evaluation can spend long, so checking the clock there stops a slow
+//! preview within a step of its deadline without a watchdog thread or a
+//! check in the interpreter's own loop.
 
 use std::cell::Cell;
 use std::collections::HashMap;
+use std::time::Instant;
 
 use cel::ExecutionError;
 use cel::common::ast::{CallExpr, ComprehensionExpr, Expr, IdedExpr, LiteralValue};
@@ -22,31 +32,108 @@ use cel::common::types::CelInt;
 use cel::common::value::CowVal;
 use uuid::Uuid;
 
+use super::sized;
+
 thread_local! {
     /// Work left in the evaluation running on this thread.
     static LEFT: Cell<u64> = const { Cell::new(u64::MAX) };
+    /// Bytes of values the evaluation running on this thread may still
+    /// produce.
+    static BYTES_LEFT: Cell<u64> = const { Cell::new(u64::MAX) };
+    /// When the work running on this thread must stop, if it must.
+    static DEADLINE: Cell<Option<Instant>> = const { Cell::new(None) };
 }
 
-/// Runs `f` with a budget of `units`; evaluation is synchronous, so the
-/// budget is this thread's for the duration.
+/// Runs `f` with a budget of `units` and of [`sized::MAX_EVAL_BYTES`];
+/// evaluation is synchronous, so the budget is this thread's for the
+/// duration.
 pub(crate) fn with_budget<T>(units: u64, f: impl FnOnce() -> T) -> T {
     let before = LEFT.replace(units);
+    let bytes_before = BYTES_LEFT.replace(sized::MAX_EVAL_BYTES);
     let out = f();
     LEFT.set(before);
+    BYTES_LEFT.set(bytes_before);
     out
 }
 
-/// The message of the error an exhausted budget gives.
+/// Runs `f` with evaluations on this thread refused once `deadline` has
+/// passed. Threads `f` starts must call this themselves.
+pub fn with_deadline<T>(deadline: Option<Instant>, f: impl FnOnce() -> T) -> T {
+    let before = DEADLINE.replace(deadline);
+    let out = f();
+    DEADLINE.set(before);
+    out
+}
+
+/// Sets the deadline of the work on this thread until the guard drops: for
+/// loops that evaluate many subjects on threads of their own.
+pub fn deadline_guard(deadline: Option<Instant>) -> DeadlineGuard {
+    DeadlineGuard(DEADLINE.replace(deadline))
+}
+
+/// Restores the previous deadline of its thread when dropped.
+pub struct DeadlineGuard(Option<Instant>);
+
+impl Drop for DeadlineGuard {
+    fn drop(&mut self) {
+        DEADLINE.set(self.0);
+    }
+}
+
+/// Whether the deadline of the work on this thread has passed.
+pub fn past_deadline() -> bool {
+    DEADLINE.get().is_some_and(|d| Instant::now() >= d)
+}
+
+/// The message of the error an exhausted budget gives; the errors of the
+/// byte budget start with it too.
 pub(crate) const EXHAUSTED: &str = "the expression did too much work for one subject";
 
+/// The message of the error a passed deadline gives.
+pub const LATE: &str = "the evaluation ran past its deadline";
+
+fn refuse(message: String) -> ExecutionError {
+    ExecutionError::function_error("budget", message)
+}
+
+fn check_deadline() -> Result<(), ExecutionError> {
+    if past_deadline() {
+        return Err(refuse(LATE.to_string()));
+    }
+    Ok(())
+}
+
+/// Charges a value of `bytes` about to be (or just) produced: refused if it
+/// alone passes [`sized::MAX_VALUE_BYTES`] or the evaluation's bytes run out.
+pub(crate) fn charge_bytes(bytes: u64) -> Result<(), ExecutionError> {
+    check_deadline()?;
+    if bytes > sized::MAX_VALUE_BYTES {
+        return Err(refuse(format!(
+            "{EXHAUSTED}: one value would take {bytes} bytes (limit {} per value)",
+            sized::MAX_VALUE_BYTES
+        )));
+    }
+    let left = BYTES_LEFT.get();
+    if bytes > left {
+        BYTES_LEFT.set(0);
+        return Err(refuse(format!(
+            "{EXHAUSTED} (limit {} bytes of values per evaluation)",
+            sized::MAX_EVAL_BYTES
+        )));
+    }
+    BYTES_LEFT.set(left - bytes);
+    Ok(())
+}
+
 fn charge(units: u64) -> Result<(), ExecutionError> {
+    check_deadline()?;
     let left = LEFT.get();
     if units > left {
         LEFT.set(0);
-        return Err(ExecutionError::function_error(
-            "budget",
-            format!("{EXHAUSTED} (limit {} units)", super::BUDGET),
-        ));
+        return Err(refuse(format!(
+            "{EXHAUSTED} (limit {} units)",
+            super::BUDGET
+        )));
     }
     LEFT.set(left - units);
     Ok(())
@@ -85,6 +172,7 @@ pub(crate) fn grow<'b, 'v>(
         });
     }
     charge(size_of(&args[0]) / 16 + 1)?;
+    charge_bytes(sized::bytes_of(args[0].as_ref()))?;
     Ok(args.swap_remove(0))
 }
 
@@ -182,6 +270,7 @@ fn count(e: &IdedExpr) -> i64 {
 /// rewritten, if any.
 fn rewrite(e: &mut IdedExpr, groups: &HashMap<String, Uuid>, next: &mut u64, accu: Option<&str>) {
     let mut wrap = false;
+    let mut out = false;
     match &mut e.expr {
         Expr::Comprehension(c) => {
             let ComprehensionExpr {
@@ -202,6 +291,11 @@ fn rewrite(e: &mut IdedExpr, groups: &HashMap<String, Uuid>, next: &mut u64, acc
             let range = std::mem::take(iter_range);
             let w = int(next, weight);
             *iter_range = call(next, "@meter", vec![range, w]);
+            // What `map` and `filter` build (their accumulator starts as a
+            // list) is one value: charged whole, so it is held to the
+            // per-value limit like any other. `all`, `exists` and
+            // `exists_one` give a bool or a count and need no charge.
+            out = matches!(accu_init.expr, Expr::List(_));
         }
         Expr::Call(c) => {
             // `matches` through a cache of compiled patterns: the crate's own
@@ -231,6 +325,17 @@ fn rewrite(e: &mut IdedExpr, groups: &HashMap<String, Uuid>, next: &mut u64, acc
                 c.args[0].expr = Expr::Literal(LiteralValue::String(id.into()));
                 return;
             }
+            // The functions whose result size is known from their
+            // arguments are replaced by versions that charge it first.
+            if let Some(sized) = sized::sized_name(&c.func_name)
+                && let Some(t) = c.target.take()
+            {
+                c.args.insert(0, *t);
+                c.func_name = sized.into();
+            }
+            out = !c.func_name.starts_with('@')
+                && c.func_name != "_+_"
+                && !sized::is_scalar(&c.func_name);
             let appends_to_accu = c.func_name == "_+_"
                 && matches!(c.args.first(), Some(IdedExpr { expr: Expr::Ident(n), .. }) if Some(n.as_str()) == accu);
             // The `?:` and `+` a macro step is made of keep the accumulator
@@ -267,6 +372,7 @@ fn rewrite(e: &mut IdedExpr, groups: &HashMap<String, Uuid>, next: &mut u64, acc
         Expr::List(l) => {
             for x in l.elements.iter_mut() {
                 rewrite(x, groups, next, None);
+                charge_element(x, next);
             }
         }
         Expr::Map(m) => {
@@ -274,6 +380,8 @@ fn rewrite(e: &mut IdedExpr, groups: &HashMap<String, Uuid>, next: &mut u64, acc
                 if let cel::common::ast::EntryExpr::MapEntry(me) = &mut en.expr {
                     rewrite(&mut me.key, groups, next, None);
                     rewrite(&mut me.value, groups, next, None);
+                    charge_element(&mut me.key, next);
+                    charge_element(&mut me.value, next);
                 }
             }
         }
@@ -282,5 +390,24 @@ fn rewrite(e: &mut IdedExpr, groups: &HashMap<String, Uuid>, next: &mut u64, acc
     if wrap {
         let sum = std::mem::take(e);
         *e = call(next, "@grow", vec![sum]);
+    } else if out {
+        let value = std::mem::take(e);
+        *e = call(next, "@out", vec![value]);
+    }
+}
+
+/// Charges an element of a list or map literal, which may be a copy of a
+/// large value: in the step of a `map` or `filter` macro (`@result + [x]`),
+/// that is one copy per loop step. Literals are bounded by the source and
+/// the `@` calls charge their own results.
+fn charge_element(x: &mut IdedExpr, next: &mut u64) {
+    let charged = match &x.expr {
+        Expr::Literal(_) => true,
+        Expr::Call(c) => c.func_name.starts_with('@'),
+        _ => false,
+    };
+    if !charged {
+        let value = std::mem::take(x);
+        *x = call(next, "@out", vec![value]);
     }
 }

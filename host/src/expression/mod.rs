@@ -26,6 +26,7 @@ mod index;
 mod meter;
 pub mod plain;
 mod runtime;
+mod sized;
 
 use std::collections::BTreeSet;
 
@@ -36,6 +37,7 @@ use crate::directory::{Attribute, SubjectKind};
 
 pub use check::Type;
 pub use index::Index;
+pub use meter::{DeadlineGuard, LATE, deadline_guard, past_deadline, with_deadline};
 pub use runtime::{Bindings, EvalError, Related, Runtime};
 
 /// The longest source accepted, in bytes (see [`crate::limits`]).
@@ -45,6 +47,21 @@ pub const MAX_DEPTH: usize = crate::limits::MAX_EXPRESSION_DEPTH;
 /// Work units one evaluation may spend: a comprehension step costs the size
 /// of its body, a concatenation the size of its result.
 pub const BUDGET: u64 = 10_000;
+
+/// The limit an evaluation error reports, if it reports one: `too_costly`
+/// when the expression ran out of its work or memory budget, `too_slow` when
+/// the work it ran in passed its deadline. Callers that evaluate on a
+/// reader's behalf (previews) refuse the request with that code rather than
+/// answer with a partial result.
+pub fn limit_of(message: &str) -> Option<&'static str> {
+    if message.contains(meter::EXHAUSTED) {
+        Some("too_costly")
+    } else if message.contains(meter::LATE) {
+        Some("too_slow")
+    } else {
+        None
+    }
+}
 
 /// What an expression may refer to.
 pub struct Environment<'a> {

@@ -22,7 +22,7 @@ use cel::{Context, Env, ExecutionError, Value};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{BUDGET, Expression, Part, meter};
+use super::{BUDGET, Expression, Part, meter, sized};
 use crate::directory::{AttrRef, AttrType, SubjectKind};
 
 thread_local! {
@@ -102,6 +102,24 @@ impl Runtime {
             .expect("a new name");
         env.add_overload("@grow", "@grow", vec![DYN_TYPE], meter::grow)
             .expect("a new name");
+        env.add_overload("@out", "@out", vec![DYN_TYPE], sized::out)
+            .expect("a new name");
+        for (name, arities) in [("@replace", 3..=4), ("@join", 1..=2), ("@split", 2..=3)] {
+            let f: cel::common::functions::Function = match name {
+                "@replace" => sized::replace,
+                "@join" => sized::join,
+                _ => sized::split,
+            };
+            for n in arities {
+                env.add_overload(
+                    name,
+                    &format!("{name}/{n}"),
+                    (0..n).map(|_| DYN_TYPE).collect(),
+                    f,
+                )
+                .expect("a new name");
+            }
+        }
         env.add_overload("@in_group", "@in_group", vec![STRING_TYPE], in_group)
             .expect("a new name");
         env.add_overload(

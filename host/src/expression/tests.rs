@@ -317,6 +317,37 @@ fn work_is_bounded() {
 }
 
 #[test]
+fn a_passed_deadline_stops_the_evaluation_with_its_own_error() {
+    let a = alice();
+    let source = "[1,2,3,4,5].map(i, user.email + 'x').size() == 5";
+    assert_eq!(eval_user(source, &a, &[], vec![]), Ok(true));
+    let past = std::time::Instant::now();
+    let e = with_deadline(Some(past), || eval_user(source, &a, &[], vec![])).unwrap_err();
+    assert!(e.message.contains(LATE), "{e:?}");
+    assert_eq!(limit_of(&e.message), Some("too_slow"));
+    // The deadline is this thread's for the duration only.
+    assert_eq!(eval_user(source, &a, &[], vec![]), Ok(true));
+}
+
+#[test]
+fn budget_errors_name_their_limit() {
+    let a = alice();
+    let e = eval_user(
+        "user.email.replace('', user.email).replace('', user.email).replace('', user.email).size() > 0",
+        &a,
+        &[],
+        vec![],
+    )
+    .unwrap_err();
+    assert!(e.message.contains("per value"), "{e:?}");
+    assert_eq!(
+        limit_of(&format!("rule/expression: {}", e.message)),
+        Some("too_costly")
+    );
+    assert_eq!(limit_of("the subject has no value for `x`"), None);
+}
+
+#[test]
 fn size_and_depth_are_limited() {
     let long = format!("user.email == '{}'", "a".repeat(MAX_SOURCE_BYTES));
     assert!(problems(&long)[0].message.contains("limit"));

@@ -242,6 +242,21 @@ pub struct Explanation {
     pub evaluation_error: Option<String>,
 }
 
+/// How long a preview or explanation may evaluate.
+const INSPECT_DEADLINE: std::time::Duration = crate::limits::INSPECT_DEADLINE;
+
+/// The refusal for an evaluation error that reports a limit
+/// (`too_costly`, `too_slow`), naming the expression's field.
+fn refusal(message: &str) -> Option<DomainError> {
+    let code = crate::expression::limit_of(message)?;
+    let (field, detail) = message.split_once(": ").unwrap_or(("rule", message));
+    Some(DomainError::Limit {
+        code,
+        field: field.to_string(),
+        message: detail.to_string(),
+    })
+}
+
 fn failure(group: &Group, message: String) -> DomainError {
     DomainError::Plugin(PluginError::Trap {
         plugin: group.evaluator.clone(),
@@ -255,15 +270,28 @@ impl Groups {
     /// goes with the evaluation, so a caller that hangs up frees it only
     /// when the work it started is done.
     pub async fn preview(&self, _: &Read, input: PreviewInput) -> Result<Preview, DomainError> {
+        self.inspecting(move |this| this.preview_blocking(input))
+            .await
+    }
+
+    /// Runs `f` on the blocking pool once an inspection permit is free
+    /// (see `Inner::previews`): previews and explanations share them, as any
+    /// reader may ask for either. The permit goes with the evaluation, so a
+    /// caller that hangs up frees it only when the work it started is done;
+    /// [`INSPECT_DEADLINE`] bounds how long that is.
+    async fn inspecting<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Groups) -> Result<T, DomainError> + Send + 'static,
+    ) -> Result<T, DomainError> {
         let permit = Arc::clone(&self.inner.previews)
             .acquire_owned()
             .await
             .map_err(|e| DomainError::Internal(e.to_string()))?;
         let this = self.clone();
         match tokio::task::spawn_blocking(move || {
-            let preview = this.preview_blocking(input);
+            let out = f(&this);
             drop(permit);
-            preview
+            out
         })
         .await
         {
@@ -327,10 +355,17 @@ impl Groups {
             Mode::Preview,
             false,
         )
+        .deadline(Some(started + INSPECT_DEADLINE))
         .run()?;
         let result = outcome.groups.remove(&group.id).unwrap_or_default();
         if let Some(reason) = result.failure {
             return Err(failure(&group, reason));
+        }
+        // A rule that passes a bound for some subject is refused whole: a
+        // preview that leaves those subjects out would mislead, and the
+        // admin needs to know which limit to stay under.
+        if let Some(refusal) = result.errors.values().find_map(|m| refusal(m)) {
+            return Err(refusal);
         }
         let members: BTreeSet<Uuid> = result.members.iter().copied().collect();
         let current: BTreeSet<Uuid> = if existing.is_some() {
@@ -370,11 +405,8 @@ impl Groups {
         group: Uuid,
         subject: Uuid,
     ) -> Result<Explanation, DomainError> {
-        let this = self.clone();
-        match tokio::task::spawn_blocking(move || this.explain_blocking(group, subject)).await {
-            Ok(r) => r,
-            Err(e) => std::panic::resume_unwind(e.into_panic()),
-        }
+        self.inspecting(move |this| this.explain_blocking(group, subject))
+            .await
     }
 
     fn explain_blocking(&self, group_id: Uuid, subject: Uuid) -> Result<Explanation, DomainError> {
@@ -440,8 +472,9 @@ impl Groups {
             return Ok(out);
         }
         let (universe, snapshot) = self.universe_for(&group, &plan, Some(subject))?;
-        let outcome =
-            Run::new(store, &snapshot, &plan, &universe, now, Mode::Preview, true).run()?;
+        let outcome = Run::new(store, &snapshot, &plan, &universe, now, Mode::Preview, true)
+            .deadline(Some(Instant::now() + INSPECT_DEADLINE))
+            .run()?;
         let result = outcome.groups.get(&group_id);
         if let Some(reason) = result.and_then(|r| r.failure.clone()) {
             out.evaluation_error = Some(reason.clone());
@@ -449,6 +482,24 @@ impl Groups {
             return Ok(out);
         }
         out.evaluation_error = result.and_then(|r| r.errors.get(&subject).cloned());
+        // Running out of budget is what the rule does for this subject, and
+        // is the explanation; running out of time is not.
+        if let Some(refusal) = out
+            .evaluation_error
+            .as_deref()
+            .and_then(refusal)
+            .filter(|e| {
+                matches!(
+                    e,
+                    DomainError::Limit {
+                        code: "too_slow",
+                        ..
+                    }
+                )
+            })
+        {
+            return Err(refusal);
+        }
         let (rule_match, excluded) = result
             .and_then(|r| r.verdicts.get(&subject).copied())
             .unwrap_or((false, false));
@@ -848,5 +899,44 @@ mod tests {
         drop(held);
         let preview = waiting.await.unwrap().unwrap();
         assert_eq!(preview.members.count, 0);
+    }
+
+    /// Explanations take the same permits as previews: a reader cannot get
+    /// around the bound by asking for explanations instead.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn explanations_wait_for_a_permit_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config {
+            data_dir: dir.path().join("data"),
+            bootstrap_admin_key: Some(Secret::new("unit-admin-key-0123456789abcdef")),
+            ..Config::default()
+        };
+        let store =
+            crate::server::open_store(&config.data_dir, &config.storage.open_options()).unwrap();
+        let built =
+            crate::server::build(&config, store, Arc::new(crate::clock::SystemClock)).unwrap();
+        let groups = built.state.groups.clone();
+        let permits = groups.inner.previews.available_permits();
+        let held = Arc::clone(&groups.inner.previews)
+            .acquire_many_owned(u32::try_from(permits).unwrap())
+            .await
+            .unwrap();
+        let waiting = tokio::spawn(async move {
+            let read = Principal::new(Actor::system("test"), Role::ReadOnly)
+                .read()
+                .unwrap();
+            groups.explain(&read, Uuid::nil(), Uuid::nil()).await
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            !waiting.is_finished(),
+            "an explanation ran without a permit"
+        );
+        drop(held);
+        // No such group: what matters is that it ran once a permit was free.
+        assert!(matches!(
+            waiting.await.unwrap(),
+            Err(DomainError::NotFound { .. })
+        ));
     }
 }

@@ -332,6 +332,9 @@ pub struct Run<'a, R: Reader> {
     /// For a run over a few subjects: the groups where one of them is a
     /// member or may have state (see [`Memberships::groups_touching`]).
     touched: Option<HashSet<Uuid>>,
+    /// When evaluation must stop (previews and explanations, which any
+    /// reader may ask for); never for the unattended runs.
+    deadline: Option<std::time::Instant>,
 }
 
 impl<'a, R: Reader> Run<'a, R> {
@@ -362,7 +365,15 @@ impl<'a, R: Reader> Run<'a, R> {
             affected: [None, None],
             only: None,
             touched: None,
+            deadline: None,
         }
+    }
+
+    /// Stops evaluating expressions at `deadline`: the subjects left are
+    /// reported with [`crate::expression::LATE`] as their error.
+    pub fn deadline(mut self, deadline: Option<std::time::Instant>) -> Self {
+        self.deadline = deadline;
+        self
     }
 
     /// Decides only `groups`: the others keep their stored memberships,
@@ -678,7 +689,9 @@ impl<'a, R: Reader> Run<'a, R> {
                 !explain,
             );
             // Each thread fills bits over its own positions; they are OR'd.
+            let deadline = self.deadline;
             let evaluate = |range: std::ops::Range<usize>| {
+                let _deadline = crate::expression::deadline_guard(deadline);
                 let mut partial = Partial {
                     bits: defs.iter().map(|d| (*d, Bits::zeros(n))).collect(),
                     ..Partial::default()
@@ -689,6 +702,14 @@ impl<'a, R: Reader> Run<'a, R> {
                     index.candidates(subject, &mut candidates);
                     if candidates.is_empty() {
                         continue;
+                    }
+                    if crate::expression::past_deadline() {
+                        for &d in &candidates {
+                            partial
+                                .errors
+                                .push((d, p, crate::expression::LATE.to_string()));
+                        }
+                        break;
                     }
                     let groups = groups_by_position.as_ref().map(|all| {
                         all[p]

@@ -234,6 +234,24 @@ pub fn toml_depth(text: &str, limit: usize) -> Result<(), TooDeep> {
     Ok(())
 }
 
+/// Largest value (string, bytes, list or map, counted deeply in bytes) one
+/// step of a CEL evaluation may produce. A rule compares attributes, which
+/// are short; 64 KiB is a thousand times an e-mail address and keeps one
+/// function call's own allocation small.
+pub const MAX_EXPRESSION_VALUE_BYTES: u64 = 64 * 1024;
+
+/// Bytes of values one CEL evaluation (one subject, one expression) may
+/// produce in all. Each function result, list element and concatenation is
+/// charged; a replace, join or split whose result would pass either limit
+/// is refused before it allocates.
+pub const MAX_EXPRESSION_EVAL_BYTES: u64 = 2 * 1024 * 1024;
+
+/// How long a group preview or explanation may evaluate before it is
+/// refused (`too_slow`). Previewing a rule over 100,000 users takes well
+/// under a second; the deadline is there for rules that are slow per
+/// subject, which any reader may send.
+pub const INSPECT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,578 @@
+//! The HTTP accept loop, with the timeouts and the connection cap that keep
+//! one client from taking the server off the air.
+//!
+//! `axum::serve` reads headers, bodies and idle keep-alive connections for
+//! as long as the client likes and accepts connections until the process
+//! runs out of file descriptors, at which point nothing, `/healthz`
+//! included, gets in. So the server runs its own loop over hyper's HTTP/1
+//! connection (HTTP/2 was never enabled):
+//!
+//! - a connection whose request headers take longer than
+//!   `http.header_timeout_ms` is closed. The clock starts when the
+//!   connection is accepted, and again at the first byte of each following
+//!   request ([`Watched`] sees the bytes). hyper's own header timeout is
+//!   not used: it also runs while a keep-alive connection waits for its
+//!   next request, which would make the idle timeout the header timeout;
+//! - a request body that takes longer than `http.body_timeout_ms` from the
+//!   end of its headers fails to read ([`TimedBody`]), which ends the
+//!   request with a 4xx and closes the connection;
+//! - a connection with no request in progress for `http.idle_timeout_ms`
+//!   is closed;
+//! - at most `http.max_connections` are open. At the cap, the connection
+//!   that has gone longest without a request in progress (a slowloris
+//!   client still dribbling its headers, or an idle keep-alive connection)
+//!   is closed to admit the new one, as HAProxy and nginx do, so slow
+//!   clients cannot starve real ones: a real client's request is in
+//!   progress, or just done, and is never the oldest idle one. Only when
+//!   every connection has a request in progress is the new one closed
+//!   unanswered. A warning is logged when the cap is reached, at most once
+//!   every [`WARN_EVERY`].
+//!
+//! Shutdown is graceful as before: the loop stops accepting, every
+//! connection finishes the request it is serving and closes, and `serve`
+//! returns when all have.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::ConnectInfo;
+use bytes::Bytes;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, watch};
+use tokio_util::task::TaskTracker;
+use tower::ServiceExt;
+
+use crate::config::HttpConfig;
+
+/// At most one "connection cap reached" warning per this long.
+pub const WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// File descriptors kept for everything but connections: the store's files,
+/// plugins, outgoing HTTP, logs.
+const RESERVED_FDS: u64 = 256;
+
+/// The default cap when the open-file limit allows more: enough for every
+/// client of a directory service and its proxies, few enough that their
+/// buffers stay in the low hundreds of megabytes.
+const MAX_DEFAULT_CONNECTIONS: u64 = 10_000;
+
+/// The settings of the loop, resolved from [`HttpConfig`].
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// See `http.header_timeout_ms`.
+    pub header_timeout: Duration,
+    /// See `http.body_timeout_ms`.
+    pub body_timeout: Duration,
+    /// See `http.idle_timeout_ms`.
+    pub idle_timeout: Duration,
+    /// See `http.max_connections`, resolved.
+    pub max_connections: usize,
+}
+
+impl Limits {
+    /// The limits `http` asks for, with the connection cap derived from (or
+    /// held below) `fd_limit`, the process's open-file limit (`None`:
+    /// unlimited).
+    pub fn resolve(http: &HttpConfig, fd_limit: Option<u64>) -> Limits {
+        let ceiling = fd_limit.map_or(MAX_DEFAULT_CONNECTIONS, |n| {
+            n.saturating_sub(RESERVED_FDS).max(16)
+        });
+        let max_connections = if http.max_connections == 0 {
+            fd_limit.map_or(MAX_DEFAULT_CONNECTIONS, |n| {
+                (n / 2).clamp(16, MAX_DEFAULT_CONNECTIONS)
+            })
+        } else if http.max_connections as u64 > ceiling {
+            tracing::warn!(
+                configured = http.max_connections,
+                fd_limit,
+                used = ceiling,
+                "http.max_connections is above the open file limit; using less"
+            );
+            ceiling
+        } else {
+            http.max_connections as u64
+        };
+        Limits {
+            header_timeout: Duration::from_millis(http.header_timeout_ms),
+            body_timeout: Duration::from_millis(http.body_timeout_ms),
+            idle_timeout: Duration::from_millis(http.idle_timeout_ms),
+            max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
+        }
+    }
+}
+
+/// Raises the soft open-file limit to the hard one, so the connection cap
+/// can be generous, and returns the limit in effect (`None`: unlimited).
+pub fn raise_fd_limit() -> Option<u64> {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        let raised = Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        match setrlimit(Resource::Nofile, raised) {
+            Ok(()) => return limit.maximum,
+            Err(e) => tracing::debug!(error = %e, "cannot raise the open file limit"),
+        }
+    }
+    limit.current
+}
+
+/// One open connection, as the cap sees it.
+struct Conn {
+    /// Requests in progress.
+    busy: AtomicUsize,
+    /// Since when no request has been in progress, in ms since the
+    /// registry's epoch.
+    idle_since: AtomicU64,
+    /// Since when request headers have been arriving with no request in
+    /// progress yet, in ms since the registry's epoch, plus one (0: not).
+    head_since: AtomicU64,
+    /// Wakes the connection's task to close it.
+    close: Notify,
+    /// Signalled once its socket is closed.
+    gone: Notify,
+}
+
+/// The open connections.
+struct Registry {
+    epoch: Instant,
+    cap: usize,
+    conns: Mutex<HashMap<u64, Arc<Conn>>>,
+    next: AtomicU64,
+    /// When the cap warning was last logged (ms since epoch + 1; 0: never).
+    warned: AtomicU64,
+    evicted: AtomicU64,
+    refused: AtomicU64,
+}
+
+impl Registry {
+    fn new(cap: usize) -> Registry {
+        Registry {
+            epoch: Instant::now(),
+            cap: cap.max(1),
+            conns: Mutex::new(HashMap::new()),
+            next: AtomicU64::new(0),
+            warned: AtomicU64::new(0),
+            evicted: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+        }
+    }
+
+    fn now(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn conns(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Conn>>> {
+        self.conns.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Registers a new connection, closing the longest idle one when at
+    /// the cap (returned third, to wait for); `None` when every connection
+    /// is busy.
+    fn admit(&self) -> Option<(u64, Arc<Conn>, Option<Arc<Conn>>)> {
+        let mut conns = self.conns();
+        let mut evicted = None;
+        if conns.len() >= self.cap {
+            let victim = conns
+                .iter()
+                .filter(|(_, c)| c.busy.load(Ordering::Acquire) == 0)
+                .min_by_key(|(_, c)| c.idle_since.load(Ordering::Acquire))
+                .map(|(id, _)| *id);
+            match victim.and_then(|id| conns.remove(&id)) {
+                Some(c) => {
+                    c.close.notify_one();
+                    self.evicted.fetch_add(1, Ordering::Relaxed);
+                    self.warn_at_cap(conns.len() + 1);
+                    evicted = Some(c);
+                }
+                None => {
+                    self.refused.fetch_add(1, Ordering::Relaxed);
+                    self.warn_at_cap(conns.len());
+                    return None;
+                }
+            }
+        }
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let now = self.now();
+        let conn = Arc::new(Conn {
+            busy: AtomicUsize::new(0),
+            idle_since: AtomicU64::new(now),
+            head_since: AtomicU64::new(now + 1),
+            close: Notify::new(),
+            gone: Notify::new(),
+        });
+        conns.insert(id, Arc::clone(&conn));
+        Some((id, conn, evicted))
+    }
+
+    fn remove(&self, id: u64) {
+        self.conns().remove(&id);
+    }
+
+    fn warn_at_cap(&self, open: usize) {
+        let now = self.now() + 1;
+        let last = self.warned.load(Ordering::Relaxed);
+        let every = u64::try_from(WARN_EVERY.as_millis()).unwrap_or(u64::MAX);
+        if (last == 0 || now.saturating_sub(last) >= every)
+            && self
+                .warned
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(
+                cap = self.cap,
+                open,
+                closed_idle = self.evicted.swap(0, Ordering::Relaxed),
+                refused = self.refused.swap(0, Ordering::Relaxed),
+                "connection cap reached: closing the connections idle longest to admit new ones (http.max_connections)"
+            );
+        }
+    }
+
+    /// How long until `conn` is to be closed: when it has been idle for
+    /// the idle timeout, or its headers have been arriving for the header
+    /// timeout. `None` while a request is in progress.
+    fn close_in(&self, conn: &Conn, limits: &Limits) -> Option<Duration> {
+        if conn.busy.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        let now = self.now();
+        let since = |t: u64| Duration::from_millis(now.saturating_sub(t));
+        let idle = limits
+            .idle_timeout
+            .saturating_sub(since(conn.idle_since.load(Ordering::Acquire)));
+        let head = match conn.head_since.load(Ordering::Acquire) {
+            0 => idle,
+            t => limits.header_timeout.saturating_sub(since(t - 1)),
+        };
+        Some(idle.min(head))
+    }
+}
+
+/// Marks a request in progress on its connection while it lives.
+struct Busy {
+    conn: Arc<Conn>,
+    registry: Arc<Registry>,
+}
+
+impl Busy {
+    fn new(conn: Arc<Conn>, registry: Arc<Registry>) -> Busy {
+        conn.busy.fetch_add(1, Ordering::AcqRel);
+        conn.head_since.store(0, Ordering::Release);
+        Busy { conn, registry }
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.conn
+            .idle_since
+            .store(self.registry.now(), Ordering::Release);
+        self.conn.busy.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves, then lets every
+/// connection finish its request and returns when all are closed.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: Limits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    let registry = Arc::new(Registry::new(limits.max_connections));
+    let tracker = TaskTracker::new();
+    let (closing_tx, closing) = watch::channel(false);
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors, or a connection reset before
+                    // it was accepted: wait a moment rather than spin.
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Some((id, conn, evicted)) = registry.admit() else {
+            drop(stream);
+            continue;
+        };
+        // Wait (briefly) for the evicted socket to close, so that the
+        // descriptors open never pass the cap by more than a few.
+        if let Some(evicted) = evicted {
+            let _closed =
+                tokio::time::timeout(Duration::from_millis(100), evicted.gone.notified()).await;
+        }
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+        tracker.spawn(connection(
+            stream,
+            peer,
+            router.clone(),
+            (id, conn),
+            Arc::clone(&registry),
+            limits,
+            closing.clone(),
+        ));
+    }
+    drop(listener);
+    // Ignored: the receivers are in the connection tasks, which may all be
+    // gone already.
+    let _ = closing_tx.send(true);
+    tracker.close();
+    tracker.wait().await;
+}
+
+async fn connection(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    router: Router,
+    (id, conn): (u64, Arc<Conn>),
+    registry: Arc<Registry>,
+    limits: Limits,
+    mut closing: watch::Receiver<bool>,
+) {
+    let service = {
+        let (conn, registry) = (Arc::clone(&conn), Arc::clone(&registry));
+        hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+            let busy = Busy::new(Arc::clone(&conn), Arc::clone(&registry));
+            // What `into_make_service_with_connect_info` would insert: the
+            // audit log and the sign-in rate limits read it.
+            req.extensions_mut().insert(ConnectInfo(peer));
+            let req = req.map(|b| axum::body::Body::new(TimedBody::new(b, limits.body_timeout)));
+            let router = router.clone();
+            async move {
+                let response = router.oneshot(req).await;
+                drop(busy);
+                response
+            }
+        })
+    };
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    // Ours is in `close_in`; without a timer, hyper has none.
+    builder.header_read_timeout(None);
+    let io = Watched {
+        inner: stream,
+        conn: Arc::clone(&conn),
+        registry: Arc::clone(&registry),
+    };
+    // Boxed, not pinned on the stack, so that it can be dropped (closing
+    // the socket) before `gone` is signalled.
+    let mut served = Box::pin(
+        builder
+            .serve_connection(TokioIo::new(io), service)
+            .with_upgrades(),
+    );
+    let mut draining = *closing.borrow();
+    if draining {
+        served.as_mut().graceful_shutdown();
+    }
+    loop {
+        let close_in = registry.close_in(&conn, &limits);
+        tokio::select! {
+            result = served.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, %peer, "connection ended with an error");
+                }
+                break;
+            }
+            () = conn.close.notified() => {
+                tracing::debug!(%peer, "closed to admit a new connection at the cap");
+                break;
+            }
+            changed = closing.changed(), if !draining => {
+                draining = true;
+                if changed.is_ok() {
+                    served.as_mut().graceful_shutdown();
+                }
+            }
+            // Re-checked at least every header timeout: a request that
+            // ends does not wake this loop.
+            () = tokio::time::sleep(close_in.unwrap_or(limits.header_timeout)) => {
+                if registry.close_in(&conn, &limits) == Some(Duration::ZERO) {
+                    tracing::debug!(%peer, "closed after the header or idle timeout");
+                    break;
+                }
+            }
+        }
+    }
+    drop(served);
+    registry.remove(id);
+    conn.gone.notify_one();
+}
+
+/// The connection's socket, noting when the headers of a new request
+/// start to arrive.
+struct Watched {
+    inner: tokio::net::TcpStream,
+    conn: Arc<Conn>,
+    registry: Arc<Registry>,
+}
+
+impl tokio::io::AsyncRead for Watched {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if buf.filled().len() > before
+            && this.conn.busy.load(Ordering::Acquire) == 0
+            && this.conn.head_since.load(Ordering::Acquire) == 0
+        {
+            this.conn
+                .head_since
+                .store(this.registry.now() + 1, Ordering::Release);
+        }
+        polled
+    }
+}
+
+impl tokio::io::AsyncWrite for Watched {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+/// A request body that fails once its deadline passes.
+struct TimedBody {
+    inner: Incoming,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    timeout: Duration,
+}
+
+impl TimedBody {
+    fn new(inner: Incoming, timeout: Duration) -> TimedBody {
+        TimedBody {
+            inner,
+            deadline: Box::pin(tokio::time::sleep(timeout)),
+            timeout,
+        }
+    }
+}
+
+/// The error a body that took too long reads as.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body was not received within {0:?} (http.body_timeout_ms)")]
+pub struct BodyTimeout(Duration);
+
+impl Body for TimedBody {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
+            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
+        }
+        if this.deadline.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Some(Err(BodyTimeout(this.timeout).into())));
+        }
+        Poll::Pending
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn http(max_connections: usize) -> HttpConfig {
+        HttpConfig {
+            max_connections,
+            ..HttpConfig::default()
+        }
+    }
+
+    #[test]
+    fn the_cap_stays_below_the_file_limit() {
+        assert_eq!(Limits::resolve(&http(0), Some(1024)).max_connections, 512);
+        assert_eq!(
+            Limits::resolve(&http(0), Some(1 << 20)).max_connections,
+            10_000
+        );
+        assert_eq!(Limits::resolve(&http(0), None).max_connections, 10_000);
+        assert_eq!(Limits::resolve(&http(64), Some(1024)).max_connections, 64);
+        assert_eq!(
+            Limits::resolve(&http(5000), Some(1024)).max_connections,
+            768
+        );
+    }
+
+    #[test]
+    fn at_the_cap_the_longest_idle_connection_goes() {
+        let r = Registry::new(2);
+        let (a, conn_a, _) = r.admit().unwrap();
+        let (_b, conn_b, _) = r.admit().unwrap();
+        // `a` is busy; `b` is idle: `b` goes, though `a` is older.
+        let _busy = Busy::new(Arc::clone(&conn_a), Arc::new(Registry::new(1)));
+        let (_c, _, evicted) = r.admit().unwrap();
+        assert!(Arc::ptr_eq(&evicted.unwrap(), &conn_b));
+        let conns = r.conns();
+        assert!(conns.contains_key(&a));
+        assert_eq!(conns.len(), 2);
+        drop(conns);
+        assert_eq!(Arc::strong_count(&conn_b), 1, "b was removed");
+        assert!(!r.conns().values().any(|c| Arc::ptr_eq(c, &conn_b)));
+    }
+
+    #[test]
+    fn when_every_connection_is_busy_the_new_one_is_refused() {
+        let r = Arc::new(Registry::new(1));
+        let (_a, conn, _) = r.admit().unwrap();
+        let _busy = Busy::new(conn, Arc::clone(&r));
+        assert!(r.admit().is_none());
+    }
+}
