@@ -80,7 +80,7 @@ async fn discovery_refuses_internal_addresses_by_default_and_answers_generically
     let api = open.admin();
     idp_for(&api, "op", &op.issuer).await.expect(201);
     let r = idp_for(&api, "down", &format!("http://127.0.0.1:{}", closed_port())).await;
-    assert_eq!(r.status, 502, "{}", r.body);
+    assert_eq!(r.status, 422, "{}", r.body);
     assert_eq!(r.code(), "upstream_unreachable", "{}", r.body);
     assert!(!leaks_transport(&r.body), "{}", r.body);
     let r = idp_for(&api, "metadata", "http://169.254.169.254").await;
