@@ -87,6 +87,7 @@ pub fn build(config: &Config, store: Store, clock: Arc<dyn Clock>) -> Result<App
     )?;
     let secrets = SecretBox::open(config.secret_key.as_ref(), &config.data_dir)
         .map_err(|e| ServerError::Plugins(e.to_string()))?;
+    let backup_key = secrets.backup_key().clone();
     let instances = Instances::new(
         store.clone(),
         Arc::clone(&clock),
@@ -184,6 +185,7 @@ pub fn build(config: &Config, store: Store, clock: Arc<dyn Clock>) -> Result<App
         trusted_proxies: Arc::new(api::client::TrustedProxies::new(
             config.http.trusted_proxies.iter().map(|p| p.0).collect(),
         )),
+        backup_key,
     };
     Ok(App {
         state,
