@@ -8,6 +8,7 @@ use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiJson, query_pairs};
+use super::extract::{Authorized, needs};
 use super::{AppState, allow};
 use crate::auth::Principal;
 use crate::directory::{Attribute, AttributeUpdate, NewAttribute, SubjectKind};
@@ -38,7 +39,7 @@ fn subject(raw: &str) -> Result<SubjectKind, ApiError> {
 )]
 pub async fn list_attributes(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::Read>,
     RawQuery(q): RawQuery,
 ) -> Result<Json<AttributeList>, ApiError> {
     let read = allow(p.read(), &p, "read the attribute schema")?;
@@ -79,7 +80,7 @@ pub async fn list_attributes(
 )]
 pub async fn create_attribute(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::ManageDirectory>,
     ApiJson(input): ApiJson<NewAttribute>,
 ) -> Result<(StatusCode, Json<Attribute>), ApiError> {
     let cap = allow(p.manage_directory(), &p, "declare attributes")?;
@@ -119,7 +120,7 @@ pub async fn get_attribute(
 )]
 pub async fn update_attribute(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::ManageDirectory>,
     Path((kind, name)): Path<(String, String)>,
     ApiJson(update): ApiJson<AttributeUpdate>,
 ) -> Result<Json<Attribute>, ApiError> {

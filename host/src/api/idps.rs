@@ -11,6 +11,7 @@ use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiJson, MergePatch, etag, if_match, parse_id, versioned};
+use super::extract::{Authorized, needs};
 use super::{AppState, allow};
 use crate::auth::Principal;
 use crate::federation::idps::Simulation;
@@ -51,7 +52,7 @@ pub async fn list_idps(State(s): State<AppState>, p: Principal) -> Result<Json<I
 )]
 pub async fn create_idp(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::ManagePlugins>,
     ApiJson(input): ApiJson<IdpInput>,
 ) -> Result<Response, ApiError> {
     let cap = allow(p.manage_plugins(), &p, "configure identity providers")?;
@@ -89,7 +90,7 @@ pub async fn get_idp(
 )]
 pub async fn update_idp(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::ManagePlugins>,
     Path(id): Path<String>,
     headers: HeaderMap,
     MergePatch(patch): MergePatch,
@@ -153,7 +154,7 @@ pub async fn get_routing(State(s): State<AppState>, p: Principal) -> Result<Resp
 )]
 pub async fn put_routing(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::ManagePlugins>,
     headers: HeaderMap,
     ApiJson(input): ApiJson<RoutingInput>,
 ) -> Result<Response, ApiError> {
@@ -196,7 +197,7 @@ pub struct SimulateInput {
 )]
 pub async fn simulate(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::Read>,
     ApiJson(input): ApiJson<SimulateInput>,
 ) -> Result<Json<Simulation>, ApiError> {
     let read = allow(p.read(), &p, "simulate sign-ins")?;

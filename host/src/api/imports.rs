@@ -10,6 +10,7 @@ use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiJson, parse_id, query_pairs};
+use super::extract::{Authorized, needs};
 use super::{AppState, allow};
 use crate::auth::Principal;
 use crate::provisioning::imports::{ChangePage, ImportInput, ImportRun, Schedule, ScheduleInput};
@@ -31,7 +32,7 @@ pub struct RunList {
 )]
 pub async fn start_run(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::ManageDirectory>,
     ApiJson(input): ApiJson<ImportInput>,
 ) -> Result<Response, ApiError> {
     let cap = allow(p.manage_directory(), &p, "run imports")?;
@@ -78,7 +79,7 @@ pub async fn get_run(
 )]
 pub async fn run_changes(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::Read>,
     Path(id): Path<String>,
     RawQuery(q): RawQuery,
 ) -> Result<Json<ChangePage>, ApiError> {
@@ -166,7 +167,7 @@ pub async fn list_schedules(
 )]
 pub async fn create_schedule(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::ManageDirectory>,
     ApiJson(input): ApiJson<ScheduleInput>,
 ) -> Result<Response, ApiError> {
     let cap = allow(p.manage_directory(), &p, "schedule imports")?;

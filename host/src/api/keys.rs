@@ -8,6 +8,7 @@ use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorBody};
 use super::extract::ApiJson;
+use super::extract::{Authorized, needs};
 use super::{AppState, allow};
 use crate::auth::{ApiKey, CreatedKey, NewApiKey, Principal, Role};
 
@@ -54,7 +55,7 @@ pub async fn list_keys(State(s): State<AppState>, p: Principal) -> Result<Json<K
 )]
 pub async fn create_key(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::ManageKeys>,
     ApiJson(input): ApiJson<NewApiKey>,
 ) -> Result<(StatusCode, Json<CreatedKey>), ApiError> {
     let cap = allow(p.manage_keys(), &p, "manage API keys")?;

@@ -12,6 +12,7 @@ use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiJson, parse_id};
+use super::extract::{Authorized, needs};
 use super::sign_in::{SESSION_COOKIE, read_cookie};
 use super::{AppState, allow};
 use crate::auth::{Actor, Origin, Principal};
@@ -124,7 +125,7 @@ pub struct PasswordInput {
 )]
 pub async fn set_password(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::ManageDirectory>,
     Path(id): Path<String>,
     ApiJson(input): ApiJson<PasswordInput>,
 ) -> Result<StatusCode, ApiError> {

@@ -19,6 +19,7 @@ use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiJson, etag, if_match, json_body};
+use super::extract::{Authorized, needs};
 use super::{AppState, allow};
 use crate::auth::Principal;
 use crate::directory::{SubjectKind, parse_value};
@@ -97,7 +98,7 @@ pub async fn list_plugins(
 )]
 pub async fn install_plugin(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::ManagePlugins>,
     req: Request,
 ) -> Result<(StatusCode, Json<PluginView>), ApiError> {
     allow(p.manage_plugins(), &p, "manage plugins")?;
@@ -263,7 +264,7 @@ pub struct EvaluationIssue {
 )]
 pub async fn evaluate(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::Read>,
     Path(name): Path<String>,
     ApiJson(input): ApiJson<EvaluateRequest>,
 ) -> Result<Json<EvaluateResponse>, ApiError> {
@@ -429,7 +430,7 @@ pub async fn list_instances(
 )]
 pub async fn create_instance(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::ManagePlugins>,
     ApiJson(input): ApiJson<NewInstance>,
 ) -> Result<Response, ApiError> {
     allow(p.manage_plugins(), &p, "manage plugins")?;
@@ -474,7 +475,7 @@ pub async fn get_instance(
 )]
 pub async fn update_instance(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::ManagePlugins>,
     Path(id): Path<String>,
     headers: HeaderMap,
     ApiJson(input): ApiJson<InstanceUpdate>,
@@ -543,7 +544,7 @@ pub enum PreviewOutcome {
 )]
 pub async fn preview_instance(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::ManagePlugins>,
     Path(id): Path<String>,
     ApiJson(input): ApiJson<PreviewRequest>,
 ) -> Result<Json<PreviewOutcome>, ApiError> {

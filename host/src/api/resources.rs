@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiJson, MergePatch, if_match, parse_id, query_pairs, versioned};
+use super::extract::{Authorized, needs};
 use super::users::page_request;
 use super::{AppState, allow};
 use crate::access::{Grantee, GroupBinding, Resource, ResourceInput, SubjectAccess};
@@ -35,7 +36,7 @@ fn resource_response(status: StatusCode, r: Resource) -> Response {
 )]
 pub async fn list_resources(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::Read>,
     RawQuery(q): RawQuery,
 ) -> Result<Json<Page<Resource>>, ApiError> {
     let read = allow(p.read(), &p, "read resources")?;
@@ -57,7 +58,7 @@ pub async fn list_resources(
 )]
 pub async fn create_resource(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::ManageDirectory>,
     ApiJson(input): ApiJson<ResourceInput>,
 ) -> Result<Response, ApiError> {
     let cap = allow(p.manage_directory(), &p, "create resources")?;
@@ -92,7 +93,7 @@ pub async fn get_resource(
 )]
 pub async fn update_resource(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::ManageDirectory>,
     Path(id): Path<String>,
     headers: HeaderMap,
     MergePatch(patch): MergePatch,
@@ -167,7 +168,7 @@ pub async fn resource_groups(
 )]
 pub async fn bind_resource(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::ManageDirectory>,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<GroupRef>,
 ) -> Result<Json<GroupBinding>, ApiError> {
@@ -215,7 +216,7 @@ pub async fn unbind_resource(
 )]
 pub async fn grantees(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::Read>,
     Path(id): Path<String>,
     RawQuery(q): RawQuery,
 ) -> Result<Json<Page<Grantee>>, ApiError> {
@@ -257,7 +258,7 @@ pub async fn bound_groups(
 )]
 pub async fn bind_groups(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::ManageDirectory>,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<GroupRef>,
 ) -> Result<StatusCode, ApiError> {
