@@ -111,9 +111,9 @@ impl Sandbox {
             return Err(HttpError::HostNotAllowed(target));
         }
         if let Err(refused) = self.limits.outbound.policy().check_url(&url) {
-            crate::outbound::OutboundError::refused(&refused, "plugin");
             tracing::warn!(plugin = %self.plugin.name, call = self.call.name,
-                "refused outbound request to an internal address");
+                host = %refused.host, address = %refused.addr, kind = refused.kind,
+                "outbound request refused: an internal address");
             return Err(HttpError::HostNotAllowed(host_label(&url)));
         }
         let remaining_wall = self.limits.wall.saturating_sub(self.call.started.elapsed());
