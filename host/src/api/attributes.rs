@@ -10,7 +10,6 @@ use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiJson, query_pairs};
 use super::extract::{Authorized, needs};
 use super::{AppState, allow};
-use crate::auth::Principal;
 use crate::directory::{Attribute, AttributeUpdate, NewAttribute, SubjectKind};
 
 /// The schema, as a list.
@@ -99,7 +98,7 @@ pub async fn create_attribute(
 )]
 pub async fn get_attribute(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::Read>,
     Path((kind, name)): Path<(String, String)>,
 ) -> Result<Json<Attribute>, ApiError> {
     let read = allow(p.read(), &p, "read the attribute schema")?;
@@ -141,7 +140,7 @@ pub async fn update_attribute(
 )]
 pub async fn delete_attribute(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::ManageDirectory>,
     Path((kind, name)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let cap = allow(p.manage_directory(), &p, "delete attributes")?;

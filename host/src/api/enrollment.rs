@@ -125,7 +125,7 @@ pub async fn list_tokens(
 )]
 pub async fn get_token(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::ManageKeys>,
     Path(id): Path<String>,
 ) -> Result<Json<EnrollmentToken>, ApiError> {
     let cap = allow(p.manage_keys(), &p, "manage device enrollment tokens")?;
@@ -143,7 +143,7 @@ pub async fn get_token(
 )]
 pub async fn revoke_token(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::ManageKeys>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let cap = allow(p.manage_keys(), &p, "manage device enrollment tokens")?;
@@ -224,7 +224,7 @@ pub async fn get_credential(
 )]
 pub async fn revoke_credential(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::ManageKeys>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let cap = allow(p.manage_keys(), &p, "revoke device credentials")?;

@@ -107,7 +107,7 @@ pub async fn create_group(
 )]
 pub async fn get_group(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::Read>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let read = allow(p.read(), &p, "read groups")?;
@@ -147,7 +147,7 @@ pub async fn update_group(
 )]
 pub async fn delete_group(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::ManageDirectory>,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
@@ -253,7 +253,7 @@ pub async fn add_member(
 )]
 pub async fn remove_member(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::ManageDirectory>,
     Path((id, subject)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let cap = allow(p.manage_directory(), &p, "change group members")?;
@@ -325,7 +325,7 @@ pub async fn set_exemption(
 )]
 pub async fn remove_exemption(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::ManageDirectory>,
     Path((id, subject)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let cap = allow(p.manage_directory(), &p, "change group exemptions")?;
@@ -442,7 +442,10 @@ pub async fn reject_suggestions(
     responses((status = 202, body = RecomputeRun)),
     security(("api_key" = []))
 )]
-pub async fn recompute(State(s): State<AppState>, p: Principal) -> Result<Response, ApiError> {
+pub async fn recompute(
+    State(s): State<AppState>,
+    Authorized(p, _): Authorized<needs::ManageDirectory>,
+) -> Result<Response, ApiError> {
     let cap = allow(p.manage_directory(), &p, "recompute groups")?;
     use crate::auth::Mutation;
     let run = s.groups.start_recompute(cap.actor(), "api").await?;
@@ -464,7 +467,7 @@ pub async fn recompute(State(s): State<AppState>, p: Principal) -> Result<Respon
 )]
 pub async fn list_recomputes(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::Read>,
 ) -> Result<Json<Vec<RecomputeRun>>, ApiError> {
     allow(p.read(), &p, "read groups")?;
     Ok(Json(s.groups.list_runs()?))
@@ -479,7 +482,7 @@ pub async fn list_recomputes(
 )]
 pub async fn get_recompute(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::Read>,
     Path(id): Path<String>,
 ) -> Result<Json<RecomputeRun>, ApiError> {
     allow(p.read(), &p, "read groups")?;
@@ -581,7 +584,7 @@ pub async fn preview(
 )]
 pub async fn explain(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::Read>,
     Path((id, subject)): Path<(String, String)>,
 ) -> Result<Json<Explanation>, ApiError> {
     let read = allow(p.read(), &p, "read groups")?;

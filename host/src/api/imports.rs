@@ -12,7 +12,6 @@ use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiJson, parse_id, query_pairs};
 use super::extract::{Authorized, needs};
 use super::{AppState, allow};
-use crate::auth::Principal;
 use crate::provisioning::imports::{ChangePage, ImportInput, ImportRun, Schedule, ScheduleInput};
 
 /// Runs, newest first.
@@ -46,7 +45,10 @@ pub async fn start_run(
     responses((status = 200, body = RunList)),
     security(("api_key" = []))
 )]
-pub async fn list_runs(State(s): State<AppState>, p: Principal) -> Result<Json<RunList>, ApiError> {
+pub async fn list_runs(
+    State(s): State<AppState>,
+    Authorized(p, _): Authorized<needs::Read>,
+) -> Result<Json<RunList>, ApiError> {
     allow(p.read(), &p, "read import runs")?;
     Ok(Json(RunList {
         items: s.imports.list(50)?,
@@ -62,7 +64,7 @@ pub async fn list_runs(State(s): State<AppState>, p: Principal) -> Result<Json<R
 )]
 pub async fn get_run(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::Read>,
     Path(id): Path<String>,
 ) -> Result<Json<ImportRun>, ApiError> {
     allow(p.read(), &p, "read import runs")?;
@@ -123,7 +125,7 @@ pub async fn run_changes(
 )]
 pub async fn approve_run(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::ManageDirectory>,
     Path(id): Path<String>,
 ) -> Result<Json<ImportRun>, ApiError> {
     let cap = allow(p.manage_directory(), &p, "approve imports")?;
@@ -149,7 +151,7 @@ pub struct ScheduleList {
 )]
 pub async fn list_schedules(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::Read>,
 ) -> Result<Json<ScheduleList>, ApiError> {
     allow(p.read(), &p, "read import schedules")?;
     Ok(Json(ScheduleList {
@@ -184,7 +186,7 @@ pub async fn create_schedule(
 )]
 pub async fn delete_schedule(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::ManageDirectory>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let cap = allow(p.manage_directory(), &p, "delete import schedules")?;

@@ -11,8 +11,9 @@ use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorBody};
 use super::extract::principal_if_any;
+use super::extract::{Authorized, needs};
 use super::{AppState, allow};
-use crate::auth::{Origin, Principal};
+use crate::auth::Origin;
 use crate::groups::WaitingGroup;
 
 /// A health answer.
@@ -156,7 +157,10 @@ pub async fn openapi(State(s): State<AppState>) -> Response {
     responses((status = 200, description = "The backup file", content_type = "application/x-ndjson"), (status = 403, body = ErrorBody)),
     security(("api_key" = []))
 )]
-pub async fn backup(State(s): State<AppState>, p: Principal) -> Result<Response, ApiError> {
+pub async fn backup(
+    State(s): State<AppState>,
+    Authorized(p, _): Authorized<needs::ManageKeys>,
+) -> Result<Response, ApiError> {
     allow(p.manage_keys(), &p, "take backups")?;
     let store = s.store.clone();
     let dir = s.data_dir.clone();

@@ -78,7 +78,7 @@ pub struct Upload {
 )]
 pub async fn list_plugins(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::Read>,
 ) -> Result<Json<PluginList>, ApiError> {
     allow(p.read(), &p, "read plugins")?;
     let (items, failed) = s.plugins.list();
@@ -131,7 +131,7 @@ pub async fn install_plugin(
 )]
 pub async fn get_plugin(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::Read>,
     Path(name): Path<String>,
 ) -> Result<Json<PluginView>, ApiError> {
     allow(p.read(), &p, "read plugins")?;
@@ -147,7 +147,7 @@ pub async fn get_plugin(
 )]
 pub async fn remove_plugin(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::ManagePlugins>,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let cap = allow(p.manage_plugins(), &p, "manage plugins")?;
@@ -164,7 +164,7 @@ pub async fn remove_plugin(
 )]
 pub async fn enable_plugin(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::ManagePlugins>,
     Path(name): Path<String>,
 ) -> Result<Json<PluginView>, ApiError> {
     let cap = allow(p.manage_plugins(), &p, "manage plugins")?;
@@ -182,7 +182,7 @@ pub async fn enable_plugin(
 )]
 pub async fn disable_plugin(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::ManagePlugins>,
     Path(name): Path<String>,
 ) -> Result<Json<PluginView>, ApiError> {
     let cap = allow(p.manage_plugins(), &p, "manage plugins")?;
@@ -408,7 +408,7 @@ fn instance_response(status: StatusCode, instance: Instance) -> Response {
 )]
 pub async fn list_instances(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::Read>,
 ) -> Result<Json<InstanceList>, ApiError> {
     allow(p.read(), &p, "read plugin instances")?;
     Ok(Json(InstanceList {
@@ -455,7 +455,7 @@ pub async fn create_instance(
 )]
 pub async fn get_instance(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::Read>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     allow(p.read(), &p, "read plugin instances")?;
@@ -505,7 +505,7 @@ pub async fn update_instance(
 )]
 pub async fn delete_instance(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::ManagePlugins>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let cap = allow(p.manage_plugins(), &p, "manage plugins")?;

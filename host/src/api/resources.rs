@@ -15,7 +15,6 @@ use super::extract::{Authorized, needs};
 use super::users::page_request;
 use super::{AppState, allow};
 use crate::access::{Grantee, GroupBinding, Resource, ResourceInput, SubjectAccess};
-use crate::auth::Principal;
 use crate::directory::SubjectKind;
 use crate::page::Page;
 
@@ -75,7 +74,7 @@ pub async fn create_resource(
 )]
 pub async fn get_resource(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::Read>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let read = allow(p.read(), &p, "read resources")?;
@@ -120,7 +119,7 @@ pub async fn update_resource(
 )]
 pub async fn delete_resource(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::ManageDirectory>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let cap = allow(p.manage_directory(), &p, "delete resources")?;
@@ -148,7 +147,7 @@ pub struct GroupRef {
 )]
 pub async fn resource_groups(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::Read>,
     Path(id): Path<String>,
 ) -> Result<Json<Vec<GroupBinding>>, ApiError> {
     let read = allow(p.read(), &p, "read resources")?;
@@ -189,7 +188,7 @@ pub async fn bind_resource(
 )]
 pub async fn unbind_resource(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::ManageDirectory>,
     Path((id, group)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let cap = allow(p.manage_directory(), &p, "bind resources")?;
@@ -239,7 +238,7 @@ pub async fn grantees(
 )]
 pub async fn bound_groups(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::Read>,
     Path(id): Path<String>,
 ) -> Result<Json<Vec<GroupBinding>>, ApiError> {
     let read = allow(p.read(), &p, "read groups")?;
@@ -278,7 +277,7 @@ pub async fn bind_groups(
 )]
 pub async fn unbind_groups(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::ManageDirectory>,
     Path((id, other)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let cap = allow(p.manage_directory(), &p, "bind groups")?;
@@ -302,7 +301,7 @@ pub async fn unbind_groups(
 )]
 pub async fn user_access(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::Read>,
     Path(id): Path<String>,
 ) -> Result<Json<SubjectAccess>, ApiError> {
     let read = allow(p.read(), &p, "read access")?;
@@ -322,7 +321,7 @@ pub async fn user_access(
 )]
 pub async fn device_access(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::Read>,
     Path(id): Path<String>,
 ) -> Result<Json<SubjectAccess>, ApiError> {
     let read = allow(p.read(), &p, "read access")?;

@@ -9,7 +9,6 @@ use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiJson, MergePatch, if_match, parse_id, query_pairs, versioned};
 use super::extract::{Authorized, needs};
 use super::{AppState, allow};
-use crate::auth::Principal;
 use crate::directory::{Binding, StateChange, SubjectKind, User, UserInput};
 use crate::page::{Page, PageRequest};
 
@@ -81,7 +80,7 @@ pub async fn create_user(
 )]
 pub async fn get_user(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::Read>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let read = allow(p.read(), &p, "read users")?;
@@ -127,7 +126,7 @@ pub async fn update_user(
 )]
 pub async fn delete_user(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::ManageDirectory>,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
@@ -203,7 +202,7 @@ pub async fn user_devices(
 )]
 pub async fn bind_device(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::ManageDirectory>,
     Path((id, device_id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     let cap = allow(p.manage_directory(), &p, "bind devices")?;
@@ -232,7 +231,7 @@ pub async fn bind_device(
 )]
 pub async fn unbind_device(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::ManageDirectory>,
     Path((id, device_id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let cap = allow(p.manage_directory(), &p, "unbind devices")?;
