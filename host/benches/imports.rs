@@ -132,6 +132,9 @@ async fn app(dir: &std::path::Path, port: u16, groups: usize) -> Router {
     config.plugins.cache_dir =
         Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/plugin-cache"));
     config.groups.full_recompute_hours = 0;
+    // The fake upstream listens on loopback, which is refused by default.
+    config.outbound.allow_private =
+        vec![cohort::config::AllowPrivate("127.0.0.0/8".parse().unwrap())];
     let store = server::open_store(dir, &config.storage.open_options()).unwrap();
     let built = tokio::task::spawn_blocking(move || {
         server::build(&config, store, Arc::new(SystemClock)).unwrap()

@@ -252,6 +252,9 @@ fn main() {
     config.plugins.cache_dir =
         Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/plugin-cache"));
     config.groups.full_recompute_hours = 0;
+    // The fake upstream listens on loopback, which is refused by default.
+    config.outbound.allow_private =
+        vec![cohort::config::AllowPrivate("127.0.0.0/8".parse().unwrap())];
     config.sign_in.public_url = Some("http://127.0.0.1:9".into());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

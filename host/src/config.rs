@@ -36,6 +36,9 @@ pub const ENV_STORAGE_ENGINE: &str = "COHORT_STORAGE_ENGINE";
 /// Overrides `http.trusted_proxies`: CIDR blocks or addresses, separated by
 /// commas (empty: trust none).
 pub const ENV_TRUSTED_PROXIES: &str = "COHORT_TRUSTED_PROXIES";
+/// Overrides `outbound.allow_private`: CIDR blocks, addresses or host names,
+/// separated by commas (empty: allow none).
+pub const ENV_OUTBOUND_ALLOW_PRIVATE: &str = "COHORT_OUTBOUND_ALLOW_PRIVATE";
 /// Overrides `http.header_timeout_ms`.
 pub const ENV_HTTP_HEADER_TIMEOUT_MS: &str = "COHORT_HTTP_HEADER_TIMEOUT_MS";
 /// Overrides `http.body_timeout_ms`.
@@ -70,10 +73,46 @@ pub struct Config {
     pub sign_in: SignInConfig,
     /// The SCIM server.
     pub scim: ScimConfig,
+    /// Where the server and its plugins may send HTTP requests.
+    pub outbound: OutboundConfig,
     /// The key that encrypts plugin secrets at rest. When unset, a key is
     /// generated once into `<data_dir>/secret.key` (mode 0600). Keep it with
     /// backups: without it, stored secrets cannot be read back.
     pub secret_key: Option<Secret>,
+}
+
+/// Outbound HTTP (identity provider discovery, keys and tokens; plugins'
+/// requests). Internal addresses (loopback, private, link-local, unique-local,
+/// CGNAT, multicast, the cloud metadata services) are refused after names are
+/// resolved, so that whoever configures a provider or a plugin instance cannot
+/// reach into the server's own network.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutboundConfig {
+    /// Exceptions: CIDR blocks (`10.1.0.0/16`), addresses (`127.0.0.1`) or
+    /// host names (`idp.internal.example`, any address it resolves to). Empty
+    /// by default.
+    pub allow_private: Vec<AllowPrivate>,
+}
+
+/// One `outbound.allow_private` entry.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct AllowPrivate(pub crate::outbound::Allowed);
+
+impl TryFrom<String> for AllowPrivate {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse().map(AllowPrivate)
+    }
+}
+
+impl OutboundConfig {
+    /// The policy the outbound clients enforce.
+    pub fn policy(&self) -> crate::outbound::Policy {
+        crate::outbound::Policy::new(self.allow_private.iter().map(|a| a.0.clone()).collect())
+    }
 }
 
 /// Plugin loading and the limits every plugin call runs under.
@@ -369,6 +408,7 @@ impl Default for Config {
             groups: GroupsConfig::default(),
             sign_in: SignInConfig::default(),
             scim: ScimConfig::default(),
+            outbound: OutboundConfig::default(),
             secret_key: None,
         }
     }
@@ -551,6 +591,17 @@ impl Config {
                 });
             }
         }
+        if let Some(v) = env(ENV_OUTBOUND_ALLOW_PRIVATE) {
+            config.outbound.allow_private = v
+                .split(',')
+                .filter(|s| !s.trim().is_empty())
+                .map(|s| s.parse().map(AllowPrivate))
+                .collect::<Result<_, _>>()
+                .map_err(|message| ConfigError::Env {
+                    var: ENV_OUTBOUND_ALLOW_PRIVATE,
+                    message,
+                })?;
+        }
         if let Some(v) = env(ENV_SCIM_ACCEPT_PASSWORDS) {
             config.scim.accept_passwords = v.parse().map_err(|_| ConfigError::Env {
                 var: ENV_SCIM_ACCEPT_PASSWORDS,
@@ -717,6 +768,45 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("http.body_timeout_ms"), "{err}");
+    }
+
+    #[test]
+    fn outbound_exceptions_come_from_the_file_or_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cohort.toml");
+        std::fs::write(
+            &path,
+            "[outbound]\nallow_private = [\"10.0.0.0/8\", \"idp.internal.example\"]\n",
+        )
+        .unwrap();
+        let c = Config::load(Some(&path), env(&[])).unwrap();
+        assert_eq!(c.outbound.allow_private.len(), 2);
+        assert!(
+            c.outbound
+                .policy()
+                .check("x", "10.2.3.4".parse().unwrap())
+                .is_ok()
+        );
+        assert!(
+            Config::load(None, env(&[]))
+                .unwrap()
+                .outbound
+                .policy()
+                .check("x", "10.2.3.4".parse().unwrap())
+                .is_err()
+        );
+        let c = Config::load(Some(&path), env(&[(ENV_OUTBOUND_ALLOW_PRIVATE, "")])).unwrap();
+        assert!(c.outbound.allow_private.is_empty());
+        let err = Config::load(
+            None,
+            env(&[(ENV_OUTBOUND_ALLOW_PRIVATE, "127.0.0.1, bad host")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains(ENV_OUTBOUND_ALLOW_PRIVATE) && err.contains("bad host"),
+            "{err}"
+        );
     }
 
     #[test]

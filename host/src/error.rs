@@ -84,6 +84,17 @@ pub enum DomainError {
         /// What is wrong, for the admin.
         message: String,
     },
+    /// An outbound request the operation needs was refused by the outbound
+    /// policy or got no answer. The transport's detail is in the log only.
+    #[error("{field}: the {what} could not be fetched: {error}")]
+    Outbound {
+        /// The input that named the upstream (`instance`).
+        field: String,
+        /// What was being fetched, for people.
+        what: &'static str,
+        /// Why, as a stable code.
+        error: crate::outbound::OutboundError,
+    },
     /// A plugin the operation needs could not be called or failed.
     #[error(transparent)]
     Plugin(#[from] crate::plugins::PluginError),

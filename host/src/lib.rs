@@ -18,6 +18,7 @@ pub mod groups;
 pub mod json;
 pub mod limits;
 pub mod migrations;
+pub mod outbound;
 pub mod page;
 pub mod plugins;
 pub mod provisioning;

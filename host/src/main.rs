@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use cohort::config::{Config, LogFormat};
+use cohort::plugins::secrets::SecretBox;
 use tracing_subscriber::EnvFilter;
 
 /// glibc's allocator spends most of a membership update in `malloc` once the
@@ -54,7 +55,9 @@ enum Command {
         offline: bool,
     },
     /// Load a backup into an empty data directory (the configured one unless
-    /// --data-dir is given). The server must not be running on it.
+    /// --data-dir is given). The server must not be running on it. The
+    /// backup must be authenticated with the secret key of the server that
+    /// wrote it: --key-file, or the configured secret_key / COHORT_SECRET_KEY.
     Restore {
         /// The backup file to read.
         #[arg(long, short, value_name = "FILE")]
@@ -62,6 +65,16 @@ enum Command {
         /// Target data directory; must be empty or absent.
         #[arg(long, value_name = "DIR")]
         data_dir: Option<PathBuf>,
+        /// The secret key file of the server that wrote the backup (its
+        /// `<data_dir>/secret.key`). It is copied into the restored data
+        /// directory, unless a secret key is configured.
+        #[arg(long, value_name = "FILE")]
+        key_file: Option<PathBuf>,
+        /// Also accept a backup written before backups were authenticated
+        /// (format version 1), which anyone could have edited. Only for a
+        /// file you know is yours.
+        #[arg(long)]
+        allow_unauthenticated: bool,
     },
     /// Print the OpenAPI document of the admin API.
     Openapi,
@@ -123,10 +136,11 @@ async fn backup(
     if offline {
         let store = cohort::server::open_store(&config.data_dir, &config.storage.open_options())
             .with_context(|| format!("opening {}", config.data_dir.display()))?;
+        let secrets = SecretBox::open(config.secret_key.as_ref(), &config.data_dir)?;
         let mut summary = None;
         write_atomically(output, |f| {
             let mut w = std::io::BufWriter::new(f);
-            summary = Some(store.export(&mut w)?);
+            summary = Some(store.export(&mut w, secrets.backup_key())?);
             w.flush()?;
             Ok(())
         })?;
@@ -169,21 +183,68 @@ async fn backup(
     Ok(())
 }
 
-fn restore(config: &Config, input: &Path, data_dir: Option<PathBuf>) -> anyhow::Result<()> {
+/// How `cohort restore` was asked to check the file.
+struct RestoreKey {
+    key_file: Option<PathBuf>,
+    allow_unauthenticated: bool,
+}
+
+fn restore(
+    config: &Config,
+    input: &Path,
+    data_dir: Option<PathBuf>,
+    key: RestoreKey,
+) -> anyhow::Result<()> {
     let target = data_dir.unwrap_or_else(|| config.data_dir.clone());
+    // The data directory is empty (a restore needs it so), so the key the
+    // backup was written with comes from outside it.
+    let secrets = match (&key.key_file, &config.secret_key) {
+        (Some(file), _) => SecretBox::from_key_file(file)
+            .with_context(|| format!("reading the key file {}", file.display()))?,
+        (None, Some(configured)) => SecretBox::open(Some(configured), &target)?,
+        (None, None) => bail!(
+            "restoring needs the secret key of the server that wrote the backup, to check \
+             that nobody changed it: pass --key-file <that server's data_dir>/secret.key, or \
+             set COHORT_SECRET_KEY"
+        ),
+    };
     let file =
         std::fs::File::open(input).with_context(|| format!("opening {}", input.display()))?;
     let summary = cohort_storage::restore_into(
         &target,
         &mut BufReader::new(file),
         &config.storage.open_options(),
+        cohort_storage::Verify {
+            key: secrets.backup_key(),
+            allow_unauthenticated: key.allow_unauthenticated,
+        },
     )?;
+    // Sealed plugin secrets open only with the key they were sealed with:
+    // the restored directory gets it, unless the configuration names one.
+    if let (Some(file), None) = (&key.key_file, &config.secret_key) {
+        install_key(file, &target.join("secret.key"))?;
+    }
     eprintln!(
         "restored {} entries (schema version {}) into {}",
         summary.entries,
         summary.schema_version,
         target.display()
     );
+    Ok(())
+}
+
+/// Copies a key file, readable by its owner only.
+fn install_key(from: &Path, to: &Path) -> anyhow::Result<()> {
+    let text = std::fs::read(from).with_context(|| format!("reading {}", from.display()))?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut f = options
+        .open(to)
+        .with_context(|| format!("writing {}", to.display()))?;
+    f.write_all(&text)?;
+    f.sync_all()?;
     Ok(())
 }
 
@@ -202,7 +263,20 @@ async fn main() -> anyhow::Result<()> {
             api_key,
             offline,
         } => backup(&config, &output, server, api_key, offline).await?,
-        Command::Restore { input, data_dir } => restore(&config, &input, data_dir)?,
+        Command::Restore {
+            input,
+            data_dir,
+            key_file,
+            allow_unauthenticated,
+        } => restore(
+            &config,
+            &input,
+            data_dir,
+            RestoreKey {
+                key_file,
+                allow_unauthenticated,
+            },
+        )?,
         Command::Openapi => println!("{}", cohort::api::openapi_json()),
     }
     Ok(())

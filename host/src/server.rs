@@ -64,9 +64,11 @@ pub fn open_store(data_dir: &Path, options: &OpenOptions) -> Result<Store, Stora
 pub fn build(config: &Config, store: Store, clock: Arc<dyn Clock>) -> Result<App, ServerError> {
     let keys = ApiKeys::new(store.clone(), Arc::clone(&clock));
     let generated_admin_key = keys.bootstrap(config.bootstrap_admin_key.as_ref())?;
+    // One policy for the server's own requests and its plugins'.
+    let outbound = Arc::new(crate::outbound::Outbound::new(config.outbound.policy()));
     let runtime = Arc::new(
         Runtime::new(
-            Limits::from_config(&config.plugins),
+            Limits::from_config(&config.plugins).with_outbound(Arc::clone(&outbound)),
             Some(
                 &config
                     .plugins
@@ -85,6 +87,7 @@ pub fn build(config: &Config, store: Store, clock: Arc<dyn Clock>) -> Result<App
     )?;
     let secrets = SecretBox::open(config.secret_key.as_ref(), &config.data_dir)
         .map_err(|e| ServerError::Plugins(e.to_string()))?;
+    let backup_key = secrets.backup_key().clone();
     let instances = Instances::new(
         store.clone(),
         Arc::clone(&clock),
@@ -98,7 +101,8 @@ pub fn build(config: &Config, store: Store, clock: Arc<dyn Clock>) -> Result<App
         Arc::clone(&clock),
         registry.clone(),
         instances.clone(),
-    );
+        outbound,
+    )?;
     let device_credentials =
         crate::devices::DeviceCredentials::new(store.clone(), Arc::clone(&clock));
     let directory = Directory::new(store.clone(), Arc::clone(&clock))
@@ -144,7 +148,7 @@ pub fn build(config: &Config, store: Store, clock: Arc<dyn Clock>) -> Result<App
                 max_tracked: config.sign_in.rate_limit.max_tracked,
             },
         },
-    );
+    )?;
     let scim = crate::provisioning::scim::Scim::new(
         store.clone(),
         Arc::clone(&clock),
@@ -188,6 +192,7 @@ pub fn build(config: &Config, store: Store, clock: Arc<dyn Clock>) -> Result<App
         trusted_proxies: Arc::new(api::client::TrustedProxies::new(
             config.http.trusted_proxies.iter().map(|p| p.0).collect(),
         )),
+        backup_key,
     };
     Ok(App {
         state,

@@ -5,11 +5,16 @@
 //! {"format":"cohort-backup","format_version":1,"schema_version":1,"created_unix":1764000000}
 //! {"ks":"users","k":"<base64url>","v":"<base64url>"}
 //! ...
-//! {"end":{"entries":1234,"sha256":"<hex of all entry lines>"}}
+//! {"end":{"entries":1234,"sha256":"<hex of all entry lines>","hmac_sha256":"<hex>"}}
 //! ```
 //!
 //! The trailer makes truncation and corruption detectable before anything is
-//! restored.
+//! restored. A checksum alone does not stop someone who can edit the file
+//! (adding an API key hash or a plugin, then fixing the checksum), so since
+//! format version 2 the header and entry lines are also authenticated with
+//! HMAC-SHA256 under a [`BackupKey`] the host derives from its secret key.
+//! Version 1 files have no HMAC and are restored only when the caller says
+//! so explicitly.
 
 use std::io::{BufRead, Write};
 use std::ops::Bound;
@@ -17,6 +22,7 @@ use std::path::Path;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use hmac::{Hmac, KeyInit, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -24,7 +30,44 @@ use crate::keyspace::split;
 use crate::{OpenOptions, StorageError, Store};
 
 const FORMAT: &str = "cohort-backup";
-const FORMAT_VERSION: u32 = 1;
+const FORMAT_VERSION: u32 = 2;
+/// The first version whose trailer carries an HMAC.
+const AUTHENTICATED_SINCE: u32 = 2;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// The key backups are authenticated with. The host derives it from its
+/// secret key, under a label of its own, so it is never the key that seals
+/// secrets.
+#[derive(Clone)]
+pub struct BackupKey([u8; 32]);
+
+impl BackupKey {
+    /// Wraps derived key material.
+    pub fn new(bytes: [u8; 32]) -> BackupKey {
+        BackupKey(bytes)
+    }
+
+    fn mac(&self) -> HmacSha256 {
+        <HmacSha256 as KeyInit>::new_from_slice(&self.0).expect("HMAC takes keys of any length")
+    }
+}
+
+impl std::fmt::Debug for BackupKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BackupKey([redacted])")
+    }
+}
+
+/// How a restore checks the file.
+#[derive(Debug, Clone, Copy)]
+pub struct Verify<'a> {
+    /// The key the backup must be authenticated with.
+    pub key: &'a BackupKey,
+    /// Accept a version 1 backup, which has a checksum but no HMAC. Off
+    /// unless an operator asks for it, for a file they know is theirs.
+    pub allow_unauthenticated: bool,
+}
 /// Entries per batch while restoring; bounds memory on large backups.
 const RESTORE_BATCH: usize = 10_000;
 /// Longest line a restore reads. The largest entries are uploaded plugin
@@ -119,17 +162,34 @@ struct Trailer {
 struct End {
     entries: u64,
     sha256: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    hmac_sha256: Option<String>,
 }
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) || !s.is_ascii() {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
+        .collect()
+}
+
 impl Store {
     /// Writes a consistent snapshot of the whole store to `out`. Writers wait
     /// while it runs (reads do not), so export to a local file and ship that,
     /// rather than exporting straight to a slow network peer.
-    pub fn export(&self, out: &mut dyn Write) -> Result<BackupSummary, StorageError> {
+    /// The file is authenticated with `key`.
+    pub fn export(
+        &self,
+        out: &mut dyn Write,
+        key: &BackupKey,
+    ) -> Result<BackupSummary, StorageError> {
         let inner = self.inner();
         let _guard = inner.writer.lock();
         let schema_version = self.schema_version()?;
@@ -142,11 +202,11 @@ impl Store {
             schema_version,
             created_unix,
         };
-        writeln!(
-            out,
-            "{}",
-            serde_json::to_string(&header).expect("header encodes")
-        )?;
+        let header = serde_json::to_string(&header).expect("header encodes");
+        writeln!(out, "{header}")?;
+        let mut mac = key.mac();
+        mac.update(header.as_bytes());
+        mac.update(b"\n");
         let mut hasher = Sha256::new();
         let mut entries = 0u64;
         for r in inner
@@ -168,6 +228,7 @@ impl Store {
             let mut text = serde_json::to_string(&line).expect("line encodes");
             text.push('\n');
             hasher.update(text.as_bytes());
+            mac.update(text.as_bytes());
             out.write_all(text.as_bytes())?;
             entries += 1;
         }
@@ -176,6 +237,7 @@ impl Store {
             end: End {
                 entries,
                 sha256: sha256.clone(),
+                hmac_sha256: Some(hex(&mac.finalize().into_bytes())),
             },
         };
         writeln!(
@@ -195,10 +257,12 @@ impl Store {
 /// Loads a backup into `dir`, which must not exist or be empty. The restore is
 /// built in a sibling directory and moved into place only once the whole file
 /// has been read and its trailer verified, so a failed restore leaves nothing.
+/// The file must be authenticated with `verify.key` (see [`Verify`]).
 pub fn restore_into(
     dir: &Path,
     input: &mut dyn BufRead,
     options: &OpenOptions,
+    verify: Verify<'_>,
 ) -> Result<BackupSummary, StorageError> {
     if dir.exists() && std::fs::read_dir(dir)?.next().is_some() {
         return Err(StorageError::NotEmpty(dir.to_path_buf()));
@@ -211,7 +275,7 @@ pub fn restore_into(
     if staging.exists() {
         std::fs::remove_dir_all(&staging)?;
     }
-    let result = restore_staged(&staging, input, options);
+    let result = restore_staged(&staging, input, options, verify);
     match result {
         Ok(summary) => {
             if dir.exists() {
@@ -231,6 +295,7 @@ fn restore_staged(
     staging: &Path,
     input: &mut dyn BufRead,
     options: &OpenOptions,
+    verify: Verify<'_>,
 ) -> Result<BackupSummary, StorageError> {
     let bad = |line: usize, detail: String| StorageError::BadBackup { line, detail };
     let mut lines = Lines {
@@ -239,7 +304,8 @@ fn restore_staged(
         done: false,
     };
     let (_, first) = lines.next().ok_or_else(|| bad(1, "empty file".into()))?;
-    let header: Header = serde_json::from_str(&first?)
+    let first = first?;
+    let header: Header = serde_json::from_str(&first)
         .map_err(|e| bad(1, format!("not a Cohort backup header: {e}")))?;
     if header.format != FORMAT {
         return Err(bad(
@@ -256,6 +322,22 @@ fn restore_staged(
             ),
         ));
     }
+
+    let authenticated = header.format_version >= AUTHENTICATED_SINCE;
+    if !authenticated && !verify.allow_unauthenticated {
+        return Err(bad(
+            1,
+            format!(
+                "backup format version {} is not authenticated (no HMAC), so it could have \
+                 been edited; restore it only if you know where it came from, with \
+                 --allow-unauthenticated",
+                header.format_version
+            ),
+        ));
+    }
+    let mut mac = verify.key.mac();
+    mac.update(first.as_bytes());
+    mac.update(b"\n");
 
     let store = Store::open(staging, options)?;
     let backend = &store.inner().backend;
@@ -288,6 +370,8 @@ fn restore_staged(
         full.extend_from_slice(&key);
         hasher.update(text.as_bytes());
         hasher.update(b"\n");
+        mac.update(text.as_bytes());
+        mac.update(b"\n");
         batch.push((full, Some(value)));
         entries += 1;
         if batch.len() >= RESTORE_BATCH {
@@ -316,6 +400,23 @@ fn restore_staged(
     if trailer.end.sha256 != sha256 {
         return Err(bad(no, "checksum mismatch: the file is corrupt".into()));
     }
+    if authenticated {
+        let tag = trailer
+            .end
+            .hmac_sha256
+            .as_deref()
+            .and_then(unhex)
+            .ok_or_else(|| bad(no, "the trailer has no valid hmac_sha256".into()))?;
+        if mac.verify_slice(&tag).is_err() {
+            return Err(bad(
+                no,
+                "the backup is not authentic: its HMAC does not match. It was changed after \
+                 it was written, or written by a server with another secret key (restore it \
+                 with that server's key)"
+                    .into(),
+            ));
+        }
+    }
     backend.apply_all(&batch)?;
     backend.flush()?;
     let schema_version = store.schema_version()?;
@@ -333,6 +434,11 @@ mod tests {
     use crate::Keyspace;
 
     const KS: Keyspace = Keyspace::new("b");
+    const KEY: BackupKey = BackupKey([9; 32]);
+    const STRICT: Verify<'static> = Verify {
+        key: &KEY,
+        allow_unauthenticated: false,
+    };
 
     fn sample() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
@@ -354,7 +460,7 @@ mod tests {
     fn hostile_lines_are_refused_with_their_line_number() {
         let (dir, store) = sample();
         let mut good = Vec::new();
-        store.export(&mut good).unwrap();
+        store.export(&mut good, &KEY).unwrap();
         let header = good.split(|b| *b == b'\n').next().unwrap().to_vec();
         let cases: [&[u8]; 4] = [
             b"{\"ks\":\"b\",\"k\":\"\xff\xfe\",\"v\":\"\"}\n",
@@ -367,7 +473,7 @@ mod tests {
             file.push(b'\n');
             file.extend_from_slice(case);
             let target = dir.path().join(format!("hostile-{i}"));
-            match restore_into(&target, &mut &file[..], &OpenOptions::default()) {
+            match restore_into(&target, &mut &file[..], &OpenOptions::default(), STRICT) {
                 Err(StorageError::BadBackup { line: 2, .. }) => {}
                 other => panic!("case {i}: {other:?}"),
             }
@@ -382,32 +488,46 @@ mod tests {
     fn round_trip_gives_identical_entries() {
         let (dir, store) = sample();
         let mut first = Vec::new();
-        let summary = store.export(&mut first).unwrap();
+        let summary = store.export(&mut first, &KEY).unwrap();
         assert_eq!(summary.entries, 100);
         let target = dir.path().join("restored");
-        let restored = restore_into(&target, &mut &first[..], &OpenOptions::default()).unwrap();
+        let restored =
+            restore_into(&target, &mut &first[..], &OpenOptions::default(), STRICT).unwrap();
         assert_eq!(restored.sha256, summary.sha256);
         let again = Store::open(&target, &OpenOptions::default()).unwrap();
         let mut second = Vec::new();
-        assert_eq!(again.export(&mut second).unwrap().sha256, summary.sha256);
+        assert_eq!(
+            again.export(&mut second, &KEY).unwrap().sha256,
+            summary.sha256
+        );
     }
 
     #[test]
     fn truncated_or_tampered_backups_are_refused_and_leave_nothing() {
         let (dir, store) = sample();
         let mut full = Vec::new();
-        store.export(&mut full).unwrap();
+        store.export(&mut full, &KEY).unwrap();
         let text = String::from_utf8(full).unwrap();
         let truncated: String = text.lines().take(50).map(|l| format!("{l}\n")).collect();
         let target = dir.path().join("t1");
-        let err =
-            restore_into(&target, &mut truncated.as_bytes(), &OpenOptions::default()).unwrap_err();
+        let err = restore_into(
+            &target,
+            &mut truncated.as_bytes(),
+            &OpenOptions::default(),
+            STRICT,
+        )
+        .unwrap_err();
         assert!(matches!(err, StorageError::BadBackup { .. }), "{err}");
         assert!(!target.exists());
 
         let tampered = text.replacen("\"v\":\"AAEC", "\"v\":\"AAED", 1);
-        let err =
-            restore_into(&target, &mut tampered.as_bytes(), &OpenOptions::default()).unwrap_err();
+        let err = restore_into(
+            &target,
+            &mut tampered.as_bytes(),
+            &OpenOptions::default(),
+            STRICT,
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("checksum"), "{err}");
     }
 
@@ -415,13 +535,137 @@ mod tests {
     fn restore_refuses_a_non_empty_directory() {
         let (dir, store) = sample();
         let mut full = Vec::new();
-        store.export(&mut full).unwrap();
+        store.export(&mut full, &KEY).unwrap();
         let err = restore_into(
             &dir.path().join("src"),
             &mut &full[..],
             &OpenOptions::default(),
+            STRICT,
         )
         .unwrap_err();
         assert!(matches!(err, StorageError::NotEmpty(_)));
+    }
+
+    /// `text` with its entry checksum recomputed, as someone editing the
+    /// file would.
+    fn fix_checksum(text: &str) -> String {
+        let lines: Vec<&str> = text.lines().collect();
+        let mut hasher = Sha256::new();
+        for l in &lines[1..lines.len() - 1] {
+            hasher.update(l.as_bytes());
+            hasher.update(b"\n");
+        }
+        let mut trailer: Trailer = serde_json::from_str(lines[lines.len() - 1]).unwrap();
+        trailer.end.sha256 = hex(&hasher.finalize());
+        let mut out: String = lines[..lines.len() - 1]
+            .iter()
+            .map(|l| format!("{l}\n"))
+            .collect();
+        out.push_str(&serde_json::to_string(&trailer).unwrap());
+        out.push('\n');
+        out
+    }
+
+    #[test]
+    fn an_edited_backup_with_a_fixed_checksum_or_another_key_is_refused() {
+        let (dir, store) = sample();
+        let mut full = Vec::new();
+        store.export(&mut full, &KEY).unwrap();
+        let text = String::from_utf8(full).unwrap();
+        let target = dir.path().join("t");
+        // The edit and its checksum fix alone restore.
+        let edited = fix_checksum(&text.replacen("\"v\":\"AAEC", "\"v\":\"AAED", 1));
+        let lenient = Verify {
+            key: &KEY,
+            allow_unauthenticated: true,
+        };
+        for verify in [STRICT, lenient] {
+            let err = restore_into(
+                &target,
+                &mut edited.as_bytes(),
+                &OpenOptions::default(),
+                verify,
+            )
+            .unwrap_err();
+            assert!(err.to_string().contains("not authentic"), "{err}");
+            assert!(!target.exists());
+        }
+        // So does the header's.
+        let edited = text.replacen("\"schema_version\":", "\"schema_version\":1", 1);
+        assert!(
+            restore_into(
+                &target,
+                &mut edited.as_bytes(),
+                &OpenOptions::default(),
+                STRICT
+            )
+            .is_err()
+        );
+        // Another server's key.
+        let other = BackupKey([8; 32]);
+        let verify = Verify {
+            key: &other,
+            allow_unauthenticated: false,
+        };
+        let err = restore_into(
+            &target,
+            &mut text.as_bytes(),
+            &OpenOptions::default(),
+            verify,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("not authentic"), "{err}");
+        // A trailer with the HMAC removed does not pass for version 1.
+        let stripped = text.replace(",\"hmac_sha256\":", ",\"x\":");
+        assert!(
+            restore_into(
+                &target,
+                &mut stripped.as_bytes(),
+                &OpenOptions::default(),
+                lenient
+            )
+            .is_err()
+        );
+        assert!(!target.exists());
+        restore_into(
+            &target,
+            &mut text.as_bytes(),
+            &OpenOptions::default(),
+            STRICT,
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn version_1_backups_need_the_explicit_flag() {
+        let (dir, store) = sample();
+        let mut full = Vec::new();
+        store.export(&mut full, &KEY).unwrap();
+        let text = String::from_utf8(full).unwrap();
+        // What a version 1 build wrote: no HMAC in the trailer.
+        let mut lines: Vec<String> = text.lines().map(String::from).collect();
+        lines[0] = lines[0].replace("\"format_version\":2", "\"format_version\":1");
+        let last = lines.len() - 1;
+        let mut trailer: Trailer = serde_json::from_str(&lines[last]).unwrap();
+        trailer.end.hmac_sha256 = None;
+        lines[last] = serde_json::to_string(&trailer).unwrap();
+        let v1: String = lines.iter().map(|l| format!("{l}\n")).collect();
+        let target = dir.path().join("v1");
+        let err =
+            restore_into(&target, &mut v1.as_bytes(), &OpenOptions::default(), STRICT).unwrap_err();
+        assert!(err.to_string().contains("--allow-unauthenticated"), "{err}");
+        assert!(!target.exists());
+        let lenient = Verify {
+            key: &KEY,
+            allow_unauthenticated: true,
+        };
+        let restored = restore_into(
+            &target,
+            &mut v1.as_bytes(),
+            &OpenOptions::default(),
+            lenient,
+        )
+        .unwrap();
+        assert_eq!(restored.entries, 100);
     }
 }

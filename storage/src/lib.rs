@@ -30,7 +30,7 @@ mod sled_backend;
 mod store;
 mod txn;
 
-pub use backup::{BackupSummary, restore_into};
+pub use backup::{BackupKey, BackupSummary, Verify, restore_into};
 pub use error::StorageError;
 pub use keyspace::Keyspace;
 pub use migrate::Migration;

@@ -55,6 +55,9 @@ pub struct Server {
     _dir: Option<tempfile::TempDir>,
 }
 
+/// The opt-in to loopback peers every server started here gets.
+pub const LOOPBACK_OPT_IN: (&str, &str) = ("COHORT_OUTBOUND_ALLOW_PRIVATE", "127.0.0.0/8,::1");
+
 /// `target/test-plugins`, where `plugins/build` puts the built-in plugins
 /// and the test guests.
 pub fn plugins_dir() -> PathBuf {
@@ -128,6 +131,11 @@ impl Server {
             .env("COHORT_DATA_DIR", data)
             .env("COHORT_BOOTSTRAP_ADMIN_KEY", ADMIN_KEY)
             .env("COHORT_LOG_LEVEL", "warn")
+            // Every peer a test starts (the OIDC provider, mock sources) is on
+            // loopback, which the server refuses by default. A test that checks
+            // the refusal passes `COHORT_OUTBOUND_ALLOW_PRIVATE=""`, which
+            // overrides this.
+            .env(LOOPBACK_OPT_IN.0, LOOPBACK_OPT_IN.1)
             .env_remove("COHORT_CONFIG")
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::piped())

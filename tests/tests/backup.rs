@@ -97,15 +97,24 @@ async fn backup_while_running_then_restore_gives_an_identical_directory() {
     let text = std::fs::read_to_string(&file).unwrap();
     assert!(text.starts_with("{\"format\":\"cohort-backup\""));
 
-    // The server kept serving; now restore into a fresh directory.
+    // The server kept serving; now restore into a fresh directory, with
+    // the key that authenticates the backup.
     let restored = dir.path().join("restored");
+    let key = s.data_dir().join("secret.key");
     run(&[
         "restore",
         "--input",
         file.to_str().unwrap(),
         "--data-dir",
         restored.to_str().unwrap(),
+        "--key-file",
+        key.to_str().unwrap(),
     ]);
+    // The key came along, so the copy reads what the original sealed.
+    assert_eq!(
+        std::fs::read(restored.join("secret.key")).unwrap(),
+        std::fs::read(&key).unwrap()
+    );
     // Restoring over a non-empty directory is refused.
     let again = Command::new(cohort_bin())
         .args([
@@ -114,6 +123,8 @@ async fn backup_while_running_then_restore_gives_an_identical_directory() {
             file.to_str().unwrap(),
             "--data-dir",
             restored.to_str().unwrap(),
+            "--key-file",
+            key.to_str().unwrap(),
         ])
         .output()
         .unwrap();
@@ -165,12 +176,20 @@ async fn restored_indexes_still_enforce_uniqueness() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // The HMAC covers the header (and its time), so it differs; the
+    // entries and their checksum do not.
     let body = |p: &std::path::Path| {
         std::fs::read_to_string(p)
             .unwrap()
             .lines()
             .skip(1)
-            .map(str::to_string)
+            .map(|l| match serde_json::from_str::<Value>(l) {
+                Ok(mut t) if t.get("end").is_some() => {
+                    t["end"]["hmac_sha256"] = Value::Null;
+                    t.to_string()
+                }
+                _ => l.to_string(),
+            })
             .collect::<Vec<_>>()
     };
     assert_eq!(body(&file), body(&offline));
@@ -182,6 +201,8 @@ async fn restored_indexes_still_enforce_uniqueness() {
         file.to_str().unwrap(),
         "--data-dir",
         restored.to_str().unwrap(),
+        "--key-file",
+        s.data_dir().join("secret.key").to_str().unwrap(),
     ]);
     let copy = Server::start_on(&restored, dir.path().join("log"));
     let r = copy
@@ -276,6 +297,7 @@ async fn a_sled_directory_moves_to_fjall_through_backup_and_restore() {
         String::from_utf8_lossy(&out.stderr)
     );
     let restored = dir.path().join("fjall");
+    let key = format!("{data}/secret.key");
     let out = run_env(
         &[
             "restore",
@@ -283,6 +305,8 @@ async fn a_sled_directory_moves_to_fjall_through_backup_and_restore() {
             file.to_str().unwrap(),
             "--data-dir",
             restored.to_str().unwrap(),
+            "--key-file",
+            &key,
         ],
         &[("COHORT_STORAGE_ENGINE", "fjall")],
     );
@@ -296,4 +320,151 @@ async fn a_sled_directory_moves_to_fjall_through_backup_and_restore() {
     let copy = Server::start_on(&restored, dir.path().join("fjall.log"));
     assert_eq!(snapshot(&copy.admin()).await, before);
     copy.admin().create_user("after-the-move").await;
+}
+
+/// `text` with its trailer's entry checksum recomputed, as someone editing
+/// the file would: the checksum is public, so only the HMAC can tell.
+fn fix_checksum(text: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let lines: Vec<&str> = text.lines().collect();
+    let mut hasher = Sha256::new();
+    for l in &lines[1..lines.len() - 1] {
+        hasher.update(l.as_bytes());
+        hasher.update(b"\n");
+    }
+    let hex: String = hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let mut trailer: Value = serde_json::from_str(lines[lines.len() - 1]).unwrap();
+    trailer["end"]["sha256"] = json!(hex);
+    let mut out: String = lines[..lines.len() - 1]
+        .iter()
+        .map(|l| format!("{l}\n"))
+        .collect();
+    out.push_str(&trailer.to_string());
+    out.push('\n');
+    out
+}
+
+#[tokio::test]
+async fn an_edited_backup_is_refused_and_an_untouched_one_restores() {
+    let mut s = Server::start();
+    let api = s.admin();
+    api.create_user("kept").await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("b");
+    run(&[
+        "backup",
+        "--output",
+        file.to_str().unwrap(),
+        "--server",
+        &s.base,
+        "--api-key",
+        ADMIN_KEY,
+    ]);
+    let text = std::fs::read_to_string(&file).unwrap();
+    // The attacker's key, made on a server of their own, and its stored
+    // entry copied in: one added line.
+    let mut theirs = Server::start();
+    let planted = theirs.admin().create_key("planted", "admin").await;
+    theirs.kill();
+    let other = dir.path().join("theirs.b");
+    let out = Command::new(cohort_bin())
+        .args(["backup", "--offline", "--output", other.to_str().unwrap()])
+        .env_remove("COHORT_CONFIG")
+        .env("COHORT_DATA_DIR", theirs.data_dir())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mine: std::collections::HashSet<&str> = text.lines().collect();
+    let theirs_text = std::fs::read_to_string(&other).unwrap();
+    let added: Vec<&str> = theirs_text
+        .lines()
+        .filter(|l| l.starts_with("{\"ks\":\"api_keys") && !mine.contains(l))
+        .collect();
+    assert!(!added.is_empty(), "no key entry in {theirs_text}");
+    let mut lines: Vec<&str> = text.lines().collect();
+    let at = lines.len() - 1;
+    for l in added.iter().rev() {
+        lines.insert(at, l);
+    }
+    let entries = lines.len() - 2;
+    let trailer = lines[at + added.len()].to_string();
+    let mut trailer: Value = serde_json::from_str(&trailer).unwrap();
+    trailer["end"]["entries"] = json!(entries);
+    let trailer = trailer.to_string();
+    let n = lines.len();
+    lines[n - 1] = &trailer;
+    let edited: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    let edited = fix_checksum(&edited);
+    let tampered = dir.path().join("tampered.b");
+    std::fs::write(&tampered, edited).unwrap();
+
+    let key = s.data_dir().join("secret.key");
+    let restore = |input: &std::path::Path, target: &std::path::Path, extra: &[&str]| {
+        let mut args = vec![
+            "restore",
+            "--input",
+            input.to_str().unwrap(),
+            "--data-dir",
+            target.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        Command::new(cohort_bin())
+            .args(&args)
+            .env_remove("COHORT_CONFIG")
+            .env_remove("COHORT_SECRET_KEY")
+            .output()
+            .unwrap()
+    };
+    let target = dir.path().join("r");
+    let key_arg = ["--key-file", key.to_str().unwrap()];
+    for extra in [
+        &key_arg[..],
+        &[key_arg[0], key_arg[1], "--allow-unauthenticated"],
+    ] {
+        let out = restore(&tampered, &target, extra);
+        assert!(!out.status.success());
+        let msg = String::from_utf8_lossy(&out.stderr);
+        assert!(msg.contains("not authentic"), "{msg}");
+        assert!(!target.exists(), "a refused restore leaves nothing");
+    }
+    // Without a key, the restore says how to give one.
+    let out = restore(&file, &target, &[]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--key-file"));
+    // With another server's key, the real backup is refused too.
+    let wrong = [
+        "--key-file",
+        theirs
+            .data_dir()
+            .join("secret.key")
+            .to_str()
+            .unwrap()
+            .to_string()
+            .leak(),
+    ];
+    let out = restore(&file, &target, &wrong);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not authentic"));
+    // The untouched file restores, and the planted key is not there.
+    let out = restore(&file, &target, &key_arg);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    s.kill();
+    let copy = Server::start_on(&target, dir.path().join("r.log"));
+    copy.client(Some(&planted))
+        .get("/api/v1/users")
+        .await
+        .expect(401);
+    let users = copy.admin().get("/api/v1/users").await.expect(200).body;
+    assert_eq!(users["items"][0]["username"], "kept", "{users}");
 }

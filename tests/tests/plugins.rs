@@ -617,6 +617,7 @@ async fn backups_carry_uploaded_plugins_and_sealed_secrets() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("cohort.backup");
     let restored = dir.path().join("restored");
+    let key_file = s.data_dir().join("secret.key");
     for args in [
         vec![
             "backup",
@@ -633,6 +634,8 @@ async fn backups_carry_uploaded_plugins_and_sealed_secrets() {
             file.to_str().unwrap(),
             "--data-dir",
             restored.to_str().unwrap(),
+            "--key-file",
+            key_file.to_str().unwrap(),
         ],
     ] {
         let out = std::process::Command::new(cohort_tests::cohort_bin())
@@ -646,8 +649,12 @@ async fn backups_carry_uploaded_plugins_and_sealed_secrets() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    // The key is not in the backup, by design: it is copied separately.
-    std::fs::copy(s.data_dir().join("secret.key"), restored.join("secret.key")).unwrap();
+    // The key is not in the backup, by design: `--key-file` both checks the
+    // backup and installs the key in the restored directory.
+    assert_eq!(
+        std::fs::read(restored.join("secret.key")).unwrap(),
+        std::fs::read(&key_file).unwrap()
+    );
 
     let copy = Server::start_on(&restored, dir.path().join("restored.log"));
     let api = copy.admin();

@@ -290,3 +290,70 @@ async fn revoked_keys_stop_working_at_once() {
         .expect(422);
     assert_eq!(r.field(), "role");
 }
+
+/// Who may not call an endpoint hears so before anything about their input:
+/// a malformed body (bad shape, bad JSON, no JSON content type) from a key
+/// without the role is a 403, where an admin gets the 4xx about the body.
+#[tokio::test]
+async fn authorization_comes_before_the_body_is_read() {
+    let s = Server::start_with_plugins(&[]);
+    let admin = s.admin();
+    let user = admin.create_user("someone").await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let device = admin
+        .post(
+            "/api/v1/devices",
+            json!({"hostname": "box", "os_family": "linux"}),
+        )
+        .await
+        .expect(201)
+        .body["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let reader = s.client(Some(&admin.create_key("reader", "read-only").await));
+    let help_desk = s.client(Some(&admin.create_key("desk", "help-desk").await));
+    let writes = [
+        (Method::POST, "/api/v1/users".to_string()),
+        (Method::PATCH, format!("/api/v1/users/{user}")),
+        (Method::POST, "/api/v1/groups".to_string()),
+        (Method::POST, "/api/v1/attributes".to_string()),
+        (Method::POST, "/api/v1/api-keys".to_string()),
+        (Method::POST, "/api/v1/plugins".to_string()),
+        (Method::POST, "/api/v1/plugin-instances".to_string()),
+        (Method::POST, "/api/v1/idps".to_string()),
+        (Method::POST, "/api/v1/import-runs".to_string()),
+        (Method::PUT, format!("/api/v1/users/{user}/password")),
+        (Method::POST, format!("/api/v1/devices/{device}/check-in")),
+    ];
+    let bodies: [(Option<&str>, &[u8]); 3] = [
+        (
+            Some("application/json"),
+            br#"{"username": 5, "surprise": true}"#,
+        ),
+        (Some("application/json"), b"{not json"),
+        (None, b"plain text"),
+    ];
+    for (method, path) in &writes {
+        for (ct, body) in &bodies {
+            for (who, api) in [("read-only", &reader), ("help-desk", &help_desk)] {
+                let r = api.send_raw(method.clone(), path, *ct, body.to_vec()).await;
+                assert_eq!(r.status, 403, "{who} {method} {path} {ct:?}: {}", r.body);
+                assert_eq!(r.code(), "forbidden", "{who} {method} {path}");
+            }
+            // The same request from an admin is about the body, so the
+            // order is what decides.
+            let r = admin
+                .send_raw(method.clone(), path, *ct, body.to_vec())
+                .await;
+            assert!(
+                matches!(r.status.as_u16(), 400 | 415 | 422),
+                "admin {method} {path} {ct:?}: {} {}",
+                r.status,
+                r.body
+            );
+        }
+    }
+}

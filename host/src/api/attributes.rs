@@ -8,8 +8,8 @@ use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiJson, query_pairs};
+use super::extract::{Authorized, needs};
 use super::{AppState, allow};
-use crate::auth::Principal;
 use crate::directory::{Attribute, AttributeUpdate, NewAttribute, SubjectKind};
 
 /// The schema, as a list.
@@ -38,7 +38,7 @@ fn subject(raw: &str) -> Result<SubjectKind, ApiError> {
 )]
 pub async fn list_attributes(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::Read>,
     RawQuery(q): RawQuery,
 ) -> Result<Json<AttributeList>, ApiError> {
     let read = allow(p.read(), &p, "read the attribute schema")?;
@@ -79,7 +79,7 @@ pub async fn list_attributes(
 )]
 pub async fn create_attribute(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::ManageDirectory>,
     ApiJson(input): ApiJson<NewAttribute>,
 ) -> Result<(StatusCode, Json<Attribute>), ApiError> {
     let cap = allow(p.manage_directory(), &p, "declare attributes")?;
@@ -98,7 +98,7 @@ pub async fn create_attribute(
 )]
 pub async fn get_attribute(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::Read>,
     Path((kind, name)): Path<(String, String)>,
 ) -> Result<Json<Attribute>, ApiError> {
     let read = allow(p.read(), &p, "read the attribute schema")?;
@@ -119,7 +119,7 @@ pub async fn get_attribute(
 )]
 pub async fn update_attribute(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::ManageDirectory>,
     Path((kind, name)): Path<(String, String)>,
     ApiJson(update): ApiJson<AttributeUpdate>,
 ) -> Result<Json<Attribute>, ApiError> {
@@ -140,7 +140,7 @@ pub async fn update_attribute(
 )]
 pub async fn delete_attribute(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::ManageDirectory>,
     Path((kind, name)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let cap = allow(p.manage_directory(), &p, "delete attributes")?;

@@ -12,10 +12,10 @@ use tokio::sync::mpsc;
 
 use super::error::{ApiError, ErrorBody};
 use super::extract::query_pairs;
+use super::extract::{Authorized, needs};
 use super::users::page_request;
 use super::{AppState, allow};
 use crate::audit::{AuditEvent, AuditFilter, ExportFormat};
-use crate::auth::Principal;
 use crate::page::Page;
 
 fn bad(field: &str, message: &str) -> ApiError {
@@ -76,7 +76,7 @@ fn parse_filter(pairs: &[(String, String)], extra: &[&str]) -> Result<AuditFilte
 )]
 pub async fn query(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::Read>,
     RawQuery(q): RawQuery,
 ) -> Result<Json<Page<AuditEvent>>, ApiError> {
     let read = allow(p.read(), &p, "read the audit log")?;
@@ -131,7 +131,7 @@ impl Write for ChannelWriter {
 )]
 pub async fn export(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::Read>,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
     let read = allow(p.read(), &p, "export the audit log")?;

@@ -7,6 +7,7 @@ use axum::response::Response;
 
 use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiJson, MergePatch, if_match, parse_id, query_pairs, versioned};
+use super::extract::{Authorized, needs};
 use super::users::page_request;
 use super::{AppState, allow, allow_device};
 use crate::auth::Principal;
@@ -31,7 +32,7 @@ fn device_response(status: StatusCode, device: Device) -> Response {
 )]
 pub async fn list_devices(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::Read>,
     RawQuery(q): RawQuery,
 ) -> Result<Json<Page<Device>>, ApiError> {
     let read = allow(p.read(), &p, "read devices")?;
@@ -50,7 +51,7 @@ pub async fn list_devices(
 )]
 pub async fn create_device(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::ManageDirectory>,
     ApiJson(input): ApiJson<DeviceInput>,
 ) -> Result<Response, ApiError> {
     let cap = allow(p.manage_directory(), &p, "create devices")?;
@@ -97,7 +98,7 @@ pub(super) fn device_id(p: &Principal, raw: &str) -> Result<uuid::Uuid, ApiError
 )]
 pub async fn update_device(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::ManageDirectory>,
     Path(id): Path<String>,
     headers: HeaderMap,
     MergePatch(patch): MergePatch,
@@ -119,7 +120,7 @@ pub async fn update_device(
 )]
 pub async fn delete_device(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::ManageDirectory>,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
@@ -142,7 +143,7 @@ pub async fn delete_device(
 )]
 pub async fn check_in(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::CheckInDevice>,
     Path(id): Path<String>,
     ApiJson(report): ApiJson<CheckIn>,
 ) -> Result<Response, ApiError> {
@@ -161,7 +162,7 @@ pub async fn check_in(
 )]
 pub async fn device_users(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::Read>,
     Path(id): Path<String>,
     RawQuery(q): RawQuery,
 ) -> Result<Json<Page<Binding>>, ApiError> {

@@ -11,6 +11,7 @@ use utoipa::ToSchema;
 use super::devices::device_id;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiJson, bearer, json_body, parse_id, query_pairs};
+use super::extract::{Authorized, needs};
 use super::users::page_request;
 use super::{AppState, allow, allow_device};
 use crate::auth::{Origin, Principal};
@@ -65,7 +66,7 @@ fn created<T: Serialize>(location: String, body: T) -> Response {
 )]
 pub async fn create_token(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::ManageKeys>,
     ApiJson(input): ApiJson<NewEnrollmentToken>,
 ) -> Result<Response, ApiError> {
     let cap = allow(p.manage_keys(), &p, "manage device enrollment tokens")?;
@@ -89,7 +90,7 @@ pub async fn create_token(
 )]
 pub async fn list_tokens(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::ManageKeys>,
     RawQuery(q): RawQuery,
 ) -> Result<Json<TokenPage>, ApiError> {
     let cap = allow(p.manage_keys(), &p, "manage device enrollment tokens")?;
@@ -124,7 +125,7 @@ pub async fn list_tokens(
 )]
 pub async fn get_token(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::ManageKeys>,
     Path(id): Path<String>,
 ) -> Result<Json<EnrollmentToken>, ApiError> {
     let cap = allow(p.manage_keys(), &p, "manage device enrollment tokens")?;
@@ -142,7 +143,7 @@ pub async fn get_token(
 )]
 pub async fn revoke_token(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::ManageKeys>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let cap = allow(p.manage_keys(), &p, "manage device enrollment tokens")?;
@@ -223,7 +224,7 @@ pub async fn get_credential(
 )]
 pub async fn revoke_credential(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::ManageKeys>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let cap = allow(p.manage_keys(), &p, "revoke device credentials")?;

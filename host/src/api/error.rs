@@ -157,6 +157,15 @@ impl From<DomainError> for ApiError {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_rule", message)
                     .with_field(field)
             }
+            // Like any other discovery problem, the admin's to fix (a wrong
+            // issuer, a missing `[outbound]` exception): 422, with a code
+            // that says which and no transport detail.
+            DomainError::Outbound { field, what, error } => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                error.code(),
+                format!("the {what} could not be fetched: {error}; the server log has the cause"),
+            )
+            .with_field(field),
             DomainError::Plugin(p) => p.into(),
             DomainError::BadQuery { field, message } => {
                 ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", message).with_field(field)

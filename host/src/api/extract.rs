@@ -178,6 +178,87 @@ fn origin_of(parts: &Parts) -> Origin {
         })
 }
 
+/// What a handler requires of its caller, checked by [`Authorized`] before
+/// any later extractor reads the body or the query: a caller who may not
+/// call the endpoint at all learns that (403) before anything about the
+/// shape of their input (400, 415 or 422).
+pub trait Requirement {
+    /// The action, for the 403's message: "a read-only key may not <WHAT>".
+    const WHAT: &'static str;
+    /// Whether the caller's role allows the action at all. Checks that need
+    /// the request's data (which device) stay in the handler.
+    fn met(p: &Principal) -> bool;
+}
+
+/// The authenticated caller, who meets `R`. Put it before the body and
+/// query extractors: axum runs extractors in order.
+pub struct Authorized<R>(pub Principal, pub std::marker::PhantomData<R>);
+
+impl<R: Requirement> FromRequestParts<AppState> for Authorized<R> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let p = Principal::from_request_parts(parts, state).await?;
+        if !R::met(&p) {
+            return Err(ApiError::forbidden(&p.describe(), R::WHAT));
+        }
+        Ok(Authorized(p, std::marker::PhantomData))
+    }
+}
+
+/// The [`Requirement`]s, one per capability of [`Principal`].
+pub mod needs {
+    use super::Requirement;
+    use crate::auth::Principal;
+
+    macro_rules! requirement {
+        ($(#[$doc:meta])* $name:ident, $what:literal, $check:expr) => {
+            $(#[$doc])*
+            pub enum $name {}
+            impl Requirement for $name {
+                const WHAT: &'static str = $what;
+                fn met(p: &Principal) -> bool {
+                    let check: fn(&Principal) -> bool = $check;
+                    check(p)
+                }
+            }
+        };
+    }
+
+    requirement!(
+        /// [`Principal::read`].
+        Read, "read the directory", |p| p.read().is_some()
+    );
+    requirement!(
+        /// [`Principal::manage_directory`].
+        ManageDirectory, "change the directory", |p| p.manage_directory().is_some()
+    );
+    requirement!(
+        /// [`Principal::change_user_state`].
+        ChangeUserState, "change users' states", |p| p.change_user_state().is_some()
+    );
+    requirement!(
+        /// [`Principal::manage_plugins`].
+        ManagePlugins, "manage plugins", |p| p.manage_plugins().is_some()
+    );
+    requirement!(
+        /// [`Principal::manage_keys`].
+        ManageKeys, "manage API keys and backups", |p| p.manage_keys().is_some()
+    );
+    requirement!(
+        /// The role part of [`Principal::check_in_device`]: whose device it
+        /// is (a credential checks in only its own) needs the path, and the
+        /// handler checks it.
+        CheckInDevice, "check in", |p| !matches!(
+            p.check_in_device(&uuid::Uuid::nil()),
+            Err(crate::auth::DeviceDenied::Role)
+        )
+    );
+}
+
 impl FromRequestParts<AppState> for Principal {
     type Rejection = ApiError;
 

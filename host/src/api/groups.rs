@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiJson, MergePatch, if_match, parse_id, query_pairs, versioned};
+use super::extract::{Authorized, needs};
 use super::users::page_request;
 use super::{AppState, allow};
 use crate::auth::Principal;
@@ -53,7 +54,7 @@ fn param<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
 )]
 pub async fn list_groups(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::Read>,
     RawQuery(q): RawQuery,
 ) -> Result<Json<Page<GroupView>>, ApiError> {
     let read = allow(p.read(), &p, "read groups")?;
@@ -89,7 +90,7 @@ pub async fn list_groups(
 )]
 pub async fn create_group(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::ManageDirectory>,
     ApiJson(input): ApiJson<GroupInput>,
 ) -> Result<Response, ApiError> {
     let cap = allow(p.manage_directory(), &p, "create groups")?;
@@ -106,7 +107,7 @@ pub async fn create_group(
 )]
 pub async fn get_group(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::Read>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let read = allow(p.read(), &p, "read groups")?;
@@ -124,7 +125,7 @@ pub async fn get_group(
 )]
 pub async fn update_group(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::ManageDirectory>,
     Path(id): Path<String>,
     headers: HeaderMap,
     MergePatch(patch): MergePatch,
@@ -146,7 +147,7 @@ pub async fn update_group(
 )]
 pub async fn delete_group(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::ManageDirectory>,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
@@ -175,7 +176,7 @@ pub struct CopyRequest {
 )]
 pub async fn copy_group(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::ManageDirectory>,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<CopyRequest>,
 ) -> Result<Response, ApiError> {
@@ -200,7 +201,7 @@ pub async fn copy_group(
 )]
 pub async fn list_members(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::Read>,
     Path(id): Path<String>,
     RawQuery(q): RawQuery,
 ) -> Result<Json<Page<Member>>, ApiError> {
@@ -231,7 +232,7 @@ pub struct SubjectRef {
 )]
 pub async fn add_member(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::ManageDirectory>,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<SubjectRef>,
 ) -> Result<Json<Member>, ApiError> {
@@ -252,7 +253,7 @@ pub async fn add_member(
 )]
 pub async fn remove_member(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::ManageDirectory>,
     Path((id, subject)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let cap = allow(p.manage_directory(), &p, "change group members")?;
@@ -279,7 +280,7 @@ pub async fn remove_member(
 )]
 pub async fn list_exemptions(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::Read>,
     Path(id): Path<String>,
     RawQuery(q): RawQuery,
 ) -> Result<Json<Page<Exemption>>, ApiError> {
@@ -303,7 +304,7 @@ pub async fn list_exemptions(
 )]
 pub async fn set_exemption(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::ManageDirectory>,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<ExemptionInput>,
 ) -> Result<Json<Exemption>, ApiError> {
@@ -324,7 +325,7 @@ pub async fn set_exemption(
 )]
 pub async fn remove_exemption(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::ManageDirectory>,
     Path((id, subject)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let cap = allow(p.manage_directory(), &p, "change group exemptions")?;
@@ -352,7 +353,7 @@ pub async fn remove_exemption(
 )]
 pub async fn list_suggestions(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::Read>,
     Path(id): Path<String>,
     RawQuery(q): RawQuery,
 ) -> Result<Json<Page<Suggestion>>, ApiError> {
@@ -399,7 +400,7 @@ pub struct Decided {
 )]
 pub async fn accept_suggestions(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::ManageDirectory>,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<SuggestionDecision>,
 ) -> Result<Json<Decided>, ApiError> {
@@ -422,7 +423,7 @@ pub async fn accept_suggestions(
 )]
 pub async fn reject_suggestions(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::ManageDirectory>,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<SuggestionDecision>,
 ) -> Result<Json<Decided>, ApiError> {
@@ -441,7 +442,10 @@ pub async fn reject_suggestions(
     responses((status = 202, body = RecomputeRun)),
     security(("api_key" = []))
 )]
-pub async fn recompute(State(s): State<AppState>, p: Principal) -> Result<Response, ApiError> {
+pub async fn recompute(
+    State(s): State<AppState>,
+    Authorized(p, _): Authorized<needs::ManageDirectory>,
+) -> Result<Response, ApiError> {
     let cap = allow(p.manage_directory(), &p, "recompute groups")?;
     use crate::auth::Mutation;
     let run = s.groups.start_recompute(cap.actor(), "api").await?;
@@ -463,7 +467,7 @@ pub async fn recompute(State(s): State<AppState>, p: Principal) -> Result<Respon
 )]
 pub async fn list_recomputes(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::Read>,
 ) -> Result<Json<Vec<RecomputeRun>>, ApiError> {
     allow(p.read(), &p, "read groups")?;
     Ok(Json(s.groups.list_runs()?))
@@ -478,7 +482,7 @@ pub async fn list_recomputes(
 )]
 pub async fn get_recompute(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::Read>,
     Path(id): Path<String>,
 ) -> Result<Json<RecomputeRun>, ApiError> {
     allow(p.read(), &p, "read groups")?;
@@ -563,7 +567,7 @@ pub async fn device_groups(
 )]
 pub async fn preview(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::Read>,
     ApiJson(input): ApiJson<PreviewInput>,
 ) -> Result<Json<Preview>, ApiError> {
     let read = allow(p.read(), &p, "preview group rules")?;
@@ -580,7 +584,7 @@ pub async fn preview(
 )]
 pub async fn explain(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::Read>,
     Path((id, subject)): Path<(String, String)>,
 ) -> Result<Json<Explanation>, ApiError> {
     let read = allow(p.read(), &p, "read groups")?;

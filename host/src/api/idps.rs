@@ -11,8 +11,8 @@ use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiJson, MergePatch, etag, if_match, parse_id, versioned};
+use super::extract::{Authorized, needs};
 use super::{AppState, allow};
-use crate::auth::Principal;
 use crate::federation::idps::Simulation;
 use crate::federation::{Idp, IdpInput, Routing, RoutingInput};
 
@@ -33,7 +33,10 @@ pub struct IdpList {
     responses((status = 200, body = IdpList)),
     security(("api_key" = []))
 )]
-pub async fn list_idps(State(s): State<AppState>, p: Principal) -> Result<Json<IdpList>, ApiError> {
+pub async fn list_idps(
+    State(s): State<AppState>,
+    Authorized(p, _): Authorized<needs::Read>,
+) -> Result<Json<IdpList>, ApiError> {
     let read = allow(p.read(), &p, "read identity providers")?;
     Ok(Json(IdpList {
         items: s.federation.list(&read)?,
@@ -51,7 +54,7 @@ pub async fn list_idps(State(s): State<AppState>, p: Principal) -> Result<Json<I
 )]
 pub async fn create_idp(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::ManagePlugins>,
     ApiJson(input): ApiJson<IdpInput>,
 ) -> Result<Response, ApiError> {
     let cap = allow(p.manage_plugins(), &p, "configure identity providers")?;
@@ -68,7 +71,7 @@ pub async fn create_idp(
 )]
 pub async fn get_idp(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::Read>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let read = allow(p.read(), &p, "read identity providers")?;
@@ -89,7 +92,7 @@ pub async fn get_idp(
 )]
 pub async fn update_idp(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::ManagePlugins>,
     Path(id): Path<String>,
     headers: HeaderMap,
     MergePatch(patch): MergePatch,
@@ -116,7 +119,7 @@ pub async fn update_idp(
 )]
 pub async fn delete_idp(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::ManagePlugins>,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
@@ -137,7 +140,10 @@ pub async fn delete_idp(
     responses((status = 200, body = Routing)),
     security(("api_key" = []))
 )]
-pub async fn get_routing(State(s): State<AppState>, p: Principal) -> Result<Response, ApiError> {
+pub async fn get_routing(
+    State(s): State<AppState>,
+    Authorized(p, _): Authorized<needs::Read>,
+) -> Result<Response, ApiError> {
     let read = allow(p.read(), &p, "read the sign-in routing")?;
     let r = s.federation.routing(&read)?;
     Ok(routing_response(r))
@@ -153,7 +159,7 @@ pub async fn get_routing(State(s): State<AppState>, p: Principal) -> Result<Resp
 )]
 pub async fn put_routing(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::ManagePlugins>,
     headers: HeaderMap,
     ApiJson(input): ApiJson<RoutingInput>,
 ) -> Result<Response, ApiError> {
@@ -196,7 +202,7 @@ pub struct SimulateInput {
 )]
 pub async fn simulate(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::Read>,
     ApiJson(input): ApiJson<SimulateInput>,
 ) -> Result<Json<Simulation>, ApiError> {
     let read = allow(p.read(), &p, "simulate sign-ins")?;

@@ -10,8 +10,8 @@ use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiJson, parse_id, query_pairs};
+use super::extract::{Authorized, needs};
 use super::{AppState, allow};
-use crate::auth::Principal;
 use crate::provisioning::imports::{ChangePage, ImportInput, ImportRun, Schedule, ScheduleInput};
 
 /// Runs, newest first.
@@ -31,7 +31,7 @@ pub struct RunList {
 )]
 pub async fn start_run(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::ManageDirectory>,
     ApiJson(input): ApiJson<ImportInput>,
 ) -> Result<Response, ApiError> {
     let cap = allow(p.manage_directory(), &p, "run imports")?;
@@ -45,7 +45,10 @@ pub async fn start_run(
     responses((status = 200, body = RunList)),
     security(("api_key" = []))
 )]
-pub async fn list_runs(State(s): State<AppState>, p: Principal) -> Result<Json<RunList>, ApiError> {
+pub async fn list_runs(
+    State(s): State<AppState>,
+    Authorized(p, _): Authorized<needs::Read>,
+) -> Result<Json<RunList>, ApiError> {
     allow(p.read(), &p, "read import runs")?;
     Ok(Json(RunList {
         items: s.imports.list(50)?,
@@ -61,7 +64,7 @@ pub async fn list_runs(State(s): State<AppState>, p: Principal) -> Result<Json<R
 )]
 pub async fn get_run(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::Read>,
     Path(id): Path<String>,
 ) -> Result<Json<ImportRun>, ApiError> {
     allow(p.read(), &p, "read import runs")?;
@@ -78,7 +81,7 @@ pub async fn get_run(
 )]
 pub async fn run_changes(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::Read>,
     Path(id): Path<String>,
     RawQuery(q): RawQuery,
 ) -> Result<Json<ChangePage>, ApiError> {
@@ -122,7 +125,7 @@ pub async fn run_changes(
 )]
 pub async fn approve_run(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::ManageDirectory>,
     Path(id): Path<String>,
 ) -> Result<Json<ImportRun>, ApiError> {
     let cap = allow(p.manage_directory(), &p, "approve imports")?;
@@ -148,7 +151,7 @@ pub struct ScheduleList {
 )]
 pub async fn list_schedules(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::Read>,
 ) -> Result<Json<ScheduleList>, ApiError> {
     allow(p.read(), &p, "read import schedules")?;
     Ok(Json(ScheduleList {
@@ -166,7 +169,7 @@ pub async fn list_schedules(
 )]
 pub async fn create_schedule(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::ManageDirectory>,
     ApiJson(input): ApiJson<ScheduleInput>,
 ) -> Result<Response, ApiError> {
     let cap = allow(p.manage_directory(), &p, "schedule imports")?;
@@ -183,7 +186,7 @@ pub async fn create_schedule(
 )]
 pub async fn delete_schedule(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::ManageDirectory>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let cap = allow(p.manage_directory(), &p, "delete import schedules")?;

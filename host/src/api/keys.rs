@@ -8,6 +8,7 @@ use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorBody};
 use super::extract::ApiJson;
+use super::extract::{Authorized, needs};
 use super::{AppState, allow};
 use crate::auth::{ApiKey, CreatedKey, NewApiKey, Principal, Role};
 
@@ -38,7 +39,10 @@ pub struct WhoAmI {
     responses((status = 200, body = KeyList), (status = 403, body = ErrorBody)),
     security(("api_key" = []))
 )]
-pub async fn list_keys(State(s): State<AppState>, p: Principal) -> Result<Json<KeyList>, ApiError> {
+pub async fn list_keys(
+    State(s): State<AppState>,
+    Authorized(p, _): Authorized<needs::ManageKeys>,
+) -> Result<Json<KeyList>, ApiError> {
     let cap = allow(p.manage_keys(), &p, "manage API keys")?;
     Ok(Json(KeyList {
         items: s.keys.list(&cap)?,
@@ -54,7 +58,7 @@ pub async fn list_keys(State(s): State<AppState>, p: Principal) -> Result<Json<K
 )]
 pub async fn create_key(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::ManageKeys>,
     ApiJson(input): ApiJson<NewApiKey>,
 ) -> Result<(StatusCode, Json<CreatedKey>), ApiError> {
     let cap = allow(p.manage_keys(), &p, "manage API keys")?;
@@ -70,7 +74,7 @@ pub async fn create_key(
 )]
 pub async fn revoke_key(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::ManageKeys>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let cap = allow(p.manage_keys(), &p, "manage API keys")?;

@@ -12,9 +12,10 @@ use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiJson, parse_id};
+use super::extract::{Authorized, needs};
 use super::sign_in::{SESSION_COOKIE, read_cookie};
 use super::{AppState, allow};
-use crate::auth::{Actor, Origin, Principal};
+use crate::auth::{Actor, Origin};
 use crate::credentials::ActivationLink;
 use crate::directory::User;
 use crate::sessions::{IssuedToken, PublicKey, Session, SignedIn};
@@ -124,7 +125,7 @@ pub struct PasswordInput {
 )]
 pub async fn set_password(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::ManageDirectory>,
     Path(id): Path<String>,
     ApiJson(input): ApiJson<PasswordInput>,
 ) -> Result<StatusCode, ApiError> {
@@ -145,7 +146,7 @@ pub async fn set_password(
 )]
 pub async fn clear_password(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::ManageDirectory>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let cap = allow(p.manage_directory(), &p, "remove passwords")?;
@@ -164,7 +165,7 @@ pub async fn clear_password(
 )]
 pub async fn activation_link(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::ManageDirectory>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let cap = allow(p.manage_directory(), &p, "create activation links")?;
@@ -188,7 +189,7 @@ pub struct SessionKeys {
 )]
 pub async fn list_session_keys(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::Read>,
 ) -> Result<Json<SessionKeys>, ApiError> {
     allow(p.read(), &p, "read session keys")?;
     Ok(Json(SessionKeys {
@@ -205,7 +206,7 @@ pub async fn list_session_keys(
 )]
 pub async fn rotate_session_key(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::ManageKeys>,
 ) -> Result<Response, ApiError> {
     let cap = allow(p.manage_keys(), &p, "rotate session keys")?;
     let key = s.sign_in.sessions().signer().rotate(&cap).await?;

@@ -89,6 +89,8 @@ pub struct AppState {
     pub max_upload_bytes: usize,
     /// Whose `X-Forwarded-For` names the client.
     pub trusted_proxies: Arc<client::TrustedProxies>,
+    /// What backups are authenticated with (derived from the secret key).
+    pub backup_key: cohort_storage::BackupKey,
 }
 
 /// Turns a missing capability into a 403 naming the role and the action.

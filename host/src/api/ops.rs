@@ -11,8 +11,9 @@ use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorBody};
 use super::extract::principal_if_any;
+use super::extract::{Authorized, needs};
 use super::{AppState, allow};
-use crate::auth::{Origin, Principal};
+use crate::auth::Origin;
 use crate::groups::WaitingGroup;
 
 /// A health answer.
@@ -148,17 +149,22 @@ pub async fn openapi(State(s): State<AppState>) -> Response {
 }
 
 /// A consistent backup of the whole store, taken while the server runs, as
-/// the portable JSON-lines format `cohort restore` reads. Admin only: it
-/// contains every record (API keys only as hashes).
+/// the portable JSON-lines format `cohort restore` reads, authenticated with
+/// a key derived from the server's secret key. Admin only: it contains every
+/// record (API keys only as hashes).
 #[utoipa::path(
     post, path = "/api/v1/backup", tag = "ops",
     responses((status = 200, description = "The backup file", content_type = "application/x-ndjson"), (status = 403, body = ErrorBody)),
     security(("api_key" = []))
 )]
-pub async fn backup(State(s): State<AppState>, p: Principal) -> Result<Response, ApiError> {
+pub async fn backup(
+    State(s): State<AppState>,
+    Authorized(p, _): Authorized<needs::ManageKeys>,
+) -> Result<Response, ApiError> {
     allow(p.manage_keys(), &p, "take backups")?;
     let store = s.store.clone();
     let dir = s.data_dir.clone();
+    let key = s.backup_key.clone();
     // Export to a local file first: the snapshot holds the writer lock, which
     // must not wait on a slow client.
     let file = tokio::task::spawn_blocking(move || -> Result<std::fs::File, std::io::Error> {
@@ -166,7 +172,7 @@ pub async fn backup(State(s): State<AppState>, p: Principal) -> Result<Response,
             .prefix(".backup-")
             .tempfile_in(&dir)?;
         let summary = store
-            .export(&mut std::io::BufWriter::new(tmp.as_file_mut()))
+            .export(&mut std::io::BufWriter::new(tmp.as_file_mut()), &key)
             .map_err(std::io::Error::other)?;
         tracing::info!(entries = summary.entries, "backup exported");
         // The open handle outlives the path, which is removed on drop.

@@ -19,6 +19,7 @@ use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiJson, etag, if_match, json_body};
+use super::extract::{Authorized, needs};
 use super::{AppState, allow};
 use crate::auth::Principal;
 use crate::directory::{SubjectKind, parse_value};
@@ -77,7 +78,7 @@ pub struct Upload {
 )]
 pub async fn list_plugins(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::Read>,
 ) -> Result<Json<PluginList>, ApiError> {
     allow(p.read(), &p, "read plugins")?;
     let (items, failed) = s.plugins.list();
@@ -97,7 +98,7 @@ pub async fn list_plugins(
 )]
 pub async fn install_plugin(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::ManagePlugins>,
     req: Request,
 ) -> Result<(StatusCode, Json<PluginView>), ApiError> {
     allow(p.manage_plugins(), &p, "manage plugins")?;
@@ -130,7 +131,7 @@ pub async fn install_plugin(
 )]
 pub async fn get_plugin(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::Read>,
     Path(name): Path<String>,
 ) -> Result<Json<PluginView>, ApiError> {
     allow(p.read(), &p, "read plugins")?;
@@ -146,7 +147,7 @@ pub async fn get_plugin(
 )]
 pub async fn remove_plugin(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::ManagePlugins>,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let cap = allow(p.manage_plugins(), &p, "manage plugins")?;
@@ -163,7 +164,7 @@ pub async fn remove_plugin(
 )]
 pub async fn enable_plugin(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::ManagePlugins>,
     Path(name): Path<String>,
 ) -> Result<Json<PluginView>, ApiError> {
     let cap = allow(p.manage_plugins(), &p, "manage plugins")?;
@@ -181,7 +182,7 @@ pub async fn enable_plugin(
 )]
 pub async fn disable_plugin(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::ManagePlugins>,
     Path(name): Path<String>,
 ) -> Result<Json<PluginView>, ApiError> {
     let cap = allow(p.manage_plugins(), &p, "manage plugins")?;
@@ -263,7 +264,7 @@ pub struct EvaluationIssue {
 )]
 pub async fn evaluate(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::Read>,
     Path(name): Path<String>,
     ApiJson(input): ApiJson<EvaluateRequest>,
 ) -> Result<Json<EvaluateResponse>, ApiError> {
@@ -407,7 +408,7 @@ fn instance_response(status: StatusCode, instance: Instance) -> Response {
 )]
 pub async fn list_instances(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::Read>,
 ) -> Result<Json<InstanceList>, ApiError> {
     allow(p.read(), &p, "read plugin instances")?;
     Ok(Json(InstanceList {
@@ -429,7 +430,7 @@ pub async fn list_instances(
 )]
 pub async fn create_instance(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::ManagePlugins>,
     ApiJson(input): ApiJson<NewInstance>,
 ) -> Result<Response, ApiError> {
     allow(p.manage_plugins(), &p, "manage plugins")?;
@@ -454,7 +455,7 @@ pub async fn create_instance(
 )]
 pub async fn get_instance(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::Read>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     allow(p.read(), &p, "read plugin instances")?;
@@ -474,7 +475,7 @@ pub async fn get_instance(
 )]
 pub async fn update_instance(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::ManagePlugins>,
     Path(id): Path<String>,
     headers: HeaderMap,
     ApiJson(input): ApiJson<InstanceUpdate>,
@@ -504,7 +505,7 @@ pub async fn update_instance(
 )]
 pub async fn delete_instance(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::ManagePlugins>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let cap = allow(p.manage_plugins(), &p, "manage plugins")?;
@@ -543,7 +544,7 @@ pub enum PreviewOutcome {
 )]
 pub async fn preview_instance(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::ManagePlugins>,
     Path(id): Path<String>,
     ApiJson(input): ApiJson<PreviewRequest>,
 ) -> Result<Json<PreviewOutcome>, ApiError> {

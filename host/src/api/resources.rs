@@ -11,10 +11,10 @@ use uuid::Uuid;
 
 use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiJson, MergePatch, if_match, parse_id, query_pairs, versioned};
+use super::extract::{Authorized, needs};
 use super::users::page_request;
 use super::{AppState, allow};
 use crate::access::{Grantee, GroupBinding, Resource, ResourceInput, SubjectAccess};
-use crate::auth::Principal;
 use crate::directory::SubjectKind;
 use crate::page::Page;
 
@@ -35,7 +35,7 @@ fn resource_response(status: StatusCode, r: Resource) -> Response {
 )]
 pub async fn list_resources(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::Read>,
     RawQuery(q): RawQuery,
 ) -> Result<Json<Page<Resource>>, ApiError> {
     let read = allow(p.read(), &p, "read resources")?;
@@ -57,7 +57,7 @@ pub async fn list_resources(
 )]
 pub async fn create_resource(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::ManageDirectory>,
     ApiJson(input): ApiJson<ResourceInput>,
 ) -> Result<Response, ApiError> {
     let cap = allow(p.manage_directory(), &p, "create resources")?;
@@ -74,7 +74,7 @@ pub async fn create_resource(
 )]
 pub async fn get_resource(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::Read>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let read = allow(p.read(), &p, "read resources")?;
@@ -92,7 +92,7 @@ pub async fn get_resource(
 )]
 pub async fn update_resource(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::ManageDirectory>,
     Path(id): Path<String>,
     headers: HeaderMap,
     MergePatch(patch): MergePatch,
@@ -119,7 +119,7 @@ pub async fn update_resource(
 )]
 pub async fn delete_resource(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::ManageDirectory>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let cap = allow(p.manage_directory(), &p, "delete resources")?;
@@ -147,7 +147,7 @@ pub struct GroupRef {
 )]
 pub async fn resource_groups(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::Read>,
     Path(id): Path<String>,
 ) -> Result<Json<Vec<GroupBinding>>, ApiError> {
     let read = allow(p.read(), &p, "read resources")?;
@@ -167,7 +167,7 @@ pub async fn resource_groups(
 )]
 pub async fn bind_resource(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::ManageDirectory>,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<GroupRef>,
 ) -> Result<Json<GroupBinding>, ApiError> {
@@ -188,7 +188,7 @@ pub async fn bind_resource(
 )]
 pub async fn unbind_resource(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::ManageDirectory>,
     Path((id, group)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let cap = allow(p.manage_directory(), &p, "bind resources")?;
@@ -215,7 +215,7 @@ pub async fn unbind_resource(
 )]
 pub async fn grantees(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::Read>,
     Path(id): Path<String>,
     RawQuery(q): RawQuery,
 ) -> Result<Json<Page<Grantee>>, ApiError> {
@@ -238,7 +238,7 @@ pub async fn grantees(
 )]
 pub async fn bound_groups(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::Read>,
     Path(id): Path<String>,
 ) -> Result<Json<Vec<GroupBinding>>, ApiError> {
     let read = allow(p.read(), &p, "read groups")?;
@@ -257,7 +257,7 @@ pub async fn bound_groups(
 )]
 pub async fn bind_groups(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::ManageDirectory>,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<GroupRef>,
 ) -> Result<StatusCode, ApiError> {
@@ -277,7 +277,7 @@ pub async fn bind_groups(
 )]
 pub async fn unbind_groups(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::ManageDirectory>,
     Path((id, other)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let cap = allow(p.manage_directory(), &p, "bind groups")?;
@@ -301,7 +301,7 @@ pub async fn unbind_groups(
 )]
 pub async fn user_access(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::Read>,
     Path(id): Path<String>,
 ) -> Result<Json<SubjectAccess>, ApiError> {
     let read = allow(p.read(), &p, "read access")?;
@@ -321,7 +321,7 @@ pub async fn user_access(
 )]
 pub async fn device_access(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::Read>,
     Path(id): Path<String>,
 ) -> Result<Json<SubjectAccess>, ApiError> {
     let read = allow(p.read(), &p, "read access")?;

@@ -7,8 +7,8 @@ use axum::response::{IntoResponse, Response};
 
 use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiJson, MergePatch, if_match, parse_id, query_pairs, versioned};
+use super::extract::{Authorized, needs};
 use super::{AppState, allow};
-use crate::auth::Principal;
 use crate::directory::{Binding, StateChange, SubjectKind, User, UserInput};
 use crate::page::{Page, PageRequest};
 
@@ -40,7 +40,7 @@ pub(super) fn page_request(pairs: &[(String, String)]) -> Result<PageRequest, Ap
 )]
 pub async fn list_users(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::Read>,
     RawQuery(q): RawQuery,
 ) -> Result<Json<Page<User>>, ApiError> {
     let read = allow(p.read(), &p, "read users")?;
@@ -63,7 +63,7 @@ pub async fn list_users(
 )]
 pub async fn create_user(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::ManageDirectory>,
     ApiJson(input): ApiJson<UserInput>,
 ) -> Result<Response, ApiError> {
     let cap = allow(p.manage_directory(), &p, "create users")?;
@@ -80,7 +80,7 @@ pub async fn create_user(
 )]
 pub async fn get_user(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::Read>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let read = allow(p.read(), &p, "read users")?;
@@ -104,7 +104,7 @@ pub async fn get_user(
 )]
 pub async fn update_user(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::ManageDirectory>,
     Path(id): Path<String>,
     headers: HeaderMap,
     MergePatch(patch): MergePatch,
@@ -126,7 +126,7 @@ pub async fn update_user(
 )]
 pub async fn delete_user(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::ManageDirectory>,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
@@ -152,7 +152,7 @@ pub async fn delete_user(
 )]
 pub async fn change_state(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::ChangeUserState>,
     Path(id): Path<String>,
     headers: HeaderMap,
     ApiJson(body): ApiJson<StateChange>,
@@ -179,7 +179,7 @@ pub async fn change_state(
 )]
 pub async fn user_devices(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::Read>,
     Path(id): Path<String>,
     RawQuery(q): RawQuery,
 ) -> Result<Json<Page<Binding>>, ApiError> {
@@ -202,7 +202,7 @@ pub async fn user_devices(
 )]
 pub async fn bind_device(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::ManageDirectory>,
     Path((id, device_id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     let cap = allow(p.manage_directory(), &p, "bind devices")?;
@@ -231,7 +231,7 @@ pub async fn bind_device(
 )]
 pub async fn unbind_device(
     State(s): State<AppState>,
-    p: Principal,
+    Authorized(p, _): Authorized<needs::ManageDirectory>,
     Path((id, device_id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let cap = allow(p.manage_directory(), &p, "unbind devices")?;

@@ -8,6 +8,9 @@
 use jsonwebtoken::jwk::JwkSet;
 use openidconnect::core::CoreProviderMetadata;
 
+use crate::error::DomainError;
+use crate::outbound::{Outbound, OutboundError};
+
 /// Entra ID's multi-tenant path segments.
 const MULTI_TENANT: [&str; 3] = ["organizations", "common", "consumers"];
 
@@ -25,27 +28,61 @@ pub(crate) fn issuer_matches(requested: &str, stated: &str, aliases: &[String]) 
             .any(|t| stated.replace("{tenantid}", t) == requested)
 }
 
-/// Fetches the discovery document of `issuer` and its key set. Errors are
-/// sentences for the admin, naming what was fetched.
+/// Why discovery failed.
+#[derive(Debug)]
+pub(crate) enum DiscoveryError {
+    /// The request was refused or got no answer; the log has the detail,
+    /// the caller only the code (the transport's message would make the
+    /// endpoint a port scanner).
+    Outbound {
+        /// `discovery document` or `key set`.
+        what: &'static str,
+        /// Why, as a stable code.
+        error: OutboundError,
+    },
+    /// The provider answered, and the answer is unusable: a sentence for
+    /// the admin, naming what was fetched.
+    Invalid(String),
+}
+
+impl From<DiscoveryError> for DomainError {
+    fn from(e: DiscoveryError) -> DomainError {
+        match e {
+            DiscoveryError::Outbound { what, error } => DomainError::Outbound {
+                field: "instance".into(),
+                what,
+                error,
+            },
+            DiscoveryError::Invalid(message) => DomainError::invalid("instance", message),
+        }
+    }
+}
+
+/// Fetches the discovery document of `issuer` and its key set, through the
+/// outbound policy: the issuer and the `jwks_uri` the document names are
+/// both checked.
 pub(crate) async fn fetch(
+    outbound: &Outbound,
     http: &reqwest::Client,
     issuer: &str,
     aliases: &[String],
-) -> Result<(CoreProviderMetadata, JwkSet), String> {
+) -> Result<(CoreProviderMetadata, JwkSet), DiscoveryError> {
     let url = format!(
         "{}/.well-known/openid-configuration",
         issuer.trim_end_matches('/')
     );
-    let failed = |why: String| format!("discovery at {url} failed: {why}");
-    let response = http
-        .get(&url)
-        .send()
+    let unreachable = |what| move |error| DiscoveryError::Outbound { what, error };
+    let failed = |why: String| DiscoveryError::Invalid(format!("discovery at {url} failed: {why}"));
+    let response = outbound
+        .send(http.get(&url), "idp discovery")
         .await
-        .map_err(|e| failed(describe(&e)))?;
+        .map_err(unreachable("discovery document"))?;
     if !response.status().is_success() {
         return Err(failed(format!("it answered {}", response.status())));
     }
-    let body = response.bytes().await.map_err(|e| failed(describe(&e)))?;
+    let body = response.bytes().await.map_err(|e| {
+        unreachable("discovery document")(OutboundError::from_reqwest(&e, "idp discovery"))
+    })?;
     let metadata: CoreProviderMetadata = serde_json::from_slice(&body)
         .map_err(|e| failed(format!("the document is not valid: {e}")))?;
     let stated = metadata.issuer().as_str();
@@ -55,39 +92,25 @@ pub(crate) async fn fetch(
         )));
     }
     let jwks_uri = metadata.jwks_uri().to_string();
-    let keys_failed =
-        |why: String| format!("the provider's keys at {jwks_uri} could not be read: {why}");
-    let response = http
-        .get(&jwks_uri)
-        .send()
+    let keys_failed = |why: String| {
+        DiscoveryError::Invalid(format!(
+            "the provider's keys at {jwks_uri} could not be read: {why}"
+        ))
+    };
+    let response = outbound
+        .send(http.get(&jwks_uri), "idp keys")
         .await
-        .map_err(|e| keys_failed(describe(&e)))?;
+        .map_err(unreachable("key set"))?;
     if !response.status().is_success() {
         return Err(keys_failed(format!("it answered {}", response.status())));
     }
     let body = response
         .bytes()
         .await
-        .map_err(|e| keys_failed(describe(&e)))?;
+        .map_err(|e| unreachable("key set")(OutboundError::from_reqwest(&e, "idp keys")))?;
     let keys: JwkSet =
         serde_json::from_slice(&body).map_err(|e| keys_failed(format!("not a key set: {e}")))?;
     Ok((metadata, keys))
-}
-
-/// An error with its causes, which carry the useful part ("connection
-/// refused").
-pub(crate) fn describe(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
 }
 
 #[cfg(test)]

@@ -221,13 +221,12 @@ impl SignIn {
         sessions: Sessions,
         credentials: Credentials,
         settings: Settings,
-    ) -> SignIn {
-        let http = reqwest::Client::builder()
-            .timeout(PROVIDER_TIMEOUT)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap_or_default();
-        SignIn {
+    ) -> Result<SignIn, DomainError> {
+        let http = federation
+            .outbound()
+            .client(PROVIDER_TIMEOUT)
+            .map_err(|e| DomainError::Internal(format!("the outbound HTTP client: {e}")))?;
+        Ok(SignIn {
             inner: Arc::new(Inner {
                 store,
                 federation,
@@ -239,7 +238,7 @@ impl SignIn {
                 limits: SignInLimits::new(&settings.rate_limit),
                 settings,
             }),
-        }
+        })
     }
 
     /// The sessions this service opens.
@@ -588,13 +587,18 @@ impl SignIn {
             request = request.basic_auth(enc(client_id), Some(enc(client_secret)));
         }
         let body = serde_urlencoded::to_string(&form).map_err(|e| failed(e.to_string()))?;
-        let response = request
+        let request = request
             .header("content-type", "application/x-www-form-urlencoded")
             .header("accept", "application/json")
-            .body(body)
-            .send()
+            .body(body);
+        // The audit log gets the code; the transport's detail is logged.
+        let response = self
+            .inner
+            .federation
+            .outbound()
+            .send(request, "idp token")
             .await
-            .map_err(|e| failed(format!("token endpoint unreachable: {e}")))?;
+            .map_err(|e| failed(format!("token endpoint: {}", e.code())))?;
         let status = response.status();
         let json: Value = response.json().await.map_err(|e| {
             failed(format!(
@@ -634,11 +638,15 @@ impl SignIn {
             now: self.inner.federation.now(),
         };
         let http = self.inner.http.clone();
+        let outbound = Arc::clone(self.inner.federation.outbound());
         let uri = idp.discovered.jwks_uri.clone();
         id_token::validate(token, &expect, idp.id, &self.inner.keys, || {
-            let (http, uri) = (http.clone(), uri.clone());
+            let (http, uri, outbound) = (http.clone(), uri.clone(), Arc::clone(&outbound));
             async move {
-                let response = http.get(&uri).send().await.map_err(|e| e.to_string())?;
+                let response = outbound
+                    .send(http.get(&uri), "idp keys")
+                    .await
+                    .map_err(|e| format!("{uri}: {}", e.code()))?;
                 if !response.status().is_success() {
                     return Err(format!("{uri} answered {}", response.status()));
                 }

@@ -16,6 +16,7 @@ use crate::auth::{ManagePlugins, Mutation, Read};
 use crate::clock::Clock;
 use crate::directory::decode_patch;
 use crate::error::DomainError;
+use crate::outbound::Outbound;
 use crate::plugins::bindings::idp::{ConnectorError, ProviderEndpoints};
 use crate::plugins::bindings::types::ConfigValue;
 use crate::plugins::{Instances, Registry, World};
@@ -140,6 +141,7 @@ pub struct Federation {
     clock: Arc<dyn Clock>,
     registry: Registry,
     instances: Instances,
+    outbound: Arc<Outbound>,
     http: reqwest::Client,
 }
 
@@ -154,25 +156,31 @@ const READ_ONLY: &[(&str, &str)] = &[
 ];
 
 impl Federation {
-    /// The service over `store`; connector settings live in `instances`.
+    /// The service over `store`; connector settings live in `instances`;
+    /// every request to a provider goes through `outbound`.
     pub fn new(
         store: Store,
         clock: Arc<dyn Clock>,
         registry: Registry,
         instances: Instances,
-    ) -> Federation {
-        let http = reqwest::Client::builder()
-            .timeout(DISCOVERY_TIMEOUT)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap_or_default();
-        Federation {
+        outbound: Arc<Outbound>,
+    ) -> Result<Federation, DomainError> {
+        let http = outbound
+            .client(DISCOVERY_TIMEOUT)
+            .map_err(|e| DomainError::Internal(format!("the outbound HTTP client: {e}")))?;
+        Ok(Federation {
             store,
             clock,
             registry,
             instances,
+            outbound,
             http,
-        }
+        })
+    }
+
+    /// The outbound policy and clients provider requests go through.
+    pub(crate) fn outbound(&self) -> &Arc<Outbound> {
+        &self.outbound
     }
 
     /// Every IdP, by name. IdPs are few and configured by hand.
@@ -280,10 +288,13 @@ impl Federation {
     /// says what was tried.
     async fn discover(&self, instance_id: &str) -> Result<Discovered, DomainError> {
         let endpoints = self.instance_endpoints(instance_id).await?;
-        let (metadata, keys) =
-            super::discovery::fetch(&self.http, &endpoints.issuer, &endpoints.issuer_aliases)
-                .await
-                .map_err(|e| DomainError::invalid("instance", e))?;
+        let (metadata, keys) = super::discovery::fetch(
+            &self.outbound,
+            &self.http,
+            &endpoints.issuer,
+            &endpoints.issuer_aliases,
+        )
+        .await?;
         let signing_algorithms: Vec<String> = metadata
             .id_token_signing_alg_values_supported()
             .iter()

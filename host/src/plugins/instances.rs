@@ -171,14 +171,16 @@ fn check_config(manifest: &Manifest, values: &Map<String, Value>) -> Result<Chec
             (ConfigKind::Text | ConfigKind::Secret, Value::String(_)) => true,
             (ConfigKind::Url, Value::String(s)) => {
                 let parsed = reqwest::Url::parse(s);
-                if !parsed
-                    .as_ref()
-                    .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
-                {
-                    return Err(DomainError::invalid(
-                        field,
-                        "must be an absolute http(s) URL",
-                    ));
+                match parsed {
+                    Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
+                        super::url_fields::check(&field, &u)?;
+                    }
+                    _ => {
+                        return Err(DomainError::invalid(
+                            field,
+                            "must be an absolute http(s) URL",
+                        ));
+                    }
                 }
                 true
             }
@@ -371,6 +373,26 @@ impl Instances {
             .collect()
     }
 
+    /// `instance` as API callers see it: URL fields without their query
+    /// values or user information (see [`super::url_fields`]).
+    fn view(&self, mut instance: Instance) -> Instance {
+        let manifest = self.registry.manifest(&instance.plugin);
+        super::url_fields::redact_config(manifest.as_ref(), &mut instance.config);
+        instance
+    }
+
+    /// An audit diff over `before` and `after`, with URL fields redacted as
+    /// in [`Self::view`].
+    fn changes(
+        manifest: Option<&Manifest>,
+        before: Option<&Instance>,
+        after: Option<&Instance>,
+    ) -> BTreeMap<String, Change> {
+        let mut changes = audit::diff(before, after);
+        super::url_fields::redact_changes(manifest, &mut changes);
+        changes
+    }
+
     /// Create an instance. Blocking: the plugin validates the config.
     pub fn create(
         &self,
@@ -415,7 +437,7 @@ impl Instances {
             let mut key = prefix(&input.plugin);
             key.extend_from_slice(id.as_bytes());
             txn.put(INSTANCES_BY_PLUGIN, &key, Vec::new());
-            let mut changes = audit::diff(None, Some(&instance));
+            let mut changes = Self::changes(Some(&manifest), None, Some(&instance));
             changes.extend(secret_changes(&BTreeMap::new(), &checked.secrets));
             audit::record(
                 txn,
@@ -430,7 +452,7 @@ impl Instances {
             )?;
             Ok(instance.clone())
         })?;
-        Ok(committed)
+        Ok(committed.map(|i| self.view(i)))
     }
 
     /// All instances, oldest first. Instances are configured by hand and few,
@@ -440,14 +462,15 @@ impl Instances {
             .scan(INSTANCES, b"", None, false)
             .map(|r| {
                 let (_, v) = r?;
-                Ok(cohort_storage::decode_json::<StoredInstance>(INSTANCES, &v)?.public)
+                let stored = cohort_storage::decode_json::<StoredInstance>(INSTANCES, &v)?;
+                Ok(self.view(stored.public))
             })
             .collect()
     }
 
     /// One instance.
     pub fn get(&self, id: &str) -> Result<Instance, DomainError> {
-        Ok(self.load(id)?.public)
+        Ok(self.view(self.load(id)?.public))
     }
 
     /// An instance's configuration as its plugin receives it, secrets in
@@ -501,6 +524,8 @@ impl Instances {
             if v.is_null() {
                 merged.remove(&k);
             } else {
+                let v =
+                    super::url_fields::keep_stored(&v, stored.public.config.get(&k)).unwrap_or(v);
                 merged.insert(k, v);
             }
         }
@@ -547,7 +572,7 @@ impl Instances {
                 txn.put(INSTANCES_BY_NAME, name.as_bytes(), id.as_bytes().to_vec());
             }
             txn.put_json(INSTANCES, id.as_bytes(), &new_stored)?;
-            let mut changes = audit::diff(Some(&before), Some(&after));
+            let mut changes = Self::changes(Some(&manifest), Some(&before), Some(&after));
             changes.extend(secret_changes(&old_secrets, &checked.secrets));
             audit::record(
                 txn,
@@ -562,7 +587,7 @@ impl Instances {
             )?;
             Ok(after.clone())
         })?;
-        Ok(committed)
+        Ok(committed.map(|i| self.view(i)))
     }
 
     /// Delete an instance.
@@ -577,7 +602,8 @@ impl Instances {
             let mut key = prefix(&stored.public.plugin);
             key.extend_from_slice(id.as_bytes());
             txn.delete(INSTANCES_BY_PLUGIN, &key);
-            let mut changes = audit::diff(Some(&stored.public), None);
+            let manifest = self.registry.manifest(&stored.public.plugin);
+            let mut changes = Self::changes(manifest.as_ref(), Some(&stored.public), None);
             changes.extend(secret_changes(
                 &stored
                     .sealed

@@ -1,6 +1,7 @@
 //! The limits every plugin call runs under, and the structured errors a call
 //! that breaks one gets.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::PluginsConfig;
@@ -30,6 +31,9 @@ pub struct Limits {
     pub unhealthy_after: u32,
     /// Pool slots (and concurrent calls).
     pub max_instances: u32,
+    /// Where outbound HTTP may go besides the manifest's `allowed_hosts`:
+    /// never to an internal address, unless `[outbound]` allows it.
+    pub outbound: Arc<crate::outbound::Outbound>,
 }
 
 impl Limits {
@@ -47,7 +51,15 @@ impl Limits {
             http_response_bytes: (c.http_response_kb as usize) << 10,
             unhealthy_after: c.unhealthy_after.max(1),
             max_instances: c.max_instances.max(2),
+            outbound: Arc::default(),
         }
+    }
+}
+
+impl Limits {
+    /// These limits, with outbound requests under `outbound`.
+    pub fn with_outbound(self, outbound: Arc<crate::outbound::Outbound>) -> Self {
+        Limits { outbound, ..self }
     }
 }
 

@@ -85,6 +85,11 @@ pub struct ConfigFieldSpec {
     /// Whether an instance must set it.
     #[serde(default)]
     pub required: bool,
+    /// For `url` fields: the query string carries nothing secret, so API
+    /// views and the audit log show it. By default they show only the
+    /// parameter names, since signed links (`?sig=...`) are credentials.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub show_query: bool,
 }
 
 /// The kind of a configuration field.
@@ -182,6 +187,12 @@ impl Manifest {
                 return Err(invalid(
                     &format!("config[{i}].name"),
                     "must be lowercase letters, digits or '_'".into(),
+                ));
+            }
+            if field.show_query && field.kind != ConfigKind::Url {
+                return Err(invalid(
+                    &format!("config[{i}].show_query"),
+                    "applies to url fields only".into(),
                 ));
             }
             if !seen.insert(field.name.as_str()) {

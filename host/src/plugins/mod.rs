@@ -9,6 +9,7 @@ pub mod limits;
 pub mod manifest;
 pub mod runtime;
 mod sandbox;
+mod url_fields;
 
 pub use limits::{Limits, PluginError};
 pub use manifest::{Manifest, World};

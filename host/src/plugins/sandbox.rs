@@ -4,7 +4,7 @@
 //! directories, no environment, no arguments and no network.
 
 use std::io::Read;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use wasmtime::ResourceLimiter;
@@ -79,21 +79,6 @@ impl Sandbox {
         }
     }
 
-    fn http_client() -> &'static reqwest::blocking::Client {
-        // Built lazily on a plugin thread: reqwest's blocking client must not
-        // be created (or dropped) on an async worker thread.
-        static CLIENT: OnceLock<reqwest::blocking::Client> = OnceLock::new();
-        CLIENT.get_or_init(|| {
-            reqwest::blocking::Client::builder()
-                // A redirect to another host would bypass the allow-list, so
-                // plugins see 3xx responses and follow them themselves.
-                .redirect(reqwest::redirect::Policy::none())
-                .no_proxy()
-                .build()
-                .expect("the HTTP client has a static configuration")
-        })
-    }
-
     fn send(&mut self, request: Request) -> Result<Response, HttpError> {
         let url = reqwest::Url::parse(&request.url)
             .map_err(|e| HttpError::InvalidUrl(format!("{}: {e}", request.url)))?;
@@ -125,6 +110,12 @@ impl Sandbox {
             );
             return Err(HttpError::HostNotAllowed(target));
         }
+        if let Err(refused) = self.limits.outbound.policy().check_url(&url) {
+            tracing::warn!(plugin = %self.plugin.name, call = self.call.name,
+                host = %refused.host, address = %refused.addr, kind = refused.kind,
+                "outbound request refused: an internal address");
+            return Err(HttpError::HostNotAllowed(host_label(&url)));
+        }
         let remaining_wall = self.limits.wall.saturating_sub(self.call.started.elapsed());
         let mut timeout = self.limits.http_timeout.min(remaining_wall);
         if let Some(ms) = request.timeout_ms {
@@ -143,7 +134,12 @@ impl Sandbox {
             Method::Other(m) => reqwest::Method::from_bytes(m.as_bytes())
                 .map_err(|_| HttpError::InvalidRequest(format!("invalid method {m:?}")))?,
         };
-        let mut builder = Self::http_client()
+        let client = self.limits.outbound.blocking_client().map_err(|e| {
+            tracing::error!(error = %e, "the plugins' HTTP client could not be built");
+            HttpError::Other("the host's HTTP client is unavailable".into())
+        })?;
+        let target = host_label(&url);
+        let mut builder = client
             .request(method, url)
             .timeout(timeout)
             .body(request.body);
@@ -159,21 +155,19 @@ impl Sandbox {
             builder = builder.header(name, value);
         }
         let response = builder.send().map_err(|e| {
-            // reqwest's own message is only "error sending request"; the
-            // cause (refused, DNS, certificate) is what a plugin author needs.
-            let mut message = e.to_string();
-            let mut source = std::error::Error::source(&e);
-            while let Some(cause) = source {
-                message.push_str(": ");
-                message.push_str(&cause.to_string());
-                source = cause.source();
-            }
             if e.is_timeout() {
-                HttpError::Timeout
-            } else if e.is_connect() {
-                HttpError::Connection(message)
-            } else {
-                HttpError::Other(message)
+                return HttpError::Timeout;
+            }
+            // The cause goes to the log only: a plugin's errors reach import
+            // runs and API callers, and "connection refused" against "timed
+            // out" would make the sandbox a port scanner.
+            match crate::outbound::OutboundError::from_reqwest(&e, "plugin") {
+                crate::outbound::OutboundError::AddressNotAllowed => {
+                    HttpError::HostNotAllowed(target.clone())
+                }
+                crate::outbound::OutboundError::Unreachable => HttpError::Connection(format!(
+                    "{target} could not be reached; the server log has the cause"
+                )),
             }
         })?;
         let cap = self.limits.http_response_bytes;
@@ -212,6 +206,15 @@ impl Sandbox {
             headers,
             body,
         })
+    }
+}
+
+/// `host` or `host:port`, as plugins name targets.
+fn host_label(url: &reqwest::Url) -> String {
+    let host = url.host_str().unwrap_or_default();
+    match url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_string(),
     }
 }
 

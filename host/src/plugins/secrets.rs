@@ -40,7 +40,12 @@ pub enum SecretError {
 #[derive(Clone)]
 pub struct SecretBox {
     cipher: ChaCha20Poly1305,
+    backup: cohort_storage::BackupKey,
 }
+
+/// The HKDF label of the backup key: a key of its own, so that nothing the
+/// backup format does with it bears on the key that seals secrets.
+const BACKUP_KEY_LABEL: &[u8] = b"cohort backup authentication v1";
 
 impl SecretBox {
     /// The configured key, or the key file in `data_dir` (created when absent).
@@ -78,9 +83,29 @@ impl SecretBox {
         if bytes.len() != 32 {
             return Err(SecretError::BadKey(format!("got {} bytes", bytes.len())));
         }
+        let mut backup = [0u8; 32];
+        hkdf::Hkdf::<sha2::Sha256>::new(None, &bytes)
+            .expand(BACKUP_KEY_LABEL, &mut backup)
+            .map_err(|e| SecretError::BadKey(e.to_string()))?;
         Ok(SecretBox {
             cipher: ChaCha20Poly1305::new(Key::from_slice(&bytes)),
+            backup: cohort_storage::BackupKey::new(backup),
         })
+    }
+
+    /// The key `backup` files are authenticated with, derived from this one.
+    pub fn backup_key(&self) -> &cohort_storage::BackupKey {
+        &self.backup
+    }
+
+    /// Only the key given, or the key file named (a source server's, for a
+    /// restore): never generates one.
+    pub fn from_key_file(path: &Path) -> Result<SecretBox, SecretError> {
+        let text = std::fs::read_to_string(path).map_err(|source| SecretError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        SecretBox::open(Some(&Secret::new(text)), path)
     }
 
     /// Encrypt `plain` for `context` (e.g. `instance-id/field`).

@@ -1,0 +1,185 @@
+//! Outbound requests never reach internal addresses unless configured to:
+//! identity provider discovery and plugins' HTTP, against servers started
+//! WITHOUT the harness's loopback opt-in (`COHORT_OUTBOUND_ALLOW_PRIVATE=""`),
+//! then with it.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use cohort_tests::{Api, Fake, FakeReply, OidcProvider, Server};
+use serde_json::{Value, json};
+
+/// No opt-in at all: the server's defaults.
+const STRICT: (&str, &str) = ("COHORT_OUTBOUND_ALLOW_PRIVATE", "");
+
+/// A loopback port nothing listens on.
+fn closed_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+async fn idp_for(api: &Api, name: &str, issuer: &str) -> cohort_tests::Resp {
+    api.post(
+        "/api/v1/plugin-instances",
+        json!({"name": name, "plugin": "generic-oidc",
+               "config": {"issuer": issuer, "client_id": "cohort", "client_secret": "s"}}),
+    )
+    .await
+    .expect(201);
+    api.post("/api/v1/idps", json!({"name": name, "instance": name}))
+        .await
+}
+
+/// What a port scanner would read: any transport detail.
+fn leaks_transport(body: &Value) -> bool {
+    let text = body.to_string().to_lowercase();
+    ["refused", "connect", "tcp", "os error", "dns", "timed out"]
+        .iter()
+        .any(|w| text.contains(w))
+}
+
+#[tokio::test]
+async fn discovery_refuses_internal_addresses_by_default_and_answers_generically() {
+    let op = OidcProvider::start(&json!({"clients": [{
+        "client_id": "cohort", "client_secret": "s",
+        "redirect_uris": ["http://127.0.0.1:9/callback"]}]}));
+    let port = op.issuer.rsplit(':').next().unwrap().to_string();
+    let strict = Server::start_with_plugins(&[STRICT]);
+    let api = strict.admin();
+    for (i, issuer) in [
+        op.issuer.clone(),
+        "http://127.0.0.1:22".to_string(),
+        "http://169.254.169.254".to_string(),
+        format!("http://localhost:{port}"),
+        format!("http://[::ffff:127.0.0.1]:{port}"),
+        "http://10.0.0.1".to_string(),
+        "http://[::1]:22".to_string(),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let r = idp_for(&api, &format!("op{i}"), issuer).await;
+        assert_eq!(r.status, 422, "{issuer}: {}", r.body);
+        assert_eq!(r.code(), "address_not_allowed", "{issuer}: {}", r.body);
+        assert_eq!(r.field(), "instance", "{issuer}");
+        assert!(!leaks_transport(&r.body), "{issuer}: {}", r.body);
+    }
+    // The log has what the caller does not.
+    let log = strict.log();
+    assert!(
+        log.contains("outbound request refused") && log.contains("169.254.169.254"),
+        "{log}"
+    );
+    // Nothing was created, and the server still serves.
+    let idps = api.get("/api/v1/idps").await.expect(200).body;
+    assert_eq!(idps["items"].as_array().map(Vec::len), Some(0), "{idps}");
+
+    // With the opt-in, the same provider works, a closed port is only
+    // "unreachable" (with no detail), and the metadata address stays refused.
+    let open = Server::start_with_plugins(&[("COHORT_OUTBOUND_ALLOW_PRIVATE", "127.0.0.1/32")]);
+    let api = open.admin();
+    idp_for(&api, "op", &op.issuer).await.expect(201);
+    let r = idp_for(&api, "down", &format!("http://127.0.0.1:{}", closed_port())).await;
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert_eq!(r.code(), "upstream_unreachable", "{}", r.body);
+    assert!(!leaks_transport(&r.body), "{}", r.body);
+    let r = idp_for(&api, "metadata", "http://169.254.169.254").await;
+    assert_eq!(r.code(), "address_not_allowed", "{}", r.body);
+    // Allowing a name allows what it resolves to: the document is fetched
+    // (and then refused only because the provider calls itself 127.0.0.1).
+    let by_name = Server::start_with_plugins(&[("COHORT_OUTBOUND_ALLOW_PRIVATE", "localhost")]);
+    let r = idp_for(&by_name.admin(), "op", &format!("http://localhost:{port}")).await;
+    assert_eq!(r.code(), "invalid_field", "{}", r.body);
+    assert!(r.body.to_string().contains("states issuer"), "{}", r.body);
+}
+
+/// Installs the echo importer allowed to call `hosts`, with an instance
+/// reading `url`, and runs it; returns the finished run.
+async fn import_from(api: &Api, name: &str, hosts: &[String], url: &str) -> Value {
+    let wasm = std::fs::read(cohort_tests::plugins_dir().join("echo-importer.wasm")).unwrap();
+    api.post(
+        "/api/v1/plugins",
+        json!({"component": base64::engine::general_purpose::STANDARD.encode(&wasm),
+               "manifest": {"name": name, "version": "1.0.0", "world": "directory-importer",
+                   "description": "echo importer", "allowed_hosts": hosts,
+                   "config": [{"name": "url", "kind": "url", "required": true},
+                              {"name": "token", "kind": "secret"}]}}),
+    )
+    .await
+    .expect(201);
+    api.post(
+        "/api/v1/plugin-instances",
+        json!({"name": name, "plugin": name, "config": {"url": url}}),
+    )
+    .await
+    .expect(201);
+    let started = api
+        .post(
+            "/api/v1/import-runs",
+            json!({"instance": name, "dry_run": true}),
+        )
+        .await
+        .expect(202)
+        .body;
+    let id = started["id"].as_str().unwrap().to_string();
+    for _ in 0..200 {
+        let r = api
+            .get(&format!("/api/v1/import-runs/{id}"))
+            .await
+            .expect(200)
+            .body;
+        if r["state"] != "running" {
+            return r;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("import run {id} did not finish in 10 s");
+}
+
+#[tokio::test]
+async fn plugins_cannot_reach_internal_addresses_even_when_their_manifest_lists_them() {
+    let feed = Fake::start(|_, _| {
+        FakeReply::json(&json!({"people": [{"id": "e1", "email": "ada@example.com",
+                                             "department": "R&D"}], "next": null}))
+    });
+    let p = feed.port;
+    let strict = Server::start_with_plugins(&[STRICT]);
+    let api = strict.admin();
+    for (i, (hosts, url)) in [
+        (
+            vec![format!("127.0.0.1:{p}")],
+            format!("http://127.0.0.1:{p}/people"),
+        ),
+        (
+            vec![format!("localhost:{p}")],
+            format!("http://localhost:{p}/people"),
+        ),
+        (
+            vec!["169.254.169.254".to_string()],
+            "http://169.254.169.254/latest/meta-data".to_string(),
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let run = import_from(&api, &format!("feed-{i}"), &hosts, &url).await;
+        assert_eq!(run["state"], "failed", "{url}: {run}");
+        let failure = run["failure"].as_str().unwrap_or_default();
+        assert!(failure.contains("HostNotAllowed"), "{url}: {run}");
+        assert!(!leaks_transport(&run), "{url}: {run}");
+    }
+    assert!(feed.requests().is_empty(), "the feed was reached");
+    assert!(strict.log().contains("outbound request refused"));
+
+    // The opt-in lets the same plugin through.
+    let open = Server::start_with_plugins(&[("COHORT_OUTBOUND_ALLOW_PRIVATE", "127.0.0.1")]);
+    let run = import_from(
+        &open.admin(),
+        "feed",
+        &[format!("127.0.0.1:{p}")],
+        &format!("http://127.0.0.1:{p}/people"),
+    )
+    .await;
+    assert_eq!(run["state"], "completed", "{run}");
+    assert_eq!(feed.requests().len(), 1);
+}
