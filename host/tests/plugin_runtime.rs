@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cohort::config::PluginsConfig;
+use cohort::outbound::{Outbound, Policy};
 use cohort::plugins::bindings::rules::{EvaluateOptions, RuleSource};
 use cohort::plugins::bindings::types::{AttributeDef, AttributeType, SubjectKind};
 use cohort::plugins::{Limits, LoadedPlugin, Manifest, PluginError, Runtime};
@@ -371,27 +372,47 @@ fn python_component_instantiates_with_deny_by_default_wasi() {
 
 #[test]
 fn allowed_hosts_are_reached_over_http_and_https() {
-    let rt = runtime(PluginsConfig::default());
-    let (mut manifest, wasm) = artifact("hostile");
-    // Port 1 on loopback: nothing listens, so the request gets as far as
-    // connecting, which proves both schemes are supported and allowed.
-    manifest.allowed_hosts = vec!["127.0.0.1:1".into()];
-    let p = Arc::new(rt.load(manifest, &wasm).unwrap());
-    for url in ["http://127.0.0.1:1/x", "https://127.0.0.1:1/x"] {
-        let session = rt
-            .compile_rules(
-                p.clone(),
-                SubjectKind::User,
-                &schema(),
-                &[src(&format!("http:{url}"))],
-            )
-            .unwrap()
-            .unwrap();
-        let e = session.evaluate(&batch(1), opts()).unwrap().unwrap();
-        let message = &e.errors[0].message;
-        assert!(
-            message.contains("Connection(") && message.contains("refused"),
-            "{url}: {message}"
-        );
+    // Loopback is internal, so the sandbox refuses it unless `[outbound]
+    // allow_private` names it, whatever the manifest says.
+    let loopback = Policy::new(vec!["127.0.0.0/8".parse().unwrap()]);
+    let opted_in = Arc::new(
+        Runtime::new(
+            Limits::from_config(&PluginsConfig::default())
+                .with_outbound(Arc::new(Outbound::new(loopback))),
+            None,
+        )
+        .unwrap(),
+    );
+    for (rt, reached) in [(runtime(PluginsConfig::default()), false), (opted_in, true)] {
+        let (mut manifest, wasm) = artifact("hostile");
+        // Port 1 on loopback: nothing listens, so an allowed request gets as
+        // far as connecting, which proves both schemes are supported.
+        manifest.allowed_hosts = vec!["127.0.0.1:1".into()];
+        let p = Arc::new(rt.load(manifest, &wasm).unwrap());
+        for url in ["http://127.0.0.1:1/x", "https://127.0.0.1:1/x"] {
+            let session = rt
+                .compile_rules(
+                    p.clone(),
+                    SubjectKind::User,
+                    &schema(),
+                    &[src(&format!("http:{url}"))],
+                )
+                .unwrap()
+                .unwrap();
+            let e = session.evaluate(&batch(1), opts()).unwrap().unwrap();
+            let message = &e.errors[0].message;
+            if reached {
+                // The cause ("refused") stays in the server log: a plugin
+                // must not learn which internal ports are open.
+                assert!(
+                    message.contains("Connection(")
+                        && message.contains("could not be reached")
+                        && !message.contains("refused"),
+                    "{url}: {message}"
+                );
+            } else {
+                assert!(message.contains("HostNotAllowed"), "{url}: {message}");
+            }
+        }
     }
 }
