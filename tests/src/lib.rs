@@ -544,6 +544,29 @@ impl Api {
         }
         panic!("the recompute did not finish in 30 s");
     }
+
+    /// Starts an import run and waits until it is no longer running;
+    /// returns the run as the API shows it.
+    pub async fn run_import(&self, body: Value) -> Value {
+        let started = self
+            .post("/api/v1/import-runs", body)
+            .await
+            .expect(202)
+            .body;
+        let id = started["id"].as_str().expect("run id").to_string();
+        for _ in 0..600 {
+            let run = self
+                .get(&format!("/api/v1/import-runs/{id}"))
+                .await
+                .expect(200)
+                .body;
+            if run["state"] != "running" {
+                return run;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("import run {id} did not finish in 30 s");
+    }
 }
 
 /// A real OpenID Provider: npm `oidc-provider` (installed into `tests/npm`
@@ -825,6 +848,36 @@ impl Browser {
             ],
         )
         .await
+    }
+
+    /// Signs in as `identifier` and, at the provider, as `login`: Cohort's
+    /// identifier step, the provider's login and consent forms, and back.
+    /// Returns Cohort's answer to the callback.
+    pub async fn through_provider(&self, cohort: &str, identifier: &str, login: &str) -> Page {
+        let started = self.start_sign_in(cohort, identifier, "").await;
+        assert_eq!(started.status, 303, "{}", started.body);
+        let mut page = self.follow(started, Some(cohort)).await;
+        while !page
+            .location
+            .as_deref()
+            .is_some_and(|l| l.starts_with(cohort))
+        {
+            assert_eq!(page.status, 200, "provider page: {}", page.body);
+            let action = absolute(&page.url, &page.form_action().expect("a provider form"));
+            page = if page.body.contains(r#"name="login""#) {
+                self.post(
+                    &action,
+                    &[("prompt", "login"), ("login", login), ("password", "x")],
+                )
+                .await
+            } else {
+                self.post(&action, &[("prompt", "consent")]).await
+            };
+            page = self.follow(page, Some(cohort)).await;
+        }
+        let callback = page.location.expect("back to Cohort");
+        assert!(callback.contains("/sign-in/callback?"), "{callback}");
+        self.get(&callback).await
     }
 }
 

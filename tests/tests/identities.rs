@@ -3,7 +3,7 @@
 //! REST API, in SCIM (create and `userName eq` filters) and in a real
 //! sign-in through an OpenID Provider asserting the look-alike.
 
-use cohort_tests::{Api, Browser, OidcProvider, Page, Server, absolute, urlencode};
+use cohort_tests::{Api, Browser, OidcProvider, Server, urlencode};
 use serde_json::{Value, json};
 
 const KELVIN_KATE: &str = "\u{212A}ate";
@@ -278,34 +278,6 @@ fn provider_for(server: &Server, accounts: Value) -> OidcProvider {
     }))
 }
 
-/// Cohort's identifier step as `identifier`, the provider's forms as
-/// `login`, and Cohort's answer to the callback.
-async fn through_provider(b: &Browser, cohort: &str, identifier: &str, login: &str) -> Page {
-    let started = b.start_sign_in(cohort, identifier, "").await;
-    assert_eq!(started.status, 303, "{}", started.body);
-    let mut page = b.follow(started, Some(cohort)).await;
-    while !page
-        .location
-        .as_deref()
-        .is_some_and(|l| l.starts_with(cohort))
-    {
-        assert_eq!(page.status, 200, "provider page: {}", page.body);
-        let action = absolute(&page.url, &page.form_action().expect("a provider form"));
-        page = if page.body.contains(r#"name="login""#) {
-            b.post(
-                &action,
-                &[("prompt", "login"), ("login", login), ("password", "x")],
-            )
-            .await
-        } else {
-            b.post(&action, &[("prompt", "consent")]).await
-        };
-        page = b.follow(page, Some(cohort)).await;
-    }
-    let callback = page.location.expect("back to Cohort");
-    b.get(&callback).await
-}
-
 #[tokio::test]
 async fn sign_in_refuses_look_alike_claims_and_matches_the_canonical_one() {
     let server = Server::start_with_plugins(&[]);
@@ -352,8 +324,9 @@ async fn sign_in_refuses_look_alike_claims_and_matches_the_canonical_one() {
     // with a Cyrillic `а`: refused, not matched to Kate nor created (JIT is
     // on), with a stable reason.
     for login in ["hidden", "cyrillic"] {
-        let page =
-            through_provider(&Browser::new(), &server.base, "kate@corp.example", login).await;
+        let page = Browser::new()
+            .through_provider(&server.base, "kate@corp.example", login)
+            .await;
         assert_eq!(page.status, 403, "{login}: {}", page.body);
         assert_eq!(
             page.reason().as_deref(),
@@ -397,7 +370,9 @@ async fn sign_in_refuses_look_alike_claims_and_matches_the_canonical_one() {
     );
 
     // The Kelvin sign is canonically `K`: the same address, so Kate.
-    let page = through_provider(&Browser::new(), &server.base, "kate@corp.example", "kelvin").await;
+    let page = Browser::new()
+        .through_provider(&server.base, "kate@corp.example", "kelvin")
+        .await;
     assert_eq!(page.status, 303, "{}", page.body);
     let links = api
         .get("/api/v1/audit?action=idp_link.create&limit=10")
@@ -405,23 +380,6 @@ async fn sign_in_refuses_look_alike_claims_and_matches_the_canonical_one() {
         .expect(200)
         .body;
     assert_eq!(links["items"][0]["resource_id"], kate.as_str(), "{links}");
-}
-
-async fn import_run(api: &Api, body: Value) -> Value {
-    let started = api.post("/api/v1/import-runs", body).await.expect(202).body;
-    let id = started["id"].as_str().unwrap().to_string();
-    for _ in 0..300 {
-        let r = api
-            .get(&format!("/api/v1/import-runs/{id}"))
-            .await
-            .expect(200)
-            .body;
-        if r["state"] != "running" {
-            return r;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    panic!("import run {id} did not finish in 30 s");
 }
 
 #[tokio::test]
@@ -438,11 +396,11 @@ async fn imports_report_look_alike_records_as_failed() {
     )
     .await
     .expect(201);
-    let done = import_run(
-        &api,
-        json!({"instance": "people-csv", "new_users": "active", "match_on": "employee_id"}),
-    )
-    .await;
+    let done = api
+        .run_import(
+            json!({"instance": "people-csv", "new_users": "active", "match_on": "employee_id"}),
+        )
+        .await;
     assert_eq!(done["state"], "completed", "{done}");
     assert_eq!(done["counts"]["created"], 1, "{done}");
     assert_eq!(done["counts"]["errors"], 2, "{done}");

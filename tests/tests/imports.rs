@@ -44,23 +44,6 @@ impl Feed {
     }
 }
 
-async fn run(api: &Api, body: Value) -> Value {
-    let started = api.post("/api/v1/import-runs", body).await.expect(202).body;
-    let id = started["id"].as_str().unwrap().to_string();
-    for _ in 0..300 {
-        let r = api
-            .get(&format!("/api/v1/import-runs/{id}"))
-            .await
-            .expect(200)
-            .body;
-        if r["state"] != "running" {
-            return r;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("import run {id} did not finish in 30 s");
-}
-
 async fn user_by_email(api: &Api, email: &str) -> Value {
     api.get(&format!("/api/v1/users?email={email}"))
         .await
@@ -118,7 +101,9 @@ async fn dry_run_real_run_rerun_removals_and_the_brake() {
     ]);
 
     // Dry run: the whole diff, nothing written.
-    let dry = run(&api, json!({"instance": "hr", "dry_run": true})).await;
+    let dry = api
+        .run_import(json!({"instance": "hr", "dry_run": true}))
+        .await;
     assert_eq!(dry["state"], "completed", "{dry}");
     assert_eq!(dry["counts"]["records"], 4);
     assert_eq!(dry["counts"]["created"], 3);
@@ -147,7 +132,9 @@ async fn dry_run_real_run_rerun_removals_and_the_brake() {
     );
 
     // The real run: new users staged, ada updated, groups follow, audited.
-    let real = run(&api, json!({"instance": "hr", "max_change_share": 1.0})).await;
+    let real = api
+        .run_import(json!({"instance": "hr", "max_change_share": 1.0}))
+        .await;
     assert_eq!(real["state"], "completed", "{real}");
     assert_eq!(real["counts"]["created"], 3, "{real}");
     assert_eq!(real["counts"]["updated"], 1, "{real}");
@@ -170,7 +157,7 @@ async fn dry_run_real_run_rerun_removals_and_the_brake() {
     assert_eq!(audit["items"][0]["actor"], "import:hr", "{audit}");
 
     // The same feed again changes nothing.
-    let again = run(&api, json!({"instance": "hr"})).await;
+    let again = api.run_import(json!({"instance": "hr"})).await;
     assert_eq!(again["counts"]["created"], 0, "{again}");
     assert_eq!(again["counts"]["updated"], 0, "{again}");
     assert_eq!(again["counts"]["unchanged"], 4, "{again}");
@@ -192,11 +179,9 @@ async fn dry_run_real_run_rerun_removals_and_the_brake() {
         ("e2", "bo@example.com", "Engineering"),
         ("e3", "cy@example.com", "Sales"),
     ]);
-    let removal = run(
-        &api,
-        json!({"instance": "hr", "missing": "suspend", "max_change_share": 0.5}),
-    )
-    .await;
+    let removal = api
+        .run_import(json!({"instance": "hr", "missing": "suspend", "max_change_share": 0.5}))
+        .await;
     assert_eq!(removal["state"], "completed", "{removal}");
     assert_eq!(removal["counts"]["suspended"], 1, "{removal}");
     assert_eq!(
@@ -215,7 +200,7 @@ async fn dry_run_real_run_rerun_removals_and_the_brake() {
         ("e2", "bo@example.com", "Legal"),
         ("e3", "cy@example.com", "Legal"),
     ]);
-    let braked = run(&api, json!({"instance": "hr"})).await;
+    let braked = api.run_import(json!({"instance": "hr"})).await;
     assert_eq!(braked["state"], "awaiting_approval", "{braked}");
     assert_eq!(braked["brake"]["changes"], 3, "{braked}");
     assert_eq!(
@@ -262,7 +247,7 @@ async fn a_source_that_fails_fails_the_run_and_bad_input_is_refused() {
     )
     .await
     .expect(201);
-    let failed = run(&api, json!({"instance": "down"})).await;
+    let failed = api.run_import(json!({"instance": "down"})).await;
     assert_eq!(failed["state"], "failed", "{failed}");
     assert!(
         failed["failure"]
@@ -316,11 +301,11 @@ async fn the_csv_importer_imports_a_pasted_file() {
         .await;
     assert_eq!(r.status, 422, "{}", r.body);
 
-    let done = run(
-        &api,
-        json!({"instance": "people-csv", "new_users": "active", "match_on": "employee_id"}),
-    )
-    .await;
+    let done = api
+        .run_import(
+            json!({"instance": "people-csv", "new_users": "active", "match_on": "employee_id"}),
+        )
+        .await;
     assert_eq!(done["state"], "completed", "{done}");
     assert_eq!(done["counts"]["records"], 3, "{done}");
     assert_eq!(done["counts"]["created"], 2, "{done}");
@@ -408,7 +393,9 @@ async fn okta_users_pages_waits_out_a_429_and_follows_removals() {
     .await
     .expect(201);
 
-    let dry = run(&api, json!({"instance": "okta", "dry_run": true})).await;
+    let dry = api
+        .run_import(json!({"instance": "okta", "dry_run": true}))
+        .await;
     assert_eq!(dry["state"], "completed", "{dry}");
     // Four readable users (the deprovisioned one is left out), one
     // without an email reported; the 429 was waited out.
@@ -426,28 +413,24 @@ async fn okta_users_pages_waits_out_a_429_and_follows_removals() {
             .all(|r| r.header("authorization") == Some("SSWS 00a-secret-token"))
     );
 
-    let real = run(
-        &api,
-        json!({"instance": "okta", "new_users": "active", "max_change_share": 1.0}),
-    )
-    .await;
+    let real = api
+        .run_import(json!({"instance": "okta", "new_users": "active", "max_change_share": 1.0}))
+        .await;
     assert_eq!(real["counts"]["created"], 4, "{real}");
     assert_eq!(
         user_by_email(&api, "una@example.com").await["department"],
         "Engineering"
     );
 
-    let again = run(&api, json!({"instance": "okta"})).await;
+    let again = api.run_import(json!({"instance": "okta"})).await;
     assert_eq!(again["counts"]["created"], 0, "{again}");
     assert_eq!(again["counts"]["updated"], 0, "{again}");
 
     // Vic is deprovisioned in Okta: with missing = suspend, suspended here.
     fake.users.lock().unwrap()[1] = okta("00u2", "DEPROVISIONED", Some("vic@example.com"), "Sales");
-    let removal = run(
-        &api,
-        json!({"instance": "okta", "missing": "suspend", "max_change_share": 1.0}),
-    )
-    .await;
+    let removal = api
+        .run_import(json!({"instance": "okta", "missing": "suspend", "max_change_share": 1.0}))
+        .await;
     assert_eq!(removal["counts"]["suspended"], 1, "{removal}");
     assert_eq!(
         user_by_email(&api, "vic@example.com").await["state"],
@@ -616,18 +599,16 @@ async fn personio_dry_run_real_run_rerun_removals_and_the_brake_over_pages_with_
     .expect(201);
 
     // A dry run first: the plan, nothing written.
-    let dry = run(
-        &api,
-        json!({"instance": "personio", "match_on": "employee_id", "dry_run": true}),
-    )
-    .await;
+    let dry = api
+        .run_import(json!({"instance": "personio", "match_on": "employee_id", "dry_run": true}))
+        .await;
     assert_eq!(dry["counts"]["created"], 248, "{dry}");
     assert!(user_by_email(&api, "emp42@example.com").await.is_null());
-    let done = run(
-        &api,
-        json!({"instance": "personio", "new_users": "active", "match_on": "employee_id"}),
-    )
-    .await;
+    let done = api
+        .run_import(
+            json!({"instance": "personio", "new_users": "active", "match_on": "employee_id"}),
+        )
+        .await;
     assert_eq!(done["state"], "completed", "{done}");
     assert_eq!(done["counts"]["records"], 248, "{done}");
     assert_eq!(done["counts"]["created"], 248, "{done}");
@@ -644,11 +625,9 @@ async fn personio_dry_run_real_run_rerun_removals_and_the_brake_over_pages_with_
     let emp = user_by_email(&api, "emp42@example.com").await;
     assert_eq!(emp["department"], "IT");
     assert_eq!(emp["employee_id"], "42");
-    let again = run(
-        &api,
-        json!({"instance": "personio", "match_on": "employee_id"}),
-    )
-    .await;
+    let again = api
+        .run_import(json!({"instance": "personio", "match_on": "employee_id"}))
+        .await;
     assert_eq!(again["counts"]["unchanged"], 248, "{again}");
 
     // Two leave (Personio marks them inactive): suspended with
@@ -658,11 +637,11 @@ async fn personio_dry_run_real_run_rerun_removals_and_the_brake_over_pages_with_
         e[10] = personio_employee(10, Some("emp10@example.com".into()), "inactive");
         e[11] = personio_employee(11, Some("emp11@example.com".into()), "inactive");
     }
-    let removal = run(
-        &api,
-        json!({"instance": "personio", "match_on": "employee_id", "missing": "suspend"}),
-    )
-    .await;
+    let removal = api
+        .run_import(
+            json!({"instance": "personio", "match_on": "employee_id", "missing": "suspend"}),
+        )
+        .await;
     assert_eq!(removal["counts"]["suspended"], 2, "{removal}");
     assert_eq!(
         user_by_email(&api, "emp10@example.com").await["state"],
@@ -673,11 +652,9 @@ async fn personio_dry_run_real_run_rerun_removals_and_the_brake_over_pages_with_
     for emp in employees.lock().unwrap().iter_mut() {
         emp["attributes"]["department"]["value"]["attributes"]["name"] = json!("Platform");
     }
-    let braked = run(
-        &api,
-        json!({"instance": "personio", "match_on": "employee_id"}),
-    )
-    .await;
+    let braked = api
+        .run_import(json!({"instance": "personio", "match_on": "employee_id"}))
+        .await;
     assert_eq!(braked["state"], "awaiting_approval", "{braked}");
     assert_eq!(
         user_by_email(&api, "emp42@example.com").await["department"],
@@ -719,11 +696,9 @@ async fn bamboohr_reads_the_directory_with_the_api_key_and_waits_out_a_503() {
     )
     .await
     .expect(201);
-    let done = run(
-        &api,
-        json!({"instance": "bamboo", "match_on": "employee_id"}),
-    )
-    .await;
+    let done = api
+        .run_import(json!({"instance": "bamboo", "match_on": "employee_id"}))
+        .await;
     assert_eq!(done["state"], "completed", "{done}");
     assert_eq!(done["counts"]["created"], 2, "{done}");
     assert_eq!(done["errors"][0]["external_id"], "125", "{done}");
@@ -811,11 +786,11 @@ async fn workday_reads_a_raas_report_with_the_integration_user_and_waits_out_a_4
     )
     .await
     .expect(201);
-    let done = run(
-        &api,
-        json!({"instance": "workday", "match_on": "employee_id", "new_users": "active"}),
-    )
-    .await;
+    let done = api
+        .run_import(
+            json!({"instance": "workday", "match_on": "employee_id", "new_users": "active"}),
+        )
+        .await;
     assert_eq!(done["state"], "completed", "{done}");
     assert_eq!(done["counts"]["created"], 2, "{done}");
     assert_eq!(done["errors"][0]["external_id"], "21003", "{done}");
@@ -890,7 +865,9 @@ async fn microsoft_graph_gets_a_token_follows_next_links_and_waits_out_a_429() {
     )
     .await
     .expect(201);
-    let done = run(&api, json!({"instance": "graph", "new_users": "active"})).await;
+    let done = api
+        .run_import(json!({"instance": "graph", "new_users": "active"}))
+        .await;
     assert_eq!(done["state"], "completed", "{done}");
     assert_eq!(done["counts"]["created"], 2, "{done}");
     assert_eq!(done["counts"]["devices_created"], 1, "{done}");
@@ -923,7 +900,7 @@ async fn microsoft_graph_gets_a_token_follows_next_links_and_waits_out_a_429() {
     assert_eq!(device["hostname"], "ADELE-LAPTOP");
     assert_eq!(device["mdm_enrolled"], true);
     // Again: nothing changes, devices included.
-    let again = run(&api, json!({"instance": "graph"})).await;
+    let again = api.run_import(json!({"instance": "graph"})).await;
     assert_eq!(again["counts"]["devices_created"], 0, "{again}");
     assert_eq!(again["counts"]["devices_updated"], 0, "{again}");
     let carla = user_by_email(&api, "carla@contoso.com").await;
@@ -977,7 +954,7 @@ async fn hibob_searches_people_as_a_service_user() {
     )
     .await
     .expect(201);
-    let done = run(&api, json!({"instance": "bob"})).await;
+    let done = api.run_import(json!({"instance": "bob"})).await;
     assert_eq!(done["state"], "completed", "{done}");
     assert_eq!(done["counts"]["created"], 2, "{done}");
     assert_eq!(
@@ -1070,7 +1047,9 @@ async fn google_workspace_signs_a_service_account_assertion_and_reads_users_and_
     )
     .await
     .expect(201);
-    let done = run(&api, json!({"instance": "gw", "new_users": "active"})).await;
+    let done = api
+        .run_import(json!({"instance": "gw", "new_users": "active"}))
+        .await;
     assert_eq!(done["state"], "completed", "{done}");
     assert_eq!(done["counts"]["created"], 2, "{done}");
     assert_eq!(done["counts"]["devices_created"], 1, "{done}");

@@ -3,8 +3,6 @@
 //! WITHOUT the harness's loopback opt-in (`COHORT_OUTBOUND_ALLOW_PRIVATE=""`),
 //! then with it.
 
-use std::time::Duration;
-
 use base64::Engine as _;
 use cohort_tests::{Api, Fake, FakeReply, OidcProvider, Server};
 use serde_json::{Value, json};
@@ -113,27 +111,8 @@ async fn import_from(api: &Api, name: &str, hosts: &[String], url: &str) -> Valu
     )
     .await
     .expect(201);
-    let started = api
-        .post(
-            "/api/v1/import-runs",
-            json!({"instance": name, "dry_run": true}),
-        )
+    api.run_import(json!({"instance": name, "dry_run": true}))
         .await
-        .expect(202)
-        .body;
-    let id = started["id"].as_str().unwrap().to_string();
-    for _ in 0..200 {
-        let r = api
-            .get(&format!("/api/v1/import-runs/{id}"))
-            .await
-            .expect(200)
-            .body;
-        if r["state"] != "running" {
-            return r;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("import run {id} did not finish in 10 s");
 }
 
 #[tokio::test]

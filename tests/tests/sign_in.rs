@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use cohort_tests::{Api, Browser, OidcProvider, Page, Server, absolute, urlencode};
+use cohort_tests::{Api, Browser, OidcProvider, Page, Server, urlencode};
 use serde_json::{Value, json};
 
 const SECRET: &str = "client-secret-for-sign-in-tests";
@@ -53,36 +53,6 @@ async fn route(api: &Api, rules: Value, default: Value) {
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
-}
-
-/// Signs in as `identifier` and, at the provider, as `login`: Cohort's
-/// identifier step, the provider's login and consent forms, and back.
-/// Returns Cohort's answer to the callback.
-async fn through_provider(b: &Browser, cohort: &str, identifier: &str, login: &str) -> Page {
-    let started = b.start_sign_in(cohort, identifier, "").await;
-    assert_eq!(started.status, 303, "{}", started.body);
-    let mut page = b.follow(started, Some(cohort)).await;
-    while !page
-        .location
-        .as_deref()
-        .is_some_and(|l| l.starts_with(cohort))
-    {
-        assert_eq!(page.status, 200, "provider page: {}", page.body);
-        let action = absolute(&page.url, &page.form_action().expect("a provider form"));
-        page = if page.body.contains(r#"name="login""#) {
-            b.post(
-                &action,
-                &[("prompt", "login"), ("login", login), ("password", "x")],
-            )
-            .await
-        } else {
-            b.post(&action, &[("prompt", "consent")]).await
-        };
-        page = b.follow(page, Some(cohort)).await;
-    }
-    let callback = page.location.expect("back to Cohort");
-    assert!(callback.contains("/sign-in/callback?"), "{callback}");
-    b.get(&callback).await
 }
 
 async fn audit(api: &Api, action: &str) -> Vec<Value> {
@@ -137,7 +107,9 @@ async fn a_routed_user_signs_in_at_the_provider_is_linked_and_gets_a_session() {
         assert!(to.contains(p), "{p} missing from {to}");
     }
 
-    let done = through_provider(&b, &server.base, "alice@corp.example", "alice").await;
+    let done = b
+        .through_provider(&server.base, "alice@corp.example", "alice")
+        .await;
     assert_eq!(done.status, 303, "{}", done.body);
     assert_eq!(
         done.location.as_deref(),
@@ -214,7 +186,9 @@ async fn a_routed_user_signs_in_at_the_provider_is_linked_and_gets_a_session() {
     .await
     .expect(200);
     let b2 = Browser::new();
-    let done = through_provider(&b2, &server.base, "alice.renamed@corp.example", "alice").await;
+    let done = b2
+        .through_provider(&server.base, "alice.renamed@corp.example", "alice")
+        .await;
     assert_eq!(done.status, 303, "{}", done.body);
     let ok = audit(&api, "sign_in.success").await;
     assert_eq!(ok.len(), 2);
@@ -299,7 +273,7 @@ async fn routing_by_group_and_domain_sends_each_user_to_their_provider() {
 
     // Bob is an engineer: the group rule comes first.
     let b = Browser::new();
-    let done = through_provider(&b, &server.base, "bob", "bob").await;
+    let done = b.through_provider(&server.base, "bob", "bob").await;
     assert_eq!(done.status, 303, "{}", done.body);
     let ok = audit(&api, "sign_in.success").await;
     assert_eq!(ok[0]["resource_id"], bob.as_str());
@@ -308,7 +282,9 @@ async fn routing_by_group_and_domain_sends_each_user_to_their_provider() {
     // An identity may only sign in a user routed to its provider: carol
     // signs in at the engineers' provider (after typing bob's name) and is
     // refused, since routing sends her elsewhere.
-    let refused = through_provider(&Browser::new(), &server.base, "bob", "carol").await;
+    let refused = Browser::new()
+        .through_provider(&server.base, "bob", "carol")
+        .await;
     assert_eq!(refused.status, 403, "{}", refused.body);
     assert_eq!(refused.reason().as_deref(), Some("wrong_idp"));
     assert!(
@@ -332,7 +308,9 @@ async fn routing_by_group_and_domain_sends_each_user_to_their_provider() {
             .starts_with(&other_op.issuer),
         "{started:?}"
     );
-    let done = through_provider(&b, &server.base, "carol@other.example", "carol").await;
+    let done = b
+        .through_provider(&server.base, "carol@other.example", "carol")
+        .await;
     assert_eq!(done.status, 303, "{}", done.body);
     let ok = audit(&api, "sign_in.success").await;
     assert_eq!(ok[0]["resource_id"], carol.as_str());
@@ -383,13 +361,16 @@ async fn suspended_unmatched_and_unknown_users_get_their_own_refusals_and_jit_cr
     )
     .await;
 
-    let refused = through_provider(&Browser::new(), &server.base, "sam@corp.example", "sam").await;
+    let refused = Browser::new()
+        .through_provider(&server.base, "sam@corp.example", "sam")
+        .await;
     assert_eq!(refused.status, 403, "{}", refused.body);
     assert_eq!(refused.reason().as_deref(), Some("user_not_active"));
     assert!(refused.body.contains("not active"), "{}", refused.body);
 
-    let refused =
-        through_provider(&Browser::new(), &server.base, "nora@corp.example", "nora").await;
+    let refused = Browser::new()
+        .through_provider(&server.base, "nora@corp.example", "nora")
+        .await;
     assert_eq!(refused.status, 403, "{}", refused.body);
     assert_eq!(refused.reason().as_deref(), Some("no_match"));
     let failures = audit(&api, "sign_in.failure").await;
@@ -404,7 +385,9 @@ async fn suspended_unmatched_and_unknown_users_get_their_own_refusals_and_jit_cr
     );
 
     // JIT: Jill does not exist; the IdP creates her, active, and links her.
-    let done = through_provider(&Browser::new(), &server.base, "jill@jit.example", "jill").await;
+    let done = Browser::new()
+        .through_provider(&server.base, "jill@jit.example", "jill")
+        .await;
     assert_eq!(done.status, 303, "{}", done.body);
     let users = api
         .get("/api/v1/users?email=jill@jit.example")
