@@ -15,10 +15,13 @@ use uuid::Uuid;
 
 use super::Groups;
 use super::crud::{build, load};
+use super::explanation::{
+    ConditionExplanation, Explanation, ExpressionExplanation, ExpressionPart, GroupRef,
+    RelatedExplanation, RelatedSubject, RuleExplanation, StateCheck,
+};
 use super::keys::{EXEMPTIONS, MANUAL, MEMBERS, SUGGESTIONS, pair};
 use super::model::{
-    ErrorExample, Exemption, ExemptionKind, Group, GroupInput, GroupType, Membership, Source,
-    Suggestion,
+    ErrorExample, Exemption, ExemptionKind, Group, GroupInput, GroupType, Membership, Suggestion,
 };
 use super::plan::{self, Parsed, Unit};
 use super::replica::Snapshot;
@@ -105,141 +108,6 @@ pub struct Preview {
     pub evaluated_at: DateTime<Utc>,
     /// How long the evaluation took.
     pub elapsed_ms: u64,
-}
-
-/// A user's state against the group's state scoping.
-#[derive(Clone, Debug, Serialize, ToSchema)]
-pub struct StateCheck {
-    /// The user's state.
-    pub state: UserState,
-    /// The states the group admits.
-    pub member_states: Vec<UserState>,
-    /// Whether the state is admitted.
-    pub admitted: bool,
-}
-
-/// A group a condition refers to.
-#[derive(Clone, Debug, Serialize, ToSchema)]
-#[schema(as = ConditionGroup)]
-pub struct GroupRef {
-    /// Its id.
-    pub id: Uuid,
-    /// Its name, when it still exists.
-    pub name: Option<String>,
-}
-
-/// How one related subject fared in a cross-subject condition.
-#[derive(Clone, Debug, Serialize, ToSchema)]
-pub struct RelatedSubject {
-    /// The related user or device.
-    pub subject_id: Uuid,
-    /// Whether it satisfies the inner conditions.
-    pub matched: bool,
-    /// The inner conditions' outcomes.
-    // The schema recursion is cut here rather than at `related`, so that
-    // the OpenAPI document still defines every schema it refers to.
-    #[schema(no_recursion)]
-    pub conditions: Vec<ConditionExplanation>,
-}
-
-/// A cross-subject condition's details.
-#[derive(Clone, Debug, Serialize, ToSchema)]
-pub struct RelatedExplanation {
-    /// How the related subjects combine.
-    pub quantifier: Quantifier,
-    /// Each related subject.
-    pub subjects: Vec<RelatedSubject>,
-}
-
-/// One condition's outcome.
-#[derive(Clone, Debug, Serialize, ToSchema)]
-pub struct ConditionExplanation {
-    /// Where the condition is: `rule/conditions/0`.
-    pub at: String,
-    /// Whether it held.
-    pub matched: bool,
-    /// Why, in words.
-    pub detail: String,
-    /// The group a `member_of` / `not_member_of` condition refers to.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub group: Option<GroupRef>,
-    /// The related subjects of a cross-subject condition. Their own
-    /// conditions never have related subjects in turn.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub related: Option<RelatedExplanation>,
-    /// A CEL expression's value, part by part.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub expression: Option<ExpressionExplanation>,
-}
-
-/// How a CEL expression came out for the subject: the value of each operand
-/// of its top-level `&&` / `||` chain, which is usually where the answer to
-/// "why" is.
-#[derive(Clone, Debug, Serialize, ToSchema)]
-pub struct ExpressionExplanation {
-    /// The expression as written.
-    pub source: String,
-    /// How the parts combine: `and`, `or`, or `single` (no chain).
-    pub chain: String,
-    /// Each part, in order.
-    pub parts: Vec<ExpressionPart>,
-}
-
-/// One operand of an expression's top-level chain.
-#[derive(Clone, Debug, Serialize, ToSchema)]
-pub struct ExpressionPart {
-    /// Its source text.
-    pub text: String,
-    /// Its value, when it could be evaluated.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub value: Option<bool>,
-    /// Why it could not be evaluated (a missing attribute counts as false
-    /// for the expression as a whole).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
-
-/// A rule's outcome.
-#[derive(Clone, Debug, Serialize, ToSchema)]
-pub struct RuleExplanation {
-    /// Whether the rule matched as a whole.
-    pub matched: bool,
-    /// Every condition, in order.
-    pub conditions: Vec<ConditionExplanation>,
-}
-
-/// Why a subject is or is not a member.
-#[derive(Clone, Debug, Serialize, ToSchema)]
-#[schema(as = MembershipExplanation)]
-pub struct Explanation {
-    /// The group.
-    pub group_id: Uuid,
-    /// The subject.
-    pub subject_id: Uuid,
-    /// Whether the subject is a member now.
-    pub member: bool,
-    /// How, when it is.
-    pub source: Option<Source>,
-    /// One sentence.
-    pub summary: String,
-    /// Static or dynamic.
-    pub group_type: GroupType,
-    /// For users in dynamic groups: the state scoping.
-    pub state: Option<StateCheck>,
-    /// An exemption for the subject, active or expired.
-    pub exemption: Option<Exemption>,
-    /// Whether the exemption is in force.
-    pub exemption_active: bool,
-    /// Whether the subject was added by hand.
-    pub manual: bool,
-    /// The rule, condition by condition.
-    pub rule: Option<RuleExplanation>,
-    /// The exclusion rule, when the group has one.
-    pub exclusion: Option<RuleExplanation>,
-    /// A pending or dismissed review suggestion.
-    pub suggestion: Option<Suggestion>,
-    /// Why the rule could not be evaluated for this subject, if it could not.
-    pub evaluation_error: Option<String>,
 }
 
 /// How long a preview or explanation may evaluate.
@@ -852,91 +720,5 @@ fn states(s: &[UserState]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use serde_json::json;
-
-    use super::*;
-    use crate::auth::{Actor, Principal, Role};
-    use crate::config::{Config, Secret};
-
-    /// A preview waits for a permit, and runs once one is free: however
-    /// many a reader asks for at once, only a few evaluate.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn previews_wait_for_a_permit() {
-        let dir = tempfile::tempdir().unwrap();
-        let config = Config {
-            data_dir: dir.path().join("data"),
-            bootstrap_admin_key: Some(Secret::new("unit-admin-key-0123456789abcdef")),
-            ..Config::default()
-        };
-        let store =
-            crate::server::open_store(&config.data_dir, &config.storage.open_options()).unwrap();
-        let built =
-            crate::server::build(&config, store, Arc::new(crate::clock::SystemClock)).unwrap();
-        let groups = built.state.groups.clone();
-        let permits = groups.inner.previews.available_permits();
-        assert!(permits >= 1);
-        let held = Arc::clone(&groups.inner.previews)
-            .acquire_many_owned(u32::try_from(permits).unwrap())
-            .await
-            .unwrap();
-        let input: PreviewInput = serde_json::from_value(
-            json!({"subject": "user", "rule": {"expression": "user.department == 'Sales'"}}),
-        )
-        .unwrap();
-        let waiting = tokio::spawn(async move {
-            let read = Principal::new(Actor::system("test"), Role::ReadOnly)
-                .read()
-                .unwrap();
-            groups.preview(&read, input).await
-        });
-        // Nothing can finish it while every permit is taken; without the
-        // bound it would be done in a few milliseconds.
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        assert!(!waiting.is_finished(), "a preview ran without a permit");
-        drop(held);
-        let preview = waiting.await.unwrap().unwrap();
-        assert_eq!(preview.members.count, 0);
-    }
-
-    /// Explanations take the same permits as previews: a reader cannot get
-    /// around the bound by asking for explanations instead.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn explanations_wait_for_a_permit_too() {
-        let dir = tempfile::tempdir().unwrap();
-        let config = Config {
-            data_dir: dir.path().join("data"),
-            bootstrap_admin_key: Some(Secret::new("unit-admin-key-0123456789abcdef")),
-            ..Config::default()
-        };
-        let store =
-            crate::server::open_store(&config.data_dir, &config.storage.open_options()).unwrap();
-        let built =
-            crate::server::build(&config, store, Arc::new(crate::clock::SystemClock)).unwrap();
-        let groups = built.state.groups.clone();
-        let permits = groups.inner.previews.available_permits();
-        let held = Arc::clone(&groups.inner.previews)
-            .acquire_many_owned(u32::try_from(permits).unwrap())
-            .await
-            .unwrap();
-        let waiting = tokio::spawn(async move {
-            let read = Principal::new(Actor::system("test"), Role::ReadOnly)
-                .read()
-                .unwrap();
-            groups.explain(&read, Uuid::nil(), Uuid::nil()).await
-        });
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        assert!(
-            !waiting.is_finished(),
-            "an explanation ran without a permit"
-        );
-        drop(held);
-        // No such group: what matters is that it ran once a permit was free.
-        assert!(matches!(
-            waiting.await.unwrap(),
-            Err(DomainError::NotFound { .. })
-        ));
-    }
-}
+#[path = "inspect_tests.rs"]
+mod tests;

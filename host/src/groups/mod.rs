@@ -11,6 +11,7 @@
 mod apply;
 mod crud;
 mod defaults;
+mod explanation;
 mod inspect;
 pub mod keys;
 mod members;
@@ -24,7 +25,8 @@ mod runs;
 mod universe;
 
 pub use apply::Counts;
-pub use inspect::{Explanation, Preview, PreviewInput};
+pub use explanation::Explanation;
+pub use inspect::{Preview, PreviewInput};
 pub use model::{
     ExemptionInput, Group, GroupInput, GroupStatus, GroupType, GroupView, Member, Membership,
     Source, Suggestion,
