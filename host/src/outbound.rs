@@ -249,6 +249,9 @@ pub enum OutboundError {
     /// No answer: refused, timed out, name not found, TLS failed.
     #[error("the upstream server could not be reached")]
     Unreachable,
+    /// The answer was larger than the server reads from an upstream.
+    #[error("the upstream server's answer is too large")]
+    TooLarge,
 }
 
 impl OutboundError {
@@ -257,6 +260,7 @@ impl OutboundError {
         match self {
             OutboundError::AddressNotAllowed => "address_not_allowed",
             OutboundError::Unreachable => "upstream_unreachable",
+            OutboundError::TooLarge => "upstream_too_large",
         }
     }
 
@@ -395,7 +399,44 @@ impl Outbound {
             .await
             .map_err(|e| OutboundError::from_reqwest(&e, purpose))
     }
+
+    /// Reads an answer's body, refusing one larger than `limit` bytes
+    /// without holding more than that: an upstream (a hostile or broken
+    /// identity provider) must not be able to make the server allocate
+    /// whatever it sends.
+    pub async fn body(
+        mut response: reqwest::Response,
+        limit: usize,
+        purpose: &'static str,
+    ) -> Result<Vec<u8>, OutboundError> {
+        let too_large = |len: u64| {
+            tracing::warn!(purpose, limit, length = len, "outbound answer too large");
+            OutboundError::TooLarge
+        };
+        if let Some(len) = response.content_length()
+            && len > limit as u64
+        {
+            return Err(too_large(len));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| OutboundError::from_reqwest(&e, purpose))?
+        {
+            if body.len() + chunk.len() > limit {
+                return Err(too_large((body.len() + chunk.len()) as u64));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    }
 }
+
+/// The most the server reads of an identity provider's answer (discovery
+/// document, key set, token response). Real ones are a few KiB; 1 MiB
+/// leaves room for providers with many keys.
+pub const MAX_IDP_RESPONSE_BYTES: usize = 1024 * 1024;
 
 #[cfg(test)]
 mod tests {

@@ -68,8 +68,11 @@ pub struct Verify<'a> {
     /// unless an operator asks for it, for a file they know is theirs.
     pub allow_unauthenticated: bool,
 }
+
 /// Entries per batch while restoring; bounds memory on large backups.
 const RESTORE_BATCH: usize = 10_000;
+/// Bytes of keys and values per batch while restoring, for the same reason.
+const RESTORE_BATCH_BYTES: usize = 64 * 1024 * 1024;
 /// Longest line a restore reads. The largest entries are uploaded plugin
 /// components (64 MiB by default, about 86 MiB as base64); without a bound,
 /// a file with no line breaks would be read into memory whole before any
@@ -344,6 +347,7 @@ fn restore_staged(
     let mut hasher = Sha256::new();
     let mut entries = 0u64;
     let mut batch = Vec::with_capacity(RESTORE_BATCH);
+    let mut batch_bytes = 0usize;
     let mut trailer = None;
     for (no, line) in lines.by_ref() {
         let text = line?;
@@ -372,10 +376,14 @@ fn restore_staged(
         hasher.update(b"\n");
         mac.update(text.as_bytes());
         mac.update(b"\n");
+        batch_bytes += full.len() + value.len();
         batch.push((full, Some(value)));
         entries += 1;
-        if batch.len() >= RESTORE_BATCH {
+        // Bounded in bytes as well as entries: the file is not yet
+        // authenticated, and its lines may each be large.
+        if batch.len() >= RESTORE_BATCH || batch_bytes >= RESTORE_BATCH_BYTES {
             backend.apply_all(&std::mem::take(&mut batch))?;
+            batch_bytes = 0;
         }
     }
     let (no, trailer) = trailer.ok_or_else(|| {

@@ -136,6 +136,24 @@ async fn an_enrolled_device_checks_in_for_itself_and_nothing_else() {
             .unwrap()
             .contains(&device)
     );
+    // Whose device it is decides before the body is read: a malformed or
+    // unsupported body for another device is still 403, not 400/415/422.
+    for (ct, body) in [
+        (Some("application/json"), &b"{\""[..]),
+        (Some("application/json"), &br#"{"zzz": 1}"#[..]),
+        (Some("text/plain"), &b"hello"[..]),
+    ] {
+        let r = dev
+            .send_raw(
+                reqwest::Method::POST,
+                &format!("/api/v1/devices/{other}/check-in"),
+                ct,
+                body.to_vec(),
+            )
+            .await;
+        assert_eq!(r.status, 403, "{ct:?}: {}", r.body);
+        assert_eq!(r.code(), "device_mismatch", "{}", r.body);
+    }
     assert_eq!(
         dev.get(&format!("/api/v1/devices/{other}"))
             .await

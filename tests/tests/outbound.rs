@@ -162,3 +162,51 @@ async fn plugins_cannot_reach_internal_addresses_even_when_their_manifest_lists_
     assert_eq!(run["state"], "completed", "{run}");
     assert_eq!(feed.requests().len(), 1);
 }
+
+/// A provider's answers are read up to a bound, and what they say is never
+/// quoted back: a hostile provider can neither make the server allocate
+/// what it sends nor use the server to read its own network's pages.
+#[tokio::test]
+async fn provider_answers_are_bounded_and_never_echoed() {
+    const MARKER: &str = "internal-page-secret-4f1c";
+    let provider = Fake::start(|_, req| {
+        if req.line.contains("/huge") {
+            // Two MiB of a JSON string: past the 1 MiB bound.
+            FakeReply::json_text(format!("\"{}\"", "a".repeat(2 << 20)))
+        } else if req.line.contains("/quoted") {
+            // serde quotes a string it did not expect in its message.
+            FakeReply::json_text(format!("\"{MARKER}\""))
+        } else {
+            FakeReply::json_text(format!(r#"{{"page": "{MARKER}"}}"#))
+        }
+    });
+    let base = format!("http://127.0.0.1:{}", provider.port);
+    let server = Server::start_with_plugins(&[]);
+    let api = server.admin();
+    let r = idp_for(&api, "huge", &format!("{base}/huge")).await;
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert_eq!(r.code(), "upstream_too_large", "{}", r.body);
+    let r = idp_for(&api, "quoted", &format!("{base}/quoted")).await;
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert!(!r.body.to_string().contains(MARKER), "{}", r.body);
+    // An issuer cannot carry a query or fragment that turns it into any
+    // URL on the host: nothing is fetched.
+    let before = provider.requests().len();
+    for (i, issuer) in [
+        format!("{base}/internal/admin?token=1#"),
+        format!("{base}/internal/admin?token=1"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let r = idp_for(&api, &format!("odd{i}"), issuer).await;
+        assert_eq!(r.status, 422, "{issuer}: {}", r.body);
+        assert!(!r.body.to_string().contains(MARKER), "{}", r.body);
+    }
+    assert_eq!(
+        provider.requests().len(),
+        before,
+        "an odd issuer was fetched"
+    );
+    assert!(server.admin().get("/healthz").await.status == 200);
+}

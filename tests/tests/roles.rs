@@ -357,3 +357,34 @@ async fn authorization_comes_before_the_body_is_read() {
         }
     }
 }
+
+/// SCIM checks its client from the headers before it reads a body: a caller
+/// without a SCIM key is refused at once, however large a body it declares,
+/// and cannot make the server hold one.
+#[test]
+fn scim_refuses_callers_before_reading_their_bodies() {
+    use std::io::{Read, Write};
+    let s = Server::start();
+    let addr = s.base.trim_start_matches("http://").to_string();
+    for (path, auth) in [
+        ("/scim/v2/Users", ""),
+        ("/scim/v2/Bulk", ""),
+        ("/scim/v2/.search", ""),
+        ("/scim/v2/Users", "Authorization: Bearer not-a-key\r\n"),
+    ] {
+        let mut sock = std::net::TcpStream::connect(&addr).unwrap();
+        sock.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        // A megabyte declared, one byte sent: an answer can only come from
+        // a server that did not wait for the rest.
+        write!(
+            sock,
+            "POST {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/scim+json\r\nContent-Length: 1000000\r\n\r\n{{"
+        )
+        .unwrap();
+        let mut answer = [0u8; 512];
+        let n = sock.read(&mut answer).expect("an answer before the body");
+        let head = String::from_utf8_lossy(&answer[..n]);
+        assert!(head.starts_with("HTTP/1.1 401"), "{path}: {head}");
+    }
+}

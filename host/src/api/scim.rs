@@ -6,7 +6,8 @@
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -14,7 +15,7 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use crate::auth::Origin;
-use crate::auth::Principal;
+use crate::auth::{Principal, Provision};
 use crate::provisioning::scim::{Kind, ListParams, ScimError, discovery, resource};
 
 const MEDIA: &str = "application/scim+json";
@@ -51,7 +52,42 @@ fn resource_response(status: StatusCode, body: Value, etag: &str) -> Response {
     resp
 }
 
-/// The SCIM client: an API key with the `scim` role.
+/// The SCIM client: an API key with the `scim` role, checked from the
+/// headers alone, before any handler reads a body. axum runs extractors in
+/// order, so putting this before the body means a caller without a SCIM key
+/// is refused at once instead of being allowed to make the server buffer a
+/// whole body first.
+struct ScimClient(Principal);
+
+impl ScimClient {
+    /// The provisioning capability the extractor already checked.
+    fn cap(&self) -> Result<Provision<'_>, ScimError> {
+        self.0.provision().ok_or_else(|| forbidden(&self.0))
+    }
+}
+
+fn forbidden(principal: &Principal) -> ScimError {
+    ScimError {
+        status: 403,
+        scim_type: None,
+        detail: format!(
+            "a {} key cannot use SCIM; create a key with the scim role",
+            principal.role().as_str()
+        ),
+    }
+}
+
+impl FromRequestParts<AppState> for ScimClient {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, s: &AppState) -> Result<Self, Response> {
+        let Ok(origin) = Origin::from_request_parts(parts, s).await;
+        client(s, &parts.headers, &origin)
+            .map(ScimClient)
+            .map_err(|e| error(&e))
+    }
+}
+
 fn client(s: &AppState, headers: &HeaderMap, origin: &Origin) -> Result<Principal, ScimError> {
     let unauthorized = |d: &str| ScimError {
         status: 401,
@@ -74,14 +110,7 @@ fn client(s: &AppState, headers: &HeaderMap, origin: &Origin) -> Result<Principa
         .map_err(ScimError::from)?
         .ok_or_else(|| unauthorized("invalid key"))?;
     if principal.provision().is_none() {
-        return Err(ScimError {
-            status: 403,
-            scim_type: None,
-            detail: format!(
-                "a {} key cannot use SCIM; create a key with the scim role",
-                principal.role().as_str()
-            ),
-        });
+        return Err(forbidden(&principal));
     }
     Ok(principal)
 }
@@ -234,15 +263,13 @@ fn if_match(headers: &HeaderMap) -> Option<String> {
 
 async fn list(
     State(s): State<AppState>,
-    origin: Origin,
-    headers: HeaderMap,
+    client: ScimClient,
     Path(resource): Path<String>,
     Query(q): Query<Vec<(String, String)>>,
 ) -> Response {
     let result = async {
         let kind = kind(&resource)?;
-        let p = client(&s, &headers, &origin)?;
-        let cap = p.provision().expect("checked");
+        let cap = client.cap()?;
         let params = list_params(&q)?;
         Ok(scim_json(
             StatusCode::OK,
@@ -254,15 +281,13 @@ async fn list(
 
 async fn search(
     State(s): State<AppState>,
-    origin: Origin,
-    headers: HeaderMap,
+    client: ScimClient,
     Path(resource): Path<String>,
     raw: Result<Bytes, BytesRejection>,
 ) -> Response {
     let result = async {
         let kind = kind(&resource)?;
-        let p = client(&s, &headers, &origin)?;
-        let cap = p.provision().expect("checked");
+        let cap = client.cap()?;
         let params = search_params(&body(raw)?)?;
         Ok(scim_json(
             StatusCode::OK,
@@ -274,13 +299,11 @@ async fn search(
 
 async fn search_all(
     State(s): State<AppState>,
-    origin: Origin,
-    headers: HeaderMap,
+    client: ScimClient,
     raw: Result<Bytes, BytesRejection>,
 ) -> Response {
     let result = async {
-        let p = client(&s, &headers, &origin)?;
-        let cap = p.provision().expect("checked");
+        let cap = client.cap()?;
         let params = search_params(&body(raw)?)?;
         Ok(scim_json(
             StatusCode::OK,
@@ -292,15 +315,13 @@ async fn search_all(
 
 async fn create(
     State(s): State<AppState>,
-    origin: Origin,
-    headers: HeaderMap,
+    client: ScimClient,
     Path(resource): Path<String>,
     raw: Result<Bytes, BytesRejection>,
 ) -> Response {
     let result = async {
         let kind = kind(&resource)?;
-        let p = client(&s, &headers, &origin)?;
-        let cap = p.provision().expect("checked");
+        let cap = client.cap()?;
         let (r, etag) = s.scim.create(&cap, kind, &body(raw)?).await?;
         Ok(resource_response(StatusCode::CREATED, r, &etag))
     };
@@ -309,15 +330,14 @@ async fn create(
 
 async fn get_one(
     State(s): State<AppState>,
-    origin: Origin,
+    client: ScimClient,
     headers: HeaderMap,
     Path((resource, id)): Path<(String, String)>,
     Query(q): Query<Vec<(String, String)>>,
 ) -> Response {
     respond((|| {
         let kind = kind(&resource)?;
-        let p = client(&s, &headers, &origin)?;
-        let cap = p.provision().expect("checked");
+        let cap = client.cap()?;
         let (r, etag) = s.scim.get(&cap, kind, &id)?;
         let unchanged = headers
             .get(header::IF_NONE_MATCH)
@@ -338,15 +358,14 @@ async fn get_one(
 
 async fn replace(
     State(s): State<AppState>,
-    origin: Origin,
+    client: ScimClient,
     headers: HeaderMap,
     Path((resource, id)): Path<(String, String)>,
     raw: Result<Bytes, BytesRejection>,
 ) -> Response {
     let result = async {
         let kind = kind(&resource)?;
-        let p = client(&s, &headers, &origin)?;
-        let cap = p.provision().expect("checked");
+        let cap = client.cap()?;
         let (r, etag) = s
             .scim
             .replace(&cap, kind, &id, &body(raw)?, if_match(&headers).as_deref())
@@ -358,15 +377,14 @@ async fn replace(
 
 async fn patch(
     State(s): State<AppState>,
-    origin: Origin,
+    client: ScimClient,
     headers: HeaderMap,
     Path((resource, id)): Path<(String, String)>,
     raw: Result<Bytes, BytesRejection>,
 ) -> Response {
     let result = async {
         let kind = kind(&resource)?;
-        let p = client(&s, &headers, &origin)?;
-        let cap = p.provision().expect("checked");
+        let cap = client.cap()?;
         let (r, etag) = s
             .scim
             .patch(&cap, kind, &id, &body(raw)?, if_match(&headers).as_deref())
@@ -378,14 +396,13 @@ async fn patch(
 
 async fn delete(
     State(s): State<AppState>,
-    origin: Origin,
+    client: ScimClient,
     headers: HeaderMap,
     Path((resource, id)): Path<(String, String)>,
 ) -> Response {
     let result = async {
         let kind = kind(&resource)?;
-        let p = client(&s, &headers, &origin)?;
-        let cap = p.provision().expect("checked");
+        let cap = client.cap()?;
         s.scim
             .delete(&cap, kind, &id, if_match(&headers).as_deref())
             .await?;
@@ -396,13 +413,11 @@ async fn delete(
 
 async fn bulk(
     State(s): State<AppState>,
-    origin: Origin,
-    headers: HeaderMap,
+    client: ScimClient,
     raw: Result<Bytes, BytesRejection>,
 ) -> Response {
     let result = async {
-        let p = client(&s, &headers, &origin)?;
-        let cap = p.provision().expect("checked");
+        let cap = client.cap()?;
         let out = s.scim.bulk(&cap, &body(raw)?).await?;
         Ok(scim_json(StatusCode::OK, &out))
     };

@@ -9,7 +9,7 @@ use jsonwebtoken::jwk::JwkSet;
 use openidconnect::core::CoreProviderMetadata;
 
 use crate::error::DomainError;
-use crate::outbound::{Outbound, OutboundError};
+use crate::outbound::{MAX_IDP_RESPONSE_BYTES, Outbound, OutboundError};
 
 /// Entra ID's multi-tenant path segments.
 const MULTI_TENANT: [&str; 3] = ["organizations", "common", "consumers"];
@@ -67,6 +67,21 @@ pub(crate) async fn fetch(
     issuer: &str,
     aliases: &[String],
 ) -> Result<(CoreProviderMetadata, JwkSet), DiscoveryError> {
+    // An issuer is scheme, host, port and path only (OpenID Connect
+    // Discovery 1.0 §2). A query or fragment would let the issuer field
+    // name any URL on the host, with the well-known suffix cut off.
+    let plain = reqwest::Url::parse(issuer).is_ok_and(|u| {
+        matches!(u.scheme(), "https" | "http")
+            && u.query().is_none()
+            && u.fragment().is_none()
+            && u.username().is_empty()
+            && u.password().is_none()
+    });
+    if !plain {
+        return Err(DiscoveryError::Invalid(format!(
+            "the issuer {issuer:?} must be an https URL without user information, query or fragment"
+        )));
+    }
     let url = format!(
         "{}/.well-known/openid-configuration",
         issuer.trim_end_matches('/')
@@ -80,11 +95,19 @@ pub(crate) async fn fetch(
     if !response.status().is_success() {
         return Err(failed(format!("it answered {}", response.status())));
     }
-    let body = response.bytes().await.map_err(|e| {
-        unreachable("discovery document")(OutboundError::from_reqwest(&e, "idp discovery"))
+    let body = Outbound::body(response, MAX_IDP_RESPONSE_BYTES, "idp discovery")
+        .await
+        .map_err(unreachable("discovery document"))?;
+    // serde's message quotes the offending value, which is whatever the
+    // upstream sent: it goes to the log, the caller gets the position.
+    let metadata: CoreProviderMetadata = serde_json::from_slice(&body).map_err(|e| {
+        tracing::warn!(url = %url, error = %e, "discovery document does not parse");
+        failed(format!(
+            "the document is not a valid OpenID Provider configuration (line {}, column {})",
+            e.line(),
+            e.column()
+        ))
     })?;
-    let metadata: CoreProviderMetadata = serde_json::from_slice(&body)
-        .map_err(|e| failed(format!("the document is not valid: {e}")))?;
     let stated = metadata.issuer().as_str();
     if !issuer_matches(issuer, stated, aliases) {
         return Err(failed(format!(
@@ -104,12 +127,17 @@ pub(crate) async fn fetch(
     if !response.status().is_success() {
         return Err(keys_failed(format!("it answered {}", response.status())));
     }
-    let body = response
-        .bytes()
+    let body = Outbound::body(response, MAX_IDP_RESPONSE_BYTES, "idp keys")
         .await
-        .map_err(|e| unreachable("key set")(OutboundError::from_reqwest(&e, "idp keys")))?;
-    let keys: JwkSet =
-        serde_json::from_slice(&body).map_err(|e| keys_failed(format!("not a key set: {e}")))?;
+        .map_err(unreachable("key set"))?;
+    let keys: JwkSet = serde_json::from_slice(&body).map_err(|e| {
+        tracing::warn!(url = %jwks_uri, error = %e, "key set does not parse");
+        keys_failed(format!(
+            "not a key set (line {}, column {})",
+            e.line(),
+            e.column()
+        ))
+    })?;
     Ok((metadata, keys))
 }
 

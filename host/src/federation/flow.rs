@@ -44,6 +44,7 @@ use crate::credentials::{Checked, Credentials, PasswordError};
 use crate::directory::{Directory, SubjectKind, User, UserInput, UserState};
 use crate::error::DomainError;
 use crate::groups::keys::{MEMBERS, pair};
+use crate::outbound::{MAX_IDP_RESPONSE_BYTES, Outbound};
 use crate::sessions::{Method, Opened, Sessions, token_hash};
 
 /// How long a started sign-in may take at the provider.
@@ -600,9 +601,16 @@ impl SignIn {
             .await
             .map_err(|e| failed(format!("token endpoint: {}", e.code())))?;
         let status = response.status();
-        let json: Value = response.json().await.map_err(|e| {
+        let body = Outbound::body(response, MAX_IDP_RESPONSE_BYTES, "idp token")
+            .await
+            .map_err(|e| failed(format!("token endpoint: {}", e.code())))?;
+        // Only the position: serde's message would quote the upstream's
+        // bytes into the audit log.
+        let json: Value = serde_json::from_slice(&body).map_err(|e| {
             failed(format!(
-                "token endpoint answered {status} with no JSON: {e}"
+                "token endpoint answered {status} with no JSON (line {}, column {})",
+                e.line(),
+                e.column()
             ))
         })?;
         if !status.is_success() {
@@ -650,10 +658,16 @@ impl SignIn {
                 if !response.status().is_success() {
                     return Err(format!("{uri} answered {}", response.status()));
                 }
-                response
-                    .json::<jsonwebtoken::jwk::JwkSet>()
+                let body = Outbound::body(response, MAX_IDP_RESPONSE_BYTES, "idp keys")
                     .await
-                    .map_err(|e| format!("{uri}: {e}"))
+                    .map_err(|e| format!("{uri}: {}", e.code()))?;
+                serde_json::from_slice::<jsonwebtoken::jwk::JwkSet>(&body).map_err(|e| {
+                    format!(
+                        "{uri}: not a key set (line {}, column {})",
+                        e.line(),
+                        e.column()
+                    )
+                })
             }
         })
         .await

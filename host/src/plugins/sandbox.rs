@@ -165,7 +165,9 @@ impl Sandbox {
                 crate::outbound::OutboundError::AddressNotAllowed => {
                     HttpError::HostNotAllowed(target.clone())
                 }
-                crate::outbound::OutboundError::Unreachable => HttpError::Connection(format!(
+                // Not made by a transport error; read as unreachable.
+                crate::outbound::OutboundError::Unreachable
+                | crate::outbound::OutboundError::TooLarge => HttpError::Connection(format!(
                     "{target} could not be reached; the server log has the cause"
                 )),
             }
