@@ -28,6 +28,30 @@ async fn url_credentials_are_refused_and_query_strings_hidden() {
         assert!(!r.body.to_string().contains("P4ssw0rd"), "{}", r.body);
     }
 
+    // A URL with credentials pasted into a text or text-list field is
+    // refused the same way: those fields are shown as they are.
+    for (config, field) in [
+        (
+            json!({"issuer": "https://idp.example", "client_id": "https://svc:P4ssw0rd@idp.example/"}),
+            "config.client_id",
+        ),
+        (
+            json!({"issuer": "https://idp.example", "client_id": "cohort",
+                   "scopes": ["openid", "https://svc:P4ssw0rd@idp.example/scope"]}),
+            "config.scopes/1",
+        ),
+    ] {
+        let r = admin
+            .post(
+                "/api/v1/plugin-instances",
+                json!({"name": "op", "plugin": "generic-oidc", "config": config}),
+            )
+            .await
+            .expect(422);
+        assert_eq!(r.field(), field, "{}", r.body);
+        assert!(!r.body.to_string().contains("P4ssw0rd"), "{}", r.body);
+    }
+
     // A signed link is accepted, and its signature shown to nobody.
     let created = admin
         .post(

@@ -168,7 +168,11 @@ fn check_config(manifest: &Manifest, values: &Map<String, Value>) -> Result<Chec
             ));
         };
         let ok = match (spec.kind, value) {
-            (ConfigKind::Text | ConfigKind::Secret, Value::String(_)) => true,
+            (ConfigKind::Secret, Value::String(_)) => true,
+            (ConfigKind::Text, Value::String(s)) => {
+                super::url_fields::check_text(&field, s)?;
+                true
+            }
             (ConfigKind::Url, Value::String(s)) => {
                 let parsed = reqwest::Url::parse(s);
                 match parsed {
@@ -186,7 +190,14 @@ fn check_config(manifest: &Manifest, values: &Map<String, Value>) -> Result<Chec
             }
             (ConfigKind::Number, Value::Number(_)) => true,
             (ConfigKind::Boolean, Value::Bool(_)) => true,
-            (ConfigKind::TextList, Value::Array(items)) => items.iter().all(Value::is_string),
+            (ConfigKind::TextList, Value::Array(items)) => {
+                for (i, item) in items.iter().enumerate() {
+                    if let Value::String(s) = item {
+                        super::url_fields::check_text(&format!("{field}/{i}"), s)?;
+                    }
+                }
+                items.iter().all(Value::is_string)
+            }
             _ => false,
         };
         if !ok {

@@ -28,6 +28,16 @@ pub(crate) fn check(field: &str, url: &reqwest::Url) -> Result<(), DomainError> 
     Ok(())
 }
 
+/// Refuses a text value that is a URL with user information: a field not
+/// declared `url` is shown as it is to every reader, so a credential pasted
+/// into one would be on display. Other text is left alone.
+pub(crate) fn check_text(field: &str, value: &str) -> Result<(), DomainError> {
+    match reqwest::Url::parse(value.trim()) {
+        Ok(u) if u.host().is_some() => check(field, &u),
+        _ => Ok(()),
+    }
+}
+
 /// `url` with its query values, fragment and any user information replaced
 /// by `[redacted]` (parameter names stay, so the admin sees which are set),
 /// or `None` when there is nothing to hide.
@@ -169,6 +179,20 @@ mod tests {
             )
             .is_ok()
         );
+    }
+
+    #[test]
+    fn text_that_is_a_url_with_credentials_is_refused() {
+        assert!(check_text("config.x", "https://svc:pw@h.example/").is_err());
+        assert!(check_text("config.x", " https://svc@h.example ").is_err());
+        for ok in [
+            "plain text",
+            "user@example.com",
+            "https://h.example/?a=b",
+            "a:b@c",
+        ] {
+            assert!(check_text("config.x", ok).is_ok(), "{ok}");
+        }
     }
 
     #[test]
