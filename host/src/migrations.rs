@@ -52,6 +52,13 @@ fn identity_keys_without_ignorables(txn: &mut WriteTxn<'_>) -> Result<(), Storag
     crate::directory::rekey_identities(txn)
 }
 
+/// Version 5: the confusable-skeleton index (UTS #39) of usernames and
+/// emails, which refuses a new identity that looks like another; see
+/// `directory/confusables.rs`.
+fn identity_skeletons(txn: &mut WriteTxn<'_>) -> Result<(), StorageError> {
+    crate::directory::build_skeleton_index(txn)
+}
+
 /// Every migration, oldest first.
 pub const MIGRATIONS: &[Migration] = &[
     Migration {
@@ -73,6 +80,11 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 4,
         description: "identity keys without default-ignorable code points",
         apply: identity_keys_without_ignorables,
+    },
+    Migration {
+        version: 5,
+        description: "confusable skeletons of usernames and emails",
+        apply: identity_skeletons,
     },
 ];
 

@@ -241,6 +241,80 @@ async fn invisible_non_format_characters_make_no_second_address() {
     }
 }
 
+/// Same-script look-alikes (UTS #39 confusables) of an existing identity are
+/// refused, in REST and SCIM, create and update; a merely similar name is
+/// not.
+#[tokio::test]
+async fn same_script_look_alikes_of_another_user_are_refused() {
+    let server = Server::start();
+    let api = server.admin();
+    let admin = api.user("admin", json!({})).await;
+    api.user("login", json!({})).await;
+    let other = api.user("other", json!({})).await;
+    for (body, field) in [
+        (
+            json!({"username": "adm\u{131}n", "email": "x1@example.com"}),
+            "username",
+        ),
+        (
+            json!({"username": "\u{251}dmin", "email": "x2@example.com"}),
+            "username",
+        ),
+        (
+            json!({"username": "\u{1C0}ogin", "email": "x3@example.com"}),
+            "username",
+        ),
+        (
+            json!({"username": "x4", "email": "adm\u{131}n@example.com"}),
+            "email",
+        ),
+    ] {
+        let r = api.post("/api/v1/users", body.clone()).await.expect(409);
+        assert_eq!(
+            (r.code(), r.field()),
+            ("confusable", field),
+            "{body}: {}",
+            r.body
+        );
+    }
+    let r = api
+        .patch(
+            &format!("/api/v1/users/{other}"),
+            json!({"username": "\u{251}dmin"}),
+        )
+        .await
+        .expect(409);
+    assert_eq!((r.code(), r.field()), ("confusable", "username"));
+    // Not a look-alike: accepted. And the user itself may change other
+    // fields, or its own case.
+    api.user("admit", json!({})).await;
+    api.patch(
+        &format!("/api/v1/users/{admin}"),
+        json!({"username": "Admin"}),
+    )
+    .await
+    .expect(200);
+
+    let scim = server.client(Some(&api.create_key("okta", "scim").await));
+    let r = scim
+        .post("/scim/v2/Users", scim_user("adm\u{131}n", "x5@example.com"))
+        .await;
+    assert_eq!(r.status.as_u16(), 409, "{}", r.body);
+    assert!(
+        r.body["detail"].as_str().unwrap().contains("confusable"),
+        "{}",
+        r.body
+    );
+    let r = scim
+        .patch(
+            &format!("/scim/v2/Users/{other}"),
+            json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                   "Operations": [{"op": "replace", "path": "userName", "value": "\u{1C0}ogin"}]}),
+        )
+        .await;
+    assert_eq!(r.status.as_u16(), 409, "{}", r.body);
+}
+
 fn scim_user(user_name: &str, email: &str) -> Value {
     json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
            "userName": user_name, "emails": [{"value": email, "type": "work"}]})
