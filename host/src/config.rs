@@ -800,6 +800,29 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("http.body_timeout_ms"), "{err}");
+        let c = Config::load(None, env(&[])).unwrap();
+        assert_eq!(
+            (c.http.max_connections_per_peer, c.http.shutdown_timeout_ms),
+            (0, 25_000)
+        );
+        std::fs::write(
+            &path,
+            "[http]\nmax_connections_per_peer = 50\nshutdown_timeout_ms = 9000\n",
+        )
+        .unwrap();
+        let c = Config::load(
+            Some(&path),
+            env(&[(ENV_HTTP_MAX_CONNECTIONS_PER_PEER, "20")]),
+        )
+        .unwrap();
+        assert_eq!(
+            (c.http.max_connections_per_peer, c.http.shutdown_timeout_ms),
+            (20, 9000)
+        );
+        let err = Config::load(None, env(&[(ENV_HTTP_SHUTDOWN_TIMEOUT_MS, "0")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("http.shutdown_timeout_ms"), "{err}");
     }
 
     #[test]
