@@ -201,6 +201,9 @@ struct Registry {
     cap: usize,
     per_peer: usize,
     conns: Mutex<HashMap<u64, Arc<Conn>>>,
+    /// Open connections per limited peer, so that an accept need not count
+    /// them all. Locked after `conns`, never alone while changing them.
+    by_peer: Mutex<HashMap<IpAddr, usize>>,
     next: AtomicU64,
     /// When the cap warning was last logged (ms since epoch + 1; 0: never).
     warned: AtomicU64,
@@ -219,6 +222,7 @@ impl Registry {
             cap: cap.max(1),
             per_peer: per_peer.max(1),
             conns: Mutex::new(HashMap::new()),
+            by_peer: Mutex::new(HashMap::new()),
             next: AtomicU64::new(0),
             warned: AtomicU64::new(0),
             evicted: AtomicU64::new(0),
@@ -247,11 +251,7 @@ impl Registry {
         // A limit at the cap is no limit: the cap's own warning says more.
         let peer_full = limited
             && self.per_peer < self.cap
-            && conns
-                .values()
-                .filter(|c| c.limited && c.peer == peer)
-                .count()
-                >= self.per_peer;
+            && self.by_peer().get(&peer).copied().unwrap_or(0) >= self.per_peer;
         if peer_full || conns.len() >= self.cap {
             let victim = conns
                 .iter()
@@ -264,7 +264,7 @@ impl Registry {
             } else {
                 (&self.evicted, &self.refused)
             };
-            match victim.and_then(|id| conns.remove(&id)) {
+            match victim.and_then(|id| self.take(&mut conns, id)) {
                 Some(c) => {
                     c.close.notify_one();
                     evicted_count.fetch_add(1, Ordering::Relaxed);
@@ -294,6 +294,9 @@ impl Registry {
             gone: Notify::new(),
         });
         conns.insert(id, Arc::clone(&conn));
+        if limited {
+            *self.by_peer().entry(peer).or_insert(0) += 1;
+        }
         Some((id, conn, evicted))
     }
 
@@ -306,8 +309,29 @@ impl Registry {
         conns.len()
     }
 
+    fn by_peer(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
+        self.by_peer.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Removes connection `id` (once: an evicted one is already gone when
+    /// its task ends), keeping the per-peer count.
+    fn take(&self, conns: &mut HashMap<u64, Arc<Conn>>, id: u64) -> Option<Arc<Conn>> {
+        let conn = conns.remove(&id)?;
+        if conn.limited {
+            let mut by_peer = self.by_peer();
+            if let Some(n) = by_peer.get_mut(&conn.peer) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    by_peer.remove(&conn.peer);
+                }
+            }
+        }
+        Some(conn)
+    }
+
     fn remove(&self, id: u64) {
-        self.conns().remove(&id);
+        let mut conns = self.conns();
+        self.take(&mut conns, id);
     }
 
     /// Whether a warning throttled by `warned` is due (and claims it).

@@ -110,4 +110,10 @@ fn at_its_limit_a_peer_loses_its_own_connection_not_anothers() {
         let (_, _, evicted) = r.admit(local(7), false).unwrap();
         assert!(evicted.is_none());
     }
+    // A connection that ends frees its place in the peer's count.
+    let (b, _, _) = r.admit(local(2), true).unwrap();
+    let (_, _, _) = r.admit(local(2), true).unwrap();
+    r.remove(b);
+    let (_, _, evicted) = r.admit(local(2), true).unwrap();
+    assert!(evicted.is_none());
 }
