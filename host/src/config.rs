@@ -47,6 +47,10 @@ pub const ENV_HTTP_BODY_TIMEOUT_MS: &str = "COHORT_HTTP_BODY_TIMEOUT_MS";
 pub const ENV_HTTP_IDLE_TIMEOUT_MS: &str = "COHORT_HTTP_IDLE_TIMEOUT_MS";
 /// Overrides `http.max_connections`.
 pub const ENV_HTTP_MAX_CONNECTIONS: &str = "COHORT_HTTP_MAX_CONNECTIONS";
+/// Overrides `http.max_connections_per_peer`.
+pub const ENV_HTTP_MAX_CONNECTIONS_PER_PEER: &str = "COHORT_HTTP_MAX_CONNECTIONS_PER_PEER";
+/// Overrides `http.shutdown_timeout_ms`.
+pub const ENV_HTTP_SHUTDOWN_TIMEOUT_MS: &str = "COHORT_HTTP_SHUTDOWN_TIMEOUT_MS";
 
 /// Everything `cohort serve` can be told.
 #[derive(Clone, Debug, Deserialize)]
@@ -223,8 +227,23 @@ pub struct HttpConfig {
     /// Most connections open at once; 0 derives it from the process's open
     /// file limit (half of it, at most 10,000), which the server raises to
     /// its hard limit at start-up. At the cap, the connection that has waited
-    /// longest with no request in progress is closed to admit the new one.
+    /// longest on its client (idle, or still sending its headers or body) is
+    /// closed to admit the new one.
     pub max_connections: usize,
+    /// Most connections open at once from one peer address; 0 (the default)
+    /// is a quarter of `max_connections`, so one address cannot fill the
+    /// server but one NAT of many people still fits; at or above
+    /// `max_connections` it is off. The peer is the socket's: behind a
+    /// reverse proxy every connection comes from the proxy, so peers listed
+    /// in `trusted_proxies` are exempt (the proxy is expected to limit its
+    /// clients).
+    pub max_connections_per_peer: usize,
+    /// How long a graceful shutdown waits for the requests in progress
+    /// before closing their connections. 25 s: under Kubernetes' default
+    /// 30 s termination grace (and systemd's 90 s stop timeout), so the
+    /// server exits by itself, storage flushed, rather than being killed,
+    /// however slowly a client sends a body.
+    pub shutdown_timeout_ms: u64,
 }
 
 /// One entry of `trusted_proxies`: a CIDR block such as `10.0.0.0/8`, or a
@@ -432,6 +451,8 @@ impl Default for HttpConfig {
             body_timeout_ms: 30_000,
             idle_timeout_ms: 60_000,
             max_connections: 0,
+            max_connections_per_peer: 0,
+            shutdown_timeout_ms: 25_000,
         }
     }
 }
@@ -565,6 +586,10 @@ impl Config {
             ),
             (ENV_HTTP_BODY_TIMEOUT_MS, &mut config.http.body_timeout_ms),
             (ENV_HTTP_IDLE_TIMEOUT_MS, &mut config.http.idle_timeout_ms),
+            (
+                ENV_HTTP_SHUTDOWN_TIMEOUT_MS,
+                &mut config.http.shutdown_timeout_ms,
+            ),
         ] {
             if let Some(v) = env(var) {
                 *slot = v.parse().map_err(|_| ConfigError::Env {
@@ -579,10 +604,17 @@ impl Config {
                 message: format!("{v:?} is not a number (0: derived from the open file limit)"),
             })?;
         }
+        if let Some(v) = env(ENV_HTTP_MAX_CONNECTIONS_PER_PEER) {
+            config.http.max_connections_per_peer = v.parse().map_err(|_| ConfigError::Env {
+                var: ENV_HTTP_MAX_CONNECTIONS_PER_PEER,
+                message: format!("{v:?} is not a number (0: a quarter of the connection cap)"),
+            })?;
+        }
         for (key, ms) in [
             ("http.header_timeout_ms", config.http.header_timeout_ms),
             ("http.body_timeout_ms", config.http.body_timeout_ms),
             ("http.idle_timeout_ms", config.http.idle_timeout_ms),
+            ("http.shutdown_timeout_ms", config.http.shutdown_timeout_ms),
         ] {
             if ms == 0 {
                 return Err(ConfigError::Invalid {
@@ -768,6 +800,29 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("http.body_timeout_ms"), "{err}");
+        let c = Config::load(None, env(&[])).unwrap();
+        assert_eq!(
+            (c.http.max_connections_per_peer, c.http.shutdown_timeout_ms),
+            (0, 25_000)
+        );
+        std::fs::write(
+            &path,
+            "[http]\nmax_connections_per_peer = 50\nshutdown_timeout_ms = 9000\n",
+        )
+        .unwrap();
+        let c = Config::load(
+            Some(&path),
+            env(&[(ENV_HTTP_MAX_CONNECTIONS_PER_PEER, "20")]),
+        )
+        .unwrap();
+        assert_eq!(
+            (c.http.max_connections_per_peer, c.http.shutdown_timeout_ms),
+            (20, 9000)
+        );
+        let err = Config::load(None, env(&[(ENV_HTTP_SHUTDOWN_TIMEOUT_MS, "0")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("http.shutdown_timeout_ms"), "{err}");
     }
 
     #[test]

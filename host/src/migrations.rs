@@ -43,6 +43,22 @@ fn identity_keys(txn: &mut WriteTxn<'_>) -> Result<(), StorageError> {
     crate::directory::rekey_identities(txn)
 }
 
+/// Version 4: the email index re-keyed again, now that email keys drop
+/// every default-ignorable code point (the combining grapheme joiner,
+/// variation selectors, Hangul fillers), not only format characters.
+/// Addresses stored with one now share the key of the visible address;
+/// the same step finds them, and the earlier collisions stay reported.
+fn identity_keys_without_ignorables(txn: &mut WriteTxn<'_>) -> Result<(), StorageError> {
+    crate::directory::rekey_identities(txn)
+}
+
+/// Version 5: the confusable-skeleton index (UTS #39) of usernames and
+/// emails, which refuses a new identity that looks like another; see
+/// `directory/confusables.rs`.
+fn identity_skeletons(txn: &mut WriteTxn<'_>) -> Result<(), StorageError> {
+    crate::directory::build_skeleton_index(txn)
+}
+
 /// Every migration, oldest first.
 pub const MIGRATIONS: &[Migration] = &[
     Migration {
@@ -59,6 +75,16 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 3,
         description: "identity keys for usernames and emails",
         apply: identity_keys,
+    },
+    Migration {
+        version: 4,
+        description: "identity keys without default-ignorable code points",
+        apply: identity_keys_without_ignorables,
+    },
+    Migration {
+        version: 5,
+        description: "confusable skeletons of usernames and emails",
+        apply: identity_skeletons,
     },
 ];
 

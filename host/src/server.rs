@@ -251,10 +251,12 @@ pub async fn serve(
     tracing::info!(
         listen = %addr,
         max_connections = limits.max_connections,
+        max_connections_per_peer = limits.max_per_peer,
         fd_limit,
         header_timeout_ms = config.http.header_timeout_ms,
         body_timeout_ms = config.http.body_timeout_ms,
         idle_timeout_ms = config.http.idle_timeout_ms,
+        shutdown_timeout_ms = config.http.shutdown_timeout_ms,
         "cohort is serving"
     );
     // Scripts and tests read this line to learn the port when listening on :0.

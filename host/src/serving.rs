@@ -19,21 +19,41 @@
 //! - a connection with no request in progress for `http.idle_timeout_ms`
 //!   is closed;
 //! - at most `http.max_connections` are open. At the cap, the connection
-//!   that has gone longest without a request in progress (a slowloris
-//!   client still dribbling its headers, or an idle keep-alive connection)
-//!   is closed to admit the new one, as HAProxy and nginx do, so slow
-//!   clients cannot starve real ones: a real client's request is in
-//!   progress, or just done, and is never the oldest idle one. Only when
-//!   every connection has a request in progress is the new one closed
-//!   unanswered. A warning is logged when the cap is reached, at most once
-//!   every [`WARN_EVERY`].
+//!   that has been *waiting on its client* longest is closed to admit the
+//!   new one, as HAProxy and nginx do for idle ones, so slow clients cannot
+//!   starve real ones. A connection waits on its client while it has no
+//!   request in progress (an idle keep-alive connection, or a slowloris
+//!   client still dribbling its headers; since the accept or the end of its
+//!   last request) and while its request's body is still arriving (since
+//!   the end of the headers). Only a request whose body is fully read (or
+//!   that has none) and that the server is handling is never closed: the
+//!   work is the server's, and the client is owed its answer. Counting a
+//!   body that is still arriving as "in progress" let anyone hold every
+//!   slot with `POST /sign-in` bodies sent one byte at a time (issue #23).
+//!   The ranking is by how long the wait has lasted, not by the last byte
+//!   received, so dribbling faster buys nothing, and a connection just
+//!   accepted (a health check) is the youngest and goes last. Only when no
+//!   connection waits on its client is the new one closed unanswered;
+//! - at most `http.max_connections_per_peer` connections are open from one
+//!   peer address (the socket's peer: this layer sees no headers). At that
+//!   limit, the same ranking closes one of that peer's own connections, so
+//!   one address cannot churn through everybody's. Peers in
+//!   `http.trusted_proxies` are exempt: behind a proxy every client shares
+//!   the proxy's address.
 //!
-//! Shutdown is graceful as before: the loop stops accepting, every
-//! connection finishes the request it is serving and closes, and `serve`
-//! returns when all have.
+//! A warning is logged when a limit is reached, at most once every
+//! [`WARN_EVERY`] for each.
+//!
+//! Shutdown is graceful: the loop stops accepting, every connection
+//! finishes the request it is serving and closes, and `serve` returns when
+//! all have, or when `http.shutdown_timeout_ms` has passed, whichever is
+//! first; then the connections left (a client dribbling a body, a handler
+//! stuck) are closed, so that a slow client cannot hold the process past
+//! its supervisor's patience and have it killed before the store is
+//! flushed.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -64,8 +84,18 @@ const RESERVED_FDS: u64 = 256;
 /// buffers stay in the low hundreds of megabytes.
 const MAX_DEFAULT_CONNECTIONS: u64 = 10_000;
 
+/// The per-peer limit when `http.max_connections_per_peer` is 0: this
+/// fraction of the cap. One address (one NAT, one office) may still open
+/// hundreds of connections at the default cap, while it takes four
+/// addresses to fill the server.
+const PER_PEER_DIVISOR: usize = 4;
+
+/// How long, after the drain deadline, the connections still open get to
+/// close once told to.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
 /// The settings of the loop, resolved from [`HttpConfig`].
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Limits {
     /// See `http.header_timeout_ms`.
     pub header_timeout: Duration,
@@ -75,6 +105,12 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// See `http.max_connections`, resolved.
     pub max_connections: usize,
+    /// See `http.max_connections_per_peer`, resolved.
+    pub max_per_peer: usize,
+    /// Peers the per-peer limit does not apply to: `http.trusted_proxies`.
+    pub unlimited_peers: Arc<[ipnet::IpNet]>,
+    /// See `http.shutdown_timeout_ms`.
+    pub shutdown_timeout: Duration,
 }
 
 impl Limits {
@@ -100,11 +136,19 @@ impl Limits {
         } else {
             http.max_connections as u64
         };
+        let max_connections = usize::try_from(max_connections).unwrap_or(usize::MAX);
+        let max_per_peer = match http.max_connections_per_peer {
+            0 => (max_connections / PER_PEER_DIVISOR).max(1),
+            n => n.min(max_connections),
+        };
         Limits {
             header_timeout: Duration::from_millis(http.header_timeout_ms),
             body_timeout: Duration::from_millis(http.body_timeout_ms),
             idle_timeout: Duration::from_millis(http.idle_timeout_ms),
-            max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
+            max_connections,
+            max_per_peer,
+            unlimited_peers: http.trusted_proxies.iter().map(|p| p.0).collect(),
+            shutdown_timeout: Duration::from_millis(http.shutdown_timeout_ms),
         }
     }
 }
@@ -129,8 +173,16 @@ pub fn raise_fd_limit() -> Option<u64> {
 
 /// One open connection, as the cap sees it.
 struct Conn {
+    /// The socket's peer, canonical (an IPv4 client of a dual-stack
+    /// listener is its IPv4 address).
+    peer: IpAddr,
+    /// Whether `http.max_connections_per_peer` applies to it.
+    limited: bool,
     /// Requests in progress.
     busy: AtomicUsize,
+    /// Since when the request in progress has been waiting for the rest of
+    /// its body, in ms since the registry's epoch, plus one (0: not).
+    reading_since: AtomicU64,
     /// Since when no request has been in progress, in ms since the
     /// registry's epoch.
     idle_since: AtomicU64,
@@ -147,24 +199,37 @@ struct Conn {
 struct Registry {
     epoch: Instant,
     cap: usize,
+    per_peer: usize,
     conns: Mutex<HashMap<u64, Arc<Conn>>>,
+    /// Open connections per limited peer, so that an accept need not count
+    /// them all. Locked after `conns`, never alone while changing them.
+    by_peer: Mutex<HashMap<IpAddr, usize>>,
     next: AtomicU64,
     /// When the cap warning was last logged (ms since epoch + 1; 0: never).
     warned: AtomicU64,
     evicted: AtomicU64,
     refused: AtomicU64,
+    /// As the three above, for the per-peer limit.
+    warned_peer: AtomicU64,
+    evicted_peer: AtomicU64,
+    refused_peer: AtomicU64,
 }
 
 impl Registry {
-    fn new(cap: usize) -> Registry {
+    fn new(cap: usize, per_peer: usize) -> Registry {
         Registry {
             epoch: Instant::now(),
             cap: cap.max(1),
+            per_peer: per_peer.max(1),
             conns: Mutex::new(HashMap::new()),
+            by_peer: Mutex::new(HashMap::new()),
             next: AtomicU64::new(0),
             warned: AtomicU64::new(0),
             evicted: AtomicU64::new(0),
             refused: AtomicU64::new(0),
+            warned_peer: AtomicU64::new(0),
+            evicted_peer: AtomicU64::new(0),
+            refused_peer: AtomicU64::new(0),
         }
     }
 
@@ -176,65 +241,130 @@ impl Registry {
         self.conns.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Registers a new connection, closing the longest idle one when at
-    /// the cap (returned third, to wait for); `None` when every connection
-    /// is busy.
-    fn admit(&self) -> Option<(u64, Arc<Conn>, Option<Arc<Conn>>)> {
+    /// Registers a new connection from `peer`, closing the connection that
+    /// has waited on its client longest when at the cap, or that peer's
+    /// when the peer is at its limit (returned third, to wait for); `None`
+    /// when no connection that could go waits on its client.
+    fn admit(&self, peer: IpAddr, limited: bool) -> Option<(u64, Arc<Conn>, Option<Arc<Conn>>)> {
         let mut conns = self.conns();
         let mut evicted = None;
-        if conns.len() >= self.cap {
+        // A limit at the cap is no limit: the cap's own warning says more.
+        let peer_full = limited
+            && self.per_peer < self.cap
+            && self.by_peer().get(&peer).copied().unwrap_or(0) >= self.per_peer;
+        if peer_full || conns.len() >= self.cap {
             let victim = conns
                 .iter()
-                .filter(|(_, c)| c.busy.load(Ordering::Acquire) == 0)
-                .min_by_key(|(_, c)| c.idle_since.load(Ordering::Acquire))
-                .map(|(id, _)| *id);
-            match victim.and_then(|id| conns.remove(&id)) {
+                .filter(|(_, c)| !peer_full || (c.limited && c.peer == peer))
+                .filter_map(|(id, c)| c.waiting_since().map(|t| (t, *id)))
+                .min()
+                .map(|(_, id)| id);
+            let (evicted_count, refused_count) = if peer_full {
+                (&self.evicted_peer, &self.refused_peer)
+            } else {
+                (&self.evicted, &self.refused)
+            };
+            match victim.and_then(|id| self.take(&mut conns, id)) {
                 Some(c) => {
                     c.close.notify_one();
-                    self.evicted.fetch_add(1, Ordering::Relaxed);
-                    self.warn_at_cap(conns.len() + 1);
+                    evicted_count.fetch_add(1, Ordering::Relaxed);
                     evicted = Some(c);
                 }
                 None => {
-                    self.refused.fetch_add(1, Ordering::Relaxed);
-                    self.warn_at_cap(conns.len());
-                    return None;
+                    refused_count.fetch_add(1, Ordering::Relaxed);
                 }
             }
+            if peer_full {
+                self.warn_at_peer_limit(peer);
+            } else {
+                self.warn_at_cap(conns.len() + usize::from(evicted.is_some()));
+            }
+            evicted.as_ref()?;
         }
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let now = self.now();
         let conn = Arc::new(Conn {
+            peer,
+            limited,
             busy: AtomicUsize::new(0),
+            reading_since: AtomicU64::new(0),
             idle_since: AtomicU64::new(now),
             head_since: AtomicU64::new(now + 1),
             close: Notify::new(),
             gone: Notify::new(),
         });
         conns.insert(id, Arc::clone(&conn));
+        if limited {
+            *self.by_peer().entry(peer).or_insert(0) += 1;
+        }
         Some((id, conn, evicted))
     }
 
+    /// Tells every open connection to close now.
+    fn close_all(&self) -> usize {
+        let conns = self.conns();
+        for c in conns.values() {
+            c.close.notify_one();
+        }
+        conns.len()
+    }
+
+    fn by_peer(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
+        self.by_peer.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Removes connection `id` (once: an evicted one is already gone when
+    /// its task ends), keeping the per-peer count.
+    fn take(&self, conns: &mut HashMap<u64, Arc<Conn>>, id: u64) -> Option<Arc<Conn>> {
+        let conn = conns.remove(&id)?;
+        if conn.limited {
+            let mut by_peer = self.by_peer();
+            if let Some(n) = by_peer.get_mut(&conn.peer) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    by_peer.remove(&conn.peer);
+                }
+            }
+        }
+        Some(conn)
+    }
+
     fn remove(&self, id: u64) {
-        self.conns().remove(&id);
+        let mut conns = self.conns();
+        self.take(&mut conns, id);
+    }
+
+    /// Whether a warning throttled by `warned` is due (and claims it).
+    fn due(&self, warned: &AtomicU64) -> bool {
+        let now = self.now() + 1;
+        let last = warned.load(Ordering::Relaxed);
+        let every = u64::try_from(WARN_EVERY.as_millis()).unwrap_or(u64::MAX);
+        (last == 0 || now.saturating_sub(last) >= every)
+            && warned
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
     }
 
     fn warn_at_cap(&self, open: usize) {
-        let now = self.now() + 1;
-        let last = self.warned.load(Ordering::Relaxed);
-        let every = u64::try_from(WARN_EVERY.as_millis()).unwrap_or(u64::MAX);
-        if (last == 0 || now.saturating_sub(last) >= every)
-            && self
-                .warned
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
+        if self.due(&self.warned) {
             tracing::warn!(
                 cap = self.cap,
                 open,
                 closed_idle = self.evicted.swap(0, Ordering::Relaxed),
                 refused = self.refused.swap(0, Ordering::Relaxed),
-                "connection cap reached: closing the connections idle longest to admit new ones (http.max_connections)"
+                "connection cap reached: closing the connections that waited longest on their client to admit new ones (http.max_connections)"
+            );
+        }
+    }
+
+    fn warn_at_peer_limit(&self, peer: IpAddr) {
+        if self.due(&self.warned_peer) {
+            tracing::warn!(
+                limit = self.per_peer,
+                %peer,
+                closed_idle = self.evicted_peer.swap(0, Ordering::Relaxed),
+                refused = self.refused_peer.swap(0, Ordering::Relaxed),
+                "per-peer connection limit reached: closing that peer's connections that waited longest on it (http.max_connections_per_peer)"
             );
         }
     }
@@ -259,6 +389,24 @@ impl Registry {
     }
 }
 
+impl Conn {
+    /// Since when the connection has waited on its client (ms since the
+    /// registry's epoch): with no request in progress, since the accept or
+    /// the last request's end; with a request whose body is still
+    /// arriving, since the end of its headers. `None` while the server is
+    /// handling a request it has fully read: such a connection is never
+    /// closed to make room.
+    fn waiting_since(&self) -> Option<u64> {
+        if self.busy.load(Ordering::Acquire) == 0 {
+            return Some(self.idle_since.load(Ordering::Acquire));
+        }
+        match self.reading_since.load(Ordering::Acquire) {
+            0 => None,
+            t => Some(t - 1),
+        }
+    }
+}
+
 /// Marks a request in progress on its connection while it lives.
 struct Busy {
     conn: Arc<Conn>,
@@ -266,7 +414,10 @@ struct Busy {
 }
 
 impl Busy {
-    fn new(conn: Arc<Conn>, registry: Arc<Registry>) -> Busy {
+    /// `reading`: the request has a body still to arrive.
+    fn new(conn: Arc<Conn>, registry: Arc<Registry>, reading: bool) -> Busy {
+        let since = if reading { registry.now() + 1 } else { 0 };
+        conn.reading_since.store(since, Ordering::Release);
         conn.busy.fetch_add(1, Ordering::AcqRel);
         conn.head_since.store(0, Ordering::Release);
         Busy { conn, registry }
@@ -278,6 +429,7 @@ impl Drop for Busy {
         self.conn
             .idle_since
             .store(self.registry.now(), Ordering::Release);
+        self.conn.reading_since.store(0, Ordering::Release);
         self.conn.busy.fetch_sub(1, Ordering::AcqRel);
     }
 }
@@ -290,7 +442,7 @@ pub async fn serve(
     limits: Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
-    let registry = Arc::new(Registry::new(limits.max_connections));
+    let registry = Arc::new(Registry::new(limits.max_connections, limits.max_per_peer));
     let tracker = TaskTracker::new();
     let (closing_tx, closing) = watch::channel(false);
     tokio::pin!(shutdown);
@@ -308,7 +460,9 @@ pub async fn serve(
                 }
             },
         };
-        let Some((id, conn, evicted)) = registry.admit() else {
+        let ip = peer.ip().to_canonical();
+        let limited = !limits.unlimited_peers.iter().any(|n| n.contains(&ip));
+        let Some((id, conn, evicted)) = registry.admit(ip, limited) else {
             drop(stream);
             continue;
         };
@@ -327,7 +481,7 @@ pub async fn serve(
             router.clone(),
             (id, conn),
             Arc::clone(&registry),
-            limits,
+            limits.clone(),
             closing.clone(),
         ));
     }
@@ -336,7 +490,25 @@ pub async fn serve(
     // gone already.
     let _ = closing_tx.send(true);
     tracker.close();
-    tracker.wait().await;
+    if tokio::time::timeout(limits.shutdown_timeout, tracker.wait())
+        .await
+        .is_err()
+    {
+        let open = registry.close_all();
+        tracing::warn!(
+            open,
+            timeout_ms = u64::try_from(limits.shutdown_timeout.as_millis()).unwrap_or(u64::MAX),
+            "connections still open at the shutdown deadline (http.shutdown_timeout_ms): closing them"
+        );
+        if tokio::time::timeout(CLOSE_GRACE, tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "connections did not close after being told to; shutting down without them"
+            );
+        }
+    }
 }
 
 async fn connection(
@@ -350,12 +522,15 @@ async fn connection(
 ) {
     let service = {
         let (conn, registry) = (Arc::clone(&conn), Arc::clone(&registry));
+        let body_timeout = limits.body_timeout;
         hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
-            let busy = Busy::new(Arc::clone(&conn), Arc::clone(&registry));
+            let reading = !req.body().is_end_stream();
+            let busy = Busy::new(Arc::clone(&conn), Arc::clone(&registry), reading);
             // What `into_make_service_with_connect_info` would insert: the
             // audit log and the sign-in rate limits read it.
             req.extensions_mut().insert(ConnectInfo(peer));
-            let req = req.map(|b| axum::body::Body::new(TimedBody::new(b, limits.body_timeout)));
+            let conn = Arc::clone(&conn);
+            let req = req.map(|b| axum::body::Body::new(TimedBody::new(b, body_timeout, conn)));
             let router = router.clone();
             async move {
                 let response = router.oneshot(req).await;
@@ -476,20 +651,28 @@ impl tokio::io::AsyncWrite for Watched {
     }
 }
 
-/// A request body that fails once its deadline passes.
+/// A request body that fails once its deadline passes, and that tells its
+/// connection when it has all arrived (from then on the connection is the
+/// server's to finish, not evictable).
 struct TimedBody {
     inner: Incoming,
     deadline: Pin<Box<tokio::time::Sleep>>,
     timeout: Duration,
+    conn: Arc<Conn>,
 }
 
 impl TimedBody {
-    fn new(inner: Incoming, timeout: Duration) -> TimedBody {
+    fn new(inner: Incoming, timeout: Duration, conn: Arc<Conn>) -> TimedBody {
         TimedBody {
             inner,
             deadline: Box::pin(tokio::time::sleep(timeout)),
             timeout,
+            conn,
         }
+    }
+
+    fn read(&self) {
+        self.conn.reading_since.store(0, Ordering::Release);
     }
 }
 
@@ -508,6 +691,10 @@ impl Body for TimedBody {
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = &mut *self;
         if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
+            // An error ends the request as surely as the end of the body.
+            if !matches!(frame, Some(Ok(_))) || this.inner.is_end_stream() {
+                this.read();
+            }
             return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
         }
         if this.deadline.as_mut().poll(cx).is_ready() {
@@ -526,53 +713,5 @@ impl Body for TimedBody {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn http(max_connections: usize) -> HttpConfig {
-        HttpConfig {
-            max_connections,
-            ..HttpConfig::default()
-        }
-    }
-
-    #[test]
-    fn the_cap_stays_below_the_file_limit() {
-        assert_eq!(Limits::resolve(&http(0), Some(1024)).max_connections, 512);
-        assert_eq!(
-            Limits::resolve(&http(0), Some(1 << 20)).max_connections,
-            10_000
-        );
-        assert_eq!(Limits::resolve(&http(0), None).max_connections, 10_000);
-        assert_eq!(Limits::resolve(&http(64), Some(1024)).max_connections, 64);
-        assert_eq!(
-            Limits::resolve(&http(5000), Some(1024)).max_connections,
-            768
-        );
-    }
-
-    #[test]
-    fn at_the_cap_the_longest_idle_connection_goes() {
-        let r = Registry::new(2);
-        let (a, conn_a, _) = r.admit().unwrap();
-        let (_b, conn_b, _) = r.admit().unwrap();
-        // `a` is busy; `b` is idle: `b` goes, though `a` is older.
-        let _busy = Busy::new(Arc::clone(&conn_a), Arc::new(Registry::new(1)));
-        let (_c, _, evicted) = r.admit().unwrap();
-        assert!(Arc::ptr_eq(&evicted.unwrap(), &conn_b));
-        let conns = r.conns();
-        assert!(conns.contains_key(&a));
-        assert_eq!(conns.len(), 2);
-        drop(conns);
-        assert_eq!(Arc::strong_count(&conn_b), 1, "b was removed");
-        assert!(!r.conns().values().any(|c| Arc::ptr_eq(c, &conn_b)));
-    }
-
-    #[test]
-    fn when_every_connection_is_busy_the_new_one_is_refused() {
-        let r = Arc::new(Registry::new(1));
-        let (_a, conn, _) = r.admit().unwrap();
-        let _busy = Busy::new(conn, Arc::clone(&r));
-        assert!(r.admit().is_none());
-    }
-}
+#[path = "serving_tests.rs"]
+mod tests;

@@ -3,8 +3,10 @@
 //!
 //! The server runs with small limits (a 64-connection cap, a 1 s header
 //! timeout, a 2 s body timeout, a 3 s idle timeout) so that each attack is
-//! seen to be cut off in seconds. Everything stays on loopback and is
-//! bounded in count and time.
+//! seen to be cut off in seconds. The attacker review's holes follow: slow
+//! bodies holding the cap, one peer taking every slot, and a slow body
+//! holding shutdown. Everything stays on loopback and is bounded in count
+//! and time.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -17,6 +19,9 @@ const CAP: usize = 64;
 fn start() -> Server {
     Server::start_with(&[
         ("COHORT_HTTP_MAX_CONNECTIONS", "64"),
+        // Every socket here is 127.0.0.1: the per-peer limit is tested on
+        // its own below.
+        ("COHORT_HTTP_MAX_CONNECTIONS_PER_PEER", "64"),
         ("COHORT_HTTP_HEADER_TIMEOUT_MS", "1000"),
         ("COHORT_HTTP_BODY_TIMEOUT_MS", "2000"),
         ("COHORT_HTTP_IDLE_TIMEOUT_MS", "3000"),
@@ -197,5 +202,160 @@ fn a_flood_of_half_open_connections_does_not_stop_healthz() {
     assert!(
         (1..=2).contains(&warnings),
         "{warnings} cap warnings in the log"
+    );
+}
+
+/// Opens a `POST /sign-in` (no authentication needed) that announces a
+/// 100,000-byte form body and sends one byte of it.
+fn start_slow_body(at: SocketAddr) -> std::io::Result<TcpStream> {
+    let mut s = TcpStream::connect_timeout(&at, Duration::from_secs(1))?;
+    s.write_all(
+        b"POST /sign-in HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100000\r\n\r\na",
+    )?;
+    Ok(s)
+}
+
+/// Bodies sent a byte at a time do not hold the cap against `/healthz`
+/// (issue #23, attacker review C): a request still waiting for its body
+/// waits on its client, and can be closed to make room.
+#[test]
+fn a_flood_of_slow_bodies_does_not_stop_healthz() {
+    // A cap of 40, no per-peer limit (every socket here is 127.0.0.1), and
+    // a body timeout longer than the test, so only eviction frees a slot.
+    let server = Server::start_with(&[
+        ("COHORT_HTTP_MAX_CONNECTIONS", "40"),
+        ("COHORT_HTTP_MAX_CONNECTIONS_PER_PEER", "40"),
+        ("COHORT_HTTP_HEADER_TIMEOUT_MS", "1000"),
+        ("COHORT_HTTP_BODY_TIMEOUT_MS", "20000"),
+    ]);
+    let at = addr(&server);
+    healthz(at, Duration::from_secs(5)).expect("healthy before");
+
+    // 50 slow bodies (more than the cap), each re-opened when cut, with a
+    // byte every 300 ms, from threads of their own, for 5 s.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flooders: Vec<_> = (0..2)
+        .map(|_| {
+            let stop = std::sync::Arc::clone(&stop);
+            std::thread::spawn(move || {
+                let mut held: Vec<TcpStream> = Vec::new();
+                let mut opened = 0usize;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    while held.len() < 25 {
+                        match start_slow_body(at) {
+                            Ok(s) => {
+                                held.push(s);
+                                opened += 1;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    std::thread::sleep(Duration::from_millis(300));
+                    held.retain_mut(|s| s.write_all(b"a").is_ok());
+                }
+                opened
+            })
+        })
+        .collect();
+    // Let the flood fill the cap.
+    std::thread::sleep(Duration::from_millis(700));
+
+    let started = Instant::now();
+    let mut answered = 0;
+    while started.elapsed() < Duration::from_secs(4) {
+        healthz(at, Duration::from_secs(2))
+            .unwrap_or_else(|e| panic!("/healthz failed after {:?}: {e}", started.elapsed()));
+        answered += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let opened: usize = flooders.into_iter().map(|t| t.join().unwrap()).sum();
+
+    assert!(opened >= 50, "the flood opened only {opened} connections");
+    assert!(answered >= 20, "only {answered} health checks ran");
+    assert!(
+        server.log().contains("connection cap reached"),
+        "the flood never reached the cap"
+    );
+}
+
+/// One address cannot hold more than its share: at
+/// `http.max_connections_per_peer`, its own connection that waited longest
+/// goes, though the server is far from its cap.
+#[test]
+fn one_peer_is_held_to_its_connection_limit() {
+    let server = Server::start_with(&[
+        ("COHORT_HTTP_MAX_CONNECTIONS", "40"),
+        ("COHORT_HTTP_MAX_CONNECTIONS_PER_PEER", "4"),
+        ("COHORT_HTTP_BODY_TIMEOUT_MS", "20000"),
+    ]);
+    let at = addr(&server);
+    let mut first = start_slow_body(at).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    let _rest: Vec<TcpStream> = (0..4)
+        .map(|_| {
+            let s = start_slow_body(at).unwrap();
+            std::thread::sleep(Duration::from_millis(50));
+            s
+        })
+        .collect();
+    let (answer, took) = wait_for_close(&mut first, Duration::from_secs(3));
+    assert_eq!(answer, "", "closed unanswered");
+    assert!(took < Duration::from_secs(2), "closed after {took:?}");
+    assert!(
+        server.log().contains("per-peer connection limit reached"),
+        "{}",
+        server.log()
+    );
+}
+
+/// Behind a reverse proxy every connection comes from the proxy: a peer in
+/// `http.trusted_proxies` is not held to the per-peer limit.
+#[test]
+fn a_trusted_proxy_is_not_held_to_the_per_peer_limit() {
+    let server = Server::start_with(&[
+        ("COHORT_HTTP_MAX_CONNECTIONS", "40"),
+        ("COHORT_HTTP_MAX_CONNECTIONS_PER_PEER", "4"),
+        ("COHORT_HTTP_BODY_TIMEOUT_MS", "20000"),
+        ("COHORT_TRUSTED_PROXIES", "127.0.0.1"),
+    ]);
+    let at = addr(&server);
+    let mut held: Vec<TcpStream> = (0..8).map(|_| start_slow_body(at).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(500));
+    for (i, s) in held.iter_mut().enumerate() {
+        s.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let mut buf = [0u8; 64];
+        match s.read(&mut buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            other => panic!("connection {i} was closed or answered: {other:?}"),
+        }
+    }
+    healthz(at, Duration::from_secs(2)).expect("healthy");
+}
+
+/// A body sent a byte at a time cannot hold a graceful shutdown past
+/// `http.shutdown_timeout_ms` (it took the whole body timeout before).
+#[test]
+fn a_slow_body_does_not_hold_shutdown_past_its_deadline() {
+    let mut server = Server::start_with(&[
+        ("COHORT_HTTP_BODY_TIMEOUT_MS", "30000"),
+        ("COHORT_HTTP_SHUTDOWN_TIMEOUT_MS", "1000"),
+    ]);
+    let at = addr(&server);
+    let _slow = start_slow_body(at).unwrap();
+    healthz(at, Duration::from_secs(2)).expect("healthy");
+    let started = Instant::now();
+    let status = server.terminate();
+    let took = started.elapsed();
+    assert!(status.success(), "exited with {status}");
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(4),
+        "shut down after {took:?}"
+    );
+    assert!(
+        server.log().contains("shutdown deadline"),
+        "{}",
+        server.log()
     );
 }

@@ -133,6 +133,188 @@ async fn the_rest_api_normalises_or_refuses_look_alikes() {
     assert_eq!(r.code(), "username_taken");
 }
 
+/// Default-ignorable code points that are not format (Cf) characters:
+/// the combining grapheme joiner, a variation selector, a supplementary
+/// variation selector, the Hangul filler and a Mongolian free variation
+/// selector (attacker review D of issue #23). Each renders as nothing.
+const IGNORABLE: [char; 5] = ['\u{034F}', '\u{FE0F}', '\u{E0100}', '\u{3164}', '\u{180B}'];
+
+#[tokio::test]
+async fn invisible_non_format_characters_make_no_second_address() {
+    let server = Server::start();
+    let api = server.admin();
+    let kate = api
+        .user("kate", json!({"email": "kate@b\u{FC}cher.de"}))
+        .await;
+    let other = api.user("other", json!({})).await;
+    for c in IGNORABLE {
+        for (body, field) in [
+            (
+                json!({"username": "k1", "email": format!("kate{c}@b\u{FC}cher.de")}),
+                "email",
+            ),
+            (
+                json!({"username": "k1", "email": format!("kate@b\u{FC}c{c}her.de")}),
+                "email",
+            ),
+        ] {
+            let r = api.post("/api/v1/users", body.clone()).await.expect(422);
+            assert_eq!(
+                (r.code(), r.field()),
+                ("invisible_character", field),
+                "{body}: {}",
+                r.body
+            );
+        }
+        // Usernames refuse it too (PRECIS disallows it; our check runs
+        // first, with the same code).
+        let r = api
+            .post(
+                "/api/v1/users",
+                json!({"username": format!("kate{c}"), "email": "k2@example.com"}),
+            )
+            .await
+            .expect(422);
+        assert_eq!(r.field(), "username", "{}", r.body);
+        let r = api
+            .patch(
+                &format!("/api/v1/users/{other}"),
+                json!({"email": format!("kate{c}@b\u{FC}cher.de")}),
+            )
+            .await
+            .expect(422);
+        assert_eq!((r.code(), r.field()), ("invisible_character", "email"));
+        // A look-up with it reaches the visible address.
+        let found = users_where(&api, "email", &format!("kate{c}@b\u{FC}cher.de")).await;
+        assert_eq!(found.len(), 1, "{c:?}");
+        assert_eq!(found[0]["id"], kate.as_str());
+    }
+    // A full-width at sign is an at sign, in a look-up as in a create.
+    let found = users_where(&api, "email", "KATE\u{FF20}B\u{DC}CHER.DE").await;
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0]["id"], kate.as_str());
+    let r = api
+        .post(
+            "/api/v1/users",
+            json!({"username": "k3", "email": "kate\u{FF20}b\u{FC}cher.de"}),
+        )
+        .await
+        .expect(409);
+    assert_eq!((r.code(), r.field()), ("email_taken", "email"));
+
+    // SCIM: create and PATCH.
+    let scim = server.client(Some(&api.create_key("okta", "scim").await));
+    let other = scim
+        .post("/scim/v2/Users", scim_user("other2", "other2@example.com"))
+        .await
+        .expect(201)
+        .body["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for c in IGNORABLE {
+        let email = format!("kate{c}@b\u{FC}cher.de");
+        let r = scim.post("/scim/v2/Users", scim_user("k4", &email)).await;
+        assert_eq!(r.status.as_u16(), 400, "{c:?}: {}", r.body);
+        let detail = r.body["detail"].as_str().unwrap();
+        assert!(
+            detail.starts_with("emails:") && detail.contains("invisible_character"),
+            "{detail}"
+        );
+        let r = scim
+            .patch(
+                &format!("/scim/v2/Users/{other}"),
+                json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                       "Operations": [{"op": "replace", "path": "emails",
+                                       "value": [{"value": email, "type": "work"}]}]}),
+            )
+            .await;
+        assert_eq!(r.status.as_u16(), 400, "{c:?}: {}", r.body);
+        assert!(
+            r.body["detail"]
+                .as_str()
+                .unwrap()
+                .contains("invisible_character"),
+            "{}",
+            r.body
+        );
+    }
+}
+
+/// Same-script look-alikes (UTS #39 confusables) of an existing identity are
+/// refused, in REST and SCIM, create and update; a merely similar name is
+/// not.
+#[tokio::test]
+async fn same_script_look_alikes_of_another_user_are_refused() {
+    let server = Server::start();
+    let api = server.admin();
+    let admin = api.user("admin", json!({})).await;
+    api.user("login", json!({})).await;
+    let other = api.user("other", json!({})).await;
+    for (body, field) in [
+        (
+            json!({"username": "adm\u{131}n", "email": "x1@example.com"}),
+            "username",
+        ),
+        (
+            json!({"username": "\u{251}dmin", "email": "x2@example.com"}),
+            "username",
+        ),
+        (
+            json!({"username": "\u{1C0}ogin", "email": "x3@example.com"}),
+            "username",
+        ),
+        (
+            json!({"username": "x4", "email": "adm\u{131}n@example.com"}),
+            "email",
+        ),
+    ] {
+        let r = api.post("/api/v1/users", body.clone()).await.expect(409);
+        assert_eq!(
+            (r.code(), r.field()),
+            ("confusable", field),
+            "{body}: {}",
+            r.body
+        );
+    }
+    let r = api
+        .patch(
+            &format!("/api/v1/users/{other}"),
+            json!({"username": "\u{251}dmin"}),
+        )
+        .await
+        .expect(409);
+    assert_eq!((r.code(), r.field()), ("confusable", "username"));
+    // Not a look-alike: accepted. And the user itself may change other
+    // fields, or its own case.
+    api.user("admit", json!({})).await;
+    api.patch(
+        &format!("/api/v1/users/{admin}"),
+        json!({"username": "Admin"}),
+    )
+    .await
+    .expect(200);
+
+    let scim = server.client(Some(&api.create_key("okta", "scim").await));
+    let r = scim
+        .post("/scim/v2/Users", scim_user("adm\u{131}n", "x5@example.com"))
+        .await;
+    assert_eq!(r.status.as_u16(), 409, "{}", r.body);
+    assert!(
+        r.body["detail"].as_str().unwrap().contains("confusable"),
+        "{}",
+        r.body
+    );
+    let r = scim
+        .patch(
+            &format!("/scim/v2/Users/{other}"),
+            json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                   "Operations": [{"op": "replace", "path": "userName", "value": "\u{1C0}ogin"}]}),
+        )
+        .await;
+    assert_eq!(r.status.as_u16(), 409, "{}", r.body);
+}
+
 fn scim_user(user_name: &str, email: &str) -> Value {
     json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
            "userName": user_name, "emails": [{"value": email, "type": "work"}]})

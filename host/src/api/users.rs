@@ -56,7 +56,7 @@ pub async fn list_users(
     request_body = UserInput,
     responses(
         (status = 201, description = "Created", body = User),
-        (status = 409, description = "Username or email taken", body = ErrorBody),
+        (status = 409, description = "Username or email taken, or a look-alike (UTS #39 confusable) of another user's (`confusable`)", body = ErrorBody),
         (status = 422, description = "Invalid field", body = ErrorBody),
     ),
     security(("api_key" = []))

@@ -103,7 +103,14 @@ pub(crate) fn rekey_identities(txn: &mut WriteTxn<'_>) -> Result<(), StorageErro
                         value,
                         reported_at: None,
                     };
-                    txn.put_json(IDENTITY_COLLISIONS, &collision_key(field, &id), &collision)?;
+                    // A later re-keying finds the collisions of an earlier
+                    // one again: those stay as they are, reported once.
+                    let at = collision_key(field, &id);
+                    let known = txn.get_json::<Collision>(IDENTITY_COLLISIONS, &at)?;
+                    if known.is_some_and(|k| k.key == collision.key && k.kept_user_id == kept) {
+                        continue;
+                    }
+                    txn.put_json(IDENTITY_COLLISIONS, &at, &collision)?;
                 }
             }
         }

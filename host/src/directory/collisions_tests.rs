@@ -61,7 +61,7 @@ fn collisions_are_kept_indexed_once_and_reported_once() {
         "the old store is as version 2 left it"
     );
 
-    assert_eq!(store.migrate(MIGRATIONS).unwrap(), 3);
+    assert_eq!(store.migrate(&MIGRATIONS[..3]).unwrap(), 3);
 
     let index = |ks, key: &str| {
         store
@@ -157,4 +157,77 @@ fn a_collided_user_can_change_and_takes_the_key_once_it_is_free() {
     // The younger user's next change indexes it.
     change(wide, json!({"department": "Ops"})).unwrap();
     assert_eq!(holder(), Some(wide));
+}
+
+/// A store version 3 wrote: email keys kept default-ignorable code points
+/// that are not format characters, so `kate` with a combining grapheme
+/// joiner was a second address. Version 4 re-keys; the collision version 3
+/// found and reported stays reported.
+#[test]
+fn version_4_folds_default_ignorables_and_keeps_old_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), &OpenOptions::default()).unwrap();
+    assert_eq!(store.migrate(&MIGRATIONS[..2]).unwrap(), 2);
+    let (kate, wide) = store
+        .write(|txn| {
+            let kate = old_user(txn, "kate", "kate@example.com");
+            let wide = old_user(txn, "kate2", "\u{FF4B}ate@example.com");
+            Ok::<_, StorageError>((kate, wide))
+        })
+        .unwrap()
+        .durable_blocking()
+        .unwrap();
+    assert_eq!(store.migrate(&MIGRATIONS[..3]).unwrap(), 3);
+    let t = Utc.with_ymd_and_hms(2026, 12, 6, 6, 0, 0).unwrap();
+    let directory = super::super::Directory::new(store.clone(), TestClock::at(t));
+    assert_eq!(directory.report_identity_collisions().unwrap(), 1);
+    // What version 3's binary wrote for an address with U+034F: the user
+    // and an index entry under the key that kept the character.
+    let hidden = store
+        .write(|txn| {
+            let id = Uuid::now_v7();
+            txn.put_json(
+                USERS,
+                id.as_bytes(),
+                &json!({"id": id, "username": "kate3", "email": "kate\u{34F}@example.com",
+                        "state": "active", "custom_attributes": {},
+                        "created_at": "2026-01-01T00:00:00Z",
+                        "updated_at": "2026-01-01T00:00:00Z", "version": 1}),
+            )?;
+            txn.put(USERS_BY_USERNAME, b"kate3", id.as_bytes().to_vec());
+            txn.put(
+                USERS_BY_EMAIL,
+                "kate\u{34F}@example.com".as_bytes(),
+                id.as_bytes().to_vec(),
+            );
+            Ok::<_, StorageError>(id)
+        })
+        .unwrap()
+        .durable_blocking()
+        .unwrap();
+
+    assert_eq!(store.migrate(&MIGRATIONS[..4]).unwrap(), 4);
+
+    let index = |key: &str| {
+        store
+            .get(USERS_BY_EMAIL, key.as_bytes())
+            .unwrap()
+            .map(|v| Uuid::from_slice(&v).unwrap())
+    };
+    assert_eq!(index("kate@example.com"), Some(kate));
+    assert_eq!(index("kate\u{34F}@example.com"), None);
+    assert_eq!(store.scan(USERS_BY_EMAIL, b"", None, false).count(), 1);
+    // The new collision is reported; the old one is not again.
+    assert_eq!(directory.report_identity_collisions().unwrap(), 1);
+    let collisions: Vec<Collision> = store
+        .scan(IDENTITY_COLLISIONS, b"", None, false)
+        .map(|e| cohort_storage::decode_json(IDENTITY_COLLISIONS, &e.unwrap().1).unwrap())
+        .collect();
+    let mut found: Vec<(Uuid, Uuid)> = collisions
+        .iter()
+        .map(|c| (c.user_id, c.kept_user_id))
+        .collect();
+    found.sort();
+    assert_eq!(found, vec![(wide, kate), (hidden, kate)]);
+    assert!(collisions.iter().all(|c| c.reported_at == Some(t)));
 }

@@ -20,13 +20,21 @@
 //!   PRECIS, ASCII punctuation is limited to `. _ @ + -` and the first
 //!   character must be a letter or digit, as the API always required.
 //! - **Emails**: the key is the local part under Unicode's compatibility
-//!   caseless match (D146: NFKC and full case folding, format characters
+//!   caseless match (D146: NFKC and full case folding, invisible characters
 //!   dropped as NFKC_Casefold drops them), `@`, and the domain as its IDNA
 //!   A-label (UTS #46), so `bücher.de`, `BÜCHER.de` and `xn--bcher-kva.de`
 //!   are one domain. The stored value is the NFKC form of the input with
 //!   its case kept.
-//! - **Refused in both**: invisible and format characters (general category
-//!   Cf: zero-width space and joiners, word joiner, BOM, bidi controls) and
+//! - **Refused in both**: invisible and format characters: general category
+//!   Cf (zero-width space and joiners, word joiner, BOM, bidi controls) and
+//!   every `Default_Ignorable_Code_Point` of Unicode's
+//!   DerivedCoreProperties.txt, whatever its category (the combining
+//!   grapheme joiner U+034F, variation selectors, Hangul fillers, Mongolian
+//!   free variation selectors). These render as nothing, so a name holding
+//!   one looks exactly like the name without it; NFKC and case folding keep
+//!   most of them, so without this refusal they would make a second,
+//!   identical-looking identity. (PRECIS already disallows them in
+//!   usernames; the check runs first there too, for one error code.) And
 //!   labels that mix scripts (UTS #39 single-script test on the username,
 //!   the local part and each domain label, after IDNA decoding so an
 //!   `xn--` label cannot hide one). A whole-Cyrillic label is one script and
@@ -35,6 +43,8 @@
 
 use std::borrow::Cow;
 
+use icu_properties::CodePointSetData;
+use icu_properties::props::DefaultIgnorableCodePoint;
 use precis_core::profile::PrecisFastInvocation;
 use precis_profiles::{UsernameCaseMapped, UsernameCasePreserved};
 use unicode_normalization::UnicodeNormalization;
@@ -54,7 +64,8 @@ pub enum IdentityError {
     /// The value breaks the syntax (length, `@`, dots, spaces).
     #[error("{0}")]
     Malformed(&'static str),
-    /// An invisible or format character (general category Cf).
+    /// An invisible or format character (general category Cf, or
+    /// `Default_Ignorable_Code_Point`).
     #[error("contains the invisible or format character U+{:04X}", u32::from(*.0))]
     Invisible(char),
     /// A label mixes scripts (UTS #39), e.g. Latin with a Cyrillic `е`.
@@ -102,14 +113,19 @@ pub struct Email {
 }
 
 fn refuse_invisible(s: &str) -> Result<(), IdentityError> {
-    match s.chars().find(|c| is_format(*c)) {
+    match s.chars().find(|c| is_invisible(*c)) {
         Some(c) => Err(IdentityError::Invisible(c)),
         None => Ok(()),
     }
 }
 
-fn is_format(c: char) -> bool {
+/// Format characters, and the code points Unicode says to render as
+/// nothing when unsupported. The two sets overlap but neither holds the
+/// other: U+0600 ARABIC NUMBER SIGN is Cf and visible-by-default, U+034F
+/// COMBINING GRAPHEME JOINER is default-ignorable and Mn.
+fn is_invisible(c: char) -> bool {
     c.general_category() == GeneralCategory::Format
+        || CodePointSetData::new::<DefaultIgnorableCodePoint>().contains(c)
 }
 
 fn single_script(label: &str) -> Result<(), IdentityError> {
@@ -167,6 +183,8 @@ pub fn email(input: &str) -> Result<Email, IdentityError> {
     const SYNTAX: &str = "must be a valid email address";
     refuse_invisible(input)?;
     let display: String = input.nfkc().collect();
+    // NFKC could in principle compose one; cheap to be sure.
+    refuse_invisible(&display)?;
     let Some((local, domain)) = display.split_once('@') else {
         return Err(IdentityError::Malformed(SYNTAX));
     };
@@ -199,15 +217,20 @@ pub fn email(input: &str) -> Result<Email, IdentityError> {
 /// one that equals the key of every spelling [`email`] would accept as the
 /// same address.
 pub fn email_key(input: &str) -> String {
-    let input = input.trim();
+    // Normalised before it is split, as [`email`] does, so that a
+    // full-width `＠` (NFKC: `@`) splits where the stored address did.
+    let input: String = input
+        .trim()
+        .chars()
+        .filter(|c| !is_invisible(*c))
+        .nfkc()
+        .collect();
     match input.rsplit_once('@') {
         Some((local, domain)) => {
-            let domain: String = domain.chars().filter(|c| !is_format(*c)).collect();
-            let domain: String = domain.nfkc().collect();
-            let domain = idna::domain_to_ascii(&domain).unwrap_or_else(|_| caseless_key(&domain));
+            let domain = idna::domain_to_ascii(domain).unwrap_or_else(|_| caseless_key(domain));
             format!("{}@{domain}", caseless_key(local))
         }
-        None => caseless_key(input),
+        None => caseless_key(&input),
     }
 }
 
@@ -231,13 +254,14 @@ pub fn domain_key(domain: &str) -> String {
 }
 
 /// Unicode's compatibility caseless match (D146) as a key:
-/// NFKC(fold(NFKC(fold(NFD(s))))), without format characters.
+/// NFKC(fold(NFKC(fold(NFD(s))))), without invisible characters (as
+/// NFKC_Casefold removes every default-ignorable code point).
 fn caseless_key(s: &str) -> String {
-    let s: String = s.chars().filter(|c| !is_format(*c)).nfd().collect();
+    let s: String = s.chars().filter(|c| !is_invisible(*c)).nfd().collect();
     let s = caseless::default_case_fold_str(&s);
     let s: String = s.nfkc().collect();
     let s = caseless::default_case_fold_str(&s);
-    s.nfkc().collect()
+    s.nfkc().filter(|c| !is_invisible(*c)).collect()
 }
 
 #[cfg(test)]

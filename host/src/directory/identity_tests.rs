@@ -112,6 +112,61 @@ fn invisible_characters_are_refused() {
     }
 }
 
+/// Default-ignorable code points outside general category Cf, listed in
+/// DerivedCoreProperties.txt (Unicode 16) as `Default_Ignorable_Code_Point`:
+/// the combining grapheme joiner (Mn), variation selectors (Mn), Hangul
+/// fillers (Lo), Mongolian free variation selectors (Mn).
+const IGNORABLE_NOT_CF: [char; 12] = [
+    '\u{034F}',
+    '\u{FE00}',
+    '\u{FE0F}',
+    '\u{E0100}',
+    '\u{E01EF}',
+    '\u{115F}',
+    '\u{1160}',
+    '\u{3164}',
+    '\u{FFA0}',
+    '\u{180B}',
+    '\u{180D}',
+    '\u{180F}',
+];
+
+#[test]
+fn default_ignorable_characters_of_any_category_are_refused() {
+    for c in IGNORABLE_NOT_CF {
+        assert_ne!(c.general_category(), GeneralCategory::Format, "{c:?}");
+        for addr in [
+            format!("kate{c}@example.com"),
+            format!("k{c}ate@example.com"),
+            format!("kate@exa{c}mple.com"),
+        ] {
+            let e = email(&addr).unwrap_err();
+            assert_eq!(e, IdentityError::Invisible(c), "{addr:?}");
+            assert_eq!(e.code(), "invisible_character");
+            // A look-up with one reaches the visible address.
+            assert_eq!(email_key(&addr), "kate@example.com", "{addr:?}");
+        }
+        // PRECIS disallows them in usernames anyway; either way the
+        // name is refused and `kate` cannot be shadowed.
+        assert!(username(&format!("kate{c}")).is_err(), "{c:?}");
+    }
+    // Visible-by-default format characters are still refused (Cf), and
+    // ordinary combining marks are not invisible.
+    assert_eq!(
+        email("\u{600}@example.com").unwrap_err().code(),
+        "invisible_character"
+    );
+    assert!(email("cafe\u{301}@example.com").is_ok());
+}
+
+#[test]
+fn a_full_width_at_sign_looks_up_the_same_address() {
+    let stored = email("kate@b\u{FC}cher.de").unwrap();
+    assert_eq!(email_key("kate\u{FF20}b\u{FC}cher.de"), stored.key);
+    assert_eq!(email_key("KATE\u{FF20}B\u{DC}CHER.DE"), stored.key);
+    assert_eq!(email("kate\u{FF20}b\u{FC}cher.de").unwrap().key, stored.key);
+}
+
 #[test]
 fn a_cyrillic_letter_in_the_domain_is_refused() {
     let e = email("kate@\u{435}xample.com").unwrap_err();
@@ -207,7 +262,7 @@ proptest! {
             prop_assert_eq!(&again.display, &e.display);
             prop_assert_eq!(&again.key, &e.key);
             prop_assert_eq!(email_key(&s), e.key.clone());
-            prop_assert!(!e.display.chars().any(is_format));
+            prop_assert!(!e.display.chars().any(is_invisible));
         }
     }
 

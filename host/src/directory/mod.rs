@@ -6,6 +6,7 @@
 mod attributes;
 mod bindings;
 mod collisions;
+mod confusables;
 mod devices;
 pub mod identity;
 pub mod keys;
@@ -19,6 +20,7 @@ pub use attributes::{
 pub use bindings::Binding;
 pub(crate) use collisions::rekey_identities;
 pub use collisions::{Collision, IDENTITY_COLLISIONS};
+pub(crate) use confusables::build_skeleton_index;
 pub(crate) use devices::load as load_device;
 pub(crate) use devices::serial_key;
 pub use devices::{CheckIn, DEVICE_SORTS, Device, DeviceInput, Enrolled, OsFamily};

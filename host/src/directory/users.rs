@@ -414,6 +414,20 @@ impl Directory {
             // Also when the key is unchanged: it may have been freed.
             txn.put(ks, &new_key, id.to_vec());
         }
+        super::confusables::check_and_index(
+            txn,
+            "username",
+            &after.id,
+            before.map(|b| b.username.as_str()),
+            &after.username,
+        )?;
+        super::confusables::check_and_index(
+            txn,
+            "email",
+            &after.id,
+            before.map(|b| b.email.as_str()),
+            &after.email,
+        )?;
         let old_manager = before.and_then(|b| b.manager_id);
         if old_manager != after.manager_id {
             if let Some(m) = old_manager {
@@ -656,6 +670,7 @@ impl Directory {
                 &key,
             )?;
             remove_index(txn, USERS_BY_EMAIL, &keys::email(&user.email), &key)?;
+            super::confusables::unindex(txn, &user.id, &user.username, &user.email);
             track_usage(
                 txn,
                 SubjectKind::User,
