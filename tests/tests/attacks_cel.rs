@@ -197,7 +197,7 @@ async fn run_time_patterns_are_refused_and_the_server_stays_small() {
         )
         .await
         .expect(200);
-    assert_eq!(r.body["total"], 1, "{}", r.body);
+    assert_eq!(r.body["members"]["count"], 1, "{}", r.body);
 }
 
 /// Review of #23, hole B: one comprehension running quadratic `indexOf`

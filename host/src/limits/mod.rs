@@ -269,6 +269,13 @@ pub const MAX_EXPRESSION_PATTERN_BYTES: u64 = 4 * 1024 * 1024;
 /// 10 MiB.
 pub const EXPRESSION_SCAN_BYTES_PER_UNIT: u64 = 1024;
 
+/// How long one routing expression may evaluate for one user at sign-in
+/// before it is taken as not matching (and logged). Routing runs on an
+/// async worker in an unauthenticated request; the work budget already
+/// keeps a rule to milliseconds, and this caps what a slow machine makes
+/// of it.
+pub const ROUTING_EXPRESSION_DEADLINE: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// How long a group preview or explanation may evaluate before it is
 /// refused (`too_slow`). Previewing a rule over 100,000 users takes well
 /// under a second; the deadline is there for rules that are slow per
