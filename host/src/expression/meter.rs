@@ -15,12 +15,20 @@
 //!
 //! Memory is bounded by a second budget, in bytes, charged by the calls that
 //! [`super::sized`] provides (`@out`, `@replace`, `@join`, `@split`), which
-//! this rewrite inserts too. Both budgets share one error, and both check
-//! the deadline of the work they run in ([`with_deadline`]): the charge is
-//! made at every loop step and every produced value, which is exactly where
-//! an evaluation can spend long, so checking the clock there stops a slow
-//! preview within a step of its deadline without a watchdog thread or a
-//! check in the interpreter's own loop.
+//! this rewrite inserts too; compiled `matches` patterns by a third
+//! ([`super::pattern`]). The searches whose time grows with their input
+//! (`indexOf`, `contains`, …) are replaced by versions that charge the bytes
+//! they scan ([`super::scan`]). All budgets share one error and check the
+//! deadline of the work they run in ([`with_deadline`]).
+//!
+//! `@meter` charges a comprehension's whole range before its first step, so
+//! a step that charges nothing (a comparison of two long strings, say)
+//! would never see the clock: every step also runs through `@tick`, which
+//! only checks the deadline. Checking there stops a slow preview within a
+//! step of its deadline without a watchdog thread or a check in the
+//! interpreter's own loop. The deadline is for previews, explanations and
+//! routing; the budgets, in work and bytes, are what bound a recompute,
+//! the same on every run.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
