@@ -25,6 +25,7 @@
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use cel::ExecutionError;
 use cel::common::types::{CelBool, CelString};
@@ -115,10 +116,53 @@ pub(crate) fn check(pattern: &str) -> Result<(), regex::Error> {
 /// cached from one subject to the next.
 pub(crate) const CACHE_BYTES: u64 = 2 * crate::limits::MAX_EXPRESSION_PATTERN_BYTES;
 
+/// Bytes of compiled patterns (at tier cost) all threads together keep
+/// cached. Evaluations run on a bounded number of threads (the preview
+/// permits, the recompute workers, the async workers for routing), but the
+/// blocking pool can hold many more idle threads, each with its cache: past
+/// this, a thread empties its own cache and, if that is not enough, uses a
+/// new pattern without caching it.
+pub(crate) const GLOBAL_CACHE_BYTES: u64 = 8 * CACHE_BYTES;
+
+/// What all threads' caches hold, at tier cost.
+static CACHED_EVERYWHERE: AtomicU64 = AtomicU64::new(0);
+
 #[derive(Default)]
 struct Cache {
     patterns: HashMap<String, Compiled>,
     bytes: u64,
+}
+
+impl Cache {
+    fn clear(&mut self) {
+        self.patterns.clear();
+        CACHED_EVERYWHERE.fetch_sub(self.bytes, Ordering::Relaxed);
+        self.bytes = 0;
+    }
+
+    /// Keeps `compiled` if this thread's and all threads' bounds allow.
+    fn keep(&mut self, pattern: &str, compiled: Compiled) -> Result<(), Compiled> {
+        let cost = compiled.tier.cost();
+        if self.bytes + cost > CACHE_BYTES
+            || CACHED_EVERYWHERE.load(Ordering::Relaxed) + cost > GLOBAL_CACHE_BYTES
+        {
+            self.clear();
+        }
+        if CACHED_EVERYWHERE.fetch_add(cost, Ordering::Relaxed) + cost > GLOBAL_CACHE_BYTES {
+            CACHED_EVERYWHERE.fetch_sub(cost, Ordering::Relaxed);
+            return Err(compiled);
+        }
+        self.bytes += cost;
+        self.patterns.insert(pattern.to_string(), compiled);
+        Ok(())
+    }
+}
+
+impl Drop for Cache {
+    /// A thread that ends gives its share back.
+    fn drop(&mut self) {
+        CACHED_EVERYWHERE.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
 }
 
 thread_local! {
@@ -134,10 +178,14 @@ pub(crate) fn begin_evaluation() {
     USED.with(|u| u.borrow_mut().clear());
 }
 
-/// Bytes the cache of this thread holds, counted at tier cost.
+/// Bytes the cache of this thread, and of all threads, hold, counted at
+/// tier cost.
 #[cfg(test)]
-pub(crate) fn cached_bytes() -> u64 {
-    CACHE.with(|c| c.borrow().bytes)
+pub(crate) fn cached_bytes() -> (u64, u64) {
+    (
+        CACHE.with(|c| c.borrow().bytes),
+        CACHED_EVERYWHERE.load(Ordering::Relaxed),
+    )
 }
 
 /// `@matches(text, pattern)`: RE2 syntax, as CEL specifies.
@@ -153,37 +201,42 @@ pub(crate) fn matches<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v
     let (text, pattern) = (text.inner(), pattern.inner());
     let found = CACHE.with(|cache| -> Result<Result<bool, String>, ExecutionError> {
         let mut cache = cache.borrow_mut();
+        let mut uncached = None;
         if !cache.patterns.contains_key(pattern) {
             // Charged before compiling: a pattern the budget has no room
             // for is not compiled at all. Its tier is not known yet, so the
             // small tier's cost is charged first, the rest once known.
             first_use(pattern, Tier(0))?;
-            let compiled = compile(pattern);
-            let cost = compiled.tier.cost();
-            if cache.bytes + cost > CACHE_BYTES {
-                cache.patterns.clear();
-                cache.bytes = 0;
+            if let Err(compiled) = cache.keep(pattern, compile(pattern)) {
+                uncached = Some(compiled);
             }
-            cache.bytes += cost;
-            cache.patterns.insert(pattern.to_string(), compiled);
         }
-        let Some(compiled) = cache.patterns.get(pattern) else {
+        let Some(compiled) = uncached.as_ref().or_else(|| cache.patterns.get(pattern)) else {
             return Ok(Err("the pattern is not cached".into()));
         };
-        for k in 0..=compiled.tier.0 {
-            first_use(pattern, Tier(k))?;
-        }
-        charge(scan_units(text.len() as u64).saturating_mul(compiled.tier.weight()))?;
-        Ok(compiled
-            .regex
-            .as_ref()
-            .map(|re| re.is_match(text))
-            .map_err(Clone::clone))
+        search(compiled, pattern, text)
     })?;
     match found {
         Ok(b) => Ok(CowVal::Owned(Box::new(CelBool::from(b)))),
         Err(e) => Err(ExecutionError::function_error("matches", e)),
     }
+}
+
+/// Charges a use of `compiled` and searches `text` with it.
+fn search(
+    compiled: &Compiled,
+    pattern: &str,
+    text: &str,
+) -> Result<Result<bool, String>, ExecutionError> {
+    for k in 0..=compiled.tier.0 {
+        first_use(pattern, Tier(k))?;
+    }
+    charge(scan_units(text.len() as u64).saturating_mul(compiled.tier.weight()))?;
+    Ok(compiled
+        .regex
+        .as_ref()
+        .map(|re| re.is_match(text))
+        .map_err(Clone::clone))
 }
 
 /// Charges the first use of `pattern` in this evaluation at `tier`, as what

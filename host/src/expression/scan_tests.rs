@@ -162,7 +162,9 @@ fn patterns_are_charged_per_evaluation_and_the_cache_is_bounded() {
         );
         let (out, _, _) = metered(&source, "alice", "");
         assert!(out.expect_err("refused").contains(meter::EXHAUSTED));
-        assert!(pattern::cached_bytes() <= pattern::CACHE_BYTES);
+        let (here, everywhere) = pattern::cached_bytes();
+        assert!(here <= pattern::CACHE_BYTES, "{here}");
+        assert!(everywhere <= pattern::GLOBAL_CACHE_BYTES, "{everywhere}");
     }
     // A pattern too large for any tier is refused, not compiled.
     let (out, _, _) = metered("h.matches(r'\\w{20}' + n)", "alice", "");
@@ -193,4 +195,35 @@ fn every_step_checks_the_deadline() {
         meter::with_budget(BUDGET, || Value::resolve(&expr, &ctx))
     });
     assert!(out.expect_err("late").to_string().contains(meter::LATE));
+}
+
+/// Threads together keep no more than the global bound cached, however
+/// many of them fill their own caches; a thread that ends gives its share
+/// back.
+#[test]
+fn all_threads_together_keep_the_global_bound() {
+    let threads = 12;
+    let barrier = std::sync::Barrier::new(threads);
+    std::thread::scope(|scope| {
+        for t in 0..threads {
+            let barrier = &barrier;
+            scope.spawn(move || {
+                // 40 small patterns: 7.5 MiB at tier cost, within the
+                // thread's bound; twelve such threads would pass the global one.
+                for round in 0..2 {
+                    let list = (0..20).map(|i| i.to_string()).collect::<Vec<_>>().join(",");
+                    let source = format!(
+                        "[{list}].all(i, !h.matches('^[a-z]{{2}}' + string(i) + '-{t}-{round}'))"
+                    );
+                    let (out, _, _) = metered(&source, "alice", "");
+                    assert_eq!(out, Ok(Value::Bool(true)), "{source}");
+                }
+                barrier.wait();
+                let (here, everywhere) = pattern::cached_bytes();
+                assert!(here <= pattern::CACHE_BYTES, "{here}");
+                assert!(everywhere <= pattern::GLOBAL_CACHE_BYTES, "{everywhere}");
+                barrier.wait();
+            });
+        }
+    });
 }
