@@ -233,3 +233,48 @@ proptest! {
         check_outcome(&source, &out, grew);
     }
 }
+
+/// Patterns built at run time (issue #23, review A): each distinct
+/// `\w{20}…` compiles to about a megabyte, and compiled patterns are kept
+/// in a per-thread cache that outlives the evaluation, so the heap the
+/// oracle measures afterwards includes it. Unbounded, a hundred distinct
+/// patterns held ~110 MB.
+#[test]
+fn patterns_built_at_run_time_are_bounded_in_memory() {
+    let digits = "[0,1,2,3,4,5,6,7,8,9]";
+    for source in [
+        format!(
+            "{digits}.all(i, {digits}.all(j, !s.matches(r'\\w{{20}}' + string(i) + string(j))))"
+        ),
+        format!(
+            "{digits}.all(i, {digits}.all(j, !s.matches(r'[a-z]{{3}}' + string(i) + string(j))))"
+        ),
+    ] {
+        // Twice: the second evaluation meets the first one's cache.
+        for _ in 0..2 {
+            let (out, grew) = measured(&source, "alice.smith");
+            check_outcome(&source, &out, grew);
+            match &out {
+                Err(PlainError::Eval(m)) => {
+                    assert!(m.contains("did too much work"), "{source}: {m}")
+                }
+                other => panic!("{source} was not refused: {other:?}"),
+            }
+        }
+    }
+}
+
+/// A few run-time patterns still evaluate, with the crate's answers.
+#[test]
+fn a_few_run_time_patterns_still_match() {
+    for (source, want) in [
+        ("s.matches('^' + 'alice' + '\\\\.')", true),
+        ("['a', 'b', 'c'].exists(x, s.matches('^' + x))", true),
+        ("s.matches(r'\\w+' + '@')", false),
+        ("['x', 'y'].all(x, !s.matches(r'\\w{2}' + x))", true),
+    ] {
+        let (out, grew) = measured(source, "alice.smith");
+        check_outcome(source, &out, grew);
+        assert_eq!(out, Ok(Plain::Bool(want)), "{source}");
+    }
+}

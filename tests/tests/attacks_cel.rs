@@ -163,3 +163,83 @@ async fn string_blow_ups_are_refused_and_the_server_stays_small() {
         .await
         .expect(200);
 }
+
+/// Review of #23, hole A: `matches` with patterns built at run time. Each
+/// distinct `\w{20}<i><j>` compiled to ~1.1 MiB and was cached per thread,
+/// so one preview held ~110 MB and six with a third loop reached 1.78 GB.
+#[tokio::test]
+async fn run_time_patterns_are_refused_and_the_server_stays_small() {
+    let server = Server::start();
+    let admin = server.admin();
+    admin.user("alice.smith", json!({})).await;
+    let reader = server.client(Some(&admin.create_key("probe", "read-only").await));
+    let pid = server.pid().expect("the server runs");
+    let digits = "[0,1,2,3,4,5,6,7,8,9]";
+    let two = format!(
+        "{digits}.all(i, {digits}.all(j, !user.username.matches(r'\\w{{20}}' + string(i) + string(j))))"
+    );
+    let three = format!(
+        "{digits}.all(k, {digits}.all(i, {digits}.all(j, !user.username.matches(r'\\w{{20}}' + string(k) + string(i) + string(j)))))"
+    );
+    let (r, took) = preview(&reader, &two).await;
+    refused(&r, took, &two);
+    for _ in 0..6 {
+        let (r, took) = preview(&reader, &three).await;
+        refused(&r, took, &three);
+    }
+    let hwm = status_kb(pid, "VmHWM:");
+    assert!(hwm < RSS_BOUND_KB, "peak resident memory {hwm} kB");
+    // A run-time pattern of ordinary size still previews.
+    let r = reader
+        .post(
+            "/api/v1/groups/preview",
+            json!({"subject": "user", "rule": {"expression": "user.username.matches('^' + 'alice' + '[.]')"}}),
+        )
+        .await
+        .expect(200);
+    assert_eq!(r.body["members"]["count"], 1, "{}", r.body);
+}
+
+/// Review of #23, hole B: one comprehension running quadratic `indexOf`
+/// ran 27.9 s, three times the deadline, and answered 200. It must be
+/// refused by the work budget (`too_costly`) or the deadline (`too_slow`),
+/// within the deadline and a small margin.
+#[tokio::test]
+async fn a_slow_comprehension_is_refused_within_the_deadline() {
+    let server = Server::start();
+    let admin = server.admin();
+    admin.user("alice.smith", json!({})).await;
+    let reader = server.client(Some(&admin.create_key("probe", "read-only").await));
+    let h = format!(
+        "'aa'.replace('', '{}').replace('', '{}')",
+        "a".repeat(200),
+        "a".repeat(100)
+    );
+    let zeros = vec!["0"; 600].join(",");
+    let source = format!(
+        "[{h}].all(h, [h.substring(0, 30000) + 'b'].all(n, [{zeros}].all(i, h.indexOf(n) < 0)))"
+    );
+    let (r, took) = preview(&reader, &source).await;
+    assert_eq!(r.status.as_u16(), 422, "{}", r.body);
+    assert!(["too_costly", "too_slow"].contains(&r.code()), "{}", r.body);
+    assert!(took < Duration::from_secs(12), "took {took:?}");
+    // The same rule saved: recomputing it ends, and the subject is simply
+    // not a member (the budget is in work, not time).
+    let g = admin
+        .dynamic_group("slow", "user", json!({"expression": source}))
+        .await;
+    let started = Instant::now();
+    let users = admin.get("/api/v1/users?limit=5").await.expect(200).body;
+    let alice = users["items"][0]["id"].as_str().unwrap().to_string();
+    let x: Value = reader
+        .get(&format!("/api/v1/groups/{g}/members/{alice}/explain"))
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(x["member"], false, "{x}");
+    assert!(
+        started.elapsed() < Duration::from_secs(12),
+        "took {:?}",
+        started.elapsed()
+    );
+}

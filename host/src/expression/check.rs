@@ -935,9 +935,7 @@ impl Checker<'_, '_> {
             _ => return,
         };
         if let Expr::Literal(LiteralValue::String(s)) = &pattern.expr
-            && let Err(e) = regex::RegexBuilder::new(s.inner())
-                .size_limit(1 << 20)
-                .build()
+            && let Err(e) = super::pattern::check(s.inner())
         {
             let message = e.to_string();
             let first = message

@@ -15,14 +15,22 @@
 //!
 //! Memory is bounded by a second budget, in bytes, charged by the calls that
 //! [`super::sized`] provides (`@out`, `@replace`, `@join`, `@split`), which
-//! this rewrite inserts too. Both budgets share one error, and both check
-//! the deadline of the work they run in ([`with_deadline`]): the charge is
-//! made at every loop step and every produced value, which is exactly where
-//! an evaluation can spend long, so checking the clock there stops a slow
-//! preview within a step of its deadline without a watchdog thread or a
-//! check in the interpreter's own loop.
+//! this rewrite inserts too; compiled `matches` patterns by a third
+//! ([`super::pattern`]). The searches whose time grows with their input
+//! (`indexOf`, `contains`, …) are replaced by versions that charge the bytes
+//! they scan ([`super::scan`]). All budgets share one error and check the
+//! deadline of the work they run in ([`with_deadline`]).
+//!
+//! `@meter` charges a comprehension's whole range before its first step, so
+//! a step that charges nothing (a comparison of two long strings, say)
+//! would never see the clock: every step also runs through `@tick`, which
+//! only checks the deadline. Checking there stops a slow preview within a
+//! step of its deadline without a watchdog thread or a check in the
+//! interpreter's own loop. The deadline is for previews, explanations and
+//! routing; the budgets, in work and bytes, are what bound a recompute,
+//! the same on every run.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::time::Instant;
 
@@ -32,7 +40,7 @@ use cel::common::types::CelInt;
 use cel::common::value::CowVal;
 use uuid::Uuid;
 
-use super::sized;
+use super::{pattern, scan, sized};
 
 thread_local! {
     /// Work left in the evaluation running on this thread.
@@ -40,20 +48,38 @@ thread_local! {
     /// Bytes of values the evaluation running on this thread may still
     /// produce.
     static BYTES_LEFT: Cell<u64> = const { Cell::new(u64::MAX) };
+    /// Bytes of compiled patterns it may still use.
+    static PATTERN_BYTES_LEFT: Cell<u64> = const { Cell::new(u64::MAX) };
     /// When the work running on this thread must stop, if it must.
     static DEADLINE: Cell<Option<Instant>> = const { Cell::new(None) };
+    /// The first refusal of the evaluation running on this thread, if any.
+    static REFUSED: RefCell<Option<String>> = const { RefCell::new(None) };
 }
 
 /// Runs `f` with a budget of `units` and of [`sized::MAX_EVAL_BYTES`];
 /// evaluation is synchronous, so the budget is this thread's for the
 /// duration.
-pub(crate) fn with_budget<T>(units: u64, f: impl FnOnce() -> T) -> T {
+///
+/// A refusal is final: CEL lets `||` and `&&` (and `all`, `exists`) absorb
+/// an error beside a deciding value, so a refused step could otherwise end
+/// in a verdict that depends on where the budget or the clock ran out.
+pub(crate) fn with_budget<T>(
+    units: u64,
+    f: impl FnOnce() -> Result<T, ExecutionError>,
+) -> Result<T, ExecutionError> {
     let before = LEFT.replace(units);
     let bytes_before = BYTES_LEFT.replace(sized::MAX_EVAL_BYTES);
+    let patterns_before = PATTERN_BYTES_LEFT.replace(crate::limits::MAX_EXPRESSION_PATTERN_BYTES);
+    let refused_before = REFUSED.take();
+    pattern::begin_evaluation();
     let out = f();
     LEFT.set(before);
     BYTES_LEFT.set(bytes_before);
-    out
+    PATTERN_BYTES_LEFT.set(patterns_before);
+    match REFUSED.replace(refused_before) {
+        Some(message) => Err(ExecutionError::function_error("budget", message)),
+        None => out,
+    }
 }
 
 /// Runs `f` with evaluations on this thread refused once `deadline` has
@@ -93,10 +119,16 @@ pub(crate) const EXHAUSTED: &str = "the expression did too much work for one sub
 pub const LATE: &str = "the evaluation ran past its deadline";
 
 fn refuse(message: String) -> ExecutionError {
+    REFUSED.with(|r| {
+        let mut r = r.borrow_mut();
+        if r.is_none() {
+            *r = Some(message.clone());
+        }
+    });
     ExecutionError::function_error("budget", message)
 }
 
-fn check_deadline() -> Result<(), ExecutionError> {
+pub(crate) fn check_deadline() -> Result<(), ExecutionError> {
     if past_deadline() {
         return Err(refuse(LATE.to_string()));
     }
@@ -125,7 +157,24 @@ pub(crate) fn charge_bytes(bytes: u64) -> Result<(), ExecutionError> {
     Ok(())
 }
 
-fn charge(units: u64) -> Result<(), ExecutionError> {
+/// Charges the memory of a compiled pattern to the evaluation's pattern
+/// bytes ([`crate::limits::MAX_EXPRESSION_PATTERN_BYTES`]).
+pub(crate) fn charge_pattern(bytes: u64) -> Result<(), ExecutionError> {
+    check_deadline()?;
+    let left = PATTERN_BYTES_LEFT.get();
+    if bytes > left {
+        PATTERN_BYTES_LEFT.set(0);
+        return Err(refuse(format!(
+            "{EXHAUSTED} (limit {} bytes of compiled patterns per evaluation)",
+            crate::limits::MAX_EXPRESSION_PATTERN_BYTES
+        )));
+    }
+    PATTERN_BYTES_LEFT.set(left - bytes);
+    Ok(())
+}
+
+/// Charges `units` of work.
+pub(crate) fn charge(units: u64) -> Result<(), ExecutionError> {
     check_deadline()?;
     let left = LEFT.get();
     if units > left {
@@ -174,48 +223,6 @@ pub(crate) fn grow<'b, 'v>(
     charge(size_of(&args[0]) / 16 + 1)?;
     charge_bytes(sized::bytes_of(args[0].as_ref()))?;
     Ok(args.swap_remove(0))
-}
-
-thread_local! {
-    /// Compiled `matches` patterns, per thread.
-    static PATTERNS: std::cell::RefCell<HashMap<String, Result<regex::Regex, String>>> =
-        std::cell::RefCell::new(HashMap::new());
-}
-
-/// Patterns kept per thread; the cache is emptied when it is full.
-const MAX_PATTERNS: usize = 512;
-
-/// `@matches(text, pattern)`: RE2 syntax, as CEL specifies, with compiled
-/// patterns cached.
-pub(crate) fn matches<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, ExecutionError> {
-    use cel::common::types::{CelBool, CelString};
-    let text = args.first().and_then(|a| a.downcast_ref::<CelString>());
-    let pattern = args.get(1).and_then(|a| a.downcast_ref::<CelString>());
-    let (Some(text), Some(pattern)) = (text, pattern) else {
-        return Err(ExecutionError::function_error(
-            "matches",
-            "matches takes a string and a pattern",
-        ));
-    };
-    let found = PATTERNS.with(|cache| {
-        let mut cache = cache.borrow_mut();
-        if cache.len() >= MAX_PATTERNS && !cache.contains_key(pattern.inner()) {
-            cache.clear();
-        }
-        let re = cache.entry(pattern.inner().to_string()).or_insert_with(|| {
-            regex::RegexBuilder::new(pattern.inner())
-                .size_limit(1 << 20)
-                .build()
-                .map_err(|e| e.to_string())
-        });
-        re.as_ref()
-            .map(|re| re.is_match(text.inner()))
-            .map_err(Clone::clone)
-    });
-    match found {
-        Ok(b) => Ok(CowVal::Owned(Box::new(CelBool::from(b)))),
-        Err(e) => Err(ExecutionError::function_error("matches", e)),
-    }
 }
 
 /// Rewrites a checked tree for evaluation: metering, and `in_group('name')`
@@ -287,6 +294,14 @@ fn rewrite(e: &mut IdedExpr, groups: &HashMap<String, Uuid>, next: &mut u64, acc
             rewrite(loop_cond, groups, next, None);
             rewrite(loop_step, groups, next, Some(accu_var.as_str()));
             rewrite(result, groups, next, None);
+            tick_step(c, next);
+            let ComprehensionExpr {
+                iter_range,
+                accu_init,
+                loop_cond,
+                loop_step,
+                ..
+            } = &mut **c;
             let weight = (count(loop_cond) + count(loop_step)).max(1);
             let range = std::mem::take(iter_range);
             let w = int(next, weight);
@@ -327,7 +342,8 @@ fn rewrite(e: &mut IdedExpr, groups: &HashMap<String, Uuid>, next: &mut u64, acc
             }
             // The functions whose result size is known from their
             // arguments are replaced by versions that charge it first.
-            if let Some(sized) = sized::sized_name(&c.func_name)
+            if let Some(sized) =
+                sized::sized_name(&c.func_name).or_else(|| scan::scan_name(&c.func_name))
                 && let Some(t) = c.target.take()
             {
                 c.args.insert(0, *t);
@@ -396,6 +412,46 @@ fn rewrite(e: &mut IdedExpr, groups: &HashMap<String, Uuid>, next: &mut u64, acc
     }
 }
 
+/// Checks the deadline at every step of a comprehension, as `@tick`
+/// around the part of the step that runs every time, keeping the shapes the
+/// interpreter recognises: the `&&` / `||` fold of `all` and `exists` (its
+/// errors are deferred as CEL specifies) and the append of `map` and
+/// `filter` (built in place). An unguarded append needs no tick: its
+/// elements are charged (`@out` checks the deadline) or charge themselves.
+fn tick_step(c: &mut ComprehensionExpr, next: &mut u64) {
+    let accu = c.accu_var.as_str();
+    let is_accu = |e: &IdedExpr| matches!(&e.expr, Expr::Ident(n) if n == accu);
+    let target = match &mut c.loop_step.expr {
+        Expr::Call(call)
+            if call.target.is_none()
+                && (call.func_name == "_&&_" || call.func_name == "_||_")
+                && call.args.len() == 2
+                && is_accu(&call.args[0]) =>
+        {
+            &mut call.args[1]
+        }
+        Expr::Call(call)
+            if call.target.is_none()
+                && call.func_name == "_?_:_"
+                && call.args.len() == 3
+                && is_accu(&call.args[2])
+                && matches!(&call.args[1].expr, Expr::Call(a) if a.func_name == "_+_") =>
+        {
+            &mut call.args[0]
+        }
+        Expr::Call(call)
+            if call.func_name == "_+_"
+                && call.args.first().is_some_and(is_accu)
+                && matches!(call.args.get(1).map(|a| &a.expr), Some(Expr::List(_))) =>
+        {
+            return;
+        }
+        _ => &mut c.loop_step,
+    };
+    let inner = std::mem::take(target);
+    *target = call(next, "@tick", vec![inner]);
+}
+
 /// Charges an element of a list or map literal, which may be a copy of a
 /// large value: in the step of a `map` or `filter` macro (`@result + [x]`),
 /// that is one copy per loop step. Literals are bounded by the source and
@@ -410,4 +466,11 @@ fn charge_element(x: &mut IdedExpr, next: &mut u64) {
         let value = std::mem::take(x);
         *x = call(next, "@out", vec![value]);
     }
+}
+
+/// What the evaluation on this thread has left: (work units, bytes of
+/// values, bytes of patterns).
+#[cfg(test)]
+pub(crate) fn left() -> (u64, u64, u64) {
+    (LEFT.get(), BYTES_LEFT.get(), PATTERN_BYTES_LEFT.get())
 }

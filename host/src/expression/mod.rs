@@ -24,8 +24,10 @@
 pub mod check;
 mod index;
 mod meter;
+mod pattern;
 pub mod plain;
 mod runtime;
+mod scan;
 mod sized;
 
 use std::collections::BTreeSet;
@@ -724,5 +726,7 @@ fn edit_distance(a: &str, b: &str) -> usize {
     prev[b.len()]
 }
 
+#[cfg(test)]
+mod scan_tests;
 #[cfg(test)]
 mod tests;

@@ -22,7 +22,7 @@ use cel::{Context, Env, ExecutionError, Value};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{BUDGET, Expression, Part, meter, sized};
+use super::{BUDGET, Expression, Part, meter, pattern, scan, sized};
 use crate::directory::{AttrRef, AttrType, SubjectKind};
 
 thread_local! {
@@ -120,13 +120,37 @@ impl Runtime {
                 .expect("a new name");
             }
         }
+        env.add_overload("@tick", "@tick", vec![DYN_TYPE], scan::tick)
+            .expect("a new name");
+        let searches: [(
+            &str,
+            cel::common::functions::Function,
+            std::ops::RangeInclusive<usize>,
+        ); 5] = [
+            ("@indexOf", scan::index_of, 2..=3),
+            ("@lastIndexOf", scan::last_index_of, 2..=3),
+            ("@contains", scan::contains, 2..=2),
+            ("@startsWith", scan::starts_with, 2..=2),
+            ("@endsWith", scan::ends_with, 2..=2),
+        ];
+        for (name, f, arities) in searches {
+            for n in arities {
+                env.add_overload(
+                    name,
+                    &format!("{name}/{n}"),
+                    (0..n).map(|_| DYN_TYPE).collect(),
+                    f,
+                )
+                .expect("a new name");
+            }
+        }
         env.add_overload("@in_group", "@in_group", vec![STRING_TYPE], in_group)
             .expect("a new name");
         env.add_overload(
             "@matches",
             "@matches",
             vec![STRING_TYPE, STRING_TYPE],
-            meter::matches,
+            pattern::matches,
         )
         .expect("a new name");
         cel::add_member_overload!(env, fn equals_ignore_case: (CelString, CelString) -> CelBool)

@@ -506,7 +506,12 @@ fn expression_holds(
     };
     static RUNTIME: std::sync::OnceLock<Runtime> = std::sync::OnceLock::new();
     let scope = RUNTIME.get_or_init(Runtime::new).scope(&bindings);
-    Ok(scope.evaluate(&e).unwrap_or_else(|err| {
+    // The work budget bounds the evaluation (each step, scan and pattern is
+    // charged), and the deadline backs it: this runs in a sign-in request
+    // on an async worker, which must never be held long.
+    let deadline = std::time::Instant::now() + crate::limits::ROUTING_EXPRESSION_DEADLINE;
+    let verdict = crate::expression::with_deadline(Some(deadline), || scope.evaluate(&e));
+    Ok(verdict.unwrap_or_else(|err| {
         tracing::info!(user = %user.id, error = %err.message, "a routing expression failed for a user; it does not match");
         false
     }))

@@ -246,6 +246,36 @@ pub const MAX_EXPRESSION_VALUE_BYTES: u64 = 64 * 1024;
 /// is refused before it allocates.
 pub const MAX_EXPRESSION_EVAL_BYTES: u64 = 2 * 1024 * 1024;
 
+/// The largest compiled program (and lazy DFA cache) a `matches` pattern
+/// may have. A pattern compiles under 32 KiB first (anchors, literals,
+/// ASCII classes), then 64 and 128 KiB (a Unicode `\w` or two), and under
+/// this only if it must; a literal pattern is checked against it when a
+/// rule is saved. 256 KiB takes `\w{4}`; `\w{20}`, over a megabyte, is
+/// refused.
+pub const MAX_PATTERN_PROGRAM_BYTES: usize = 256 * 1024;
+
+/// Bytes of compiled patterns one CEL evaluation may use: each distinct
+/// pattern, on its first use in an evaluation, is charged six times the
+/// limit it compiled under (what its forward and reverse programs and lazy
+/// DFA caches may hold), whether or not it was cached. 4 MiB is twenty
+/// small patterns, five with a `\w`, or two of the largest; each thread
+/// caches twice this between evaluations.
+pub const MAX_EXPRESSION_PATTERN_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Bytes of string a CEL search (`indexOf`, `lastIndexOf`, `contains`,
+/// `startsWith`, `endsWith`, `matches`) may scan per unit of the work
+/// budget. A scan of 1 KiB takes about a microsecond, as long as the
+/// cheapest loop step, so the 10,000 units of an evaluation scan at most
+/// 10 MiB.
+pub const EXPRESSION_SCAN_BYTES_PER_UNIT: u64 = 1024;
+
+/// How long one routing expression may evaluate for one user at sign-in
+/// before it is taken as not matching (and logged). Routing runs on an
+/// async worker in an unauthenticated request; the work budget already
+/// keeps a rule to milliseconds, and this caps what a slow machine makes
+/// of it.
+pub const ROUTING_EXPRESSION_DEADLINE: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// How long a group preview or explanation may evaluate before it is
 /// refused (`too_slow`). Previewing a rule over 100,000 users takes well
 /// under a second; the deadline is there for rules that are slow per
