@@ -90,6 +90,21 @@ const MAX_DEFAULT_CONNECTIONS: u64 = 10_000;
 /// addresses to fill the server.
 const PER_PEER_DIVISOR: usize = 4;
 
+/// A request body arriving slower than this (averaged since the end of its
+/// headers) marks a client that holds a slot rather than uses it: such a
+/// connection may be closed to make room. 1 KiB/s is far below any real
+/// link (an upload over a 300 kbit/s line is 37 KiB/s), while an attacker
+/// must now spend real bandwidth per slot to keep it.
+const MIN_BODY_BYTES_PER_SECOND: u64 = 1024;
+
+/// The shortest span a body's pace is judged over, in ms: a body must bring
+/// 1 KiB in its first second to be safe from eviction. Judging from the
+/// first moment (rather than after a grace period) matters: a grace period
+/// would let an attacker keep every slot by reopening connections faster
+/// than they leave it. A real request's body is either fully in (and then
+/// never closed) or arriving at its link's pace.
+const BODY_RATE_WINDOW_MS: u64 = 1000;
+
 /// How long, after the drain deadline, the connections still open get to
 /// close once told to.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
@@ -183,6 +198,8 @@ struct Conn {
     /// Since when the request in progress has been waiting for the rest of
     /// its body, in ms since the registry's epoch, plus one (0: not).
     reading_since: AtomicU64,
+    /// Body bytes the request in progress has received so far.
+    body_bytes: AtomicU64,
     /// Since when no request has been in progress, in ms since the
     /// registry's epoch.
     idle_since: AtomicU64,
@@ -253,10 +270,11 @@ impl Registry {
             && self.per_peer < self.cap
             && self.by_peer().get(&peer).copied().unwrap_or(0) >= self.per_peer;
         if peer_full || conns.len() >= self.cap {
+            let now = self.now();
             let victim = conns
                 .iter()
                 .filter(|(_, c)| !peer_full || (c.limited && c.peer == peer))
-                .filter_map(|(id, c)| c.waiting_since().map(|t| (t, *id)))
+                .filter_map(|(id, c)| c.waiting_since(now).map(|t| (t, *id)))
                 .min()
                 .map(|(_, id)| id);
             let (evicted_count, refused_count) = if peer_full {
@@ -288,6 +306,7 @@ impl Registry {
             limited,
             busy: AtomicUsize::new(0),
             reading_since: AtomicU64::new(0),
+            body_bytes: AtomicU64::new(0),
             idle_since: AtomicU64::new(now),
             head_since: AtomicU64::new(now + 1),
             close: Notify::new(),
@@ -389,21 +408,40 @@ impl Registry {
     }
 }
 
+/// What the per-peer limit counts by: an IPv4 address, or an IPv6 /64. One
+/// IPv6 host is usually given a whole /64, so counting single addresses
+/// would give it as many slots as it has addresses.
+fn peer_group(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => IpAddr::V6(std::net::Ipv6Addr::from(
+            u128::from(v6) & !((1u128 << 64) - 1),
+        )),
+        v4 => v4,
+    }
+}
+
 impl Conn {
     /// Since when the connection has waited on its client (ms since the
     /// registry's epoch): with no request in progress, since the accept or
     /// the last request's end; with a request whose body is still
-    /// arriving, since the end of its headers. `None` while the server is
-    /// handling a request it has fully read: such a connection is never
-    /// closed to make room.
-    fn waiting_since(&self) -> Option<u64> {
+    /// arriving slower than [`MIN_BODY_BYTES_PER_SECOND`], since the end
+    /// of its headers. `None` while the server is handling a request it has
+    /// fully read, or while a body arrives at a real client's pace: such a
+    /// connection is never closed to make room, so an attacker who fills
+    /// the cap cannot cut off an upload in progress, and one who dribbles
+    /// bodies to hold slots is closed first.
+    fn waiting_since(&self, now: u64) -> Option<u64> {
         if self.busy.load(Ordering::Acquire) == 0 {
             return Some(self.idle_since.load(Ordering::Acquire));
         }
-        match self.reading_since.load(Ordering::Acquire) {
-            0 => None,
-            t => Some(t - 1),
-        }
+        let since = match self.reading_since.load(Ordering::Acquire) {
+            0 => return None,
+            t => t - 1,
+        };
+        let elapsed = now.saturating_sub(since).max(BODY_RATE_WINDOW_MS);
+        let bytes = self.body_bytes.load(Ordering::Acquire);
+        let slow = bytes.saturating_mul(1000) < MIN_BODY_BYTES_PER_SECOND.saturating_mul(elapsed);
+        slow.then_some(since)
     }
 }
 
@@ -418,6 +456,7 @@ impl Busy {
     fn new(conn: Arc<Conn>, registry: Arc<Registry>, reading: bool) -> Busy {
         let since = if reading { registry.now() + 1 } else { 0 };
         conn.reading_since.store(since, Ordering::Release);
+        conn.body_bytes.store(0, Ordering::Release);
         conn.busy.fetch_add(1, Ordering::AcqRel);
         conn.head_since.store(0, Ordering::Release);
         Busy { conn, registry }
@@ -462,7 +501,7 @@ pub async fn serve(
         };
         let ip = peer.ip().to_canonical();
         let limited = !limits.unlimited_peers.iter().any(|n| n.contains(&ip));
-        let Some((id, conn, evicted)) = registry.admit(ip, limited) else {
+        let Some((id, conn, evicted)) = registry.admit(peer_group(ip), limited) else {
             drop(stream);
             continue;
         };
@@ -691,6 +730,13 @@ impl Body for TimedBody {
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = &mut *self;
         if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
+            if let Some(Ok(data)) = frame.as_ref().map(|f| f.as_ref().map(Frame::data_ref))
+                && let Some(data) = data
+            {
+                this.conn
+                    .body_bytes
+                    .fetch_add(data.len() as u64, Ordering::AcqRel);
+            }
             // An error ends the request as surely as the end of the body.
             if !matches!(frame, Some(Ok(_))) || this.inner.is_end_stream() {
                 this.read();

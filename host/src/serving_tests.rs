@@ -68,13 +68,32 @@ fn when_every_connection_is_handling_a_read_request_the_new_one_is_refused() {
     assert!(r.admit(local(2), true).is_none());
 }
 
+/// A registry whose clock started a minute ago, so that tests can say a
+/// body has been arriving for a while without waiting for it.
+fn aged_registry(cap: usize, per_peer: usize) -> Arc<Registry> {
+    let mut r = Registry::new(cap, per_peer);
+    r.epoch = Instant::now().checked_sub(Duration::from_secs(60)).unwrap();
+    Arc::new(r)
+}
+
+/// Says the request on `conn` has waited `ms` for its body.
+fn reading_for(conn: &Conn, r: &Registry, ms: u64) {
+    conn.reading_since
+        .store(r.now() - ms + 1, Ordering::Release);
+}
+
 #[test]
 fn a_request_still_waiting_for_its_body_can_be_closed_at_the_cap() {
-    let r = Arc::new(Registry::new(2, 2));
+    let r = aged_registry(2, 2);
     let (_a, conn_a, _) = r.admit(local(1), true).unwrap();
     let (_b, conn_b, _) = r.admit(local(2), true).unwrap();
     let _handling = Busy::new(Arc::clone(&conn_a), Arc::clone(&r), false);
     let _reading = Busy::new(Arc::clone(&conn_b), Arc::clone(&r), true);
+    // A body that brought its first KiB at once is safe; one that did not
+    // is not, however young.
+    conn_b.body_bytes.store(2048, Ordering::Release);
+    assert!(r.admit(local(3), true).is_none());
+    conn_b.body_bytes.store(1, Ordering::Release);
     let (_c, conn_c, evicted) = r.admit(local(3), true).unwrap();
     assert!(Arc::ptr_eq(&evicted.unwrap(), &conn_b));
     // Once its body has arrived, a request is the server's to finish.
@@ -85,14 +104,47 @@ fn a_request_still_waiting_for_its_body_can_be_closed_at_the_cap() {
 
 #[test]
 fn the_reader_waiting_longest_goes_first() {
-    let r = Arc::new(Registry::new(2, 2));
+    let r = aged_registry(2, 2);
     let (_a, conn_a, _) = r.admit(local(1), true).unwrap();
     let (_b, conn_b, _) = r.admit(local(2), true).unwrap();
     let _b_reading = Busy::new(Arc::clone(&conn_b), Arc::clone(&r), true);
-    std::thread::sleep(Duration::from_millis(5));
     let _a_reading = Busy::new(Arc::clone(&conn_a), Arc::clone(&r), true);
+    reading_for(&conn_b, &r, 3000);
+    reading_for(&conn_a, &r, 2000);
     let (_c, _, evicted) = r.admit(local(3), true).unwrap();
     assert!(Arc::ptr_eq(&evicted.unwrap(), &conn_b));
+}
+
+/// An upload arriving at a real client's pace is not cut off to make room,
+/// however long it has been going: only bodies slower than the minimum
+/// pace are.
+#[test]
+fn an_upload_at_a_real_pace_is_never_closed_to_make_room() {
+    let r = aged_registry(2, 2);
+    let (_a, conn_a, _) = r.admit(local(1), true).unwrap();
+    let (_b, conn_b, _) = r.admit(local(2), true).unwrap();
+    let _a_reading = Busy::new(Arc::clone(&conn_a), Arc::clone(&r), true);
+    let _b_reading = Busy::new(Arc::clone(&conn_b), Arc::clone(&r), true);
+    // Ten seconds in, a has 40 KiB (4 KiB/s), b has 5 KiB (0.5 KiB/s).
+    reading_for(&conn_a, &r, 10_000);
+    reading_for(&conn_b, &r, 10_000);
+    conn_a.body_bytes.store(40 * 1024, Ordering::Release);
+    conn_b.body_bytes.store(5 * 1024, Ordering::Release);
+    let (_c, _, evicted) = r.admit(local(3), true).unwrap();
+    assert!(Arc::ptr_eq(&evicted.unwrap(), &conn_b));
+    // Now only the fast upload and the new connection's request remain.
+    assert!(r.admit(local(4), true).is_some_and(|(_, _, e)| e.is_some()));
+    assert!(r.conns().values().any(|c| Arc::ptr_eq(c, &conn_a)));
+}
+
+#[test]
+fn ipv6_peers_count_by_their_64() {
+    let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+    let b: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+    let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+    assert_eq!(peer_group(a), peer_group(b));
+    assert_ne!(peer_group(a), peer_group(c));
+    assert_eq!(peer_group(local(7)), local(7));
 }
 
 #[test]

@@ -359,3 +359,49 @@ fn a_slow_body_does_not_hold_shutdown_past_its_deadline() {
         server.log()
     );
 }
+
+/// Filling the cap cannot cut off an upload arriving at a real pace
+/// (second attacker review): only bodies slower than 1 KiB/s may be closed
+/// to make room, so the upload finishes and gets its answer.
+#[test]
+fn a_full_cap_does_not_cut_off_an_upload_in_progress() {
+    let server = Server::start_with(&[
+        ("COHORT_HTTP_MAX_CONNECTIONS", "20"),
+        ("COHORT_HTTP_MAX_CONNECTIONS_PER_PEER", "20"),
+        ("COHORT_HTTP_BODY_TIMEOUT_MS", "20000"),
+    ]);
+    let at = addr(&server);
+    let filler = format!(
+        "{{\"username\": \"uploader\", \"note\": \"{}\"}}",
+        "a".repeat(64 * 1024)
+    );
+    let mut upload = TcpStream::connect(at).unwrap();
+    write!(
+        upload,
+        "POST /api/v1/users HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        cohort_tests::ADMIN_KEY,
+        filler.len()
+    )
+    .unwrap();
+    let body = filler.into_bytes();
+    let mut chunks = body.chunks(8 * 1024);
+    upload.write_all(chunks.next().unwrap()).unwrap();
+    // While it goes on at 32 KiB/s, others fill the cap and keep coming.
+    let mut others = Vec::new();
+    for chunk in chunks {
+        for _ in 0..8 {
+            if let Ok(s) = TcpStream::connect_timeout(&at, Duration::from_secs(1)) {
+                others.push(s);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(250));
+        upload
+            .write_all(chunk)
+            .expect("the upload was cut off while sending");
+    }
+    assert!(others.len() >= 40, "only {} others connected", others.len());
+    let (answer, _) = wait_for_close(&mut upload, Duration::from_secs(5));
+    // The body was read and judged (an unknown field), not dropped.
+    assert!(answer.starts_with("HTTP/1.1 4"), "answer: {answer:?}");
+    assert!(answer.contains("note"), "answer: {answer:?}");
+}

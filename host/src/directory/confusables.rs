@@ -44,11 +44,32 @@ fn skeleton(field: &str, key: &str) -> String {
         && let Some((local, domain)) = key.rsplit_once('@')
     {
         let (unicode, _) = idna::domain_to_unicode(domain);
-        let local: String = unicode_security::skeleton(local).collect();
-        let domain: String = unicode_security::skeleton(&unicode).collect();
-        return format!("{local}@{domain}");
+        return format!(
+            "{}@{}",
+            caseless_skeleton(local),
+            caseless_skeleton(&unicode)
+        );
     }
-    unicode_security::skeleton(key).collect()
+    caseless_skeleton(key)
+}
+
+/// The skeleton of an already case-folded key, folded again until it stops
+/// changing. UTS #39 maps to prototypes of either case (`0` to capital
+/// `O`, `1` to `l`), so a skeleton of folded text can still differ only in
+/// case from another: `b0b` gives `bOb`, `bob` gives `bob`. Folding the
+/// skeleton makes those meet. Each round only maps towards prototypes, so a
+/// few rounds reach the fixed point; the bound is there for safety.
+fn caseless_skeleton(s: &str) -> String {
+    let mut current: String = unicode_security::skeleton(s).collect();
+    for _ in 0..4 {
+        let folded = caseless::default_case_fold_str(&current);
+        let next: String = unicode_security::skeleton(&folded).collect();
+        if next == current {
+            break;
+        }
+        current = next;
+    }
+    current
 }
 
 fn prefix(field: &str, skeleton: &str) -> Vec<u8> {
@@ -143,9 +164,20 @@ mod tests {
             assert_eq!(u(look_alike), u("admin"), "{look_alike}");
         }
         assert_eq!(u("\u{1C0}ogin"), u("login"));
+        // Digits whose prototype is a capital letter meet the lower case.
+        for (a, b) in [
+            ("b0b", "bob"),
+            ("user10", "userlO"),
+            ("j0", "jo"),
+            ("user1", "userl"),
+        ] {
+            assert_eq!(u(a), u(b), "{a} {b}");
+        }
+        assert_ne!(u("ann"), u("arm"));
         assert_ne!(u("admin"), u("admit"));
         let e = |s: &str| skeleton("email", &String::from_utf8_lossy(&keys::email(s)));
         assert_eq!(e("adm\u{131}n@example.com"), e("admin@example.com"));
+        assert_eq!(e("b0b@example.com"), e("bob@example.com"));
         assert_ne!(e("admin@example.com"), e("admin@example.org"));
     }
 }
