@@ -24,7 +24,6 @@
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
-use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use cel::ExecutionError;
@@ -167,9 +166,10 @@ impl Drop for Cache {
 
 thread_local! {
     static CACHE: RefCell<Cache> = RefCell::new(Cache::default());
-    /// The patterns the evaluation running on this thread has used (their
-    /// hashes): each is charged once per evaluation.
-    static USED: RefCell<HashSet<u64>> = RefCell::new(HashSet::new());
+    /// The patterns (and tiers) the evaluation running on this thread has
+    /// used: each is charged once per evaluation. Kept whole rather than as
+    /// hashes, so that no two patterns can share a charge.
+    static USED: RefCell<HashSet<(String, u8)>> = RefCell::new(HashSet::new());
 }
 
 /// Forgets which patterns the evaluation on this thread used: called when
@@ -245,10 +245,7 @@ fn search(
 /// tier, whatever the order of the calls and the cache. Compiling takes
 /// time in proportion to the program, so a share is charged as work too.
 fn first_use(pattern: &str, tier: Tier) -> Result<(), ExecutionError> {
-    let mut h = DefaultHasher::new();
-    pattern.hash(&mut h);
-    tier.0.hash(&mut h);
-    let new = USED.with(|u| u.borrow_mut().insert(h.finish()));
+    let new = USED.with(|u| u.borrow_mut().insert((pattern.to_string(), tier.0)));
     if !new {
         return Ok(());
     }
