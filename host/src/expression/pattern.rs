@@ -23,7 +23,7 @@
 //!   proportion to the program for each byte of text.
 
 use std::cell::RefCell;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use cel::ExecutionError;
@@ -166,16 +166,34 @@ impl Drop for Cache {
 
 thread_local! {
     static CACHE: RefCell<Cache> = RefCell::new(Cache::default());
-    /// The patterns (and tiers) the evaluation running on this thread has
-    /// used: each is charged once per evaluation. Kept whole rather than as
-    /// hashes, so that no two patterns can share a charge.
-    static USED: RefCell<HashSet<(String, u8)>> = RefCell::new(HashSet::new());
+    static USED: RefCell<Used> = RefCell::new(Used::default());
 }
 
-/// Forgets which patterns the evaluation on this thread used: called when
-/// an evaluation starts.
+/// The patterns (and tiers) the evaluation running on this thread has
+/// used: each is charged once per evaluation. Patterns are kept whole, not
+/// as hashes, so that no two can share a charge; and the map outlives the
+/// evaluation (an entry counts only for the evaluation it was marked in),
+/// so a rule's patterns are not copied again for every subject.
+#[derive(Default)]
+struct Used {
+    evaluation: u64,
+    /// Pattern → the evaluation it was last used in, and a bit per tier
+    /// charged in that evaluation.
+    patterns: HashMap<String, (u64, u8)>,
+}
+
+/// Patterns remembered per thread before the map starts afresh.
+const USED_PATTERNS: usize = 1024;
+
+/// Starts a new evaluation on this thread: no pattern is charged in it yet.
 pub(crate) fn begin_evaluation() {
-    USED.with(|u| u.borrow_mut().clear());
+    USED.with(|u| {
+        let mut u = u.borrow_mut();
+        u.evaluation += 1;
+        if u.patterns.len() > USED_PATTERNS {
+            u.patterns.clear();
+        }
+    });
 }
 
 /// Bytes the cache of this thread, and of all threads, hold, counted at
@@ -228,9 +246,7 @@ fn search(
     pattern: &str,
     text: &str,
 ) -> Result<Result<bool, String>, ExecutionError> {
-    for k in 0..=compiled.tier.0 {
-        first_use(pattern, Tier(k))?;
-    }
+    first_use(pattern, compiled.tier)?;
     charge(scan_units(text.len() as u64).saturating_mul(compiled.tier.weight()))?;
     Ok(compiled
         .regex
@@ -239,16 +255,36 @@ fn search(
         .map_err(Clone::clone))
 }
 
-/// Charges the first use of `pattern` in this evaluation at `tier`, as what
-/// that tier costs beyond the one below (all tiers up to a pattern's are
-/// charged): each pattern is charged once per evaluation at the cost of its
-/// tier, whatever the order of the calls and the cache. Compiling takes
-/// time in proportion to the program, so a share is charged as work too.
-fn first_use(pattern: &str, tier: Tier) -> Result<(), ExecutionError> {
-    let new = USED.with(|u| u.borrow_mut().insert((pattern.to_string(), tier.0)));
-    if !new {
-        return Ok(());
+/// Charges the first use of `pattern` in this evaluation at each tier up
+/// to `upto`, as what each tier costs beyond the one below: each pattern is
+/// charged once per evaluation at the cost of its tier, whatever the order
+/// of the calls and the cache. Compiling takes time in proportion to the
+/// program, so a share is charged as work too. One look-up serves every
+/// tier, since a rule calls this once per subject.
+fn first_use(pattern: &str, upto: Tier) -> Result<(), ExecutionError> {
+    let wanted = u8::MAX >> (7 - upto.0);
+    let fresh = USED.with(|u| {
+        let mut u = u.borrow_mut();
+        let evaluation = u.evaluation;
+        match u.patterns.get_mut(pattern) {
+            Some((seen, tiers)) => {
+                if *seen != evaluation {
+                    (*seen, *tiers) = (evaluation, 0);
+                }
+                let fresh = wanted & !*tiers;
+                *tiers |= wanted;
+                fresh
+            }
+            None => {
+                u.patterns.insert(pattern.to_string(), (evaluation, wanted));
+                wanted
+            }
+        }
+    });
+    for k in (0..=upto.0).filter(|k| fresh & (1 << k) != 0) {
+        let tier = Tier(k);
+        charge_pattern(tier.extra())?;
+        charge(tier.extra() / 4096 + pattern.len() as u64 / 64)?;
     }
-    charge_pattern(tier.extra())?;
-    charge(tier.extra() / 4096 + pattern.len() as u64 / 64)
+    Ok(())
 }
