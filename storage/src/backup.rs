@@ -205,7 +205,7 @@ impl Store {
             schema_version,
             created_unix,
         };
-        let header = serde_json::to_string(&header).expect("header encodes");
+        let header = serde_json::to_string(&header).map_err(std::io::Error::other)?;
         writeln!(out, "{header}")?;
         let mut mac = key.mac();
         mac.update(header.as_bytes());
