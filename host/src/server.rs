@@ -193,6 +193,7 @@ pub fn build(config: &Config, store: Store, clock: Arc<dyn Clock>) -> Result<App
             config.http.trusted_proxies.iter().map(|p| p.0).collect(),
         )),
         backup_key,
+        clock,
     };
     Ok(App {
         state,

@@ -91,6 +91,8 @@ pub struct AppState {
     pub trusted_proxies: Arc<client::TrustedProxies>,
     /// What backups are authenticated with (derived from the secret key).
     pub backup_key: cohort_storage::BackupKey,
+    /// The one source of wall time, so that tests can move it.
+    pub clock: Arc<dyn crate::clock::Clock>,
 }
 
 /// Turns a missing capability into a 403 naming the role and the action.

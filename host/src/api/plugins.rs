@@ -311,7 +311,7 @@ pub async fn evaluate(
     let options = rules::EvaluateOptions {
         now_millis: input
             .now
-            .unwrap_or_else(chrono::Utc::now)
+            .unwrap_or_else(|| s.clock.now())
             .timestamp_millis(),
         explain: input.explain,
     };
