@@ -5,12 +5,13 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use cohort_storage::{Store, WriteTxn};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::keys::{IDP_NAMES, IDPS};
+use super::provider::{Discovered, Idp, IdpInput};
 use crate::audit::{self, Record};
 use crate::auth::{ManagePlugins, Mutation, Read};
 use crate::clock::Clock;
@@ -23,116 +24,6 @@ use crate::plugins::{Instances, Registry, World};
 
 /// How long discovery may take when an IdP is saved.
 const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// How an upstream identity is matched to a directory user.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Matching {
-    /// The directory attribute the connector maps the identity into and that
-    /// is compared (case-insensitively for `email` and `username`).
-    #[serde(default = "default_attribute")]
-    pub attribute: String,
-}
-
-fn default_attribute() -> String {
-    "email".into()
-}
-
-impl Default for Matching {
-    fn default() -> Self {
-        Matching {
-            attribute: default_attribute(),
-        }
-    }
-}
-
-/// What discovery found when the IdP was last saved.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct Discovered {
-    /// The issuer, as the provider states it.
-    pub issuer: String,
-    /// Where users are sent to sign in.
-    pub authorization_endpoint: String,
-    /// Where codes are exchanged.
-    pub token_endpoint: Option<String>,
-    /// The provider's signing keys.
-    pub jwks_uri: String,
-    /// ID token signing algorithms the provider advertises; nothing else is
-    /// accepted (and never `none`).
-    pub signing_algorithms: Vec<String>,
-    /// How the provider accepts client credentials at the token endpoint
-    /// (`client_secret_basic` when it does not say).
-    #[serde(default)]
-    pub token_auth_methods: Vec<String>,
-    /// Number of keys in the key set when it was fetched.
-    pub keys: usize,
-    /// When.
-    pub checked_at: DateTime<Utc>,
-}
-
-/// An identity provider.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct Idp {
-    /// Stable id.
-    pub id: Uuid,
-    /// Unique name, shown to users.
-    pub name: String,
-    /// The connector plugin instance with the provider settings and the
-    /// client secret (see `/api/v1/plugin-instances`).
-    pub instance_id: String,
-    /// Its connector plugin.
-    pub connector: String,
-    /// How identities are matched to users.
-    pub matching: Matching,
-    /// Create a user (as `active`) when no user matches. Off by default:
-    /// users must exist in the directory first.
-    pub jit: bool,
-    /// Whether sign-ins may use it.
-    pub enabled: bool,
-    /// Discovery, as last checked.
-    pub discovered: Discovered,
-    /// When it was created.
-    pub created_at: DateTime<Utc>,
-    /// When it last changed.
-    pub updated_at: DateTime<Utc>,
-    /// Increments on every change; the ETag.
-    pub version: u64,
-}
-
-/// The writable fields of an IdP.
-#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct IdpInput {
-    /// Unique name.
-    pub name: String,
-    /// The id or name of an `idp-connector` plugin instance.
-    pub instance: String,
-    /// How identities are matched to users (default: `email`).
-    #[serde(default)]
-    pub matching: Matching,
-    /// Create unknown users (default false).
-    #[serde(default)]
-    pub jit: bool,
-    /// In use (default true).
-    #[serde(default = "yes")]
-    pub enabled: bool,
-}
-
-fn yes() -> bool {
-    true
-}
-
-impl From<&Idp> for IdpInput {
-    fn from(i: &Idp) -> Self {
-        IdpInput {
-            name: i.name.clone(),
-            instance: i.instance_id.clone(),
-            matching: i.matching.clone(),
-            jit: i.jit,
-            enabled: i.enabled,
-        }
-    }
-}
 
 /// The federation service.
 #[derive(Clone)]

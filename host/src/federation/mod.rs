@@ -24,9 +24,11 @@ pub mod id_token;
 pub mod idps;
 pub mod keys;
 pub mod matching;
+mod provider;
 pub mod routing;
 pub mod throttle;
 
 pub use flow::{Refusal, SignIn, Started};
-pub use idps::{Discovered, Federation, Idp, IdpInput, Matching};
+pub use idps::Federation;
+pub use provider::{Discovered, Idp, IdpInput, Matching};
 pub use routing::{Condition, Route, Routing, RoutingInput, Rule, Target};

@@ -9,8 +9,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::idps::Idp;
-use super::keys::{IDPS, ROUTING};
+use super::keys::ROUTING;
 use crate::audit::{self, Record};
 use crate::auth::{ManagePlugins, Mutation};
 use crate::directory::keys::{USERS_BY_EMAIL, USERS_BY_USERNAME};
@@ -173,7 +172,7 @@ pub(crate) fn replace(
     }
     let check_target = |txn: &cohort_storage::WriteTxn<'_>, field: String, t: &Target| {
         if let Target::Idp { idp_id } = t
-            && txn.get_json::<Idp>(IDPS, idp_id.as_bytes())?.is_none()
+            && !super::provider::exists(txn, idp_id)?
         {
             return Err(DomainError::invalid(
                 format!("{field}/idp_id"),
