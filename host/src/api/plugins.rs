@@ -151,7 +151,7 @@ pub async fn remove_plugin(
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let cap = allow(p.manage_plugins(), &p, "manage plugins")?;
-    s.plugins.remove(&cap, &name)?.durable().await?;
+    s.instances.remove_plugin(&cap, &name)?.durable().await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -29,7 +29,7 @@ const INSTANCES: Keyspace = Keyspace::new("plugin_instances");
 /// name → id. Instance names are unique.
 const INSTANCES_BY_NAME: Keyspace = Keyspace::new("plugin_instances_by_name");
 /// plugin ++ 0 ++ id → (). Which instances use a plugin.
-pub(crate) const INSTANCES_BY_PLUGIN: Keyspace = Keyspace::new("plugin_instances_by_plugin");
+const INSTANCES_BY_PLUGIN: Keyspace = Keyspace::new("plugin_instances_by_plugin");
 
 /// A configured plugin, as the API shows it: secrets are never included.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -599,6 +599,19 @@ impl Instances {
             Ok(after.clone())
         })?;
         Ok(committed.map(|i| self.view(i)))
+    }
+
+    /// Removes an uploaded plugin, refused while any instance uses it. The
+    /// count is taken from this module's own index, inside the removal's
+    /// transaction.
+    pub fn remove_plugin(
+        &self,
+        cap: &ManagePlugins<'_>,
+        name: &str,
+    ) -> Result<Committed<()>, Error> {
+        self.registry.remove(cap, name, |txn| {
+            Ok(txn.scan_prefix(INSTANCES_BY_PLUGIN, &prefix(name))?.len())
+        })
     }
 
     /// Delete an instance.

@@ -13,13 +13,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use cohort_storage::{Committed, Keyspace, Store};
+use cohort_storage::{Committed, Keyspace, Store, WriteTxn};
 use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
-use super::instances::INSTANCES_BY_PLUGIN;
 use super::runtime::{HealthReport, PluginDescription};
 use super::{LoadedPlugin, Manifest, PluginError, Runtime, World};
 use crate::audit::{self, Change, Record};
@@ -448,9 +447,17 @@ impl Registry {
         Ok(committed.map(|()| view))
     }
 
-    /// Remove an uploaded plugin. Refused while instances use it, and for
-    /// plugins from the plugins directory (delete the file instead).
-    pub fn remove(&self, cap: &ManagePlugins<'_>, name: &str) -> Result<Committed<()>, Error> {
+    /// Remove an uploaded plugin. Refused while instances use it
+    /// (`instances` counts them inside the removal's transaction, so none can
+    /// be added in between), and for plugins from the plugins directory
+    /// (delete the file instead). Instances own their records, so they are
+    /// asked rather than read: see [`super::Instances::remove_plugin`].
+    pub(super) fn remove(
+        &self,
+        cap: &ManagePlugins<'_>,
+        name: &str,
+        instances: impl FnOnce(&WriteTxn<'_>) -> Result<usize, DomainError>,
+    ) -> Result<Committed<()>, Error> {
         let mut installed = self.inner.installed.write();
         let entry = installed
             .get(name)
@@ -470,15 +477,12 @@ impl Registry {
         let manifest = entry.loaded.manifest().clone();
         let sha256 = entry.sha256.clone();
         let committed = self.inner.store.write(|txn| -> Result<(), Error> {
-            let users = txn.scan_prefix(INSTANCES_BY_PLUGIN, &prefix(name))?;
-            if !users.is_empty() {
+            let users = instances(txn)?;
+            if users > 0 {
                 return Err(DomainError::Conflict {
                     code: "plugin_in_use",
                     field: None,
-                    message: format!(
-                        "plugin {name:?} has {} instance(s); delete them first",
-                        users.len()
-                    ),
+                    message: format!("plugin {name:?} has {users} instance(s); delete them first"),
                 }
                 .into());
             }
