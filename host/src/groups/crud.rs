@@ -19,7 +19,7 @@ use super::model::{
 };
 use super::plan::{self, Parsed, find_cycle};
 use super::rule::ExpressionContext;
-use super::universe::Reader;
+use super::subjects::Reader;
 use super::{Groups, Scope, apply};
 use crate::audit::{self, Record};
 use crate::auth::{Actor, ManageDirectory, Mutation, Read};

@@ -11,7 +11,7 @@ use super::keys::{EXEMPTIONS, GROUPS, MANUAL, MEMBERS, STATUS, SUBJECT_GROUPS, S
 use super::model::{
     Exemption, ExemptionInput, Group, Member, Membership, Source, Suggestion, SuggestionAction,
 };
-use super::universe::Reader;
+use super::subjects::Reader;
 use super::{Groups, Scope, apply};
 use crate::audit::{self, Record};
 use crate::auth::{Actor, ManageDirectory, Mutation, Read};

@@ -22,6 +22,7 @@ mod replica;
 pub mod rule;
 mod run;
 mod runs;
+mod subjects;
 mod universe;
 
 pub use apply::Counts;
@@ -33,7 +34,7 @@ pub use model::{
 };
 pub use readiness::WaitingGroup;
 pub use runs::{RecomputeRun, RunState};
-pub use universe::Reader;
+pub use subjects::Reader;
 
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;

@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use super::keys::{ERRORS, EXEMPTIONS, MANUAL, MEMBERS, SUGGESTIONS};
 use super::model::{Membership, Source};
-use super::universe::{Loaded, Reader};
+use super::subjects::{Loaded, Reader};
 use crate::directory::keys::{self, DEVICES, USER_DEVICES, USERS};
 use crate::directory::{Device, SubjectKind, User};
 use crate::error::DomainError;

@@ -20,7 +20,8 @@ use super::model::{Exemption, ExemptionKind, Group, Source, Suggestion, Suggesti
 use super::plan::{Plan, Program, Unit};
 use super::replica::Memberships;
 use super::rule::{expression_attribute, member_attribute, related_attribute};
-use super::universe::{Loaded, Reader, Side, Universe};
+use super::subjects::{Loaded, Reader};
+use super::universe::{Side, Universe};
 use crate::directory::keys::uuid_at;
 use crate::directory::{AttrType, SubjectKind, UserState};
 use crate::error::DomainError;
