@@ -21,7 +21,11 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use crate::host::{HttpError, Level, Method, Request, Response};
+// The contract's own types, not `crate::host`'s re-export: `host` calls
+// into this module in native builds, and this module must not call back.
+use crate::bindings::rule_evaluator::cohort::plugin::host::{
+    HttpError, Level, Method, Request, Response,
+};
 
 /// A log line a plugin wrote during a test.
 #[derive(Debug, Clone, PartialEq)]
