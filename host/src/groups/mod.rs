@@ -18,10 +18,10 @@ mod members;
 pub mod model;
 mod plan;
 mod readiness;
+mod recomputes;
 mod replica;
 pub mod rule;
 mod run;
-mod runs;
 mod subjects;
 mod universe;
 
@@ -33,7 +33,7 @@ pub use model::{
     Source, Suggestion,
 };
 pub use readiness::WaitingGroup;
-pub use runs::{RecomputeRun, RunState};
+pub use recomputes::{RecomputeRun, RunState};
 pub use subjects::Reader;
 
 use std::collections::{BTreeSet, HashSet};
