@@ -2,6 +2,7 @@
 //! asks the principal for the capability it needs, calls the domain and maps
 //! the result. Anything that is a rule of the directory lives in the domain.
 
+mod api_keys;
 mod attributes;
 mod audit;
 pub mod client;
@@ -12,7 +13,6 @@ pub mod extract;
 mod groups;
 mod idps;
 mod imports;
-mod keys;
 mod me;
 pub mod metrics;
 mod openapi;
@@ -274,9 +274,9 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(resources::device_access))
         .routes(routes!(audit::query))
         .routes(routes!(audit::export))
-        .routes(routes!(keys::list_keys, keys::create_key))
-        .routes(routes!(keys::revoke_key))
-        .routes(routes!(keys::whoami))
+        .routes(routes!(api_keys::list_keys, api_keys::create_key))
+        .routes(routes!(api_keys::revoke_key))
+        .routes(routes!(api_keys::whoami))
         .routes(routes!(plugins::list_plugins, plugins::install_plugin))
         .routes(routes!(plugins::get_plugin, plugins::remove_plugin))
         .routes(routes!(plugins::enable_plugin))

@@ -19,10 +19,10 @@
 //! refuses a device credential that names another device, so one stolen
 //! laptop cannot speak for the fleet.
 
-mod keys;
+mod api_keys;
 
-pub use keys::{ApiKey, ApiKeys, CreatedKey, NewApiKey};
-pub(crate) use keys::{generate_secret, hash_secret};
+pub use api_keys::{ApiKey, ApiKeys, CreatedKey, NewApiKey};
+pub(crate) use api_keys::{generate_secret, hash_secret};
 
 use std::net::IpAddr;
 
