@@ -28,11 +28,11 @@ use chrono::Utc;
 use cohort::auth::Actor;
 use cohort::clock::SystemClock;
 use cohort::config::{Config, Secret};
-use cohort::directory::keys::{
+use cohort::directory::layout::{
     DEVICE_USERS, DEVICES, USER_DEVICES, USERS, USERS_BY_EMAIL, USERS_BY_USERNAME,
 };
 use cohort::directory::{Binding, Device, OsFamily, SubjectKind, User, UserState};
-use cohort::groups::keys::{GROUP_NAMES, GROUPS};
+use cohort::groups::layout::{GROUP_NAMES, GROUPS};
 use cohort::groups::{Group, GroupType, PreviewInput};
 use cohort::server;
 use serde_json::{Value, json};

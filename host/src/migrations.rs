@@ -16,7 +16,7 @@ fn initial_layout(_: &mut WriteTxn<'_>) -> Result<(), StorageError> {
 /// recognise a device that enrolls again. Built from the stored devices; it
 /// reads the JSON field alone, so later changes to `Device` cannot break it.
 fn devices_by_serial(txn: &mut WriteTxn<'_>) -> Result<(), StorageError> {
-    use crate::directory::keys::{DEVICES, DEVICES_BY_SERIAL};
+    use crate::directory::layout::{DEVICES, DEVICES_BY_SERIAL};
     let mut entries = Vec::new();
     txn.for_each_prefix(DEVICES, b"", |k, v| {
         let device: serde_json::Value = cohort_storage::decode_json(DEVICES, v)?;
@@ -94,7 +94,7 @@ mod tests {
     use serde_json::json;
     use uuid::Uuid;
 
-    use crate::directory::keys::{DEVICES, DEVICES_BY_SERIAL};
+    use crate::directory::layout::{DEVICES, DEVICES_BY_SERIAL};
 
     #[test]
     fn the_serial_index_is_built_from_stored_devices() {

@@ -24,7 +24,7 @@ use crate::clock::Clock;
 use crate::directory::{SubjectKind, check_string, decode_patch};
 use crate::error::DomainError;
 use crate::groups::Group;
-use crate::groups::keys::{GROUPS, MEMBERS, SUBJECT_GROUPS, pair};
+use crate::groups::layout::{GROUPS, MEMBERS, SUBJECT_GROUPS, pair};
 use crate::page::{self, Page, PageRequest};
 
 /// resource id → `Resource` JSON.
@@ -198,7 +198,7 @@ fn record(
 /// Drops every binding of a deleted group, in the deleting transaction.
 pub fn forget_group(txn: &mut WriteTxn<'_>, group: &Uuid) -> Result<(), DomainError> {
     for (k, _) in txn.scan_prefix(GROUP_RESOURCES, group.as_bytes())? {
-        if let Some(r) = crate::directory::keys::uuid_at(&k, 16) {
+        if let Some(r) = crate::directory::layout::uuid_at(&k, 16) {
             txn.delete(RESOURCE_GROUPS, &pair(&r, group));
         }
         txn.delete(GROUP_RESOURCES, &k);
@@ -208,7 +208,7 @@ pub fn forget_group(txn: &mut WriteTxn<'_>, group: &Uuid) -> Result<(), DomainEr
         (DEVICE_GROUP_USER_GROUPS, USER_GROUP_DEVICE_GROUPS),
     ] {
         for (k, _) in txn.scan_prefix(ks, group.as_bytes())? {
-            if let Some(other) = crate::directory::keys::uuid_at(&k, 16) {
+            if let Some(other) = crate::directory::layout::uuid_at(&k, 16) {
                 txn.delete(reverse, &pair(&other, group));
             }
             txn.delete(ks, &k);
@@ -389,7 +389,7 @@ impl Access {
                 .get_json(RESOURCES, id.as_bytes())?
                 .ok_or_else(|| DomainError::not_found("resource", id))?;
             for (k, _) in txn.scan_prefix(RESOURCE_GROUPS, id.as_bytes())? {
-                if let Some(g) = crate::directory::keys::uuid_at(&k, 16) {
+                if let Some(g) = crate::directory::layout::uuid_at(&k, 16) {
                     txn.delete(GROUP_RESOURCES, &pair(&g, id));
                 }
                 txn.delete(RESOURCE_GROUPS, &k);
@@ -510,7 +510,7 @@ impl Access {
         let mut out = Vec::new();
         for entry in self.store.scan(ks, group.as_bytes(), None, false) {
             let (k, v) = entry?;
-            let Some(other) = crate::directory::keys::uuid_at(&k, 16) else {
+            let Some(other) = crate::directory::layout::uuid_at(&k, 16) else {
                 continue;
             };
             let created_at = if g.subject == SubjectKind::User {
@@ -618,8 +618,8 @@ impl Access {
         subject: &Uuid,
     ) -> Result<SubjectAccess, DomainError> {
         let ks = match kind {
-            SubjectKind::User => crate::directory::keys::USERS,
-            SubjectKind::Device => crate::directory::keys::DEVICES,
+            SubjectKind::User => crate::directory::layout::USERS,
+            SubjectKind::Device => crate::directory::layout::DEVICES,
         };
         if self.store.get(ks, subject.as_bytes())?.is_none() {
             return Err(DomainError::not_found(kind.as_str(), subject));
@@ -635,19 +635,19 @@ impl Access {
             .scan(SUBJECT_GROUPS, subject.as_bytes(), None, false)
         {
             let (k, _) = entry?;
-            let Some(g) = crate::directory::keys::uuid_at(&k, 16) else {
+            let Some(g) = crate::directory::layout::uuid_at(&k, 16) else {
                 continue;
             };
             let Some(via) = self.via(&g)? else { continue };
             for e in self.store.scan(GROUP_RESOURCES, g.as_bytes(), None, false) {
                 let (k, _) = e?;
-                if let Some(r) = crate::directory::keys::uuid_at(&k, 16) {
+                if let Some(r) = crate::directory::layout::uuid_at(&k, 16) {
                     resources.entry(r).or_default().insert(via.clone());
                 }
             }
             for e in self.store.scan(cross, g.as_bytes(), None, false) {
                 let (k, _) = e?;
-                if let Some(o) = crate::directory::keys::uuid_at(&k, 16) {
+                if let Some(o) = crate::directory::layout::uuid_at(&k, 16) {
                     groups.entry(o).or_default().insert(via.clone());
                 }
             }
@@ -715,7 +715,7 @@ impl Access {
             );
             for e in entries.take(req.limit + 1) {
                 let (k, _) = e?;
-                if let Some(s) = crate::directory::keys::uuid_at(&k, 16) {
+                if let Some(s) = crate::directory::layout::uuid_at(&k, 16) {
                     merged
                         .entry(s)
                         .or_insert_with(|| (*kind, BTreeSet::new()))

@@ -35,7 +35,7 @@ use uuid::Uuid;
 use crate::audit::{self, Record};
 use crate::auth::{Actor, ManageDirectory, Mutation, Origin};
 use crate::clock::Clock;
-use crate::directory::keys::USERS;
+use crate::directory::layout::USERS;
 use crate::directory::{User, UserState};
 use crate::error::DomainError;
 use crate::sessions::{random_token, token_hash};

@@ -13,7 +13,7 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::Directory;
-use super::keys::{ATTRIBUTE_DEFS, ATTRIBUTE_USAGE};
+use super::layout::{ATTRIBUTE_DEFS, ATTRIBUTE_USAGE};
 use crate::audit::{self, Record};
 use crate::auth::{ManageDirectory, Mutation, Read};
 use crate::error::DomainError;

@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::Directory;
 use super::attributes::SubjectKind;
-use super::keys::{self, DEVICE_USERS, DEVICES, USER_DEVICES, USERS};
+use super::layout::{self, DEVICE_USERS, DEVICES, USER_DEVICES, USERS};
 use crate::audit::{self, Record};
 use crate::auth::{Actor, ManageDirectory, Mutation, Read};
 use crate::error::DomainError;
@@ -28,11 +28,11 @@ pub struct Binding {
 }
 
 fn user_key(user: &Uuid, device: &Uuid) -> Vec<u8> {
-    keys::join(&[&keys::id(user), &keys::id(device)])
+    layout::join(&[&layout::id(user), &layout::id(device)])
 }
 
 fn device_key(device: &Uuid, user: &Uuid) -> Vec<u8> {
-    keys::join(&[&keys::id(device), &keys::id(user)])
+    layout::join(&[&layout::id(device), &layout::id(user)])
 }
 
 fn record(
@@ -76,7 +76,7 @@ impl Directory {
             SubjectKind::User => USER_DEVICES,
             SubjectKind::Device => DEVICE_USERS,
         };
-        for (_, v) in txn.scan_prefix(ks, &keys::id(id))? {
+        for (_, v) in txn.scan_prefix(ks, &layout::id(id))? {
             let b: Binding = cohort_storage::decode_json(ks, &v)?;
             txn.delete(USER_DEVICES, &user_key(&b.user_id, &b.device_id));
             txn.delete(DEVICE_USERS, &device_key(&b.device_id, &b.user_id));
@@ -131,10 +131,10 @@ impl Directory {
         device: &Uuid,
         now: DateTime<Utc>,
     ) -> Result<(Binding, bool), DomainError> {
-        if !txn.contains(USERS, &keys::id(user))? {
+        if !txn.contains(USERS, &layout::id(user))? {
             return Err(DomainError::not_found("user", user));
         }
-        if !txn.contains(DEVICES, &keys::id(device))? {
+        if !txn.contains(DEVICES, &layout::id(device))? {
             return Err(DomainError::not_found("device", device));
         }
         if let Some(existing) = txn.get_json::<Binding>(USER_DEVICES, &user_key(user, device))? {
@@ -191,7 +191,7 @@ impl Directory {
             }
         };
         let tag = format!("bindings:{}", kind.as_str());
-        let prefix = keys::id(id);
+        let prefix = layout::id(id);
         let resume = req.resume_key(&tag)?;
         let entries = self.store.scan(ks, &prefix, resume.as_deref(), false);
         page::collect(&tag, req.limit, entries, |_, v| {

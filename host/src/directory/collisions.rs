@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::keys::{self, USERS, USERS_BY_EMAIL, USERS_BY_USERNAME};
+use super::layout::{self, USERS, USERS_BY_EMAIL, USERS_BY_USERNAME};
 use crate::audit::{self, Record};
 use crate::auth::Actor;
 
@@ -80,8 +80,8 @@ pub(crate) fn rekey_identities(txn: &mut WriteTxn<'_>) -> Result<(), StorageErro
     for (id, username, email) in users {
         type KeyFn = fn(&str) -> Vec<u8>;
         let indexes: [(_, _, KeyFn, _); 2] = [
-            (USERS_BY_USERNAME, "username", keys::username, username),
-            (USERS_BY_EMAIL, "email", keys::email, email),
+            (USERS_BY_USERNAME, "username", layout::username, username),
+            (USERS_BY_EMAIL, "email", layout::email, email),
         ];
         for (ks, field, key_of, value) in indexes {
             let key = key_of(&value);
@@ -119,7 +119,7 @@ pub(crate) fn rekey_identities(txn: &mut WriteTxn<'_>) -> Result<(), StorageErro
 }
 
 fn collision_key(field: &str, id: &Uuid) -> Vec<u8> {
-    keys::join(&[field.as_bytes(), &[0], id.as_bytes()])
+    layout::join(&[field.as_bytes(), &[0], id.as_bytes()])
 }
 
 impl super::Directory {

@@ -20,7 +20,7 @@
 use cohort_storage::{Keyspace, StorageError, WriteTxn};
 use uuid::Uuid;
 
-use super::keys::{self, USERS};
+use super::layout::{self, USERS};
 use crate::error::DomainError;
 
 /// field ++ 0 ++ skeleton ++ 0 ++ user id → the user's identity key.
@@ -28,13 +28,13 @@ pub const USERS_BY_SKELETON: Keyspace = Keyspace::new("users_by_skeleton");
 
 /// The two identity fields, with the function that gives each its key.
 type KeyFn = fn(&str) -> Vec<u8>;
-const FIELDS: [(&str, KeyFn); 2] = [("username", keys::username), ("email", keys::email)];
+const FIELDS: [(&str, KeyFn); 2] = [("username", layout::username), ("email", layout::email)];
 
 fn key_of(field: &str) -> KeyFn {
     if field == "username" {
-        keys::username
+        layout::username
     } else {
-        keys::email
+        layout::email
     }
 }
 
@@ -73,7 +73,7 @@ fn caseless_skeleton(s: &str) -> String {
 }
 
 fn prefix(field: &str, skeleton: &str) -> Vec<u8> {
-    keys::join(&[field.as_bytes(), &[0], skeleton.as_bytes(), &[0]])
+    layout::join(&[field.as_bytes(), &[0], skeleton.as_bytes(), &[0]])
 }
 
 fn entry(field: &str, value: &str) -> (Vec<u8>, Vec<u8>) {
@@ -98,7 +98,7 @@ pub(crate) fn check_and_index(
         return Ok(());
     }
     for (k, v) in txn.scan_prefix(USERS_BY_SKELETON, &new_prefix)? {
-        let other = keys::uuid_at(&k, new_prefix.len());
+        let other = layout::uuid_at(&k, new_prefix.len());
         if other != Some(*id) && v != new_key {
             return Err(DomainError::Conflict {
                 code: "confusable",
@@ -112,12 +112,12 @@ pub(crate) fn check_and_index(
     if let Some((old_prefix, _)) = old {
         txn.delete(
             USERS_BY_SKELETON,
-            &keys::join(&[&old_prefix, id.as_bytes()]),
+            &layout::join(&[&old_prefix, id.as_bytes()]),
         );
     }
     txn.put(
         USERS_BY_SKELETON,
-        &keys::join(&[&new_prefix, id.as_bytes()]),
+        &layout::join(&[&new_prefix, id.as_bytes()]),
         new_key,
     );
     Ok(())
@@ -127,7 +127,7 @@ pub(crate) fn check_and_index(
 pub(crate) fn unindex(txn: &mut WriteTxn<'_>, id: &Uuid, username: &str, email: &str) {
     for (field, value) in [("username", username), ("email", email)] {
         let (p, _) = entry(field, value);
-        txn.delete(USERS_BY_SKELETON, &keys::join(&[&p, id.as_bytes()]));
+        txn.delete(USERS_BY_SKELETON, &layout::join(&[&p, id.as_bytes()]));
     }
 }
 
@@ -147,7 +147,7 @@ pub(crate) fn build_skeleton_index(txn: &mut WriteTxn<'_>) -> Result<(), Storage
     for (id, username, email) in users {
         for ((field, _), value) in FIELDS.iter().zip([username, email]) {
             let (p, key) = entry(field, &value);
-            txn.put(USERS_BY_SKELETON, &keys::join(&[&p, id.as_bytes()]), key);
+            txn.put(USERS_BY_SKELETON, &layout::join(&[&p, id.as_bytes()]), key);
         }
     }
     Ok(())
@@ -159,7 +159,7 @@ mod tests {
 
     #[test]
     fn uts_39_skeletons_of_same_script_look_alikes() {
-        let u = |s: &str| skeleton("username", &String::from_utf8_lossy(&keys::username(s)));
+        let u = |s: &str| skeleton("username", &String::from_utf8_lossy(&layout::username(s)));
         for look_alike in ["adm\u{131}n", "\u{251}dmin", "ADMIN"] {
             assert_eq!(u(look_alike), u("admin"), "{look_alike}");
         }
@@ -175,7 +175,7 @@ mod tests {
         }
         assert_ne!(u("ann"), u("arm"));
         assert_ne!(u("admin"), u("admit"));
-        let e = |s: &str| skeleton("email", &String::from_utf8_lossy(&keys::email(s)));
+        let e = |s: &str| skeleton("email", &String::from_utf8_lossy(&layout::email(s)));
         assert_eq!(e("adm\u{131}n@example.com"), e("admin@example.com"));
         assert_eq!(e("b0b@example.com"), e("bob@example.com"));
         assert_ne!(e("admin@example.com"), e("admin@example.org"));

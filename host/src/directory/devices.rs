@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::attributes::{AttrValue, SubjectKind, check_string, track_usage, validate_custom};
-use super::keys::{self, DEVICES, DEVICES_BY_HOSTNAME, DEVICES_BY_SERIAL};
+use super::layout::{self, DEVICES, DEVICES_BY_HOSTNAME, DEVICES_BY_SERIAL};
 use super::query::{AttrRef, ListQuery, Subject, text};
 use super::{Directory, Versioned, decode_patch};
 use crate::audit::{self, Record};
@@ -225,12 +225,12 @@ const READ_ONLY: &[(&str, &str)] = &[
 ];
 
 fn hostname_key(hostname: &str, id: &Uuid) -> Vec<u8> {
-    keys::join(&[&keys::fold(hostname), &[0], &keys::id(id)])
+    layout::join(&[&layout::fold(hostname), &[0], &layout::id(id)])
 }
 
 /// The `DEVICES_BY_SERIAL` key of a device, when it has a serial number.
 pub(crate) fn serial_key(serial: Option<&str>, id: &Uuid) -> Option<Vec<u8>> {
-    serial.map(|s| keys::join(&[&keys::fold(s), &[0], &keys::id(id)]))
+    serial.map(|s| layout::join(&[&layout::fold(s), &[0], &layout::id(id)]))
 }
 
 /// What an enrollment did to the directory.
@@ -245,18 +245,18 @@ pub struct Enrolled {
 
 /// Loads a device inside a transaction.
 pub(crate) fn load(txn: &WriteTxn<'_>, id: &Uuid) -> Result<Device, DomainError> {
-    txn.get_json(DEVICES, &keys::id(id))?
+    txn.get_json(DEVICES, &layout::id(id))?
         .ok_or_else(|| DomainError::not_found("device", id))
 }
 
 /// The ids of the devices whose serial number is `serial` (compared
 /// case-insensitively).
 fn devices_with_serial(txn: &WriteTxn<'_>, serial: &str) -> Result<Vec<Uuid>, DomainError> {
-    let prefix = keys::join(&[&keys::fold(serial), &[0]]);
+    let prefix = layout::join(&[&layout::fold(serial), &[0]]);
     Ok(txn
         .scan_prefix(DEVICES_BY_SERIAL, &prefix)?
         .iter()
-        .filter_map(|(k, _)| keys::uuid_at(k, prefix.len()))
+        .filter_map(|(k, _)| layout::uuid_at(k, prefix.len()))
         .collect())
 }
 
@@ -279,7 +279,7 @@ fn refuse_serial_of_another(
     if before
         .serial_number
         .as_deref()
-        .is_some_and(|old| keys::fold(old) == keys::fold(serial))
+        .is_some_and(|old| layout::fold(old) == layout::fold(serial))
     {
         return Ok(());
     }
@@ -357,8 +357,8 @@ impl Directory {
         before: Option<&Device>,
         after: &Device,
     ) -> Result<(), DomainError> {
-        let id = keys::id(&after.id);
-        if before.is_none_or(|b| keys::fold(&b.hostname) != keys::fold(&after.hostname)) {
+        let id = layout::id(&after.id);
+        if before.is_none_or(|b| layout::fold(&b.hostname) != layout::fold(&after.hostname)) {
             if let Some(b) = before {
                 txn.delete(DEVICES_BY_HOSTNAME, &hostname_key(&b.hostname, &b.id));
             }
@@ -524,7 +524,7 @@ impl Directory {
     /// One device by id.
     pub fn get_device(&self, _: &Read, id: &Uuid) -> Result<Device, DomainError> {
         self.store
-            .get_json(DEVICES, &keys::id(id))?
+            .get_json(DEVICES, &layout::id(id))?
             .ok_or_else(|| DomainError::not_found("device", id))
     }
 
@@ -605,7 +605,7 @@ impl Directory {
         super::commit(&self.store, |txn| {
             let device = load(txn, id)?;
             device.check_version(if_match)?;
-            let key = keys::id(id);
+            let key = layout::id(id);
             self.unbind_all(txn, SubjectKind::Device, id, now, actor)?;
             txn.delete(DEVICES_BY_HOSTNAME, &hostname_key(&device.hostname, id));
             if let Some(k) = serial_key(device.serial_number.as_deref(), id) {
@@ -662,7 +662,7 @@ impl Directory {
         let (index, prefix) = match (query.exact("hostname"), query.sort) {
             (Some(h), _) => {
                 tag.push_str(":exact");
-                (DEVICES_BY_HOSTNAME, keys::join(&[&keys::fold(h), &[0]]))
+                (DEVICES_BY_HOSTNAME, layout::join(&[&layout::fold(h), &[0]]))
             }
             (None, "hostname") => (DEVICES_BY_HOSTNAME, Vec::new()),
             (None, _) => (DEVICES, Vec::new()),

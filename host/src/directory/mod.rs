@@ -9,7 +9,7 @@ mod collisions;
 mod confusables;
 mod devices;
 pub mod identity;
-pub mod keys;
+pub mod layout;
 mod query;
 mod users;
 

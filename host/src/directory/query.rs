@@ -103,8 +103,8 @@ impl ListQuery {
             };
             f.values.iter().any(|want| match f.name.as_str() {
                 // Identities compare by their keys, as their indexes do.
-                "username" => identity_matches(&actual, want, super::keys::username),
-                "email" => identity_matches(&actual, want, super::keys::email),
+                "username" => identity_matches(&actual, want, super::layout::username),
+                "email" => identity_matches(&actual, want, super::layout::email),
                 _ => value_matches(&actual, want, f.fold_case),
             })
         })

@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::attributes::{AttrValue, SubjectKind, check_string, track_usage, validate_custom};
 use super::identity;
-use super::keys::{self, USERS, USERS_BY_EMAIL, USERS_BY_MANAGER, USERS_BY_USERNAME};
+use super::layout::{self, USERS, USERS_BY_EMAIL, USERS_BY_MANAGER, USERS_BY_USERNAME};
 use super::query::{AttrRef, ListQuery, Subject, text};
 use super::{Directory, Versioned, decode_patch};
 use crate::audit::{self, Record};
@@ -272,7 +272,7 @@ fn remove_index(
 
 /// Loads a user inside a transaction.
 pub(crate) fn load(txn: &WriteTxn<'_>, id: &Uuid) -> Result<User, DomainError> {
-    txn.get_json(USERS, &keys::id(id))?
+    txn.get_json(USERS, &layout::id(id))?
         .ok_or_else(|| DomainError::not_found("user", id))
 }
 
@@ -315,7 +315,7 @@ impl Directory {
                     "a user cannot be their own manager",
                 ));
             }
-            if !txn.contains(USERS, &keys::id(&m))? {
+            if !txn.contains(USERS, &layout::id(&m))? {
                 return Err(DomainError::invalid(
                     "manager_id",
                     format!("no user with id {m}"),
@@ -369,14 +369,14 @@ impl Directory {
         before: Option<&User>,
         after: &User,
     ) -> Result<(), DomainError> {
-        let id = keys::id(&after.id);
+        let id = layout::id(&after.id);
         type KeyFn = fn(&str) -> Vec<u8>;
         let unique: [(_, _, _, KeyFn, _, _); 2] = [
             (
                 USERS_BY_USERNAME,
                 "username",
                 "username_taken",
-                keys::username,
+                layout::username,
                 &after.username,
                 before.map(|b| &b.username),
             ),
@@ -384,7 +384,7 @@ impl Directory {
                 USERS_BY_EMAIL,
                 "email",
                 "email_taken",
-                keys::email,
+                layout::email,
                 &after.email,
                 before.map(|b| &b.email),
             ),
@@ -431,12 +431,12 @@ impl Directory {
         let old_manager = before.and_then(|b| b.manager_id);
         if old_manager != after.manager_id {
             if let Some(m) = old_manager {
-                txn.delete(USERS_BY_MANAGER, &keys::join(&[&keys::id(&m), &id]));
+                txn.delete(USERS_BY_MANAGER, &layout::join(&[&layout::id(&m), &id]));
             }
             if let Some(m) = after.manager_id {
                 txn.put(
                     USERS_BY_MANAGER,
-                    &keys::join(&[&keys::id(&m), &id]),
+                    &layout::join(&[&layout::id(&m), &id]),
                     Vec::new(),
                 );
             }
@@ -507,7 +507,7 @@ impl Directory {
     /// One user by id.
     pub fn get_user(&self, _: &Read, id: &Uuid) -> Result<User, DomainError> {
         self.store
-            .get_json(USERS, &keys::id(id))?
+            .get_json(USERS, &layout::id(id))?
             .ok_or_else(|| DomainError::not_found("user", id))
     }
 
@@ -645,9 +645,9 @@ impl Directory {
         super::commit(&self.store, |txn| {
             let user = load(txn, id)?;
             user.check_version(if_match)?;
-            let key = keys::id(id);
+            let key = layout::id(id);
             for (k, _) in txn.scan_prefix(USERS_BY_MANAGER, &key)? {
-                let Some(report_id) = keys::uuid_at(&k, 16) else {
+                let Some(report_id) = layout::uuid_at(&k, 16) else {
                     continue;
                 };
                 let before = load(txn, &report_id)?;
@@ -661,15 +661,15 @@ impl Directory {
             }
             self.unbind_all(txn, SubjectKind::User, id, now, actor)?;
             if let Some(m) = user.manager_id {
-                txn.delete(USERS_BY_MANAGER, &keys::join(&[&keys::id(&m), &key]));
+                txn.delete(USERS_BY_MANAGER, &layout::join(&[&layout::id(&m), &key]));
             }
             remove_index(
                 txn,
                 USERS_BY_USERNAME,
-                &keys::username(&user.username),
+                &layout::username(&user.username),
                 &key,
             )?;
-            remove_index(txn, USERS_BY_EMAIL, &keys::email(&user.email), &key)?;
+            remove_index(txn, USERS_BY_EMAIL, &layout::email(&user.email), &key)?;
             super::confusables::unindex(txn, &user.id, &user.username, &user.email);
             track_usage(
                 txn,
@@ -720,8 +720,8 @@ impl Directory {
         // An exact username or email filter is one index lookup.
         type KeyFn = fn(&str) -> Vec<u8>;
         let lookups: [(_, _, KeyFn); 2] = [
-            ("username", USERS_BY_USERNAME, keys::username),
-            ("email", USERS_BY_EMAIL, keys::email),
+            ("username", USERS_BY_USERNAME, layout::username),
+            ("email", USERS_BY_EMAIL, layout::email),
         ];
         for (name, ks, key_of) in lookups {
             if let Some(v) = query.exact(name) {

@@ -34,7 +34,7 @@ use uuid::Uuid;
 
 use super::Idp;
 use super::id_token::{self, Expect, KeyCache, TokenError};
-use super::keys::{LINKS, PENDING};
+use super::layout::{LINKS, PENDING};
 use super::matching::{self, Outcome};
 use super::routing::{self, Target};
 use super::throttle::{self, Limited, SignInLimits};
@@ -43,7 +43,7 @@ use crate::auth::{Actor, Origin};
 use crate::credentials::{Checked, Credentials, PasswordError};
 use crate::directory::{Directory, SubjectKind, User, UserInput, UserState};
 use crate::error::DomainError;
-use crate::groups::keys::{MEMBERS, pair};
+use crate::groups::layout::{MEMBERS, pair};
 use crate::outbound::{MAX_IDP_RESPONSE_BYTES, Outbound};
 use crate::sessions::{Method, Opened, Sessions, token_hash};
 

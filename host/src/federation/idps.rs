@@ -10,7 +10,7 @@ use serde_json::Value;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::keys::{IDP_NAMES, IDPS};
+use super::layout::{IDP_NAMES, IDPS};
 use super::provider::{Discovered, Idp, IdpInput};
 use crate::audit::{self, Record};
 use crate::auth::{ManagePlugins, Mutation, Read};

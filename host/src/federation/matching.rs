@@ -12,9 +12,9 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::keys::LINKS;
+use super::layout::LINKS;
 use crate::directory::identity;
-use crate::directory::keys::{self, USERS, USERS_BY_EMAIL, USERS_BY_USERNAME};
+use crate::directory::layout::{self, USERS, USERS_BY_EMAIL, USERS_BY_USERNAME};
 use crate::directory::{AttrRef, Subject, User, UserState};
 use crate::error::DomainError;
 use crate::groups::Reader;
@@ -178,9 +178,9 @@ pub(crate) fn indexed_user(
     value: &str,
 ) -> Result<Option<User>, DomainError> {
     let key = if ks == USERS_BY_USERNAME {
-        keys::username(value)
+        layout::username(value)
     } else {
-        keys::email(value)
+        layout::email(value)
     };
     Ok(match r.get(ks, &key)? {
         Some(id) => r.get_json::<User>(USERS, &id)?,

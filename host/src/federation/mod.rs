@@ -22,7 +22,7 @@ mod discovery;
 pub mod flow;
 pub mod id_token;
 pub mod idps;
-pub mod keys;
+pub mod layout;
 pub mod matching;
 mod provider;
 pub mod routing;

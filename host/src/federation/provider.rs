@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::keys::IDPS;
+use super::layout::IDPS;
 use crate::error::DomainError;
 
 /// How an upstream identity is matched to a directory user.

@@ -9,10 +9,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::keys::ROUTING;
+use super::layout::ROUTING;
 use crate::audit::{self, Record};
 use crate::auth::{ManagePlugins, Mutation};
-use crate::directory::keys::{USERS_BY_EMAIL, USERS_BY_USERNAME};
+use crate::directory::layout::{USERS_BY_EMAIL, USERS_BY_USERNAME};
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 
@@ -21,7 +21,7 @@ use parking_lot::Mutex;
 use crate::directory::{AttrRef, AttrType, Attribute, Subject, SubjectKind, User};
 use crate::error::DomainError;
 use crate::expression::{Bindings, Environment, Expression, Related, Runtime};
-use crate::groups::keys::{GROUPS, MEMBERS, SUBJECT_GROUPS, pair};
+use crate::groups::layout::{GROUPS, MEMBERS, SUBJECT_GROUPS, pair};
 
 /// The single routing document's key.
 const CURRENT: &[u8] = b"current";

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::Groups;
-use super::keys::{ERRORS, MEMBERS, STATUS, SUBJECT_GROUPS, SUGGESTIONS, pair};
+use super::layout::{ERRORS, MEMBERS, STATUS, SUBJECT_GROUPS, SUGGESTIONS, pair};
 use super::model::{GroupStatus, Membership, Source, Suggestion};
 use super::run::{GroupResult, Outcome};
 use crate::audit::{self, Record};

@@ -10,7 +10,7 @@ use cohort_storage::WriteTxn;
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::keys::{
+use super::layout::{
     ERRORS, EXEMPTIONS, GROUP_NAMES, GROUPS, MANUAL, MEMBERS, REFERENCED_BY, STATUS,
     SUBJECT_GROUPS, SUGGESTIONS, name_key, pair,
 };
@@ -437,7 +437,7 @@ impl Groups {
         let mut seen = BTreeSet::new();
         while let Some(g) = queue.pop() {
             for (k, _) in r.scan(REFERENCED_BY, g.as_bytes())? {
-                if let Some(d) = crate::directory::keys::uuid_at(&k, 16)
+                if let Some(d) = crate::directory::layout::uuid_at(&k, 16)
                     && seen.insert(d)
                 {
                     out.push(d);
@@ -496,7 +496,7 @@ impl Groups {
         group: &Uuid,
     ) -> Result<(), DomainError> {
         for (k, v) in txn.scan_prefix(MEMBERS, group.as_bytes())? {
-            let Some(subject) = crate::directory::keys::uuid_at(&k, 16) else {
+            let Some(subject) = crate::directory::layout::uuid_at(&k, 16) else {
                 continue;
             };
             let m = Membership::decode(&v)?;
@@ -521,7 +521,7 @@ impl Groups {
     fn view(&self, r: &impl Reader, group: Group) -> Result<GroupView, DomainError> {
         let mut status: GroupStatus = r.get_json(STATUS, group.id.as_bytes())?.unwrap_or_default();
         for (k, v) in r.scan(ERRORS, group.id.as_bytes())?.into_iter().take(5) {
-            if let Some(subject) = crate::directory::keys::uuid_at(&k, 16) {
+            if let Some(subject) = crate::directory::layout::uuid_at(&k, 16) {
                 status.error_examples.push(super::model::ErrorExample {
                     subject_id: subject,
                     message: String::from_utf8_lossy(&v).into_owned(),
@@ -639,7 +639,7 @@ impl Groups {
             let current: BTreeSet<Uuid> = txn
                 .scan_prefix(MANUAL, group.id.as_bytes())?
                 .iter()
-                .filter_map(|(k, _)| crate::directory::keys::uuid_at(k, 16))
+                .filter_map(|(k, _)| crate::directory::layout::uuid_at(k, 16))
                 .collect();
             for gone in current.difference(&members) {
                 this.remove_manual_in(txn, &actor, &group, *gone)?;
@@ -838,7 +838,7 @@ impl Groups {
             let users: Vec<String> = txn
                 .scan_prefix(REFERENCED_BY, id.as_bytes())?
                 .iter()
-                .filter_map(|(k, _)| crate::directory::keys::uuid_at(k, 16))
+                .filter_map(|(k, _)| crate::directory::layout::uuid_at(k, 16))
                 .filter_map(|g| {
                     load(&*txn, &g)
                         .ok()
@@ -866,7 +866,7 @@ impl Groups {
             }
             let status = apply::load_status(txn, &id)?;
             for (k, _) in txn.scan_prefix(MEMBERS, id.as_bytes())? {
-                if let Some(subject) = crate::directory::keys::uuid_at(&k, 16) {
+                if let Some(subject) = crate::directory::layout::uuid_at(&k, 16) {
                     txn.delete(SUBJECT_GROUPS, &pair(&subject, &id));
                 }
                 txn.delete(MEMBERS, &k);
@@ -934,7 +934,7 @@ impl Groups {
             // already honours them.
             for ks in [EXEMPTIONS, MANUAL] {
                 for (k, v) in txn.scan_prefix(ks, id.as_bytes())? {
-                    if let Some(subject) = crate::directory::keys::uuid_at(&k, 16) {
+                    if let Some(subject) = crate::directory::layout::uuid_at(&k, 16) {
                         let key = pair(&group.id, &subject);
                         this.note_special(&group.id, &subject);
                         txn.put(ks, &key, v);
@@ -945,7 +945,7 @@ impl Groups {
             if !group.is_dynamic() {
                 // A static copy has its manual members as members.
                 for (k, _) in txn.scan_prefix(MANUAL, group.id.as_bytes())? {
-                    if let Some(subject) = crate::directory::keys::uuid_at(&k, 16) {
+                    if let Some(subject) = crate::directory::layout::uuid_at(&k, 16) {
                         this.record_membership(
                             txn,
                             now,

@@ -5,7 +5,7 @@
 use serde_json::json;
 
 use super::Groups;
-use super::keys::{GROUP_NAMES, name_key};
+use super::layout::{GROUP_NAMES, name_key};
 use super::model::{DEFAULT_EVALUATOR, Group, GroupType};
 use crate::auth::Actor;
 use crate::directory::{SubjectKind, UserState};

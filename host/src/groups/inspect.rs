@@ -19,7 +19,7 @@ use super::explanation::{
     ConditionExplanation, Explanation, ExpressionExplanation, ExpressionPart, GroupRef,
     RelatedExplanation, RelatedSubject, RuleExplanation, StateCheck,
 };
-use super::keys::{EXEMPTIONS, MANUAL, MEMBERS, SUGGESTIONS, pair};
+use super::layout::{EXEMPTIONS, MANUAL, MEMBERS, SUGGESTIONS, pair};
 use super::model::{
     ErrorExample, Exemption, ExemptionKind, Group, GroupInput, GroupType, Membership, Suggestion,
 };
@@ -283,8 +283,8 @@ impl Groups {
         let group = load(store, &group_id)?;
         let key = pair(&group_id, &subject);
         let kind_ks = match group.subject {
-            SubjectKind::User => crate::directory::keys::USERS,
-            SubjectKind::Device => crate::directory::keys::DEVICES,
+            SubjectKind::User => crate::directory::layout::USERS,
+            SubjectKind::Device => crate::directory::layout::DEVICES,
         };
         if store.get(kind_ks, subject.as_bytes())?.is_none() {
             return Err(DomainError::not_found(

@@ -7,7 +7,9 @@ use cohort_storage::WriteTxn;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::keys::{EXEMPTIONS, GROUPS, MANUAL, MEMBERS, STATUS, SUBJECT_GROUPS, SUGGESTIONS, pair};
+use super::layout::{
+    EXEMPTIONS, GROUPS, MANUAL, MEMBERS, STATUS, SUBJECT_GROUPS, SUGGESTIONS, pair,
+};
 use super::model::{
     Exemption, ExemptionInput, Group, Member, Membership, Source, Suggestion, SuggestionAction,
 };
@@ -15,7 +17,7 @@ use super::subjects::Reader;
 use super::{Groups, Scope, apply};
 use crate::audit::{self, Record};
 use crate::auth::{Actor, ManageDirectory, Mutation, Read};
-use crate::directory::keys::{DEVICES, USERS};
+use crate::directory::layout::{DEVICES, USERS};
 use crate::directory::{SubjectKind, check_string};
 use crate::error::DomainError;
 use crate::page::{self, Page, PageRequest};
@@ -108,7 +110,7 @@ impl Groups {
             .store()
             .scan(MEMBERS, group.as_bytes(), resume.as_deref(), false);
         page::collect(&tag, req.limit, entries, |k, v| {
-            let Some(subject_id) = crate::directory::keys::uuid_at(k, 16) else {
+            let Some(subject_id) = crate::directory::layout::uuid_at(k, 16) else {
                 return Ok(page::Visit::Skip);
             };
             let m = Membership::decode(v)?;
@@ -132,7 +134,7 @@ impl Groups {
             .scan(SUBJECT_GROUPS, subject.as_bytes(), None, false)
         {
             let (k, _) = entry?;
-            let Some(g) = crate::directory::keys::uuid_at(&k, 16) else {
+            let Some(g) = crate::directory::layout::uuid_at(&k, 16) else {
                 continue;
             };
             let (Some(group), Some(m)) = (

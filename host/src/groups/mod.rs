@@ -13,7 +13,7 @@ mod crud;
 mod defaults;
 mod explanation;
 mod inspect;
-pub mod keys;
+pub mod layout;
 mod members;
 pub mod model;
 mod plan;
@@ -50,7 +50,7 @@ use crate::clock::Clock;
 use crate::directory::{self, Change, ChangeListener, SubjectKind};
 use crate::error::DomainError;
 use crate::plugins::Registry;
-use keys::{GROUPS, MEMBERS, SUBJECT_GROUPS, pair};
+use layout::{GROUPS, MEMBERS, SUBJECT_GROUPS, pair};
 use plan::{Plan, Schema};
 use replica::Replica;
 use run::{Mode, Run};
@@ -340,7 +340,7 @@ impl Groups {
             let mut status = apply::load_status(txn, group)?;
             if status.evaluator_error.as_deref() != Some(reason) {
                 status.evaluator_error = Some(reason.clone());
-                txn.put_json(keys::STATUS, group.as_bytes(), &status)?;
+                txn.put_json(layout::STATUS, group.as_bytes(), &status)?;
             }
         }
         Ok(())
@@ -355,7 +355,7 @@ impl Groups {
         subject: &Uuid,
     ) -> Result<(), DomainError> {
         for (k, _) in txn.scan_prefix(SUBJECT_GROUPS, subject.as_bytes())? {
-            let Some(group) = directory::keys::uuid_at(&k, 16) else {
+            let Some(group) = directory::layout::uuid_at(&k, 16) else {
                 continue;
             };
             let before =
@@ -372,19 +372,19 @@ impl Groups {
             )?;
             let mut status = apply::load_status(txn, &group)?;
             status.member_count = status.member_count.saturating_sub(1);
-            txn.put_json(keys::STATUS, group.as_bytes(), &status)?;
+            txn.put_json(layout::STATUS, group.as_bytes(), &status)?;
         }
         for g in self.all_groups(&*txn)? {
             let key = pair(&g.id, subject);
-            for ks in [keys::MANUAL, keys::EXEMPTIONS, keys::ERRORS] {
+            for ks in [layout::MANUAL, layout::EXEMPTIONS, layout::ERRORS] {
                 txn.delete(ks, &key);
             }
-            if let Some(s) = txn.get_json::<Suggestion>(keys::SUGGESTIONS, &key)? {
-                txn.delete(keys::SUGGESTIONS, &key);
+            if let Some(s) = txn.get_json::<Suggestion>(layout::SUGGESTIONS, &key)? {
+                txn.delete(layout::SUGGESTIONS, &key);
                 if !s.dismissed {
                     let mut status = apply::load_status(txn, &g.id)?;
                     status.pending_suggestions = status.pending_suggestions.saturating_sub(1);
-                    txn.put_json(keys::STATUS, g.id.as_bytes(), &status)?;
+                    txn.put_json(layout::STATUS, g.id.as_bytes(), &status)?;
                 }
             }
         }
@@ -418,8 +418,10 @@ impl ChangeListener for Groups {
                 attributes,
             } => {
                 let exists = match kind {
-                    SubjectKind::User => txn.contains(directory::keys::USERS, id.as_bytes())?,
-                    SubjectKind::Device => txn.contains(directory::keys::DEVICES, id.as_bytes())?,
+                    SubjectKind::User => txn.contains(directory::layout::USERS, id.as_bytes())?,
+                    SubjectKind::Device => {
+                        txn.contains(directory::layout::DEVICES, id.as_bytes())?
+                    }
                 };
                 if !exists {
                     return self.forget_subject(txn, actor, now, id);

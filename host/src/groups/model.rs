@@ -183,7 +183,7 @@ impl Membership {
     /// Reads the stored form.
     pub fn decode(bytes: &[u8]) -> Result<Membership, cohort_storage::StorageError> {
         let corrupt = || cohort_storage::StorageError::Corrupt {
-            keyspace: super::keys::MEMBERS.name().to_string(),
+            keyspace: super::layout::MEMBERS.name().to_string(),
             detail: format!("membership record of {} bytes", bytes.len()),
         };
         let (&tag, rest) = bytes.split_first().ok_or_else(corrupt)?;

@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::Groups;
 use super::apply::Counts;
-use super::keys::RUNS;
+use super::layout::RUNS;
 use crate::auth::Actor;
 use crate::error::DomainError;
 

@@ -15,10 +15,10 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
-use super::keys::{ERRORS, EXEMPTIONS, MANUAL, MEMBERS, SUGGESTIONS};
+use super::layout::{ERRORS, EXEMPTIONS, MANUAL, MEMBERS, SUGGESTIONS};
 use super::model::{Membership, Source};
 use super::subjects::{Loaded, Reader};
-use crate::directory::keys::{self, DEVICES, USER_DEVICES, USERS};
+use crate::directory::layout::{self, DEVICES, USER_DEVICES, USERS};
 use crate::directory::{Device, SubjectKind, User};
 use crate::error::DomainError;
 
@@ -88,14 +88,14 @@ impl Replica {
             Ok(())
         })?;
         r.for_each(USER_DEVICES, b"", &mut |k, _| {
-            if let (Some(u), Some(d)) = (keys::uuid_at(k, 0), keys::uuid_at(k, 16)) {
+            if let (Some(u), Some(d)) = (layout::uuid_at(k, 0), layout::uuid_at(k, 16)) {
                 rep.user_devices.entry(u).or_default().push(d);
                 rep.device_users.entry(d).or_default().push(u);
             }
             Ok(())
         })?;
         r.for_each(MEMBERS, b"", &mut |k, v| {
-            if let (Some(g), Some(s)) = (keys::uuid_at(k, 0), keys::uuid_at(k, 16)) {
+            if let (Some(g), Some(s)) = (layout::uuid_at(k, 0), layout::uuid_at(k, 16)) {
                 rep.members
                     .entry(g)
                     .or_default()
@@ -106,7 +106,7 @@ impl Replica {
         })?;
         for ks in [MANUAL, EXEMPTIONS, SUGGESTIONS, ERRORS] {
             r.for_each(ks, b"", &mut |k, _| {
-                if let (Some(g), Some(s)) = (keys::uuid_at(k, 0), keys::uuid_at(k, 16)) {
+                if let (Some(g), Some(s)) = (layout::uuid_at(k, 0), layout::uuid_at(k, 16)) {
                     rep.specials.entry(s).or_default().insert(g);
                 }
                 Ok(())

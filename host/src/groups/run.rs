@@ -15,14 +15,14 @@ use std::collections::{HashMap, HashSet};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::keys::{ERRORS, EXEMPTIONS, MANUAL, SUGGESTIONS, pair};
+use super::layout::{ERRORS, EXEMPTIONS, MANUAL, SUGGESTIONS, pair};
 use super::model::{Exemption, ExemptionKind, Group, Source, Suggestion, SuggestionAction};
 use super::plan::{Plan, Program, Unit};
 use super::replica::Memberships;
 use super::rule::{expression_attribute, member_attribute, related_attribute};
 use super::subjects::{Loaded, Reader};
 use super::universe::{Side, Universe};
-use crate::directory::keys::uuid_at;
+use crate::directory::layout::uuid_at;
 use crate::directory::{AttrType, SubjectKind, UserState};
 use crate::error::DomainError;
 use crate::expression::{Bindings, Related};

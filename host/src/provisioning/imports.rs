@@ -25,7 +25,7 @@ use uuid::Uuid;
 
 use crate::auth::{Actor, ManageDirectory, Mutation, Origin};
 use crate::clock::Clock;
-use crate::directory::keys::{self, DEVICES, USERS, USERS_BY_EMAIL, USERS_BY_USERNAME};
+use crate::directory::layout::{self, DEVICES, USERS, USERS_BY_EMAIL, USERS_BY_USERNAME};
 use crate::directory::{Device, DeviceInput, Directory, User, UserInput, UserState};
 use crate::error::DomainError;
 use crate::plugins::Instances;
@@ -768,7 +768,7 @@ impl Imports {
         for entry in self.store.scan(USERS, b"", None, false) {
             let (_, v) = entry?;
             let u: User = cohort_storage::decode_json(USERS, &v)?;
-            by_email.insert(keys::email(&u.email), u.id);
+            by_email.insert(layout::email(&u.email), u.id);
             if let Some(e) = &u.employee_id {
                 by_employee.insert(e.clone(), u.id);
             }
@@ -793,7 +793,7 @@ impl Imports {
                 MatchOn::Email => attrs
                     .get("email")
                     .and_then(Value::as_str)
-                    .map(|e| by_email.get(&keys::email(e))),
+                    .map(|e| by_email.get(&layout::email(e))),
                 MatchOn::EmployeeId => attrs
                     .get("employee_id")
                     .and_then(Value::as_str)
@@ -1040,9 +1040,9 @@ impl Imports {
         let Some(owner) = owner.map(str::trim).filter(|o| !o.is_empty()) else {
             return Ok(());
         };
-        let user = match txn.get(USERS_BY_EMAIL, &keys::email(owner))? {
+        let user = match txn.get(USERS_BY_EMAIL, &layout::email(owner))? {
             Some(id) => Some(id),
-            None => txn.get(USERS_BY_USERNAME, &keys::username(owner))?,
+            None => txn.get(USERS_BY_USERNAME, &layout::username(owner))?,
         }
         .and_then(|b| Uuid::from_slice(&b).ok())
         .ok_or_else(|| {

@@ -29,7 +29,7 @@ use uuid::Uuid;
 use crate::audit::{self, Record};
 use crate::auth::Actor;
 use crate::clock::Clock;
-use crate::directory::keys::USERS;
+use crate::directory::layout::USERS;
 use crate::directory::{User, UserState};
 use crate::error::DomainError;
 use crate::plugins::secrets::SecretBox;

@@ -17,7 +17,7 @@ use crate::auth::Provision;
 use crate::directory::SubjectKind;
 use crate::error::DomainError;
 use crate::groups::Group;
-use crate::groups::keys::{GROUPS, MANUAL};
+use crate::groups::layout::{GROUPS, MANUAL};
 
 /// The core Group schema.
 pub const GROUP: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
@@ -63,7 +63,7 @@ impl Scim {
             .store
             .scan(MANUAL, group.as_bytes(), None, false)
             .filter_map(Result::ok)
-            .filter_map(|(k, _)| crate::directory::keys::uuid_at(&k, 16))
+            .filter_map(|(k, _)| crate::directory::layout::uuid_at(&k, 16))
             .collect())
     }
 

@@ -21,7 +21,7 @@ use uuid::Uuid;
 use crate::auth::{Mutation, Provision};
 use crate::clock::Clock;
 use crate::credentials::Credentials;
-use crate::directory::keys::{self, USERS, USERS_BY_USERNAME};
+use crate::directory::layout::{self, USERS, USERS_BY_USERNAME};
 use crate::directory::{Directory, User, UserState};
 use crate::error::DomainError;
 use resource::{Extra, Incoming};
@@ -350,7 +350,7 @@ impl Scim {
         // `userName eq "…"` is what Okta and Entra ask before every create:
         // one index lookup instead of a scan.
         let candidates: Vec<User> = match filter.and_then(username_lookup) {
-            Some(name) => match self.store.get(USERS_BY_USERNAME, &keys::username(name))? {
+            Some(name) => match self.store.get(USERS_BY_USERNAME, &layout::username(name))? {
                 Some(id) => self.store.get_json(USERS, &id)?.into_iter().collect(),
                 None => Vec::new(),
             },
@@ -680,7 +680,7 @@ fn resolve_manager(
         .filter(|id| txn.contains(USERS, id.as_bytes()).unwrap_or(false));
     let by_name = || -> Result<Option<Uuid>, DomainError> {
         Ok(txn
-            .get(USERS_BY_USERNAME, &keys::username(&raw))?
+            .get(USERS_BY_USERNAME, &layout::username(&raw))?
             .and_then(|b| Uuid::from_slice(&b).ok()))
     };
     let by_external = || -> Result<Option<Uuid>, DomainError> {
