@@ -27,6 +27,8 @@ pub const ENV_PLUGIN_CACHE_DIR: &str = "COHORT_PLUGIN_CACHE_DIR";
 pub const ENV_SECRET_KEY: &str = "COHORT_SECRET_KEY";
 /// Overrides `scim.hard_delete` (`true` / `false`).
 pub const ENV_SCIM_HARD_DELETE: &str = "COHORT_SCIM_HARD_DELETE";
+/// Overrides `schedules.tick_ms`.
+pub const ENV_SCHEDULE_TICK_MS: &str = "COHORT_SCHEDULE_TICK_MS";
 /// Overrides `scim.accept_passwords` (`true` / `false`).
 pub const ENV_SCIM_ACCEPT_PASSWORDS: &str = "COHORT_SCIM_ACCEPT_PASSWORDS";
 /// Overrides `sign_in.public_url`.
@@ -73,6 +75,8 @@ pub struct Config {
     pub plugins: PluginsConfig,
     /// Group membership computation.
     pub groups: GroupsConfig,
+    /// How often scheduled work is looked for.
+    pub schedules: SchedulesConfig,
     /// Sign-in and sessions.
     pub sign_in: SignInConfig,
     /// The SCIM server.
@@ -289,6 +293,22 @@ impl Default for GroupsConfig {
     }
 }
 
+/// Scheduled work (import schedules).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SchedulesConfig {
+    /// Milliseconds between looks for due import schedules: how late a
+    /// schedule may start. 5,000 by default; a look costs a scan of the
+    /// (few) schedules.
+    pub tick_ms: u64,
+}
+
+impl Default for SchedulesConfig {
+    fn default() -> Self {
+        SchedulesConfig { tick_ms: 5_000 }
+    }
+}
+
 /// The SCIM server at `/scim/v2`.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -425,6 +445,7 @@ impl Default for Config {
             storage: StorageConfig::default(),
             plugins: PluginsConfig::default(),
             groups: GroupsConfig::default(),
+            schedules: SchedulesConfig::default(),
             sign_in: SignInConfig::default(),
             scim: ScimConfig::default(),
             outbound: OutboundConfig::default(),
@@ -645,6 +666,18 @@ impl Config {
                 var: ENV_SCIM_HARD_DELETE,
                 message: format!("{v:?} is not true or false"),
             })?;
+        }
+        if let Some(v) = env(ENV_SCHEDULE_TICK_MS) {
+            config.schedules.tick_ms = v.parse().map_err(|_| ConfigError::Env {
+                var: ENV_SCHEDULE_TICK_MS,
+                message: format!("{v:?} is not a number of milliseconds"),
+            })?;
+        }
+        if config.schedules.tick_ms == 0 {
+            return Err(ConfigError::Invalid {
+                key: "schedules.tick_ms",
+                message: "must be at least 1 millisecond".into(),
+            });
         }
         Ok(config)
     }

@@ -219,3 +219,27 @@ fn secrets_do_not_print() {
     .unwrap();
     assert!(!format!("{c:?}").contains("super-secret-value"));
 }
+
+#[test]
+fn the_schedule_tick_comes_from_the_file_then_the_environment() {
+    assert_eq!(
+        Config::load(None, env(&[])).unwrap().schedules.tick_ms,
+        5_000
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cohort.toml");
+    std::fs::write(&path, "[schedules]\ntick_ms = 250\n").unwrap();
+    assert_eq!(
+        Config::load(Some(&path), env(&[]))
+            .unwrap()
+            .schedules
+            .tick_ms,
+        250
+    );
+    let c = Config::load(Some(&path), env(&[(ENV_SCHEDULE_TICK_MS, "100")])).unwrap();
+    assert_eq!(c.schedules.tick_ms, 100);
+    let err = Config::load(None, env(&[(ENV_SCHEDULE_TICK_MS, "0")]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("schedules.tick_ms"), "{err}");
+}

@@ -248,7 +248,10 @@ pub async fn serve(
     spawn_full_recomputes(app.state.groups.clone(), config.groups.full_recompute_hours);
     spawn_sweeps(app.state.sign_in.clone());
     spawn_credential_usage_flush(app.state.devices.clone());
-    spawn_import_schedules(app.state.imports.clone());
+    spawn_import_schedules(
+        app.state.imports.clone(),
+        std::time::Duration::from_millis(config.schedules.tick_ms),
+    );
     tracing::info!(
         listen = %addr,
         max_connections = limits.max_connections,
@@ -284,12 +287,15 @@ fn public_url(config: &Config) -> Result<String, ServerError> {
     }
 }
 
-/// Starts scheduled imports when they are due; checked every few seconds,
-/// which costs a scan of the (few) schedules.
-fn spawn_import_schedules(imports: crate::provisioning::imports::Imports) {
+/// Starts scheduled imports when they are due; checked every `tick`
+/// (`[schedules] tick_ms`), which costs a scan of the (few) schedules.
+fn spawn_import_schedules(
+    imports: crate::provisioning::imports::Imports,
+    tick: std::time::Duration,
+) {
     tokio::spawn(async move {
         loop {
-            tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+            tokio::time::sleep(tick).await;
             if let Err(e) = imports.run_due().await {
                 tracing::warn!(error = %e, "could not start scheduled imports");
             }

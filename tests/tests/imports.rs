@@ -440,7 +440,8 @@ async fn okta_users_pages_waits_out_a_429_and_follows_removals() {
 
 #[tokio::test]
 async fn schedules_start_runs_when_due() {
-    let server = Server::start_with_plugins(&[]);
+    // A short scheduler tick, so the test waits for the run, not the tick.
+    let server = Server::start_with_plugins(&[("COHORT_SCHEDULE_TICK_MS", "100")]);
     let api = server.admin();
     api.post(
         "/api/v1/plugin-instances",
@@ -479,7 +480,7 @@ async fn schedules_start_runs_when_due() {
         .await;
     assert_eq!(r.status, 409);
 
-    // Due now: the scheduler (every 5 s) starts it.
+    // Due now: the scheduler (every 100 ms here) starts it.
     let mut run = Value::Null;
     for _ in 0..100 {
         let runs = api.get("/api/v1/import-runs").await.expect(200).body;
@@ -489,7 +490,7 @@ async fn schedules_start_runs_when_due() {
             run = r.clone();
             break;
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(run["started_by"], "schedule:Nightly", "{run}");
     assert_eq!(run["counts"]["created"], 2, "{run}");
