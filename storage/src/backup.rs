@@ -49,7 +49,12 @@ impl BackupKey {
     }
 
     fn mac(&self) -> HmacSha256 {
-        <HmacSha256 as KeyInit>::new_from_slice(&self.0).expect("HMAC takes keys of any length")
+        // HMAC pads a key shorter than the hash's block with zeros (RFC
+        // 2104), so the 32-byte key padded to the 64-byte block is the same
+        // key, in the fixed-size form that cannot fail.
+        let mut block = [0u8; 64];
+        block[..32].copy_from_slice(&self.0);
+        <HmacSha256 as KeyInit>::new(&block.into())
     }
 }
 
@@ -440,6 +445,18 @@ fn restore_staged(
 mod tests {
     use super::*;
     use crate::Keyspace;
+
+    /// The padded fixed-size key is the same HMAC key as the 32 bytes
+    /// given as a slice.
+    #[test]
+    fn the_padded_key_is_the_same_key() {
+        let key = BackupKey::new([7u8; 32]);
+        let mut ours = key.mac();
+        ours.update(b"line\n");
+        let mut theirs = <HmacSha256 as KeyInit>::new_from_slice(&[7u8; 32]).unwrap();
+        theirs.update(b"line\n");
+        assert_eq!(ours.finalize().into_bytes(), theirs.finalize().into_bytes());
+    }
 
     const KS: Keyspace = Keyspace::new("b");
     const KEY: BackupKey = BackupKey([9; 32]);

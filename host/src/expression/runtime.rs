@@ -96,65 +96,69 @@ impl Runtime {
     /// extension, Cohort's functions and the metering hooks.
     pub fn new() -> Runtime {
         let mut env = Env::stdlib();
-        env.add_extension(cel::extensions::strings)
-            .expect("the strings extension declares new names");
-        env.add_overload("@meter", "@meter", vec![DYN_TYPE, INT_TYPE], meter::meter)
-            .expect("a new name");
-        env.add_overload("@grow", "@grow", vec![DYN_TYPE], meter::grow)
-            .expect("a new name");
-        env.add_overload("@out", "@out", vec![DYN_TYPE], sized::out)
-            .expect("a new name");
-        for (name, arities) in [("@replace", 3..=4), ("@join", 1..=2), ("@split", 2..=3)] {
-            let f: cel::common::functions::Function = match name {
-                "@replace" => sized::replace,
-                "@join" => sized::join,
-                _ => sized::split,
-            };
-            for n in arities {
-                env.add_overload(
-                    name,
-                    &format!("{name}/{n}"),
-                    (0..n).map(|_| DYN_TYPE).collect(),
-                    f,
-                )
-                .expect("a new name");
+        // Registration fails only for a name declared twice, which is a bug
+        // here that every expression test would show; it is logged rather
+        // than allowed to stop the server, and the function is then missing.
+        let registered = |what: &str, r: Result<(), cel::DeclarationError>| {
+            if let Err(e) = r {
+                tracing::error!(function = what, error = %e, "a CEL function could not be registered");
             }
-        }
-        env.add_overload("@tick", "@tick", vec![DYN_TYPE], scan::tick)
-            .expect("a new name");
-        let searches: [(
+        };
+        registered("strings", env.add_extension(cel::extensions::strings));
+        // The hooks the rewrite in `meter` calls, with the arities each is
+        // called with; every argument is dynamic.
+        let hooks: [(
             &str,
             cel::common::functions::Function,
             std::ops::RangeInclusive<usize>,
-        ); 5] = [
+        ); 12] = [
+            ("@grow", meter::grow, 1..=1),
+            ("@out", sized::out, 1..=1),
+            ("@replace", sized::replace, 3..=4),
+            ("@join", sized::join, 1..=2),
+            ("@split", sized::split, 2..=3),
+            ("@tick", scan::tick, 1..=1),
             ("@indexOf", scan::index_of, 2..=3),
             ("@lastIndexOf", scan::last_index_of, 2..=3),
             ("@contains", scan::contains, 2..=2),
             ("@startsWith", scan::starts_with, 2..=2),
             ("@endsWith", scan::ends_with, 2..=2),
+            ("@meter", meter::meter, 2..=2),
         ];
-        for (name, f, arities) in searches {
+        for (name, f, arities) in hooks {
+            let single = arities.start() == arities.end();
             for n in arities {
-                env.add_overload(
-                    name,
-                    &format!("{name}/{n}"),
-                    (0..n).map(|_| DYN_TYPE).collect(),
-                    f,
-                )
-                .expect("a new name");
+                // `@meter` takes a range and an integer weight.
+                let types = if name == "@meter" {
+                    vec![DYN_TYPE, INT_TYPE]
+                } else {
+                    (0..n).map(|_| DYN_TYPE).collect()
+                };
+                let id = if single {
+                    name.to_string()
+                } else {
+                    format!("{name}/{n}")
+                };
+                registered(name, env.add_overload(name, &id, types, f));
             }
         }
-        env.add_overload("@in_group", "@in_group", vec![STRING_TYPE], in_group)
-            .expect("a new name");
-        env.add_overload(
+        registered(
+            "@in_group",
+            env.add_overload("@in_group", "@in_group", vec![STRING_TYPE], in_group),
+        );
+        registered(
             "@matches",
-            "@matches",
-            vec![STRING_TYPE, STRING_TYPE],
-            pattern::matches,
-        )
-        .expect("a new name");
-        cel::add_member_overload!(env, fn equals_ignore_case: (CelString, CelString) -> CelBool)
-            .expect("a new name");
+            env.add_overload(
+                "@matches",
+                "@matches",
+                vec![STRING_TYPE, STRING_TYPE],
+                pattern::matches,
+            ),
+        );
+        registered(
+            "equalsIgnoreCase",
+            cel::add_member_overload!(env, fn equals_ignore_case: (CelString, CelString) -> CelBool),
+        );
         Runtime { env: Arc::new(env) }
     }
 
