@@ -18,6 +18,7 @@ pub mod groups;
 pub mod json;
 pub mod limits;
 pub mod migrations;
+pub(crate) mod net;
 pub mod outbound;
 pub mod page;
 pub mod plugins;

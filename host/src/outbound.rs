@@ -280,7 +280,10 @@ impl OutboundError {
             }
             source = s.source();
         }
-        let url = e.url().map(|u| redact(u.as_str())).unwrap_or_default();
+        let url = e
+            .url()
+            .map(|u| redact_url(u.as_str()).unwrap_or_else(|| u.to_string()))
+            .unwrap_or_default();
         if refused {
             tracing::warn!(purpose, url, error = %detail, "outbound request refused");
             OutboundError::AddressNotAllowed
@@ -298,17 +301,46 @@ impl OutboundError {
     }
 }
 
-/// A URL without user information or query, for logs.
-fn redact(url: &str) -> String {
-    match reqwest::Url::parse(url) {
-        Ok(mut u) => {
-            let _ = u.set_username("");
-            let _ = u.set_password(None);
-            u.set_query(None);
-            u.to_string()
-        }
-        Err(_) => String::new(),
+/// What replaces a hidden part of a URL.
+pub(crate) const HIDDEN: &str = "[redacted]";
+
+/// `url` with its query values, fragment and any user information replaced
+/// by `[redacted]` (parameter names stay, so the admin sees which are set),
+/// or `None` when there is nothing to hide. Used for logs and for plugin
+/// configuration shown through the API.
+pub(crate) fn redact_url(url: &str) -> Option<String> {
+    let parsed = reqwest::Url::parse(url).ok()?;
+    let userinfo = !parsed.username().is_empty() || parsed.password().is_some();
+    if parsed.query().is_none() && parsed.fragment().is_none() && !userinfo {
+        return None;
     }
+    let mut out = format!("{}://", parsed.scheme());
+    if userinfo {
+        out.push_str(HIDDEN);
+        out.push('@');
+    }
+    out.push_str(parsed.host_str().unwrap_or_default());
+    if let Some(port) = parsed.port() {
+        out.push_str(&format!(":{port}"));
+    }
+    out.push_str(parsed.path());
+    if let Some(query) = parsed.query() {
+        let names: Vec<String> = query
+            .split('&')
+            .filter(|p| !p.is_empty())
+            .map(|pair| match pair.split_once('=') {
+                Some((name, _)) => format!("{name}={HIDDEN}"),
+                None => HIDDEN.to_string(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&names.join("&"));
+    }
+    if parsed.fragment().is_some() {
+        out.push('#');
+        out.push_str(HIDDEN);
+    }
+    Some(out)
 }
 
 /// The server's outbound HTTP: the policy, an async client for the server's

@@ -408,18 +408,6 @@ impl Registry {
     }
 }
 
-/// What the per-peer limit counts by: an IPv4 address, or an IPv6 /64. One
-/// IPv6 host is usually given a whole /64, so counting single addresses
-/// would give it as many slots as it has addresses.
-fn peer_group(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => IpAddr::V6(std::net::Ipv6Addr::from(
-            u128::from(v6) & !((1u128 << 64) - 1),
-        )),
-        v4 => v4,
-    }
-}
-
 impl Conn {
     /// Since when the connection has waited on its client (ms since the
     /// registry's epoch): with no request in progress, since the accept or
@@ -501,7 +489,8 @@ pub async fn serve(
         };
         let ip = peer.ip().to_canonical();
         let limited = !limits.unlimited_peers.iter().any(|n| n.contains(&ip));
-        let Some((id, conn, evicted)) = registry.admit(peer_group(ip), limited) else {
+        let Some((id, conn, evicted)) = registry.admit(crate::net::client_group(ip), limited)
+        else {
             drop(stream);
             continue;
         };

@@ -130,11 +130,10 @@ impl<K: Hash + Eq> Limiter<K> {
     }
 }
 
-/// The key of an address: IPv4 as is, IPv6 by its /64, which is what one
-/// household or machine usually gets (so a host cannot dodge the limit by
-/// walking its own subnet).
+/// The key of an address: its client group ([`crate::net::client_group`]),
+/// packed so that IPv4 and IPv6 keys never meet.
 fn address_key(ip: IpAddr) -> u128 {
-    match ip.to_canonical() {
+    match crate::net::client_group(ip) {
         IpAddr::V4(v4) => u128::from(u32::from(v4)),
         IpAddr::V6(v6) => (u128::from(v6) >> 64) | (1 << 127),
     }

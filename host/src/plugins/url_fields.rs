@@ -13,9 +13,7 @@ use serde_json::Value;
 use super::manifest::{ConfigKind, Manifest};
 use crate::audit::Change;
 use crate::error::DomainError;
-
-/// What replaces a hidden value.
-const HIDDEN: &str = "[redacted]";
+use crate::outbound::redact_url as redact;
 
 /// Refuses a URL with user information, naming the field.
 pub(crate) fn check(field: &str, url: &reqwest::Url) -> Result<(), DomainError> {
@@ -36,44 +34,6 @@ pub(crate) fn check_text(field: &str, value: &str) -> Result<(), DomainError> {
         Ok(u) if u.host().is_some() => check(field, &u),
         _ => Ok(()),
     }
-}
-
-/// `url` with its query values, fragment and any user information replaced
-/// by `[redacted]` (parameter names stay, so the admin sees which are set),
-/// or `None` when there is nothing to hide.
-pub(crate) fn redact(url: &str) -> Option<String> {
-    let parsed = reqwest::Url::parse(url).ok()?;
-    let userinfo = !parsed.username().is_empty() || parsed.password().is_some();
-    if parsed.query().is_none() && parsed.fragment().is_none() && !userinfo {
-        return None;
-    }
-    let mut out = format!("{}://", parsed.scheme());
-    if userinfo {
-        out.push_str(HIDDEN);
-        out.push('@');
-    }
-    out.push_str(parsed.host_str().unwrap_or_default());
-    if let Some(port) = parsed.port() {
-        out.push_str(&format!(":{port}"));
-    }
-    out.push_str(parsed.path());
-    if let Some(query) = parsed.query() {
-        let names: Vec<String> = query
-            .split('&')
-            .filter(|p| !p.is_empty())
-            .map(|pair| match pair.split_once('=') {
-                Some((name, _)) => format!("{name}={HIDDEN}"),
-                None => HIDDEN.to_string(),
-            })
-            .collect();
-        out.push('?');
-        out.push_str(&names.join("&"));
-    }
-    if parsed.fragment().is_some() {
-        out.push('#');
-        out.push_str(HIDDEN);
-    }
-    Some(out)
 }
 
 /// Whether the value of `name` is shown redacted. Without the manifest (the
