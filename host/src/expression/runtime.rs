@@ -105,13 +105,17 @@ impl Runtime {
             }
         };
         registered("strings", env.add_extension(cel::extensions::strings));
-        // The hooks the rewrite in `meter` calls, with the arities each is
-        // called with; every argument is dynamic.
+        registered(
+            "@meter",
+            env.add_overload("@meter", "@meter", vec![DYN_TYPE, INT_TYPE], meter::meter),
+        );
+        // The other hooks the rewrite in `meter` calls, with the arities each
+        // is called with; every argument is dynamic.
         let hooks: [(
             &str,
             cel::common::functions::Function,
             std::ops::RangeInclusive<usize>,
-        ); 12] = [
+        ); 11] = [
             ("@grow", meter::grow, 1..=1),
             ("@out", sized::out, 1..=1),
             ("@replace", sized::replace, 3..=4),
@@ -123,22 +127,16 @@ impl Runtime {
             ("@contains", scan::contains, 2..=2),
             ("@startsWith", scan::starts_with, 2..=2),
             ("@endsWith", scan::ends_with, 2..=2),
-            ("@meter", meter::meter, 2..=2),
         ];
         for (name, f, arities) in hooks {
             let single = arities.start() == arities.end();
             for n in arities {
-                // `@meter` takes a range and an integer weight.
-                let types = if name == "@meter" {
-                    vec![DYN_TYPE, INT_TYPE]
-                } else {
-                    (0..n).map(|_| DYN_TYPE).collect()
-                };
                 let id = if single {
                     name.to_string()
                 } else {
                     format!("{name}/{n}")
                 };
+                let types = (0..n).map(|_| DYN_TYPE).collect();
                 registered(name, env.add_overload(name, &id, types, f));
             }
         }
