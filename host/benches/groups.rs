@@ -18,6 +18,13 @@
 //! BENCH_RULES=cel to write every group's rule as the equivalent CEL
 //! expression instead of conditions.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "benchmark code: a failure aborts the run, which is what it should do"
+)]
+// A benchmark measures real elapsed time, and drives a server that keeps real time.
+#![allow(clippy::disallowed_methods)]
+
 mod support;
 
 use std::path::PathBuf;
@@ -28,11 +35,7 @@ use chrono::Utc;
 use cohort::auth::Actor;
 use cohort::clock::SystemClock;
 use cohort::config::{Config, Secret};
-use cohort::directory::layout::{
-    DEVICE_USERS, DEVICES, USER_DEVICES, USERS, USERS_BY_EMAIL, USERS_BY_USERNAME,
-};
 use cohort::directory::{Binding, Device, OsFamily, SubjectKind, User, UserState};
-use cohort::groups::layout::{GROUP_NAMES, GROUPS};
 use cohort::groups::{Group, GroupType, PreviewInput};
 use cohort::server;
 use serde_json::{Value, json};
@@ -321,16 +324,10 @@ fn main() {
             .write(|txn| {
                 for &i in chunk {
                     let u = user(i, &mut rng);
-                    txn.put(
-                        USERS_BY_USERNAME,
-                        u.username.as_bytes(),
-                        u.id.as_bytes().to_vec(),
-                    );
-                    txn.put(USERS_BY_EMAIL, u.email.as_bytes(), u.id.as_bytes().to_vec());
-                    txn.put_json(USERS, u.id.as_bytes(), &u)?;
+                    cohort::directory::fixtures::insert_user(txn, &u)?;
                     user_ids.push(u.id);
                 }
-                Ok::<_, cohort_storage::StorageError>(())
+                Ok::<_, cohort::error::DomainError>(())
             })
             .unwrap()
             .durable_blocking()
@@ -348,14 +345,11 @@ fn main() {
                         device_id: d.id,
                         created_at: d.created_at,
                     };
-                    let uk = [u.as_bytes().as_slice(), d.id.as_bytes()].concat();
-                    let dk = [d.id.as_bytes().as_slice(), u.as_bytes()].concat();
-                    txn.put_json(USER_DEVICES, &uk, &b)?;
-                    txn.put_json(DEVICE_USERS, &dk, &b)?;
-                    txn.put_json(DEVICES, d.id.as_bytes(), &d)?;
+                    cohort::directory::fixtures::insert_device(txn, &d)?;
+                    cohort::directory::fixtures::insert_binding(txn, &b)?;
                     device_ids.push(d.id);
                 }
-                Ok::<_, cohort_storage::StorageError>(())
+                Ok::<_, cohort::error::DomainError>(())
             })
             .unwrap()
             .durable_blocking()
@@ -412,23 +406,13 @@ fn main() {
                     updated_at: now,
                     version: 1,
                 };
-                txn.put(
-                    GROUP_NAMES,
-                    &[
-                        subject.as_str().as_bytes(),
-                        &[0],
-                        name.to_lowercase().as_bytes(),
-                    ]
-                    .concat(),
-                    g.id.as_bytes().to_vec(),
-                );
-                txn.put_json(GROUPS, g.id.as_bytes(), &g)?;
+                cohort::groups::fixtures::insert_group(txn, &g)?;
                 if subject == SubjectKind::User {
                     user_groups.push(g.id);
                 }
                 group_ids.push(g.id);
             }
-            Ok::<_, cohort_storage::StorageError>(())
+            Ok::<_, cohort::error::DomainError>(())
         })
         .unwrap()
         .durable_blocking()

@@ -10,6 +10,13 @@
 //! again (nothing to change). Every create is validated, audited, and
 //! followed by the incremental group recompute.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "benchmark code: a failure aborts the run, which is what it should do"
+)]
+// A benchmark measures real elapsed time, and drives a server that keeps real time.
+#![allow(clippy::disallowed_methods)]
+
 mod support;
 
 use std::path::PathBuf;

@@ -8,10 +8,18 @@
 //! over 100,000 subjects, in the sandbox and with the same engine compiled
 //! natively, on the same data in the same run.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "benchmark code: a failure aborts the run, which is what it should do"
+)]
+// A benchmark measures real elapsed time, and drives a server that keeps real time.
+#![allow(clippy::disallowed_methods)]
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use cohort::clock::SystemClock;
 use cohort::config::PluginsConfig;
 use cohort::plugins::bindings::rules as host_rules;
 use cohort::plugins::bindings::types as host_types;
@@ -202,6 +210,7 @@ fn main() {
                 ..Default::default()
             }),
             None,
+            Arc::new(SystemClock),
         )
         .unwrap(),
     );
@@ -318,7 +327,7 @@ fn main() {
         explain: false,
     };
     let t = Instant::now();
-    let native_rules = rules_standard::engine::RuleSet::compile(
+    let native_rules = rule_evaluator_standard::engine::RuleSet::compile(
         cohort_sdk::SubjectKind::User,
         &native_schema,
         &native_sources,

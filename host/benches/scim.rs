@@ -10,6 +10,13 @@
 //!
 //! Knobs: BENCH_CREATES (default 2000), BENCH_CONCURRENCY (default 8).
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "benchmark code: a failure aborts the run, which is what it should do"
+)]
+// A benchmark measures real elapsed time, and drives a server that keeps real time.
+#![allow(clippy::disallowed_methods)]
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

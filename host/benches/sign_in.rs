@@ -16,6 +16,13 @@
 //! Knobs: BENCH_SIGN_INS (default 500), BENCH_ME_SECONDS (default 5),
 //! BENCH_CONCURRENCY (default 8).
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "benchmark code: a failure aborts the run, which is what it should do"
+)]
+// A benchmark measures real elapsed time, and drives a server that keeps real time.
+#![allow(clippy::disallowed_methods)]
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -12,6 +12,9 @@
 //! update phase stops early after BENCH_SECONDS (default 1,200) and says so.
 //! COHORT_STORAGE_ENGINE picks the engine (fjall, the default, or sled).
 
+// A benchmark measures real elapsed time, and drives a server that keeps real time.
+#![allow(clippy::disallowed_methods)]
+
 mod support;
 
 use std::path::Path;

@@ -60,7 +60,8 @@ pub const ENV_HTTP_SHUTDOWN_TIMEOUT_MS: &str = "COHORT_HTTP_SHUTDOWN_TIMEOUT_MS"
 pub struct Config {
     /// Address the HTTP API listens on.
     pub listen: SocketAddr,
-    /// Where the embedded store keeps its files.
+    /// Where the embedded store keeps its files. Unset, it does not depend
+    /// on the directory Cohort was started from: see [`default_data_dir`].
     pub data_dir: PathBuf,
     /// The first admin's API key. Used once, when the store has no key yet;
     /// when unset, a key is generated and printed once instead.
@@ -297,9 +298,10 @@ impl Default for GroupsConfig {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SchedulesConfig {
-    /// Milliseconds between looks for due import schedules: how late a
-    /// schedule may start. 5,000 by default; a look costs a scan of the
-    /// (few) schedules.
+    /// Milliseconds between looks for due import schedules and lapsed
+    /// exemptions: how late a schedule may start or an exemption end. 5,000
+    /// by default; a look costs a scan of the (few) schedules, and of the
+    /// exemptions only once one has lapsed.
     pub tick_ms: u64,
 }
 
@@ -434,11 +436,38 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// Where the data lives when the configuration does not say: the same place
+/// wherever `cohort` is started from, so that a service started from `/`
+/// and an admin's shell in their home directory open the same store.
+/// - `$STATE_DIRECTORY`, which systemd sets for a unit with `StateDirectory=`
+///   (the packaged unit uses `/var/lib/cohort`);
+/// - otherwise `$XDG_DATA_HOME/cohort`, then `$HOME/.local/share/cohort`
+///   (the XDG base directory specification's defaults).
+///
+/// `None` when none of them is set (a bare container): the caller must then
+/// name a directory rather than have one picked relative to wherever it is.
+pub fn default_data_dir(env: &impl Fn(&str) -> Option<String>) -> Option<PathBuf> {
+    let set = |k: &str| env(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    if let Some(state) = set("STATE_DIRECTORY") {
+        // systemd may list several, separated by ':'; Cohort asks for one.
+        let first = state.to_string_lossy().split(':').next().map(PathBuf::from);
+        return first;
+    }
+    // The specification ignores a relative XDG_DATA_HOME, and so does Cohort.
+    if let Some(xdg) = set("XDG_DATA_HOME").filter(|p| p.is_absolute()) {
+        return Some(xdg.join("cohort"));
+    }
+    set("HOME")
+        .filter(|p| p.is_absolute())
+        .map(|h| h.join(".local/share/cohort"))
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            data_dir: PathBuf::from("./data"),
+            // Empty means "not set": `load` resolves it from the environment.
+            data_dir: PathBuf::new(),
             bootstrap_admin_key: None,
             log: LogConfig::default(),
             http: HttpConfig::default(),
@@ -552,6 +581,15 @@ impl Config {
         }
         if let Some(v) = env(ENV_DATA_DIR) {
             config.data_dir = PathBuf::from(v);
+        }
+        if config.data_dir.as_os_str().is_empty() {
+            config.data_dir = default_data_dir(&env).ok_or_else(|| ConfigError::Env {
+                var: ENV_DATA_DIR,
+                message: "no data directory: set COHORT_DATA_DIR (or data_dir in the \
+                          configuration file); HOME, XDG_DATA_HOME and STATE_DIRECTORY \
+                          are all unset"
+                    .into(),
+            })?;
         }
         if let Some(v) = env(ENV_BOOTSTRAP_ADMIN_KEY) {
             config.bootstrap_admin_key = Some(Secret(v));

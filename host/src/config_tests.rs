@@ -1,11 +1,15 @@
 use super::*;
 use std::collections::HashMap;
 
+/// An environment of `pairs`, with a `HOME` (where the default data
+/// directory goes) unless `pairs` sets one.
 fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-    let map: HashMap<String, String> = pairs
+    let mut map: HashMap<String, String> = pairs
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
+    map.entry("HOME".into())
+        .or_insert_with(|| "/home/test".into());
     move |k| map.get(k).cloned()
 }
 
@@ -37,10 +41,36 @@ fn the_example_config_parses_to_the_defaults() {
 
 #[test]
 fn defaults_are_loopback_and_local_data() {
-    let c = Config::load(None, env(&[])).unwrap();
+    let c = Config::load(None, env(&[("HOME", "/home/ada")])).unwrap();
     assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
-    assert_eq!(c.data_dir, PathBuf::from("./data"));
+    assert_eq!(c.data_dir, PathBuf::from("/home/ada/.local/share/cohort"));
     assert!(c.bootstrap_admin_key.is_none());
+}
+
+#[test]
+fn the_default_data_directory_does_not_depend_on_the_working_directory() {
+    let dir = |vars: &[(&str, &str)]| Config::load(None, env(vars)).map(|c| c.data_dir);
+    assert_eq!(
+        dir(&[("HOME", "/home/ada"), ("XDG_DATA_HOME", "/data/ada")]).unwrap(),
+        PathBuf::from("/data/ada/cohort")
+    );
+    // A relative XDG_DATA_HOME is ignored, as the specification says.
+    assert_eq!(
+        dir(&[("HOME", "/home/ada"), ("XDG_DATA_HOME", "rel")]).unwrap(),
+        PathBuf::from("/home/ada/.local/share/cohort")
+    );
+    // systemd's StateDirectory= wins over the user's directories.
+    assert_eq!(
+        dir(&[("HOME", "/root"), ("STATE_DIRECTORY", "/var/lib/cohort")]).unwrap(),
+        PathBuf::from("/var/lib/cohort")
+    );
+    assert_eq!(
+        dir(&[("HOME", "/root"), ("COHORT_DATA_DIR", "/srv/c")]).unwrap(),
+        PathBuf::from("/srv/c")
+    );
+    // Nothing to go by: an error naming the setting, not "./data".
+    let err = dir(&[("HOME", "relative")]).unwrap_err().to_string();
+    assert!(err.contains("COHORT_DATA_DIR"), "{err}");
 }
 
 #[test]

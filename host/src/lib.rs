@@ -15,6 +15,7 @@ pub mod error;
 pub mod expression;
 pub mod federation;
 pub mod groups;
+pub(crate) mod id_pair;
 pub mod json;
 pub mod limits;
 pub mod migrations;

@@ -5,9 +5,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use cohort::config::{Config, LogFormat};
+use cohort::clock::{Clock, SystemClock};
+use cohort::config::Config;
 use cohort::plugins::secrets::SecretBox;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 /// glibc's allocator spends most of a membership update in `malloc` once the
 /// store's cache has fragmented the heap; mimalloc does not.
@@ -81,14 +82,7 @@ enum Command {
 }
 
 fn init_logging(config: &Config) {
-    let filter = EnvFilter::try_new(&config.log.level).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match config.log.format {
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-        LogFormat::Text => builder.init(),
-    }
+    cohort::server::log_subscriber(config, std::io::stderr).init();
 }
 
 async fn shutdown_signal() {
@@ -140,7 +134,12 @@ async fn backup(
         let mut summary = None;
         write_atomically(output, |f| {
             let mut w = std::io::BufWriter::new(f);
-            summary = Some(store.export(&mut w, secrets.backup_key())?);
+            let created = Clock::now(&SystemClock).timestamp();
+            summary = Some(store.export(
+                &mut w,
+                secrets.backup_key(),
+                u64::try_from(created).unwrap_or(0),
+            )?);
             w.flush()?;
             Ok(())
         })?;

@@ -16,23 +16,7 @@ fn initial_layout(_: &mut WriteTxn<'_>) -> Result<(), StorageError> {
 /// recognise a device that enrolls again. Built from the stored devices; it
 /// reads the JSON field alone, so later changes to `Device` cannot break it.
 fn devices_by_serial(txn: &mut WriteTxn<'_>) -> Result<(), StorageError> {
-    use crate::directory::layout::{DEVICES, DEVICES_BY_SERIAL};
-    let mut entries = Vec::new();
-    txn.for_each_prefix(DEVICES, b"", |k, v| {
-        let device: serde_json::Value = cohort_storage::decode_json(DEVICES, v)?;
-        let id = uuid::Uuid::from_slice(k).map_err(|_| StorageError::Corrupt {
-            keyspace: DEVICES.name().to_string(),
-            detail: "a device key is not a 16-byte id".into(),
-        })?;
-        if let Some(key) = crate::directory::serial_key(device["serial_number"].as_str(), &id) {
-            entries.push(key);
-        }
-        Ok::<_, StorageError>(())
-    })?;
-    for key in entries {
-        txn.put(DEVICES_BY_SERIAL, &key, Vec::new());
-    }
-    Ok(())
+    crate::directory::build_serial_index(txn)
 }
 
 /// Version 3: the username and email indexes re-keyed under the identity
@@ -87,41 +71,3 @@ pub const MIGRATIONS: &[Migration] = &[
         apply: identity_skeletons,
     },
 ];
-
-#[cfg(test)]
-mod tests {
-    use cohort_storage::{OpenOptions, Store};
-    use serde_json::json;
-    use uuid::Uuid;
-
-    use crate::directory::layout::{DEVICES, DEVICES_BY_SERIAL};
-
-    #[test]
-    fn the_serial_index_is_built_from_stored_devices() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), &OpenOptions::default()).unwrap();
-        let (with, without) = (Uuid::now_v7(), Uuid::now_v7());
-        store
-            .write(|txn| {
-                txn.put_json(DEVICES, with.as_bytes(), &json!({"serial_number": "C02XK"}))?;
-                txn.put_json(DEVICES, without.as_bytes(), &json!({"serial_number": null}))?;
-                Ok::<_, cohort_storage::StorageError>(())
-            })
-            .unwrap()
-            .durable_blocking()
-            .unwrap();
-        store
-            .write(super::devices_by_serial)
-            .unwrap()
-            .durable_blocking()
-            .unwrap();
-        let keys: Vec<Vec<u8>> = store
-            .scan(DEVICES_BY_SERIAL, b"", None, false)
-            .map(|e| e.unwrap().0)
-            .collect();
-        assert_eq!(
-            keys,
-            vec![crate::directory::serial_key(Some("c02xk"), &with).unwrap()]
-        );
-    }
-}

@@ -343,11 +343,24 @@ pub(crate) fn redact_url(url: &str) -> Option<String> {
     Some(out)
 }
 
+/// An HTTP client that could not be built (no TLS roots, say). Shared, since
+/// the plugins' client is built once and its failure answered to every
+/// caller after.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct ClientError(Arc<reqwest::Error>);
+
+impl From<reqwest::Error> for ClientError {
+    fn from(e: reqwest::Error) -> Self {
+        ClientError(Arc::new(e))
+    }
+}
+
 /// The server's outbound HTTP: the policy, an async client for the server's
 /// own requests and a blocking one for plugins, both filtering addresses.
 pub struct Outbound {
     policy: Arc<Policy>,
-    blocking: OnceLock<Result<reqwest::blocking::Client, String>>,
+    blocking: OnceLock<Result<reqwest::blocking::Client, ClientError>>,
 }
 
 impl std::fmt::Debug for Outbound {
@@ -381,7 +394,7 @@ impl Outbound {
     /// An async client that never follows redirects, ignores proxy
     /// variables (a proxy would resolve names where they cannot be checked)
     /// and connects only to checked addresses.
-    pub fn client(&self, timeout: Duration) -> Result<reqwest::Client, String> {
+    pub fn client(&self, timeout: Duration) -> Result<reqwest::Client, ClientError> {
         reqwest::Client::builder()
             .timeout(timeout)
             .redirect(reqwest::redirect::Policy::none())
@@ -390,12 +403,12 @@ impl Outbound {
                 policy: Arc::clone(&self.policy),
             }))
             .build()
-            .map_err(|e| e.to_string())
+            .map_err(ClientError::from)
     }
 
     /// The plugins' blocking client, built on first use: reqwest's blocking
     /// client must not be created (or dropped) on an async worker thread.
-    pub fn blocking_client(&self) -> Result<&reqwest::blocking::Client, String> {
+    pub fn blocking_client(&self) -> Result<&reqwest::blocking::Client, ClientError> {
         self.blocking
             .get_or_init(|| {
                 reqwest::blocking::Client::builder()
@@ -408,7 +421,7 @@ impl Outbound {
                         policy: Arc::clone(&self.policy),
                     }))
                     .build()
-                    .map_err(|e| e.to_string())
+                    .map_err(ClientError::from)
             })
             .as_ref()
             .map_err(Clone::clone)

@@ -68,7 +68,9 @@ pub fn build(config: &Config, store: Store, clock: Arc<dyn Clock>) -> Result<App
     let outbound = Arc::new(crate::outbound::Outbound::new(config.outbound.policy()));
     let runtime = Arc::new(
         Runtime::new(
-            Limits::from_config(&config.plugins).with_outbound(Arc::clone(&outbound)),
+            Limits::from_config(&config.plugins)
+                .with_outbound(Arc::clone(&outbound))
+                .with_clock(Arc::clone(&clock)),
             Some(
                 &config
                     .plugins
@@ -76,6 +78,7 @@ pub fn build(config: &Config, store: Store, clock: Arc<dyn Clock>) -> Result<App
                     .clone()
                     .unwrap_or_else(|| config.data_dir.join("cache").join("components")),
             ),
+            Arc::clone(&clock),
         )
         .map_err(|e| ServerError::Plugins(e.to_string()))?,
     );
@@ -248,8 +251,9 @@ pub async fn serve(
     spawn_full_recomputes(app.state.groups.clone(), config.groups.full_recompute_hours);
     spawn_sweeps(app.state.sign_in.clone());
     spawn_credential_usage_flush(app.state.devices.clone());
-    spawn_import_schedules(
+    spawn_schedules(
         app.state.imports.clone(),
+        app.state.groups.clone(),
         std::time::Duration::from_millis(config.schedules.tick_ms),
     );
     tracing::info!(
@@ -266,6 +270,27 @@ pub async fn serve(
     // Scripts and tests read this line to learn the port when listening on :0.
     println!("listening on http://{addr}");
     run(listener, app.state, limits, shutdown).await
+}
+
+/// The subscriber that writes the server's log to `writer`, as `[log]`
+/// says (level filter, JSON or text). The binary installs it for the
+/// process; an embedding (the in-process test harness) for its own threads.
+pub fn log_subscriber<W>(
+    config: &Config,
+    writer: W,
+) -> Box<dyn tracing::Subscriber + Send + Sync + 'static>
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer);
+    match config.log.format {
+        crate::config::LogFormat::Json => Box::new(builder.json().flatten_event(true).finish()),
+        crate::config::LogFormat::Text => Box::new(builder.finish()),
+    }
 }
 
 /// Cohort's public URL, checked, without a trailing slash.
@@ -287,10 +312,15 @@ fn public_url(config: &Config) -> Result<String, ServerError> {
     }
 }
 
-/// Starts scheduled imports when they are due; checked every `tick`
-/// (`[schedules] tick_ms`), which costs a scan of the (few) schedules.
-fn spawn_import_schedules(
+/// Every `tick` (`[schedules] tick_ms`): starts the import schedules that
+/// are due, and lets group exemptions lapse once the clock has passed their
+/// expiry. Each look costs a scan of the (few) schedules and a comparison
+/// with the next expiry.
+// The loop's period is real time between looks; what is due is the clock's.
+#[allow(clippy::disallowed_methods)]
+fn spawn_schedules(
     imports: crate::provisioning::imports::Imports,
+    groups: Groups,
     tick: std::time::Duration,
 ) {
     tokio::spawn(async move {
@@ -299,11 +329,17 @@ fn spawn_import_schedules(
             if let Err(e) = imports.run_due().await {
                 tracing::warn!(error = %e, "could not start scheduled imports");
             }
+            if let Err(e) = groups.apply_lapsed_exemptions().await {
+                tracing::warn!(error = %e, "could not apply lapsed exemptions");
+            }
         }
     });
 }
 
 /// Removes expired sessions and abandoned sign-ins every few minutes.
+// The loop's period is real time between housekeeping runs; what each run
+// does reads the injected clock.
+#[allow(clippy::disallowed_methods)]
 fn spawn_sweeps(sign_in: SignIn) {
     tokio::spawn(async move {
         loop {
@@ -322,6 +358,9 @@ fn spawn_sweeps(sign_in: SignIn) {
 
 /// Writes the last-used times of device credentials once a minute (see
 /// `devices::credentials` for why not on every use).
+// The loop's period is real time between housekeeping runs; what each run
+// does reads the injected clock.
+#[allow(clippy::disallowed_methods)]
 fn spawn_credential_usage_flush(devices: crate::devices::Devices) {
     tokio::spawn(async move {
         let every = std::time::Duration::from_secs(crate::devices::USAGE_FLUSH_SECONDS);
@@ -337,14 +376,14 @@ fn spawn_credential_usage_flush(devices: crate::devices::Devices) {
 /// A full recompute at start-up (memberships may be stale if the rule
 /// evaluator was missing last time, or relative dates moved on), then every
 /// `hours` hours.
+// The loop's period is real time between housekeeping runs; what each run
+// does reads the injected clock.
+#[allow(clippy::disallowed_methods)]
 fn spawn_full_recomputes(groups: Groups, hours: u64) {
     tokio::spawn(async move {
-        let actor = crate::auth::Actor::system("scheduled-recompute");
         let mut trigger = "startup";
         loop {
-            if let Err(e) = groups.start_recompute(&actor, trigger).await {
-                tracing::error!(error = %e, "could not start a full group recompute");
-            }
+            start_scheduled_recompute(&groups, trigger).await;
             if hours == 0 {
                 break;
             }
@@ -352,4 +391,14 @@ fn spawn_full_recomputes(groups: Groups, hours: u64) {
             trigger = "schedule";
         }
     });
+}
+
+/// Starts a full recompute on the server's own behalf; `trigger` says why
+/// ("startup", "schedule"). Public so that an embedding (the in-process test
+/// harness) starts up as `serve` does.
+pub async fn start_scheduled_recompute(groups: &Groups, trigger: &str) {
+    let actor = crate::auth::Actor::system("scheduled-recompute");
+    if let Err(e) = groups.start_recompute(&actor, trigger).await {
+        tracing::error!(error = %e, "could not start a full group recompute");
+    }
 }

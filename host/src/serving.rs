@@ -58,7 +58,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::ConnectInfo;
@@ -70,6 +70,7 @@ use tokio::sync::{Notify, watch};
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
+use crate::clock::Stopwatch;
 use crate::config::HttpConfig;
 
 /// At most one "connection cap reached" warning per this long.
@@ -214,7 +215,7 @@ struct Conn {
 
 /// The open connections.
 struct Registry {
-    epoch: Instant,
+    epoch: Stopwatch,
     cap: usize,
     per_peer: usize,
     conns: Mutex<HashMap<u64, Arc<Conn>>>,
@@ -235,7 +236,7 @@ struct Registry {
 impl Registry {
     fn new(cap: usize, per_peer: usize) -> Registry {
         Registry {
-            epoch: Instant::now(),
+            epoch: Stopwatch::start(),
             cap: cap.max(1),
             per_peer: per_peer.max(1),
             conns: Mutex::new(HashMap::new()),
@@ -482,6 +483,7 @@ pub async fn serve(
                     // Out of file descriptors, or a connection reset before
                     // it was accepted: wait a moment rather than spin.
                     tracing::warn!(error = %e, "accepting a connection failed");
+                    #[allow(clippy::disallowed_methods)] // A backoff, not a wait for time to pass.
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -539,6 +541,9 @@ pub async fn serve(
     }
 }
 
+// The header and idle timeouts are real time that protects the server's
+// connections (a resource limit), not business time.
+#[allow(clippy::disallowed_methods)]
 async fn connection(
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
@@ -690,6 +695,8 @@ struct TimedBody {
 }
 
 impl TimedBody {
+    // The body timeout is real time that protects a connection slot.
+    #[allow(clippy::disallowed_methods)]
     fn new(inner: Incoming, timeout: Duration, conn: Arc<Conn>) -> TimedBody {
         TimedBody {
             inner,

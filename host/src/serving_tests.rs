@@ -72,7 +72,7 @@ fn when_every_connection_is_handling_a_read_request_the_new_one_is_refused() {
 /// body has been arriving for a while without waiting for it.
 fn aged_registry(cap: usize, per_peer: usize) -> Arc<Registry> {
     let mut r = Registry::new(cap, per_peer);
-    r.epoch = Instant::now().checked_sub(Duration::from_secs(60)).unwrap();
+    r.epoch = crate::clock::Stopwatch::started_ago(Duration::from_secs(60));
     Arc::new(r)
 }
 

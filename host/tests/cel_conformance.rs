@@ -8,8 +8,9 @@
 //! Cohort's checker, which must not refuse a valid expression.
 //!
 //! A case that fails must be listed, with its reason, in
-//! `tests/cel-conformance-known-failures.txt`; a listed case that passes
-//! fails the test too, so the list stays true.
+//! `tests/cel-conformance-known-failures.txt`, under the reason that
+//! explains it; a listed case that passes fails the test too, so the list
+//! stays true.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -42,20 +43,31 @@ fn cases() -> Vec<Value> {
     serde_json::from_slice(&out.stdout).expect("the exporter prints JSON")
 }
 
-/// `path  # reason` per line.
+/// Each case under the `# reason` line that explains it, so that a reason
+/// shared by many cases is written once.
 fn known_failures() -> BTreeMap<String, String> {
     let text = std::fs::read_to_string(root().join("tests/cel-conformance-known-failures.txt"))
         .expect("tests/cel-conformance-known-failures.txt");
-    text.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with("//"))
-        .map(|l| {
-            let (path, reason) = l.split_once('#').unwrap_or((l, ""));
-            let reason = reason.trim();
-            assert!(!reason.is_empty(), "a known failure needs a reason: {l}");
-            (path.trim().to_string(), reason.to_string())
-        })
-        .collect()
+    let mut reason: Option<String> = None;
+    let mut out = BTreeMap::new();
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with("//") {
+            continue;
+        }
+        if let Some(r) = line.strip_prefix('#') {
+            assert!(!r.trim().is_empty(), "an empty reason");
+            reason = Some(r.trim().to_string());
+            continue;
+        }
+        let r = reason
+            .clone()
+            .unwrap_or_else(|| panic!("{line} is listed before any `# reason` line"));
+        assert!(
+            out.insert(line.to_string(), r).is_none(),
+            "{line} is listed twice"
+        );
+    }
+    out
 }
 
 /// A protobuf-JSON `cel.expr.Value` as a plain value.

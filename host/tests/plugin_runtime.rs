@@ -1,10 +1,18 @@
 //! The plugin runtime against real components built by `plugins/build`:
 //! the standard rule evaluator, and hostile guests that break every limit.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code, helpers included: a panic is a test failure"
+)]
+// A plugin call's limit is real time, which is what is measured.
+#![allow(clippy::disallowed_methods)]
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use cohort::clock::SystemClock;
 use cohort::config::PluginsConfig;
 use cohort::outbound::{Outbound, Policy};
 use cohort::plugins::bindings::rules::{EvaluateOptions, RuleSource};
@@ -22,7 +30,7 @@ fn artifact(name: &str) -> (Manifest, Vec<u8>) {
 }
 
 fn runtime(cfg: PluginsConfig) -> Arc<Runtime> {
-    Arc::new(Runtime::new(Limits::from_config(&cfg), None).unwrap())
+    Arc::new(Runtime::new(Limits::from_config(&cfg), None, Arc::new(SystemClock)).unwrap())
 }
 
 fn load(rt: &Runtime, name: &str) -> Arc<LoadedPlugin> {
@@ -380,6 +388,7 @@ fn allowed_hosts_are_reached_over_http_and_https() {
             Limits::from_config(&PluginsConfig::default())
                 .with_outbound(Arc::new(Outbound::new(loopback))),
             None,
+            Arc::new(SystemClock),
         )
         .unwrap(),
     );

@@ -23,6 +23,7 @@
 #![deny(missing_docs)]
 
 pub mod config;
+pub mod encoding;
 pub mod host;
 pub mod idp;
 pub mod importer;

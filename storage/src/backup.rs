@@ -192,18 +192,18 @@ impl Store {
     /// Writes a consistent snapshot of the whole store to `out`. Writers wait
     /// while it runs (reads do not), so export to a local file and ship that,
     /// rather than exporting straight to a slow network peer.
-    /// The file is authenticated with `key`.
+    /// The file is authenticated with `key`. `created_unix` is the time its
+    /// header records, in seconds: the caller's clock, since this crate has
+    /// none of its own.
     pub fn export(
         &self,
         out: &mut dyn Write,
         key: &BackupKey,
+        created_unix: u64,
     ) -> Result<BackupSummary, StorageError> {
         let inner = self.inner();
         let _guard = inner.writer.lock();
         let schema_version = self.schema_version()?;
-        let created_unix = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
         let header = Header {
             format: FORMAT.into(),
             format_version: FORMAT_VERSION,
@@ -485,7 +485,7 @@ mod tests {
     fn hostile_lines_are_refused_with_their_line_number() {
         let (dir, store) = sample();
         let mut good = Vec::new();
-        store.export(&mut good, &KEY).unwrap();
+        store.export(&mut good, &KEY, 1_764_000_000).unwrap();
         let header = good.split(|b| *b == b'\n').next().unwrap().to_vec();
         let cases: [&[u8]; 4] = [
             b"{\"ks\":\"b\",\"k\":\"\xff\xfe\",\"v\":\"\"}\n",
@@ -513,7 +513,7 @@ mod tests {
     fn round_trip_gives_identical_entries() {
         let (dir, store) = sample();
         let mut first = Vec::new();
-        let summary = store.export(&mut first, &KEY).unwrap();
+        let summary = store.export(&mut first, &KEY, 1_764_000_000).unwrap();
         assert_eq!(summary.entries, 100);
         let target = dir.path().join("restored");
         let restored =
@@ -522,7 +522,10 @@ mod tests {
         let again = Store::open(&target, &OpenOptions::default()).unwrap();
         let mut second = Vec::new();
         assert_eq!(
-            again.export(&mut second, &KEY).unwrap().sha256,
+            again
+                .export(&mut second, &KEY, 1_764_000_000)
+                .unwrap()
+                .sha256,
             summary.sha256
         );
     }
@@ -531,7 +534,7 @@ mod tests {
     fn truncated_or_tampered_backups_are_refused_and_leave_nothing() {
         let (dir, store) = sample();
         let mut full = Vec::new();
-        store.export(&mut full, &KEY).unwrap();
+        store.export(&mut full, &KEY, 1_764_000_000).unwrap();
         let text = String::from_utf8(full).unwrap();
         let truncated: String = text.lines().take(50).map(|l| format!("{l}\n")).collect();
         let target = dir.path().join("t1");
@@ -560,7 +563,7 @@ mod tests {
     fn restore_refuses_a_non_empty_directory() {
         let (dir, store) = sample();
         let mut full = Vec::new();
-        store.export(&mut full, &KEY).unwrap();
+        store.export(&mut full, &KEY, 1_764_000_000).unwrap();
         let err = restore_into(
             &dir.path().join("src"),
             &mut &full[..],
@@ -595,7 +598,7 @@ mod tests {
     fn an_edited_backup_with_a_fixed_checksum_or_another_key_is_refused() {
         let (dir, store) = sample();
         let mut full = Vec::new();
-        store.export(&mut full, &KEY).unwrap();
+        store.export(&mut full, &KEY, 1_764_000_000).unwrap();
         let text = String::from_utf8(full).unwrap();
         let target = dir.path().join("t");
         // The edit and its checksum fix alone restore.
@@ -665,7 +668,7 @@ mod tests {
     fn version_1_backups_need_the_explicit_flag() {
         let (dir, store) = sample();
         let mut full = Vec::new();
-        store.export(&mut full, &KEY).unwrap();
+        store.export(&mut full, &KEY, 1_764_000_000).unwrap();
         let text = String::from_utf8(full).unwrap();
         // What a version 1 build wrote: no HMAC in the trailer.
         let mut lines: Vec<String> = text.lines().map(String::from).collect();

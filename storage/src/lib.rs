@@ -26,6 +26,7 @@ mod fjall_backend;
 mod keyspace;
 mod migrate;
 mod pending;
+mod reader;
 mod sled_backend;
 mod store;
 mod txn;
@@ -34,6 +35,7 @@ pub use backup::{BackupKey, BackupSummary, Verify, restore_into};
 pub use error::StorageError;
 pub use keyspace::Keyspace;
 pub use migrate::Migration;
+pub use reader::Reader;
 pub use store::{Committed, Engine, LiveSize, OpenOptions, Store};
 pub use txn::{WriteTxn, decode_json};
 

@@ -194,6 +194,7 @@ impl Store {
         let sled = loop {
             match SledBackend::open(dir, options.cache_bytes) {
                 Err(StorageError::Locked(_)) if waited < LOCK_GRACE => {
+                    #[allow(clippy::disallowed_methods)] // Waiting for sled's own thread.
                     std::thread::sleep(step);
                     waited += step;
                 }

@@ -12,6 +12,13 @@
 //! (default 1), COHORT_STORAGE_ENGINE (the server's engine). Ends with the
 //! server's peak resident memory.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "benchmark code: a failure aborts the run, which is what it should do"
+)]
+// A benchmark measures real elapsed time, and drives a server that keeps real time.
+#![allow(clippy::disallowed_methods)]
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};

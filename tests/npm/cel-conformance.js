@@ -1,7 +1,7 @@
 // Prints the sections of CEL's conformance suite (from @bufbuild/cel-spec)
 // that apply to Cohort's rules, as one JSON array of flat cases:
 //   {section, path, expr, bindings, value | error, disableCheck, container}
-// tests/tests/cel_conformance.rs runs it and checks Cohort's CEL module.
+// host/tests/cel_conformance.rs runs it and checks Cohort's CEL module.
 "use strict";
 const { tests } = require("@bufbuild/cel-spec/testdata/conformance.js");
 
@@ -14,6 +14,10 @@ const SECTIONS = [
   "timestamps",
   "integer_math",
   "fp_math",
+  "lists",
+  "parse",
+  "string_ext",
+  "conversions",
 ];
 
 const out = [];
@@ -25,7 +29,8 @@ function walk(section, suite, path) {
       path: [...path, o.name].join("/"),
       expr: o.expr,
       bindings: o.bindings || {},
-      value: o.value === undefined ? null : o.value,
+      // cel-spec's simple.proto: a case that names no result expects `true`.
+      value: o.value === undefined ? { boolValue: true } : o.value,
       error: o.evalError !== undefined,
       disableCheck: !!o.disableCheck,
       container: o.container || "",

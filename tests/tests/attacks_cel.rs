@@ -7,6 +7,13 @@
 //! the limit, quickly, with its resident memory staying small, and keep
 //! answering.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code, helpers included: a panic is a test failure"
+)]
+// An attack is stopped within a bound of real time, which is what is measured.
+#![allow(clippy::disallowed_methods)]
+
 use std::time::{Duration, Instant};
 
 use cohort_tests::{Api, Server};

@@ -8,6 +8,13 @@
 //! holding shutdown. Everything stays on loopback and is bounded in count
 //! and time.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code, helpers included: a panic is a test failure"
+)]
+// Slow clients and connection timeouts are real time on a real socket.
+#![allow(clippy::disallowed_methods)]
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};

@@ -2,6 +2,11 @@
 //! round trip that gives an identical directory. Also: SIGTERM shuts down
 //! cleanly and keeps every acknowledged write.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code, helpers included: a panic is a test failure"
+)]
+
 use std::process::Command;
 
 use cohort_tests::{ADMIN_KEY, Api, Server, cohort_bin};

@@ -4,6 +4,13 @@
 //! cleanly. Repeated several times on the same data directory, so recovery
 //! from one crash is itself crashed into, on each storage engine.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code, helpers included: a panic is a test failure"
+)]
+// The kill lands at a random real moment during writes.
+#![allow(clippy::disallowed_methods)]
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 

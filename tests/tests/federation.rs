@@ -2,6 +2,11 @@
 //! on loopback. So far: configuring identity providers, with discovery
 //! checked when they are saved.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code, helpers included: a panic is a test failure"
+)]
+
 use cohort_tests::{Api, OidcProvider, Server};
 use serde_json::{Value, json};
 

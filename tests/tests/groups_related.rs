@@ -1,7 +1,16 @@
 //! Cross-subject rules, explanations, previews, and the check that the
-//! incremental path and a full recompute always agree.
+//! incremental path, a full recompute and an independent reference
+//! evaluator (`cohort_tests::oracle`) always agree.
 
-use cohort_tests::{Server, eq, sorted};
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code, helpers included: a panic is a test failure"
+)]
+
+use std::collections::BTreeMap;
+
+use cohort_tests::oracle::{self, Cel, Expressions, Kind};
+use cohort_tests::{Rng, Server, eq, sorted};
 use serde_json::{Value, json};
 
 #[tokio::test]
@@ -116,11 +125,7 @@ async fn explain_goes_condition_by_condition() {
     let mac = api.device("mac-1", "macos", json!({})).await;
     api.put(&format!("/api/v1/users/{ada}/devices/{mac}")).await;
     let berlin = api
-        .dynamic_group(
-            "Berlin",
-            "user",
-            json!({"conditions": [eq("location", json!(["Berlin"]))]}),
-        )
+        .equals_group("Berlin", "user", "location", "Berlin")
         .await;
     let g = api
         .post(
@@ -289,24 +294,6 @@ async fn preview_shows_members_and_the_diff_without_writing() {
     assert_eq!(p["added"]["count"], 1);
 }
 
-/// A tiny deterministic generator, so a failure can be replayed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn pick<'a>(&mut self, items: &'a [&'a str]) -> &'a str {
-        items[self.below(items.len())]
-    }
-}
-
 #[tokio::test]
 async fn incremental_changes_agree_with_a_full_recompute() {
     let mut server = Server::start_with_plugins(&[]);
@@ -314,18 +301,10 @@ async fn incremental_changes_agree_with_a_full_recompute() {
     let depts = ["Engineering", "Sales", "Design", "Ops"];
     let oses = ["macos", "windows", "linux"];
     let eng = api
-        .dynamic_group(
-            "Eng",
-            "user",
-            json!({"conditions": [eq("department", json!(["Engineering"]))]}),
-        )
+        .equals_group("Eng", "user", "department", "Engineering")
         .await;
     let macs = api
-        .dynamic_group(
-            "Macs",
-            "device",
-            json!({"conditions": [eq("os_family", json!(["macos"]))]}),
-        )
+        .equals_group("Macs", "device", "os_family", "macos")
         .await;
     // Groups that depend on groups, on related subjects, with exclusions,
     // exemptions and review mode.
@@ -364,41 +343,56 @@ async fn incremental_changes_agree_with_a_full_recompute() {
     .await
     .expect(201);
     // CEL rules: alone, next to conditions, across subjects, and through
-    // in_group.
+    // in_group. Each is registered with the reference evaluator, which
+    // evaluates the same expression tree by itself.
+    let mut cel = Expressions::default();
+    let in_list = |attr: &str, xs: &[&str]| {
+        Cel::In(
+            oracle::cel::Var::Subject,
+            attr.into(),
+            xs.iter().map(|x| x.to_string()).collect(),
+        )
+    };
     let mut cel_groups = Vec::new();
     for (name, subject, rule) in [
         (
             "CEL: Eng or Sales, in Denver or with a Mac",
             "user",
-            json!({"expression": "user.department in ['Engineering', 'Sales'] && (user.location == 'Denver' \
-                                   || user.devices.exists(d, d.os_family == 'macos'))"}),
+            json!({"expression": cel.add(Kind::User, Cel::and(
+                in_list("department", &["Engineering", "Sales"]),
+                Cel::or(Cel::eq("location", "Denver"), Cel::exists(Cel::each_eq("os_family", "macos")))))}),
         ),
         (
             "CEL: in Eng, or in Berlin",
             "user",
-            json!({"expression": "in_group('Eng') || user.location == 'Berlin'"}),
+            json!({"expression": cel.add(Kind::User,
+                Cel::or(Cel::InGroup("Eng".into()), Cel::eq("location", "Berlin")))}),
         ),
         (
             "CEL: Sales outside Berlin",
             "user",
             json!({"conditions": [eq("department", json!(["Sales"]))],
-                   "expression": "user.location != 'Berlin'"}),
+                   "expression": cel.add(Kind::User, Cel::Ne(oracle::cel::Var::Subject, "location".into(), "Berlin".into()))}),
         ),
         (
             "CEL: devices whose users are all active",
             "device",
-            json!({"expression": "size(device.users) > 0 && device.users.all(u, u.state == 'active')"}),
+            json!({"expression": cel.add(Kind::Device,
+                Cel::and(Cel::AnyRelated, Cel::all(Cel::each_eq("state", "active"))))}),
         ),
         (
             "CEL: devices with a Denver user",
             "device",
-            json!({"conditions": [{"users": {"conditions": [{"expression": "user.location == 'Denver'"}]}}]}),
+            json!({"conditions": [{"users": {"conditions": [
+                {"expression": cel.add(Kind::User, Cel::eq("location", "Denver"))}]}}]}),
         ),
     ] {
         cel_groups.push(api.dynamic_group(name, subject, rule).await);
     }
+    let manual = BTreeMap::new();
+    oracle::assert_agrees(&api, &cel, &manual, "before any change").await;
 
-    let mut rng = Rng(0x5eed_cafe_f00d_1234);
+    let mut rng = Rng::new(0x5eed_cafe_f00d_1234);
     let mut users: Vec<String> = Vec::new();
     let mut devices: Vec<String> = Vec::new();
     for step in 0..160 {
@@ -476,6 +470,8 @@ async fn incremental_changes_agree_with_a_full_recompute() {
             }
             _ => {}
         }
+        // Every membership, source and suggestion, decided independently.
+        oracle::assert_agrees(&api, &cel, &manual, &format!("after step {step}")).await;
     }
     let counts = api.recompute().await;
     assert_eq!(
@@ -506,6 +502,7 @@ async fn incremental_changes_agree_with_a_full_recompute() {
         json!({"added": 0, "removed": 0, "suggested": 0}),
         "the store disagrees"
     );
+    oracle::assert_agrees(&api, &cel, &manual, "after a restart").await;
     let recent = api.get("/api/v1/audit?limit=500").await.expect(200).body;
     let changed: Vec<&Value> = recent["items"]
         .as_array()
@@ -529,4 +526,52 @@ async fn incremental_changes_agree_with_a_full_recompute() {
             g["name"]
         );
     }
+}
+
+/// A change around one user decides the groups of its devices only for
+/// context; groups that refer to those through a related condition must
+/// still read their stored members. (An exemption set elsewhere, or a new
+/// binding, once dropped the user from such a group.)
+#[tokio::test]
+async fn a_change_around_a_user_keeps_what_its_devices_groups_say() {
+    let server = Server::start_with_plugins(&[]);
+    let api = server.admin();
+    let user = api.user("ada", json!({})).await;
+    let windows = api.device("w1", "windows", json!({})).await;
+    let mac = api.device("m1", "macos", json!({})).await;
+    api.put(&format!("/api/v1/users/{user}/devices/{windows}"))
+        .await
+        .expect(201);
+    let win = api
+        .equals_group("Windows", "device", "os_family", "windows")
+        .await;
+    let with_windows = api
+        .dynamic_group(
+            "With a Windows device",
+            "user",
+            json!({"conditions": [{"devices": {"conditions": [{"member_of": win}]}}]}),
+        )
+        .await;
+    let other = api
+        .create(
+            "/api/v1/groups",
+            json!({"name": "Others", "subject": "user", "type": "dynamic",
+                   "rule": {"conditions": [{"attribute": "id", "operator": "exists"}]},
+                   "exclusion": {"conditions": [{"member_of": with_windows}]}}),
+        )
+        .await;
+    assert_eq!(api.member_ids(&with_windows).await, vec![user.clone()]);
+    api.post(
+        &format!("/api/v1/groups/{other}/exemptions"),
+        json!({"subject_id": user, "kind": "always"}),
+    )
+    .await
+    .expect(200);
+    assert_eq!(api.member_ids(&with_windows).await, vec![user.clone()]);
+    api.put(&format!("/api/v1/users/{user}/devices/{mac}"))
+        .await
+        .expect(201);
+    assert_eq!(api.member_ids(&with_windows).await, vec![user.clone()]);
+    let manual = BTreeMap::new();
+    oracle::assert_agrees(&api, &Expressions::default(), &manual, "at the end").await;
 }

@@ -4,6 +4,13 @@
 //! nothing is written, and the server keeps answering. The limits
 //! themselves are in `host/src/limits`.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code, helpers included: a panic is a test failure"
+)]
+// A hostile input is refused within a bound of real time, which is what is measured.
+#![allow(clippy::disallowed_methods)]
+
 use cohort_tests::{Api, Server};
 use reqwest::Method;
 use serde_json::{Value, json};

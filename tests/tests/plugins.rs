@@ -2,6 +2,11 @@
 //! `plugins/build`, and hostile ones break every limit while the server
 //! keeps answering.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code, helpers included: a panic is a test failure"
+)]
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};

@@ -16,6 +16,11 @@
 //! What it found was fixed on whichever side was wrong (the document or the
 //! server). What stays excluded is in [`CONFIG`], each with its reason.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code, helpers included: a panic is a test failure"
+)]
+
 use std::collections::BTreeSet;
 use std::process::Stdio;
 use std::time::Duration;

@@ -24,7 +24,8 @@ use crate::clock::Clock;
 use crate::directory::{SubjectKind, check_string, decode_patch};
 use crate::error::DomainError;
 use crate::groups::Group;
-use crate::groups::layout::{GROUPS, MEMBERS, SUBJECT_GROUPS, pair};
+use crate::groups::read as groups;
+use crate::id_pair::key as pair;
 use crate::page::{self, Page, PageRequest};
 
 /// resource id → `Resource` JSON.
@@ -162,14 +163,8 @@ fn name_key(t: &str, name: &str) -> Vec<u8> {
     [t.as_bytes(), &[0], name.to_lowercase().as_bytes()].concat()
 }
 
-fn load_group(r: &Store, id: &Uuid) -> Result<Group, DomainError> {
-    r.get_json(GROUPS, id.as_bytes())?
-        .ok_or_else(|| DomainError::not_found("group", id))
-}
-
-fn load_group_txn(txn: &WriteTxn<'_>, id: &Uuid) -> Result<Group, DomainError> {
-    txn.get_json(GROUPS, id.as_bytes())?
-        .ok_or_else(|| DomainError::not_found("group", id))
+fn load_group(r: &impl cohort_storage::Reader, id: &Uuid) -> Result<Group, DomainError> {
+    groups::group(r, id)?.ok_or_else(|| DomainError::not_found("group", id))
 }
 
 fn record(
@@ -198,7 +193,7 @@ fn record(
 /// Drops every binding of a deleted group, in the deleting transaction.
 pub fn forget_group(txn: &mut WriteTxn<'_>, group: &Uuid) -> Result<(), DomainError> {
     for (k, _) in txn.scan_prefix(GROUP_RESOURCES, group.as_bytes())? {
-        if let Some(r) = crate::directory::layout::uuid_at(&k, 16) {
+        if let Some(r) = crate::id_pair::second(&k) {
             txn.delete(RESOURCE_GROUPS, &pair(&r, group));
         }
         txn.delete(GROUP_RESOURCES, &k);
@@ -208,7 +203,7 @@ pub fn forget_group(txn: &mut WriteTxn<'_>, group: &Uuid) -> Result<(), DomainEr
         (DEVICE_GROUP_USER_GROUPS, USER_GROUP_DEVICE_GROUPS),
     ] {
         for (k, _) in txn.scan_prefix(ks, group.as_bytes())? {
-            if let Some(other) = crate::directory::layout::uuid_at(&k, 16) {
+            if let Some(other) = crate::id_pair::second(&k) {
                 txn.delete(reverse, &pair(&other, group));
             }
             txn.delete(ks, &k);
@@ -389,7 +384,7 @@ impl Access {
                 .get_json(RESOURCES, id.as_bytes())?
                 .ok_or_else(|| DomainError::not_found("resource", id))?;
             for (k, _) in txn.scan_prefix(RESOURCE_GROUPS, id.as_bytes())? {
-                if let Some(g) = crate::directory::layout::uuid_at(&k, 16) {
+                if let Some(g) = crate::id_pair::second(&k) {
                     txn.delete(GROUP_RESOURCES, &pair(&g, id));
                 }
                 txn.delete(RESOURCE_GROUPS, &k);
@@ -440,7 +435,7 @@ impl Access {
             if !txn.contains(RESOURCES, resource.as_bytes())? {
                 return Err(DomainError::not_found("resource", resource));
             }
-            load_group_txn(txn, group).map_err(|_| {
+            load_group(txn, group).map_err(|_| {
                 DomainError::invalid("group_id", format!("no group with id {group}"))
             })?;
             let key = pair(resource, group);
@@ -510,7 +505,7 @@ impl Access {
         let mut out = Vec::new();
         for entry in self.store.scan(ks, group.as_bytes(), None, false) {
             let (k, v) = entry?;
-            let Some(other) = crate::directory::layout::uuid_at(&k, 16) else {
+            let Some(other) = crate::id_pair::second(&k) else {
                 continue;
             };
             let created_at = if g.subject == SubjectKind::User {
@@ -538,8 +533,8 @@ impl Access {
     ) -> Result<(), DomainError> {
         let now = self.clock.now();
         self.commit(|txn| {
-            let ga = load_group_txn(txn, a)?;
-            let gb = load_group_txn(txn, b)
+            let ga = load_group(txn, a)?;
+            let gb = load_group(txn, b)
                 .map_err(|_| DomainError::invalid("group_id", format!("no group with id {b}")))?;
             let (user_group, device_group) = match (ga.subject, gb.subject) {
                 (SubjectKind::User, SubjectKind::Device) => (ga.id, gb.id),
@@ -601,13 +596,10 @@ impl Access {
     }
 
     fn via(&self, group: &Uuid) -> Result<Option<Via>, DomainError> {
-        Ok(self
-            .store
-            .get_json::<Group>(GROUPS, group.as_bytes())?
-            .map(|g| Via {
-                group_id: g.id,
-                group_name: g.name,
-            }))
+        Ok(groups::group(&self.store, group)?.map(|g| Via {
+            group_id: g.id,
+            group_name: g.name,
+        }))
     }
 
     /// What a user or device reaches, with the groups that grant it.
@@ -617,11 +609,7 @@ impl Access {
         kind: SubjectKind,
         subject: &Uuid,
     ) -> Result<SubjectAccess, DomainError> {
-        let ks = match kind {
-            SubjectKind::User => crate::directory::layout::USERS,
-            SubjectKind::Device => crate::directory::layout::DEVICES,
-        };
-        if self.store.get(ks, subject.as_bytes())?.is_none() {
+        if !crate::directory::read::subject_exists(&self.store, kind, subject)? {
             return Err(DomainError::not_found(kind.as_str(), subject));
         }
         let mut resources: BTreeMap<Uuid, BTreeSet<Via>> = BTreeMap::new();
@@ -630,24 +618,17 @@ impl Access {
             SubjectKind::User => USER_GROUP_DEVICE_GROUPS,
             SubjectKind::Device => DEVICE_GROUP_USER_GROUPS,
         };
-        for entry in self
-            .store
-            .scan(SUBJECT_GROUPS, subject.as_bytes(), None, false)
-        {
-            let (k, _) = entry?;
-            let Some(g) = crate::directory::layout::uuid_at(&k, 16) else {
-                continue;
-            };
+        for g in groups::groups_of(&self.store, subject)? {
             let Some(via) = self.via(&g)? else { continue };
             for e in self.store.scan(GROUP_RESOURCES, g.as_bytes(), None, false) {
                 let (k, _) = e?;
-                if let Some(r) = crate::directory::layout::uuid_at(&k, 16) {
+                if let Some(r) = crate::id_pair::second(&k) {
                     resources.entry(r).or_default().insert(via.clone());
                 }
             }
             for e in self.store.scan(cross, g.as_bytes(), None, false) {
                 let (k, _) = e?;
-                if let Some(o) = crate::directory::layout::uuid_at(&k, 16) {
+                if let Some(o) = crate::id_pair::second(&k) {
                     groups.entry(o).or_default().insert(via.clone());
                 }
             }
@@ -689,10 +670,7 @@ impl Access {
         let after = req.resume_key(&tag)?;
         let mut bound: Vec<(Via, SubjectKind)> = Vec::new();
         for b in self.resource_groups(read, resource)? {
-            if let Some(g) = self
-                .store
-                .get_json::<Group>(GROUPS, b.group_id.as_bytes())?
-            {
+            if let Some(g) = groups::group(&self.store, &b.group_id)? {
                 bound.push((
                     Via {
                         group_id: g.id,
@@ -706,22 +684,15 @@ impl Access {
         // subject id: a page costs about `limit` reads per group.
         let mut merged: BTreeMap<Uuid, (SubjectKind, BTreeSet<Via>)> = BTreeMap::new();
         for (via, kind) in &bound {
-            let start = after.as_ref().map(|a| pair(&via.group_id, &uuid_or_nil(a)));
-            let entries = self.store.scan(
-                MEMBERS,
-                via.group_id.as_bytes(),
-                start.as_ref().map(|s| s.as_slice()),
-                false,
-            );
-            for e in entries.take(req.limit + 1) {
-                let (k, _) = e?;
-                if let Some(s) = crate::directory::layout::uuid_at(&k, 16) {
-                    merged
-                        .entry(s)
-                        .or_insert_with(|| (*kind, BTreeSet::new()))
-                        .1
-                        .insert(via.clone());
-                }
+            let start = after.as_deref().map(uuid_or_nil);
+            for s in
+                groups::members_after(&self.store, &via.group_id, start.as_ref(), req.limit + 1)?
+            {
+                merged
+                    .entry(s)
+                    .or_insert_with(|| (*kind, BTreeSet::new()))
+                    .1
+                    .insert(via.clone());
             }
         }
         let more = merged.len() > req.limit;

@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use super::error::{ApiError, ErrorBody};
 use super::extract::query_pairs;
 use super::extract::{Authorized, needs};
-use super::users::page_request;
+use super::params::Paging;
 use super::{AppState, allow};
 use crate::audit::{AuditEvent, AuditFilter, ExportFormat};
 use crate::page::Page;
@@ -77,13 +77,11 @@ fn parse_filter(pairs: &[(String, String)], extra: &[&str]) -> Result<AuditFilte
 pub async fn query(
     State(s): State<AppState>,
     Authorized(p, _): Authorized<needs::Read>,
-    RawQuery(q): RawQuery,
+    Paging { page, pairs }: Paging,
 ) -> Result<Json<Page<AuditEvent>>, ApiError> {
     let read = allow(p.read(), &p, "read the audit log")?;
-    let pairs = query_pairs(q.as_deref())?;
     let filter = parse_filter(&pairs, &["limit", "cursor"])?;
-    let req = page_request(&pairs)?;
-    Ok(Json(s.audit.query(&read, &filter, &req)?))
+    Ok(Json(s.audit.query(&read, &filter, &page)?))
 }
 
 /// Sends what the blocking exporter writes to the response body in chunks.

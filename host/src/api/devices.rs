@@ -1,14 +1,14 @@
 //! `/api/v1/devices`: parse, authorize, call the directory, shape the answer.
 
 use axum::Json;
-use axum::extract::{FromRequest, Path, RawQuery, Request, State};
+use axum::extract::{FromRequest, Path, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 
 use super::error::{ApiError, ErrorBody};
-use super::extract::{ApiJson, MergePatch, if_match, parse_id, query_pairs, versioned};
+use super::extract::{ApiJson, MergePatch, if_match, versioned};
 use super::extract::{Authorized, needs};
-use super::users::page_request;
+use super::params::{IdPath, Paging, kind, parse_id};
 use super::{AppState, allow, allow_device};
 use crate::auth::Principal;
 use crate::directory::{Binding, CheckIn, Device, DeviceInput, SubjectKind};
@@ -22,8 +22,7 @@ fn device_response(status: StatusCode, device: Device) -> Response {
 #[utoipa::path(
     get, path = "/api/v1/devices", tag = "devices",
     params(
-        ("limit" = Option<usize>, Query, minimum = 1, maximum = 500, description = "Items per page, 1-500 (default 50)"),
-        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+        Paging,
         ("sort" = Option<String>, Query, pattern = "^-?(created_at|hostname)$", description = "created_at (default) or hostname; prefix '-' for descending"),
         ("os_family" = Option<String>, Query, description = "Filter by OS family. Any other attribute name filters too"),
     ),
@@ -33,13 +32,11 @@ fn device_response(status: StatusCode, device: Device) -> Response {
 pub async fn list_devices(
     State(s): State<AppState>,
     Authorized(p, _): Authorized<needs::Read>,
-    RawQuery(q): RawQuery,
+    Paging { page, pairs }: Paging,
 ) -> Result<Json<Page<Device>>, ApiError> {
     let read = allow(p.read(), &p, "read devices")?;
-    let pairs = query_pairs(q.as_deref())?;
-    let req = page_request(&pairs)?;
     let query = s.directory.device_query(&pairs)?;
-    Ok(Json(s.directory.list_devices(&read, &query, &req)?))
+    Ok(Json(s.directory.list_devices(&read, &query, &page)?))
 }
 
 /// Create a device.
@@ -84,7 +81,7 @@ pub(super) fn device_id(p: &Principal, raw: &str) -> Result<uuid::Uuid, ApiError
     match (uuid::Uuid::parse_str(raw), p.device()) {
         (Ok(id), _) => Ok(id),
         (Err(_), Some(own)) => Err(super::device_mismatch(own, "act for")),
-        (Err(_), None) => parse_id("device", raw),
+        (Err(_), None) => parse_id::<kind::Device>(raw),
     }
 }
 
@@ -99,14 +96,14 @@ pub(super) fn device_id(p: &Principal, raw: &str) -> Result<uuid::Uuid, ApiError
 pub async fn update_device(
     State(s): State<AppState>,
     Authorized(p, _): Authorized<needs::ManageDirectory>,
-    Path(id): Path<String>,
+    IdPath(id, _): IdPath<kind::Device>,
     headers: HeaderMap,
     MergePatch(patch): MergePatch,
 ) -> Result<Response, ApiError> {
     let cap = allow(p.manage_directory(), &p, "change devices")?;
     let device = s
         .directory
-        .update_device(&cap, &parse_id("device", &id)?, &patch, if_match(&headers)?)
+        .update_device(&cap, &id, &patch, if_match(&headers)?)
         .await?;
     Ok(device_response(StatusCode::OK, device))
 }
@@ -121,12 +118,12 @@ pub async fn update_device(
 pub async fn delete_device(
     State(s): State<AppState>,
     Authorized(p, _): Authorized<needs::ManageDirectory>,
-    Path(id): Path<String>,
+    IdPath(id, _): IdPath<kind::Device>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
     let cap = allow(p.manage_directory(), &p, "delete devices")?;
     s.directory
-        .delete_device(&cap, &parse_id("device", &id)?, if_match(&headers)?)
+        .delete_device(&cap, &id, if_match(&headers)?)
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -167,15 +164,14 @@ pub async fn check_in(
 pub async fn device_users(
     State(s): State<AppState>,
     Authorized(p, _): Authorized<needs::Read>,
-    Path(id): Path<String>,
-    RawQuery(q): RawQuery,
+    IdPath(id, _): IdPath<kind::Device>,
+    Paging { page, .. }: Paging,
 ) -> Result<Json<Page<Binding>>, ApiError> {
     let read = allow(p.read(), &p, "read bindings")?;
-    let req = page_request(&query_pairs(q.as_deref())?)?;
     Ok(Json(s.directory.list_bindings(
         &read,
         SubjectKind::Device,
-        &parse_id("device", &id)?,
-        &req,
+        &id,
+        &page,
     )?))
 }

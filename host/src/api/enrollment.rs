@@ -2,7 +2,7 @@
 //! `/api/v1/devices/{id}/credential`: parse, authorize, call `devices`.
 
 use axum::Json;
-use axum::extract::{Path, RawQuery, Request, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -10,9 +10,9 @@ use utoipa::ToSchema;
 
 use super::devices::device_id;
 use super::error::{ApiError, ErrorBody};
-use super::extract::{ApiJson, bearer, json_body, parse_id, query_pairs};
+use super::extract::{ApiJson, bearer, json_body};
 use super::extract::{Authorized, needs};
-use super::users::page_request;
+use super::params::{IdPath, Paging, kind};
 use super::{AppState, allow, allow_device};
 use crate::auth::{Origin, Principal};
 use crate::devices::{
@@ -81,8 +81,7 @@ pub async fn create_token(
 #[utoipa::path(
     get, path = "/api/v1/device-enrollment-tokens", tag = "enrollment",
     params(
-        ("limit" = Option<usize>, Query, minimum = 1, maximum = 500, description = "Items per page, 1-500 (default 50)"),
-        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+        Paging,
         ("state" = Option<crate::devices::TokenState>, Query, description = "Only tokens in this state: active, expired, exhausted or revoked"),
     ),
     responses((status = 200, body = TokenPage), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)),
@@ -91,11 +90,11 @@ pub async fn create_token(
 pub async fn list_tokens(
     State(s): State<AppState>,
     Authorized(p, _): Authorized<needs::ManageKeys>,
-    RawQuery(q): RawQuery,
+    paging: Paging,
 ) -> Result<Json<TokenPage>, ApiError> {
     let cap = allow(p.manage_keys(), &p, "manage device enrollment tokens")?;
-    let pairs = query_pairs(q.as_deref())?;
-    if let Some((name, _)) = pairs
+    if let Some((name, _)) = paging
+        .pairs
         .iter()
         .find(|(n, _)| !matches!(n.as_str(), "limit" | "cursor" | "state"))
     {
@@ -106,14 +105,10 @@ pub async fn list_tokens(
         )
         .with_field(name.clone()));
     }
-    let req = page_request(&pairs)?;
-    let state = Devices::token_state_filter(
-        pairs
-            .iter()
-            .find(|(n, _)| n == "state")
-            .map(|(_, v)| v.as_str()),
-    )?;
-    Ok(Json(s.devices.list_tokens(&cap, state, &req)?.into()))
+    let state = Devices::token_state_filter(paging.get("state"))?;
+    Ok(Json(
+        s.devices.list_tokens(&cap, state, &paging.page)?.into(),
+    ))
 }
 
 /// Get a device enrollment token.
@@ -126,10 +121,9 @@ pub async fn list_tokens(
 pub async fn get_token(
     State(s): State<AppState>,
     Authorized(p, _): Authorized<needs::ManageKeys>,
-    Path(id): Path<String>,
+    IdPath(id, _): IdPath<kind::EnrollmentToken>,
 ) -> Result<Json<EnrollmentToken>, ApiError> {
     let cap = allow(p.manage_keys(), &p, "manage device enrollment tokens")?;
-    let id = parse_id("device_enrollment_token", &id)?;
     Ok(Json(s.devices.get_token(&cap, &id)?))
 }
 
@@ -144,10 +138,9 @@ pub async fn get_token(
 pub async fn revoke_token(
     State(s): State<AppState>,
     Authorized(p, _): Authorized<needs::ManageKeys>,
-    Path(id): Path<String>,
+    IdPath(id, _): IdPath<kind::EnrollmentToken>,
 ) -> Result<StatusCode, ApiError> {
     let cap = allow(p.manage_keys(), &p, "manage device enrollment tokens")?;
-    let id = parse_id("device_enrollment_token", &id)?;
     s.devices.revoke_token(&cap, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -225,10 +218,9 @@ pub async fn get_credential(
 pub async fn revoke_credential(
     State(s): State<AppState>,
     Authorized(p, _): Authorized<needs::ManageKeys>,
-    Path(id): Path<String>,
+    IdPath(id, _): IdPath<kind::Device>,
 ) -> Result<StatusCode, ApiError> {
     let cap = allow(p.manage_keys(), &p, "revoke device credentials")?;
-    let id = parse_id("device", &id)?;
     s.devices.credentials().revoke(&cap, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

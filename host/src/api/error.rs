@@ -101,6 +101,11 @@ impl ApiError {
         self.field.as_deref()
     }
 
+    /// The stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        self.code
+    }
+
     /// The status this error is sent with.
     pub fn status(&self) -> StatusCode {
         self.status

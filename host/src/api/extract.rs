@@ -5,7 +5,6 @@ use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use serde::de::DeserializeOwned;
-use uuid::Uuid;
 
 use super::AppState;
 use super::error::ApiError;
@@ -333,18 +332,6 @@ pub fn bearer(headers: &HeaderMap, what: &str) -> Result<String, ApiError> {
                 "malformed Authorization header: expected Bearer <{what}>"
             ))
         })
-}
-
-/// Parses an id from the path; a malformed id is a 404 for that resource,
-/// since no resource can have it.
-pub fn parse_id(kind: &str, raw: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(raw).map_err(|_| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("{kind} {raw} not found"),
-        )
-    })
 }
 
 /// The version an `If-Match` header demands, if any. `*` matches anything;

@@ -1,7 +1,7 @@
 //! `/api/v1/groups`: groups, their members, exemptions and suggestions.
 
 use axum::Json;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -9,9 +9,9 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::error::{ApiError, ErrorBody};
-use super::extract::{ApiJson, MergePatch, if_match, parse_id, query_pairs, versioned};
+use super::extract::{ApiJson, MergePatch, if_match, versioned};
 use super::extract::{Authorized, needs};
-use super::users::page_request;
+use super::params::{IdPair, IdPath, Kind, Paging, kind, parse_id};
 use super::{AppState, allow};
 use crate::auth::Principal;
 use crate::directory::SubjectKind;
@@ -33,19 +33,11 @@ fn group_response(status: StatusCode, view: GroupView) -> Response {
     )
 }
 
-fn param<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    pairs
-        .iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
-}
-
 /// List groups.
 #[utoipa::path(
     get, path = "/api/v1/groups", tag = "groups",
     params(
-        ("limit" = Option<usize>, Query, minimum = 1, maximum = 500, description = "Items per page, 1-500 (default 50)"),
-        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+        Paging,
         ("subject" = Option<SubjectKind>, Query, description = "`user` or `device`"),
         ("type" = Option<crate::groups::GroupType>, Query, description = "`static` or `dynamic`"),
     ),
@@ -55,19 +47,17 @@ fn param<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
 pub async fn list_groups(
     State(s): State<AppState>,
     Authorized(p, _): Authorized<needs::Read>,
-    RawQuery(q): RawQuery,
+    paging: Paging,
 ) -> Result<Json<Page<GroupView>>, ApiError> {
     let read = allow(p.read(), &p, "read groups")?;
-    let pairs = query_pairs(q.as_deref())?;
-    let req = page_request(&pairs)?;
-    let subject = match param(&pairs, "subject") {
+    let subject = match paging.get("subject") {
         None => None,
         Some(v) => Some(
             SubjectKind::parse(v)
                 .ok_or_else(|| DomainError::bad_query("subject", "must be user or device"))?,
         ),
     };
-    let group_type = match param(&pairs, "type") {
+    let group_type = match paging.get("type") {
         None => None,
         Some("static") => Some(GroupType::Static),
         Some("dynamic") => Some(GroupType::Dynamic),
@@ -75,9 +65,12 @@ pub async fn list_groups(
             return Err(DomainError::bad_query("type", "must be static or dynamic").into());
         }
     };
-    Ok(Json(
-        s.groups.list_groups(&read, subject, group_type, &req)?,
-    ))
+    Ok(Json(s.groups.list_groups(
+        &read,
+        subject,
+        group_type,
+        &paging.page,
+    )?))
 }
 
 /// Create a group. A dynamic group's rule is checked completely and its
@@ -108,10 +101,10 @@ pub async fn create_group(
 pub async fn get_group(
     State(s): State<AppState>,
     Authorized(p, _): Authorized<needs::Read>,
-    Path(id): Path<String>,
+    IdPath(id, _): IdPath<kind::Group>,
 ) -> Result<Response, ApiError> {
     let read = allow(p.read(), &p, "read groups")?;
-    let view = s.groups.get_group(&read, &parse_id("group", &id)?)?;
+    let view = s.groups.get_group(&read, &id)?;
     Ok(group_response(StatusCode::OK, view))
 }
 
@@ -126,14 +119,14 @@ pub async fn get_group(
 pub async fn update_group(
     State(s): State<AppState>,
     Authorized(p, _): Authorized<needs::ManageDirectory>,
-    Path(id): Path<String>,
+    IdPath(id, _): IdPath<kind::Group>,
     headers: HeaderMap,
     MergePatch(patch): MergePatch,
 ) -> Result<Response, ApiError> {
     let cap = allow(p.manage_directory(), &p, "change groups")?;
     let view = s
         .groups
-        .update_group(&cap, parse_id("group", &id)?, patch, if_match(&headers)?)
+        .update_group(&cap, id, patch, if_match(&headers)?)
         .await?;
     Ok(group_response(StatusCode::OK, view))
 }
@@ -148,13 +141,11 @@ pub async fn update_group(
 pub async fn delete_group(
     State(s): State<AppState>,
     Authorized(p, _): Authorized<needs::ManageDirectory>,
-    Path(id): Path<String>,
+    IdPath(id, _): IdPath<kind::Group>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
     let cap = allow(p.manage_directory(), &p, "delete groups")?;
-    s.groups
-        .delete_group(&cap, parse_id("group", &id)?, if_match(&headers)?)
-        .await?;
+    s.groups.delete_group(&cap, id, if_match(&headers)?).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -177,14 +168,11 @@ pub struct CopyRequest {
 pub async fn copy_group(
     State(s): State<AppState>,
     Authorized(p, _): Authorized<needs::ManageDirectory>,
-    Path(id): Path<String>,
+    IdPath(id, _): IdPath<kind::Group>,
     ApiJson(body): ApiJson<CopyRequest>,
 ) -> Result<Response, ApiError> {
     let cap = allow(p.manage_directory(), &p, "create groups")?;
-    let view = s
-        .groups
-        .copy_group(&cap, parse_id("group", &id)?, body.name)
-        .await?;
+    let view = s.groups.copy_group(&cap, id, body.name).await?;
     Ok(group_response(StatusCode::CREATED, view))
 }
 
@@ -193,8 +181,7 @@ pub async fn copy_group(
     get, path = "/api/v1/groups/{id}/members", tag = "groups",
     params(
         ("id" = String, Path, description = "Group id"),
-        ("limit" = Option<usize>, Query, minimum = 1, maximum = 500, description = "Items per page, 1-500 (default 50)"),
-        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+        Paging,
     ),
     responses((status = 200, body = Page<Member>), (status = 404, body = ErrorBody)),
     security(("api_key" = []))
@@ -202,16 +189,11 @@ pub async fn copy_group(
 pub async fn list_members(
     State(s): State<AppState>,
     Authorized(p, _): Authorized<needs::Read>,
-    Path(id): Path<String>,
-    RawQuery(q): RawQuery,
+    IdPath(id, _): IdPath<kind::Group>,
+    Paging { page, .. }: Paging,
 ) -> Result<Json<Page<Member>>, ApiError> {
     let read = allow(p.read(), &p, "read groups")?;
-    let req = page_request(&query_pairs(q.as_deref())?)?;
-    Ok(Json(s.groups.list_members(
-        &read,
-        &parse_id("group", &id)?,
-        &req,
-    )?))
+    Ok(Json(s.groups.list_members(&read, &id, &page)?))
 }
 
 /// The body naming a subject.
@@ -233,15 +215,11 @@ pub struct SubjectRef {
 pub async fn add_member(
     State(s): State<AppState>,
     Authorized(p, _): Authorized<needs::ManageDirectory>,
-    Path(id): Path<String>,
+    IdPath(id, _): IdPath<kind::Group>,
     ApiJson(body): ApiJson<SubjectRef>,
 ) -> Result<Json<Member>, ApiError> {
     let cap = allow(p.manage_directory(), &p, "change group members")?;
-    Ok(Json(
-        s.groups
-            .add_member(&cap, parse_id("group", &id)?, body.subject_id)
-            .await?,
-    ))
+    Ok(Json(s.groups.add_member(&cap, id, body.subject_id).await?))
 }
 
 /// Remove a member added by hand.
@@ -254,16 +232,10 @@ pub async fn add_member(
 pub async fn remove_member(
     State(s): State<AppState>,
     Authorized(p, _): Authorized<needs::ManageDirectory>,
-    Path((id, subject)): Path<(String, String)>,
+    IdPair(id, subject, _): IdPair<kind::Group, kind::Subject>,
 ) -> Result<StatusCode, ApiError> {
     let cap = allow(p.manage_directory(), &p, "change group members")?;
-    s.groups
-        .remove_member(
-            &cap,
-            parse_id("group", &id)?,
-            parse_id("subject", &subject)?,
-        )
-        .await?;
+    s.groups.remove_member(&cap, id, subject).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -272,8 +244,7 @@ pub async fn remove_member(
     get, path = "/api/v1/groups/{id}/exemptions", tag = "groups",
     params(
         ("id" = String, Path, description = "Group id"),
-        ("limit" = Option<usize>, Query, minimum = 1, maximum = 500, description = "Items per page, 1-500 (default 50)"),
-        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+        Paging,
     ),
     responses((status = 200, body = Page<Exemption>), (status = 404, body = ErrorBody)),
     security(("api_key" = []))
@@ -281,16 +252,11 @@ pub async fn remove_member(
 pub async fn list_exemptions(
     State(s): State<AppState>,
     Authorized(p, _): Authorized<needs::Read>,
-    Path(id): Path<String>,
-    RawQuery(q): RawQuery,
+    IdPath(id, _): IdPath<kind::Group>,
+    Paging { page, .. }: Paging,
 ) -> Result<Json<Page<Exemption>>, ApiError> {
     let read = allow(p.read(), &p, "read groups")?;
-    let req = page_request(&query_pairs(q.as_deref())?)?;
-    Ok(Json(s.groups.list_exemptions(
-        &read,
-        &parse_id("group", &id)?,
-        &req,
-    )?))
+    Ok(Json(s.groups.list_exemptions(&read, &id, &page)?))
 }
 
 /// Set an exemption ("always" or "never" a member); it applies before the
@@ -305,15 +271,11 @@ pub async fn list_exemptions(
 pub async fn set_exemption(
     State(s): State<AppState>,
     Authorized(p, _): Authorized<needs::ManageDirectory>,
-    Path(id): Path<String>,
+    IdPath(id, _): IdPath<kind::Group>,
     ApiJson(body): ApiJson<ExemptionInput>,
 ) -> Result<Json<Exemption>, ApiError> {
     let cap = allow(p.manage_directory(), &p, "change group exemptions")?;
-    Ok(Json(
-        s.groups
-            .set_exemption(&cap, parse_id("group", &id)?, body)
-            .await?,
-    ))
+    Ok(Json(s.groups.set_exemption(&cap, id, body).await?))
 }
 
 /// Remove an exemption.
@@ -326,16 +288,10 @@ pub async fn set_exemption(
 pub async fn remove_exemption(
     State(s): State<AppState>,
     Authorized(p, _): Authorized<needs::ManageDirectory>,
-    Path((id, subject)): Path<(String, String)>,
+    IdPair(id, subject, _): IdPair<kind::Group, kind::Subject>,
 ) -> Result<StatusCode, ApiError> {
     let cap = allow(p.manage_directory(), &p, "change group exemptions")?;
-    s.groups
-        .remove_exemption(
-            &cap,
-            parse_id("group", &id)?,
-            parse_id("subject", &subject)?,
-        )
-        .await?;
+    s.groups.remove_exemption(&cap, id, subject).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -345,8 +301,7 @@ pub async fn remove_exemption(
     params(
         ("id" = String, Path, description = "Group id"),
         ("dismissed" = Option<bool>, Query, description = "List rejected suggestions instead of pending ones"),
-        ("limit" = Option<usize>, Query, minimum = 1, maximum = 500, description = "Items per page, 1-500 (default 50)"),
-        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+        Paging,
     ),
     responses((status = 200, body = Page<Suggestion>), (status = 404, body = ErrorBody)),
     security(("api_key" = []))
@@ -354,22 +309,20 @@ pub async fn remove_exemption(
 pub async fn list_suggestions(
     State(s): State<AppState>,
     Authorized(p, _): Authorized<needs::Read>,
-    Path(id): Path<String>,
-    RawQuery(q): RawQuery,
+    IdPath(id, _): IdPath<kind::Group>,
+    paging: Paging,
 ) -> Result<Json<Page<Suggestion>>, ApiError> {
     let read = allow(p.read(), &p, "read groups")?;
-    let pairs = query_pairs(q.as_deref())?;
-    let req = page_request(&pairs)?;
-    let dismissed = match param(&pairs, "dismissed") {
+    let dismissed = match paging.get("dismissed") {
         None | Some("false") => false,
         Some("true") => true,
         Some(_) => return Err(DomainError::bad_query("dismissed", "must be true or false").into()),
     };
     Ok(Json(s.groups.list_suggestions(
         &read,
-        &parse_id("group", &id)?,
+        &id,
         dismissed,
-        &req,
+        &paging.page,
     )?))
 }
 
@@ -401,13 +354,13 @@ pub struct Decided {
 pub async fn accept_suggestions(
     State(s): State<AppState>,
     Authorized(p, _): Authorized<needs::ManageDirectory>,
-    Path(id): Path<String>,
+    IdPath(id, _): IdPath<kind::Group>,
     ApiJson(body): ApiJson<SuggestionDecision>,
 ) -> Result<Json<Decided>, ApiError> {
     let cap = allow(p.manage_directory(), &p, "review group suggestions")?;
     let decided = s
         .groups
-        .decide_suggestions(&cap, parse_id("group", &id)?, body.subject_ids, true)
+        .decide_suggestions(&cap, id, body.subject_ids, true)
         .await?;
     Ok(Json(Decided { decided }))
 }
@@ -424,13 +377,13 @@ pub async fn accept_suggestions(
 pub async fn reject_suggestions(
     State(s): State<AppState>,
     Authorized(p, _): Authorized<needs::ManageDirectory>,
-    Path(id): Path<String>,
+    IdPath(id, _): IdPath<kind::Group>,
     ApiJson(body): ApiJson<SuggestionDecision>,
 ) -> Result<Json<Decided>, ApiError> {
     let cap = allow(p.manage_directory(), &p, "review group suggestions")?;
     let decided = s
         .groups
-        .decide_suggestions(&cap, parse_id("group", &id)?, body.subject_ids, false)
+        .decide_suggestions(&cap, id, body.subject_ids, false)
         .await?;
     Ok(Json(Decided { decided }))
 }
@@ -483,10 +436,9 @@ pub async fn list_recomputes(
 pub async fn get_recompute(
     State(s): State<AppState>,
     Authorized(p, _): Authorized<needs::Read>,
-    Path(id): Path<String>,
+    IdPath(id, _): IdPath<kind::Recompute>,
 ) -> Result<Json<RecomputeRun>, ApiError> {
     allow(p.read(), &p, "read groups")?;
-    let id = parse_id("recompute", &id)?;
     s.groups
         .get_run(&id)?
         .map(Json)
@@ -505,14 +457,15 @@ pub struct SubjectGroup {
     pub membership: Membership,
 }
 
-fn subject_groups(
+/// The subject's groups. The id is parsed after the read check, so a caller
+/// without read rights gets 403 whatever the id looks like.
+fn subject_groups<K: Kind>(
     s: &AppState,
     p: &Principal,
-    id: &str,
-    kind: &str,
+    raw_id: &str,
 ) -> Result<Json<Vec<SubjectGroup>>, ApiError> {
     let read = allow(p.read(), p, "read groups")?;
-    let id = parse_id(kind, id)?;
+    let id = parse_id::<K>(raw_id)?;
     let groups = s.groups.groups_of_subject(&read, &id)?;
     Ok(Json(
         groups
@@ -538,7 +491,7 @@ pub async fn user_groups(
     p: Principal,
     Path(id): Path<String>,
 ) -> Result<Json<Vec<SubjectGroup>>, ApiError> {
-    subject_groups(&s, &p, &id, "user")
+    subject_groups::<kind::User>(&s, &p, &id)
 }
 
 /// The groups a device is in.
@@ -553,7 +506,7 @@ pub async fn device_groups(
     p: Principal,
     Path(id): Path<String>,
 ) -> Result<Json<Vec<SubjectGroup>>, ApiError> {
-    subject_groups(&s, &p, &id, "device")
+    subject_groups::<kind::Device>(&s, &p, &id)
 }
 
 /// Evaluate an unsaved rule over the whole directory: the members it would
@@ -585,16 +538,8 @@ pub async fn preview(
 pub async fn explain(
     State(s): State<AppState>,
     Authorized(p, _): Authorized<needs::Read>,
-    Path((id, subject)): Path<(String, String)>,
+    IdPair(id, subject, _): IdPair<kind::Group, kind::Subject>,
 ) -> Result<Json<Explanation>, ApiError> {
     let read = allow(p.read(), &p, "read groups")?;
-    Ok(Json(
-        s.groups
-            .explain(
-                &read,
-                parse_id("group", &id)?,
-                parse_id("subject", &subject)?,
-            )
-            .await?,
-    ))
+    Ok(Json(s.groups.explain(&read, id, subject).await?))
 }

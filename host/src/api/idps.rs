@@ -2,7 +2,7 @@
 //! authorize, call the federation service.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -10,8 +10,9 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorBody};
-use super::extract::{ApiJson, MergePatch, etag, if_match, parse_id, versioned};
+use super::extract::{ApiJson, MergePatch, etag, if_match, versioned};
 use super::extract::{Authorized, needs};
+use super::params::{IdPath, kind};
 use super::{AppState, allow};
 use crate::federation::idps::Simulation;
 use crate::federation::{Idp, IdpInput, Routing, RoutingInput};
@@ -72,12 +73,10 @@ pub async fn create_idp(
 pub async fn get_idp(
     State(s): State<AppState>,
     Authorized(p, _): Authorized<needs::Read>,
-    Path(id): Path<String>,
+    IdPath(id, _): IdPath<kind::Idp>,
 ) -> Result<Response, ApiError> {
     let read = allow(p.read(), &p, "read identity providers")?;
-    let idp = s
-        .federation
-        .get(&read, &parse_id("identity provider", &id)?)?;
+    let idp = s.federation.get(&read, &id)?;
     Ok(idp_response(StatusCode::OK, idp))
 }
 
@@ -93,19 +92,14 @@ pub async fn get_idp(
 pub async fn update_idp(
     State(s): State<AppState>,
     Authorized(p, _): Authorized<needs::ManagePlugins>,
-    Path(id): Path<String>,
+    IdPath(id, _): IdPath<kind::Idp>,
     headers: HeaderMap,
     MergePatch(patch): MergePatch,
 ) -> Result<Response, ApiError> {
     let cap = allow(p.manage_plugins(), &p, "configure identity providers")?;
     let idp = s
         .federation
-        .update(
-            &cap,
-            &parse_id("identity provider", &id)?,
-            &patch,
-            if_match(&headers)?,
-        )
+        .update(&cap, &id, &patch, if_match(&headers)?)
         .await?;
     Ok(idp_response(StatusCode::OK, idp))
 }
@@ -120,17 +114,11 @@ pub async fn update_idp(
 pub async fn delete_idp(
     State(s): State<AppState>,
     Authorized(p, _): Authorized<needs::ManagePlugins>,
-    Path(id): Path<String>,
+    IdPath(id, _): IdPath<kind::Idp>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
     let cap = allow(p.manage_plugins(), &p, "configure identity providers")?;
-    s.federation
-        .delete(
-            &cap,
-            &parse_id("identity provider", &id)?,
-            if_match(&headers)?,
-        )
-        .await?;
+    s.federation.delete(&cap, &id, if_match(&headers)?).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

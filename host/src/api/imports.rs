@@ -2,15 +2,16 @@
 //! authorize, call the imports service.
 
 use axum::Json;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorBody};
-use super::extract::{ApiJson, parse_id, query_pairs};
+use super::extract::{ApiJson, query_pairs};
 use super::extract::{Authorized, needs};
+use super::params::{IdPath, kind};
 use super::{AppState, allow};
 use crate::provisioning::imports::{ChangePage, ImportInput, ImportRun, Schedule, ScheduleInput};
 
@@ -65,10 +66,10 @@ pub async fn list_runs(
 pub async fn get_run(
     State(s): State<AppState>,
     Authorized(p, _): Authorized<needs::Read>,
-    Path(id): Path<String>,
+    IdPath(id, _): IdPath<kind::ImportRun>,
 ) -> Result<Json<ImportRun>, ApiError> {
     allow(p.read(), &p, "read import runs")?;
-    Ok(Json(s.imports.get(&parse_id("import run", &id)?)?))
+    Ok(Json(s.imports.get(&id)?))
 }
 
 /// The changes a dry run, or a run awaiting approval, plans: create,
@@ -82,7 +83,7 @@ pub async fn get_run(
 pub async fn run_changes(
     State(s): State<AppState>,
     Authorized(p, _): Authorized<needs::Read>,
-    Path(id): Path<String>,
+    IdPath(id, _): IdPath<kind::ImportRun>,
     RawQuery(q): RawQuery,
 ) -> Result<Json<ChangePage>, ApiError> {
     allow(p.read(), &p, "read import runs")?;
@@ -109,11 +110,7 @@ pub async fn run_changes(
     };
     let offset = number("offset", 0, 0..=usize::MAX)?;
     let limit = number("limit", 100, 1..=1000)?;
-    Ok(Json(s.imports.changes(
-        &parse_id("import run", &id)?,
-        offset,
-        limit,
-    )?))
+    Ok(Json(s.imports.changes(&id, offset, limit)?))
 }
 
 /// Approve a run the brake stopped: its plan is applied now.
@@ -126,14 +123,10 @@ pub async fn run_changes(
 pub async fn approve_run(
     State(s): State<AppState>,
     Authorized(p, _): Authorized<needs::ManageDirectory>,
-    Path(id): Path<String>,
+    IdPath(id, _): IdPath<kind::ImportRun>,
 ) -> Result<Json<ImportRun>, ApiError> {
     let cap = allow(p.manage_directory(), &p, "approve imports")?;
-    Ok(Json(
-        s.imports
-            .approve(&cap, &parse_id("import run", &id)?)
-            .await?,
-    ))
+    Ok(Json(s.imports.approve(&cap, &id).await?))
 }
 
 /// Import schedules.
@@ -187,11 +180,9 @@ pub async fn create_schedule(
 pub async fn delete_schedule(
     State(s): State<AppState>,
     Authorized(p, _): Authorized<needs::ManageDirectory>,
-    Path(id): Path<String>,
+    IdPath(id, _): IdPath<kind::ImportSchedule>,
 ) -> Result<StatusCode, ApiError> {
     let cap = allow(p.manage_directory(), &p, "delete import schedules")?;
-    s.imports
-        .delete_schedule(&cap, &parse_id("import schedule", &id)?)
-        .await?;
+    s.imports.delete_schedule(&cap, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -3,7 +3,7 @@
 //! local passwords and session keys.
 
 use axum::Json;
-use axum::extract::{FromRequestParts, Path, State};
+use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -11,8 +11,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorBody};
-use super::extract::{ApiJson, parse_id};
+use super::extract::ApiJson;
 use super::extract::{Authorized, needs};
+use super::params::{IdPath, kind};
 use super::sign_in::{SESSION_COOKIE, read_cookie};
 use super::{AppState, allow};
 use crate::auth::{Actor, Origin};
@@ -126,11 +127,10 @@ pub struct PasswordInput {
 pub async fn set_password(
     State(s): State<AppState>,
     Authorized(p, _): Authorized<needs::ManageDirectory>,
-    Path(id): Path<String>,
+    IdPath(id, _): IdPath<kind::User>,
     ApiJson(input): ApiJson<PasswordInput>,
 ) -> Result<StatusCode, ApiError> {
     let cap = allow(p.manage_directory(), &p, "set passwords")?;
-    let id = parse_id("user", &id)?;
     s.credentials
         .set_password(&cap, &id, input.password)
         .await?;
@@ -147,10 +147,9 @@ pub async fn set_password(
 pub async fn clear_password(
     State(s): State<AppState>,
     Authorized(p, _): Authorized<needs::ManageDirectory>,
-    Path(id): Path<String>,
+    IdPath(id, _): IdPath<kind::User>,
 ) -> Result<StatusCode, ApiError> {
     let cap = allow(p.manage_directory(), &p, "remove passwords")?;
-    let id = parse_id("user", &id)?;
     s.credentials.clear_password(&cap, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -166,10 +165,9 @@ pub async fn clear_password(
 pub async fn activation_link(
     State(s): State<AppState>,
     Authorized(p, _): Authorized<needs::ManageDirectory>,
-    Path(id): Path<String>,
+    IdPath(id, _): IdPath<kind::User>,
 ) -> Result<Response, ApiError> {
     let cap = allow(p.manage_directory(), &p, "create activation links")?;
-    let id = parse_id("user", &id)?;
     let link = s.credentials.activation_link(&cap, &id).await?;
     Ok((StatusCode::CREATED, Json(link)).into_response())
 }

@@ -17,6 +17,7 @@ mod me;
 pub mod metrics;
 mod openapi;
 mod ops;
+mod params;
 mod plugins;
 mod resources;
 mod scim;
@@ -25,7 +26,6 @@ mod users;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::Router;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Request, State};
@@ -361,11 +361,12 @@ async fn guard_target(req: Request, next: Next) -> Response {
     let scim = req.uri().path().starts_with("/scim/");
     let refuse = |e: ApiError, scim_type: &'static str| -> Response {
         if scim {
-            scim::error_response(&crate::provisioning::scim::ScimError {
+            crate::provisioning::scim::ScimError {
                 status: e.status().as_u16(),
                 scim_type: (e.status() == StatusCode::BAD_REQUEST).then_some(scim_type),
                 detail: e.message().to_string(),
-            })
+            }
+            .into_response()
         } else {
             e.into_response()
         }
@@ -400,7 +401,7 @@ const MAX_REQUEST_ID: usize = 128;
 /// address and user agent, for the audit log), logs the request and records
 /// its metrics.
 async fn observe(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    let start = Instant::now();
+    let start = crate::clock::Stopwatch::start();
     let request_id = req
         .headers()
         .get("x-request-id")

@@ -165,6 +165,7 @@ pub async fn backup(
     let store = s.store.clone();
     let dir = s.data_dir.clone();
     let key = s.backup_key.clone();
+    let created = u64::try_from(s.clock.now().timestamp()).unwrap_or(0);
     // Export to a local file first: the snapshot holds the writer lock, which
     // must not wait on a slow client.
     let file = tokio::task::spawn_blocking(move || -> Result<std::fs::File, std::io::Error> {
@@ -172,7 +173,11 @@ pub async fn backup(
             .prefix(".backup-")
             .tempfile_in(&dir)?;
         let summary = store
-            .export(&mut std::io::BufWriter::new(tmp.as_file_mut()), &key)
+            .export(
+                &mut std::io::BufWriter::new(tmp.as_file_mut()),
+                &key,
+                created,
+            )
             .map_err(std::io::Error::other)?;
         tracing::info!(entries = summary.entries, "backup exported");
         // The open handle outlives the path, which is removed on drop.

@@ -2,7 +2,7 @@
 //! access service.
 
 use axum::Json;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde::Deserialize;
@@ -10,9 +10,9 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::error::{ApiError, ErrorBody};
-use super::extract::{ApiJson, MergePatch, if_match, parse_id, query_pairs, versioned};
+use super::extract::{ApiJson, MergePatch, if_match, versioned};
 use super::extract::{Authorized, needs};
-use super::users::page_request;
+use super::params::{IdPair, IdPath, Paging, kind};
 use super::{AppState, allow};
 use crate::access::{Grantee, GroupBinding, Resource, ResourceInput, SubjectAccess};
 use crate::directory::SubjectKind;
@@ -27,8 +27,7 @@ fn resource_response(status: StatusCode, r: Resource) -> Response {
     get, path = "/api/v1/resources", tag = "access",
     params(
         ("type" = Option<String>, Query, description = "Only resources of this type"),
-        ("limit" = Option<usize>, Query, minimum = 1, maximum = 500, description = "Items per page, 1-500 (default 50)"),
-        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+        Paging,
     ),
     responses((status = 200, body = Page<Resource>), (status = 400, body = ErrorBody)),
     security(("api_key" = []))
@@ -36,16 +35,14 @@ fn resource_response(status: StatusCode, r: Resource) -> Response {
 pub async fn list_resources(
     State(s): State<AppState>,
     Authorized(p, _): Authorized<needs::Read>,
-    RawQuery(q): RawQuery,
+    paging: Paging,
 ) -> Result<Json<Page<Resource>>, ApiError> {
     let read = allow(p.read(), &p, "read resources")?;
-    let pairs = query_pairs(q.as_deref())?;
-    let req = page_request(&pairs)?;
-    let t = pairs
-        .iter()
-        .find(|(k, _)| k == "type")
-        .map(|(_, v)| v.as_str());
-    Ok(Json(s.access.list_resources(&read, t, &req)?))
+    Ok(Json(s.access.list_resources(
+        &read,
+        paging.get("type"),
+        &paging.page,
+    )?))
 }
 
 /// Create a resource.
@@ -75,10 +72,10 @@ pub async fn create_resource(
 pub async fn get_resource(
     State(s): State<AppState>,
     Authorized(p, _): Authorized<needs::Read>,
-    Path(id): Path<String>,
+    IdPath(id, _): IdPath<kind::Resource>,
 ) -> Result<Response, ApiError> {
     let read = allow(p.read(), &p, "read resources")?;
-    let r = s.access.get_resource(&read, &parse_id("resource", &id)?)?;
+    let r = s.access.get_resource(&read, &id)?;
     Ok(resource_response(StatusCode::OK, r))
 }
 
@@ -93,19 +90,14 @@ pub async fn get_resource(
 pub async fn update_resource(
     State(s): State<AppState>,
     Authorized(p, _): Authorized<needs::ManageDirectory>,
-    Path(id): Path<String>,
+    IdPath(id, _): IdPath<kind::Resource>,
     headers: HeaderMap,
     MergePatch(patch): MergePatch,
 ) -> Result<Response, ApiError> {
     let cap = allow(p.manage_directory(), &p, "change resources")?;
     let r = s
         .access
-        .update_resource(
-            &cap,
-            &parse_id("resource", &id)?,
-            &patch,
-            if_match(&headers)?,
-        )
+        .update_resource(&cap, &id, &patch, if_match(&headers)?)
         .await?;
     Ok(resource_response(StatusCode::OK, r))
 }
@@ -120,12 +112,10 @@ pub async fn update_resource(
 pub async fn delete_resource(
     State(s): State<AppState>,
     Authorized(p, _): Authorized<needs::ManageDirectory>,
-    Path(id): Path<String>,
+    IdPath(id, _): IdPath<kind::Resource>,
 ) -> Result<StatusCode, ApiError> {
     let cap = allow(p.manage_directory(), &p, "delete resources")?;
-    s.access
-        .delete_resource(&cap, &parse_id("resource", &id)?)
-        .await?;
+    s.access.delete_resource(&cap, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -148,13 +138,10 @@ pub struct GroupRef {
 pub async fn resource_groups(
     State(s): State<AppState>,
     Authorized(p, _): Authorized<needs::Read>,
-    Path(id): Path<String>,
+    IdPath(id, _): IdPath<kind::Resource>,
 ) -> Result<Json<Vec<GroupBinding>>, ApiError> {
     let read = allow(p.read(), &p, "read resources")?;
-    Ok(Json(
-        s.access
-            .resource_groups(&read, &parse_id("resource", &id)?)?,
-    ))
+    Ok(Json(s.access.resource_groups(&read, &id)?))
 }
 
 /// Bind a group to a resource; its members reach the resource.
@@ -168,14 +155,12 @@ pub async fn resource_groups(
 pub async fn bind_resource(
     State(s): State<AppState>,
     Authorized(p, _): Authorized<needs::ManageDirectory>,
-    Path(id): Path<String>,
+    IdPath(id, _): IdPath<kind::Resource>,
     ApiJson(body): ApiJson<GroupRef>,
 ) -> Result<Json<GroupBinding>, ApiError> {
     let cap = allow(p.manage_directory(), &p, "bind resources")?;
     Ok(Json(
-        s.access
-            .bind_resource(&cap, &parse_id("resource", &id)?, &body.group_id)
-            .await?,
+        s.access.bind_resource(&cap, &id, &body.group_id).await?,
     ))
 }
 
@@ -189,16 +174,10 @@ pub async fn bind_resource(
 pub async fn unbind_resource(
     State(s): State<AppState>,
     Authorized(p, _): Authorized<needs::ManageDirectory>,
-    Path((id, group)): Path<(String, String)>,
+    IdPair(id, group, _): IdPair<kind::Resource, kind::Group>,
 ) -> Result<StatusCode, ApiError> {
     let cap = allow(p.manage_directory(), &p, "bind resources")?;
-    s.access
-        .unbind_resource(
-            &cap,
-            &parse_id("resource", &id)?,
-            &parse_id("group", &group)?,
-        )
-        .await?;
+    s.access.unbind_resource(&cap, &id, &group).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -207,8 +186,7 @@ pub async fn unbind_resource(
     get, path = "/api/v1/resources/{id}/access", tag = "access",
     params(
         ("id" = String, Path, description = "Resource id"),
-        ("limit" = Option<usize>, Query, minimum = 1, maximum = 500, description = "Items per page, 1-500 (default 50)"),
-        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+        Paging,
     ),
     responses((status = 200, body = Page<Grantee>), (status = 404, body = ErrorBody)),
     security(("api_key" = []))
@@ -216,16 +194,11 @@ pub async fn unbind_resource(
 pub async fn grantees(
     State(s): State<AppState>,
     Authorized(p, _): Authorized<needs::Read>,
-    Path(id): Path<String>,
-    RawQuery(q): RawQuery,
+    IdPath(id, _): IdPath<kind::Resource>,
+    Paging { page, .. }: Paging,
 ) -> Result<Json<Page<Grantee>>, ApiError> {
     let read = allow(p.read(), &p, "read access")?;
-    let req = page_request(&query_pairs(q.as_deref())?)?;
-    Ok(Json(s.access.grantees(
-        &read,
-        &parse_id("resource", &id)?,
-        &req,
-    )?))
+    Ok(Json(s.access.grantees(&read, &id, &page)?))
 }
 
 /// The groups of the other kind bound to a group: device groups of a user
@@ -239,12 +212,10 @@ pub async fn grantees(
 pub async fn bound_groups(
     State(s): State<AppState>,
     Authorized(p, _): Authorized<needs::Read>,
-    Path(id): Path<String>,
+    IdPath(id, _): IdPath<kind::Group>,
 ) -> Result<Json<Vec<GroupBinding>>, ApiError> {
     let read = allow(p.read(), &p, "read groups")?;
-    Ok(Json(
-        s.access.bound_groups(&read, &parse_id("group", &id)?)?,
-    ))
+    Ok(Json(s.access.bound_groups(&read, &id)?))
 }
 
 /// Bind a user group to a device group.
@@ -258,12 +229,12 @@ pub async fn bound_groups(
 pub async fn bind_groups(
     State(s): State<AppState>,
     Authorized(p, _): Authorized<needs::ManageDirectory>,
-    Path(id): Path<String>,
+    IdPath(id, _): IdPath<kind::Group>,
     ApiJson(body): ApiJson<GroupRef>,
 ) -> Result<StatusCode, ApiError> {
     let cap = allow(p.manage_directory(), &p, "bind groups")?;
     s.access
-        .bind_groups(&cap, &parse_id("group", &id)?, &body.group_id, true)
+        .bind_groups(&cap, &id, &body.group_id, true)
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -278,17 +249,10 @@ pub async fn bind_groups(
 pub async fn unbind_groups(
     State(s): State<AppState>,
     Authorized(p, _): Authorized<needs::ManageDirectory>,
-    Path((id, other)): Path<(String, String)>,
+    IdPair(id, other, _): IdPair<kind::Group, kind::Group>,
 ) -> Result<StatusCode, ApiError> {
     let cap = allow(p.manage_directory(), &p, "bind groups")?;
-    s.access
-        .bind_groups(
-            &cap,
-            &parse_id("group", &id)?,
-            &parse_id("group", &other)?,
-            false,
-        )
-        .await?;
+    s.access.bind_groups(&cap, &id, &other, false).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -302,13 +266,13 @@ pub async fn unbind_groups(
 pub async fn user_access(
     State(s): State<AppState>,
     Authorized(p, _): Authorized<needs::Read>,
-    Path(id): Path<String>,
+    IdPath(id, _): IdPath<kind::User>,
 ) -> Result<Json<SubjectAccess>, ApiError> {
     let read = allow(p.read(), &p, "read access")?;
     Ok(Json(s.access.subject_access(
         &read,
         SubjectKind::User,
-        &parse_id("user", &id)?,
+        &id,
     )?))
 }
 
@@ -322,12 +286,12 @@ pub async fn user_access(
 pub async fn device_access(
     State(s): State<AppState>,
     Authorized(p, _): Authorized<needs::Read>,
-    Path(id): Path<String>,
+    IdPath(id, _): IdPath<kind::Device>,
 ) -> Result<Json<SubjectAccess>, ApiError> {
     let read = allow(p.read(), &p, "read access")?;
     Ok(Json(s.access.subject_access(
         &read,
         SubjectKind::Device,
-        &parse_id("device", &id)?,
+        &id,
     )?))
 }

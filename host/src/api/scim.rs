@@ -8,14 +8,14 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 
 use super::AppState;
 use crate::auth::Origin;
-use crate::auth::{Principal, Provision};
+use crate::auth::{Principal, Provision, Provisioner};
 use crate::provisioning::scim::{Kind, ListParams, ScimError, discovery, resource};
 
 const MEDIA: &str = "application/scim+json";
@@ -27,14 +27,14 @@ fn scim_json(status: StatusCode, body: &Value) -> Response {
     resp
 }
 
-/// A SCIM error as a response; also used by the router's guards.
-pub(super) fn error_response(e: &ScimError) -> Response {
-    error(e)
-}
-
-fn error(e: &ScimError) -> Response {
-    let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    scim_json(status, &e.body())
+/// A SCIM error in SCIM's own error schema (RFC 7644 §3.12), with SCIM's
+/// media type: what every SCIM handler, and the router's guards in front of
+/// `/scim/v2`, answer with when they refuse.
+impl IntoResponse for ScimError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        scim_json(status, &self.body())
+    }
 }
 
 /// A resource with its ETag (and Location when created).
@@ -56,13 +56,14 @@ fn resource_response(status: StatusCode, body: Value, etag: &str) -> Response {
 /// headers alone, before any handler reads a body. axum runs extractors in
 /// order, so putting this before the body means a caller without a SCIM key
 /// is refused at once instead of being allowed to make the server buffer a
-/// whole body first.
-struct ScimClient(Principal);
+/// whole body first. It yields the capability it checked, so that handlers
+/// do not check it again.
+struct ScimClient(Provisioner);
 
 impl ScimClient {
-    /// The provisioning capability the extractor already checked.
-    fn cap(&self) -> Result<Provision<'_>, ScimError> {
-        self.0.provision().ok_or_else(|| forbidden(&self.0))
+    /// The provisioning capability, checked when the request arrived.
+    fn cap(&self) -> Provision<'_> {
+        self.0.provision()
     }
 }
 
@@ -78,17 +79,15 @@ fn forbidden(principal: &Principal) -> ScimError {
 }
 
 impl FromRequestParts<AppState> for ScimClient {
-    type Rejection = Response;
+    type Rejection = ScimError;
 
-    async fn from_request_parts(parts: &mut Parts, s: &AppState) -> Result<Self, Response> {
+    async fn from_request_parts(parts: &mut Parts, s: &AppState) -> Result<Self, ScimError> {
         let Ok(origin) = Origin::from_request_parts(parts, s).await;
-        client(s, &parts.headers, &origin)
-            .map(ScimClient)
-            .map_err(|e| error(&e))
+        client(s, &parts.headers, &origin).map(ScimClient)
     }
 }
 
-fn client(s: &AppState, headers: &HeaderMap, origin: &Origin) -> Result<Principal, ScimError> {
+fn client(s: &AppState, headers: &HeaderMap, origin: &Origin) -> Result<Provisioner, ScimError> {
     let unauthorized = |d: &str| ScimError {
         status: 401,
         scim_type: None,
@@ -109,10 +108,7 @@ fn client(s: &AppState, headers: &HeaderMap, origin: &Origin) -> Result<Principa
         .authenticate(key, origin)
         .map_err(ScimError::from)?
         .ok_or_else(|| unauthorized("invalid key"))?;
-    if principal.provision().is_none() {
-        return Err(forbidden(&principal));
-    }
-    Ok(principal)
+    principal.provisioner().ok_or_else(|| forbidden(&principal))
 }
 
 /// The request body as JSON; SCIM-shaped errors for bad or oversized bodies.
@@ -183,10 +179,6 @@ fn search_params(b: &Value) -> Result<ListParams, ScimError> {
     list_params(&q)
 }
 
-fn respond(r: Result<Response, ScimError>) -> Response {
-    r.unwrap_or_else(|e| error(&e))
-}
-
 async fn service_provider_config(State(s): State<AppState>) -> Response {
     let base = s.scim.base();
     scim_json(
@@ -222,30 +214,31 @@ fn all_schemas(s: &AppState) -> Result<Vec<Value>, ScimError> {
     ))
 }
 
-async fn resource_types(State(s): State<AppState>) -> Response {
-    respond(all_resource_types(&s).map(|r| scim_json(StatusCode::OK, &list_of(r))))
+async fn resource_types(State(s): State<AppState>) -> Result<Response, ScimError> {
+    Ok(scim_json(StatusCode::OK, &list_of(all_resource_types(&s)?)))
 }
 
-async fn resource_type(State(s): State<AppState>, Path(id): Path<String>) -> Response {
-    respond(all_resource_types(&s).and_then(|all| {
-        all.into_iter()
-            .find(|r| r["id"] == id.as_str())
-            .map(|r| scim_json(StatusCode::OK, &r))
-            .ok_or_else(|| ScimError::not_found(format!("no resource type {id}")))
-    }))
+/// The discovery entry with this `id`; `what` names the list for the 404.
+fn find_by_id(all: Vec<Value>, id: &str, what: &str) -> Result<Response, ScimError> {
+    all.into_iter()
+        .find(|r| r["id"] == id)
+        .map(|r| scim_json(StatusCode::OK, &r))
+        .ok_or_else(|| ScimError::not_found(format!("no {what} {id}")))
 }
 
-async fn schemas(State(s): State<AppState>) -> Response {
-    respond(all_schemas(&s).map(|r| scim_json(StatusCode::OK, &list_of(r))))
+async fn resource_type(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ScimError> {
+    find_by_id(all_resource_types(&s)?, &id, "resource type")
 }
 
-async fn schema(State(s): State<AppState>, Path(id): Path<String>) -> Response {
-    respond(all_schemas(&s).and_then(|all| {
-        all.into_iter()
-            .find(|r| r["id"] == id.as_str())
-            .map(|r| scim_json(StatusCode::OK, &r))
-            .ok_or_else(|| ScimError::not_found(format!("no schema {id}")))
-    }))
+async fn schemas(State(s): State<AppState>) -> Result<Response, ScimError> {
+    Ok(scim_json(StatusCode::OK, &list_of(all_schemas(&s)?)))
+}
+
+async fn schema(State(s): State<AppState>, Path(id): Path<String>) -> Result<Response, ScimError> {
+    find_by_id(all_schemas(&s)?, &id, "schema")
 }
 
 /// The resource kind a path names; anything else is a SCIM 404.
@@ -266,17 +259,14 @@ async fn list(
     client: ScimClient,
     Path(resource): Path<String>,
     Query(q): Query<Vec<(String, String)>>,
-) -> Response {
-    let result = async {
-        let kind = kind(&resource)?;
-        let cap = client.cap()?;
-        let params = list_params(&q)?;
-        Ok(scim_json(
-            StatusCode::OK,
-            &s.scim.list(&cap, kind, &params).await?,
-        ))
-    };
-    respond(result.await)
+) -> Result<Response, ScimError> {
+    let kind = kind(&resource)?;
+    let cap = client.cap();
+    let params = list_params(&q)?;
+    Ok(scim_json(
+        StatusCode::OK,
+        &s.scim.list(&cap, kind, &params).await?,
+    ))
 }
 
 async fn search(
@@ -284,33 +274,27 @@ async fn search(
     client: ScimClient,
     Path(resource): Path<String>,
     raw: Result<Bytes, BytesRejection>,
-) -> Response {
-    let result = async {
-        let kind = kind(&resource)?;
-        let cap = client.cap()?;
-        let params = search_params(&body(raw)?)?;
-        Ok(scim_json(
-            StatusCode::OK,
-            &s.scim.list(&cap, kind, &params).await?,
-        ))
-    };
-    respond(result.await)
+) -> Result<Response, ScimError> {
+    let kind = kind(&resource)?;
+    let cap = client.cap();
+    let params = search_params(&body(raw)?)?;
+    Ok(scim_json(
+        StatusCode::OK,
+        &s.scim.list(&cap, kind, &params).await?,
+    ))
 }
 
 async fn search_all(
     State(s): State<AppState>,
     client: ScimClient,
     raw: Result<Bytes, BytesRejection>,
-) -> Response {
-    let result = async {
-        let cap = client.cap()?;
-        let params = search_params(&body(raw)?)?;
-        Ok(scim_json(
-            StatusCode::OK,
-            &s.scim.search_all(&cap, &params).await?,
-        ))
-    };
-    respond(result.await)
+) -> Result<Response, ScimError> {
+    let cap = client.cap();
+    let params = search_params(&body(raw)?)?;
+    Ok(scim_json(
+        StatusCode::OK,
+        &s.scim.search_all(&cap, &params).await?,
+    ))
 }
 
 async fn create(
@@ -318,14 +302,11 @@ async fn create(
     client: ScimClient,
     Path(resource): Path<String>,
     raw: Result<Bytes, BytesRejection>,
-) -> Response {
-    let result = async {
-        let kind = kind(&resource)?;
-        let cap = client.cap()?;
-        let (r, etag) = s.scim.create(&cap, kind, &body(raw)?).await?;
-        Ok(resource_response(StatusCode::CREATED, r, &etag))
-    };
-    respond(result.await)
+) -> Result<Response, ScimError> {
+    let kind = kind(&resource)?;
+    let cap = client.cap();
+    let (r, etag) = s.scim.create(&cap, kind, &body(raw)?).await?;
+    Ok(resource_response(StatusCode::CREATED, r, &etag))
 }
 
 async fn get_one(
@@ -334,64 +315,55 @@ async fn get_one(
     headers: HeaderMap,
     Path((resource, id)): Path<(String, String)>,
     Query(q): Query<Vec<(String, String)>>,
-) -> Response {
-    respond((|| {
-        let kind = kind(&resource)?;
-        let cap = client.cap()?;
-        let (r, etag) = s.scim.get(&cap, kind, &id)?;
-        let unchanged = headers
-            .get(header::IF_NONE_MATCH)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.split(',').any(|t| t.trim() == etag));
-        if unchanged {
-            let mut resp = StatusCode::NOT_MODIFIED.into_response();
-            if let Ok(v) = HeaderValue::from_str(&etag) {
-                resp.headers_mut().insert(header::ETAG, v);
-            }
-            return Ok(resp);
+) -> Result<Response, ScimError> {
+    let kind = kind(&resource)?;
+    let cap = client.cap();
+    let (r, etag) = s.scim.get(&cap, kind, &id)?;
+    let unchanged = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag));
+    if unchanged {
+        let mut resp = StatusCode::NOT_MODIFIED.into_response();
+        if let Ok(v) = HeaderValue::from_str(&etag) {
+            resp.headers_mut().insert(header::ETAG, v);
         }
-        let params = list_params(&q)?;
-        let r = resource::project(r, &params.attributes, &params.excluded);
-        Ok(resource_response(StatusCode::OK, r, &etag))
-    })())
+        return Ok(resp);
+    }
+    let params = list_params(&q)?;
+    let r = resource::project(r, &params.attributes, &params.excluded);
+    Ok(resource_response(StatusCode::OK, r, &etag))
 }
 
-async fn replace(
+/// PUT (replace) and PATCH: the same request, but for what the body means.
+async fn write(
     State(s): State<AppState>,
     client: ScimClient,
+    method: Method,
     headers: HeaderMap,
     Path((resource, id)): Path<(String, String)>,
     raw: Result<Bytes, BytesRejection>,
-) -> Response {
-    let result = async {
-        let kind = kind(&resource)?;
-        let cap = client.cap()?;
-        let (r, etag) = s
-            .scim
-            .replace(&cap, kind, &id, &body(raw)?, if_match(&headers).as_deref())
-            .await?;
-        Ok(resource_response(StatusCode::OK, r, &etag))
+) -> Result<Response, ScimError> {
+    let kind = kind(&resource)?;
+    let cap = client.cap();
+    let body = body(raw)?;
+    let if_match = if_match(&headers);
+    let (r, etag) = match method {
+        Method::PATCH => {
+            s.scim
+                .patch(&cap, kind, &id, &body, if_match.as_deref())
+                .await?
+        }
+        Method::PUT => {
+            s.scim
+                .replace(&cap, kind, &id, &body, if_match.as_deref())
+                .await?
+        }
+        // Only PUT and PATCH are routed here; anything else is refused
+        // rather than taken for a replace.
+        _ => return Err(ScimError::method_not_allowed()),
     };
-    respond(result.await)
-}
-
-async fn patch(
-    State(s): State<AppState>,
-    client: ScimClient,
-    headers: HeaderMap,
-    Path((resource, id)): Path<(String, String)>,
-    raw: Result<Bytes, BytesRejection>,
-) -> Response {
-    let result = async {
-        let kind = kind(&resource)?;
-        let cap = client.cap()?;
-        let (r, etag) = s
-            .scim
-            .patch(&cap, kind, &id, &body(raw)?, if_match(&headers).as_deref())
-            .await?;
-        Ok(resource_response(StatusCode::OK, r, &etag))
-    };
-    respond(result.await)
+    Ok(resource_response(StatusCode::OK, r, &etag))
 }
 
 async fn delete(
@@ -399,33 +371,27 @@ async fn delete(
     client: ScimClient,
     headers: HeaderMap,
     Path((resource, id)): Path<(String, String)>,
-) -> Response {
-    let result = async {
-        let kind = kind(&resource)?;
-        let cap = client.cap()?;
-        s.scim
-            .delete(&cap, kind, &id, if_match(&headers).as_deref())
-            .await?;
-        Ok(StatusCode::NO_CONTENT.into_response())
-    };
-    respond(result.await)
+) -> Result<Response, ScimError> {
+    let kind = kind(&resource)?;
+    let cap = client.cap();
+    s.scim
+        .delete(&cap, kind, &id, if_match(&headers).as_deref())
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 async fn bulk(
     State(s): State<AppState>,
     client: ScimClient,
     raw: Result<Bytes, BytesRejection>,
-) -> Response {
-    let result = async {
-        let cap = client.cap()?;
-        let out = s.scim.bulk(&cap, &body(raw)?).await?;
-        Ok(scim_json(StatusCode::OK, &out))
-    };
-    respond(result.await)
+) -> Result<Response, ScimError> {
+    let cap = client.cap();
+    let out = s.scim.bulk(&cap, &body(raw)?).await?;
+    Ok(scim_json(StatusCode::OK, &out))
 }
 
-async fn unknown() -> Response {
-    error(&ScimError::not_found("no such SCIM endpoint"))
+async fn unknown() -> ScimError {
+    ScimError::not_found("no such SCIM endpoint")
 }
 
 /// The `/scim/v2` routes.
@@ -441,7 +407,7 @@ pub fn routes() -> Router<AppState> {
         .route("/{resource}/.search", post(search))
         .route(
             "/{resource}/{id}",
-            get(get_one).put(replace).patch(patch).delete(delete),
+            get(get_one).put(write).patch(write).delete(delete),
         )
         .route("/Bulk", post(bulk))
         .fallback(unknown)

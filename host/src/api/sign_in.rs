@@ -30,7 +30,7 @@ use serde::Deserialize;
 use super::AppState;
 use super::error::ApiError;
 use crate::auth::Origin;
-use crate::federation::{Refusal, Started};
+use crate::federation::{Reason, Refusal, Started};
 use crate::sessions::{Opened, random_token};
 
 /// The session cookie (`__Host-cohort_session` under https).
@@ -169,7 +169,7 @@ fn wants_json(headers: &HeaderMap) -> bool {
 /// `Retry-After` when trying again later can help.
 fn refused(headers: &HeaderMap, r: &Refusal) -> Response {
     let mut resp = if wants_json(headers) {
-        ApiError::new(status_of(r), r.code, r.message.clone()).into_response()
+        ApiError::from(r).into_response()
     } else {
         refusal_page(r)
     };
@@ -180,36 +180,19 @@ fn refused(headers: &HeaderMap, r: &Refusal) -> Response {
     resp
 }
 
-fn status_of(r: &Refusal) -> StatusCode {
-    match r.code {
-        "wrong_password" => StatusCode::UNAUTHORIZED,
-        "locked_out" | "rate_limited" => StatusCode::TOO_MANY_REQUESTS,
-        "no_match" | "ambiguous" | "user_not_active" | "idp_disabled" | "connector_rejected"
-        | "local_disabled" | "missing_attribute" | "not_local" | "jit_failed" | "wrong_idp"
-        | "invalid_identity" => StatusCode::FORBIDDEN,
-        "token_exchange_failed" => StatusCode::BAD_GATEWAY,
-        "internal" => StatusCode::INTERNAL_SERVER_ERROR,
-        _ => StatusCode::BAD_REQUEST,
+/// A refusal as the JSON error body, for clients that ask for JSON.
+impl From<&Refusal> for ApiError {
+    fn from(r: &Refusal) -> Self {
+        ApiError::new(r.reason.status(), r.reason.code(), r.message.clone())
     }
 }
 
 /// The page for a refused sign-in.
 fn refusal_page(r: &Refusal) -> Response {
-    let status = status_of(r);
-    let title = match r.code {
-        "no_match" => "No matching account",
-        "ambiguous" => "Account is ambiguous",
-        "invalid_identity" => "Account name not accepted",
-        "user_not_active" => "Account not active",
-        "idp_disabled" => "Sign-in is turned off",
-        "local_disabled" => "Password sign-in is turned off",
-        "rate_limited" => "Too many attempts",
-        _ => "Sign-in failed",
-    };
     page(
-        status,
-        title,
-        Some(r.code),
+        r.reason.status(),
+        r.reason.title(),
+        Some(r.reason.code()),
         &format!(
             r#"<p class="error">{}</p><p><a href="/sign-in">Start again</a></p>"#,
             escape(&r.message)
@@ -278,7 +261,7 @@ fn csrf_ok(s: &AppState, headers: &HeaderMap, submitted: &str) -> bool {
 }
 
 fn csrf_reason() -> Refusal {
-    Refusal::new("csrf", "This form has expired. Start again.", "")
+    Refusal::new(Reason::Csrf, "This form has expired. Start again.", "")
 }
 
 fn csrf_refusal(headers: &HeaderMap) -> Response {
@@ -370,10 +353,10 @@ pub async fn submit(
             None,
             &password_form(&f.csrf, f.identifier.trim(), &return_to, None),
         ),
-        Err(r) if r.code == "invalid_request" && !wants_json(&headers) => page(
+        Err(r) if r.reason == Reason::InvalidRequest && !wants_json(&headers) => page(
             StatusCode::BAD_REQUEST,
             "Sign in",
-            Some(r.code),
+            Some(r.reason.code()),
             &identifier_form(&f.csrf, &return_to, Some(&r.message)),
         ),
         Err(r) => refused(&headers, &r),
@@ -410,10 +393,10 @@ pub async fn password(
         .await
     {
         Ok(done) => signed_in(&s, &done.opened, &done.return_to),
-        Err(r) if r.code == "wrong_password" && !wants_json(&headers) => page(
+        Err(r) if r.reason == Reason::WrongPassword && !wants_json(&headers) => page(
             StatusCode::UNAUTHORIZED,
             "Sign in",
-            Some(r.code),
+            Some(r.reason.code()),
             &password_form(&f.csrf, &f.identifier, &return_to, Some(&r.message)),
         ),
         Err(r) => refused(&headers, &r),
@@ -512,7 +495,7 @@ pub async fn sign_out(
             tracing::error!(error = %e, "could not end a session");
             return refused(
                 &headers,
-                &Refusal::new("internal", "Signing out failed. Try again.", ""),
+                &Refusal::new(Reason::Internal, "Signing out failed. Try again.", ""),
             );
         }
     }
@@ -577,7 +560,7 @@ pub struct ActivateForm {
 
 fn activation_invalid() -> Refusal {
     Refusal::new(
-        "activation_invalid",
+        Reason::ActivationInvalid,
         "This activation link has expired or was already used. Ask your administrator for a new one.",
         "",
     )
@@ -586,7 +569,7 @@ fn activation_invalid() -> Refusal {
 /// A suspended user's link: the holder of the link may know that much.
 fn suspended() -> Refusal {
     Refusal::new(
-        "user_not_active",
+        Reason::UserNotActive,
         "Your account is suspended, so its password cannot be set. Ask your administrator.",
         "",
     )
@@ -612,7 +595,7 @@ pub async fn activate(
         Err(crate::error::DomainError::Invalid { field, message }) if field == "password" => {
             refused(
                 &headers,
-                &Refusal::new("weak_password", format!("The {field} {message}."), ""),
+                &Refusal::new(Reason::WeakPassword, format!("The {field} {message}."), ""),
             )
         }
         Err(crate::error::DomainError::Invalid { .. }) => refused(&headers, &activation_invalid()),
@@ -624,8 +607,31 @@ pub async fn activate(
             tracing::error!(error = %e, "activation failed");
             refused(
                 &headers,
-                &Refusal::new("internal", "Setting the password failed. Try again.", ""),
+                &Refusal::new(
+                    Reason::Internal,
+                    "Setting the password failed. Try again.",
+                    "",
+                ),
             )
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_in_json_is_the_standard_error_without_the_admins_detail() {
+        let r = Refusal::new(
+            Reason::WrongPassword,
+            "The username or password is not correct.",
+            "no such user",
+        );
+        let e = ApiError::from(&r);
+        assert_eq!(e.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(e.code(), "wrong_password");
+        assert_eq!(e.message(), "The username or password is not correct.");
+        assert_eq!(e.field(), None);
     }
 }

@@ -1,34 +1,28 @@
 //! `/api/v1/users`: parse, authorize, call the directory, shape the answer.
 
 use axum::Json;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::error::{ApiError, ErrorBody};
-use super::extract::{ApiJson, MergePatch, if_match, parse_id, query_pairs, versioned};
+use super::extract::{ApiJson, MergePatch, if_match, versioned};
 use super::extract::{Authorized, needs};
+use super::params::{IdPair, IdPath, Paging, kind};
 use super::{AppState, allow};
 use crate::directory::{Binding, StateChange, SubjectKind, User, UserInput};
-use crate::page::{Page, PageRequest};
+use crate::page::Page;
 
 /// A user with its ETag and, for creates, its Location.
 pub(super) fn user_response(status: StatusCode, user: User) -> Response {
     versioned(status, user.version, "/api/v1/users", user.id, user)
 }
 
-/// Page and filter parameters shared by the list endpoints.
-pub(super) fn page_request(pairs: &[(String, String)]) -> Result<PageRequest, ApiError> {
-    let get = |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
-    Ok(PageRequest::parse(get("limit"), get("cursor"))?)
-}
-
 /// List users, filtered by attribute and sorted by an indexed key.
 #[utoipa::path(
     get, path = "/api/v1/users", tag = "users",
     params(
-        ("limit" = Option<usize>, Query, minimum = 1, maximum = 500, description = "Items per page, 1-500 (default 50)"),
-        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+        Paging,
         ("sort" = Option<String>, Query, pattern = "^-?(created_at|username|email)$", description = "created_at (default), username or email; prefix '-' for descending"),
         ("state" = Option<String>, Query, description = "Filter by state. Any other attribute name filters too, e.g. department=Sales; repeat a name to match any of several values"),
     ),
@@ -41,13 +35,11 @@ pub(super) fn page_request(pairs: &[(String, String)]) -> Result<PageRequest, Ap
 pub async fn list_users(
     State(s): State<AppState>,
     Authorized(p, _): Authorized<needs::Read>,
-    RawQuery(q): RawQuery,
+    Paging { page, pairs }: Paging,
 ) -> Result<Json<Page<User>>, ApiError> {
     let read = allow(p.read(), &p, "read users")?;
-    let pairs = query_pairs(q.as_deref())?;
-    let req = page_request(&pairs)?;
     let query = s.directory.user_query(&pairs)?;
-    Ok(Json(s.directory.list_users(&read, &query, &req)?))
+    Ok(Json(s.directory.list_users(&read, &query, &page)?))
 }
 
 /// Create a user.
@@ -81,10 +73,10 @@ pub async fn create_user(
 pub async fn get_user(
     State(s): State<AppState>,
     Authorized(p, _): Authorized<needs::Read>,
-    Path(id): Path<String>,
+    IdPath(id, _): IdPath<kind::User>,
 ) -> Result<Response, ApiError> {
     let read = allow(p.read(), &p, "read users")?;
-    let user = s.directory.get_user(&read, &parse_id("user", &id)?)?;
+    let user = s.directory.get_user(&read, &id)?;
     Ok(user_response(StatusCode::OK, user))
 }
 
@@ -105,14 +97,14 @@ pub async fn get_user(
 pub async fn update_user(
     State(s): State<AppState>,
     Authorized(p, _): Authorized<needs::ManageDirectory>,
-    Path(id): Path<String>,
+    IdPath(id, _): IdPath<kind::User>,
     headers: HeaderMap,
     MergePatch(patch): MergePatch,
 ) -> Result<Response, ApiError> {
     let cap = allow(p.manage_directory(), &p, "change users")?;
     let user = s
         .directory
-        .update_user(&cap, &parse_id("user", &id)?, &patch, if_match(&headers)?)
+        .update_user(&cap, &id, &patch, if_match(&headers)?)
         .await?;
     Ok(user_response(StatusCode::OK, user))
 }
@@ -127,12 +119,12 @@ pub async fn update_user(
 pub async fn delete_user(
     State(s): State<AppState>,
     Authorized(p, _): Authorized<needs::ManageDirectory>,
-    Path(id): Path<String>,
+    IdPath(id, _): IdPath<kind::User>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
     let cap = allow(p.manage_directory(), &p, "delete users")?;
     s.directory
-        .delete_user(&cap, &parse_id("user", &id)?, if_match(&headers)?)
+        .delete_user(&cap, &id, if_match(&headers)?)
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -153,19 +145,14 @@ pub async fn delete_user(
 pub async fn change_state(
     State(s): State<AppState>,
     Authorized(p, _): Authorized<needs::ChangeUserState>,
-    Path(id): Path<String>,
+    IdPath(id, _): IdPath<kind::User>,
     headers: HeaderMap,
     ApiJson(body): ApiJson<StateChange>,
 ) -> Result<Response, ApiError> {
     let cap = allow(p.change_user_state(), &p, "change user state")?;
     let user = s
         .directory
-        .change_user_state(
-            &cap,
-            &parse_id("user", &id)?,
-            body.state,
-            if_match(&headers)?,
-        )
+        .change_user_state(&cap, &id, body.state, if_match(&headers)?)
         .await?;
     Ok(user_response(StatusCode::OK, user))
 }
@@ -180,16 +167,15 @@ pub async fn change_state(
 pub async fn user_devices(
     State(s): State<AppState>,
     Authorized(p, _): Authorized<needs::Read>,
-    Path(id): Path<String>,
-    RawQuery(q): RawQuery,
+    IdPath(id, _): IdPath<kind::User>,
+    Paging { page, .. }: Paging,
 ) -> Result<Json<Page<Binding>>, ApiError> {
     let read = allow(p.read(), &p, "read bindings")?;
-    let req = page_request(&query_pairs(q.as_deref())?)?;
     Ok(Json(s.directory.list_bindings(
         &read,
         SubjectKind::User,
-        &parse_id("user", &id)?,
-        &req,
+        &id,
+        &page,
     )?))
 }
 
@@ -203,17 +189,10 @@ pub async fn user_devices(
 pub async fn bind_device(
     State(s): State<AppState>,
     Authorized(p, _): Authorized<needs::ManageDirectory>,
-    Path((id, device_id)): Path<(String, String)>,
+    IdPair(id, device_id, _): IdPair<kind::User, kind::Device>,
 ) -> Result<Response, ApiError> {
     let cap = allow(p.manage_directory(), &p, "bind devices")?;
-    let (binding, created) = s
-        .directory
-        .bind(
-            &cap,
-            &parse_id("user", &id)?,
-            &parse_id("device", &device_id)?,
-        )
-        .await?;
+    let (binding, created) = s.directory.bind(&cap, &id, &device_id).await?;
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -232,15 +211,9 @@ pub async fn bind_device(
 pub async fn unbind_device(
     State(s): State<AppState>,
     Authorized(p, _): Authorized<needs::ManageDirectory>,
-    Path((id, device_id)): Path<(String, String)>,
+    IdPair(id, device_id, _): IdPair<kind::User, kind::Device>,
 ) -> Result<StatusCode, ApiError> {
     let cap = allow(p.manage_directory(), &p, "unbind devices")?;
-    s.directory
-        .unbind(
-            &cap,
-            &parse_id("user", &id)?,
-            &parse_id("device", &device_id)?,
-        )
-        .await?;
+    s.directory.unbind(&cap, &id, &device_id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -21,13 +21,13 @@ use crate::auth::Actor;
 
 /// seq (8 bytes, big-endian) → `AuditEvent` JSON. Event ids grow with commit
 /// order, so this is also the log in order.
-pub(crate) const EVENTS: Keyspace = Keyspace::new("audit");
+pub(super) const EVENTS: Keyspace = Keyspace::new("audit");
 /// actor ++ 0 ++ seq → (). Events of one actor.
-pub(crate) const BY_ACTOR: Keyspace = Keyspace::new("audit_by_actor");
+pub(super) const BY_ACTOR: Keyspace = Keyspace::new("audit_by_actor");
 /// resource type ++ 0 ++ resource id ++ 0 ++ seq → (). History of one resource.
-pub(crate) const BY_RESOURCE: Keyspace = Keyspace::new("audit_by_resource");
+pub(super) const BY_RESOURCE: Keyspace = Keyspace::new("audit_by_resource");
 /// time (µs since epoch, 8 bytes) ++ seq → (). Time-range queries.
-pub(crate) const BY_TIME: Keyspace = Keyspace::new("audit_by_time");
+pub(super) const BY_TIME: Keyspace = Keyspace::new("audit_by_time");
 
 /// One recorded change.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -198,6 +198,16 @@ pub fn record(
 /// Microseconds since the epoch, big-endian, clamped at zero so keys sort.
 pub(crate) fn time_key(t: DateTime<Utc>) -> [u8; 8] {
     (t.timestamp_micros().max(0) as u64).to_be_bytes()
+}
+
+/// Every stored event in order, for unit tests elsewhere that check what
+/// was audited without going through a capability.
+#[cfg(test)]
+pub(crate) fn all_events(store: &cohort_storage::Store) -> Vec<AuditEvent> {
+    store
+        .scan(EVENTS, b"", None, false)
+        .filter_map(|e| cohort_storage::decode_json(EVENTS, &e.ok()?.1).ok())
+        .collect()
 }
 
 #[cfg(test)]

@@ -245,6 +245,19 @@ pub struct ManagePlugins<'a>(&'a Actor);
 #[derive(Debug)]
 pub struct Provision<'a>(&'a Actor);
 
+/// [`Provision`] held by value, for the SCIM client extractor: it checks the
+/// role once, before the body is read, and hands the handler a capability it
+/// need not check again.
+#[derive(Debug)]
+pub struct Provisioner(Actor);
+
+impl Provisioner {
+    /// The capability, for the length of the request.
+    pub fn provision(&self) -> Provision<'_> {
+        Provision(&self.0)
+    }
+}
+
 impl<'a> Provision<'a> {
     /// Reading what SCIM shows.
     pub fn read(&self) -> Read {
@@ -361,6 +374,11 @@ impl Principal {
     /// SCIM provisioning: `scim` keys only, which can do nothing else.
     pub fn provision(&self) -> Option<Provision<'_>> {
         (self.role == Role::Scim).then_some(Provision(&self.actor))
+    }
+
+    /// [`Self::provision`] by value.
+    pub fn provisioner(&self) -> Option<Provisioner> {
+        (self.role == Role::Scim).then(|| Provisioner(self.actor.clone()))
     }
 
     /// Directory changes: admins only.

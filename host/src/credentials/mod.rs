@@ -35,7 +35,6 @@ use uuid::Uuid;
 use crate::audit::{self, Record};
 use crate::auth::{Actor, ManageDirectory, Mutation, Origin};
 use crate::clock::Clock;
-use crate::directory::layout::USERS;
 use crate::directory::{User, UserState};
 use crate::error::DomainError;
 use crate::sessions::{random_token, token_hash};
@@ -263,7 +262,7 @@ impl Credentials {
         password: String,
     ) -> Result<(), DomainError> {
         check_policy(&password)?;
-        if self.store.get(USERS, user.as_bytes())?.is_none() {
+        if !crate::directory::read::user_exists(&self.store, user)? {
             return Err(DomainError::not_found("user", user));
         }
         let phc = tokio::task::spawn_blocking(move || hash(&password))
@@ -282,7 +281,7 @@ impl Credentials {
         let now = self.clock.now();
         self.store
             .write(|txn| {
-                if !txn.contains(USERS, user.as_bytes())? {
+                if !crate::directory::read::user_exists(txn, user)? {
                     return Err(DomainError::not_found("user", user));
                 }
                 let had = txn.contains(PASSWORDS, user.as_bytes())?;
@@ -304,8 +303,7 @@ impl Credentials {
                             "this link has expired or was used",
                         ));
                     }
-                    let u: User = txn
-                        .get_json(USERS, user.as_bytes())?
+                    let u: User = crate::directory::read::user(txn, user)?
                         .ok_or_else(|| DomainError::not_found("user", user))?;
                     refuse_suspended(&u)?;
                     txn.delete(ACTIVATIONS, key.as_bytes());
@@ -401,7 +399,7 @@ impl Credentials {
         let actor = cap.actor().clone();
         self.store
             .write(|txn| {
-                if !txn.contains(USERS, user.as_bytes())? {
+                if !crate::directory::read::user_exists(txn, user)? {
                     return Err(DomainError::not_found("user", user));
                 }
                 let generation = generation(&*txn, user)?;
@@ -457,7 +455,7 @@ impl Credentials {
         {
             return Ok(None);
         }
-        Ok(self.store.get_json(USERS, a.user_id.as_bytes())?)
+        Ok(crate::directory::read::user(&self.store, &a.user_id)?)
     }
 
     /// Sets the password through an activation token, which is then used
@@ -552,7 +550,7 @@ impl Credentials {
 }
 
 /// The generation of a user's activation links (0 until one is used).
-fn generation(r: &impl crate::groups::Reader, user: &Uuid) -> Result<u64, DomainError> {
+fn generation(r: &impl cohort_storage::Reader, user: &Uuid) -> Result<u64, DomainError> {
     Ok(r.get(ACTIVATION_GENERATIONS, user.as_bytes())?
         .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
         .map_or(0, u64::from_be_bytes))
@@ -610,7 +608,7 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let store = Store::open(dir.path(), &Default::default()).unwrap();
             store.migrate(crate::migrations::MIGRATIONS).unwrap();
-            let clock = TestClock::at(Utc::now());
+            let clock = TestClock::at_system_time();
             let directory = Directory::new(store.clone(), clock.clone());
             Fixture {
                 _dir: dir,

@@ -348,7 +348,7 @@ impl ChangeListener for DeviceCredentials {
         else {
             return Ok(());
         };
-        if txn.contains(crate::directory::layout::DEVICES, id.as_bytes())? {
+        if crate::directory::read::subject_exists(txn, SubjectKind::Device, id)? {
             return Ok(());
         }
         if let Some(removed) = self.remove_in(txn, id)? {

@@ -1,7 +1,7 @@
 //! Enrollment behaviour that depends on time: the whole application over a
 //! temporary store with a clock the test moves, driven through the router
-//! without a socket. (The end-to-end tests in `tests/tests/devices.rs` run
-//! the real binary, whose clock cannot be moved.)
+//! without a socket. (The API tests in `host/tests/devices.rs` run the
+//! whole server in process, over a loopback socket.)
 
 use std::sync::Arc;
 

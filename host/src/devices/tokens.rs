@@ -404,7 +404,7 @@ mod tests {
 
     #[test]
     fn state_names_the_first_reason() {
-        let now = Utc::now();
+        let now = crate::clock::Clock::now(&crate::clock::SystemClock);
         let mut r = TokenRecord {
             id: Uuid::now_v7(),
             name: "t".into(),

@@ -35,6 +35,14 @@ fn device_key(device: &Uuid, user: &Uuid) -> Vec<u8> {
     layout::join(&[&layout::id(device), &layout::id(user)])
 }
 
+/// Writes a binding under both of its keys (the user's devices, the
+/// device's users). Auditing is the caller's part.
+pub(super) fn store_binding(txn: &mut WriteTxn<'_>, b: &Binding) -> Result<(), DomainError> {
+    txn.put_json(USER_DEVICES, &user_key(&b.user_id, &b.device_id), b)?;
+    txn.put_json(DEVICE_USERS, &device_key(&b.device_id, &b.user_id), b)?;
+    Ok(())
+}
+
 fn record(
     txn: &mut WriteTxn<'_>,
     now: DateTime<Utc>,
@@ -145,8 +153,7 @@ impl Directory {
             device_id: *device,
             created_at: now,
         };
-        txn.put_json(USER_DEVICES, &user_key(user, device), &b)?;
-        txn.put_json(DEVICE_USERS, &device_key(device, user), &b)?;
+        store_binding(txn, &b)?;
         self.record_binding(txn, now, actor, "binding.create", &b, true)?;
         Ok((b, true))
     }

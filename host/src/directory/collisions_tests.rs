@@ -6,7 +6,7 @@ use cohort_storage::{OpenOptions, Store};
 use serde_json::json;
 
 use super::*;
-use crate::audit::{AuditEvent, EVENTS};
+use crate::audit::AuditEvent;
 use crate::clock::TestClock;
 use crate::migrations::MIGRATIONS;
 
@@ -94,9 +94,8 @@ fn collisions_are_kept_indexed_once_and_reported_once() {
     let t = Utc.with_ymd_and_hms(2026, 12, 6, 6, 0, 0).unwrap();
     let directory = super::super::Directory::new(store.clone(), TestClock::at(t));
     assert_eq!(directory.report_identity_collisions().unwrap(), 2);
-    let events: Vec<AuditEvent> = store
-        .scan(EVENTS, b"", None, false)
-        .map(|e| cohort_storage::decode_json(EVENTS, &e.unwrap().1).unwrap())
+    let events: Vec<AuditEvent> = crate::audit::all_events(&store)
+        .into_iter()
         .filter(|e: &AuditEvent| e.action == "user.identity_collision")
         .collect();
     assert_eq!(events.len(), 2);

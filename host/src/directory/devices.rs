@@ -296,6 +296,45 @@ fn refuse_serial_of_another(
     Ok(())
 }
 
+/// Writes a device and its indexes (hostname, serial, attribute usage).
+/// Auditing and telling listeners is the caller's part.
+pub(super) fn store_device(
+    txn: &mut WriteTxn<'_>,
+    before: Option<&Device>,
+    after: &Device,
+) -> Result<(), DomainError> {
+    let id = layout::id(&after.id);
+    if before.is_none_or(|b| layout::fold(&b.hostname) != layout::fold(&after.hostname)) {
+        if let Some(b) = before {
+            txn.delete(DEVICES_BY_HOSTNAME, &hostname_key(&b.hostname, &b.id));
+        }
+        txn.put(
+            DEVICES_BY_HOSTNAME,
+            &hostname_key(&after.hostname, &after.id),
+            Vec::new(),
+        );
+    }
+    let old_serial = before.and_then(|b| serial_key(b.serial_number.as_deref(), &b.id));
+    let new_serial = serial_key(after.serial_number.as_deref(), &after.id);
+    if old_serial != new_serial {
+        if let Some(k) = old_serial {
+            txn.delete(DEVICES_BY_SERIAL, &k);
+        }
+        if let Some(k) = new_serial {
+            txn.put(DEVICES_BY_SERIAL, &k, Vec::new());
+        }
+    }
+    track_usage(
+        txn,
+        SubjectKind::Device,
+        &id,
+        before.map(|b| &b.custom_attributes),
+        Some(&after.custom_attributes),
+    );
+    txn.put_json(DEVICES, &id, after)?;
+    Ok(())
+}
+
 impl Directory {
     fn build_device(
         &self,
@@ -357,57 +396,17 @@ impl Directory {
         before: Option<&Device>,
         after: &Device,
     ) -> Result<(), DomainError> {
-        let id = layout::id(&after.id);
-        if before.is_none_or(|b| layout::fold(&b.hostname) != layout::fold(&after.hostname)) {
-            if let Some(b) = before {
-                txn.delete(DEVICES_BY_HOSTNAME, &hostname_key(&b.hostname, &b.id));
-            }
-            txn.put(
-                DEVICES_BY_HOSTNAME,
-                &hostname_key(&after.hostname, &after.id),
-                Vec::new(),
-            );
-        }
-        let old_serial = before.and_then(|b| serial_key(b.serial_number.as_deref(), &b.id));
-        let new_serial = serial_key(after.serial_number.as_deref(), &after.id);
-        if old_serial != new_serial {
-            if let Some(k) = old_serial {
-                txn.delete(DEVICES_BY_SERIAL, &k);
-            }
-            if let Some(k) = new_serial {
-                txn.put(DEVICES_BY_SERIAL, &k, Vec::new());
-            }
-        }
-        track_usage(
+        store_device(txn, before, after)?;
+        let at = after.updated_at;
+        self.record_write(
             txn,
+            actor,
+            action,
             SubjectKind::Device,
-            &id,
-            before.map(|b| &b.custom_attributes),
-            Some(&after.custom_attributes),
-        );
-        txn.put_json(DEVICES, &id, after)?;
-        let changes = audit::diff(before, Some(after));
-        let attributes = before.map(|_| super::changed_attributes(&changes));
-        audit::record(
-            txn,
-            after.updated_at,
-            actor,
-            Record {
-                action,
-                resource_type: "device",
-                resource_id: after.id.to_string(),
-                changes,
-            },
-        )?;
-        self.emit(
-            txn,
-            actor,
-            after.updated_at,
-            super::Change::Subject {
-                kind: SubjectKind::Device,
-                id: after.id,
-                attributes,
-            },
+            after.id,
+            at,
+            before,
+            after,
         )
     }
 

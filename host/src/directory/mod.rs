@@ -8,9 +8,13 @@ mod bindings;
 mod collisions;
 mod confusables;
 mod devices;
+#[cfg(feature = "fixtures")]
+pub mod fixtures;
 pub mod identity;
-pub mod layout;
+mod indexes;
+mod layout;
 mod query;
+pub mod read;
 mod users;
 
 pub use attributes::{
@@ -18,12 +22,12 @@ pub use attributes::{
     normalize_date, parse_value, schema, standard_type,
 };
 pub use bindings::Binding;
+pub use collisions::Collision;
 pub(crate) use collisions::rekey_identities;
-pub use collisions::{Collision, IDENTITY_COLLISIONS};
 pub(crate) use confusables::build_skeleton_index;
 pub(crate) use devices::load as load_device;
-pub(crate) use devices::serial_key;
 pub use devices::{CheckIn, DEVICE_SORTS, Device, DeviceInput, Enrolled, OsFamily};
+pub(crate) use indexes::build_serial_index;
 pub use query::{AttrRef, Filter, ListQuery, Subject};
 pub(crate) use users::load as load_user;
 pub use users::{StateChange, USER_SORTS, User, UserInput, UserState};
@@ -38,6 +42,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::audit;
 use crate::auth::Actor;
 use crate::clock::Clock;
 use crate::error::DomainError;
@@ -102,6 +107,46 @@ impl Directory {
     pub fn with_listener(mut self, listener: Arc<dyn ChangeListener>) -> Self {
         self.listeners.push(listener);
         self
+    }
+
+    /// Audits the write of a user or device and tells the listeners which
+    /// attributes changed (all of them when it is new), in the caller's
+    /// transaction: one place, so users and devices cannot drift apart.
+    #[allow(clippy::too_many_arguments)]
+    fn record_write<T: Serialize>(
+        &self,
+        txn: &mut WriteTxn<'_>,
+        actor: &Actor,
+        action: &str,
+        kind: SubjectKind,
+        id: Uuid,
+        at: DateTime<Utc>,
+        before: Option<&T>,
+        after: &T,
+    ) -> Result<(), DomainError> {
+        let changes = audit::diff(before, Some(after));
+        let attributes = before.map(|_| changed_attributes(&changes));
+        audit::record(
+            txn,
+            at,
+            actor,
+            audit::Record {
+                action,
+                resource_type: kind.as_str(),
+                resource_id: id.to_string(),
+                changes,
+            },
+        )?;
+        self.emit(
+            txn,
+            actor,
+            at,
+            Change::Subject {
+                kind,
+                id,
+                attributes,
+            },
+        )
     }
 
     pub(crate) fn emit(

@@ -276,6 +276,97 @@ pub(crate) fn load(txn: &WriteTxn<'_>, id: &Uuid) -> Result<User, DomainError> {
         .ok_or_else(|| DomainError::not_found("user", id))
 }
 
+/// Writes a user and its indexes (uniqueness, confusables, manager, attribute
+/// usage), refusing a username or email another user holds. Auditing and
+/// telling listeners is the caller's part.
+pub(super) fn store_user(
+    txn: &mut WriteTxn<'_>,
+    before: Option<&User>,
+    after: &User,
+) -> Result<(), DomainError> {
+    let id = layout::id(&after.id);
+    type KeyFn = fn(&str) -> Vec<u8>;
+    let unique: [(_, _, _, KeyFn, _, _); 2] = [
+        (
+            USERS_BY_USERNAME,
+            "username",
+            "username_taken",
+            layout::username,
+            &after.username,
+            before.map(|b| &b.username),
+        ),
+        (
+            USERS_BY_EMAIL,
+            "email",
+            "email_taken",
+            layout::email,
+            &after.email,
+            before.map(|b| &b.email),
+        ),
+    ];
+    for (ks, field, code, key_of, new, old) in unique {
+        let new_key = key_of(new);
+        let old_key = old.map(|o| key_of(o));
+        if let Some(holder) = txn.get(ks, &new_key)?
+            && holder != id
+        {
+            // A collision the identity migration reported: the older
+            // user keeps the key, and this one may change other fields.
+            if old_key.as_ref() == Some(&new_key) {
+                continue;
+            }
+            return Err(DomainError::Conflict {
+                code,
+                field: Some(field.into()),
+                message: format!("another user already has {field} {new:?}"),
+            });
+        }
+        if let Some(old_key) = old_key
+            && old_key != new_key
+        {
+            remove_index(txn, ks, &old_key, &id)?;
+        }
+        // Also when the key is unchanged: it may have been freed.
+        txn.put(ks, &new_key, id.to_vec());
+    }
+    super::confusables::check_and_index(
+        txn,
+        "username",
+        &after.id,
+        before.map(|b| b.username.as_str()),
+        &after.username,
+    )?;
+    super::confusables::check_and_index(
+        txn,
+        "email",
+        &after.id,
+        before.map(|b| b.email.as_str()),
+        &after.email,
+    )?;
+    let old_manager = before.and_then(|b| b.manager_id);
+    if old_manager != after.manager_id {
+        if let Some(m) = old_manager {
+            txn.delete(USERS_BY_MANAGER, &layout::join(&[&layout::id(&m), &id]));
+        }
+        if let Some(m) = after.manager_id {
+            txn.put(
+                USERS_BY_MANAGER,
+                &layout::join(&[&layout::id(&m), &id]),
+                Vec::new(),
+            );
+        }
+    }
+    track_usage(
+        txn,
+        SubjectKind::User,
+        &id,
+        before.map(|b| &b.custom_attributes),
+        Some(&after.custom_attributes),
+    );
+    txn.put_json(USERS, &id, after)?;
+    Ok(())
+}
+
 impl Directory {
     /// Validates input and builds the user it describes; `existing` is the
     /// user being updated, if any.
@@ -369,108 +460,17 @@ impl Directory {
         before: Option<&User>,
         after: &User,
     ) -> Result<(), DomainError> {
-        let id = layout::id(&after.id);
-        type KeyFn = fn(&str) -> Vec<u8>;
-        let unique: [(_, _, _, KeyFn, _, _); 2] = [
-            (
-                USERS_BY_USERNAME,
-                "username",
-                "username_taken",
-                layout::username,
-                &after.username,
-                before.map(|b| &b.username),
-            ),
-            (
-                USERS_BY_EMAIL,
-                "email",
-                "email_taken",
-                layout::email,
-                &after.email,
-                before.map(|b| &b.email),
-            ),
-        ];
-        for (ks, field, code, key_of, new, old) in unique {
-            let new_key = key_of(new);
-            let old_key = old.map(|o| key_of(o));
-            if let Some(holder) = txn.get(ks, &new_key)?
-                && holder != id
-            {
-                // A collision the identity migration reported: the older
-                // user keeps the key, and this one may change other fields.
-                if old_key.as_ref() == Some(&new_key) {
-                    continue;
-                }
-                return Err(DomainError::Conflict {
-                    code,
-                    field: Some(field.into()),
-                    message: format!("another user already has {field} {new:?}"),
-                });
-            }
-            if let Some(old_key) = old_key
-                && old_key != new_key
-            {
-                remove_index(txn, ks, &old_key, &id)?;
-            }
-            // Also when the key is unchanged: it may have been freed.
-            txn.put(ks, &new_key, id.to_vec());
-        }
-        super::confusables::check_and_index(
+        store_user(txn, before, after)?;
+        let at = after.updated_at;
+        self.record_write(
             txn,
-            "username",
-            &after.id,
-            before.map(|b| b.username.as_str()),
-            &after.username,
-        )?;
-        super::confusables::check_and_index(
-            txn,
-            "email",
-            &after.id,
-            before.map(|b| b.email.as_str()),
-            &after.email,
-        )?;
-        let old_manager = before.and_then(|b| b.manager_id);
-        if old_manager != after.manager_id {
-            if let Some(m) = old_manager {
-                txn.delete(USERS_BY_MANAGER, &layout::join(&[&layout::id(&m), &id]));
-            }
-            if let Some(m) = after.manager_id {
-                txn.put(
-                    USERS_BY_MANAGER,
-                    &layout::join(&[&layout::id(&m), &id]),
-                    Vec::new(),
-                );
-            }
-        }
-        track_usage(
-            txn,
+            actor,
+            action,
             SubjectKind::User,
-            &id,
-            before.map(|b| &b.custom_attributes),
-            Some(&after.custom_attributes),
-        );
-        txn.put_json(USERS, &id, after)?;
-        let changes = audit::diff(before, Some(after));
-        let attributes = before.map(|_| super::changed_attributes(&changes));
-        audit::record(
-            txn,
-            after.updated_at,
-            actor,
-            Record {
-                action,
-                resource_type: "user",
-                resource_id: after.id.to_string(),
-                changes,
-            },
-        )?;
-        self.emit(
-            txn,
-            actor,
-            after.updated_at,
-            super::Change::Subject {
-                kind: SubjectKind::User,
-                id: after.id,
-                attributes,
-            },
+            after.id,
+            at,
+            before,
+            after,
         )
     }
 
@@ -647,7 +647,7 @@ impl Directory {
             user.check_version(if_match)?;
             let key = layout::id(id);
             for (k, _) in txn.scan_prefix(USERS_BY_MANAGER, &key)? {
-                let Some(report_id) = layout::uuid_at(&k, 16) else {
+                let Some(report_id) = crate::id_pair::second(&k) else {
                     continue;
                 };
                 let before = load(txn, &report_id)?;

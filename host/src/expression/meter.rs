@@ -32,13 +32,14 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::time::Instant;
 
 use cel::ExecutionError;
 use cel::common::ast::{CallExpr, ComprehensionExpr, Expr, IdedExpr, LiteralValue};
 use cel::common::types::CelInt;
 use cel::common::value::CowVal;
 use uuid::Uuid;
+
+use crate::clock::Deadline;
 
 use super::{pattern, scan, sized};
 
@@ -51,7 +52,7 @@ thread_local! {
     /// Bytes of compiled patterns it may still use.
     static PATTERN_BYTES_LEFT: Cell<u64> = const { Cell::new(u64::MAX) };
     /// When the work running on this thread must stop, if it must.
-    static DEADLINE: Cell<Option<Instant>> = const { Cell::new(None) };
+    static DEADLINE: Cell<Option<Deadline>> = const { Cell::new(None) };
     /// The first refusal of the evaluation running on this thread, if any.
     static REFUSED: RefCell<Option<String>> = const { RefCell::new(None) };
 }
@@ -84,7 +85,7 @@ pub(crate) fn with_budget<T>(
 
 /// Runs `f` with evaluations on this thread refused once `deadline` has
 /// passed. Threads `f` starts must call this themselves.
-pub fn with_deadline<T>(deadline: Option<Instant>, f: impl FnOnce() -> T) -> T {
+pub fn with_deadline<T>(deadline: Option<Deadline>, f: impl FnOnce() -> T) -> T {
     let before = DEADLINE.replace(deadline);
     let out = f();
     DEADLINE.set(before);
@@ -93,12 +94,12 @@ pub fn with_deadline<T>(deadline: Option<Instant>, f: impl FnOnce() -> T) -> T {
 
 /// Sets the deadline of the work on this thread until the guard drops: for
 /// loops that evaluate many subjects on threads of their own.
-pub fn deadline_guard(deadline: Option<Instant>) -> DeadlineGuard {
+pub fn deadline_guard(deadline: Option<Deadline>) -> DeadlineGuard {
     DeadlineGuard(DEADLINE.replace(deadline))
 }
 
 /// Restores the previous deadline of its thread when dropped.
-pub struct DeadlineGuard(Option<Instant>);
+pub struct DeadlineGuard(Option<Deadline>);
 
 impl Drop for DeadlineGuard {
     fn drop(&mut self) {
@@ -108,7 +109,7 @@ impl Drop for DeadlineGuard {
 
 /// Whether the deadline of the work on this thread has passed.
 pub fn past_deadline() -> bool {
-    DEADLINE.get().is_some_and(|d| Instant::now() >= d)
+    DEADLINE.get().is_some_and(|d| d.is_past())
 }
 
 /// The message of the error an exhausted budget gives; the errors of the

@@ -297,7 +297,7 @@ impl Expression {
             return Err(vec![Problem::at(source, 0, "the expression is empty")]);
         }
         on_big_stack(|| compile_on_this_thread(source, env))
-            .unwrap_or_else(|e| Err(vec![Problem::at(source, 0, e)]))
+            .unwrap_or_else(|e| Err(vec![Problem::at(source, 0, e.to_string())]))
     }
 
     /// The source as written.
@@ -460,18 +460,29 @@ fn anchor_of(e: &IdedExpr, env: &Environment<'_>) -> Option<Anchor> {
     }
 }
 
+/// Why [`on_big_stack`] could not run its work to the end.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum StackError {
+    /// No thread could be started (the process is out of threads or memory).
+    #[error("cannot compile now: {0}")]
+    Spawn(std::io::Error),
+    /// The work panicked.
+    #[error("the expression could not be compiled")]
+    Panicked,
+}
+
 /// Runs `f` on a thread with a large stack. Parsing, checking and dropping
 /// a syntax tree recurse once per link of an `a + b + …` chain, which the
 /// size limit alone does not keep shallow enough for a request thread.
-pub(crate) fn on_big_stack<T: Send>(f: impl FnOnce() -> T + Send) -> Result<T, String> {
+pub(crate) fn on_big_stack<T: Send>(f: impl FnOnce() -> T + Send) -> Result<T, StackError> {
     std::thread::scope(|scope| {
         std::thread::Builder::new()
             .name("cohort-cel".into())
             .stack_size(64 * 1024 * 1024)
             .spawn_scoped(scope, f)
-            .map_err(|e| format!("cannot compile now: {e}"))?
+            .map_err(StackError::Spawn)?
             .join()
-            .map_err(|_| "the expression could not be compiled".to_string())
+            .map_err(|_| StackError::Panicked)
     })
 }
 
@@ -729,4 +740,4 @@ fn edit_distance(a: &str, b: &str) -> usize {
 #[cfg(test)]
 mod scan_tests;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

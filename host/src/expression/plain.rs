@@ -64,7 +64,7 @@ pub fn evaluate(
     check: bool,
 ) -> Result<Plain, PlainError> {
     super::on_big_stack(|| evaluate_here(source, variables, check))
-        .unwrap_or_else(|e| Err(PlainError::Eval(e)))
+        .unwrap_or_else(|e| Err(PlainError::Eval(e.to_string())))
 }
 
 fn evaluate_here(

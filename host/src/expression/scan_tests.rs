@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cel::{Context, Env, Program, Value};
 use proptest::prelude::*;
@@ -115,7 +115,7 @@ fn the_reported_search_loop_is_refused_by_the_budget() {
     let zeros = vec!["0"; 600].join(",");
     let source =
         format!("[h.substring(0, 30000) + 'b'].all(n, [{zeros}].all(i, h.indexOf(n) < 0))");
-    let started = Instant::now();
+    let started = crate::clock::Stopwatch::start();
     let (out, _, _) = metered(&source, &h, "");
     let err = out.expect_err("refused");
     assert!(err.contains(meter::EXHAUSTED), "{err}");
@@ -191,7 +191,7 @@ fn every_step_checks_the_deadline() {
     // Past the deadline, the step refuses, and the answer is the refusal.
     let rt = runtime::Runtime::new();
     let ctx = Context::with_env(rt.env());
-    let out = meter::with_deadline(Some(Instant::now()), || {
+    let out = meter::with_deadline(Some(crate::clock::Deadline::passed()), || {
         meter::with_budget(BUDGET, || Value::resolve(&expr, &ctx))
     });
     assert!(out.expect_err("late").to_string().contains(meter::LATE));

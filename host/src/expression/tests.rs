@@ -6,7 +6,8 @@ use uuid::Uuid;
 use super::*;
 use crate::directory::{AttrRef, AttrType, Attribute, SubjectKind};
 
-fn attr(name: &str, subject: SubjectKind, t: AttrType) -> Attribute {
+/// A custom attribute; the other modules' tests of expressions use it too.
+pub(crate) fn attr(name: &str, subject: SubjectKind, t: AttrType) -> Attribute {
     Attribute {
         name: name.into(),
         subject,
@@ -321,7 +322,7 @@ fn a_passed_deadline_stops_the_evaluation_with_its_own_error() {
     let a = alice();
     let source = "[1,2,3,4,5].map(i, user.email + 'x').size() == 5";
     assert_eq!(eval_user(source, &a, &[], vec![]), Ok(true));
-    let past = std::time::Instant::now();
+    let past = crate::clock::Deadline::passed();
     let e = with_deadline(Some(past), || eval_user(source, &a, &[], vec![])).unwrap_err();
     assert!(e.message.contains(LATE), "{e:?}");
     assert_eq!(limit_of(&e.message), Some("too_slow"));

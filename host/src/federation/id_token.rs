@@ -11,7 +11,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
@@ -25,9 +24,9 @@ use uuid::Uuid;
 /// Accepted difference between Cohort's clock and the provider's.
 pub const CLOCK_SKEW: i64 = 60;
 /// How long a fetched key set is trusted.
-const KEY_TTL: Duration = Duration::from_secs(3600);
+const KEY_TTL: chrono::Duration = chrono::Duration::hours(1);
 /// Least time between two fetches of a key set caused by an unknown key id.
-const REFETCH_SPACING: Duration = Duration::from_secs(1);
+const REFETCH_SPACING: chrono::Duration = chrono::Duration::seconds(1);
 
 /// Why an ID token was refused. Each names the check, for the audit log.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -108,20 +107,24 @@ pub struct Expect<'a> {
     pub now: DateTime<Utc>,
 }
 
-/// Key sets by IdP, with when each was fetched.
+/// A cached key set and when it was fetched.
+type Fetched = (Arc<JwkSet>, DateTime<Utc>);
+
+/// Key sets by IdP, with when each was fetched (by the server's clock, so
+/// that tests can age them).
 #[derive(Default)]
 pub struct KeyCache {
-    sets: Mutex<HashMap<Uuid, (Arc<JwkSet>, Instant)>>,
+    sets: Mutex<HashMap<Uuid, Fetched>>,
 }
 
 impl KeyCache {
     /// The cached set for `idp`, if any.
-    fn cached(&self, idp: &Uuid) -> Option<(Arc<JwkSet>, Instant)> {
+    fn cached(&self, idp: &Uuid) -> Option<Fetched> {
         self.sets.lock().get(idp).cloned()
     }
 
-    fn store(&self, idp: Uuid, set: Arc<JwkSet>) {
-        self.sets.lock().insert(idp, (set, Instant::now()));
+    fn store(&self, idp: Uuid, set: Arc<JwkSet>, now: DateTime<Utc>) {
+        self.sets.lock().insert(idp, (set, now));
     }
 
     /// Forgets an IdP's keys (its provider changed).
@@ -188,15 +191,21 @@ where
     };
     // Keys are re-read after a while even when they all still match, so a
     // key the provider withdrew stops being trusted.
-    let cached = cache.cached(&idp).filter(|(_, at)| at.elapsed() < KEY_TTL);
+    // An age below zero means the clock was set back: the set's age is
+    // unknown, so it is treated as expired and may be fetched again,
+    // rather than trusted (or refused a refetch) for as long as the jump.
+    let age = |at: &DateTime<Utc>| expect.now - *at;
+    let cached = cache
+        .cached(&idp)
+        .filter(|(_, at)| age(at) >= chrono::Duration::zero() && age(at) < KEY_TTL);
     let mut jwk = cached.as_ref().and_then(|(set, _)| find(set));
     let may_fetch = cached
         .as_ref()
-        .is_none_or(|(_, at)| at.elapsed() >= REFETCH_SPACING);
+        .is_none_or(|(_, at)| age(at) >= REFETCH_SPACING);
     if jwk.is_none() && may_fetch {
         let set = Arc::new(fetch().await.map_err(TokenError::Keys)?);
         jwk = find(&set);
-        cache.store(idp, set);
+        cache.store(idp, set, expect.now);
     }
     let jwk = jwk.ok_or_else(|| TokenError::UnknownKey(kid.clone().unwrap_or_default()))?;
     let key = DecodingKey::from_jwk(&jwk).map_err(|e| TokenError::Keys(e.to_string()))?;
@@ -324,9 +333,41 @@ mod tests {
                "exp": now + 300, "iat": now, "nonce": "n-1"})
     }
 
+    /// A key set stamped later than now (the clock was set back) has no
+    /// known age: it is fetched again instead of trusted, and a token whose
+    /// key it lacks is not refused for the length of the jump.
+    #[tokio::test]
+    async fn a_key_set_from_the_future_is_fetched_again() {
+        use base64::Engine as _;
+        let b64 = |v: Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+        let token = format!(
+            "{}.{}.c2ln",
+            b64(json!({"alg": "RS256", "kid": "k1"})),
+            b64(json!({}))
+        );
+        let now = crate::clock::Clock::now(&crate::clock::SystemClock);
+        let algorithms = vec!["RS256".to_string()];
+        let e = Expect {
+            algorithms: &algorithms,
+            ..expect(now, &[])
+        };
+        let idp = Uuid::now_v7();
+        let cache = KeyCache::default();
+        let empty = || JwkSet { keys: Vec::new() };
+        cache.store(idp, Arc::new(empty()), now + chrono::Duration::hours(2));
+        let fetches = std::sync::atomic::AtomicUsize::new(0);
+        let r = validate(&token, &e, idp, &cache, || {
+            fetches.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async { Ok(empty()) }
+        })
+        .await;
+        assert_eq!(r, Err(TokenError::UnknownKey("k1".into())));
+        assert_eq!(fetches.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
     #[test]
     fn claims_are_checked_one_by_one() {
-        let now = Utc::now();
+        let now = crate::clock::Clock::now(&crate::clock::SystemClock);
         let t = now.timestamp();
         let e = expect(now, &[]);
         assert_eq!(check_claims(&claims(t), &e), Ok(()));
@@ -356,7 +397,7 @@ mod tests {
 
     #[test]
     fn aliases_and_tenant_templates_are_issuers_too() {
-        let now = Utc::now();
+        let now = crate::clock::Clock::now(&crate::clock::SystemClock);
         let t = now.timestamp();
         let aliases = vec!["idp.example.com".to_string()];
         let mut c = claims(t);

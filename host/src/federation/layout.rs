@@ -3,12 +3,12 @@
 use cohort_storage::Keyspace;
 
 /// IdP id → `Idp` JSON.
-pub const IDPS: Keyspace = Keyspace::new("idps");
+pub(super) const IDPS: Keyspace = Keyspace::new("idps");
 /// Lowercased IdP name → IdP id.
-pub const IDP_NAMES: Keyspace = Keyspace::new("idp_names");
+pub(super) const IDP_NAMES: Keyspace = Keyspace::new("idp_names");
 /// `current` → the routing document.
-pub const ROUTING: Keyspace = Keyspace::new("sign_in_routing");
+pub(super) const ROUTING: Keyspace = Keyspace::new("sign_in_routing");
 /// `issuer \0 subject` → user id: upstream identities linked to users.
-pub const LINKS: Keyspace = Keyspace::new("idp_links");
+pub(super) const LINKS: Keyspace = Keyspace::new("idp_links");
 /// `state` → a started sign-in awaiting the provider's callback.
-pub const PENDING: Keyspace = Keyspace::new("sign_in_pending");
+pub(super) const PENDING: Keyspace = Keyspace::new("sign_in_pending");

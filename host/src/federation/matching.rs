@@ -14,10 +14,10 @@ use uuid::Uuid;
 
 use super::layout::LINKS;
 use crate::directory::identity;
-use crate::directory::layout::{self, USERS, USERS_BY_EMAIL, USERS_BY_USERNAME};
+use crate::directory::read as directory;
 use crate::directory::{AttrRef, Subject, User, UserState};
 use crate::error::DomainError;
-use crate::groups::Reader;
+use cohort_storage::Reader;
 
 /// How an identity matched.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
@@ -71,7 +71,8 @@ pub(crate) fn match_identity(
     jit: bool,
 ) -> Result<Match, DomainError> {
     if let Some(id) = r.get(LINKS, &link_key(issuer, subject))?
-        && let Some(user) = r.get_json::<User>(USERS, &id)?
+        && let Ok(id) = Uuid::from_slice(&id)
+        && let Some(user) = directory::user(r, &id)?
     {
         return Ok(admit(user, Outcome::Linked, "linked to this identity"));
     }
@@ -146,17 +147,16 @@ fn admit(user: User, outcome: Outcome, why: &str) -> Match {
 /// ambiguous): through the unique indexes for `email` and `username`
 /// (by their identity keys), by a scan otherwise.
 fn candidates(r: &impl Reader, attribute: &str, value: &str) -> Result<Vec<User>, DomainError> {
-    let index = match attribute {
-        "email" => Some(USERS_BY_EMAIL),
-        "username" => Some(USERS_BY_USERNAME),
+    let indexed = match attribute {
+        "email" => Some(directory::user_by_email(r, value)?),
+        "username" => Some(directory::user_by_username(r, value)?),
         _ => None,
     };
-    if let Some(ks) = index {
-        return Ok(indexed_user(r, ks, value)?.into_iter().collect());
+    if let Some(user) = indexed {
+        return Ok(user.into_iter().collect());
     }
     let mut out = Vec::new();
-    r.for_each(USERS, b"", &mut |_, v| {
-        let user: User = cohort_storage::decode_json(USERS, v)?;
+    directory::for_each_user(r, |user| {
         let equal = match user.attribute_ref(attribute) {
             Some(AttrRef::Text(t)) => t == value,
             Some(AttrRef::Id(id)) => id.to_string() == value,
@@ -165,25 +165,7 @@ fn candidates(r: &impl Reader, attribute: &str, value: &str) -> Result<Vec<User>
         if equal && out.len() < 2 {
             out.push(user);
         }
-        Ok(())
+        Ok::<_, DomainError>(())
     })?;
     Ok(out)
-}
-
-/// The user whose `email` or `username` (per the index `ks`) is `value`,
-/// by the identity key of [`crate::directory::identity`].
-pub(crate) fn indexed_user(
-    r: &impl Reader,
-    ks: cohort_storage::Keyspace,
-    value: &str,
-) -> Result<Option<User>, DomainError> {
-    let key = if ks == USERS_BY_USERNAME {
-        layout::username(value)
-    } else {
-        layout::email(value)
-    };
-    Ok(match r.get(ks, &key)? {
-        Some(id) => r.get_json::<User>(USERS, &id)?,
-        None => None,
-    })
 }

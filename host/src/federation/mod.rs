@@ -22,13 +22,15 @@ mod discovery;
 pub mod flow;
 pub mod id_token;
 pub mod idps;
-pub mod layout;
+mod layout;
 pub mod matching;
 mod provider;
+mod refusal;
 pub mod routing;
 pub mod throttle;
 
-pub use flow::{Refusal, SignIn, Started};
+pub use flow::{SignIn, Started};
 pub use idps::Federation;
 pub use provider::{Discovered, Idp, IdpInput, Matching};
+pub use refusal::{Reason, Refusal};
 pub use routing::{Condition, Route, Routing, RoutingInput, Rule, Target};

@@ -12,7 +12,6 @@ use uuid::Uuid;
 use super::layout::ROUTING;
 use crate::audit::{self, Record};
 use crate::auth::{ManagePlugins, Mutation};
-use crate::directory::layout::{USERS_BY_EMAIL, USERS_BY_USERNAME};
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 
@@ -21,7 +20,7 @@ use parking_lot::Mutex;
 use crate::directory::{AttrRef, AttrType, Attribute, Subject, SubjectKind, User};
 use crate::error::DomainError;
 use crate::expression::{Bindings, Environment, Expression, Related, Runtime};
-use crate::groups::layout::{GROUPS, MEMBERS, SUBJECT_GROUPS, pair};
+use crate::groups::read as groups;
 
 /// The single routing document's key.
 const CURRENT: &[u8] = b"current";
@@ -142,7 +141,7 @@ fn valid_domain(d: &str) -> bool {
 }
 
 /// The routing document as stored, or the default.
-pub(crate) fn load(r: &impl crate::groups::Reader) -> Result<Routing, DomainError> {
+pub(crate) fn load(r: &impl cohort_storage::Reader) -> Result<Routing, DomainError> {
     Ok(r.get_json(ROUTING, CURRENT)?.unwrap_or_default())
 }
 
@@ -276,7 +275,7 @@ pub(crate) fn replace(
 /// Where routing uses group `id` (a rule's condition, or the groups
 /// without local sign-in), so that the group is not deleted from under it.
 pub(crate) fn uses_group(
-    r: &impl crate::groups::Reader,
+    r: &impl cohort_storage::Reader,
     id: &Uuid,
 ) -> Result<Option<String>, DomainError> {
     let routing = load(r)?;
@@ -299,7 +298,7 @@ fn check_user_group(
     field: String,
     g: &Uuid,
 ) -> Result<(), DomainError> {
-    let group: Option<crate::groups::Group> = txn.get_json(GROUPS, g.as_bytes())?;
+    let group = groups::group(txn, g)?;
     match group {
         None => Err(DomainError::invalid(field, format!("no group with id {g}"))),
         Some(group) if group.subject != SubjectKind::User => Err(DomainError::invalid(
@@ -315,32 +314,27 @@ fn check_user_group(
 
 /// The directory user an identifier (username or email) names.
 pub(crate) fn find_user(
-    r: &impl crate::groups::Reader,
+    r: &impl cohort_storage::Reader,
     identifier: &str,
 ) -> Result<Option<User>, DomainError> {
-    for ks in [USERS_BY_EMAIL, USERS_BY_USERNAME] {
-        if let Some(user) = super::matching::indexed_user(r, ks, identifier)? {
-            return Ok(Some(user));
-        }
-    }
-    Ok(None)
+    Ok(crate::directory::read::user_by_identifier(r, identifier)?)
 }
 
 /// Compiles a routing expression against the user schema and the user
 /// groups (for `in_group`).
 fn compile_expression(
-    r: &impl crate::groups::Reader,
+    r: &impl cohort_storage::Reader,
     users: &[Attribute],
     source: &str,
 ) -> Result<Expression, (Option<&'static str>, String)> {
     let mut names: HashMap<String, Uuid> = HashMap::new();
-    for (_, v) in r.scan(GROUPS, b"").map_err(|e| (None, e.to_string()))? {
-        let g: crate::groups::Group =
-            cohort_storage::decode_json(GROUPS, &v).map_err(|e| (None, e.to_string()))?;
+    groups::for_each_group(r, |g| {
         if g.subject == SubjectKind::User {
             names.insert(g.name.to_lowercase(), g.id);
         }
-    }
+        Ok::<_, cohort_storage::StorageError>(())
+    })
+    .map_err(|e| (None, e.to_string()))?;
     let resolve = |s: &str| {
         Uuid::parse_str(s)
             .ok()
@@ -394,7 +388,7 @@ const MAX_COMPILED: usize = 4 * MAX_RULES;
 
 /// `source` compiled against `users`: from [`COMPILED`] when still valid.
 fn compiled_expression(
-    r: &impl crate::groups::Reader,
+    r: &impl cohort_storage::Reader,
     users: &[Attribute],
     source: &str,
 ) -> Result<Arc<Expression>, (Option<&'static str>, String)> {
@@ -420,11 +414,11 @@ fn compiled_expression(
 /// Whether every `in_group(...)` argument of `e` still names the user
 /// group it named when `e` was compiled (by id, or by name in any case).
 fn resolves_as_compiled(
-    r: &impl crate::groups::Reader,
+    r: &impl cohort_storage::Reader,
     e: &Expression,
 ) -> Result<bool, DomainError> {
     for (arg, id) in e.named_groups() {
-        let Some(g) = r.get_json::<crate::groups::Group>(GROUPS, id.as_bytes())? else {
+        let Some(g) = groups::group(r, id)? else {
             return Ok(false);
         };
         let named = Uuid::parse_str(arg).is_ok_and(|a| a == *id)
@@ -449,7 +443,7 @@ impl Related for UserRef<'_> {
 /// that no longer compiles (an attribute it reads was deleted) or fails on
 /// this user does not match, and says so in the log.
 fn expression_holds(
-    r: &impl crate::groups::Reader,
+    r: &impl cohort_storage::Reader,
     users: &[Attribute],
     source: &str,
     user: &User,
@@ -475,18 +469,15 @@ fn expression_holds(
         .collect();
     let mut names = Vec::new();
     if reads.reads_groups {
-        for (k, _) in r.scan(SUBJECT_GROUPS, user.id.as_bytes())? {
-            let Some(id) = k.get(16..32).and_then(|b| Uuid::from_slice(b).ok()) else {
-                continue;
-            };
-            if let Some(g) = r.get_json::<crate::groups::Group>(GROUPS, id.as_bytes())? {
+        for id in groups::groups_of(r, &user.id)? {
+            if let Some(g) = groups::group(r, &id)? {
                 names.push((id, g.name));
             }
         }
     }
     let mut in_groups = Vec::new();
     for g in &reads.in_groups {
-        if r.get(MEMBERS, &pair(g, &user.id))?.is_some() {
+        if groups::is_member(r, g, &user.id)? {
             in_groups.push(*g);
         }
     }
@@ -508,7 +499,7 @@ fn expression_holds(
     // The work budget bounds the evaluation (each step, scan and pattern is
     // charged), and the deadline backs it: this runs in a sign-in request
     // on an async worker, which must never be held long.
-    let deadline = std::time::Instant::now() + crate::limits::ROUTING_EXPRESSION_DEADLINE;
+    let deadline = crate::clock::Deadline::after(crate::limits::ROUTING_EXPRESSION_DEADLINE);
     let verdict = crate::expression::with_deadline(Some(deadline), || scope.evaluate(&e));
     Ok(verdict.unwrap_or_else(|err| {
         tracing::info!(user = %user.id, error = %err.message, "a routing expression failed for a user; it does not match");
@@ -518,7 +509,7 @@ fn expression_holds(
 
 /// Where `identifier` signs in.
 pub(crate) fn route(
-    r: &impl crate::groups::Reader,
+    r: &impl cohort_storage::Reader,
     users: &[Attribute],
     routing: &Routing,
     identifier: &str,
@@ -541,7 +532,7 @@ pub(crate) fn route(
     for (i, rule) in routing.rules.iter().enumerate() {
         let holds = match &rule.condition {
             Condition::Group(g) => match &user {
-                Some(u) => r.get(MEMBERS, &pair(g, &u.id))?.is_some(),
+                Some(u) => groups::is_member(r, g, &u.id)?,
                 None => false,
             },
             Condition::EmailDomain(domains) => domain.as_ref().is_some_and(|d| {
@@ -657,12 +648,11 @@ mod tests {
         let both = compiled_expression(&store, &users(), &source).unwrap();
         assert!(!Arc::ptr_eq(&both, &after_schema));
         assert_eq!(both.named_groups().len(), 2);
-        assert!(both.named_groups().iter().all(|(_, g)| {
-            store
-                .get_json::<crate::groups::Group>(GROUPS, g.as_bytes())
-                .unwrap()
-                .is_some()
-        }));
+        assert!(
+            both.named_groups()
+                .iter()
+                .all(|(_, g)| { groups::group(&store, g).unwrap().is_some() })
+        );
 
         // Deleted: compiled again, and it no longer compiles.
         call(&router, "DELETE", &path, json!({})).await;

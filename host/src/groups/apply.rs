@@ -175,6 +175,9 @@ impl Groups {
             match c.after {
                 None => txn.delete(SUGGESTIONS, &key),
                 Some(action) => {
+                    // Without this a later change to the subject skips the
+                    // group and leaves the suggestion standing.
+                    self.note_special(group, &c.subject);
                     txn.put_json(
                         SUGGESTIONS,
                         &key,

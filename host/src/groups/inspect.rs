@@ -5,7 +5,6 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
-use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -27,13 +26,13 @@ use super::plan::{self, Parsed, Unit};
 use super::replica::Snapshot;
 use super::rule::{Cond, Quantifier, RuleModel, Warning};
 use super::run::{Explained, Mode, PartValues, Run};
-use super::subjects::Reader;
 use super::universe::Universe;
 use crate::auth::Read;
 use crate::directory::{SubjectKind, UserState};
 use crate::error::DomainError;
 use crate::expression::{Chain, Expression};
 use crate::plugins::PluginError;
+use cohort_storage::Reader;
 
 /// Ids listed per list in a preview unless asked otherwise.
 const DEFAULT_PREVIEW_IDS: usize = 100;
@@ -170,7 +169,7 @@ impl Groups {
     }
 
     fn preview_blocking(&self, input: PreviewInput) -> Result<Preview, DomainError> {
-        let started = Instant::now();
+        let started = crate::clock::Stopwatch::start();
         let store = self.store();
         let limit = input.limit.unwrap_or(DEFAULT_PREVIEW_IDS);
         if limit > MAX_PREVIEW_IDS {
@@ -224,7 +223,7 @@ impl Groups {
             Mode::Preview,
             false,
         )
-        .deadline(Some(started + INSPECT_DEADLINE))
+        .deadline(Some(started.deadline(INSPECT_DEADLINE)))
         .run()?;
         let result = outcome.groups.remove(&group.id).unwrap_or_default();
         if let Some(reason) = result.failure {
@@ -282,11 +281,7 @@ impl Groups {
         let store = self.store();
         let group = load(store, &group_id)?;
         let key = pair(&group_id, &subject);
-        let kind_ks = match group.subject {
-            SubjectKind::User => crate::directory::layout::USERS,
-            SubjectKind::Device => crate::directory::layout::DEVICES,
-        };
-        if store.get(kind_ks, subject.as_bytes())?.is_none() {
+        if !crate::directory::read::subject_exists(store, group.subject, &subject)? {
             return Err(DomainError::not_found(
                 match group.subject {
                     SubjectKind::User => "user",
@@ -342,7 +337,7 @@ impl Groups {
         }
         let (universe, snapshot) = self.universe_for(&group, &plan, Some(subject))?;
         let outcome = Run::new(store, &snapshot, &plan, &universe, now, Mode::Preview, true)
-            .deadline(Some(Instant::now() + INSPECT_DEADLINE))
+            .deadline(Some(crate::clock::Deadline::after(INSPECT_DEADLINE)))
             .run()?;
         let result = outcome.groups.get(&group_id);
         if let Some(reason) = result.and_then(|r| r.failure.clone()) {

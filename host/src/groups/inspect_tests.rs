@@ -46,6 +46,7 @@ async fn previews_wait_for_a_permit() {
     });
     // Nothing can finish it while every permit is taken; without the
     // bound it would be done in a few milliseconds.
+    #[allow(clippy::disallowed_methods)] // Showing that nothing happens takes real time.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!waiting.is_finished(), "a preview ran without a permit");
     drop(held);
@@ -64,6 +65,7 @@ async fn explanations_wait_for_a_permit_too() {
             .unwrap();
         groups.explain(&read, Uuid::nil(), Uuid::nil()).await
     });
+    #[allow(clippy::disallowed_methods)] // Showing that nothing happens takes real time.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
         !waiting.is_finished(),

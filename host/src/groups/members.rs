@@ -13,14 +13,13 @@ use super::layout::{
 use super::model::{
     Exemption, ExemptionInput, Group, Member, Membership, Source, Suggestion, SuggestionAction,
 };
-use super::subjects::Reader;
 use super::{Groups, Scope, apply};
 use crate::audit::{self, Record};
 use crate::auth::{Actor, ManageDirectory, Mutation, Read};
-use crate::directory::layout::{DEVICES, USERS};
 use crate::directory::{SubjectKind, check_string};
 use crate::error::DomainError;
 use crate::page::{self, Page, PageRequest};
+use cohort_storage::Reader;
 
 fn load_group(r: &impl Reader, id: &Uuid) -> Result<Group, DomainError> {
     r.get_json(GROUPS, id.as_bytes())?
@@ -29,11 +28,7 @@ fn load_group(r: &impl Reader, id: &Uuid) -> Result<Group, DomainError> {
 
 /// Fails unless `subject` is a user or device of the group's kind.
 fn check_subject(r: &impl Reader, group: &Group, subject: &Uuid) -> Result<(), DomainError> {
-    let ks = match group.subject {
-        SubjectKind::User => USERS,
-        SubjectKind::Device => DEVICES,
-    };
-    if r.get(ks, subject.as_bytes())?.is_none() {
+    if !crate::directory::read::subject_exists(r, group.subject, subject)? {
         return Err(DomainError::invalid(
             "subject_id",
             format!("no {} with id {subject}", group.subject.as_str()),
@@ -69,7 +64,7 @@ impl Groups {
     /// Re-evaluates every dynamic group for some subjects (and what depends
     /// on them), after their exemptions, manual membership or suggestions
     /// changed.
-    fn reevaluate(
+    pub(super) fn reevaluate(
         &self,
         txn: &mut WriteTxn<'_>,
         actor: &Actor,
@@ -110,7 +105,7 @@ impl Groups {
             .store()
             .scan(MEMBERS, group.as_bytes(), resume.as_deref(), false);
         page::collect(&tag, req.limit, entries, |k, v| {
-            let Some(subject_id) = crate::directory::layout::uuid_at(k, 16) else {
+            let Some(subject_id) = crate::id_pair::second(k) else {
                 return Ok(page::Visit::Skip);
             };
             let m = Membership::decode(v)?;
@@ -134,7 +129,7 @@ impl Groups {
             .scan(SUBJECT_GROUPS, subject.as_bytes(), None, false)
         {
             let (k, _) = entry?;
-            let Some(g) = crate::directory::layout::uuid_at(&k, 16) else {
+            let Some(g) = crate::id_pair::second(&k) else {
                 continue;
             };
             let (Some(group), Some(m)) = (
@@ -408,6 +403,7 @@ impl Groups {
                 created_at: now,
             };
             this.note_special(&group, &input.subject_id);
+            this.note_expiry(exemption.expires_at);
             txn.put_json(EXEMPTIONS, &key, &exemption)?;
             record(
                 txn,

@@ -11,12 +11,16 @@
 mod apply;
 mod crud;
 mod defaults;
+mod expiry;
 mod explanation;
+#[cfg(feature = "fixtures")]
+pub mod fixtures;
 mod inspect;
-pub mod layout;
+mod layout;
 mod members;
 pub mod model;
 mod plan;
+pub mod read;
 mod readiness;
 mod recomputes;
 mod replica;
@@ -34,7 +38,6 @@ pub use model::{
 };
 pub use readiness::WaitingGroup;
 pub use recomputes::{RecomputeRun, RunState};
-pub use subjects::Reader;
 
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
@@ -50,6 +53,7 @@ use crate::clock::Clock;
 use crate::directory::{self, Change, ChangeListener, SubjectKind};
 use crate::error::DomainError;
 use crate::plugins::Registry;
+use cohort_storage::Reader;
 use layout::{GROUPS, MEMBERS, SUBJECT_GROUPS, pair};
 use plan::{Plan, Schema};
 use replica::Replica;
@@ -84,6 +88,8 @@ struct Inner {
     /// core from sign-ins, recomputes and `/readyz`. As many as there are
     /// cores; the rest wait their turn.
     previews: Arc<tokio::sync::Semaphore>,
+    /// When the next exemption lapses (see `expiry`).
+    lapses: Mutex<expiry::Lapses>,
 }
 
 /// Which subjects a run covers.
@@ -108,6 +114,8 @@ impl Groups {
         clock: Arc<dyn Clock>,
         registry: Registry,
     ) -> Result<Groups, DomainError> {
+        let now = clock.now();
+        let next_lapse = expiry::due(&store, now, now)?.1;
         let groups = Groups {
             inner: Arc::new(Inner {
                 store,
@@ -122,6 +130,7 @@ impl Groups {
                 previews: Arc::new(tokio::sync::Semaphore::new(
                     std::thread::available_parallelism().map_or(2, |n| n.get()),
                 )),
+                lapses: Mutex::new(expiry::Lapses::at(now, next_lapse)),
             }),
         };
         groups.seed_defaults()?;
@@ -355,7 +364,7 @@ impl Groups {
         subject: &Uuid,
     ) -> Result<(), DomainError> {
         for (k, _) in txn.scan_prefix(SUBJECT_GROUPS, subject.as_bytes())? {
-            let Some(group) = directory::layout::uuid_at(&k, 16) else {
+            let Some(group) = crate::id_pair::second(&k) else {
                 continue;
             };
             let before =
@@ -417,12 +426,7 @@ impl ChangeListener for Groups {
                 id,
                 attributes,
             } => {
-                let exists = match kind {
-                    SubjectKind::User => txn.contains(directory::layout::USERS, id.as_bytes())?,
-                    SubjectKind::Device => {
-                        txn.contains(directory::layout::DEVICES, id.as_bytes())?
-                    }
-                };
+                let exists = directory::read::subject_exists(&*txn, *kind, id)?;
                 if !exists {
                     return self.forget_subject(txn, actor, now, id);
                 }

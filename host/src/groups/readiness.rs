@@ -170,8 +170,8 @@ mod tests {
             review: false,
             member_states: Vec::new(),
             built_in: false,
-            created_at: chrono::Utc::now(),
-            updated_at: chrono::Utc::now(),
+            created_at: crate::clock::Clock::now(&crate::clock::SystemClock),
+            updated_at: crate::clock::Clock::now(&crate::clock::SystemClock),
             version: 1,
         }
     }

@@ -111,7 +111,7 @@ impl Groups {
         let actor = actor.clone();
         let started = run.clone();
         tokio::spawn(async move {
-            let clock = std::time::Instant::now();
+            let clock = crate::clock::Stopwatch::start();
             let result = this.recompute_all(&actor).await;
             let mut done = started;
             done.finished_at = Some(this.now());

@@ -17,10 +17,12 @@ use uuid::Uuid;
 
 use super::layout::{ERRORS, EXEMPTIONS, MANUAL, MEMBERS, SUGGESTIONS};
 use super::model::{Membership, Source};
-use super::subjects::{Loaded, Reader};
-use crate::directory::layout::{self, DEVICES, USER_DEVICES, USERS};
-use crate::directory::{Device, SubjectKind, User};
+use super::subjects::Loaded;
+use crate::directory::SubjectKind;
+use crate::directory::read as directory;
 use crate::error::DomainError;
+use crate::id_pair;
+use cohort_storage::Reader;
 
 /// Membership lookups a run needs: the live replica inside a write
 /// transaction, or a snapshot of a few groups for previews.
@@ -76,40 +78,36 @@ impl Replica {
     /// Reads everything from the store (or a transaction's view of it).
     pub fn load(r: &impl Reader) -> Result<Replica, DomainError> {
         let mut rep = Replica::default();
-        r.for_each(USERS, b"", &mut |_, v| {
-            let u: User = cohort_storage::decode_json(USERS, v)?;
+        directory::for_each_user(r, |u| {
             rep.users.insert(u.id, Arc::new(Loaded::User(Box::new(u))));
-            Ok(())
+            Ok::<_, DomainError>(())
         })?;
-        r.for_each(DEVICES, b"", &mut |_, v| {
-            let d: Device = cohort_storage::decode_json(DEVICES, v)?;
+        directory::for_each_device(r, |d| {
             rep.devices
                 .insert(d.id, Arc::new(Loaded::Device(Box::new(d))));
-            Ok(())
+            Ok::<_, DomainError>(())
         })?;
-        r.for_each(USER_DEVICES, b"", &mut |k, _| {
-            if let (Some(u), Some(d)) = (layout::uuid_at(k, 0), layout::uuid_at(k, 16)) {
-                rep.user_devices.entry(u).or_default().push(d);
-                rep.device_users.entry(d).or_default().push(u);
-            }
-            Ok(())
+        directory::for_each_binding(r, |u, d| {
+            rep.user_devices.entry(u).or_default().push(d);
+            rep.device_users.entry(d).or_default().push(u);
+            Ok::<_, DomainError>(())
         })?;
-        r.for_each(MEMBERS, b"", &mut |k, v| {
-            if let (Some(g), Some(s)) = (layout::uuid_at(k, 0), layout::uuid_at(k, 16)) {
+        r.for_each(MEMBERS, b"", |k, v| {
+            if let Some((g, s)) = id_pair::split(k) {
                 rep.members
                     .entry(g)
                     .or_default()
                     .insert(s, Membership::decode(v)?.source);
                 rep.groups_of.entry(s).or_default().insert(g);
             }
-            Ok(())
+            Ok::<_, DomainError>(())
         })?;
         for ks in [MANUAL, EXEMPTIONS, SUGGESTIONS, ERRORS] {
-            r.for_each(ks, b"", &mut |k, _| {
-                if let (Some(g), Some(s)) = (layout::uuid_at(k, 0), layout::uuid_at(k, 16)) {
+            r.for_each(ks, b"", |k, _| {
+                if let Some((g, s)) = id_pair::split(k) {
                     rep.specials.entry(s).or_default().insert(g);
                 }
-                Ok(())
+                Ok::<_, DomainError>(())
             })?;
         }
         tracing::info!(
@@ -129,7 +127,7 @@ impl Replica {
         id: &Uuid,
     ) -> Result<(), DomainError> {
         match kind {
-            SubjectKind::User => match r.get_json::<User>(USERS, id.as_bytes())? {
+            SubjectKind::User => match directory::user(r, id)? {
                 Some(u) => {
                     self.users.insert(*id, Arc::new(Loaded::User(Box::new(u))));
                 }
@@ -141,7 +139,7 @@ impl Replica {
                     }
                 }
             },
-            SubjectKind::Device => match r.get_json::<Device>(DEVICES, id.as_bytes())? {
+            SubjectKind::Device => match directory::device(r, id)? {
                 Some(d) => {
                     self.devices
                         .insert(*id, Arc::new(Loaded::Device(Box::new(d))));
@@ -165,8 +163,7 @@ impl Replica {
         user: &Uuid,
         device: &Uuid,
     ) -> Result<(), DomainError> {
-        let key = [user.as_bytes().as_slice(), device.as_bytes()].concat();
-        let bound = r.get(USER_DEVICES, &key)?.is_some();
+        let bound = directory::is_bound(r, user, device)?;
         link(&mut self.user_devices, *user, *device, bound);
         link(&mut self.device_users, *device, *user, bound);
         Ok(())

@@ -34,6 +34,9 @@ pub struct Limits {
     /// Where outbound HTTP may go besides the manifest's `allowed_hosts`:
     /// never to an internal address, unless `[outbound]` allows it.
     pub outbound: Arc<crate::outbound::Outbound>,
+    /// The time a plugin reads (`now-millis`): the server's clock, so that a
+    /// plugin's idea of now moves with a test's.
+    pub clock: Arc<dyn crate::clock::Clock>,
 }
 
 impl Limits {
@@ -52,6 +55,7 @@ impl Limits {
             unhealthy_after: c.unhealthy_after.max(1),
             max_instances: c.max_instances.max(2),
             outbound: Arc::default(),
+            clock: Arc::new(crate::clock::SystemClock),
         }
     }
 }
@@ -60,6 +64,11 @@ impl Limits {
     /// These limits, with outbound requests under `outbound`.
     pub fn with_outbound(self, outbound: Arc<crate::outbound::Outbound>) -> Self {
         Limits { outbound, ..self }
+    }
+
+    /// These limits, with plugins reading the time from `clock`.
+    pub fn with_clock(self, clock: Arc<dyn crate::clock::Clock>) -> Self {
+        Limits { clock, ..self }
     }
 }
 

@@ -5,7 +5,7 @@
 
 use std::io::Read;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
@@ -38,7 +38,7 @@ pub struct Sandbox {
 /// What the current call has used.
 pub(crate) struct CallAccount {
     pub(crate) name: &'static str,
-    pub(crate) started: Instant,
+    pub(crate) started: crate::clock::Stopwatch,
     /// Time spent inside host calls (HTTP), which does not count as CPU.
     pub(crate) host_wait: Duration,
     pub(crate) log_bytes: usize,
@@ -51,7 +51,7 @@ impl CallAccount {
     pub(crate) fn new(name: &'static str) -> Self {
         CallAccount {
             name,
-            started: Instant::now(),
+            started: crate::clock::Stopwatch::start(),
             host_wait: Duration::ZERO,
             log_bytes: 0,
             logs_dropped: 0,
@@ -246,14 +246,11 @@ impl wit::Host for Sandbox {
     }
 
     fn now_millis(&mut self) -> i64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0)
+        self.limits.clock.now().timestamp_millis()
     }
 
     fn send_http(&mut self, request: Request) -> Result<Response, HttpError> {
-        let started = Instant::now();
+        let started = crate::clock::Stopwatch::start();
         let result = self.send(request);
         self.call.host_wait += started.elapsed();
         result

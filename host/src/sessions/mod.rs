@@ -29,7 +29,6 @@ use uuid::Uuid;
 use crate::audit::{self, Record};
 use crate::auth::Actor;
 use crate::clock::Clock;
-use crate::directory::layout::USERS;
 use crate::directory::{User, UserState};
 use crate::error::DomainError;
 use crate::plugins::secrets::SecretBox;
@@ -238,9 +237,7 @@ impl Sessions {
         if session.expires_at <= self.clock.now() {
             return Err(SessionError::NotSignedIn);
         }
-        let user: User = self
-            .store
-            .get_json(USERS, session.user_id.as_bytes())
+        let user: User = crate::directory::read::user(&self.store, &session.user_id)
             .map_err(DomainError::from)?
             .ok_or(SessionError::NotSignedIn)?;
         if user.state != UserState::Active {

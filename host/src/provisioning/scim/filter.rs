@@ -434,13 +434,14 @@ pub fn values<'a>(resource: &'a Value, path: &AttrPath) -> Vec<&'a Value> {
 }
 
 fn compare(v: &Value, op: Op, want: &Value, folding: Folding) -> bool {
-    use crate::directory::layout;
     use std::cmp::Ordering;
     let ord = match (v, want) {
         (Value::String(a), Value::String(b)) => {
             let identity = match folding {
-                Folding::Username => Some(layout::username as fn(&str) -> Vec<u8>),
-                Folding::Email => Some(layout::email as fn(&str) -> Vec<u8>),
+                Folding::Username => {
+                    Some(crate::directory::read::username_form as fn(&str) -> Vec<u8>)
+                }
+                Folding::Email => Some(crate::directory::read::email_form as fn(&str) -> Vec<u8>),
                 _ => None,
             };
             if let Some(key) = identity

@@ -17,7 +17,7 @@ use crate::auth::Provision;
 use crate::directory::SubjectKind;
 use crate::error::DomainError;
 use crate::groups::Group;
-use crate::groups::layout::{GROUPS, MANUAL};
+use crate::groups::read as groups;
 
 /// The core Group schema.
 pub const GROUP: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
@@ -48,10 +48,7 @@ impl Scim {
     fn scim_group(&self, id: &str) -> Result<Group, ScimError> {
         let not_found = || ScimError::not_found(format!("Group {id} not found"));
         let id = Uuid::parse_str(id).map_err(|_| not_found())?;
-        let g: Group = self
-            .store
-            .get_json(GROUPS, id.as_bytes())?
-            .ok_or_else(not_found)?;
+        let g: Group = groups::group(&self.store, &id)?.ok_or_else(not_found)?;
         if g.is_dynamic() || g.built_in || g.subject != SubjectKind::User {
             return Err(not_found());
         }
@@ -59,11 +56,8 @@ impl Scim {
     }
 
     fn members_of(&self, group: &Uuid) -> Result<BTreeSet<Uuid>, ScimError> {
-        Ok(self
-            .store
-            .scan(MANUAL, group.as_bytes(), None, false)
-            .filter_map(Result::ok)
-            .filter_map(|(k, _)| crate::directory::layout::uuid_at(&k, 16))
+        Ok(groups::manual_members(&self.store, group)?
+            .into_iter()
             .collect())
     }
 
@@ -110,17 +104,16 @@ impl Scim {
         filter: Option<&filter::Filter>,
     ) -> Result<Vec<Value>, ScimError> {
         let mut matched = Vec::new();
-        for entry in self.store.scan(GROUPS, b"", None, false) {
-            let (_, v) = entry?;
-            let g: Group = cohort_storage::decode_json(GROUPS, &v)?;
+        groups::for_each_group(&self.store, |g| {
             if g.is_dynamic() || g.built_in || g.subject != SubjectKind::User {
-                continue;
+                return Ok(());
             }
             let (r, _) = self.render_group(&g)?;
             if filter.is_none_or(|f| filter::matches(f, &r)) {
                 matched.push(r);
             }
-        }
+            Ok::<_, ScimError>(())
+        })?;
         Ok(matched)
     }
 

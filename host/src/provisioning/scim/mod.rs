@@ -21,7 +21,7 @@ use uuid::Uuid;
 use crate::auth::{Mutation, Provision};
 use crate::clock::Clock;
 use crate::credentials::Credentials;
-use crate::directory::layout::{self, USERS, USERS_BY_USERNAME};
+use crate::directory::read as directory;
 use crate::directory::{Directory, User, UserState};
 use crate::error::DomainError;
 use resource::{Extra, Incoming};
@@ -81,6 +81,10 @@ impl ScimError {
     /// 404.
     pub fn not_found(d: impl Into<String>) -> Self {
         Self::new(404, None, d)
+    }
+    /// 405: a method this endpoint does not take.
+    pub fn method_not_allowed() -> Self {
+        Self::new(405, None, "method not allowed")
     }
     /// 412: the If-Match version is not current.
     pub fn precondition(d: impl Into<String>) -> Self {
@@ -334,8 +338,7 @@ impl Scim {
     fn load(&self, id: &str) -> Result<User, ScimError> {
         let id = Uuid::parse_str(id)
             .map_err(|_| ScimError::not_found(format!("User {id} not found")))?;
-        self.store
-            .get_json(USERS, id.as_bytes())?
+        directory::user(&self.store, &id)?
             .ok_or_else(|| ScimError::not_found(format!("User {id} not found")))
     }
 
@@ -350,18 +353,17 @@ impl Scim {
         // `userName eq "…"` is what Okta and Entra ask before every create:
         // one index lookup instead of a scan.
         let candidates: Vec<User> = match filter.and_then(username_lookup) {
-            Some(name) => match self.store.get(USERS_BY_USERNAME, &layout::username(name))? {
-                Some(id) => self.store.get_json(USERS, &id)?.into_iter().collect(),
-                None => Vec::new(),
-            },
-            None => self
-                .store
-                .scan(USERS, b"", None, false)
-                .map(|r| {
-                    let (_, v) = r?;
-                    Ok(cohort_storage::decode_json::<User>(USERS, &v)?)
-                })
-                .collect::<Result<_, ScimError>>()?,
+            Some(name) => directory::user_by_username(&self.store, name)?
+                .into_iter()
+                .collect(),
+            None => {
+                let mut all = Vec::new();
+                directory::for_each_user(&self.store, |u| {
+                    all.push(u);
+                    Ok::<_, ScimError>(())
+                })?;
+                all
+            }
         };
         // Few candidates (an index lookup): their extras one by one;
         // otherwise all of them in one pass.
@@ -677,12 +679,9 @@ fn resolve_manager(
     };
     let by_id = Uuid::parse_str(raw.trim())
         .ok()
-        .filter(|id| txn.contains(USERS, id.as_bytes()).unwrap_or(false));
-    let by_name = || -> Result<Option<Uuid>, DomainError> {
-        Ok(txn
-            .get(USERS_BY_USERNAME, &layout::username(&raw))?
-            .and_then(|b| Uuid::from_slice(&b).ok()))
-    };
+        .filter(|id| directory::user_exists(txn, id).unwrap_or(false));
+    let by_name =
+        || -> Result<Option<Uuid>, DomainError> { Ok(directory::user_id_by_username(txn, &raw)?) };
     let by_external = || -> Result<Option<Uuid>, DomainError> {
         for (k, v) in txn.scan_prefix(SCIM_USERS, b"")? {
             let e: Extra = cohort_storage::decode_json(SCIM_USERS, &v)?;
