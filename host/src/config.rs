@@ -23,6 +23,8 @@ pub const ENV_LOG_LEVEL: &str = "COHORT_LOG_LEVEL";
 pub const ENV_PLUGINS_DIR: &str = "COHORT_PLUGINS_DIR";
 /// See [`ENV_LISTEN`].
 pub const ENV_PLUGIN_CACHE_DIR: &str = "COHORT_PLUGIN_CACHE_DIR";
+/// Overrides `plugins.builtin` (`true` / `false`).
+pub const ENV_PLUGINS_BUILTIN: &str = "COHORT_PLUGINS_BUILTIN";
 /// See [`ENV_LISTEN`]. Base64 of 32 bytes; overrides the key file in the data directory.
 pub const ENV_SECRET_KEY: &str = "COHORT_SECRET_KEY";
 /// Overrides `scim.hard_delete` (`true` / `false`).
@@ -33,8 +35,10 @@ pub const ENV_SCHEDULE_TICK_MS: &str = "COHORT_SCHEDULE_TICK_MS";
 pub const ENV_SCIM_ACCEPT_PASSWORDS: &str = "COHORT_SCIM_ACCEPT_PASSWORDS";
 /// Overrides `sign_in.public_url`.
 pub const ENV_PUBLIC_URL: &str = "COHORT_PUBLIC_URL";
-/// Overrides `storage.engine` (`fjall` or `sled`).
+/// Overrides `storage.engine` (`fjall`, `sled` or `postgres`).
 pub const ENV_STORAGE_ENGINE: &str = "COHORT_STORAGE_ENGINE";
+/// Overrides `storage.url`: a `postgres://` URL, which selects PostgreSQL.
+pub const ENV_STORAGE_URL: &str = "COHORT_STORAGE_URL";
 /// Overrides `http.trusted_proxies`: CIDR blocks or addresses, separated by
 /// commas (empty: trust none).
 pub const ENV_TRUSTED_PROXIES: &str = "COHORT_TRUSTED_PROXIES";
@@ -129,7 +133,12 @@ impl OutboundConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct PluginsConfig {
     /// A directory of `<name>.wasm` + `<name>.toml` pairs loaded at start-up.
+    /// A plugin there replaces the built-in one of the same name.
     pub directory: Option<PathBuf>,
+    /// Load the plugins built into the binary (the rule evaluator, the
+    /// importers and the identity providers). Off only for a server that
+    /// must run nothing but what its plugins directory holds.
+    pub builtin: bool,
     /// Where compiled components are cached, keyed by content hash, so a
     /// restart does not recompile. Default: `<data_dir>/cache/components`.
     pub cache_dir: Option<PathBuf>,
@@ -166,6 +175,7 @@ impl Default for PluginsConfig {
     fn default() -> Self {
         PluginsConfig {
             directory: None,
+            builtin: true,
             cache_dir: None,
             cpu_ms: 100,
             wall_ms: 30_000,
@@ -399,8 +409,16 @@ pub struct StorageConfig {
     /// The embedded engine. fjall is the default because it meets the
     /// durability (fdatasync), memory and disk goals sled 0.34 misses; sled
     /// stays for data directories it wrote. A directory is opened only by
-    /// the engine that wrote it; backup and restore move it between them.
+    /// the engine that wrote it; `cohort migrate` moves it between them.
     pub engine: cohort_storage::Engine,
+    /// The PostgreSQL database, for several hosts sharing one directory:
+    /// `postgres://user:password@host:5432/cohort`. Setting it selects the
+    /// `postgres` engine. A secret, because the URL may carry a password.
+    pub url: Option<Secret>,
+    /// Connections each host opens to PostgreSQL for reads (writes use one
+    /// more). The default suits a 2-core host; the database's
+    /// `max_connections` must cover every host's.
+    pub connections: usize,
 }
 
 impl StorageConfig {
@@ -409,6 +427,8 @@ impl StorageConfig {
         cohort_storage::OpenOptions {
             cache_bytes: self.cache_mb * 1024 * 1024,
             engine: self.engine,
+            url: self.url.as_ref().map(|u| u.expose().to_string()),
+            connections: self.connections,
         }
     }
 }
@@ -512,6 +532,8 @@ impl Default for StorageConfig {
         StorageConfig {
             cache_mb: 1024,
             engine: cohort_storage::Engine::default(),
+            url: None,
+            connections: 8,
         }
     }
 }
@@ -615,6 +637,12 @@ impl Config {
         if let Some(v) = env(ENV_PLUGIN_CACHE_DIR) {
             config.plugins.cache_dir = Some(PathBuf::from(v));
         }
+        if let Some(v) = env(ENV_PLUGINS_BUILTIN) {
+            config.plugins.builtin = v.parse().map_err(|_| ConfigError::Env {
+                var: ENV_PLUGINS_BUILTIN,
+                message: format!("{v:?} is not true or false"),
+            })?;
+        }
         if let Some(v) = env(ENV_SECRET_KEY) {
             config.secret_key = Some(Secret(v));
         }
@@ -710,6 +738,33 @@ impl Config {
                 var: ENV_SCHEDULE_TICK_MS,
                 message: format!("{v:?} is not a number of milliseconds"),
             })?;
+        }
+        if let Some(v) = env(ENV_STORAGE_URL) {
+            config.storage.url = Some(Secret(v));
+        }
+        if let Some(url) = &config.storage.url {
+            let url = url.expose();
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                return Err(ConfigError::Invalid {
+                    key: "storage.url",
+                    message: format!(
+                        "{} is not a postgres:// URL",
+                        cohort_storage::redact_url(url)
+                    ),
+                });
+            }
+            config.storage.engine = cohort_storage::Engine::Postgres;
+        } else if config.storage.engine == cohort_storage::Engine::Postgres {
+            return Err(ConfigError::Invalid {
+                key: "storage.url",
+                message: "the postgres engine needs storage.url (COHORT_STORAGE_URL)".into(),
+            });
+        }
+        if config.storage.connections == 0 {
+            return Err(ConfigError::Invalid {
+                key: "storage.connections",
+                message: "must be at least 1".into(),
+            });
         }
         if config.schedules.tick_ms == 0 {
             return Err(ConfigError::Invalid {

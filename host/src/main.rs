@@ -1,4 +1,7 @@
-//! The `cohort` command: serve the directory, back it up, restore it.
+//! The `cohort` command: serve the directory, back it up, restore it, move
+//! it between storage engines, and administer it over the API.
+
+mod cli;
 
 use std::io::{BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -77,8 +80,48 @@ enum Command {
         #[arg(long)]
         allow_unauthenticated: bool,
     },
+    /// Copy a whole directory to another storage engine, then read the copy
+    /// back and compare entry counts and checksums. The target must be
+    /// empty, and no server may run on either while this runs. Locations
+    /// are fjall:DIR, sled:DIR or a postgres:// URL.
+    Migrate {
+        /// Where the directory is now.
+        #[arg(long, value_name = "LOCATION")]
+        from: cohort::engines::Location,
+        /// Where it goes.
+        #[arg(long, value_name = "LOCATION")]
+        to: cohort::engines::Location,
+    },
     /// Print the OpenAPI document of the admin API.
     Openapi,
+    /// Users, over the admin API of a running server.
+    Users {
+        #[command(flatten)]
+        target: cli::Target,
+        #[command(subcommand)]
+        command: cli::Users,
+    },
+    /// Groups, over the admin API of a running server.
+    Groups {
+        #[command(flatten)]
+        target: cli::Target,
+        #[command(subcommand)]
+        command: cli::Groups,
+    },
+    /// API keys, over the admin API of a running server.
+    Keys {
+        #[command(flatten)]
+        target: cli::Target,
+        #[command(subcommand)]
+        command: cli::Keys,
+    },
+    /// Imports, over the admin API of a running server.
+    Import {
+        #[command(flatten)]
+        target: cli::Target,
+        #[command(subcommand)]
+        command: cli::Import,
+    },
 }
 
 fn init_logging(config: &Config) {
@@ -232,6 +275,59 @@ fn restore(
     Ok(())
 }
 
+fn migrate(
+    config: &Config,
+    from: &cohort::engines::Location,
+    to: &cohort::engines::Location,
+) -> anyhow::Result<()> {
+    // The scratch copy goes next to an embedded target, where there is
+    // room for the data by definition, or else to the temporary folder.
+    let scratch = match to.url {
+        None => to
+            .dir
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from(".")),
+        Some(_) => std::env::temp_dir(),
+    };
+    std::fs::create_dir_all(&scratch)?;
+    let created = u64::try_from(Clock::now(&SystemClock).timestamp()).unwrap_or(0);
+    eprintln!("copying {from} to {to} …");
+    let moved = cohort::engines::move_store(
+        from,
+        to,
+        (
+            config.storage.cache_mb * 1024 * 1024,
+            config.storage.connections,
+        ),
+        &scratch,
+        created,
+    )
+    .with_context(|| format!("migrating {from} to {to}"))?;
+    println!(
+        "{{\"entries\":{},\"schema_version\":{},\"sha256\":\"{}\"}}",
+        moved.entries, moved.schema_version, moved.sha256
+    );
+    eprintln!(
+        "copied and verified {} entries (schema version {}); the target reads back with the same checksum",
+        moved.entries, moved.schema_version
+    );
+    if from.url.is_none() && from.dir.join("secret.key").exists() {
+        eprintln!(
+            "the directory's secret key stays in {}: give every server of the target the same \
+             key (secret_key or COHORT_SECRET_KEY, or that file in its data directory), or it \
+             cannot open sealed plugin secrets or check backups",
+            from.dir.join("secret.key").display()
+        );
+    }
+    Ok(())
+}
+
+async fn admin(config: &Config, target: &cli::Target, command: cli::Admin) -> anyhow::Result<()> {
+    cli::run(target, &format!("http://{}", config.listen), command).await
+}
+
 /// Copies a key file, readable by its owner only.
 fn install_key(from: &Path, to: &Path) -> anyhow::Result<()> {
     let text = std::fs::read(from).with_context(|| format!("reading {}", from.display()))?;
@@ -249,6 +345,7 @@ fn install_key(from: &Path, to: &Path) -> anyhow::Result<()> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    cohort::outbound::install_tls();
     let cli = Cli::parse();
     let config = Config::load(cli.config.as_deref(), |k| std::env::var(k).ok())?;
     match cli.command {
@@ -276,7 +373,20 @@ async fn main() -> anyhow::Result<()> {
                 allow_unauthenticated,
             },
         )?,
+        Command::Migrate { from, to } => migrate(&config, &from, &to)?,
         Command::Openapi => println!("{}", cohort::api::openapi_json()),
+        Command::Users { target, command } => {
+            admin(&config, &target, cli::Admin::Users(command)).await?
+        }
+        Command::Groups { target, command } => {
+            admin(&config, &target, cli::Admin::Groups(command)).await?
+        }
+        Command::Keys { target, command } => {
+            admin(&config, &target, cli::Admin::Keys(command)).await?
+        }
+        Command::Import { target, command } => {
+            admin(&config, &target, cli::Admin::Import(command)).await?
+        }
     }
     Ok(())
 }

@@ -377,9 +377,21 @@ impl Default for Outbound {
     }
 }
 
+/// Makes rustls with *ring* the process's TLS crypto, before any client
+/// is built (reqwest is built without a provider of its own). Safe to call
+/// more than once.
+pub fn install_tls() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // Err only when a provider is installed already, which is as good.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
 impl Outbound {
     /// Outbound HTTP under `policy`.
     pub fn new(policy: Policy) -> Outbound {
+        install_tls();
         Outbound {
             policy: Arc::new(policy),
             blocking: OnceLock::new(),

@@ -56,7 +56,10 @@ pub struct App {
 pub fn open_store(data_dir: &Path, options: &OpenOptions) -> Result<Store, StorageError> {
     let store = Store::open(data_dir, options)?;
     let version = store.migrate(MIGRATIONS)?;
-    tracing::info!(schema_version = version, engine = %options.engine, data_dir = %data_dir.display(), "storage ready");
+    match &options.url {
+        Some(url) => tracing::info!(schema_version = version, engine = %options.engine, database = %cohort_storage::redact_url(url), "storage ready"),
+        None => tracing::info!(schema_version = version, engine = %options.engine, data_dir = %data_dir.display(), "storage ready"),
+    }
     Ok(store)
 }
 
@@ -87,6 +90,11 @@ pub fn build(config: &Config, store: Store, clock: Arc<dyn Clock>) -> Result<App
         store.clone(),
         Arc::clone(&clock),
         config.plugins.directory.as_deref(),
+        if config.plugins.builtin {
+            crate::plugins::BUILTIN
+        } else {
+            &[]
+        },
     )?;
     let secrets = SecretBox::open(config.secret_key.as_ref(), &config.data_dir)
         .map_err(|e| ServerError::Plugins(e.to_string()))?;
@@ -184,6 +192,10 @@ pub fn build(config: &Config, store: Store, clock: Arc<dyn Clock>) -> Result<App
         access: crate::access::Access::new(store.clone(), Arc::clone(&clock)),
         audit: AuditLog::new(store.clone()),
         keys,
+        replication: Arc::new(crate::replication::Replication::new(
+            store.clone(),
+            Arc::clone(&clock),
+        )),
         store,
         metrics: Arc::new(Metrics::default()),
         data_dir: config.data_dir.clone(),
@@ -250,6 +262,7 @@ pub async fn serve(
     }
     spawn_full_recomputes(app.state.groups.clone(), config.groups.full_recompute_hours);
     spawn_sweeps(app.state.sign_in.clone());
+    crate::replication::spawn(Arc::clone(&app.state.replication));
     spawn_credential_usage_flush(app.state.devices.clone());
     spawn_schedules(
         app.state.imports.clone(),

@@ -34,4 +34,37 @@ pub(crate) trait Backend: Send + Sync {
 
     /// Makes every applied batch durable (fsync).
     fn flush(&self) -> Result<(), StorageError>;
+
+    /// True when other processes write to the same data (PostgreSQL), so
+    /// that writers must take the lease below. The embedded engines are
+    /// opened by one process only.
+    fn shared(&self) -> bool {
+        false
+    }
+
+    /// Takes the writer lease that serializes write transactions across
+    /// processes, waiting for it if another holds it. True when another
+    /// process may have written since this one last held it, so that state
+    /// cached from earlier transactions (sequence numbers) must be re-read.
+    fn acquire_writer(&self) -> Result<bool, StorageError> {
+        Ok(false)
+    }
+
+    /// True when this process has held the lease long enough that it should
+    /// let others in once its pending writes are out.
+    fn lease_due(&self) -> bool {
+        false
+    }
+
+    /// Gives the lease back. Only called once nothing written under it is
+    /// still pending.
+    fn release_writer(&self) -> Result<(), StorageError> {
+        Ok(())
+    }
+
+    /// True when another process has written since this one last looked
+    /// (its own writes do not count).
+    fn foreign_writes(&self) -> Result<bool, StorageError> {
+        Ok(false)
+    }
 }

@@ -203,6 +203,22 @@ impl Store {
     ) -> Result<BackupSummary, StorageError> {
         let inner = self.inner();
         let _guard = inner.writer.lock();
+        if inner.backend.shared() {
+            // Other hosts' writers wait too, so the snapshot is consistent.
+            inner.backend.acquire_writer()?;
+        }
+        let result = self.export_locked(out, key, created_unix);
+        self.release_lease_if_idle();
+        result
+    }
+
+    fn export_locked(
+        &self,
+        out: &mut dyn Write,
+        key: &BackupKey,
+        created_unix: u64,
+    ) -> Result<BackupSummary, StorageError> {
+        let inner = self.inner();
         let schema_version = self.schema_version()?;
         let header = Header {
             format: FORMAT.into(),
@@ -266,12 +282,19 @@ impl Store {
 /// built in a sibling directory and moved into place only once the whole file
 /// has been read and its trailer verified, so a failed restore leaves nothing.
 /// The file must be authenticated with `verify.key` (see [`Verify`]).
+///
+/// With [`crate::Engine::Postgres`] the backup goes into the database named
+/// by `options.url` instead, which must hold no Cohort data; a failed restore
+/// deletes what it had written there.
 pub fn restore_into(
     dir: &Path,
     input: &mut dyn BufRead,
     options: &OpenOptions,
     verify: Verify<'_>,
 ) -> Result<BackupSummary, StorageError> {
+    if options.engine == crate::Engine::Postgres {
+        return restore_into_database(input, options, verify);
+    }
     if dir.exists() && std::fs::read_dir(dir)?.next().is_some() {
         return Err(StorageError::NotEmpty(dir.to_path_buf()));
     }
@@ -283,7 +306,7 @@ pub fn restore_into(
     if staging.exists() {
         std::fs::remove_dir_all(&staging)?;
     }
-    let result = restore_staged(&staging, input, options, verify);
+    let result = Store::open(&staging, options).and_then(|store| load(store, input, verify));
     match result {
         Ok(summary) => {
             if dir.exists() {
@@ -299,10 +322,51 @@ pub fn restore_into(
     }
 }
 
-fn restore_staged(
-    staging: &Path,
+fn restore_into_database(
     input: &mut dyn BufRead,
     options: &OpenOptions,
+    verify: Verify<'_>,
+) -> Result<BackupSummary, StorageError> {
+    let store = Store::open(Path::new(""), options)?;
+    let target = || {
+        options
+            .url
+            .as_deref()
+            .map(crate::redact_url)
+            .unwrap_or_default()
+    };
+    if !store.is_empty()? {
+        return Err(StorageError::DatabaseNotEmpty(target()));
+    }
+    // Nobody else may write while the database is filled.
+    store.inner().backend.acquire_writer()?;
+    match load(store.clone(), input, verify) {
+        Ok(summary) => {
+            store.inner().backend.release_writer()?;
+            Ok(summary)
+        }
+        Err(e) => {
+            // Batches reached the database as the file was read; take them
+            // out again, so that a failed restore leaves it empty.
+            let keys: Vec<crate::backend::Write> = store
+                .inner()
+                .backend
+                .range(Bound::Unbounded, Bound::Unbounded, false)
+                .map(|r| r.map(|(k, _)| (k, None)))
+                .collect::<Result<_, _>>()?;
+            store.inner().backend.apply_all(&keys)?;
+            store.inner().backend.flush()?;
+            store.inner().backend.release_writer()?;
+            tracing::warn!(target = %target(), "restore failed; what it had written was removed");
+            Err(e)
+        }
+    }
+}
+
+/// Reads a backup into `store`, which is empty, checking it as it goes.
+fn load(
+    store: Store,
+    input: &mut dyn BufRead,
     verify: Verify<'_>,
 ) -> Result<BackupSummary, StorageError> {
     let bad = |line: usize, detail: String| StorageError::BadBackup { line, detail };
@@ -347,7 +411,6 @@ fn restore_staged(
     mac.update(first.as_bytes());
     mac.update(b"\n");
 
-    let store = Store::open(staging, options)?;
     let backend = &store.inner().backend;
     let mut hasher = Sha256::new();
     let mut entries = 0u64;

@@ -21,8 +21,13 @@ pub(crate) struct Flushed {
     pub(crate) failure: Option<Arc<str>>,
 }
 
+/// Run by the flusher after each flush with the sequence number it made
+/// durable; the store uses it to give back a shared engine's writer lease.
+pub(crate) type AfterFlush = Box<dyn Fn(&Durability, u64) + Send + Sync>;
+
 pub(crate) struct Durability {
     committed: AtomicU64,
+    after_flush: Option<AfterFlush>,
     flushed: watch::Sender<Flushed>,
     wake: Mutex<bool>,
     wake_cv: Condvar,
@@ -31,10 +36,11 @@ pub(crate) struct Durability {
 }
 
 impl Durability {
-    pub(crate) fn start(backend: Arc<dyn Backend>) -> Arc<Self> {
+    pub(crate) fn start(backend: Arc<dyn Backend>, after_flush: Option<AfterFlush>) -> Arc<Self> {
         let (tx, _) = watch::channel(Flushed::default());
         let d = Arc::new(Durability {
             committed: AtomicU64::new(0),
+            after_flush,
             flushed: tx,
             wake: Mutex::new(false),
             wake_cv: Condvar::new(),
@@ -63,6 +69,11 @@ impl Durability {
     /// The highest sequence number handed out so far.
     pub(crate) fn last_committed(&self) -> u64 {
         self.committed.load(Ordering::SeqCst)
+    }
+
+    /// The highest sequence number made durable so far.
+    pub(crate) fn last_flushed(&self) -> u64 {
+        self.flushed.borrow().seq
     }
 
     pub(crate) fn failure(&self) -> Option<Arc<str>> {
@@ -98,6 +109,9 @@ impl Durability {
                 match backend.flush() {
                     Ok(()) => {
                         self.flushed.send_modify(|f| f.seq = target);
+                        if let Some(hook) = &self.after_flush {
+                            hook(self, target);
+                        }
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "flush to stable storage failed; refusing further writes");

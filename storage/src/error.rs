@@ -55,6 +55,12 @@ pub enum StorageError {
     /// never merge two directories by accident.
     #[error("data directory {0} is not empty; restore only writes into an empty directory")]
     NotEmpty(PathBuf),
+    /// The same rule for a database: restore and migrate fill only a
+    /// database that holds no Cohort data. Carries the URL without password.
+    #[error(
+        "database {0} is not empty: it already holds Cohort data, and restore and migrate only write into an empty database"
+    )]
+    DatabaseNotEmpty(String),
     /// The data directory was written by another engine than the one
     /// configured. Cohort never converts a directory silently: take a backup
     /// and restore it with the other engine.

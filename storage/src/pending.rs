@@ -166,6 +166,32 @@ impl Backend for Pending {
         self.state.write().sealed = Arc::new(Writes::new());
         Ok(())
     }
+
+    fn shared(&self) -> bool {
+        self.engine.shared()
+    }
+
+    fn acquire_writer(&self) -> Result<bool, StorageError> {
+        if self.engine.lease_due() {
+            // Called under the store's writer lock, so nothing is added
+            // while the held group goes out; then others get their turn.
+            self.flush()?;
+            self.engine.release_writer()?;
+        }
+        self.engine.acquire_writer()
+    }
+
+    fn lease_due(&self) -> bool {
+        self.engine.lease_due()
+    }
+
+    fn release_writer(&self) -> Result<(), StorageError> {
+        self.engine.release_writer()
+    }
+
+    fn foreign_writes(&self) -> Result<bool, StorageError> {
+        self.engine.foreign_writes()
+    }
 }
 
 /// The engine's entries with pending writes laid over them, in the

@@ -8,10 +8,11 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use crate::backend::{Backend, EntryIter};
-use crate::durability::Durability;
+use crate::durability::{AfterFlush, Durability};
 use crate::fjall_backend::FjallBackend;
 use crate::keyspace::prefix_successor;
 use crate::pending::Pending;
+use crate::postgres_backend::PostgresBackend;
 use crate::sled_backend::SledBackend;
 use crate::txn::WriteTxn;
 use crate::{Entry, Keyspace, StorageError};
@@ -22,8 +23,12 @@ use crate::{Entry, Keyspace, StorageError};
 pub struct OpenOptions {
     /// Bytes of page cache the engine may keep in memory.
     pub cache_bytes: u64,
-    /// Which embedded engine holds the data.
+    /// Which engine holds the data.
     pub engine: Engine,
+    /// The database for [`Engine::Postgres`]: a `postgres://` URL.
+    pub url: Option<String>,
+    /// Connections [`Engine::Postgres`] opens for reads; writes use one more.
+    pub connections: usize,
 }
 
 impl Default for OpenOptions {
@@ -31,13 +36,15 @@ impl Default for OpenOptions {
         OpenOptions {
             cache_bytes: 256 * 1024 * 1024,
             engine: Engine::default(),
+            url: None,
+            connections: 8,
         }
     }
 }
 
-/// The embedded storage engines. A data directory is written by one engine
-/// and opened only by that engine; `cohort backup` and `cohort restore`
-/// move a directory from one to the other.
+/// The storage engines. A data directory is written by one embedded engine
+/// and opened only by that engine; `cohort migrate` (or a backup and a
+/// restore) moves a directory from one engine to another.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Engine {
@@ -48,6 +55,9 @@ pub enum Engine {
     Fjall,
     /// sled 0.34, the first engine; kept for existing data directories.
     Sled,
+    /// PostgreSQL 15 or later, shared by several Cohort hosts: the engine
+    /// for deployments that must survive the loss of one machine.
+    Postgres,
 }
 
 impl Engine {
@@ -56,6 +66,7 @@ impl Engine {
         match self {
             Engine::Fjall => "fjall",
             Engine::Sled => "sled",
+            Engine::Postgres => "postgres",
         }
     }
 
@@ -84,7 +95,10 @@ impl std::str::FromStr for Engine {
         match s {
             "fjall" => Ok(Engine::Fjall),
             "sled" => Ok(Engine::Sled),
-            other => Err(format!("unknown storage engine {other:?} (fjall or sled)")),
+            "postgres" => Ok(Engine::Postgres),
+            other => Err(format!(
+                "unknown storage engine {other:?} (fjall, sled or postgres)"
+            )),
         }
     }
 }
@@ -107,6 +121,9 @@ pub struct LiveSize {
 /// How long [`Store::open`] waits for a lock this process may still hold.
 const LOCK_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// The last committed sequence number of each append-only keyspace.
+pub(crate) type Sequences = HashMap<&'static str, u64>;
+
 /// A cloneable handle to one open data directory.
 #[derive(Clone)]
 pub struct Store {
@@ -118,9 +135,14 @@ pub(crate) struct Inner {
     /// Serializes write transactions (and consistent exports). Held only for
     /// the in-memory part of a commit, never across the fsync. Guards the
     /// committed sequence numbers of append-only keyspaces.
-    pub(crate) writer: Mutex<HashMap<&'static str, u64>>,
+    pub(crate) writer: Arc<Mutex<Sequences>>,
     durability: Arc<Durability>,
+    /// Told when another process sharing the engine has written.
+    foreign: Mutex<Vec<ForeignWrite>>,
 }
+
+/// See [`Store::on_foreign_write`].
+type ForeignWrite = Arc<dyn Fn() + Send + Sync>;
 
 impl Drop for Inner {
     fn drop(&mut self) {
@@ -170,7 +192,16 @@ impl<T> Committed<T> {
 
 impl Store {
     /// Opens (creating if needed) the embedded store in `dir`.
+    /// With [`Engine::Postgres`] the data lives in the database named by
+    /// `options.url`, and `dir` is not touched.
     pub fn open(dir: &Path, options: &OpenOptions) -> Result<Store, StorageError> {
+        if options.engine == Engine::Postgres {
+            let url = options.url.as_deref().ok_or_else(|| {
+                StorageError::Engine("the postgres engine needs a postgres:// URL".into())
+            })?;
+            let backend = PostgresBackend::open(url, options.connections)?;
+            return Ok(Store::with_backend(Arc::new(backend)));
+        }
         std::fs::create_dir_all(dir)?;
         if let Some(found) = Engine::found_in(dir)
             && found != options.engine
@@ -206,13 +237,70 @@ impl Store {
 
     pub(crate) fn with_backend(engine: Arc<dyn Backend>) -> Store {
         let backend: Arc<dyn Backend> = Arc::new(Pending::new(engine));
-        let durability = Durability::start(Arc::clone(&backend));
+        let writer = Arc::new(Mutex::new(Sequences::new()));
+        let after_flush: Option<AfterFlush> = backend.shared().then(|| {
+            let writer = Arc::clone(&writer);
+            let backend = Arc::clone(&backend);
+            Box::new(move |durability: &Durability, flushed: u64| {
+                // Under the writer lock no transaction is half-way, so
+                // "nothing committed since the flush" means nothing pending.
+                let _writer = writer.lock();
+                if durability.last_committed() == flushed {
+                    release_lease(backend.as_ref());
+                }
+            }) as AfterFlush
+        });
+        let durability = Durability::start(Arc::clone(&backend), after_flush);
         Store {
             inner: Arc::new(Inner {
                 backend,
-                writer: Mutex::new(HashMap::new()),
+                writer,
                 durability,
+                foreign: Mutex::new(Vec::new()),
             }),
+        }
+    }
+
+    /// Registers `f` to be called when another process sharing the engine
+    /// (another host on PostgreSQL) has written: whoever keeps a copy of
+    /// stored data in memory marks it stale. It is called with the store's
+    /// writer lock held, before the next write transaction runs, and from
+    /// [`Store::poll_foreign_writes`]; so it must only set a flag, never
+    /// take a lock or touch the store.
+    pub fn on_foreign_write(&self, f: impl Fn() + Send + Sync + 'static) {
+        self.inner.foreign.lock().push(Arc::new(f));
+    }
+
+    /// Asks the engine whether another process wrote since the last look,
+    /// and tells the [`Store::on_foreign_write`] listeners if so. Always
+    /// false on the embedded engines, which only this process writes.
+    pub fn poll_foreign_writes(&self) -> Result<bool, StorageError> {
+        if !self.inner.backend.shared() || !self.inner.backend.foreign_writes()? {
+            return Ok(false);
+        }
+        self.tell_foreign_write();
+        Ok(true)
+    }
+
+    /// True when other processes may write to the same data (PostgreSQL).
+    pub fn is_shared(&self) -> bool {
+        self.inner.backend.shared()
+    }
+
+    fn tell_foreign_write(&self) {
+        let listeners: Vec<ForeignWrite> = self.inner.foreign.lock().clone();
+        for f in listeners {
+            f();
+        }
+    }
+
+    /// Gives a shared engine's writer lease back when nothing written under
+    /// it is pending. Call with the writer lock held.
+    pub(crate) fn release_lease_if_idle(&self) {
+        if self.inner.backend.shared()
+            && self.inner.durability.last_committed() == self.inner.durability.last_flushed()
+        {
+            release_lease(self.inner.backend.as_ref());
         }
     }
 
@@ -251,6 +339,17 @@ impl Store {
         iter.map(move |r| r.map(|(k, v)| (ks.strip(&k).to_vec(), v)))
     }
 
+    /// True when the store holds nothing at all, in any keyspace.
+    pub fn is_empty(&self) -> Result<bool, StorageError> {
+        Ok(self
+            .inner
+            .backend
+            .range(Bound::Unbounded, Bound::Unbounded, false)
+            .next()
+            .transpose()?
+            .is_none())
+    }
+
     /// True when `ks` holds no key.
     pub fn keyspace_is_empty(&self, ks: Keyspace) -> Result<bool, StorageError> {
         Ok(self
@@ -275,6 +374,13 @@ impl Store {
             return Err(StorageError::Poisoned(msg.to_string()).into());
         }
         let mut sequences = self.inner.writer.lock();
+        if self.inner.backend.shared() && self.inner.backend.acquire_writer()? {
+            // Another host wrote meanwhile: re-read the last numbers, and
+            // have in-memory copies of stored data reloaded before the
+            // transaction reads them.
+            sequences.clear();
+            self.tell_foreign_write();
+        }
         let mut txn = WriteTxn::new(self.inner.backend.as_ref(), &mut sequences);
         let value = match f(&mut txn) {
             Ok(v) => v,
@@ -287,6 +393,8 @@ impl Store {
         };
         let finished = txn.finish();
         let seq = if finished.writes.is_empty() && !finished.checkpointed {
+            // Read-only: no flush will come to give the lease back.
+            self.release_lease_if_idle();
             0
         } else {
             if !finished.writes.is_empty()
@@ -338,6 +446,15 @@ impl Store {
     }
 }
 
+/// Gives a shared engine's writer lease back. A failure is logged, not
+/// returned: the lease is a session lock that ends with its connection, and
+/// a lost lease is caught by the engine before it could lose a write.
+fn release_lease(backend: &dyn Backend) {
+    if let Err(e) = backend.release_writer() {
+        tracing::warn!(error = %e, "giving back the writer lease failed");
+    }
+}
+
 fn scan_bounds(
     ks: Keyspace,
     prefix: &[u8],
@@ -371,9 +488,13 @@ mod tests {
     const KS: Keyspace = Keyspace::new("t");
     const OTHER: Keyspace = Keyspace::new("t2");
 
+    /// Options for `engine`; for PostgreSQL, a new database on the test
+    /// server each call.
     fn options(engine: Engine) -> OpenOptions {
         OpenOptions {
             engine,
+            url: (engine == Engine::Postgres).then(cohort_tests::postgres::fresh_database),
+            connections: 2,
             ..OpenOptions::default()
         }
     }
@@ -516,6 +637,7 @@ mod tests {
 
     fn sequences_follow_commits_and_survive_reopen(engine: Engine) {
         let dir = tempfile::tempdir().unwrap();
+        let opts = options(engine);
         let append = |store: &Store, fail: bool| {
             store.write(|t| {
                 let n = t.next_sequence(KS)?;
@@ -530,7 +652,7 @@ mod tests {
             })
         };
         {
-            let store = Store::open(dir.path(), &options(engine)).unwrap();
+            let store = Store::open(dir.path(), &opts).unwrap();
             assert_eq!(
                 append(&store, false).unwrap().durable_blocking().unwrap(),
                 1
@@ -541,7 +663,7 @@ mod tests {
                 3
             );
         }
-        let store = Store::open(dir.path(), &options(engine)).unwrap();
+        let store = Store::open(dir.path(), &opts).unwrap();
         assert_eq!(
             append(&store, false).unwrap().durable_blocking().unwrap(),
             5
@@ -550,8 +672,9 @@ mod tests {
 
     fn data_survives_reopen(engine: Engine) {
         let dir = tempfile::tempdir().unwrap();
+        let opts = options(engine);
         {
-            let store = Store::open(dir.path(), &options(engine)).unwrap();
+            let store = Store::open(dir.path(), &opts).unwrap();
             store
                 .write(|t| {
                     t.put(KS, b"k", b"v".to_vec());
@@ -561,7 +684,7 @@ mod tests {
                 .durable_blocking()
                 .unwrap();
         }
-        let store = Store::open(dir.path(), &options(engine)).unwrap();
+        let store = Store::open(dir.path(), &opts).unwrap();
         assert_eq!(store.get(KS, b"k").unwrap(), Some(b"v".to_vec()));
     }
 
@@ -611,6 +734,57 @@ mod tests {
 
     on_each_engine!(fjall, Engine::Fjall);
     on_each_engine!(sled, Engine::Sled);
+    on_each_engine!(postgres, Engine::Postgres);
+
+    /// Two stores on one database are two hosts: a uniqueness check and
+    /// the write it guards never interleave with the other host's, and
+    /// sequence numbers continue where the other host left off.
+    #[test]
+    fn two_hosts_on_one_database_take_turns_and_share_sequences() {
+        let opts = options(Engine::Postgres);
+        let a = Store::open(Path::new(""), &opts).unwrap();
+        let b = Store::open(Path::new(""), &opts).unwrap();
+        let threads: Vec<_> = [a.clone(), b.clone()]
+            .into_iter()
+            .enumerate()
+            .map(|(host, store)| {
+                std::thread::spawn(move || {
+                    let mut won = 0;
+                    for i in 0..40u32 {
+                        // Read-modify-write of one counter, and a claim that
+                        // only one host may make per round.
+                        let claimed = store
+                            .write(|t| {
+                                let n: u64 = t.get_json(KS, b"counter")?.unwrap_or(0);
+                                t.put_json(KS, b"counter", &(n + 1))?;
+                                let seq = t.next_sequence(OTHER)?;
+                                t.put(OTHER, &seq.to_be_bytes(), vec![host as u8]);
+                                let round = format!("round-{i}");
+                                if t.get(KS, round.as_bytes())?.is_some() {
+                                    return Ok(false);
+                                }
+                                t.put(KS, round.as_bytes(), vec![host as u8]);
+                                Ok::<_, StorageError>(true)
+                            })
+                            .unwrap()
+                            .durable_blocking()
+                            .unwrap();
+                        won += u32::from(claimed);
+                    }
+                    won
+                })
+            })
+            .collect();
+        let won: u32 = threads.into_iter().map(|t| t.join().unwrap()).sum();
+        assert_eq!(won, 40, "each round is claimed exactly once");
+        assert_eq!(a.get_json::<u64>(KS, b"counter").unwrap(), Some(80));
+        assert_eq!(b.get_json::<u64>(KS, b"counter").unwrap(), Some(80));
+        let seqs: Vec<u64> = b
+            .scan(OTHER, b"", None, false)
+            .map(|r| u64::from_be_bytes(r.unwrap().0.try_into().unwrap()))
+            .collect();
+        assert_eq!(seqs, (1..=80).collect::<Vec<_>>(), "no number given twice");
+    }
 
     #[test]
     fn a_directory_is_opened_only_by_the_engine_that_wrote_it() {

@@ -18,7 +18,7 @@ pub struct WriteTxn<'a> {
     writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
     /// Last sequence number per append-only keyspace, as committed; shared
     /// by all transactions (they run one at a time).
-    sequences: &'a mut HashMap<&'static str, u64>,
+    sequences: &'a mut crate::store::Sequences,
     /// Sequence numbers this transaction took; published on commit only.
     taken: HashMap<&'static str, u64>,
     /// Whether [`WriteTxn::checkpoint`] applied writes already.
@@ -38,7 +38,7 @@ pub(crate) struct Finished {
 impl<'a> WriteTxn<'a> {
     pub(crate) fn new(
         backend: &'a dyn Backend,
-        sequences: &'a mut HashMap<&'static str, u64>,
+        sequences: &'a mut crate::store::Sequences,
     ) -> Self {
         WriteTxn {
             backend,

@@ -12,6 +12,7 @@
 #![allow(clippy::disallowed_methods)]
 
 pub mod oracle;
+pub mod postgres;
 mod rng;
 
 pub use rng::Rng;

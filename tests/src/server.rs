@@ -118,12 +118,18 @@ impl Server {
             .env("COHORT_DATA_DIR", data)
             .env("COHORT_BOOTSTRAP_ADMIN_KEY", ADMIN_KEY)
             .env("COHORT_LOG_LEVEL", "warn")
+            // The built-in plugins would be compiled by every test server;
+            // tests that need plugins load them from the plugins directory
+            // with a shared cache (`start_with_plugins`), and the test of
+            // the built-ins turns them back on.
+            .env("COHORT_PLUGINS_BUILTIN", "false")
             // Every peer a test starts (the OIDC provider, mock sources) is on
             // loopback, which the server refuses by default. A test that checks
             // the refusal passes `COHORT_OUTBOUND_ALLOW_PRIVATE=""`, which
             // overrides this.
             .env(LOOPBACK_OPT_IN.0, LOOPBACK_OPT_IN.1)
             .env_remove("COHORT_CONFIG")
+            .envs(storage_env_unless_chosen(data, &env))
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log_file))
@@ -238,4 +244,26 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// The storage environment for `data` (see [`crate::postgres::storage_env`]),
+/// unless the test chose an engine itself.
+pub fn storage_env_unless_chosen(data: &Path, env: &[(String, String)]) -> Vec<(String, String)> {
+    if env.iter().any(|(k, _)| k.starts_with("COHORT_STORAGE_")) {
+        return Vec::new();
+    }
+    crate::postgres::storage_env(data)
+}
+
+/// A `cohort` command (backup, restore, migrate…) for the data directory
+/// `data` when given: with the storage the suite runs on, and without a
+/// configuration file from the environment.
+pub fn cohort_command(data: Option<&Path>) -> Command {
+    let mut c = Command::new(cohort_bin());
+    c.env_remove("COHORT_CONFIG");
+    if let Some(data) = data {
+        c.env("COHORT_DATA_DIR", data)
+            .envs(crate::postgres::storage_env(data));
+    }
+    c
 }

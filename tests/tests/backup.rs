@@ -9,7 +9,7 @@
 
 use std::process::Command;
 
-use cohort_tests::{ADMIN_KEY, Api, Server, cohort_bin};
+use cohort_tests::{ADMIN_KEY, Api, Server, cohort_bin, cohort_command};
 use serde_json::{Value, json};
 
 /// Everything a client can read, in a comparable form.
@@ -37,10 +37,20 @@ async fn snapshot(api: &Api) -> Vec<Value> {
     out
 }
 
+/// `cohort args…`, on the storage of the `--data-dir` it names.
+fn command(args: &[&str]) -> Command {
+    let data = args
+        .iter()
+        .position(|a| *a == "--data-dir")
+        .and_then(|i| args.get(i + 1))
+        .map(std::path::Path::new);
+    let mut c = cohort_command(data);
+    c.args(args);
+    c
+}
+
 fn run(args: &[&str]) -> std::process::Output {
-    let out = Command::new(cohort_bin())
-        .args(args)
-        .env_remove("COHORT_CONFIG")
+    let out = command(args)
         .output()
         .expect("run cohort");
     assert!(
@@ -121,17 +131,16 @@ async fn backup_while_running_then_restore_gives_an_identical_directory() {
         std::fs::read(&key).unwrap()
     );
     // Restoring over a non-empty directory is refused.
-    let again = Command::new(cohort_bin())
-        .args([
-            "restore",
-            "--input",
-            file.to_str().unwrap(),
-            "--data-dir",
-            restored.to_str().unwrap(),
-            "--key-file",
-            key.to_str().unwrap(),
-        ])
-        .output()
+    let again = command(&[
+        "restore",
+        "--input",
+        file.to_str().unwrap(),
+        "--data-dir",
+        restored.to_str().unwrap(),
+        "--key-file",
+        key.to_str().unwrap(),
+    ])
+    .output()
         .unwrap();
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("not empty"));
@@ -171,9 +180,8 @@ async fn restored_indexes_still_enforce_uniqueness() {
     s.kill();
     // Offline backup of the stopped server matches the online one, entry for entry.
     let offline = dir.path().join("b2");
-    let out = Command::new(cohort_bin())
+    let out = cohort_command(Some(s.data_dir()))
         .args(["backup", "--offline", "--output", offline.to_str().unwrap()])
-        .env("COHORT_DATA_DIR", s.data_dir())
         .output()
         .unwrap();
     assert!(
@@ -327,6 +335,77 @@ async fn a_sled_directory_moves_to_fjall_through_backup_and_restore() {
     copy.admin().create_user("after-the-move").await;
 }
 
+/// `cohort migrate` moves a stopped fjall directory into PostgreSQL and
+/// from there into sled; each copy is checked by the command itself and
+/// serves exactly what the original did. A non-empty target is refused.
+#[tokio::test]
+async fn migrate_moves_a_directory_to_postgres_and_back() {
+    let mut s = Server::start_with(&[("COHORT_STORAGE_ENGINE", "fjall")]);
+    let api = s.admin();
+    for i in 0..25 {
+        api.create_user(&format!("migrant{i}")).await;
+    }
+    let before = snapshot(&api).await;
+    assert!(s.terminate().success());
+    let data = s.data_dir().to_path_buf();
+    let secret = std::fs::read_to_string(data.join("secret.key")).unwrap();
+    let database = cohort_tests::postgres::fresh_database();
+
+    let migrate = |from: &str, to: &str| {
+        cohort_command(None)
+            .args(["migrate", "--from", from, "--to", to])
+            .output()
+            .unwrap()
+    };
+    let out = migrate(&format!("fjall:{}", data.display()), &database);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(report["entries"].as_u64().unwrap() > 25, "{report}");
+
+    // Into PostgreSQL again: the database is no longer empty.
+    let again = migrate(&format!("fjall:{}", data.display()), &database);
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("not empty"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+
+    // A server on the database, with the directory's secret key, serves
+    // what the original did.
+    let dir = tempfile::tempdir().unwrap();
+    let host = dir.path().join("host");
+    std::fs::create_dir_all(&host).unwrap();
+    std::fs::write(host.join("secret.key"), &secret).unwrap();
+    let mut on_pg = Server::start_with(&[
+        ("COHORT_STORAGE_URL", database.as_str()),
+        ("COHORT_DATA_DIR", host.to_str().unwrap()),
+    ]);
+    assert_eq!(snapshot(&on_pg.admin()).await, before);
+    assert!(on_pg.terminate().success());
+
+    // And back out, to sled this time.
+    let back = dir.path().join("sled");
+    let out = migrate(&database, &format!("sled:{}", back.display()));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report_back: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report_back["sha256"], report["sha256"]);
+    std::fs::write(back.join("secret.key"), &secret).unwrap();
+    let on_sled = Server::start_with(&[
+        ("COHORT_STORAGE_ENGINE", "sled"),
+        ("COHORT_DATA_DIR", back.to_str().unwrap()),
+    ]);
+    assert_eq!(snapshot(&on_sled.admin()).await, before);
+}
+
 /// `text` with its trailer's entry checksum recomputed, as someone editing
 /// the file would: the checksum is public, so only the HMAC can tell.
 fn fix_checksum(text: &str) -> String {
@@ -376,10 +455,8 @@ async fn an_edited_backup_is_refused_and_an_untouched_one_restores() {
     let planted = theirs.admin().create_key("planted", "admin").await;
     theirs.kill();
     let other = dir.path().join("theirs.b");
-    let out = Command::new(cohort_bin())
+    let out = cohort_command(Some(theirs.data_dir()))
         .args(["backup", "--offline", "--output", other.to_str().unwrap()])
-        .env_remove("COHORT_CONFIG")
-        .env("COHORT_DATA_DIR", theirs.data_dir())
         .output()
         .unwrap();
     assert!(
@@ -421,9 +498,7 @@ async fn an_edited_backup_is_refused_and_an_untouched_one_restores() {
             target.to_str().unwrap(),
         ];
         args.extend_from_slice(extra);
-        Command::new(cohort_bin())
-            .args(&args)
-            .env_remove("COHORT_CONFIG")
+        command(&args)
             .env_remove("COHORT_SECRET_KEY")
             .output()
             .unwrap()

@@ -10,6 +10,7 @@ mod federation;
 mod groups_oracle;
 mod groups_related;
 mod hostile;
+mod hosts;
 mod identities;
 mod imports;
 mod ops;

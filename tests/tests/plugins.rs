@@ -144,6 +144,97 @@ async fn built_in_and_test_plugins_load_and_describe_themselves() {
     api.get("/api/v1/plugins/nope").await.expect(404);
 }
 
+/// The names in the manifests `plugins/build` wrote to `target/plugins`,
+/// read from the files rather than asked of the server.
+fn shipped_plugin_names() -> Vec<String> {
+    let dir = plugins_dir().join("../plugins");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .map(|p| {
+            let text = std::fs::read_to_string(&p).unwrap();
+            text.lines()
+                .find_map(|l| l.strip_prefix("name = "))
+                .unwrap()
+                .trim_matches('"')
+                .to_string()
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+/// With no plugins directory, the server has every plugin it ships, from
+/// inside the binary: dynamic groups work on a fresh install. A plugin of
+/// the same name in a plugins directory takes the built-in one's place,
+/// and a built-in plugin cannot be removed or uploaded over.
+#[tokio::test]
+async fn shipped_plugins_are_built_in_and_a_directory_overrides_them() {
+    let cache = plugins_dir().join("../plugin-cache");
+    let cache = cache.to_str().unwrap();
+    let s = Server::start_with(&[
+        ("COHORT_PLUGINS_BUILTIN", "true"),
+        ("COHORT_PLUGIN_CACHE_DIR", cache),
+    ]);
+    let api = s.admin();
+    let list = api.get("/api/v1/plugins").await.expect(200).body;
+    assert_eq!(list["failed"], json!([]), "{list}");
+    let items = list["items"].as_array().unwrap();
+    let names: Vec<String> = items
+        .iter()
+        .map(|p| p["manifest"]["name"].as_str().unwrap().to_string())
+        .collect();
+    let shipped = shipped_plugin_names();
+    assert!(shipped.contains(&"rules-standard".to_string()), "{shipped:?}");
+    assert_eq!(names, shipped);
+    assert!(items.iter().all(|p| p["source"] == "builtin"), "{list}");
+    // Dynamic groups work with nothing installed by hand.
+    api.create(
+        "/api/v1/users",
+        json!({"username": "ada", "email": "ada@example.com", "department": "Eng"}),
+    )
+    .await;
+    let id = api.equals_group("eng", "user", "department", "Eng").await;
+    let members = api
+        .get(&format!("/api/v1/groups/{id}/members"))
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(members["items"].as_array().unwrap().len(), 1, "{members}");
+    // Neither removed nor uploaded over.
+    let removed = api.delete("/api/v1/plugins/csv").await.expect(409);
+    assert_eq!(removed.body["error"]["code"], "plugin_builtin", "{}", removed.body);
+    drop(s);
+
+    // A directory with one plugin of a shipped name: that one comes from
+    // the directory, the others still from the binary.
+    let dir = tempfile::tempdir().unwrap();
+    let from = plugins_dir().join("../plugins");
+    for ext in ["wasm", "toml"] {
+        std::fs::copy(
+            from.join(format!("csv.{ext}")),
+            dir.path().join(format!("csv.{ext}")),
+        )
+        .unwrap();
+    }
+    let s = Server::start_with(&[
+        ("COHORT_PLUGINS_BUILTIN", "true"),
+        ("COHORT_PLUGIN_CACHE_DIR", cache),
+        ("COHORT_PLUGINS_DIR", dir.path().to_str().unwrap()),
+    ]);
+    let list = s.admin().get("/api/v1/plugins").await.expect(200).body;
+    for p in list["items"].as_array().unwrap() {
+        let expected = if p["manifest"]["name"] == "csv" {
+            "directory"
+        } else {
+            "builtin"
+        };
+        assert_eq!(p["source"], expected, "{p}");
+    }
+    assert_eq!(list["items"].as_array().unwrap().len(), shipped.len());
+}
+
 #[tokio::test]
 async fn rules_standard_evaluates_and_reports_rule_errors_by_position() {
     let s = Server::start_with_plugins(&[]);

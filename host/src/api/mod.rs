@@ -61,6 +61,8 @@ pub struct AppState {
     pub keys: ApiKeys,
     /// The store, for backups and readiness.
     pub store: Store,
+    /// How far this host is behind the others sharing its database.
+    pub replication: Arc<crate::replication::Replication>,
     /// Request metrics.
     pub metrics: Arc<Metrics>,
     /// Where temporary backup files go (same filesystem as the store).

@@ -41,6 +41,11 @@ pub struct Readiness {
     pub status: String,
     /// Why storage refuses writes, when it does (after a failed flush).
     pub storage: Option<String>,
+    /// With several hosts over PostgreSQL: milliseconds since this host last
+    /// confirmed that its in-memory state follows every other host's
+    /// writes. Absent on the embedded engines. Over 10 s, the host is not
+    /// ready.
+    pub replication_lag_ms: Option<i64>,
     /// Rule-evaluator plugins that dynamic groups need and that cannot be
     /// called: not installed (no plugins directory, or one without them),
     /// disabled, or not rule evaluators.
@@ -89,6 +94,14 @@ pub async fn readyz(State(s): State<AppState>, origin: Origin, headers: HeaderMa
     if let Some(reason) = &storage {
         problems.push(format!("storage unavailable: {reason}"));
     }
+    let replication_lag_ms = s.replication.lag_ms();
+    if let Some(lag) = replication_lag_ms
+        && lag > crate::replication::MAX_LAG_MS
+    {
+        problems.push(format!(
+            "replica behind: no contact with the database for {lag} ms"
+        ));
+    }
     if let Some(e) = &groups_error {
         problems.push(format!("groups unreadable: {e}"));
     }
@@ -114,6 +127,7 @@ pub async fn readyz(State(s): State<AppState>, origin: Origin, headers: HeaderMa
             problems.join("; ")
         },
         storage,
+        replication_lag_ms,
         missing_evaluators: missing,
         waiting_group_count: waiting.len(),
         waiting_groups: if names_groups {
@@ -134,7 +148,19 @@ pub async fn metrics(State(s): State<AppState>) -> Response {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        s.metrics.render(),
+        {
+            let mut text = s.metrics.render();
+            if let Some(lag) = s.replication.lag_ms() {
+                text.push_str(
+                    "# HELP cohort_replication_lag_seconds Time since this host last confirmed it follows the other hosts' writes.\n# TYPE cohort_replication_lag_seconds gauge\n",
+                );
+                text.push_str(&format!(
+                    "cohort_replication_lag_seconds {:.3}\n",
+                    lag as f64 / 1000.0
+                ));
+            }
+            text
+        },
     )
         .into_response()
 }

@@ -606,7 +606,7 @@ mod tests {
     impl Fixture {
         fn new() -> Fixture {
             let dir = tempfile::tempdir().unwrap();
-            let store = Store::open(dir.path(), &Default::default()).unwrap();
+            let store = crate::test_support::open_store(dir.path());
             store.migrate(crate::migrations::MIGRATIONS).unwrap();
             let clock = TestClock::at_system_time();
             let directory = Directory::new(store.clone(), clock.clone());

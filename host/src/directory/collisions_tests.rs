@@ -2,7 +2,6 @@
 //! users that are one identity under the new rules, migrated to the end.
 
 use chrono::TimeZone;
-use cohort_storage::{OpenOptions, Store};
 use serde_json::json;
 
 use super::*;
@@ -38,7 +37,7 @@ fn old_user(txn: &mut WriteTxn<'_>, username: &str, email: &str) -> Uuid {
 #[test]
 fn collisions_are_kept_indexed_once_and_reported_once() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), &OpenOptions::default()).unwrap();
+    let store = crate::test_support::open_store(dir.path());
     assert_eq!(store.migrate(&MIGRATIONS[..2]).unwrap(), 2);
     let (kate, wide, hidden, ada) = store
         .write(|txn| {
@@ -116,7 +115,7 @@ fn collisions_are_kept_indexed_once_and_reported_once() {
 #[test]
 fn a_collided_user_can_change_and_takes_the_key_once_it_is_free() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), &OpenOptions::default()).unwrap();
+    let store = crate::test_support::open_store(dir.path());
     store.migrate(&MIGRATIONS[..2]).unwrap();
     let (kate, wide) = store
         .write(|txn| {
@@ -165,7 +164,7 @@ fn a_collided_user_can_change_and_takes_the_key_once_it_is_free() {
 #[test]
 fn version_4_folds_default_ignorables_and_keeps_old_reports() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), &OpenOptions::default()).unwrap();
+    let store = crate::test_support::open_store(dir.path());
     assert_eq!(store.migrate(&MIGRATIONS[..2]).unwrap(), 2);
     let (kate, wide) = store
         .write(|txn| {

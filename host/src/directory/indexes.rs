@@ -28,7 +28,6 @@ pub(crate) fn build_serial_index(txn: &mut WriteTxn<'_>) -> Result<(), StorageEr
 
 #[cfg(test)]
 mod tests {
-    use cohort_storage::{OpenOptions, Store};
     use serde_json::json;
     use uuid::Uuid;
 
@@ -37,7 +36,7 @@ mod tests {
     #[test]
     fn the_serial_index_is_built_from_stored_devices() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), &OpenOptions::default()).unwrap();
+        let store = crate::test_support::open_store(dir.path());
         let (with, without) = (Uuid::now_v7(), Uuid::now_v7());
         store
             .write(|txn| {

@@ -41,7 +41,7 @@ pub use recomputes::{RecomputeRun, RunState};
 
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use chrono::{DateTime, Utc};
 use cohort_storage::{Store, WriteTxn};
@@ -90,6 +90,9 @@ struct Inner {
     previews: Arc<tokio::sync::Semaphore>,
     /// When the next exemption lapses (see `expiry`).
     lapses: Mutex<expiry::Lapses>,
+    /// Set when another host sharing the store wrote: the replica and the
+    /// compiled plan may be behind, and are rebuilt before their next use.
+    stale: Arc<AtomicBool>,
 }
 
 /// Which subjects a run covers.
@@ -116,6 +119,11 @@ impl Groups {
     ) -> Result<Groups, DomainError> {
         let now = clock.now();
         let next_lapse = expiry::due(&store, now, now)?.1;
+        let stale = Arc::new(AtomicBool::new(false));
+        store.on_foreign_write({
+            let stale = Arc::clone(&stale);
+            move || stale.store(true, Ordering::SeqCst)
+        });
         let groups = Groups {
             inner: Arc::new(Inner {
                 store,
@@ -131,6 +139,7 @@ impl Groups {
                     std::thread::available_parallelism().map_or(2, |n| n.get()),
                 )),
                 lapses: Mutex::new(expiry::Lapses::at(now, next_lapse)),
+                stale,
             }),
         };
         groups.seed_defaults()?;
@@ -148,6 +157,16 @@ impl Groups {
 
     fn invalidate(&self) {
         self.inner.generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Drops what another host's writes may have made stale (see
+    /// `Inner::stale`). Called before the replica or the plan is used, never
+    /// with either lock held.
+    fn catch_up(&self) {
+        if self.inner.stale.swap(false, Ordering::SeqCst) {
+            self.invalidate();
+            *self.inner.replica.lock() = None;
+        }
     }
 
     fn schema(&self) -> Result<Schema, DomainError> {
@@ -187,6 +206,7 @@ impl Groups {
     /// The compiled plan of every dynamic group, rebuilt when a group or the
     /// attribute schema changed since it was built.
     fn full_plan(&self, r: &impl Reader) -> Result<Arc<Plan>, DomainError> {
+        self.catch_up();
         let generation = self.inner.generation.load(Ordering::SeqCst);
         let schema = self.schema()?;
         let mut cache = self.inner.cache.lock();
@@ -229,6 +249,7 @@ impl Groups {
         &self,
         txn: &mut WriteTxn<'_>,
     ) -> Result<MappedMutexGuard<'_, Replica>, DomainError> {
+        self.catch_up();
         let inner = Arc::clone(&self.inner);
         txn.on_abort(move || *inner.replica.lock() = None);
         let mut guard = self.inner.replica.lock();
@@ -242,6 +263,7 @@ impl Groups {
 
     /// The replica for reading outside a transaction (previews, explanations).
     fn replica_read(&self) -> Result<MappedMutexGuard<'_, Replica>, DomainError> {
+        self.catch_up();
         let mut guard = self.inner.replica.lock();
         if guard.is_none() {
             *guard = Some(Replica::load(self.store())?);

@@ -123,6 +123,7 @@ impl Groups {
     fn evaluator_needs(&self) -> Result<Arc<Vec<Need>>, DomainError> {
         // Read before the groups: a change during the scan leaves a stale
         // list under the old generation, which the next call replaces.
+        self.catch_up();
         let generation = self.inner.generation.load(Ordering::SeqCst);
         let now = self.now();
         if let Some(n) = self.inner.needs.lock().as_ref()

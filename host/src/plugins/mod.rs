@@ -19,4 +19,18 @@ pub mod registry;
 pub mod secrets;
 
 pub use instances::Instances;
+
+/// A plugin compiled into the binary (see `host/build.rs`): its file name
+/// in `target/plugins`, its manifest and its component.
+pub struct Builtin {
+    /// The file stem, for messages.
+    pub file: &'static str,
+    /// The manifest, TOML.
+    pub manifest: &'static str,
+    /// The WebAssembly component.
+    pub component: &'static [u8],
+}
+
+/// The plugins this build ships, loaded unless `[plugins] builtin = false`.
+pub static BUILTIN: &[Builtin] = include!(concat!(env!("OUT_DIR"), "/builtin_plugins.rs"));
 pub use registry::Registry;

@@ -59,6 +59,9 @@ pub enum Source {
     Directory,
     /// Uploaded through the API.
     Upload,
+    /// Shipped inside the `cohort` binary. A plugin of the same name in the
+    /// plugins directory, or uploaded earlier, takes its place.
+    Builtin,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -143,6 +146,7 @@ impl Registry {
         store: Store,
         clock: Arc<dyn Clock>,
         directory: Option<&Path>,
+        builtin: &[super::Builtin],
     ) -> Result<Registry, DomainError> {
         let mut installed = BTreeMap::new();
         let mut failures = Vec::new();
@@ -245,6 +249,43 @@ impl Registry {
                 }
             }
         }
+        for b in builtin {
+            let file = format!("(built in) {}", b.file);
+            let result = Manifest::from_toml(b.manifest)
+                .map_err(|e| e.to_string())
+                .and_then(|manifest| {
+                    if installed.contains_key(&manifest.name) {
+                        return Ok(None);
+                    }
+                    runtime
+                        .load(manifest, b.component)
+                        .map(Some)
+                        .map_err(|e| e.to_string())
+                });
+            match result {
+                Ok(Some(loaded)) => {
+                    let name = loaded.manifest().name.clone();
+                    installed.insert(
+                        name.clone(),
+                        Installed {
+                            enabled: state(&name)?,
+                            loaded: Arc::new(loaded),
+                            source: Source::Builtin,
+                            sha256: sha256_hex(b.component),
+                            size_bytes: b.component.len() as u64,
+                            installed_at: now,
+                        },
+                    );
+                }
+                Ok(None) => {
+                    tracing::info!(plugin = %b.file, "built-in plugin replaced by one of the same name");
+                }
+                Err(error) => {
+                    tracing::error!(file = %file, error = %error, "built-in plugin failed to load");
+                    failures.push(LoadFailure { file, error });
+                }
+            }
+        }
         Ok(Registry {
             inner: Arc::new(Inner {
                 runtime,
@@ -338,6 +379,19 @@ impl Registry {
     ) -> Result<Committed<PluginView>, Error> {
         manifest.validate()?;
         let name = manifest.name.clone();
+        if let Some(existing) = self.inner.installed.read().get(&name)
+            && existing.source == Source::Builtin
+        {
+            return Err(DomainError::Conflict {
+                code: "plugin_builtin",
+                field: Some("manifest.name".into()),
+                message: format!(
+                    "{name:?} is built into this server; to replace it, put a component of that \
+                     name in the plugins directory"
+                ),
+            }
+            .into());
+        }
         if self.inner.installed.read().contains_key(&name) {
             return Err(DomainError::Conflict {
                 code: "plugin_exists",
@@ -462,6 +516,17 @@ impl Registry {
         let entry = installed
             .get(name)
             .ok_or_else(|| DomainError::not_found("plugin", name))?;
+        if entry.source == Source::Builtin {
+            return Err(DomainError::Conflict {
+                code: "plugin_builtin",
+                field: None,
+                message: format!(
+                    "plugin {name:?} is built into this server; disable it instead, or replace it \
+                     through the plugins directory"
+                ),
+            }
+            .into());
+        }
         if entry.source == Source::Directory {
             return Err(DomainError::Conflict {
                 code: "plugin_from_directory",

@@ -11,6 +11,7 @@ use ed25519_dalek::SigningKey;
 use ed25519_dalek::pkcs8::EncodePrivateKey;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use parking_lot::RwLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::ToSchema;
@@ -63,6 +64,9 @@ pub struct Signer {
     issuer: String,
     /// Newest first.
     keys: RwLock<Vec<Arc<Loaded>>>,
+    /// Set when another host sharing the store wrote (it may have rotated
+    /// the keys): they are read again before the next use.
+    stale: Arc<AtomicBool>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -137,12 +141,18 @@ impl Signer {
         secrets: SecretBox,
         issuer: String,
     ) -> Result<Signer, DomainError> {
+        let stale = Arc::new(AtomicBool::new(false));
+        store.on_foreign_write({
+            let stale = Arc::clone(&stale);
+            move || stale.store(true, Ordering::SeqCst)
+        });
         let signer = Signer {
             store,
             clock,
             secrets,
             issuer,
             keys: RwLock::new(Vec::new()),
+            stale,
         };
         signer.reload()?;
         if signer.keys.read().is_empty() {
@@ -182,8 +192,19 @@ impl Signer {
         Ok(())
     }
 
+    /// Reads the keys again if another host may have changed them.
+    fn catch_up(&self) {
+        if self.stale.swap(false, Ordering::SeqCst)
+            && let Err(e) = self.reload()
+        {
+            self.stale.store(true, Ordering::SeqCst);
+            tracing::warn!(error = %e, "reading the session signing keys again failed");
+        }
+    }
+
     /// The kept public keys, newest (the signing one) first.
     pub fn public_keys(&self) -> Vec<PublicKey> {
+        self.catch_up();
         self.keys.read().iter().map(|k| k.public.clone()).collect()
     }
 
@@ -250,6 +271,7 @@ impl Signer {
         now: DateTime<Utc>,
         expires_at: DateTime<Utc>,
     ) -> Result<String, DomainError> {
+        self.catch_up();
         let key = self
             .keys
             .read()
@@ -275,6 +297,7 @@ impl Signer {
         let header =
             jsonwebtoken::decode_header(token).map_err(|e| VerifyError::Invalid(e.to_string()))?;
         let kid = header.kid.ok_or(VerifyError::UnknownKey)?;
+        self.catch_up();
         let key = self
             .keys
             .read()

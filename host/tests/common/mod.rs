@@ -80,9 +80,19 @@ impl InProcess {
             ),
             ("COHORT_BOOTSTRAP_ADMIN_KEY".into(), ADMIN_KEY.into()),
             ("COHORT_LOG_LEVEL".into(), "warn".into()),
+            // As for the binary's tests: plugins come from the directory.
+            ("COHORT_PLUGINS_BUILTIN".into(), "false".into()),
             (LOOPBACK_OPT_IN.0.into(), LOOPBACK_OPT_IN.1.into()),
         ]);
-        vars.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        vars.extend(cohort_tests::storage_env_unless_chosen(
+            &dir.path().join("data"),
+            &env,
+        ));
+        vars.extend(env);
         let config = Config::load(None, |k| vars.get(k).cloned()).expect("configuration");
         let clock = TestClock::at_system_time();
         let (ready, started) = std::sync::mpsc::channel();

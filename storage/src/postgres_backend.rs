@@ -1,0 +1,479 @@
+//! The shared engine: PostgreSQL, so that several Cohort hosts can serve one
+//! directory (issue #21), the way Keycloak runs over a shared SQL database.
+//!
+//! The whole store is one table of ordered byte keys, `cohort_kv`, because
+//! everything above [`Backend`] (keyspaces, transactions, migrations,
+//! backups) is built once on an ordered key-value contract. `bytea` compares
+//! bytewise, which is the order every engine gives.
+//!
+//! Three decisions carry the rest:
+//! - **Durability is PostgreSQL's commit.** Every batch is one transaction,
+//!   committed with `synchronous_commit = on`, so [`Backend::flush`] has
+//!   nothing left to do. The store's group commit still batches concurrent
+//!   writers into one transaction, which is what keeps creates cheap.
+//! - **Writers across hosts take turns under a lease**, a session-level
+//!   advisory lock held by the writer connection (see [`LEASE_KEY`]). A host
+//!   takes it before a write transaction reads, keeps it while its writes are
+//!   pending, and gives it back once they are committed or after
+//!   [`LEASE_SLICE`] when it is busy, so another host's writers are not
+//!   starved. Uniqueness checks and the writes they guard therefore never
+//!   interleave with another host's, exactly as on one host.
+//! - **A lost lease can never lose an update.** Each batch also moves the
+//!   `generation` counter on, but only from the value this host last saw. If
+//!   the lease connection broke and another host wrote meanwhile, the batch
+//!   fails instead of overwriting what it did not read.
+//!
+//! The `postgres` client blocks on a runtime of its own, which must not run
+//! on an async worker. Connections therefore live on threads of their own
+//! ([`Pool`]); callers hand them jobs and wait for the answer.
+
+use std::collections::{HashMap, VecDeque};
+use std::ops::Bound;
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+
+use parking_lot::Mutex;
+use postgres::{Client, NoTls, Statement};
+
+use crate::StorageError;
+use crate::backend::{Backend, EntryIter};
+
+/// The advisory lock that serializes writers across hosts. Any fixed number
+/// works; this one spells "cohort" so that it is recognisable in `pg_locks`.
+const LEASE_KEY: i64 = 0x636f_686f_7274;
+
+/// Taken while the schema is created or checked, so that two hosts starting
+/// at once do not race on `CREATE TABLE`.
+const SCHEMA_KEY: i64 = LEASE_KEY + 1;
+
+/// The layout of the tables below. Bumped when they change; a database with
+/// a newer layout is refused rather than misread.
+const LAYOUT: i32 = 1;
+
+/// How long a busy host keeps the writer lease before it lets other hosts
+/// in. Long enough that a burst of writes shares few hand-overs, short enough
+/// that a writer on another host waits well under a request timeout.
+const LEASE_SLICE: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Rows fetched per round trip while scanning.
+const PAGE: i64 = 512;
+
+/// Rows per statement when a batch is written; bounds one message's size.
+const CHUNK: usize = 4096;
+
+const SCHEMA: &str = "
+    CREATE TABLE IF NOT EXISTS cohort_kv (
+        k bytea PRIMARY KEY,
+        v bytea NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS cohort_meta (
+        id int PRIMARY KEY CHECK (id = 1),
+        layout int NOT NULL,
+        generation bigint NOT NULL
+    );
+";
+
+fn engine(e: postgres::Error) -> StorageError {
+    StorageError::Engine(format!("postgres: {e}"))
+}
+
+/// One connection, opened on first use and again after it breaks.
+struct Conn {
+    config: postgres::Config,
+    client: Option<Client>,
+    statements: HashMap<String, Statement>,
+}
+
+impl Conn {
+    fn client(&mut self) -> Result<&mut Client, postgres::Error> {
+        if self.client.as_ref().is_none_or(Client::is_closed) {
+            self.statements.clear();
+            let mut client = self.config.connect(NoTls)?;
+            // Durability is the commit: never let a server default weaken it.
+            client.batch_execute("SET synchronous_commit = on")?;
+            self.client = Some(client);
+        }
+        Ok(self.client.as_mut().expect("connected above"))
+    }
+
+    /// A prepared statement, prepared once per connection.
+    fn statement(&mut self, sql: &str) -> Result<Statement, postgres::Error> {
+        if let Some(s) = self.statements.get(sql) {
+            return Ok(s.clone());
+        }
+        let s = self.client()?.prepare(sql)?;
+        self.statements.insert(sql.to_string(), s.clone());
+        Ok(s)
+    }
+}
+
+type Job = Box<dyn FnOnce(&mut Conn) + Send>;
+
+/// Threads that each own one connection and run the jobs they are handed.
+struct Pool {
+    tx: Mutex<Option<mpsc::Sender<Job>>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Pool {
+    fn start(config: &postgres::Config, size: usize, name: &str) -> Result<Pool, StorageError> {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let rx = Arc::new(Mutex::new(rx));
+        let mut threads = Vec::with_capacity(size);
+        for i in 0..size.max(1) {
+            let rx = Arc::clone(&rx);
+            let mut conn = Conn {
+                config: config.clone(),
+                client: None,
+                statements: HashMap::new(),
+            };
+            let handle = std::thread::Builder::new()
+                .name(format!("cohort-pg-{name}-{i}"))
+                .spawn(move || {
+                    loop {
+                        let job = rx.lock().recv();
+                        match job {
+                            Ok(job) => job(&mut conn),
+                            Err(_) => return,
+                        }
+                    }
+                })?;
+            threads.push(handle);
+        }
+        Ok(Pool {
+            tx: Mutex::new(Some(tx)),
+            threads: Mutex::new(threads),
+        })
+    }
+
+    /// Runs `f` on a pooled connection and waits for its answer. A job that
+    /// finds its connection broken is retried once on a fresh one when
+    /// `retry` is set, which is only safe for reads.
+    fn run<T: Send + 'static>(
+        &self,
+        retry: bool,
+        f: impl Fn(&mut Conn) -> Result<T, postgres::Error> + Send + 'static,
+    ) -> Result<T, StorageError> {
+        let (answer, wait) = mpsc::sync_channel(1);
+        let job: Job = Box::new(move |conn: &mut Conn| {
+            let mut result = f(conn);
+            if result.is_err() && conn.client.as_ref().is_none_or(Client::is_closed) {
+                conn.client = None;
+                if retry {
+                    result = f(conn);
+                }
+            }
+            let _ = answer.send(result);
+        });
+        self.tx
+            .lock()
+            .as_ref()
+            .ok_or_else(|| StorageError::Engine("postgres: the store is closed".into()))?
+            .send(job)
+            .map_err(|_| StorageError::Engine("postgres: connection threads stopped".into()))?;
+        wait.recv()
+            .map_err(|_| StorageError::Engine("postgres: a connection thread stopped".into()))?
+            .map_err(engine)
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.tx.lock().take();
+        for t in self.threads.lock().drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Whether this host holds the writer lease, and what it knows of the
+/// database's write history.
+#[derive(Default)]
+struct Lease {
+    held_since: Option<std::time::Instant>,
+    /// The `generation` this host last saw: after its own batch, or when it
+    /// took the lease.
+    seen: Option<i64>,
+    /// The `generation` last reported by [`Backend::foreign_writes`] (or
+    /// reached by this host's own batch), so each foreign write is
+    /// reported once.
+    observed: Option<i64>,
+}
+
+pub(crate) struct PostgresBackend {
+    readers: Arc<Pool>,
+    /// One connection: the lease is a session lock, and batches are written
+    /// on the session that holds it.
+    writer: Pool,
+    lease: Mutex<Lease>,
+}
+
+impl PostgresBackend {
+    /// Connects, then creates the tables or checks that their layout is one
+    /// this build reads.
+    pub(crate) fn open(url: &str, connections: usize) -> Result<Self, StorageError> {
+        let config: postgres::Config = url.parse().map_err(|e| {
+            StorageError::Engine(format!("postgres: the storage URL is not usable: {e}"))
+        })?;
+        let writer = Pool::start(&config, 1, "writer")?;
+        writer.run(false, |conn| {
+            let client = conn.client()?;
+            let mut tx = client.transaction()?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_KEY])?;
+            tx.batch_execute(SCHEMA)?;
+            tx.execute(
+                "INSERT INTO cohort_meta (id, layout, generation) VALUES (1, $1, 0)
+                 ON CONFLICT (id) DO NOTHING",
+                &[&LAYOUT],
+            )?;
+            tx.commit()
+        })?;
+        let (layout, generation): (i32, i64) = writer.run(true, |conn| {
+            conn.client()?
+                .query_one("SELECT layout, generation FROM cohort_meta WHERE id = 1", &[])
+                .map(|row| (row.get(0), row.get(1)))
+        })?;
+        if layout > LAYOUT {
+            return Err(StorageError::Engine(format!(
+                "postgres: the database has table layout {layout}, but this build reads at most {LAYOUT}; upgrade Cohort"
+            )));
+        }
+        let readers = Arc::new(Pool::start(&config, connections.max(1), "reader")?);
+        Ok(PostgresBackend {
+            readers,
+            writer,
+            // What the domain loads at start-up is the database as of now.
+            lease: Mutex::new(Lease {
+                observed: Some(generation),
+                ..Lease::default()
+            }),
+        })
+    }
+}
+
+impl Backend for PostgresBackend {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        let key = key.to_vec();
+        self.readers.run(true, move |conn| {
+            let s = conn.statement("SELECT v FROM cohort_kv WHERE k = $1")?;
+            Ok(conn
+                .client()?
+                .query_opt(&s, &[&key])?
+                .map(|row| row.get::<_, Vec<u8>>(0)))
+        })
+    }
+
+    fn range(&self, start: Bound<Vec<u8>>, end: Bound<Vec<u8>>, reverse: bool) -> EntryIter<'_> {
+        Box::new(Pages {
+            pool: Arc::clone(&self.readers),
+            start,
+            end,
+            reverse,
+            buffered: VecDeque::new(),
+            done: false,
+        })
+    }
+
+    fn apply(
+        &self,
+        writes: &mut dyn Iterator<Item = (&[u8], Option<&[u8]>)>,
+    ) -> Result<(), StorageError> {
+        // Later writes to a key win, as in the embedded engines.
+        let mut last: std::collections::BTreeMap<Vec<u8>, Option<Vec<u8>>> = Default::default();
+        for (k, v) in writes {
+            last.insert(k.to_vec(), v.map(<[u8]>::to_vec));
+        }
+        let mut puts: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        let mut deletes: Vec<Vec<u8>> = Vec::new();
+        for (k, v) in last {
+            match v {
+                Some(v) => puts.push((k, v)),
+                None => deletes.push(k),
+            }
+        }
+        let seen = self.lease.lock().seen;
+        let puts = Arc::new(puts);
+        let deletes = Arc::new(deletes);
+        let generation = self.writer.run(false, move |conn| {
+            let upsert = conn.statement(
+                "INSERT INTO cohort_kv (k, v) SELECT * FROM unnest($1::bytea[], $2::bytea[])
+                 ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v",
+            )?;
+            let delete = conn.statement("DELETE FROM cohort_kv WHERE k = ANY($1::bytea[])")?;
+            let bump = conn.statement(
+                "UPDATE cohort_meta SET generation = generation + 1
+                 WHERE id = 1 AND ($1::bigint IS NULL OR generation = $1)
+                 RETURNING generation",
+            )?;
+            let mut tx = conn.client()?.transaction()?;
+            let Some(row) = tx.query_opt(&bump, &[&seen])? else {
+                // Rolled back when `tx` drops: nothing of the batch lands.
+                return Ok(None);
+            };
+            for chunk in deletes.chunks(CHUNK) {
+                let keys: Vec<&[u8]> = chunk.iter().map(Vec::as_slice).collect();
+                tx.execute(&delete, &[&keys])?;
+            }
+            for chunk in puts.chunks(CHUNK) {
+                let keys: Vec<&[u8]> = chunk.iter().map(|(k, _)| k.as_slice()).collect();
+                let values: Vec<&[u8]> = chunk.iter().map(|(_, v)| v.as_slice()).collect();
+                tx.execute(&upsert, &[&keys, &values])?;
+            }
+            tx.commit()?;
+            Ok(Some(row.get::<_, i64>(0)))
+        })?;
+        match generation {
+            Some(g) => {
+                let mut lease = self.lease.lock();
+                // Another host's write since the last look shows up as a
+                // gap before our own number.
+                if lease.observed == Some(g - 1) {
+                    lease.observed = Some(g);
+                }
+                lease.seen = Some(g);
+                Ok(())
+            }
+            None => Err(StorageError::Engine(
+                "postgres: another host wrote while this one held the writer lease (its \
+                 connection broke); the batch was not written"
+                    .into(),
+            )),
+        }
+    }
+
+    fn flush(&self) -> Result<(), StorageError> {
+        // Every batch was committed by `apply`, synchronously.
+        Ok(())
+    }
+
+    fn shared(&self) -> bool {
+        true
+    }
+
+    fn acquire_writer(&self) -> Result<bool, StorageError> {
+        if self.lease.lock().held_since.is_some() {
+            return Ok(false);
+        }
+        let generation: i64 = self.writer.run(false, |conn| {
+            let client = conn.client()?;
+            client.execute("SELECT pg_advisory_lock($1)", &[&LEASE_KEY])?;
+            client
+                .query_one("SELECT generation FROM cohort_meta WHERE id = 1", &[])
+                .map(|row| row.get(0))
+        })?;
+        let mut lease = self.lease.lock();
+        #[allow(clippy::disallowed_methods)] // A scheduling bound, not domain time.
+        let now = std::time::Instant::now();
+        lease.held_since = Some(now);
+        let moved = lease.seen != Some(generation);
+        lease.seen = Some(generation);
+        Ok(moved)
+    }
+
+    fn lease_due(&self) -> bool {
+        self.lease
+            .lock()
+            .held_since
+            .is_some_and(|since| since.elapsed() >= LEASE_SLICE)
+    }
+
+    fn foreign_writes(&self) -> Result<bool, StorageError> {
+        let generation: i64 = self.readers.run(true, |conn| {
+            let s = conn.statement("SELECT generation FROM cohort_meta WHERE id = 1")?;
+            conn.client()?.query_one(&s, &[]).map(|row| row.get(0))
+        })?;
+        let mut lease = self.lease.lock();
+        let before = lease.observed.replace(generation);
+        Ok(before != Some(generation))
+    }
+
+    fn release_writer(&self) -> Result<(), StorageError> {
+        if self.lease.lock().held_since.take().is_none() {
+            return Ok(());
+        }
+        self.writer.run(false, |conn| {
+            conn.client()?
+                .execute("SELECT pg_advisory_unlock($1)", &[&LEASE_KEY])
+                .map(|_| ())
+        })
+    }
+}
+
+/// A range read a page at a time, so that scanning a large directory holds
+/// one page in memory, not the directory.
+struct Pages {
+    pool: Arc<Pool>,
+    start: Bound<Vec<u8>>,
+    end: Bound<Vec<u8>>,
+    reverse: bool,
+    buffered: VecDeque<crate::Entry>,
+    done: bool,
+}
+
+impl Pages {
+    fn fetch(&mut self) -> Result<(), StorageError> {
+        let mut sql = String::from("SELECT k, v FROM cohort_kv WHERE true");
+        let mut params: Vec<Vec<u8>> = Vec::new();
+        for (bound, lower) in [(&self.start, true), (&self.end, false)] {
+            let op = match (bound, lower) {
+                (Bound::Included(_), true) => ">=",
+                (Bound::Excluded(_), true) => ">",
+                (Bound::Included(_), false) => "<=",
+                (Bound::Excluded(_), false) => "<",
+                (Bound::Unbounded, _) => continue,
+            };
+            if let Bound::Included(k) | Bound::Excluded(k) = bound {
+                params.push(k.clone());
+                sql.push_str(&format!(" AND k {op} ${}", params.len()));
+            }
+        }
+        sql.push_str(if self.reverse {
+            " ORDER BY k DESC"
+        } else {
+            " ORDER BY k"
+        });
+        sql.push_str(&format!(" LIMIT {PAGE}"));
+        let rows: Vec<crate::Entry> = self.pool.run(true, move |conn| {
+            let s = conn.statement(&sql)?;
+            let refs: Vec<&(dyn postgres::types::ToSql + Sync)> = params
+                .iter()
+                .map(|p| p as &(dyn postgres::types::ToSql + Sync))
+                .collect();
+            Ok(conn
+                .client()?
+                .query(&s, &refs)?
+                .into_iter()
+                .map(|row| (row.get::<_, Vec<u8>>(0), row.get::<_, Vec<u8>>(1)))
+                .collect())
+        })?;
+        if (rows.len() as i64) < PAGE {
+            self.done = true;
+        }
+        if let Some((last, _)) = rows.last() {
+            // The next page starts after the last key seen, in the
+            // direction of travel.
+            if self.reverse {
+                self.end = Bound::Excluded(last.clone());
+            } else {
+                self.start = Bound::Excluded(last.clone());
+            }
+        }
+        self.buffered.extend(rows);
+        Ok(())
+    }
+}
+
+impl Iterator for Pages {
+    type Item = Result<crate::Entry, StorageError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.buffered.is_empty() && !self.done {
+            if let Err(e) = self.fetch() {
+                self.done = true;
+                return Some(Err(e));
+            }
+        }
+        self.buffered.pop_front().map(Ok)
+    }
+}

@@ -1,0 +1,132 @@
+//! Several hosts over one PostgreSQL database behave as one Cohort: a write
+//! through one is visible through the other, a group created on one host
+//! governs the writes of the other, and killing a host in the middle of a
+//! write load loses no acknowledged write and leaves memberships that a
+//! full recompute does not change.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code, helpers included: a panic is a test failure"
+)]
+
+use std::collections::BTreeSet;
+
+use cohort_tests::{Api, Server, plugin_env, postgres};
+use serde_json::json;
+
+/// A host on `database`, with the plugins and the secret key every host
+/// shares.
+fn host(database: &str) -> Server {
+    let mut env: Vec<(&str, String)> = plugin_env();
+    env.push(("COHORT_STORAGE_URL", database.to_string()));
+    // Every host must have the same secret key (docs/operations.md).
+    env.push((
+        "COHORT_SECRET_KEY",
+        "c2hhcmVkLWJ5LWV2ZXJ5LWhvc3Qtb2YtdGhpcy10ZXN0IQ==".into(),
+    ));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    Server::start_with(&env)
+}
+
+/// Creates users through `api` until told to stop or the host dies;
+/// returns the ids that were acknowledged, with their departments.
+async fn load(api: Api, prefix: &'static str, n: usize) -> Vec<(String, String)> {
+    let mut acked = Vec::new();
+    for i in 0..n {
+        let department = if i % 2 == 0 { "Eng" } else { "Sales" };
+        let body = json!({
+            "username": format!("{prefix}{i}"),
+            "email": format!("{prefix}{i}@example.com"),
+            "department": department,
+        });
+        match api.try_post("/api/v1/users", &body).await {
+            Some((201, user)) => {
+                acked.push((user["id"].as_str().unwrap().to_string(), department.into()))
+            }
+            Some((status, body)) => panic!("{prefix}{i}: {status} {body}"),
+            // The host is gone: nothing more is acknowledged.
+            None => break,
+        }
+    }
+    acked
+}
+
+#[tokio::test]
+async fn two_hosts_share_writes_and_survive_the_loss_of_one() {
+    let database = postgres::fresh_database();
+    let a = host(&database);
+    let mut b = host(&database);
+    let (api_a, api_b) = (a.admin(), b.admin());
+
+    // A write through one host is read through the other.
+    let ada = api_a.create_user("ada").await;
+    let id = ada["id"].as_str().unwrap();
+    assert_eq!(
+        api_b.get(&format!("/api/v1/users/{id}")).await.expect(200).body["username"],
+        "ada"
+    );
+    // A group made on A after B started decides B's writes.
+    let eng = api_a.equals_group("eng", "user", "department", "Eng").await;
+    let grace = api_b
+        .post(
+            "/api/v1/users",
+            json!({"username": "grace", "email": "grace@example.com", "department": "Eng"}),
+        )
+        .await
+        .expect(201)
+        .body;
+    let grace = grace["id"].as_str().unwrap().to_string();
+    assert_eq!(api_a.member_ids(&eng).await, vec![grace.clone()]);
+    assert_eq!(api_b.member_ids(&eng).await, vec![grace.clone()]);
+
+    // Write load through both; B is killed part-way through.
+    let on_a = tokio::spawn(load(api_a.clone(), "a", 120));
+    let on_b = tokio::spawn(load(api_b.clone(), "b", 400));
+    loop {
+        let n = api_a.get("/api/v1/users?limit=500").await.expect(200).body["items"]
+            .as_array()
+            .unwrap()
+            .len();
+        if n >= 60 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    b.kill();
+    let mut acked = on_a.await.unwrap();
+    let from_b = on_b.await.unwrap();
+    assert!(!from_b.is_empty(), "B acknowledged nothing before it died");
+    assert!(from_b.len() < 400, "B was not killed during the load");
+    acked.extend(from_b);
+    acked.push((grace.clone(), "Eng".into()));
+
+    // Every acknowledged write is there, read through the survivor.
+    let stored: BTreeSet<String> = api_a
+        .all_items("/api/v1/users")
+        .await
+        .iter()
+        .map(|u| u["id"].as_str().unwrap().to_string())
+        .collect();
+    for (id, _) in &acked {
+        assert!(stored.contains(id), "acknowledged user {id} is missing");
+    }
+    // The survivor's memberships are what its rule says of every stored
+    // user (B's unacknowledged but committed writes included), and a full
+    // recompute changes nothing.
+    let users = api_a.all_items("/api/v1/users").await;
+    let expected: Vec<String> = {
+        let mut v: Vec<String> = users
+            .iter()
+            .filter(|u| u["department"] == "Eng")
+            .map(|u| u["id"].as_str().unwrap().to_string())
+            .collect();
+        v.sort();
+        v
+    };
+    let before = api_a.member_ids(&eng).await;
+    assert_eq!(before, expected);
+    let counts = api_a.recompute().await;
+    assert_eq!(api_a.member_ids(&eng).await, before, "recompute: {counts}");
+    // And the survivor keeps taking writes.
+    api_a.create_user("after").await;
+}
