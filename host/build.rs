@@ -49,7 +49,8 @@ fn main() {
             dir.display()
         );
     }
-    let out = PathBuf::from(std::env::var_os("OUT_DIR").unwrap_or_default()).join("builtin_plugins.rs");
+    let out =
+        PathBuf::from(std::env::var_os("OUT_DIR").unwrap_or_default()).join("builtin_plugins.rs");
     if let Err(e) = std::fs::write(&out, code) {
         panic!("writing {}: {e}", out.display());
     }

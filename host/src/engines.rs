@@ -12,7 +12,7 @@ use std::io::{BufReader, Seek};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use cohort_storage::{BackupKey, Engine, OpenOptions, Store, StorageError, Verify};
+use cohort_storage::{BackupKey, Engine, OpenOptions, StorageError, Store, Verify};
 
 /// Where a store lives: `fjall:DIR`, `sled:DIR` or a `postgres://` URL.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -154,11 +154,8 @@ pub fn move_store(
             allow_unauthenticated: false,
         },
     )?;
-    let target = Store::open(&to.dir, &target_options)?.export(
-        &mut std::io::sink(),
-        &key,
-        created_unix,
-    )?;
+    let target =
+        Store::open(&to.dir, &target_options)?.export(&mut std::io::sink(), &key, created_unix)?;
     if target.entries != source.entries || target.sha256 != source.sha256 {
         return Err(MoveError::Mismatch {
             source_entries: source.entries,

@@ -384,7 +384,12 @@ pub fn install_tls() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         // Err only when a provider is installed already, which is as good.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        // Deprecated because *ring* has no post-quantum key exchange; the
+        // alternative, aws-lc, needs cmake and more C to build. Upstream
+        // identity and HR APIs negotiate classic ECDHE either way.
+        #[allow(deprecated)]
+        let provider = rustls::crypto::ring::default_provider();
+        let _ = provider.install_default();
     });
 }
 

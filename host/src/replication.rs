@@ -77,7 +77,9 @@ pub fn spawn(replication: Arc<Replication>) {
             tokio::time::sleep(PERIOD).await;
             let r = Arc::clone(&replication);
             match tokio::task::spawn_blocking(move || r.poll()).await {
-                Ok(Ok(true)) => tracing::debug!("another host wrote; in-memory copies marked stale"),
+                Ok(Ok(true)) => {
+                    tracing::debug!("another host wrote; in-memory copies marked stale")
+                }
                 Ok(Ok(false)) => {}
                 Ok(Err(e)) => tracing::warn!(error = %e, "could not check for other hosts' writes"),
                 Err(e) => tracing::warn!(error = %e, "the replication check panicked"),

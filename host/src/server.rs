@@ -57,8 +57,12 @@ pub fn open_store(data_dir: &Path, options: &OpenOptions) -> Result<Store, Stora
     let store = Store::open(data_dir, options)?;
     let version = store.migrate(MIGRATIONS)?;
     match &options.url {
-        Some(url) => tracing::info!(schema_version = version, engine = %options.engine, database = %cohort_storage::redact_url(url), "storage ready"),
-        None => tracing::info!(schema_version = version, engine = %options.engine, data_dir = %data_dir.display(), "storage ready"),
+        Some(url) => {
+            tracing::info!(schema_version = version, engine = %options.engine, database = %cohort_storage::redact_url(url), "storage ready")
+        }
+        None => {
+            tracing::info!(schema_version = version, engine = %options.engine, data_dir = %data_dir.display(), "storage ready")
+        }
     }
     Ok(store)
 }

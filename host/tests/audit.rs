@@ -382,7 +382,7 @@ async fn behind_a_trusted_proxy_every_kind_of_change_records_the_forwarded_clien
 
     // SCIM.
     let scim_key = api.create_key("okta", "scim").await;
-    let r = reqwest::Client::new()
+    let r = cohort_tests::http_client()
         .post(format!("{}/scim/v2/Users", s.base))
         .bearer_auth(&scim_key)
         .header("content-type", "application/scim+json")
@@ -409,7 +409,7 @@ async fn behind_a_trusted_proxy_every_kind_of_change_records_the_forwarded_clien
     )
     .await
     .expect(204);
-    let r = reqwest::Client::builder()
+    let r = cohort_tests::http_client_builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap()

@@ -43,21 +43,22 @@ impl Store {
                 description = step.description,
                 "migrating storage schema"
             );
-            let ran = self.write(|txn| {
-                // Another host sharing the database may have run this step
-                // since the version was read above.
-                let now = txn.get_json::<u32>(META, SCHEMA_VERSION)?.unwrap_or(0);
-                if now >= step.version {
-                    return Ok(false);
-                }
-                (step.apply)(txn).map_err(|e| StorageError::Migration {
-                    version: step.version,
-                    detail: e.to_string(),
-                })?;
-                txn.put_json(META, SCHEMA_VERSION, &step.version)?;
-                Ok::<_, StorageError>(true)
-            })?
-            .durable_blocking()?;
+            let ran = self
+                .write(|txn| {
+                    // Another host sharing the database may have run this step
+                    // since the version was read above.
+                    let now = txn.get_json::<u32>(META, SCHEMA_VERSION)?.unwrap_or(0);
+                    if now >= step.version {
+                        return Ok(false);
+                    }
+                    (step.apply)(txn).map_err(|e| StorageError::Migration {
+                        version: step.version,
+                        detail: e.to_string(),
+                    })?;
+                    txn.put_json(META, SCHEMA_VERSION, &step.version)?;
+                    Ok::<_, StorageError>(true)
+                })?
+                .durable_blocking()?;
             if !ran {
                 tracing::info!(version = step.version, "another host ran this step");
             }

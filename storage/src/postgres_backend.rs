@@ -231,7 +231,10 @@ impl PostgresBackend {
         })?;
         let (layout, generation): (i32, i64) = writer.run(true, |conn| {
             conn.client()?
-                .query_one("SELECT layout, generation FROM cohort_meta WHERE id = 1", &[])
+                .query_one(
+                    "SELECT layout, generation FROM cohort_meta WHERE id = 1",
+                    &[],
+                )
                 .map(|row| (row.get(0), row.get(1)))
         })?;
         if layout > LAYOUT {

@@ -68,7 +68,7 @@ impl Api {
         Api {
             base: base.to_string(),
             key: key.map(str::to_string),
-            http: reqwest::Client::builder()
+            http: crate::http_client_builder()
                 .no_proxy()
                 .timeout(Duration::from_secs(30))
                 .build()

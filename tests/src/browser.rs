@@ -81,7 +81,7 @@ impl Browser {
     /// A browser with no cookies.
     pub fn new() -> Browser {
         Browser {
-            http: reqwest::Client::builder()
+            http: crate::http_client_builder()
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .expect("client"),

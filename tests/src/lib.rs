@@ -38,6 +38,25 @@ use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
+/// A client builder for the tests. The workspace builds reqwest with
+/// rustls but no crypto of its own (the server picks *ring*, see
+/// `cohort::outbound::install_tls`), so the tests install the same before
+/// their first client.
+pub fn http_client_builder() -> reqwest::ClientBuilder {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        #[allow(deprecated)] // No post-quantum key exchange; see the server's.
+        let provider = rustls::crypto::ring::default_provider();
+        let _ = provider.install_default();
+    });
+    reqwest::Client::builder()
+}
+
+/// A client with reqwest's defaults (see [`http_client_builder`]).
+pub fn http_client() -> reqwest::Client {
+    http_client_builder().build().unwrap()
+}
+
 /// An `equals` condition of a group rule.
 pub fn eq(attribute: &str, values: Value) -> Value {
     serde_json::json!({"attribute": attribute, "operator": "equals", "values": values})

@@ -41,7 +41,7 @@ impl OidcProvider {
         if let Some(p) = publish {
             body["publish"] = serde_json::json!(p);
         }
-        let r = reqwest::Client::new()
+        let r = crate::http_client()
             .post(format!("{}/control", self.issuer))
             .json(&body)
             .send()

@@ -101,8 +101,16 @@ impl TempPostgres {
         let data = root.join("data");
         let initdb = bin.join("initdb");
         let mut cmd = as_user(as_root, &initdb);
-        cmd.args(["-D", &path(&data), "-U", "cohort", "--auth=trust", "-E", "UTF8"])
-            .args(["--no-instructions", "--locale=C"]);
+        cmd.args([
+            "-D",
+            &path(&data),
+            "-U",
+            "cohort",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+        ])
+        .args(["--no-instructions", "--locale=C"]);
         run(&mut cmd)?;
         // Loopback only, no Unix socket outside the directory, durability
         // as in production (fsync on), room for many stores' connections.

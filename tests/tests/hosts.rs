@@ -22,7 +22,7 @@ fn host(database: &str) -> Server {
     // Every host must have the same secret key (docs/operations.md).
     env.push((
         "COHORT_SECRET_KEY",
-        "c2hhcmVkLWJ5LWV2ZXJ5LWhvc3Qtb2YtdGhpcy10ZXN0IQ==".into(),
+        "c2hhcmVkLWJ5LWV2ZXJ5LWhvc3Qtb2YtdGhpcy10ZXM=".into(),
     ));
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     Server::start_with(&env)
@@ -38,6 +38,7 @@ async fn load(api: Api, prefix: &'static str, n: usize) -> Vec<(String, String)>
             "username": format!("{prefix}{i}"),
             "email": format!("{prefix}{i}@example.com"),
             "department": department,
+            "state": "active",
         });
         match api.try_post("/api/v1/users", &body).await {
             Some((201, user)) => {
@@ -62,7 +63,11 @@ async fn two_hosts_share_writes_and_survive_the_loss_of_one() {
     let ada = api_a.create_user("ada").await;
     let id = ada["id"].as_str().unwrap();
     assert_eq!(
-        api_b.get(&format!("/api/v1/users/{id}")).await.expect(200).body["username"],
+        api_b
+            .get(&format!("/api/v1/users/{id}"))
+            .await
+            .expect(200)
+            .body["username"],
         "ada"
     );
     // A group made on A after B started decides B's writes.
@@ -70,7 +75,7 @@ async fn two_hosts_share_writes_and_survive_the_loss_of_one() {
     let grace = api_b
         .post(
             "/api/v1/users",
-            json!({"username": "grace", "email": "grace@example.com", "department": "Eng"}),
+            json!({"username": "grace", "email": "grace@example.com", "department": "Eng", "state": "active"}),
         )
         .await
         .expect(201)

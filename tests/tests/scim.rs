@@ -263,7 +263,7 @@ async fn the_okta_lifecycle_create_update_deactivate_reactivate_and_lookup() {
     let (server, key) = server(&[]).await;
     let api = server.admin();
     let scim = Scim {
-        http: reqwest::Client::new(),
+        http: cohort_tests::http_client(),
         base: server.base.clone(),
         key,
     };
@@ -420,7 +420,7 @@ async fn the_okta_lifecycle_create_update_deactivate_reactivate_and_lookup() {
     // Only SCIM keys: the admin key is refused here, and the SCIM key
     // everywhere else.
     let admin = Scim {
-        http: reqwest::Client::new(),
+        http: cohort_tests::http_client(),
         base: server.base.clone(),
         key: cohort_tests::ADMIN_KEY.to_string(),
     };
@@ -444,7 +444,7 @@ async fn the_okta_lifecycle_create_update_deactivate_reactivate_and_lookup() {
 async fn lists_page_sort_and_project() {
     let (server, key) = server(&[]).await;
     let scim = Scim {
-        http: reqwest::Client::new(),
+        http: cohort_tests::http_client(),
         base: server.base.clone(),
         key,
     };
@@ -490,7 +490,7 @@ async fn groups_are_static_user_groups_pushed_whole() {
     let (server, key) = server(&[]).await;
     let api = server.admin();
     let scim = Scim {
-        http: reqwest::Client::new(),
+        http: cohort_tests::http_client(),
         base: server.base.clone(),
         key,
     };
@@ -597,7 +597,7 @@ async fn bulk_runs_operations_in_order_with_bulk_id_references() {
     let (server, key) = server(&[]).await;
     let api = server.admin();
     let scim = Scim {
-        http: reqwest::Client::new(),
+        http: cohort_tests::http_client(),
         base: server.base.clone(),
         key,
     };
@@ -680,7 +680,7 @@ async fn bulk_runs_operations_in_order_with_bulk_id_references() {
 async fn passwords_pushed_over_scim_are_local_passwords_when_enabled() {
     let (server, key) = server(&[("COHORT_SCIM_ACCEPT_PASSWORDS", "true")]).await;
     let scim = Scim {
-        http: reqwest::Client::new(),
+        http: cohort_tests::http_client(),
         base: server.base.clone(),
         key,
     };

@@ -155,7 +155,7 @@ mod tests {
     #[test]
     fn due_takes_the_window_and_finds_the_next_expiry() {
         let dir = tempfile::tempdir().unwrap();
-        let store = cohort_storage::crate::test_support::open_store(dir.path());
+        let store = crate::test_support::open_store(dir.path());
         store.migrate(crate::migrations::MIGRATIONS).unwrap();
         let t = |h: u32| Utc.with_ymd_and_hms(2030, 1, 1, h, 0, 0).unwrap();
         let (g1, g2) = (Uuid::now_v7(), Uuid::now_v7());

@@ -149,7 +149,7 @@ async fn local_passwords_set_by_admin_or_activation_link_and_turned_off_per_grou
 /// A client that shows each answer as it is (no redirects followed, no
 /// cookie jar), for looking at headers.
 fn raw_client() -> reqwest::Client {
-    reqwest::Client::builder()
+    cohort_tests::http_client_builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap()

@@ -73,7 +73,7 @@ async fn audit(api: &Api, action: &str) -> Vec<Value> {
 }
 
 fn me(server: &Server, auth: (&str, &str)) -> reqwest::RequestBuilder {
-    reqwest::Client::new()
+    cohort_tests::http_client()
         .get(format!("{}/api/v1/me", server.base))
         .header(auth.0, auth.1)
 }
@@ -137,7 +137,7 @@ async fn a_routed_user_signs_in_at_the_provider_is_linked_and_gets_a_session() {
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["user"]["id"], alice.as_str(), "{body}");
     assert_eq!(body["session"]["method"]["type"], "idp", "{body}");
-    let token: Value = reqwest::Client::new()
+    let token: Value = cohort_tests::http_client()
         .post(format!("{}/api/v1/me/token", server.base))
         .header("cookie", format!("cohort_session={cookie}"))
         .send()
@@ -203,7 +203,7 @@ async fn a_routed_user_signs_in_at_the_provider_is_linked_and_gets_a_session() {
     assert_eq!(audit(&api, "idp_link.create").await.len(), 1);
 
     // Signing out ends the session: cookie and JWT alike.
-    let r = reqwest::Client::new()
+    let r = cohort_tests::http_client()
         .post(format!("{}/api/v1/me/sign-out", server.base))
         .header("authorization", &bearer)
         .send()
