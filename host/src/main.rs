@@ -264,6 +264,9 @@ fn restore(
     // Sealed plugin secrets open only with the key they were sealed with:
     // the restored directory gets it, unless the configuration names one.
     if let (Some(file), None) = (&key.key_file, &config.secret_key) {
+        // On PostgreSQL the restore wrote to the database, and the data
+        // directory (this host's own files) may not exist yet.
+        std::fs::create_dir_all(&target)?;
         install_key(file, &target.join("secret.key"))?;
     }
     eprintln!(

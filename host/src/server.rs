@@ -54,6 +54,9 @@ pub struct App {
 
 /// Opens the store in the data directory and migrates it.
 pub fn open_store(data_dir: &Path, options: &OpenOptions) -> Result<Store, StorageError> {
+    // The data directory holds this host's own files (the secret key, the
+    // compiled plugin cache) on every engine, PostgreSQL included.
+    std::fs::create_dir_all(data_dir)?;
     let store = Store::open(data_dir, options)?;
     let version = store.migrate(MIGRATIONS)?;
     match &options.url {
