@@ -471,11 +471,12 @@ impl Iterator for Pages {
     type Item = Result<crate::Entry, StorageError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.buffered.is_empty() && !self.done {
-            if let Err(e) = self.fetch() {
-                self.done = true;
-                return Some(Err(e));
-            }
+        if self.buffered.is_empty()
+            && !self.done
+            && let Err(e) = self.fetch()
+        {
+            self.done = true;
+            return Some(Err(e));
         }
         self.buffered.pop_front().map(Ok)
     }
