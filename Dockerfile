@@ -4,7 +4,7 @@
 # unprivileged user, data in /var/lib/cohort.
 #
 #   docker build -t cohort .
-#   docker run -p 8080:8080 -v cohort-data:/var/lib/cohort cohort
+#   docker run -p 127.0.0.1:8080:8080 -v cohort-data:/var/lib/cohort cohort
 #
 # compose.yaml runs two of these over PostgreSQL behind a proxy.
 

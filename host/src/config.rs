@@ -747,10 +747,8 @@ impl Config {
             if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
                 return Err(ConfigError::Invalid {
                     key: "storage.url",
-                    message: format!(
-                        "{} is not a postgres:// URL",
-                        cohort_storage::redact_url(url)
-                    ),
+                    // Not repeated: it may hold a password.
+                    message: "must be a postgres:// (or postgresql://) URL".into(),
                 });
             }
             config.storage.engine = cohort_storage::Engine::Postgres;

@@ -14,8 +14,10 @@ use std::str::FromStr;
 
 use cohort_storage::{BackupKey, Engine, OpenOptions, StorageError, Store, Verify};
 
-/// Where a store lives: `fjall:DIR`, `sled:DIR` or a `postgres://` URL.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Where a store lives: `fjall:DIR`, `sled:DIR`, a `postgres://` URL, or
+/// `postgres` alone for the configured one (`storage.url`,
+/// `COHORT_STORAGE_URL`), which keeps the password off the command line.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Location {
     /// The engine.
     pub engine: Engine,
@@ -37,11 +39,19 @@ impl Location {
     }
 }
 
+/// Never prints a password: see [`cohort_storage::redact_url`].
+impl std::fmt::Debug for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Location({self})")
+    }
+}
+
 impl std::fmt::Display for Location {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.url {
-            Some(url) => f.write_str(&cohort_storage::redact_url(url)),
-            None => write!(f, "{}:{}", self.engine, self.dir.display()),
+        match (&self.url, self.engine) {
+            (Some(url), _) => f.write_str(&cohort_storage::redact_url(url)),
+            (None, Engine::Postgres) => f.write_str("the configured postgres database"),
+            (None, _) => write!(f, "{}:{}", self.engine, self.dir.display()),
         }
     }
 }
@@ -50,6 +60,15 @@ impl FromStr for Location {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        // The value may hold a password: messages never repeat it.
+        const USAGE: &str = "not a store location: use fjall:DIR, sled:DIR, postgres://… or postgres (the configured database)";
+        if s == "postgres" {
+            return Ok(Location {
+                engine: Engine::Postgres,
+                dir: PathBuf::new(),
+                url: None,
+            });
+        }
         if s.starts_with("postgres://") || s.starts_with("postgresql://") {
             return Ok(Location {
                 engine: Engine::Postgres,
@@ -58,15 +77,11 @@ impl FromStr for Location {
             });
         }
         let Some((engine, dir)) = s.split_once(':') else {
-            return Err(format!(
-                "{s:?} is not a store location: use fjall:DIR, sled:DIR or postgres://…"
-            ));
+            return Err(USAGE.into());
         };
-        let engine: Engine = engine.parse()?;
+        let engine: Engine = engine.parse().map_err(|_| USAGE.to_string())?;
         if engine == Engine::Postgres || dir.is_empty() {
-            return Err(format!(
-                "{s:?} is not a store location: use fjall:DIR, sled:DIR or postgres://…"
-            ));
+            return Err(USAGE.into());
         }
         Ok(Location {
             engine,
@@ -100,6 +115,9 @@ pub enum MoveError {
     /// Source and target are the same place.
     #[error("the source and the target are the same store")]
     SameStore,
+    /// The source holds nothing: most likely a mistyped location.
+    #[error("{0} holds no Cohort data (is the location right?)")]
+    EmptySource(String),
     /// The target does not read back as the source: counts or checksums
     /// differ. It is left as it is, for inspection.
     #[error(
@@ -136,8 +154,15 @@ pub fn move_store(
     // same, because the restore path only reads authenticated files.
     let key = BackupKey::new(rand::random());
     let mut file = tempfile::tempfile_in(scratch)?;
+    // An embedded source is never created by looking at it.
+    if from.url.is_none() && !from.dir.is_dir() {
+        return Err(MoveError::EmptySource(from.to_string()));
+    }
     let source = {
         let store = Store::open(&from.dir, &from.open_options(cache_bytes, connections))?;
+        if store.is_empty()? {
+            return Err(MoveError::EmptySource(from.to_string()));
+        }
         let mut w = std::io::BufWriter::new(&mut file);
         let summary = store.export(&mut w, &key, created_unix)?;
         std::io::Write::flush(&mut w)?;
@@ -182,9 +207,22 @@ mod tests {
         assert_eq!(l.dir, PathBuf::from("./data"));
         let p: Location = "postgres://c:pw@db/cohort".parse().unwrap();
         assert_eq!(p.engine, Engine::Postgres);
-        assert_eq!(p.to_string(), "postgres://c:***@db/cohort");
-        for bad in ["./data", "postgres:x", "fjall:", "mysql:/x"] {
-            assert!(bad.parse::<Location>().is_err(), "{bad}");
+        assert_eq!(p.to_string(), "postgres://c@db:5432/cohort");
+        assert_eq!(format!("{p:?}"), "Location(postgres://c@db:5432/cohort)");
+        let configured: Location = "postgres".parse().unwrap();
+        assert_eq!(
+            (configured.engine, configured.url),
+            (Engine::Postgres, None)
+        );
+        for bad in [
+            "./data",
+            "postgres:x",
+            "fjall:",
+            "mysql:/x",
+            "Postgres://u:pw@db",
+        ] {
+            let err = bad.parse::<Location>().unwrap_err();
+            assert!(!err.contains("pw"), "{err}");
         }
     }
 }

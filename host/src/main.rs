@@ -171,7 +171,9 @@ async fn backup(
     offline: bool,
 ) -> anyhow::Result<()> {
     if offline {
-        let store = cohort::server::open_store(&config.data_dir, &config.storage.open_options())
+        // Opened, not migrated: a backup must not upgrade the schema under
+        // servers that still run the older version.
+        let store = cohort_storage::Store::open(&config.data_dir, &config.storage.open_options())
             .with_context(|| format!("opening {}", config.data_dir.display()))?;
         let secrets = SecretBox::open(config.secret_key.as_ref(), &config.data_dir)?;
         let mut summary = None;
@@ -283,6 +285,20 @@ fn migrate(
     from: &cohort::engines::Location,
     to: &cohort::engines::Location,
 ) -> anyhow::Result<()> {
+    // `postgres` alone: the configured database, password kept off argv.
+    let configured = |l: &cohort::engines::Location| -> anyhow::Result<cohort::engines::Location> {
+        let mut l = l.clone();
+        if l.engine == cohort_storage::Engine::Postgres && l.url.is_none() {
+            let Some(url) = &config.storage.url else {
+                bail!(
+                    "`postgres` names the configured database, and none is configured: set COHORT_STORAGE_URL"
+                );
+            };
+            l.url = Some(url.expose().to_string());
+        }
+        Ok(l)
+    };
+    let (from, to) = (&configured(from)?, &configured(to)?);
     // The scratch copy goes next to an embedded target, where there is
     // room for the data by definition, or else to the temporary folder.
     let scratch = match to.url {

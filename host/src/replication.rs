@@ -14,11 +14,16 @@
 //! behind than that.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
 use cohort_storage::{StorageError, Store};
 
 use crate::clock::Clock;
+
+/// The role under which one host runs the scheduled work (import
+/// schedules, exemption expiry, the daily recompute) when several share a
+/// database; see [`Store::lead`].
+pub const SCHEDULES: &str = "schedules";
 
 /// How often a host asks whether another one wrote.
 pub const PERIOD: std::time::Duration = std::time::Duration::from_secs(1);
@@ -33,6 +38,9 @@ pub struct Replication {
     clock: Arc<dyn Clock>,
     /// When the last look at the database succeeded (Unix milliseconds).
     last_caught_up: AtomicI64,
+    /// Whether this host ran the scheduled work at the scheduler's last
+    /// look (see `server::SCHEDULES`).
+    runs_scheduled_work: AtomicBool,
 }
 
 impl Replication {
@@ -43,6 +51,7 @@ impl Replication {
             store,
             clock,
             last_caught_up: AtomicI64::new(now),
+            runs_scheduled_work: AtomicBool::new(false),
         }
     }
 
@@ -53,6 +62,19 @@ impl Replication {
         self.last_caught_up
             .store(self.clock.now().timestamp_millis(), Ordering::SeqCst);
         Ok(foreign)
+    }
+
+    /// Records whether this host runs the scheduled work; true when that
+    /// changed.
+    pub fn set_runs_scheduled_work(&self, runs: bool) -> bool {
+        self.runs_scheduled_work.swap(runs, Ordering::SeqCst) != runs
+    }
+
+    /// Whether this host ran the scheduled work at the scheduler's last
+    /// look. With several hosts, exactly one does once they have all
+    /// looked.
+    pub fn runs_scheduled_work(&self) -> bool {
+        self.runs_scheduled_work.load(Ordering::SeqCst)
     }
 
     /// Milliseconds since this host last knew it was caught up; `None` on

@@ -186,7 +186,10 @@ pub fn build(config: &Config, store: Store, clock: Arc<dyn Clock>) -> Result<App
         directory.clone(),
         instances.clone(),
     );
-    imports.fail_interrupted()?;
+    // As for recompute runs (see `Groups::open`).
+    if store.lead(crate::replication::SCHEDULES)? {
+        imports.fail_interrupted()?;
+    }
     let state = AppState {
         devices,
         imports,
@@ -267,11 +270,18 @@ pub async fn serve(
             "Cohort created the first admin API key. It is shown only this once; store it now:\n\n    {key}\n"
         );
     }
-    spawn_full_recomputes(app.state.groups.clone(), config.groups.full_recompute_hours);
+    spawn_full_recomputes(
+        app.state.store.clone(),
+        Arc::clone(&app.state.replication),
+        app.state.groups.clone(),
+        config.groups.full_recompute_hours,
+    );
     spawn_sweeps(app.state.sign_in.clone());
     crate::replication::spawn(Arc::clone(&app.state.replication));
     spawn_credential_usage_flush(app.state.devices.clone());
     spawn_schedules(
+        app.state.store.clone(),
+        Arc::clone(&app.state.replication),
         app.state.imports.clone(),
         app.state.groups.clone(),
         std::time::Duration::from_millis(config.schedules.tick_ms),
@@ -303,7 +313,12 @@ where
     W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
 {
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+        // The PostgreSQL client logs every statement's parameters at debug:
+        // every stored key and value (password hashes, personal data).
+        // Never, whatever the level asked for.
+        .add_directive(QUIET_DATABASE_CLIENT[0].parse().expect("a fixed directive"))
+        .add_directive(QUIET_DATABASE_CLIENT[1].parse().expect("a fixed directive"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer);
@@ -312,6 +327,9 @@ where
         crate::config::LogFormat::Text => Box::new(builder.finish()),
     }
 }
+
+/// Log levels for the PostgreSQL client's own targets (see `log_subscriber`).
+const QUIET_DATABASE_CLIENT: [&str; 2] = ["tokio_postgres=info", "postgres=info"];
 
 /// Cohort's public URL, checked, without a trailing slash.
 fn public_url(config: &Config) -> Result<String, ServerError> {
@@ -339,6 +357,8 @@ fn public_url(config: &Config) -> Result<String, ServerError> {
 // The loop's period is real time between looks; what is due is the clock's.
 #[allow(clippy::disallowed_methods)]
 fn spawn_schedules(
+    store: Store,
+    replication: Arc<crate::replication::Replication>,
     imports: crate::provisioning::imports::Imports,
     groups: Groups,
     tick: std::time::Duration,
@@ -346,6 +366,9 @@ fn spawn_schedules(
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(tick).await;
+            if !leads(&store, &replication, crate::replication::SCHEDULES).await {
+                continue;
+            }
             if let Err(e) = imports.run_due().await {
                 tracing::warn!(error = %e, "could not start scheduled imports");
             }
@@ -354,6 +377,28 @@ fn spawn_schedules(
             }
         }
     });
+}
+
+/// Whether this host runs `role`'s work now. A failure to ask counts as no:
+/// the work waits for a host that can reach the database.
+async fn leads(
+    store: &Store,
+    replication: &crate::replication::Replication,
+    role: &'static str,
+) -> bool {
+    let store = store.clone();
+    let now = match tokio::task::spawn_blocking(move || store.lead(role)).await {
+        Ok(Ok(l)) => l,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, role, "could not ask who runs the scheduled work");
+            false
+        }
+        Err(_) => false,
+    };
+    if replication.set_runs_scheduled_work(now) && now {
+        tracing::info!(role, "this host now runs the scheduled work");
+    }
+    now
 }
 
 /// Removes expired sessions and abandoned sign-ins every few minutes.
@@ -399,16 +444,24 @@ fn spawn_credential_usage_flush(devices: crate::devices::Devices) {
 // The loop's period is real time between housekeeping runs; what each run
 // does reads the injected clock.
 #[allow(clippy::disallowed_methods)]
-fn spawn_full_recomputes(groups: Groups, hours: u64) {
+fn spawn_full_recomputes(
+    store: Store,
+    replication: Arc<crate::replication::Replication>,
+    groups: Groups,
+    hours: u64,
+) {
     tokio::spawn(async move {
-        let mut trigger = "startup";
+        // Every host at its start: its own rule evaluators may differ.
+        start_scheduled_recompute(&groups, "startup").await;
+        if hours == 0 {
+            return;
+        }
         loop {
-            start_scheduled_recompute(&groups, trigger).await;
-            if hours == 0 {
-                break;
-            }
             tokio::time::sleep(std::time::Duration::from_secs(hours * 3600)).await;
-            trigger = "schedule";
+            // Then once for all hosts.
+            if leads(&store, &replication, crate::replication::SCHEDULES).await {
+                start_scheduled_recompute(&groups, "schedule").await;
+            }
         }
     });
 }

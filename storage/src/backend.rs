@@ -62,6 +62,20 @@ pub(crate) trait Backend: Send + Sync {
         Ok(())
     }
 
+    /// True when no write applied here is waiting for the engine (see
+    /// `Pending`); the writer lease may only be given back then.
+    fn is_clean(&self) -> bool {
+        true
+    }
+
+    /// True when this process leads `role`: runs the scheduled work of that
+    /// name, which must run on one host only. The first host to ask wins
+    /// and keeps it until it dies; then the next to ask wins. The embedded
+    /// engines have one process, which always leads.
+    fn lead(&self, _role: i32) -> Result<bool, StorageError> {
+        Ok(true)
+    }
+
     /// True when another process has written since this one last looked
     /// (its own writes do not count).
     fn foreign_writes(&self) -> Result<bool, StorageError> {

@@ -202,11 +202,9 @@ impl Store {
         created_unix: u64,
     ) -> Result<BackupSummary, StorageError> {
         let inner = self.inner();
-        let _guard = inner.writer.lock();
-        if inner.backend.shared() {
-            // Other hosts' writers wait too, so the snapshot is consistent.
-            inner.backend.acquire_writer()?;
-        }
+        let mut guard = inner.writer.lock();
+        // Other hosts' writers wait too, so the snapshot is consistent.
+        self.take_lease(&mut guard)?;
         let result = self.export_locked(out, key, created_unix);
         self.release_lease_if_idle();
         result
@@ -335,32 +333,47 @@ fn restore_into_database(
             .map(crate::redact_url)
             .unwrap_or_default()
     };
-    if !store.is_empty()? {
-        return Err(StorageError::DatabaseNotEmpty(target()));
-    }
-    // Nobody else may write while the database is filled.
-    store.inner().backend.acquire_writer()?;
-    match load(store.clone(), input, verify) {
-        Ok(summary) => {
-            store.inner().backend.release_writer()?;
-            Ok(summary)
+    // Nobody else may write while the database is checked and filled.
+    let backend = &store.inner().backend;
+    backend.acquire_writer()?;
+    let result = store.is_empty().and_then(|empty| {
+        if !empty {
+            return Err(StorageError::DatabaseNotEmpty(target()));
         }
-        Err(e) => {
-            // Batches reached the database as the file was read; take them
-            // out again, so that a failed restore leaves it empty.
-            let keys: Vec<crate::backend::Write> = store
-                .inner()
-                .backend
-                .range(Bound::Unbounded, Bound::Unbounded, false)
-                .map(|r| r.map(|(k, _)| (k, None)))
-                .collect::<Result<_, _>>()?;
-            store.inner().backend.apply_all(&keys)?;
-            store.inner().backend.flush()?;
-            store.inner().backend.release_writer()?;
-            tracing::warn!(target = %target(), "restore failed; what it had written was removed");
-            Err(e)
+        // Marked first, cleared with the end: a restore that dies half-way
+        // leaves a database that no server opens (`Store::migrate`).
+        let marker = crate::migrate::META.encode(crate::migrate::RESTORING);
+        backend.apply_all(&[(marker.clone(), Some(b"1".to_vec()))])?;
+        backend.flush()?;
+        match load(store.clone(), input, verify) {
+            Ok(summary) => {
+                backend.apply_all(&[(marker, None)])?;
+                backend.flush()?;
+                Ok(summary)
+            }
+            Err(e) => {
+                // Batches reached the database as the file was read; take
+                // them out again, so that a failed restore leaves it empty.
+                // A cleanup that fails too is logged; the restore's own
+                // error is what the caller needs.
+                let cleanup = backend
+                    .range(Bound::Unbounded, Bound::Unbounded, false)
+                    .map(|r| r.map(|(k, _)| (k, None)))
+                    .collect::<Result<Vec<crate::backend::Write>, _>>()
+                    .and_then(|keys| backend.apply_all(&keys))
+                    .and_then(|()| backend.flush());
+                match cleanup {
+                    Ok(()) => tracing::warn!(target = %target(), "restore failed; what it had written was removed"),
+                    Err(c) => tracing::error!(target = %target(), error = %c, "restore failed, and removing what it wrote failed too: drop the database and create it again"),
+                }
+                Err(e)
+            }
         }
+    });
+    if let Err(e) = backend.release_writer() {
+        tracing::warn!(error = %e, "giving back the writer lease failed");
     }
+    result
 }
 
 /// Reads a backup into `store`, which is empty, checking it as it goes.

@@ -117,6 +117,15 @@ impl Durability {
                         tracing::error!(error = %e, "flush to stable storage failed; refusing further writes");
                         self.flushed
                             .send_modify(|f| f.failure = Some(Arc::from(e.to_string())));
+                        // This process writes no more, so the hosts that
+                        // share the engine must not wait for it: give the
+                        // writer lease back (what never reached the engine
+                        // was never acknowledged).
+                        if backend.shared()
+                            && let Err(e) = backend.release_writer()
+                        {
+                            tracing::warn!(error = %e, "giving back the writer lease failed");
+                        }
                         return;
                     }
                 }

@@ -61,6 +61,10 @@ pub enum StorageError {
         "database {0} is not empty: it already holds Cohort data, and restore and migrate only write into an empty database"
     )]
     DatabaseNotEmpty(String),
+    /// A restore into this database started and never finished: what is in
+    /// it is part of a directory, which no server may serve.
+    #[error("the database holds an interrupted restore; drop it, create it again and restore anew")]
+    InterruptedRestore,
     /// The data directory was written by another engine than the one
     /// configured. Cohort never converts a directory silently: take a backup
     /// and restore it with the other engine.

@@ -44,44 +44,34 @@ pub use txn::{WriteTxn, decode_json};
 /// keyspace it was read from.
 pub type Entry = (Vec<u8>, Vec<u8>);
 
-/// A database URL with its password replaced, for logs and messages. Both
-/// forms PostgreSQL accepts are covered: `postgres://user:secret@host/db`
-/// and `host=… password=secret`.
+/// A database URL for logs and messages: rebuilt from what the PostgreSQL
+/// client parsed (user, hosts, ports, database), so that the password,
+/// wherever and however it was written, is never part of it.
 pub fn redact_url(url: &str) -> String {
-    if let Some((scheme, rest)) = url.split_once("://") {
-        let (authority, path) = match rest.find(['/', '?']) {
-            Some(i) => rest.split_at(i),
-            None => (rest, ""),
-        };
-        let authority = match authority.rsplit_once('@') {
-            Some((userinfo, host)) => match userinfo.split_once(':') {
-                Some((user, _)) => format!("{user}:***@{host}"),
-                None => authority.to_string(),
-            },
-            None => authority.to_string(),
-        };
-        let path = redact_password_params(path);
-        return format!("{scheme}://{authority}{path}");
-    }
-    redact_password_params(url)
-}
-
-/// `password=…` in a query string or a key-value connection string.
-fn redact_password_params(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut rest = s;
-    while let Some(i) = rest.find("password=") {
-        let before_ok = i == 0 || matches!(rest.as_bytes()[i - 1], b'?' | b'&' | b' ');
-        out.push_str(&rest[..i + "password=".len()]);
-        rest = &rest[i + "password=".len()..];
-        if before_ok {
-            let end = rest.find(['&', ' ']).unwrap_or(rest.len());
-            out.push_str("***");
-            rest = &rest[end..];
-        }
-    }
-    out.push_str(rest);
-    out
+    let Ok(config) = url.parse::<postgres::Config>() else {
+        return "(a database URL that does not parse)".into();
+    };
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            let host = match h {
+                postgres::config::Host::Tcp(name) => name.clone(),
+                postgres::config::Host::Unix(path) => path.display().to_string(),
+            };
+            match config.get_ports().get(i).or(config.get_ports().first()) {
+                Some(port) => format!("{host}:{port}"),
+                None => host,
+            }
+        })
+        .collect();
+    let user = config
+        .get_user()
+        .map(|u| format!("{u}@"))
+        .unwrap_or_default();
+    let db = config.get_dbname().unwrap_or_default();
+    format!("postgres://{user}{}/{db}", hosts.join(","))
 }
 
 #[cfg(test)]
@@ -90,18 +80,44 @@ mod redact_tests {
 
     #[test]
     fn passwords_never_show() {
+        for (url, shown) in [
+            (
+                "postgres://cohort:s3cret@db:5432/cohort?sslmode=disable",
+                "postgres://cohort@db:5432/cohort",
+            ),
+            (
+                "postgresql://db/cohort?user=c&password=s3cret&application_name=x",
+                "postgres://c@db:5432/cohort",
+            ),
+            (
+                "postgres://cohort:ab/cd@db/cohort",
+                "postgres://cohort@db:5432/cohort",
+            ),
+            (
+                "postgres://cohort:ab?cd@db/cohort",
+                "postgres://cohort@db:5432/cohort",
+            ),
+            (
+                "postgresql://db/c?user=u&pass%77ord=s3cret",
+                "postgres://u@db:5432/c",
+            ),
+            ("host=db password = 's3 cret' user=c", "postgres://c@db/"),
+            (
+                "host=db\tpassword=s3cret user=c dbname=x",
+                "postgres://c@db/x",
+            ),
+            ("postgres://db/cohort", "postgres://db:5432/cohort"),
+        ] {
+            let got = redact_url(url);
+            assert_eq!(got, shown, "{url}");
+            assert!(
+                !got.contains("s3") && !got.contains("ab") && !got.contains("cd@"),
+                "{got}"
+            );
+        }
         assert_eq!(
-            redact_url("postgres://cohort:s3cret@db:5432/cohort?sslmode=disable"),
-            "postgres://cohort:***@db:5432/cohort?sslmode=disable"
+            redact_url("mysql://u:s3cret@db"),
+            "(a database URL that does not parse)"
         );
-        assert_eq!(
-            redact_url("postgresql://db/cohort?user=c&password=s3cret&x=1"),
-            "postgresql://db/cohort?user=c&password=***&x=1"
-        );
-        assert_eq!(
-            redact_url("host=db password=s3cret user=c"),
-            "host=db password=*** user=c"
-        );
-        assert_eq!(redact_url("postgres://db/cohort"), "postgres://db/cohort");
     }
 }

@@ -5,8 +5,10 @@
 use crate::keyspace::Keyspace;
 use crate::{StorageError, Store, WriteTxn};
 
-const META: Keyspace = Keyspace::reserved("__meta");
+pub(crate) const META: Keyspace = Keyspace::reserved("__meta");
 const SCHEMA_VERSION: &[u8] = b"schema_version";
+/// Present while a restore into a database runs (see `backup.rs`).
+pub(crate) const RESTORING: &[u8] = b"restoring";
 
 /// One step from `version - 1` to `version`. Each step runs in its own
 /// transaction together with the version bump, so a crash mid-upgrade
@@ -29,6 +31,9 @@ impl Store {
     /// Brings the store to the last version in `steps` (which must be sorted
     /// by version) and returns it. Refuses a store newer than this build.
     pub fn migrate(&self, steps: &[Migration]) -> Result<u32, StorageError> {
+        if self.get(META, RESTORING)?.is_some() {
+            return Err(StorageError::InterruptedRestore);
+        }
         let latest = steps.last().map_or(0, |m| m.version);
         let current = self.schema_version()?;
         if current > latest {

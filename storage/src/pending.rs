@@ -192,6 +192,15 @@ impl Backend for Pending {
     fn foreign_writes(&self) -> Result<bool, StorageError> {
         self.engine.foreign_writes()
     }
+
+    fn lead(&self, role: i32) -> Result<bool, StorageError> {
+        self.engine.lead(role)
+    }
+
+    fn is_clean(&self) -> bool {
+        let state = self.state.read();
+        state.open.is_empty() && state.sealed.is_empty()
+    }
 }
 
 /// The engine's entries with pending writes laid over them, in the

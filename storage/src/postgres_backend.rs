@@ -47,6 +47,10 @@ const LEASE_KEY: i64 = 0x636f_686f_7274;
 /// at once do not race on `CREATE TABLE`.
 const SCHEMA_KEY: i64 = LEASE_KEY + 1;
 
+/// The class of the leadership locks (see [`Backend::lead`]): the first half
+/// of a two-part advisory lock key, the role being the second.
+const LEADER_CLASS: i32 = 0x636f_6872;
+
 /// The layout of the tables below. Bumped when they change; a database with
 /// a newer layout is refused rather than misread.
 const LAYOUT: i32 = 1;
@@ -55,6 +59,9 @@ const LAYOUT: i32 = 1;
 /// in. Long enough that a burst of writes shares few hand-overs, short enough
 /// that a writer on another host waits well under a request timeout.
 const LEASE_SLICE: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// The longest a writer waits for the lease (see `Conn::client`).
+const LOCK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Rows fetched per round trip while scanning.
 const PAGE: i64 = 512;
@@ -83,6 +90,9 @@ struct Conn {
     config: postgres::Config,
     client: Option<Client>,
     statements: HashMap<String, Statement>,
+    /// Connections opened so far: session locks taken on an earlier one
+    /// are gone.
+    connects: u64,
 }
 
 impl Conn {
@@ -91,14 +101,24 @@ impl Conn {
             self.statements.clear();
             let mut client = self.config.connect(NoTls)?;
             // Durability is the commit: never let a server default weaken it.
-            client.batch_execute("SET synchronous_commit = on")?;
+            // A writer waits for the lease at most LOCK_TIMEOUT, then fails
+            // its request, rather than hold its thread for ever behind a
+            // host that never lets go.
+            client.batch_execute(&format!(
+                "SET synchronous_commit = on; SET lock_timeout = '{}s'",
+                LOCK_TIMEOUT.as_secs()
+            ))?;
             self.client = Some(client);
+            self.connects += 1;
         }
         Ok(self.client.as_mut().expect("connected above"))
     }
 
     /// A prepared statement, prepared once per connection.
     fn statement(&mut self, sql: &str) -> Result<Statement, postgres::Error> {
+        // Reconnecting clears the cache: statements prepared on a dead
+        // session do not exist on the new one.
+        self.client()?;
         if let Some(s) = self.statements.get(sql) {
             return Ok(s.clone());
         }
@@ -127,6 +147,7 @@ impl Pool {
                 config: config.clone(),
                 client: None,
                 statements: HashMap::new(),
+                connects: 0,
             };
             let handle = std::thread::Builder::new()
                 .name(format!("cohort-pg-{name}-{i}"))
@@ -195,6 +216,9 @@ struct Lease {
     /// The `generation` this host last saw: after its own batch, or when it
     /// took the lease.
     seen: Option<i64>,
+    /// The writer connection (`Conn::connects`) the lease was taken on: a
+    /// reconnect loses the session lock, and with it the lease.
+    on_connection: u64,
     /// The `generation` last reported by [`Backend::foreign_writes`] (or
     /// reached by this host's own batch), so each foreign write is
     /// reported once.
@@ -207,15 +231,26 @@ pub(crate) struct PostgresBackend {
     /// on the session that holds it.
     writer: Pool,
     lease: Mutex<Lease>,
+    /// One connection holding the leadership locks this host won, for as
+    /// long as it lives; a host that dies lets go of them with it.
+    leader: Pool,
+    /// Roles led, with the connection (`Conn::connects`) that won each.
+    leading: Arc<Mutex<HashMap<i32, u64>>>,
 }
 
 impl PostgresBackend {
     /// Connects, then creates the tables or checks that their layout is one
     /// this build reads.
     pub(crate) fn open(url: &str, connections: usize) -> Result<Self, StorageError> {
-        let config: postgres::Config = url.parse().map_err(|e| {
+        let mut config: postgres::Config = url.parse().map_err(|e| {
             StorageError::Engine(format!("postgres: the storage URL is not usable: {e}"))
         })?;
+        // A database that went away fails requests within seconds instead
+        // of when the kernel gives up on the connection.
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(std::time::Duration::from_secs(10));
+        }
+        config.keepalives_idle(std::time::Duration::from_secs(30));
         let writer = Pool::start(&config, 1, "writer")?;
         writer.run(false, |conn| {
             let client = conn.client()?;
@@ -243,9 +278,12 @@ impl PostgresBackend {
             )));
         }
         let readers = Arc::new(Pool::start(&config, connections.max(1), "reader")?);
+        let leader = Pool::start(&config, 1, "leader")?;
         Ok(PostgresBackend {
             readers,
             writer,
+            leader,
+            leading: Arc::default(),
             // What the domain loads at start-up is the database as of now.
             lease: Mutex::new(Lease {
                 observed: Some(generation),
@@ -295,10 +333,29 @@ impl Backend for PostgresBackend {
                 None => deletes.push(k),
             }
         }
-        let seen = self.lease.lock().seen;
+        let (seen, on_connection) = {
+            let lease = self.lease.lock();
+            match (lease.held_since, lease.seen) {
+                (Some(_), Some(seen)) => (seen, lease.on_connection),
+                // Fail closed: a batch written without the lease could
+                // overwrite what another host wrote.
+                _ => {
+                    return Err(StorageError::Engine(
+                        "postgres: a batch reached the database without the writer lease; not written"
+                            .into(),
+                    ));
+                }
+            }
+        };
         let puts = Arc::new(puts);
         let deletes = Arc::new(deletes);
         let generation = self.writer.run(false, move |conn| {
+            conn.client()?;
+            if conn.connects != on_connection {
+                // The session that held the lease is gone, and the lock
+                // with it.
+                return Ok(None);
+            }
             let upsert = conn.statement(
                 "INSERT INTO cohort_kv (k, v) SELECT * FROM unnest($1::bytea[], $2::bytea[])
                  ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v",
@@ -306,7 +363,7 @@ impl Backend for PostgresBackend {
             let delete = conn.statement("DELETE FROM cohort_kv WHERE k = ANY($1::bytea[])")?;
             let bump = conn.statement(
                 "UPDATE cohort_meta SET generation = generation + 1
-                 WHERE id = 1 AND ($1::bigint IS NULL OR generation = $1)
+                 WHERE id = 1 AND generation = $1
                  RETURNING generation",
             )?;
             let mut tx = conn.client()?.transaction()?;
@@ -337,11 +394,14 @@ impl Backend for PostgresBackend {
                 lease.seen = Some(g);
                 Ok(())
             }
-            None => Err(StorageError::Engine(
-                "postgres: another host wrote while this one held the writer lease (its \
-                 connection broke); the batch was not written"
-                    .into(),
-            )),
+            None => {
+                self.lease.lock().held_since = None;
+                Err(StorageError::Engine(
+                    "postgres: this host lost the writer lease (its connection broke) and another \
+                     host may have written since; the batch was not written"
+                        .into(),
+                ))
+            }
         }
     }
 
@@ -358,17 +418,20 @@ impl Backend for PostgresBackend {
         if self.lease.lock().held_since.is_some() {
             return Ok(false);
         }
-        let generation: i64 = self.writer.run(false, |conn| {
+        let (generation, on_connection): (i64, u64) = self.writer.run(false, |conn| {
+            conn.client()?;
+            let connects = conn.connects;
             let client = conn.client()?;
             client.execute("SELECT pg_advisory_lock($1)", &[&LEASE_KEY])?;
             client
                 .query_one("SELECT generation FROM cohort_meta WHERE id = 1", &[])
-                .map(|row| row.get(0))
+                .map(|row| (row.get(0), connects))
         })?;
         let mut lease = self.lease.lock();
         #[allow(clippy::disallowed_methods)] // A scheduling bound, not domain time.
         let now = std::time::Instant::now();
         lease.held_since = Some(now);
+        lease.on_connection = on_connection;
         let moved = lease.seen != Some(generation);
         lease.seen = Some(generation);
         Ok(moved)
@@ -379,6 +442,39 @@ impl Backend for PostgresBackend {
             .lock()
             .held_since
             .is_some_and(|since| since.elapsed() >= LEASE_SLICE)
+    }
+
+    fn lead(&self, role: i32) -> Result<bool, StorageError> {
+        let leading = Arc::clone(&self.leading);
+        self.leader.run(true, move |conn| {
+            let won_on = leading.lock().get(&role).copied();
+            // Connects first if needed, so that `connects` names the
+            // connection the lock would be on.
+            conn.client()?;
+            let connects = conn.connects;
+            let client = conn.client()?;
+            let client = match won_on {
+                // Still the connection that won: the lock is held as long
+                // as it lives, which this round trip checks.
+                Some(c) if c == connects => {
+                    client.simple_query("SELECT 1")?;
+                    return Ok(true);
+                }
+                _ => client,
+            };
+            let won: bool = client
+                .query_one(
+                    "SELECT pg_try_advisory_lock($1, $2)",
+                    &[&LEADER_CLASS, &role],
+                )?
+                .get(0);
+            if won {
+                leading.lock().insert(role, connects);
+            } else {
+                leading.lock().remove(&role);
+            }
+            Ok(won)
+        })
     }
 
     fn foreign_writes(&self) -> Result<bool, StorageError> {

@@ -9,7 +9,10 @@
 //! `GET /api/v1/users/{id}` per second. Both report p50/p99 latency.
 //! Environment: BENCH_SECONDS (default 10), BENCH_CREATE_CONNECTIONS
 //! (default 128), BENCH_GET_CONNECTIONS (default 32), BENCH_CLIENT_THREADS
-//! (default 1), COHORT_STORAGE_ENGINE (the server's engine). Ends with the
+//! (default 1), COHORT_STORAGE_ENGINE (the server's engine),
+//! COHORT_TEST_STORAGE=postgres (the server on a PostgreSQL database the
+//! harness starts), BENCH_HOSTS (default 1; more: that many servers over one
+//! PostgreSQL database, the connections spread over them). Ends with each
 //! server's peak resident memory.
 
 #![allow(
@@ -102,7 +105,7 @@ impl Conn {
 
 /// Runs one task per connection for `seconds`; `op` makes one request and
 /// says whether it succeeded.
-async fn drive<F>(addr: &str, connections: usize, seconds: u64, op: F) -> Outcome
+async fn drive<F>(addrs: &[String], connections: usize, seconds: u64, op: F) -> Outcome
 where
     F: for<'a> Fn(
             &'a mut Conn,
@@ -118,8 +121,9 @@ where
     let op = Arc::new(op);
     let mut tasks = Vec::new();
     let mut conns = Vec::new();
-    for _ in 0..connections {
-        conns.push(Conn::open(addr).await);
+    for c in 0..connections {
+        // Spread over the hosts, as a round-robin proxy would.
+        conns.push(Conn::open(&addrs[c % addrs.len()]).await);
     }
     let start = Instant::now();
     for (c, mut conn) in conns.into_iter().enumerate() {
@@ -173,10 +177,32 @@ fn main() {
     let get_conns: usize = env_or("BENCH_GET_CONNECTIONS", 32);
     // One generator thread: the server gets the rest of the machine.
     let threads: usize = env_or("BENCH_CLIENT_THREADS", 1);
-    let server = Server::start();
-    let addr = server.base.trim_start_matches("http://").to_string();
+    // BENCH_HOSTS > 1: that many servers over one PostgreSQL database
+    // (the test server, started here), each with the same secret key.
+    let hosts: usize = env_or("BENCH_HOSTS", 1);
+    let servers: Vec<Server> = if hosts <= 1 {
+        vec![Server::start()]
+    } else {
+        let database = cohort_tests::postgres::fresh_database();
+        (0..hosts)
+            .map(|_| {
+                Server::start_with(&[
+                    ("COHORT_STORAGE_URL", database.as_str()),
+                    (
+                        "COHORT_SECRET_KEY",
+                        "YmVuY2htYXJrLWhvc3RzLXNoYXJlLW9uZS1rZXktLS0=",
+                    ),
+                ])
+            })
+            .collect()
+    };
+    let addrs: Vec<String> = servers
+        .iter()
+        .map(|s| s.base.trim_start_matches("http://").to_string())
+        .collect();
     println!(
-        "cohort at {addr}; {seconds} s per phase; creates over {create_conns} connections, gets over {get_conns}; generator threads {threads}"
+        "cohort at {}; {seconds} s per phase; creates over {create_conns} connections, gets over {get_conns}; generator threads {threads}",
+        addrs.join(", ")
     );
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads)
@@ -186,7 +212,7 @@ fn main() {
 
     let created = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let sink = Arc::clone(&created);
-    let mut creates = rt.block_on(drive(&addr, create_conns, seconds, move |conn, c, i| {
+    let mut creates = rt.block_on(drive(&addrs, create_conns, seconds, move |conn, c, i| {
         let sink = Arc::clone(&sink);
         Box::pin(async move {
             let name = format!("c{c}n{i}");
@@ -210,7 +236,7 @@ fn main() {
 
     let ids = Arc::new(created.lock().unwrap().clone());
     assert!(!ids.is_empty(), "no user was created");
-    let mut gets = rt.block_on(drive(&addr, get_conns, seconds, move |conn, c, i| {
+    let mut gets = rt.block_on(drive(&addrs, get_conns, seconds, move |conn, c, i| {
         let path = format!(
             "/api/v1/users/{}",
             ids[(c * 7919 + i as usize * 104_729) % ids.len()]
@@ -218,21 +244,24 @@ fn main() {
         Box::pin(async move { matches!(conn.call(Method::GET, &path, None).await, Some((200, _))) })
     }));
     report("GET /api/v1/users/{id}", &mut gets);
-    if let Some(status) = server
-        .pid()
-        .and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
-        && let Some(line) = status.lines().find(|l| l.starts_with("VmHWM:"))
-    {
-        let kib: f64 = line
-            .split_whitespace()
-            .nth(1)
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0.0);
-        println!(
-            "server peak resident memory: {:.0} MiB ({} users created)",
-            kib / 1024.0,
-            created.lock().unwrap().len()
-        );
+    for server in &servers {
+        if let Some(status) = server
+            .pid()
+            .and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
+            && let Some(line) = status.lines().find(|l| l.starts_with("VmHWM:"))
+        {
+            let kib: f64 = line
+                .split_whitespace()
+                .nth(1)
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0.0);
+            println!(
+                "server {} peak resident memory: {:.0} MiB ({} users created in all)",
+                server.base,
+                kib / 1024.0,
+                created.lock().unwrap().len()
+            );
+        }
     }
-    drop(server);
+    drop(servers);
 }

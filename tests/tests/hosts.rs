@@ -1,8 +1,9 @@
 //! Several hosts over one PostgreSQL database behave as one Cohort: a write
 //! through one is visible through the other, a group created on one host
-//! governs the writes of the other, and killing a host in the middle of a
-//! write load loses no acknowledged write and leaves memberships that a
-//! full recompute does not change.
+//! governs the writes of the other, exactly one host runs the scheduled
+//! work, and killing that host in the middle of a write load loses no
+//! acknowledged write, leaves memberships that a full recompute does not
+//! change, and moves the scheduled work to the survivor.
 
 #![allow(
     clippy::unwrap_used,
@@ -24,6 +25,8 @@ fn host(database: &str) -> Server {
         "COHORT_SECRET_KEY",
         "c2hhcmVkLWJ5LWV2ZXJ5LWhvc3Qtb2YtdGhpcy10ZXM=".into(),
     ));
+    // The scheduler looks often, so that a take-over shows quickly.
+    env.push(("COHORT_SCHEDULE_TICK_MS", "100".into()));
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     Server::start_with(&env)
 }
@@ -52,12 +55,43 @@ async fn load(api: Api, prefix: &'static str, n: usize) -> Vec<(String, String)>
     acked
 }
 
+/// Whether `api`'s host says it runs the scheduled work, once its
+/// scheduler has looked.
+async fn runs_scheduled_work(api: &Api) -> bool {
+    let ready = api.get("/readyz").await.body;
+    ready["runs_scheduled_work"].as_bool().unwrap()
+}
+
+/// Waits (real time: two processes' schedulers) until exactly one of the
+/// hosts says it runs the scheduled work; returns its index.
+async fn leader(apis: &[&Api]) -> usize {
+    for _ in 0..100 {
+        let mut leading = Vec::new();
+        for (i, api) in apis.iter().enumerate() {
+            if runs_scheduled_work(api).await {
+                leading.push(i);
+            }
+        }
+        if leading.len() == 1 {
+            return leading[0];
+        }
+        assert!(leading.len() < 2, "two hosts run the scheduled work");
+        #[allow(clippy::disallowed_methods)] // other processes' schedulers
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("no host took the scheduled work within 10 s");
+}
+
 #[tokio::test]
 async fn two_hosts_share_writes_and_survive_the_loss_of_one() {
     let database = postgres::fresh_database();
-    let a = host(&database);
-    let mut b = host(&database);
-    let (api_a, api_b) = (a.admin(), b.admin());
+    let mut hosts = [host(&database), host(&database)];
+    let apis = [hosts[0].admin(), hosts[1].admin()];
+    // Exactly one runs the scheduled work; it is the one killed below, and
+    // the other (`b`, the survivor) must take the work over.
+    let victim = leader(&[&apis[0], &apis[1]]).await;
+    let survivor = 1 - victim;
+    let (api_a, api_b) = (apis[survivor].clone(), apis[victim].clone());
 
     // A write through one host is read through the other.
     let ada = api_a.create_user("ada").await;
@@ -83,6 +117,28 @@ async fn two_hosts_share_writes_and_survive_the_loss_of_one() {
     let grace = grace["id"].as_str().unwrap().to_string();
     assert_eq!(api_a.member_ids(&eng).await, vec![grace.clone()]);
     assert_eq!(api_b.member_ids(&eng).await, vec![grace.clone()]);
+    // A member made on A and moved out by a change through B: B's copy of
+    // the memberships must know what A wrote.
+    let linus = api_a
+        .post(
+            "/api/v1/users",
+            json!({"username": "linus", "email": "linus@example.com", "department": "Eng", "state": "active"}),
+        )
+        .await
+        .expect(201)
+        .body;
+    let linus = linus["id"].as_str().unwrap().to_string();
+    let mut both = vec![grace.clone(), linus.clone()];
+    both.sort();
+    assert_eq!(api_b.member_ids(&eng).await, both);
+    api_b
+        .patch(
+            &format!("/api/v1/users/{linus}"),
+            json!({"department": "Sales"}),
+        )
+        .await
+        .expect(200);
+    assert_eq!(api_a.member_ids(&eng).await, vec![grace.clone()]);
 
     // Write load through both; B is killed part-way through.
     let on_a = tokio::spawn(load(api_a.clone(), "a", 120));
@@ -99,7 +155,7 @@ async fn two_hosts_share_writes_and_survive_the_loss_of_one() {
         #[allow(clippy::disallowed_methods)]
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    b.kill();
+    hosts[victim].kill();
     let mut acked = on_a.await.unwrap();
     let from_b = on_b.await.unwrap();
     assert!(!from_b.is_empty(), "B acknowledged nothing before it died");
@@ -134,6 +190,7 @@ async fn two_hosts_share_writes_and_survive_the_loss_of_one() {
     assert_eq!(before, expected);
     let counts = api_a.recompute().await;
     assert_eq!(api_a.member_ids(&eng).await, before, "recompute: {counts}");
-    // And the survivor keeps taking writes.
+    // The survivor took the scheduled work over, and keeps taking writes.
+    assert_eq!(leader(&[&api_a]).await, 0);
     api_a.create_user("after").await;
 }

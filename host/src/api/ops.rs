@@ -46,6 +46,11 @@ pub struct Readiness {
     /// writes. Absent on the embedded engines. Over 10 s, the host is not
     /// ready.
     pub replication_lag_ms: Option<i64>,
+    /// Whether this host runs the scheduled work (import schedules,
+    /// exemption expiry, the daily recompute) at the moment. With several
+    /// hosts one does; when it dies, another takes over within a
+    /// scheduler tick.
+    pub runs_scheduled_work: bool,
     /// Rule-evaluator plugins that dynamic groups need and that cannot be
     /// called: not installed (no plugins directory, or one without them),
     /// disabled, or not rule evaluators.
@@ -128,6 +133,7 @@ pub async fn readyz(State(s): State<AppState>, origin: Origin, headers: HeaderMa
         },
         storage,
         replication_lag_ms,
+        runs_scheduled_work: s.replication.runs_scheduled_work(),
         missing_evaluators: missing,
         waiting_group_count: waiting.len(),
         waiting_groups: if names_groups {

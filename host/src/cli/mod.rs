@@ -202,7 +202,9 @@ impl Client {
                     ))
                 })
                 .unwrap_or(text);
-            bail!("{status}: {detail}");
+            // From the server (or whatever answered): printed only once
+            // nothing in it can move the terminal's cursor or reorder text.
+            bail!("{status}: {}", table::printable(&detail));
         }
         if text.is_empty() {
             return Ok(Value::Null);
@@ -218,6 +220,7 @@ impl Client {
     async fn all(&self, path: &str, limit: Option<usize>) -> anyhow::Result<Value> {
         let mut items = Vec::new();
         let mut cursor: Option<String> = None;
+        let mut seen = std::collections::HashSet::new();
         let sep = if path.contains('?') { '&' } else { '?' };
         loop {
             let page_path = match &cursor {
@@ -233,12 +236,20 @@ impl Client {
                 break;
             }
             match page["next_cursor"].as_str() {
-                Some(c) => cursor = Some(urlencode(c)),
+                // A cursor met before would page for ever.
+                Some(c) if seen.insert(c.to_string()) => cursor = Some(urlencode(c)),
+                Some(_) => bail!("the server returned the same page cursor twice"),
                 None => break,
             }
         }
         Ok(json!({ "items": items }))
     }
+}
+
+/// An id as one path segment: `../` or `?` in it cannot reach another
+/// endpoint.
+fn seg(id: &str) -> String {
+    urlencode(id)
 }
 
 fn urlencode(s: &str) -> String {
@@ -309,7 +320,10 @@ async fn users(c: &Client, cmd: Users) -> anyhow::Result<(Value, Shape)> {
             c.all("/api/v1/users", limit).await?,
             Shape::List(USER_COLUMNS),
         ),
-        Users::Get { id } => (c.get(&format!("/api/v1/users/{id}")).await?, Shape::One),
+        Users::Get { id } => (
+            c.get(&format!("/api/v1/users/{}", seg(&id))).await?,
+            Shape::One,
+        ),
         Users::Create {
             username,
             email,
@@ -331,7 +345,7 @@ async fn users(c: &Client, cmd: Users) -> anyhow::Result<(Value, Shape)> {
         Users::Update { id, set } => (
             c.call(
                 Method::PATCH,
-                &format!("/api/v1/users/{id}"),
+                &format!("/api/v1/users/{}", seg(&id)),
                 Some(Value::Object(pairs(&set)?)),
             )
             .await?,
@@ -340,14 +354,14 @@ async fn users(c: &Client, cmd: Users) -> anyhow::Result<(Value, Shape)> {
         Users::State { id, state } => (
             c.call(
                 Method::POST,
-                &format!("/api/v1/users/{id}/state"),
+                &format!("/api/v1/users/{}/state", seg(&id)),
                 Some(json!({ "state": state })),
             )
             .await?,
             Shape::One,
         ),
         Users::Delete { id } => {
-            c.call(Method::DELETE, &format!("/api/v1/users/{id}"), None)
+            c.call(Method::DELETE, &format!("/api/v1/users/{}", seg(&id)), None)
                 .await?;
             (json!({ "deleted": id }), Shape::One)
         }
@@ -360,7 +374,10 @@ async fn groups(c: &Client, cmd: Groups) -> anyhow::Result<(Value, Shape)> {
             c.all("/api/v1/groups", limit).await?,
             Shape::List(GROUP_COLUMNS),
         ),
-        Groups::Get { id } => (c.get(&format!("/api/v1/groups/{id}")).await?, Shape::One),
+        Groups::Get { id } => (
+            c.get(&format!("/api/v1/groups/{}", seg(&id))).await?,
+            Shape::One,
+        ),
         Groups::Create { json: file } => {
             let text = if file == "-" {
                 std::io::read_to_string(std::io::stdin()).context("reading stdin")?
@@ -375,13 +392,17 @@ async fn groups(c: &Client, cmd: Groups) -> anyhow::Result<(Value, Shape)> {
             )
         }
         Groups::Members { id, limit } => (
-            c.all(&format!("/api/v1/groups/{id}/members"), limit)
+            c.all(&format!("/api/v1/groups/{}/members", seg(&id)), limit)
                 .await?,
             Shape::List(MEMBER_COLUMNS),
         ),
         Groups::Delete { id } => {
-            c.call(Method::DELETE, &format!("/api/v1/groups/{id}"), None)
-                .await?;
+            c.call(
+                Method::DELETE,
+                &format!("/api/v1/groups/{}", seg(&id)),
+                None,
+            )
+            .await?;
             (json!({ "deleted": id }), Shape::One)
         }
         Groups::Recompute => (
@@ -405,8 +426,12 @@ async fn keys(c: &Client, cmd: Keys) -> anyhow::Result<(Value, Shape)> {
             Shape::One,
         ),
         Keys::Revoke { id } => {
-            c.call(Method::DELETE, &format!("/api/v1/api-keys/{id}"), None)
-                .await?;
+            c.call(
+                Method::DELETE,
+                &format!("/api/v1/api-keys/{}", seg(&id)),
+                None,
+            )
+            .await?;
             (json!({ "revoked": id }), Shape::One)
         }
     })
@@ -440,7 +465,7 @@ async fn import(c: &Client, cmd: Import) -> anyhow::Result<(Value, Shape)> {
                     #[allow(clippy::disallowed_methods)] // polling a remote run
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(std::time::Duration::from_secs(2));
-                    run = c.get(&format!("/api/v1/import-runs/{id}")).await?;
+                    run = c.get(&format!("/api/v1/import-runs/{}", seg(&id))).await?;
                 }
             }
             (run, Shape::One)
@@ -450,13 +475,13 @@ async fn import(c: &Client, cmd: Import) -> anyhow::Result<(Value, Shape)> {
             Shape::List(RUN_COLUMNS),
         ),
         Import::Get { id } => (
-            c.get(&format!("/api/v1/import-runs/{id}")).await?,
+            c.get(&format!("/api/v1/import-runs/{}", seg(&id))).await?,
             Shape::One,
         ),
         Import::Approve { id } => (
             c.call(
                 Method::POST,
-                &format!("/api/v1/import-runs/{id}/approve"),
+                &format!("/api/v1/import-runs/{}/approve", seg(&id)),
                 None,
             )
             .await?,

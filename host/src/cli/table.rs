@@ -55,7 +55,7 @@ pub fn render(value: &Value, shape: Shape) -> String {
                     .map(|o| {
                         o.iter()
                             .filter(|(_, v)| !v.is_object() && !v.is_array())
-                            .map(|(k, _)| k.clone())
+                            .map(|(k, _)| printable(k))
                             .collect()
                     })
                     .unwrap_or_default();
@@ -76,7 +76,7 @@ pub fn render(value: &Value, shape: Shape) -> String {
             let rows: Vec<Vec<String>> = match value.as_object() {
                 Some(o) => o
                     .iter()
-                    .map(|(k, v)| vec![k.clone(), cell(Some(v))])
+                    .map(|(k, v)| vec![printable(k), cell(Some(v))])
                     .collect(),
                 None => vec![vec!["value".into(), cell(Some(value))]],
             };
@@ -92,10 +92,21 @@ fn cell(v: Option<&Value>) -> String {
         Some(Value::String(s)) => s.clone(),
         Some(other) => other.to_string(),
     };
-    // A cell is one line: control characters would break the columns (and
-    // could move a terminal's cursor).
+    printable(&text)
+}
+
+/// `text` with what could act on a terminal or reorder what it shows
+/// (control characters, bidirectional overrides and isolates, zero-width
+/// characters) replaced by spaces: data from the server is shown, never
+/// obeyed.
+pub fn printable(text: &str) -> String {
     text.chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
+        .map(|c| {
+            let invisible = matches!(c,
+                '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}'
+                | '\u{FEFF}' | '\u{061C}');
+            if c.is_control() || invisible { ' ' } else { c }
+        })
         .collect()
 }
 
@@ -140,6 +151,16 @@ mod tests {
             text,
             "ID  USERNAME   EMAIL\n1   ada        ada@example.com\n22  grace [2J  -\n(2 rows)\n"
         );
+    }
+
+    #[test]
+    fn nothing_from_the_server_acts_on_the_terminal() {
+        assert_eq!(
+            printable("ad\u{1b}]0;x\u{7}min\u{202E}gpj"),
+            "ad ]0;x min gpj"
+        );
+        let text = render(&json!({"k\u{1b}[2J": "v"}), Shape::One);
+        assert!(!text.contains('\u{1b}'), "{text}");
     }
 
     #[test]

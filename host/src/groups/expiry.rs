@@ -88,6 +88,17 @@ impl Groups {
     /// exemptions lapsed. Before the next expiry, it only reads the clock.
     pub async fn apply_lapsed_exemptions(&self) -> Result<usize, DomainError> {
         let now = self.now();
+        if self
+            .inner
+            .lapses_stale
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            // Another host wrote: it may have set an exemption that lapses
+            // before the one this host knows of.
+            let since = self.inner.lapses.lock().since;
+            let (_, next) = due(self.store(), since, now)?;
+            self.note_expiry(next);
+        }
         let since = {
             let l = self.inner.lapses.lock();
             match l.next {

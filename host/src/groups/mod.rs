@@ -93,6 +93,9 @@ struct Inner {
     /// Set when another host sharing the store wrote: the replica and the
     /// compiled plan may be behind, and are rebuilt before their next use.
     stale: Arc<AtomicBool>,
+    /// The same news for the scheduler's next expiry: another host may
+    /// have set an exemption that lapses sooner.
+    lapses_stale: Arc<AtomicBool>,
 }
 
 /// Which subjects a run covers.
@@ -120,9 +123,14 @@ impl Groups {
         let now = clock.now();
         let next_lapse = expiry::due(&store, now, now)?.1;
         let stale = Arc::new(AtomicBool::new(false));
+        let lapses_stale = Arc::new(AtomicBool::new(false));
         store.on_foreign_write({
             let stale = Arc::clone(&stale);
-            move || stale.store(true, Ordering::SeqCst)
+            let lapses_stale = Arc::clone(&lapses_stale);
+            move || {
+                stale.store(true, Ordering::SeqCst);
+                lapses_stale.store(true, Ordering::SeqCst);
+            }
         });
         let groups = Groups {
             inner: Arc::new(Inner {
@@ -140,10 +148,16 @@ impl Groups {
                 )),
                 lapses: Mutex::new(expiry::Lapses::at(now, next_lapse)),
                 stale,
+                lapses_stale,
             }),
         };
         groups.seed_defaults()?;
-        groups.close_interrupted_runs()?;
+        // Runs left "running" belong to a process that is gone, unless
+        // another host sharing the store is alive and running them: only
+        // the host that runs the scheduled work closes them.
+        if groups.inner.store.lead(crate::replication::SCHEDULES)? {
+            groups.close_interrupted_runs()?;
+        }
         Ok(groups)
     }
 

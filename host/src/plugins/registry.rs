@@ -210,45 +210,6 @@ impl Registry {
                 }
             }
         }
-        for entry in store.scan(PLUGINS, b"", None, false) {
-            let (_, value) = entry?;
-            let stored: StoredPlugin = cohort_storage::decode_json(PLUGINS, &value)?;
-            let name = stored.manifest.name.clone();
-            let file = format!("(uploaded) {name}");
-            let loaded = store
-                .get(COMPONENTS, stored.sha256.as_bytes())?
-                .ok_or_else(|| format!("component {} is missing from the store", stored.sha256))
-                .and_then(|bytes| {
-                    runtime
-                        .load(stored.manifest.clone(), &bytes)
-                        .map_err(|e| e.to_string())
-                });
-            match loaded {
-                Ok(loaded) if !installed.contains_key(&name) => {
-                    installed.insert(
-                        name.clone(),
-                        Installed {
-                            enabled: state(&name)?,
-                            loaded: Arc::new(loaded),
-                            source: Source::Upload,
-                            sha256: stored.sha256,
-                            size_bytes: stored.size_bytes,
-                            installed_at: stored.installed_at,
-                        },
-                    );
-                }
-                Ok(_) => failures.push(LoadFailure {
-                    file,
-                    error: format!(
-                        "a plugin named {name} is already loaded from the plugins directory"
-                    ),
-                }),
-                Err(error) => {
-                    tracing::error!(plugin = %name, error = %error, "uploaded plugin failed to load");
-                    failures.push(LoadFailure { file, error });
-                }
-            }
-        }
         for b in builtin {
             let file = format!("(built in) {}", b.file);
             let result = Manifest::from_toml(b.manifest)
@@ -282,6 +243,46 @@ impl Registry {
                 }
                 Err(error) => {
                     tracing::error!(file = %file, error = %error, "built-in plugin failed to load");
+                    failures.push(LoadFailure { file, error });
+                }
+            }
+        }
+        for entry in store.scan(PLUGINS, b"", None, false) {
+            let (_, value) = entry?;
+            let stored: StoredPlugin = cohort_storage::decode_json(PLUGINS, &value)?;
+            let name = stored.manifest.name.clone();
+            let file = format!("(uploaded) {name}");
+            let loaded = store
+                .get(COMPONENTS, stored.sha256.as_bytes())?
+                .ok_or_else(|| format!("component {} is missing from the store", stored.sha256))
+                .and_then(|bytes| {
+                    runtime
+                        .load(stored.manifest.clone(), &bytes)
+                        .map_err(|e| e.to_string())
+                });
+            match loaded {
+                Ok(loaded) if !installed.contains_key(&name) => {
+                    installed.insert(
+                        name.clone(),
+                        Installed {
+                            enabled: state(&name)?,
+                            loaded: Arc::new(loaded),
+                            source: Source::Upload,
+                            sha256: stored.sha256,
+                            size_bytes: stored.size_bytes,
+                            installed_at: stored.installed_at,
+                        },
+                    );
+                }
+                Ok(_) => failures.push(LoadFailure {
+                    file,
+                    error: format!(
+                        "a plugin named {name} is already loaded from the plugins directory or \
+                         built in; the upload is not used"
+                    ),
+                }),
+                Err(error) => {
+                    tracing::error!(plugin = %name, error = %error, "uploaded plugin failed to load");
                     failures.push(LoadFailure { file, error });
                 }
             }
@@ -379,9 +380,13 @@ impl Registry {
     ) -> Result<Committed<PluginView>, Error> {
         manifest.validate()?;
         let name = manifest.name.clone();
-        if let Some(existing) = self.inner.installed.read().get(&name)
-            && existing.source == Source::Builtin
-        {
+        // Every name this build ships, loaded here or not: an upload stored
+        // through a host with built-ins off must not take a built-in's
+        // place (and its instances' secrets) on the others.
+        let shipped = super::BUILTIN
+            .iter()
+            .any(|b| Manifest::from_toml(b.manifest).is_ok_and(|m| m.name == name));
+        if shipped {
             return Err(DomainError::Conflict {
                 code: "plugin_builtin",
                 field: Some("manifest.name".into()),

@@ -1,0 +1,330 @@
+//! The store's promises, on every engine.
+
+use super::*;
+
+const KS: Keyspace = Keyspace::new("t");
+const OTHER: Keyspace = Keyspace::new("t2");
+
+/// Options for `engine`; for PostgreSQL, a new database on the test
+/// server each call.
+fn options(engine: Engine) -> OpenOptions {
+    OpenOptions {
+        engine,
+        url: (engine == Engine::Postgres).then(cohort_tests::postgres::fresh_database),
+        connections: 2,
+        ..OpenOptions::default()
+    }
+}
+
+fn open(engine: Engine) -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), &options(engine)).unwrap();
+    (dir, store)
+}
+
+fn keys(store: &Store, prefix: &[u8], after: Option<&[u8]>, reverse: bool) -> Vec<Vec<u8>> {
+    store
+        .scan(KS, prefix, after, reverse)
+        .map(|r| r.unwrap().0)
+        .collect()
+}
+
+async fn write_is_visible_and_durable(engine: Engine) {
+    let (_dir, store) = open(engine);
+    let c = store
+        .write(|t| {
+            t.put(KS, b"a", b"1".to_vec());
+            Ok::<_, StorageError>(7)
+        })
+        .unwrap();
+    assert_eq!(c.durable().await.unwrap(), 7);
+    assert_eq!(store.get(KS, b"a").unwrap(), Some(b"1".to_vec()));
+}
+
+fn failed_transaction_writes_nothing(engine: Engine) {
+    let (_dir, store) = open(engine);
+    let r = store.write(|t| {
+        t.put(KS, b"a", b"1".to_vec());
+        Err::<(), _>(StorageError::Engine("boom".into()))
+    });
+    assert!(r.is_err());
+    assert_eq!(store.get(KS, b"a").unwrap(), None);
+}
+
+fn scans_stay_inside_their_keyspace_and_resume_after_cursor(engine: Engine) {
+    let (_dir, store) = open(engine);
+    store
+        .write(|t| {
+            for k in [&b"a1"[..], b"a2", b"a3", b"b1"] {
+                t.put(KS, k, vec![]);
+            }
+            t.put(OTHER, b"a1", vec![]);
+            Ok::<_, StorageError>(())
+        })
+        .unwrap()
+        .durable_blocking()
+        .unwrap();
+    assert_eq!(
+        keys(&store, b"a", None, false),
+        vec![b"a1".to_vec(), b"a2".to_vec(), b"a3".to_vec()]
+    );
+    assert_eq!(
+        keys(&store, b"a", Some(b"a1"), false),
+        vec![b"a2".to_vec(), b"a3".to_vec()]
+    );
+    assert_eq!(
+        keys(&store, b"a", Some(b"a3"), true),
+        vec![b"a2".to_vec(), b"a1".to_vec()]
+    );
+    assert_eq!(keys(&store, b"", None, true).len(), 4);
+}
+
+fn checkpoints_apply_early_and_aborts_are_reported(engine: Engine) {
+    let (_dir, store) = open(engine);
+    let aborted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = std::sync::Arc::clone(&aborted);
+    let r = store.write(|t| {
+        t.on_abort(move || flag.store(true, std::sync::atomic::Ordering::SeqCst));
+        t.put(KS, b"a", b"1".to_vec());
+        t.checkpoint()?;
+        assert_eq!(t.pending_writes(), 0);
+        assert_eq!(t.get(KS, b"a")?, Some(b"1".to_vec()));
+        t.put(KS, b"b", b"2".to_vec());
+        Err::<(), _>(StorageError::Engine("later failure".into()))
+    });
+    assert!(r.is_err());
+    assert!(aborted.load(std::sync::atomic::Ordering::SeqCst));
+    assert_eq!(store.get(KS, b"a").unwrap(), Some(b"1".to_vec()));
+    assert_eq!(store.get(KS, b"b").unwrap(), None);
+
+    // A transaction whose writes all went out at a checkpoint still
+    // waits for durability, and commit runs no abort callback.
+    let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let f2 = std::sync::Arc::clone(&flag);
+    store
+        .write(|t| {
+            t.on_abort(move || f2.store(true, std::sync::atomic::Ordering::SeqCst));
+            t.put(KS, b"c", b"3".to_vec());
+            t.checkpoint()
+        })
+        .unwrap()
+        .durable_blocking()
+        .unwrap();
+    assert!(!flag.load(std::sync::atomic::Ordering::SeqCst));
+    assert_eq!(store.get(KS, b"c").unwrap(), Some(b"3".to_vec()));
+}
+
+fn transaction_scans_merge_their_own_writes_in_order(engine: Engine) {
+    let (_dir, store) = open(engine);
+    store
+        .write(|t| {
+            for k in [&b"a1"[..], b"a3", b"a5"] {
+                t.put(KS, k, b"old".to_vec());
+            }
+            t.put(OTHER, b"a2", vec![]);
+            Ok::<_, StorageError>(())
+        })
+        .unwrap()
+        .durable_blocking()
+        .unwrap();
+    store
+        .write(|t| {
+            t.put(KS, b"a0", b"new".to_vec());
+            t.put(KS, b"a3", b"new".to_vec());
+            t.delete(KS, b"a5");
+            t.put(KS, b"a4", b"new".to_vec());
+            t.put(KS, b"b1", b"new".to_vec());
+            let seen: Vec<(String, String)> = t
+                .scan_prefix(KS, b"a")?
+                .into_iter()
+                .map(|(k, v)| (String::from_utf8(k).unwrap(), String::from_utf8(v).unwrap()))
+                .collect();
+            let expected: Vec<(String, String)> =
+                [("a0", "new"), ("a1", "old"), ("a3", "new"), ("a4", "new")]
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect();
+            assert_eq!(seen, expected);
+            Ok::<_, StorageError>(())
+        })
+        .unwrap()
+        .durable_blocking()
+        .unwrap();
+}
+
+fn sequences_follow_commits_and_survive_reopen(engine: Engine) {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = options(engine);
+    let append = |store: &Store, fail: bool| {
+        store.write(|t| {
+            let n = t.next_sequence(KS)?;
+            let m = t.next_sequence(KS)?;
+            assert_eq!(m, n + 1);
+            t.put(KS, &n.to_be_bytes(), vec![]);
+            t.put(KS, &m.to_be_bytes(), vec![]);
+            if fail {
+                return Err(StorageError::Engine("abort".into()));
+            }
+            Ok(n)
+        })
+    };
+    {
+        let store = Store::open(dir.path(), &opts).unwrap();
+        assert_eq!(
+            append(&store, false).unwrap().durable_blocking().unwrap(),
+            1
+        );
+        assert!(append(&store, true).is_err());
+        assert_eq!(
+            append(&store, false).unwrap().durable_blocking().unwrap(),
+            3
+        );
+    }
+    let store = Store::open(dir.path(), &opts).unwrap();
+    assert_eq!(
+        append(&store, false).unwrap().durable_blocking().unwrap(),
+        5
+    );
+}
+
+fn data_survives_reopen(engine: Engine) {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = options(engine);
+    {
+        let store = Store::open(dir.path(), &opts).unwrap();
+        store
+            .write(|t| {
+                t.put(KS, b"k", b"v".to_vec());
+                Ok::<_, StorageError>(())
+            })
+            .unwrap()
+            .durable_blocking()
+            .unwrap();
+    }
+    let store = Store::open(dir.path(), &opts).unwrap();
+    assert_eq!(store.get(KS, b"k").unwrap(), Some(b"v".to_vec()));
+}
+
+/// Every promise holds on every engine.
+macro_rules! on_each_engine {
+    ($engine:ident, $variant:expr) => {
+        mod $engine {
+            use super::*;
+
+            #[tokio::test]
+            async fn write_is_visible_and_durable() {
+                super::write_is_visible_and_durable($variant).await
+            }
+
+            #[test]
+            fn failed_transaction_writes_nothing() {
+                super::failed_transaction_writes_nothing($variant)
+            }
+
+            #[test]
+            fn scans_stay_inside_their_keyspace_and_resume_after_cursor() {
+                super::scans_stay_inside_their_keyspace_and_resume_after_cursor($variant)
+            }
+
+            #[test]
+            fn checkpoints_apply_early_and_aborts_are_reported() {
+                super::checkpoints_apply_early_and_aborts_are_reported($variant)
+            }
+
+            #[test]
+            fn transaction_scans_merge_their_own_writes_in_order() {
+                super::transaction_scans_merge_their_own_writes_in_order($variant)
+            }
+
+            #[test]
+            fn sequences_follow_commits_and_survive_reopen() {
+                super::sequences_follow_commits_and_survive_reopen($variant)
+            }
+
+            #[test]
+            fn data_survives_reopen() {
+                super::data_survives_reopen($variant)
+            }
+        }
+    };
+}
+
+on_each_engine!(fjall, Engine::Fjall);
+on_each_engine!(sled, Engine::Sled);
+on_each_engine!(postgres, Engine::Postgres);
+
+/// Two stores on one database are two hosts: a uniqueness check and
+/// the write it guards never interleave with the other host's, and
+/// sequence numbers continue where the other host left off.
+#[test]
+fn two_hosts_on_one_database_take_turns_and_share_sequences() {
+    let opts = options(Engine::Postgres);
+    let a = Store::open(Path::new(""), &opts).unwrap();
+    let b = Store::open(Path::new(""), &opts).unwrap();
+    let threads: Vec<_> = [a.clone(), b.clone()]
+        .into_iter()
+        .enumerate()
+        .map(|(host, store)| {
+            std::thread::spawn(move || {
+                let mut won = 0;
+                for i in 0..40u32 {
+                    // Read-modify-write of one counter, and a claim that
+                    // only one host may make per round.
+                    let claimed = store
+                        .write(|t| {
+                            let n: u64 = t.get_json(KS, b"counter")?.unwrap_or(0);
+                            t.put_json(KS, b"counter", &(n + 1))?;
+                            let seq = t.next_sequence(OTHER)?;
+                            t.put(OTHER, &seq.to_be_bytes(), vec![host as u8]);
+                            let round = format!("round-{i}");
+                            if t.get(KS, round.as_bytes())?.is_some() {
+                                return Ok(false);
+                            }
+                            t.put(KS, round.as_bytes(), vec![host as u8]);
+                            Ok::<_, StorageError>(true)
+                        })
+                        .unwrap()
+                        .durable_blocking()
+                        .unwrap();
+                    won += u32::from(claimed);
+                }
+                won
+            })
+        })
+        .collect();
+    let won: u32 = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    assert_eq!(won, 40, "each round is claimed exactly once");
+    assert_eq!(a.get_json::<u64>(KS, b"counter").unwrap(), Some(80));
+    assert_eq!(b.get_json::<u64>(KS, b"counter").unwrap(), Some(80));
+    let seqs: Vec<u64> = b
+        .scan(OTHER, b"", None, false)
+        .map(|r| u64::from_be_bytes(r.unwrap().0.try_into().unwrap()))
+        .collect();
+    assert_eq!(seqs, (1..=80).collect::<Vec<_>>(), "no number given twice");
+}
+
+#[test]
+fn a_directory_is_opened_only_by_the_engine_that_wrote_it() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(Store::open(dir.path(), &options(Engine::Sled)).unwrap());
+    let err = Store::open(dir.path(), &options(Engine::Fjall))
+        .err()
+        .unwrap();
+    assert!(
+        matches!(
+            err,
+            StorageError::WrongEngine {
+                found: "sled",
+                configured: "fjall",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    drop(Store::open(dir.path(), &options(Engine::Fjall)).unwrap());
+    let err = Store::open(dir.path(), &options(Engine::Sled))
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("holds a fjall store"), "{err}");
+}
