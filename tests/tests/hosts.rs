@@ -140,6 +140,31 @@ async fn two_hosts_share_writes_and_survive_the_loss_of_one() {
         .expect(200);
     assert_eq!(api_a.member_ids(&eng).await, vec![grace.clone()]);
 
+    // A plugin disabled through one host stops on the other (which only
+    // reads, so it learns of it from its once-a-second look).
+    api_a
+        .post("/api/v1/plugins/csv/disable", json!({}))
+        .await
+        .expect(200);
+    let mut disabled = false;
+    for _ in 0..50 {
+        let csv = api_b.get("/api/v1/plugins/csv").await.expect(200).body;
+        if csv["enabled"] == false {
+            disabled = true;
+            break;
+        }
+        #[allow(clippy::disallowed_methods)] // the other process's look
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        disabled,
+        "the plugin disabled through A still runs on B after 5 s"
+    );
+    api_a
+        .post("/api/v1/plugins/csv/enable", json!({}))
+        .await
+        .expect(200);
+
     // Write load through both; B is killed part-way through.
     let on_a = tokio::spawn(load(api_a.clone(), "a", 120));
     let on_b = tokio::spawn(load(api_b.clone(), "b", 400));

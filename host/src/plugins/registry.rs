@@ -64,7 +64,7 @@ pub enum Source {
     Builtin,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 struct StoredPlugin {
     manifest: Manifest,
     sha256: String,
@@ -128,6 +128,10 @@ struct Inner {
     clock: Arc<dyn Clock>,
     installed: RwLock<BTreeMap<String, Installed>>,
     failures: Vec<LoadFailure>,
+    /// Set when another host sharing the store wrote: it may have uploaded,
+    /// removed, enabled or disabled a plugin. Read again before the next
+    /// use, so that a plugin disabled through one host stops on all.
+    stale: Arc<std::sync::atomic::AtomicBool>,
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -287,6 +291,11 @@ impl Registry {
                 }
             }
         }
+        let stale = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        store.on_foreign_write({
+            let stale = Arc::clone(&stale);
+            move || stale.store(true, std::sync::atomic::Ordering::SeqCst)
+        });
         Ok(Registry {
             inner: Arc::new(Inner {
                 runtime,
@@ -294,8 +303,81 @@ impl Registry {
                 clock,
                 installed: RwLock::new(installed),
                 failures,
+                stale,
             }),
         })
+    }
+
+    /// Brings the installed plugins in line with the store when another
+    /// host may have changed them (see `Inner::stale`).
+    fn catch_up(&self) {
+        use std::sync::atomic::Ordering;
+        if !self.inner.stale.swap(false, Ordering::SeqCst) {
+            return;
+        }
+        if let Err(e) = self.reconcile() {
+            self.inner.stale.store(true, Ordering::SeqCst);
+            tracing::warn!(error = %e, "reading the plugins another host changed failed");
+        }
+    }
+
+    fn reconcile(&self) -> Result<(), DomainError> {
+        let store = &self.inner.store;
+        let mut stored: BTreeMap<String, StoredPlugin> = BTreeMap::new();
+        for entry in store.scan(PLUGINS, b"", None, false) {
+            let (_, value) = entry?;
+            let p: StoredPlugin = cohort_storage::decode_json(PLUGINS, &value)?;
+            stored.insert(p.manifest.name.clone(), p);
+        }
+        // Uploads another host made: compiled outside the lock.
+        let new: Vec<StoredPlugin> = {
+            let installed = self.inner.installed.read();
+            stored
+                .values()
+                .filter(|p| !installed.contains_key(&p.manifest.name))
+                .cloned()
+                .collect()
+        };
+        let mut loaded = Vec::new();
+        for p in new {
+            let result = store
+                .get(COMPONENTS, p.sha256.as_bytes())?
+                .ok_or_else(|| format!("component {} is missing from the store", p.sha256))
+                .and_then(|bytes| {
+                    self.inner
+                        .runtime
+                        .load(p.manifest.clone(), &bytes)
+                        .map_err(|e| e.to_string())
+                });
+            match result {
+                Ok(l) => loaded.push((p, l)),
+                Err(error) => {
+                    tracing::error!(plugin = %p.manifest.name, error = %error, "a plugin another host uploaded failed to load");
+                }
+            }
+        }
+        let mut installed = self.inner.installed.write();
+        // Uploads another host removed.
+        installed.retain(|name, i| i.source != Source::Upload || stored.contains_key(name));
+        for (p, l) in loaded {
+            installed
+                .entry(p.manifest.name.clone())
+                .or_insert(Installed {
+                    loaded: Arc::new(l),
+                    source: Source::Upload,
+                    sha256: p.sha256,
+                    size_bytes: p.size_bytes,
+                    installed_at: p.installed_at,
+                    enabled: true,
+                });
+        }
+        for (name, i) in installed.iter_mut() {
+            i.enabled = store
+                .get_json::<StoredState>(PLUGIN_STATE, name.as_bytes())?
+                .map(|s| s.enabled)
+                .unwrap_or(true);
+        }
+        Ok(())
     }
 
     /// The runtime plugins run in.
@@ -318,6 +400,7 @@ impl Registry {
 
     /// Every installed plugin, by name, and the files that failed to load.
     pub fn list(&self) -> (Vec<PluginView>, Vec<LoadFailure>) {
+        self.catch_up();
         let installed = self.inner.installed.read();
         (
             installed.values().map(|i| self.view(i)).collect(),
@@ -327,6 +410,7 @@ impl Registry {
 
     /// One plugin.
     pub fn get(&self, name: &str) -> Result<PluginView, DomainError> {
+        self.catch_up();
         let installed = self.inner.installed.read();
         installed
             .get(name)
@@ -336,6 +420,7 @@ impl Registry {
 
     /// The loaded plugin for a call: it must exist, be enabled and be of `world`.
     pub fn callable(&self, name: &str, world: World) -> Result<Arc<LoadedPlugin>, PluginError> {
+        self.catch_up();
         let installed = self.inner.installed.read();
         let i = installed
             .get(name)
@@ -355,6 +440,7 @@ impl Registry {
 
     /// The world of an installed plugin (enabled or not).
     pub fn world(&self, name: &str) -> Option<World> {
+        self.catch_up();
         self.inner
             .installed
             .read()
@@ -364,6 +450,7 @@ impl Registry {
 
     /// The manifest of an installed plugin (enabled or not).
     pub fn manifest(&self, name: &str) -> Option<Manifest> {
+        self.catch_up();
         self.inner
             .installed
             .read()
