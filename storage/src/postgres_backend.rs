@@ -23,6 +23,8 @@
 //!   the lease connection broke and another host wrote meanwhile, the batch
 //!   fails instead of overwriting what it did not read.
 //!
+//! Connections use TLS when the URL's `sslmode` asks for it (see [`tls`]).
+//!
 //! The `postgres` client blocks on a runtime of its own, which must not run
 //! on an async worker. Connections therefore live on threads of their own
 //! ([`Pool`]); callers hand them jobs and wait for the answer.
@@ -34,7 +36,8 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 
 use parking_lot::Mutex;
-use postgres::{Client, NoTls, Statement};
+use postgres::{Client, Statement};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::StorageError;
 use crate::backend::{Backend, EntryIter};
@@ -81,6 +84,29 @@ const SCHEMA: &str = "
     );
 ";
 
+/// TLS as the URL's `sslmode` asks: `prefer` (the default) uses it when the
+/// server offers it, `require` insists. The server's certificate must chain
+/// to the system's trust store (`update-ca-certificates` for a private CA)
+/// and name the host, whichever mode asked for TLS.
+fn tls() -> Result<MakeRustlsConnect, StorageError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        // A certificate the store cannot parse is one fewer root, not a
+        // reason to refuse the rest.
+        let _ = roots.add(cert);
+    }
+    // Deprecated only for lacking post-quantum key exchange; see
+    // host/src/outbound.rs.
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| StorageError::Engine(format!("postgres: TLS: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(MakeRustlsConnect::new(config))
+}
+
 fn engine(e: postgres::Error) -> StorageError {
     StorageError::Engine(format!("postgres: {e}"))
 }
@@ -88,6 +114,7 @@ fn engine(e: postgres::Error) -> StorageError {
 /// One connection, opened on first use and again after it breaks.
 struct Conn {
     config: postgres::Config,
+    tls: MakeRustlsConnect,
     client: Option<Client>,
     statements: HashMap<String, Statement>,
     /// Connections opened so far: session locks taken on an earlier one
@@ -99,7 +126,7 @@ impl Conn {
     fn client(&mut self) -> Result<&mut Client, postgres::Error> {
         if self.client.as_ref().is_none_or(Client::is_closed) {
             self.statements.clear();
-            let mut client = self.config.connect(NoTls)?;
+            let mut client = self.config.connect(self.tls.clone())?;
             // Durability is the commit: never let a server default weaken it.
             // A writer waits for the lease at most LOCK_TIMEOUT, then fails
             // its request, rather than hold its thread for ever behind a
@@ -137,7 +164,12 @@ struct Pool {
 }
 
 impl Pool {
-    fn start(config: &postgres::Config, size: usize, name: &str) -> Result<Pool, StorageError> {
+    fn start(
+        config: &postgres::Config,
+        tls: &MakeRustlsConnect,
+        size: usize,
+        name: &str,
+    ) -> Result<Pool, StorageError> {
         let (tx, rx) = mpsc::channel::<Job>();
         let rx = Arc::new(Mutex::new(rx));
         let mut threads = Vec::with_capacity(size);
@@ -145,6 +177,7 @@ impl Pool {
             let rx = Arc::clone(&rx);
             let mut conn = Conn {
                 config: config.clone(),
+                tls: tls.clone(),
                 client: None,
                 statements: HashMap::new(),
                 connects: 0,
@@ -251,7 +284,8 @@ impl PostgresBackend {
             config.connect_timeout(std::time::Duration::from_secs(10));
         }
         config.keepalives_idle(std::time::Duration::from_secs(30));
-        let writer = Pool::start(&config, 1, "writer")?;
+        let tls = tls()?;
+        let writer = Pool::start(&config, &tls, 1, "writer")?;
         writer.run(false, |conn| {
             let client = conn.client()?;
             let mut tx = client.transaction()?;
@@ -277,8 +311,8 @@ impl PostgresBackend {
                 "postgres: the database has table layout {layout}, but this build reads at most {LAYOUT}; upgrade Cohort"
             )));
         }
-        let readers = Arc::new(Pool::start(&config, connections.max(1), "reader")?);
-        let leader = Pool::start(&config, 1, "leader")?;
+        let readers = Arc::new(Pool::start(&config, &tls, connections.max(1), "reader")?);
+        let leader = Pool::start(&config, &tls, 1, "leader")?;
         Ok(PostgresBackend {
             readers,
             writer,

@@ -328,3 +328,25 @@ fn a_directory_is_opened_only_by_the_engine_that_wrote_it() {
         .unwrap();
     assert!(err.to_string().contains("holds a fjall store"), "{err}");
 }
+
+/// `sslmode=require` is honoured: against the test server, which offers no
+/// TLS, the connection is refused rather than made in the clear.
+#[test]
+fn postgres_refuses_a_clear_connection_when_tls_is_required() {
+    let url = format!(
+        "{}?sslmode=require",
+        cohort_tests::postgres::fresh_database()
+    );
+    let opts = OpenOptions {
+        engine: Engine::Postgres,
+        url: Some(url),
+        connections: 1,
+        ..OpenOptions::default()
+    };
+    let err = Store::open(Path::new(""), &opts).err().unwrap().to_string();
+    assert!(err.to_lowercase().contains("tls"), "{err}");
+    // The same database in the default mode (`prefer`) connects in the clear.
+    let mut prefer = opts.clone();
+    prefer.url = prefer.url.map(|u| u.replace("?sslmode=require", ""));
+    Store::open(Path::new(""), &prefer).unwrap();
+}
