@@ -267,17 +267,24 @@ fn run_env(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
         .expect("run cohort")
 }
 
+/// A server on `engine` given `n` users, then stopped cleanly; with what a
+/// client could read from it before it stopped.
+async fn stopped_with_users(engine: &str, prefix: &str, n: usize) -> (Server, Vec<Value>) {
+    let mut s = Server::start_with(&[("COHORT_STORAGE_ENGINE", engine)]);
+    let api = s.admin();
+    for i in 0..n {
+        api.create_user(&format!("{prefix}{i}")).await;
+    }
+    let before = snapshot(&api).await;
+    assert!(s.terminate().success());
+    (s, before)
+}
+
 /// A directory sled wrote is never opened by fjall (nor the reverse); it
 /// moves through an offline backup and a restore, and arrives identical.
 #[tokio::test]
 async fn a_sled_directory_moves_to_fjall_through_backup_and_restore() {
-    let mut s = Server::start_with(&[("COHORT_STORAGE_ENGINE", "sled")]);
-    let api = s.admin();
-    for i in 0..20 {
-        api.create_user(&format!("mover{i}")).await;
-    }
-    let before = snapshot(&api).await;
-    assert!(s.terminate().success());
+    let (s, before) = stopped_with_users("sled", "mover", 20).await;
     let data = s.data_dir().to_str().unwrap().to_string();
 
     // Opened with the default engine, the sled directory is refused with
@@ -338,13 +345,7 @@ async fn a_sled_directory_moves_to_fjall_through_backup_and_restore() {
 /// serves exactly what the original did. A non-empty target is refused.
 #[tokio::test]
 async fn migrate_moves_a_directory_to_postgres_and_back() {
-    let mut s = Server::start_with(&[("COHORT_STORAGE_ENGINE", "fjall")]);
-    let api = s.admin();
-    for i in 0..25 {
-        api.create_user(&format!("migrant{i}")).await;
-    }
-    let before = snapshot(&api).await;
-    assert!(s.terminate().success());
+    let (s, before) = stopped_with_users("fjall", "migrant", 25).await;
     let data = s.data_dir().to_path_buf();
     let secret = std::fs::read_to_string(data.join("secret.key")).unwrap();
     let database = cohort_tests::postgres::fresh_database();
