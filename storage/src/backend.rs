@@ -76,6 +76,25 @@ pub(crate) trait Backend: Send + Sync {
         Ok(true)
     }
 
+    /// Takes one event from the rate bucket `key` shared by every process
+    /// on the engine (GCRA: `interval` between events at the steady rate,
+    /// `tolerance` the burst, all in microseconds). `None` when the engine
+    /// is not shared, and the caller's own bucket is the only one.
+    fn take_rate(
+        &self,
+        _key: &[u8],
+        _now: i64,
+        _interval: i64,
+        _tolerance: i64,
+    ) -> Result<Option<crate::RateDecision>, StorageError> {
+        Ok(None)
+    }
+
+    /// Forgets rate buckets whose time has passed (they are as good as new).
+    fn sweep_rates(&self, _now: i64) -> Result<u64, StorageError> {
+        Ok(0)
+    }
+
     /// True when another process has written since this one last looked
     /// (its own writes do not count).
     fn foreign_writes(&self) -> Result<bool, StorageError> {

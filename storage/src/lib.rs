@@ -40,6 +40,16 @@ pub use reader::Reader;
 pub use store::{Committed, Engine, LiveSize, OpenOptions, Store};
 pub use txn::{WriteTxn, decode_json};
 
+/// What a shared rate bucket said (see [`Store::take_rate`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RateDecision {
+    /// The event is allowed, and counted.
+    Allowed,
+    /// Refused: the bucket allows the next one after this many
+    /// microseconds.
+    Wait(i64),
+}
+
 /// A key and its value, as scans return them. The key is relative to the
 /// keyspace it was read from.
 pub type Entry = (Vec<u8>, Vec<u8>);

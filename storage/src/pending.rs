@@ -197,6 +197,20 @@ impl Backend for Pending {
         self.engine.lead(role)
     }
 
+    fn take_rate(
+        &self,
+        key: &[u8],
+        now: i64,
+        interval: i64,
+        tolerance: i64,
+    ) -> Result<Option<crate::RateDecision>, StorageError> {
+        self.engine.take_rate(key, now, interval, tolerance)
+    }
+
+    fn sweep_rates(&self, now: i64) -> Result<u64, StorageError> {
+        self.engine.sweep_rates(now)
+    }
+
     fn is_clean(&self) -> bool {
         let state = self.state.read();
         state.open.is_empty() && state.sealed.is_empty()

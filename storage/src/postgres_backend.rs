@@ -82,6 +82,10 @@ const SCHEMA: &str = "
         layout int NOT NULL,
         generation bigint NOT NULL
     );
+    CREATE UNLOGGED TABLE IF NOT EXISTS cohort_rate (
+        k bytea PRIMARY KEY,
+        tat bigint NOT NULL
+    );
 ";
 
 /// TLS as the URL's `sslmode` asks: `prefer` (the default) uses it when the
@@ -108,7 +112,14 @@ fn tls() -> Result<MakeRustlsConnect, StorageError> {
 }
 
 fn engine(e: postgres::Error) -> StorageError {
-    StorageError::Engine(format!("postgres: {e}"))
+    // The server's own message and code, which the client's `Display`
+    // leaves out ("db error").
+    match e.as_db_error() {
+        Some(db) => {
+            StorageError::Engine(format!("postgres: {} ({})", db.message(), db.code().code()))
+        }
+        None => StorageError::Engine(format!("postgres: {e}")),
+    }
 }
 
 /// One connection, opened on first use and again after it breaks.
@@ -508,6 +519,48 @@ impl Backend for PostgresBackend {
                 leading.lock().remove(&role);
             }
             Ok(won)
+        })
+    }
+
+    fn take_rate(
+        &self,
+        key: &[u8],
+        now: i64,
+        interval: i64,
+        tolerance: i64,
+    ) -> Result<Option<crate::RateDecision>, StorageError> {
+        let key = key.to_vec();
+        self.readers.run(true, move |conn| {
+            // One statement, so that two hosts taking from one bucket at
+            // once are ordered by the row lock: the theoretical arrival
+            // time moves on only when the event is allowed.
+            let take = conn.statement(
+                "INSERT INTO cohort_rate AS r (k, tat) VALUES ($1, $2::bigint + $3::bigint)
+                 ON CONFLICT (k) DO UPDATE SET tat = GREATEST(r.tat, $2::bigint) + $3::bigint
+                 WHERE GREATEST(r.tat, $2::bigint) - $4::bigint <= $2::bigint
+                 RETURNING tat",
+            )?;
+            let read = conn.statement("SELECT tat FROM cohort_rate WHERE k = $1")?;
+            let client = conn.client()?;
+            if client
+                .query_opt(&take, &[&key, &now, &interval, &tolerance])?
+                .is_some()
+            {
+                return Ok(Some(crate::RateDecision::Allowed));
+            }
+            let tat: i64 = client
+                .query_opt(&read, &[&key])?
+                .map_or(now, |row| row.get(0));
+            Ok(Some(crate::RateDecision::Wait(
+                (tat.max(now) - tolerance - now).max(1),
+            )))
+        })
+    }
+
+    fn sweep_rates(&self, now: i64) -> Result<u64, StorageError> {
+        self.readers.run(true, move |conn| {
+            conn.client()?
+                .execute("DELETE FROM cohort_rate WHERE tat < $1", &[&now])
         })
     }
 

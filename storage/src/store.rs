@@ -308,6 +308,27 @@ impl Store {
         self.inner.backend.lead(h as i32)
     }
 
+    /// Takes one event from a rate bucket that every host sharing the
+    /// engine counts against (sign-in limits), with the GCRA arithmetic of
+    /// an in-memory bucket: `interval` microseconds between events at the
+    /// steady rate, `tolerance` the burst. `None` on the embedded engines,
+    /// where the caller's in-memory bucket is the whole count. Buckets are
+    /// not durable (PostgreSQL: an UNLOGGED table): a limit, not a record.
+    pub fn take_rate(
+        &self,
+        key: &[u8],
+        now: i64,
+        interval: i64,
+        tolerance: i64,
+    ) -> Result<Option<crate::RateDecision>, StorageError> {
+        self.inner.backend.take_rate(key, now, interval, tolerance)
+    }
+
+    /// Forgets shared rate buckets whose time has passed; returns how many.
+    pub fn sweep_rates(&self, now: i64) -> Result<u64, StorageError> {
+        self.inner.backend.sweep_rates(now)
+    }
+
     /// True when other processes may write to the same data (PostgreSQL).
     pub fn is_shared(&self) -> bool {
         self.inner.backend.shared()

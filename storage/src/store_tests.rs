@@ -350,3 +350,34 @@ fn postgres_refuses_a_clear_connection_when_tls_is_required() {
     prefer.url = prefer.url.map(|u| u.replace("?sslmode=require", ""));
     Store::open(Path::new(""), &prefer).unwrap();
 }
+
+/// A rate bucket is one for every host on the database, with the GCRA
+/// arithmetic: a burst of `tolerance / interval + 1`, then one per
+/// interval; the embedded engines have none.
+#[test]
+fn rate_buckets_are_shared_between_hosts() {
+    let opts = options(Engine::Postgres);
+    let a = Store::open(Path::new(""), &opts).unwrap();
+    let b = Store::open(Path::new(""), &opts).unwrap();
+    let (interval, tolerance) = (1_000_000, 2_000_000); // 3 at once, then 1/s
+    let now = 1_700_000_000_000_000i64;
+    let take = |s: &Store, at: i64| s.take_rate(b"k", at, interval, tolerance).unwrap().unwrap();
+    assert_eq!(take(&a, now), crate::RateDecision::Allowed);
+    assert_eq!(take(&b, now), crate::RateDecision::Allowed);
+    assert_eq!(take(&a, now), crate::RateDecision::Allowed);
+    // The fourth, from either host, waits until the first refills.
+    assert_eq!(take(&b, now), crate::RateDecision::Wait(1_000_000));
+    assert_eq!(take(&a, now + 400_000), crate::RateDecision::Wait(600_000));
+    assert_eq!(take(&b, now + 1_000_000), crate::RateDecision::Allowed);
+    // Another key has its own bucket; spent buckets are swept.
+    assert_eq!(
+        a.take_rate(b"other", now, interval, tolerance).unwrap(),
+        Some(crate::RateDecision::Allowed)
+    );
+    assert_eq!(a.sweep_rates(now + 10_000_000).unwrap(), 2);
+    let (_dir, embedded) = open(Engine::Fjall);
+    assert_eq!(
+        embedded.take_rate(b"k", now, interval, tolerance).unwrap(),
+        None
+    );
+}

@@ -15,6 +15,11 @@
 //! again, so a flood of new addresses cannot push out the ones being held
 //! back. Memory stays bounded whatever arrives; time comes from the caller
 //! (the injected clock).
+//!
+//! With several hosts over PostgreSQL, the buckets are the database's
+//! ([`cohort_storage::Store::take_rate`]), with the same arithmetic, so N
+//! hosts allow what one would, not N times as much. A host that cannot
+//! reach them counts on its own buckets until it can.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash};
@@ -146,6 +151,8 @@ pub struct SignInLimits {
     /// Identifiers are kept as keyed hashes: a fixed size per entry whatever
     /// was typed, and no collisions an outsider can aim for.
     hasher: std::collections::hash_map::RandomState,
+    /// The store whose buckets every host shares, when it is shared.
+    shared: Option<cohort_storage::Store>,
 }
 
 fn micros(t: DateTime<Utc>) -> i64 {
@@ -163,7 +170,37 @@ impl SignInLimits {
             per_address: Limiter::new(policy.per_address, policy.period, policy.max_tracked),
             per_identifier: Limiter::new(policy.per_identifier, policy.period, policy.max_tracked),
             hasher: Default::default(),
+            shared: None,
         }
+    }
+
+    /// Counts against `store`'s buckets when other hosts share it (see the
+    /// module's documentation); on an embedded store, nothing changes.
+    pub fn shared_through(mut self, store: cohort_storage::Store) -> SignInLimits {
+        self.shared = store.is_shared().then_some(store);
+        self
+    }
+
+    /// One event from `limiter`: from the shared bucket `shared_key` when
+    /// there is one, else from the local bucket `key`.
+    fn take<K: Hash + Eq>(
+        &self,
+        limiter: &Limiter<K>,
+        key: K,
+        shared_key: impl FnOnce() -> Vec<u8>,
+        now: i64,
+    ) -> Result<(), i64> {
+        if let Some(store) = &self.shared {
+            match store.take_rate(&shared_key(), now, limiter.interval, limiter.tolerance) {
+                Ok(Some(cohort_storage::RateDecision::Allowed)) => return Ok(()),
+                Ok(Some(cohort_storage::RateDecision::Wait(wait))) => return Err(wait),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "shared sign-in limits unreachable; counting on this host");
+                }
+            }
+        }
+        limiter.take(key, now)
     }
 
     /// Takes one start from `address` (when known) for `identifier` (when
@@ -179,22 +216,35 @@ impl SignInLimits {
     ) -> Result<(), Limited> {
         let now = micros(now);
         if let (Some(limiter), Some(ip)) = (&self.per_address, address) {
-            limiter.take(address_key(ip), now).map_err(|wait| Limited {
-                scope: Scope::Address,
-                retry_after: seconds(wait),
-            })?;
+            let key = address_key(ip);
+            let shared = || [&b"address/"[..], &key.to_be_bytes()].concat();
+            self.take(limiter, key, shared, now)
+                .map_err(|wait| Limited {
+                    scope: Scope::Address,
+                    retry_after: seconds(wait),
+                })?;
         }
         let identifier = identifier.map(str::trim).filter(|i| !i.is_empty());
         if let (Some(limiter), Some(id)) = (&self.per_identifier, identifier) {
             // Every spelling of one person (case, width, Kelvin sign) shares
             // one bucket, or an attacker could multiply the budget.
-            let key = self
-                .hasher
-                .hash_one(crate::directory::identity::identifier_key(id));
-            limiter.take(key, now).map_err(|wait| Limited {
-                scope: Scope::Identifier,
-                retry_after: seconds(wait),
-            })?;
+            let identity = crate::directory::identity::identifier_key(id);
+            let key = self.hasher.hash_one(&identity);
+            // Shared between hosts, so not keyed by this process's hasher:
+            // a digest, in the same database as the identifiers themselves.
+            let shared = || {
+                use sha2::Digest;
+                [
+                    &b"identifier/"[..],
+                    &sha2::Sha256::digest(identity.as_bytes()),
+                ]
+                .concat()
+            };
+            self.take(limiter, key, shared, now)
+                .map_err(|wait| Limited {
+                    scope: Scope::Identifier,
+                    retry_after: seconds(wait),
+                })?;
         }
         Ok(())
     }
@@ -221,6 +271,36 @@ mod tests {
 
     fn ip(s: &str) -> Option<IpAddr> {
         Some(s.parse().unwrap())
+    }
+
+    /// Two hosts over one PostgreSQL database share the limits: together
+    /// they allow what one host would, for addresses and for identifiers
+    /// (any spelling of one).
+    #[test]
+    fn hosts_sharing_a_database_share_the_limits() {
+        let options = cohort_storage::OpenOptions {
+            engine: cohort_storage::Engine::Postgres,
+            url: Some(cohort_tests::postgres::fresh_database()),
+            connections: 1,
+            ..Default::default()
+        };
+        let host = || {
+            let store = cohort_storage::Store::open(std::path::Path::new(""), &options).unwrap();
+            SignInLimits::new(&policy(3, 2)).shared_through(store)
+        };
+        let (a, b) = (host(), host());
+        for l in [&a, &b, &a] {
+            assert!(l.check(at(0, 0), ip("192.0.2.1"), None).is_ok());
+        }
+        let refused = b.check(at(0, 0), ip("192.0.2.1"), None).unwrap_err();
+        assert_eq!(refused.scope, Scope::Address);
+        assert_eq!(refused.retry_after, 20);
+        assert!(a.check(at(0, 0), None, Some("Ada@Example.com")).is_ok());
+        assert!(b.check(at(0, 0), None, Some("ada@example.com")).is_ok());
+        let refused = a
+            .check(at(0, 0), None, Some("ADA@EXAMPLE.COM"))
+            .unwrap_err();
+        assert_eq!(refused.scope, Scope::Identifier);
     }
 
     #[test]

@@ -157,6 +157,7 @@ impl SignIn {
             .outbound()
             .client(PROVIDER_TIMEOUT)
             .map_err(|e| DomainError::Internal(format!("the outbound HTTP client: {e}")))?;
+        let limits = SignInLimits::new(&settings.rate_limit).shared_through(store.clone());
         Ok(SignIn {
             inner: Arc::new(Inner {
                 store,
@@ -166,7 +167,7 @@ impl SignIn {
                 credentials,
                 keys: KeyCache::default(),
                 http,
-                limits: SignInLimits::new(&settings.rate_limit),
+                limits,
                 settings,
             }),
         })
@@ -227,6 +228,15 @@ impl SignIn {
     /// Deletes started sign-ins that never came back.
     pub async fn sweep(&self) -> Result<usize, DomainError> {
         let now = self.inner.federation.now();
+        // And the shared sign-in limits' buckets whose time has passed.
+        let store = self.inner.store.clone();
+        let micros = now.timestamp_micros();
+        match tokio::task::spawn_blocking(move || store.sweep_rates(micros)).await {
+            Ok(Ok(n)) if n > 0 => tracing::debug!(buckets = n, "spent rate buckets removed"),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not sweep the shared rate buckets"),
+            Err(e) => tracing::warn!(error = %e, "sweeping the shared rate buckets panicked"),
+        }
         let expired: Vec<Vec<u8>> = self
             .inner
             .store
