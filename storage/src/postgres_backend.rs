@@ -139,11 +139,14 @@ impl Conn {
             self.statements.clear();
             let mut client = self.config.connect(self.tls.clone())?;
             // Durability is the commit: never let a server default weaken it.
+            // Read committed, whatever the server's default: the rate
+            // buckets' upsert relies on it to order hosts rather than fail.
             // A writer waits for the lease at most LOCK_TIMEOUT, then fails
             // its request, rather than hold its thread for ever behind a
             // host that never lets go.
             client.batch_execute(&format!(
-                "SET synchronous_commit = on; SET lock_timeout = '{}s'",
+                "SET synchronous_commit = on; SET lock_timeout = '{}s'; \
+                 SET default_transaction_isolation = 'read committed'",
                 LOCK_TIMEOUT.as_secs()
             ))?;
             self.client = Some(client);

@@ -94,9 +94,39 @@ fn evaluate_here(
     for (name, value) in variables {
         ctx.add_variable_from_value(name.clone(), to_value(value)?);
     }
-    meter::with_budget(super::BUDGET, || Value::resolve(&expr, &ctx))
+    let value = meter::with_budget(super::BUDGET, || Value::resolve(&expr, &ctx))
         .map(|v| from_value(&v))
-        .map_err(|e| PlainError::Eval(e.to_string()))
+        .map_err(|e| PlainError::Eval(e.to_string()))?;
+    // Every value an evaluation makes is charged as it is made, but a list
+    // or map literal is charged element by element: several elements each
+    // under the per-value limit can add up past it. What leaves the
+    // evaluation is held to the limit as a whole.
+    let bytes = plain_bytes(&value);
+    if bytes > super::sized::MAX_VALUE_BYTES {
+        return Err(PlainError::Eval(format!(
+            "{}: one value would take {bytes} bytes (limit {} per value)",
+            meter::EXHAUSTED,
+            super::sized::MAX_VALUE_BYTES
+        )));
+    }
+    Ok(value)
+}
+
+/// The bytes a result holds: its strings and bytes, and a slot per element.
+fn plain_bytes(p: &Plain) -> u64 {
+    match p {
+        Plain::String(s) => s.len() as u64,
+        Plain::Bytes(b) => b.len() as u64,
+        Plain::List(l) => l
+            .iter()
+            .map(plain_bytes)
+            .fold(l.len() as u64, u64::saturating_add),
+        Plain::Map(m) => m
+            .iter()
+            .map(|(k, v)| plain_bytes(k).saturating_add(plain_bytes(v)))
+            .fold(m.len() as u64, u64::saturating_add),
+        _ => 8,
+    }
 }
 
 fn to_value(p: &Plain) -> Result<Value, PlainError> {
@@ -160,5 +190,34 @@ fn from_value(v: &Value) -> Plain {
         Value::Timestamp(t) => Plain::Timestamp(*t),
         Value::Duration(d) => Plain::Duration(*d),
         other => Plain::Other(format!("{other:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Elements each under the per-value limit, in one literal past it (the
+    /// shape the `cel_memory` property test found): refused as a whole.
+    #[test]
+    fn a_literal_of_large_elements_is_held_to_the_value_limit() {
+        let numbers: Vec<String> = (0..100).map(|i| i.to_string()).collect();
+        let part = format!(
+            "[{}].map(i, '{}').join()",
+            numbers.join(", "),
+            "a".repeat(200)
+        );
+        let four = format!("[{part}, {part}, {part}, {part}]");
+        let err = evaluate(&four, &[], false).unwrap_err();
+        assert!(
+            matches!(&err, PlainError::Eval(m) if m.contains("one value would take")),
+            "{err:?}"
+        );
+        // Three of them (60,003 bytes with their slots) are within it.
+        let three = format!("[{part}, {part}, {part}]");
+        let Ok(Plain::List(items)) = evaluate(&three, &[], false) else {
+            panic!("three parts should evaluate");
+        };
+        assert_eq!(items.len(), 3);
     }
 }

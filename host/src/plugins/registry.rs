@@ -323,18 +323,49 @@ impl Registry {
 
     fn reconcile(&self) -> Result<(), DomainError> {
         let store = &self.inner.store;
+        // Enabled or disabled first, and on their own: a plugin disabled
+        // through another host must stop whatever else fails below.
+        let names: Vec<String> = self.inner.installed.read().keys().cloned().collect();
+        let mut states = Vec::with_capacity(names.len());
+        for name in names {
+            let enabled = store
+                .get_json::<StoredState>(PLUGIN_STATE, name.as_bytes())?
+                .map(|s| s.enabled)
+                .unwrap_or(true);
+            states.push((name, enabled));
+        }
+        {
+            let mut installed = self.inner.installed.write();
+            for (name, enabled) in states {
+                if let Some(i) = installed.get_mut(&name) {
+                    i.enabled = enabled;
+                }
+            }
+        }
         let mut stored: BTreeMap<String, StoredPlugin> = BTreeMap::new();
         for entry in store.scan(PLUGINS, b"", None, false) {
-            let (_, value) = entry?;
-            let p: StoredPlugin = cohort_storage::decode_json(PLUGINS, &value)?;
-            stored.insert(p.manifest.name.clone(), p);
+            let (key, value) = entry?;
+            // One record this build cannot read (a newer host's) is that
+            // plugin's problem, not the others'.
+            match cohort_storage::decode_json::<StoredPlugin>(PLUGINS, &value) {
+                Ok(p) => {
+                    stored.insert(p.manifest.name.clone(), p);
+                }
+                Err(e) => {
+                    tracing::warn!(plugin = %String::from_utf8_lossy(&key), error = %e, "a stored plugin cannot be read");
+                }
+            }
         }
-        // Uploads another host made: compiled outside the lock.
+        // Uploads another host made, or replaced with other code: compiled
+        // outside the lock.
         let new: Vec<StoredPlugin> = {
             let installed = self.inner.installed.read();
             stored
                 .values()
-                .filter(|p| !installed.contains_key(&p.manifest.name))
+                .filter(|p| match installed.get(&p.manifest.name) {
+                    None => true,
+                    Some(i) => i.source == Source::Upload && i.sha256 != p.sha256,
+                })
                 .cloned()
                 .collect()
         };
@@ -360,22 +391,29 @@ impl Registry {
         // Uploads another host removed.
         installed.retain(|name, i| i.source != Source::Upload || stored.contains_key(name));
         for (p, l) in loaded {
-            installed
-                .entry(p.manifest.name.clone())
-                .or_insert(Installed {
-                    loaded: Arc::new(l),
-                    source: Source::Upload,
-                    sha256: p.sha256,
-                    size_bytes: p.size_bytes,
-                    installed_at: p.installed_at,
-                    enabled: true,
-                });
-        }
-        for (name, i) in installed.iter_mut() {
-            i.enabled = store
-                .get_json::<StoredState>(PLUGIN_STATE, name.as_bytes())?
+            let enabled = store
+                .get_json::<StoredState>(PLUGIN_STATE, p.manifest.name.as_bytes())?
                 .map(|s| s.enabled)
                 .unwrap_or(true);
+            let name = p.manifest.name.clone();
+            // Only where no plugin of the directory or the build has the
+            // name (uploads of those names are refused).
+            if installed
+                .get(&name)
+                .is_none_or(|i| i.source == Source::Upload)
+            {
+                installed.insert(
+                    name,
+                    Installed {
+                        loaded: Arc::new(l),
+                        source: Source::Upload,
+                        sha256: p.sha256,
+                        size_bytes: p.size_bytes,
+                        installed_at: p.installed_at,
+                        enabled,
+                    },
+                );
+            }
         }
         Ok(())
     }
@@ -555,11 +593,16 @@ impl Registry {
         name: &str,
         enabled: bool,
     ) -> Result<Committed<PluginView>, Error> {
-        let mut installed = self.inner.installed.write();
-        let entry = installed
-            .get_mut(name)
+        // The registry's lock is never held across a store write: write
+        // transactions call into the registry (`callable`) with the store's
+        // writer held, and the two orders would deadlock.
+        let before = self
+            .inner
+            .installed
+            .read()
+            .get(name)
+            .map(|e| e.enabled)
             .ok_or_else(|| DomainError::not_found("plugin", name))?;
-        let before = entry.enabled;
         let now = self.inner.clock.now();
         let committed = self.inner.store.write(|txn| -> Result<(), Error> {
             txn.put_json(PLUGIN_STATE, name.as_bytes(), &StoredState { enabled })?;
@@ -588,6 +631,10 @@ impl Registry {
             }
             Ok(())
         })?;
+        let mut installed = self.inner.installed.write();
+        let entry = installed
+            .get_mut(name)
+            .ok_or_else(|| DomainError::not_found("plugin", name))?;
         entry.enabled = enabled;
         let view = self.view(entry);
         Ok(committed.map(|()| view))
@@ -604,7 +651,8 @@ impl Registry {
         name: &str,
         instances: impl FnOnce(&WriteTxn<'_>) -> Result<usize, DomainError>,
     ) -> Result<Committed<()>, Error> {
-        let mut installed = self.inner.installed.write();
+        // Not held across the store write (see `set_enabled`).
+        let installed = self.inner.installed.read();
         let entry = installed
             .get(name)
             .ok_or_else(|| DomainError::not_found("plugin", name))?;
@@ -633,6 +681,7 @@ impl Registry {
         let now = self.inner.clock.now();
         let manifest = entry.loaded.manifest().clone();
         let sha256 = entry.sha256.clone();
+        drop(installed);
         let committed = self.inner.store.write(|txn| -> Result<(), Error> {
             let users = instances(txn)?;
             if users > 0 {
@@ -670,7 +719,7 @@ impl Registry {
             )?;
             Ok(())
         })?;
-        installed.remove(name);
+        self.inner.installed.write().remove(name);
         Ok(committed)
     }
 }
