@@ -54,6 +54,10 @@ fn parse_path(raw: &str) -> Result<Path, ScimError> {
     }
     if let Some(open) = raw.find('[') {
         let close = raw.rfind(']').ok_or_else(bad)?;
+        // A `]` before the first `[` (`a]b[c`) closes nothing.
+        if close < open {
+            return Err(bad());
+        }
         let attr = filter::parse_path(&raw[..open]).ok_or_else(bad)?;
         let inner = filter::parse(&raw[open + 1..close])
             .map_err(|e| ScimError::invalid_path(format!("{raw:?}: {e}")))?;
@@ -370,6 +374,20 @@ mod tests {
             &json!({"schemas": [super::super::resource::PATCH_OP], "Operations": ops}),
         )?;
         Ok(r)
+    }
+
+    /// A `]` before the first `[` is a bad path, not a panic (found by the
+    /// hostile-input property test).
+    #[test]
+    fn a_bracket_closed_before_it_opens_is_refused() {
+        for path in ["emails]x[type eq \"work\"", "a]b[c", "]["] {
+            let err = patch(
+                json!({"userName": "a"}),
+                json!([{"op": "replace", "path": path, "value": 1}]),
+            )
+            .unwrap_err();
+            assert_eq!(err.status, 400, "{path}");
+        }
     }
 
     #[test]
