@@ -39,7 +39,10 @@ const MAX_LISTED: usize = 100;
 pub struct Readiness {
     /// `ok`, or what is wrong, in a sentence.
     pub status: String,
-    /// Why storage refuses writes, when it does (after a failed flush).
+    /// Why storage refuses writes, when it does (after a failed flush). The
+    /// engine's own message (which, for PostgreSQL, may name hosts, roles
+    /// and files) only to a caller whose key may read the directory; a
+    /// fixed sentence to anyone else.
     pub storage: Option<String>,
     /// With several hosts over PostgreSQL: milliseconds since this host last
     /// confirmed that its in-memory state follows every other host's
@@ -79,7 +82,13 @@ pub struct Readiness {
 )]
 pub async fn readyz(State(s): State<AppState>, origin: Origin, headers: HeaderMap) -> Response {
     let names_groups = principal_if_any(&s, &headers, &origin).is_some_and(|p| p.read().is_some());
-    let storage = s.store.failure();
+    let storage = s.store.failure().map(|reason| {
+        if names_groups {
+            reason
+        } else {
+            "storage refuses writes after a failed flush".to_string()
+        }
+    });
     let groups = s.groups.clone();
     let waiting = tokio::task::spawn_blocking(move || groups.waiting_for_evaluators())
         .await
@@ -108,7 +117,13 @@ pub async fn readyz(State(s): State<AppState>, origin: Origin, headers: HeaderMa
         ));
     }
     if let Some(e) = &groups_error {
-        problems.push(format!("groups unreadable: {e}"));
+        // The error text is for the log (above) and readers of the
+        // directory, like the storage reason.
+        if names_groups {
+            problems.push(format!("groups unreadable: {e}"));
+        } else {
+            problems.push("groups unreadable".to_string());
+        }
     }
     if !missing.is_empty() {
         problems.push(format!(
