@@ -181,10 +181,6 @@ impl Backend for Pending {
         self.engine.acquire_writer()
     }
 
-    fn lease_due(&self) -> bool {
-        self.engine.lease_due()
-    }
-
     fn release_writer(&self) -> Result<(), StorageError> {
         self.engine.release_writer()
     }

@@ -361,7 +361,20 @@ fn rewrite(e: &mut IdedExpr, groups: &HashMap<String, Uuid>, next: &mut u64, acc
             if let Some(t) = c.target.as_mut() {
                 rewrite(t, groups, next, None);
             }
-            for a in c.args.iter_mut() {
+            for (i, a) in c.args.iter_mut().enumerate() {
+                // The step's `[x]` of `map` and `filter` stays a bare list,
+                // the shape the interpreter appends in place; its element
+                // is charged, and the accumulator is charged whole.
+                if appends_to_accu
+                    && i == 1
+                    && let Expr::List(l) = &mut a.expr
+                {
+                    for x in l.elements.iter_mut() {
+                        rewrite(x, groups, next, None);
+                        charge_element(x, next);
+                    }
+                    continue;
+                }
                 rewrite(a, groups, next, inner_accu);
             }
             wrap = c.func_name == "_+_" && !appends_to_accu;
@@ -391,16 +404,29 @@ fn rewrite(e: &mut IdedExpr, groups: &HashMap<String, Uuid>, next: &mut u64, acc
                 rewrite(x, groups, next, None);
                 charge_element(x, next);
             }
+            // Elements each under the per-value limit can add up past it:
+            // the literal is one value, held to the limit whole. One of
+            // constants only is bounded by the source and costs nothing.
+            out = !l
+                .elements
+                .iter()
+                .all(|x| matches!(x.expr, Expr::Literal(_)));
         }
         Expr::Map(m) => {
+            let mut constant = true;
             for en in m.entries.iter_mut() {
                 if let cel::common::ast::EntryExpr::MapEntry(me) = &mut en.expr {
                     rewrite(&mut me.key, groups, next, None);
                     rewrite(&mut me.value, groups, next, None);
                     charge_element(&mut me.key, next);
                     charge_element(&mut me.value, next);
+                    constant &= matches!(me.key.expr, Expr::Literal(_))
+                        && matches!(me.value.expr, Expr::Literal(_));
+                } else {
+                    constant = false;
                 }
             }
+            out = !constant;
         }
         Expr::Struct(_) | Expr::Ident(_) | Expr::Literal(_) | Expr::Unspecified => {}
     }
