@@ -53,6 +53,8 @@ pub const ENV_HTTP_BODY_TIMEOUT_MS: &str = "COHORT_HTTP_BODY_TIMEOUT_MS";
 pub const ENV_HTTP_IDLE_TIMEOUT_MS: &str = "COHORT_HTTP_IDLE_TIMEOUT_MS";
 /// Overrides `http.max_connections`.
 pub const ENV_HTTP_MAX_CONNECTIONS: &str = "COHORT_HTTP_MAX_CONNECTIONS";
+/// Overrides `http.worker_threads`.
+pub const ENV_HTTP_WORKER_THREADS: &str = "COHORT_HTTP_WORKER_THREADS";
 /// Overrides `http.max_connections_per_peer`.
 pub const ENV_HTTP_MAX_CONNECTIONS_PER_PEER: &str = "COHORT_HTTP_MAX_CONNECTIONS_PER_PEER";
 /// Overrides `http.shutdown_timeout_ms`.
@@ -259,6 +261,24 @@ pub struct HttpConfig {
     /// server exits by itself, storage flushed, rather than being killed,
     /// however slowly a client sends a body.
     pub shutdown_timeout_ms: u64,
+    /// Threads that run requests; 0 (the default) derives it from the
+    /// engine. On the embedded engines a storage read is a memory read, and
+    /// one thread per core is best. On PostgreSQL each read waits on a round
+    /// trip, during which its thread does nothing else, so 8 per core (at
+    /// least 16) keep the cores busy while reads are out.
+    pub worker_threads: usize,
+}
+
+impl HttpConfig {
+    /// The request threads to start: `worker_threads`, or the default for
+    /// `engine` on a machine with `cores` cores.
+    pub fn worker_threads_for(&self, engine: cohort_storage::Engine, cores: usize) -> usize {
+        match (self.worker_threads, engine) {
+            (0, cohort_storage::Engine::Postgres) => (cores * 8).max(16),
+            (0, _) => cores.max(1),
+            (n, _) => n,
+        }
+    }
 }
 
 /// One entry of `trusted_proxies`: a CIDR block such as `10.0.0.0/8`, or a
@@ -523,6 +543,7 @@ impl Default for HttpConfig {
             max_connections: 0,
             max_connections_per_peer: 0,
             shutdown_timeout_ms: 25_000,
+            worker_threads: 0,
         }
     }
 }
@@ -689,6 +710,12 @@ impl Config {
             config.http.max_connections = v.parse().map_err(|_| ConfigError::Env {
                 var: ENV_HTTP_MAX_CONNECTIONS,
                 message: format!("{v:?} is not a number (0: derived from the open file limit)"),
+            })?;
+        }
+        if let Some(v) = env(ENV_HTTP_WORKER_THREADS) {
+            config.http.worker_threads = v.parse().map_err(|_| ConfigError::Env {
+                var: ENV_HTTP_WORKER_THREADS,
+                message: format!("{v:?} is not a number (0: derived from the engine)"),
             })?;
         }
         if let Some(v) = env(ENV_HTTP_MAX_CONNECTIONS_PER_PEER) {

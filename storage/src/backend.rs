@@ -32,6 +32,14 @@ pub(crate) trait Backend: Send + Sync {
         self.apply(&mut writes.iter().map(|(k, v)| (k.as_slice(), v.as_deref())))
     }
 
+    /// Reads `keys` and the whole ranges under `prefixes` ahead of the
+    /// transaction that is about to ask for them one by one, so that an
+    /// engine whose every read is a round trip (PostgreSQL) makes one. The
+    /// embedded engines read from memory and ignore it.
+    fn prefetch(&self, _keys: &[Vec<u8>], _prefixes: &[Vec<u8>]) -> Result<(), StorageError> {
+        Ok(())
+    }
+
     /// Makes every applied batch durable (fsync).
     fn flush(&self) -> Result<(), StorageError>;
 

@@ -22,8 +22,16 @@ pub(crate) struct Flushed {
 }
 
 /// Run by the flusher after each flush with the sequence number it made
-/// durable; the store uses it to give back a shared engine's writer lease.
+/// durable, once nothing more was committed for [`LINGER`]; the store uses
+/// it to give back a shared engine's writer lease.
 pub(crate) type AfterFlush = Box<dyn Fn(&Durability, u64) + Send + Sync>;
+
+/// How long the flusher waits for more commits before it runs the
+/// after-flush hook. Giving the writer lease back and taking it again costs
+/// two database round trips, which a host writing one change after another
+/// (sign-ins) paid for every change; another host that wants the lease waits
+/// at most this much longer for it.
+pub(crate) const LINGER: std::time::Duration = std::time::Duration::from_millis(5);
 
 pub(crate) struct Durability {
     committed: AtomicU64,
@@ -110,7 +118,18 @@ impl Durability {
                     Ok(()) => {
                         self.flushed.send_modify(|f| f.seq = target);
                         if let Some(hook) = &self.after_flush {
-                            hook(self, target);
+                            let mut pending = self.wake.lock();
+                            self.wake_cv.wait_while_for(
+                                &mut pending,
+                                |p| !*p && !self.shutdown.load(Ordering::SeqCst),
+                                LINGER,
+                            );
+                            let more = *pending;
+                            drop(pending);
+                            // More commits: the next flush runs the hook.
+                            if !more {
+                                hook(self, target);
+                            }
                         }
                     }
                     Err(e) => {

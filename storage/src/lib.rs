@@ -24,6 +24,7 @@ mod durability;
 mod error;
 mod fjall_backend;
 mod keyspace;
+mod lease_cache;
 mod migrate;
 mod pending;
 mod postgres_backend;

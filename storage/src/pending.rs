@@ -171,6 +171,11 @@ impl Backend for Pending {
         self.engine.shared()
     }
 
+    fn prefetch(&self, keys: &[Vec<u8>], prefixes: &[Vec<u8>]) -> Result<(), StorageError> {
+        // Pending writes shadow what the engine returns, as for any read.
+        self.engine.prefetch(keys, prefixes)
+    }
+
     fn acquire_writer(&self) -> Result<bool, StorageError> {
         if self.engine.lease_due() {
             // Called under the store's writer lock, so nothing is added

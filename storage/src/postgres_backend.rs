@@ -41,6 +41,7 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::StorageError;
 use crate::backend::{Backend, EntryIter};
+use crate::lease_cache::{LeaseCache, Ticket};
 
 /// The advisory lock that serializes writers across hosts. Any fixed number
 /// works; this one spells "cohort" so that it is recognisable in `pg_locks`.
@@ -283,12 +284,19 @@ pub(crate) struct PostgresBackend {
     leader: Pool,
     /// Roles led, with the connection (`Conn::connects`) that won each.
     leading: Arc<Mutex<HashMap<i32, u64>>>,
+    /// Reads answered from memory while the lease makes them exact (see
+    /// [`crate::lease_cache`]).
+    cache: Arc<Mutex<LeaseCache>>,
 }
 
 impl PostgresBackend {
     /// Connects, then creates the tables or checks that their layout is one
     /// this build reads.
-    pub(crate) fn open(url: &str, connections: usize) -> Result<Self, StorageError> {
+    pub(crate) fn open(
+        url: &str,
+        connections: usize,
+        cache_bytes: u64,
+    ) -> Result<Self, StorageError> {
         let mut config: postgres::Config = url.parse().map_err(|e| {
             StorageError::Engine(format!("postgres: the storage URL is not usable: {e}"))
         })?;
@@ -332,6 +340,7 @@ impl PostgresBackend {
             writer,
             leader,
             leading: Arc::default(),
+            cache: Arc::new(Mutex::new(LeaseCache::new(cache_bytes))),
             // What the domain loads at start-up is the database as of now.
             lease: Mutex::new(Lease {
                 observed: Some(generation),
@@ -343,17 +352,39 @@ impl PostgresBackend {
 
 impl Backend for PostgresBackend {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
-        let key = key.to_vec();
-        self.readers.run(true, move |conn| {
+        let ticket = {
+            let mut cache = self.cache.lock();
+            if let Some(known) = cache.get(key) {
+                return Ok(known);
+            }
+            cache.ticket()
+        };
+        let k = key.to_vec();
+        let value = self.readers.run(true, move |conn| {
             let s = conn.statement("SELECT v FROM cohort_kv WHERE k = $1")?;
             Ok(conn
                 .client()?
-                .query_opt(&s, &[&key])?
+                .query_opt(&s, &[&k])?
                 .map(|row| row.get::<_, Vec<u8>>(0)))
-        })
+        })?;
+        self.cache.lock().put(ticket, key.to_vec(), value.clone());
+        Ok(value)
     }
 
     fn range(&self, start: Bound<Vec<u8>>, end: Bound<Vec<u8>>, reverse: bool) -> EntryIter<'_> {
+        let mut keep = None;
+        if let Some(prefix) = prefix_of(&start, &end) {
+            let mut cache = self.cache.lock();
+            if let Some(entries) = cache.range(prefix) {
+                let entries: Vec<crate::Entry> = if reverse {
+                    entries.iter().rev().cloned().collect()
+                } else {
+                    entries.to_vec()
+                };
+                return Box::new(entries.into_iter().map(Ok));
+            }
+            keep = Some((cache.ticket(), prefix.to_vec()));
+        }
         Box::new(Pages {
             pool: Arc::clone(&self.readers),
             start,
@@ -361,7 +392,46 @@ impl Backend for PostgresBackend {
             reverse,
             buffered: VecDeque::new(),
             done: false,
+            keep: keep.map(|(ticket, prefix)| (Arc::clone(&self.cache), ticket, prefix)),
         })
+    }
+
+    fn prefetch(&self, keys: &[Vec<u8>], prefixes: &[Vec<u8>]) -> Result<(), StorageError> {
+        let ticket = {
+            let mut cache = self.cache.lock();
+            let ticket = cache.ticket();
+            if ticket == Ticket::STALE {
+                // Nothing read now could be kept.
+                return Ok(());
+            }
+            let keys: Vec<Vec<u8>> = keys
+                .iter()
+                .filter(|k| cache.get(k).is_none())
+                .cloned()
+                .collect();
+            let prefixes: Vec<Vec<u8>> = prefixes
+                .iter()
+                .filter(|p| crate::keyspace::prefix_successor(p).is_some())
+                .filter(|p| cache.range(p).is_none())
+                .cloned()
+                .collect();
+            if keys.is_empty() && prefixes.is_empty() {
+                return Ok(());
+            }
+            (ticket, keys, prefixes)
+        };
+        let (ticket, keys, prefixes) = ticket;
+        let (points, ranges) = self.readers.run(true, move |conn| {
+            prefetch_on(conn, keys.clone(), prefixes.clone())
+        })?;
+        let mut cache = self.cache.lock();
+        for (k, v) in points {
+            cache.put(ticket, k, v);
+        }
+        for (p, entries) in ranges {
+            cache.put_range(ticket, p, entries);
+        }
+        Ok(())
     }
 
     fn apply(
@@ -397,12 +467,40 @@ impl Backend for PostgresBackend {
         };
         let puts = Arc::new(puts);
         let deletes = Arc::new(deletes);
-        let generation = self.writer.run(false, move |conn| {
+        let (p, d) = (Arc::clone(&puts), Arc::clone(&deletes));
+        let written = self.writer.run(false, move |conn| {
             conn.client()?;
             if conn.connects != on_connection {
                 // The session that held the lease is gone, and the lock
                 // with it.
                 return Ok(None);
+            }
+            if deletes.len() <= CHUNK && puts.len() <= CHUNK {
+                // One statement, committed on its own: one round trip,
+                // where BEGIN, the fence, the writes and COMMIT took four.
+                // The writes see the fence's row only when it moved.
+                let whole = conn.statement(
+                    "WITH bump AS (
+                         UPDATE cohort_meta SET generation = generation + 1
+                         WHERE id = 1 AND generation = $1
+                         RETURNING generation),
+                     gone AS (
+                         DELETE FROM cohort_kv
+                         WHERE k = ANY($2::bytea[]) AND EXISTS (SELECT 1 FROM bump)),
+                     put AS (
+                         INSERT INTO cohort_kv (k, v)
+                         SELECT w.k, w.v FROM unnest($3::bytea[], $4::bytea[]) AS w (k, v)
+                         WHERE EXISTS (SELECT 1 FROM bump)
+                         ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v)
+                     SELECT generation FROM bump",
+                )?;
+                let gone: Vec<&[u8]> = deletes.iter().map(Vec::as_slice).collect();
+                let keys: Vec<&[u8]> = puts.iter().map(|(k, _)| k.as_slice()).collect();
+                let values: Vec<&[u8]> = puts.iter().map(|(_, v)| v.as_slice()).collect();
+                return Ok(conn
+                    .client()?
+                    .query_opt(&whole, &[&seen, &gone, &keys, &values])?
+                    .map(|row| row.get::<_, i64>(0)));
             }
             let upsert = conn.statement(
                 "INSERT INTO cohort_kv (k, v) SELECT * FROM unnest($1::bytea[], $2::bytea[])
@@ -430,9 +528,23 @@ impl Backend for PostgresBackend {
             }
             tx.commit()?;
             Ok(Some(row.get::<_, i64>(0)))
-        })?;
+        });
+        let generation = match written {
+            Ok(g) => g,
+            Err(e) => {
+                // Committed or not, nobody can tell: what is kept of the
+                // written keys may be wrong either way.
+                self.cache.lock().forget();
+                return Err(e);
+            }
+        };
         match generation {
             Some(g) => {
+                self.cache.lock().applied(
+                    d.iter()
+                        .map(|k| (k.as_slice(), None))
+                        .chain(p.iter().map(|(k, v)| (k.as_slice(), Some(v.as_slice())))),
+                );
                 let mut lease = self.lease.lock();
                 // Another host's write since the last look shows up as a
                 // gap before our own number.
@@ -444,6 +556,9 @@ impl Backend for PostgresBackend {
             }
             None => {
                 self.lease.lock().held_since = None;
+                let mut cache = self.cache.lock();
+                cache.lease_gone();
+                cache.forget();
                 Err(StorageError::Engine(
                     "postgres: this host lost the writer lease (its connection broke) and another \
                      host may have written since; the batch was not written"
@@ -466,15 +581,31 @@ impl Backend for PostgresBackend {
         if self.lease.lock().held_since.is_some() {
             return Ok(false);
         }
-        let (generation, on_connection): (i64, u64) = self.writer.run(false, |conn| {
+        let (generation, on_connection): (Option<i64>, u64) = self.writer.run(false, |conn| {
             conn.client()?;
             let connects = conn.connects;
-            let client = conn.client()?;
-            client.execute("SELECT pg_advisory_lock($1)", &[&LEASE_KEY])?;
-            client
-                .query_one("SELECT generation FROM cohort_meta WHERE id = 1", &[])
-                .map(|row| (row.get(0), connects))
+            // One round trip for both. In read committed each statement
+            // takes its own snapshot, so the second reads the generation as
+            // of after the lock was granted: what the last holder wrote.
+            let messages = conn.client()?.simple_query(&format!(
+                "SELECT pg_advisory_lock({LEASE_KEY}); \
+                 SELECT generation FROM cohort_meta WHERE id = 1"
+            ))?;
+            let generation = messages.iter().find_map(|m| match m {
+                postgres::SimpleQueryMessage::Row(row) => row
+                    .try_get("generation")
+                    .ok()
+                    .flatten()
+                    .and_then(|g: &str| g.parse::<i64>().ok()),
+                _ => None,
+            });
+            Ok((generation, connects))
         })?;
+        let Some(generation) = generation else {
+            return Err(StorageError::Engine(
+                "postgres: cohort_meta has no generation; the table was changed by hand".into(),
+            ));
+        };
         let mut lease = self.lease.lock();
         #[allow(clippy::disallowed_methods)] // A scheduling bound, not domain time.
         let now = std::time::Instant::now();
@@ -482,6 +613,7 @@ impl Backend for PostgresBackend {
         lease.on_connection = on_connection;
         let moved = lease.seen != Some(generation);
         lease.seen = Some(generation);
+        self.cache.lock().lease_taken(moved);
         Ok(moved)
     }
 
@@ -581,6 +713,8 @@ impl Backend for PostgresBackend {
         if self.lease.lock().held_since.take().is_none() {
             return Ok(());
         }
+        // Before the lock goes: from then on another host may write.
+        self.cache.lock().lease_gone();
         self.writer.run(false, |conn| {
             conn.client()?
                 .execute("SELECT pg_advisory_unlock($1)", &[&LEASE_KEY])
@@ -598,6 +732,8 @@ struct Pages {
     reverse: bool,
     buffered: VecDeque<crate::Entry>,
     done: bool,
+    /// Where to keep the range if it fits in its first page.
+    keep: Option<(Arc<Mutex<LeaseCache>>, Ticket, Vec<u8>)>,
 }
 
 impl Pages {
@@ -638,7 +774,15 @@ impl Pages {
         })?;
         if (rows.len() as i64) < PAGE {
             self.done = true;
+            if let Some((cache, ticket, prefix)) = self.keep.take() {
+                let mut whole = rows.clone();
+                if self.reverse {
+                    whole.reverse();
+                }
+                cache.lock().put_range(ticket, prefix, whole);
+            }
         }
+        self.keep = None;
         if let Some((last, _)) = rows.last() {
             // The next page starts after the last key seen, in the
             // direction of travel.
@@ -666,4 +810,79 @@ impl Iterator for Pages {
         }
         self.buffered.pop_front().map(Ok)
     }
+}
+
+/// The prefix whose whole range `start..end` is, if it is one (what
+/// `Store::scan` asks for without a cursor): only those are cached, because
+/// a write finds the ones it falls in by its own prefixes.
+fn prefix_of<'a>(start: &'a Bound<Vec<u8>>, end: &Bound<Vec<u8>>) -> Option<&'a [u8]> {
+    let Bound::Included(lo) = start else {
+        return None;
+    };
+    let hi = crate::keyspace::prefix_successor(lo)?;
+    matches!(end, Bound::Excluded(e) if *e == hi).then_some(lo.as_slice())
+}
+
+/// Point reads and whole prefix ranges, one statement for all of them.
+/// A range that fills its page is not whole, and not returned.
+#[allow(clippy::type_complexity)] // Two lists of what was asked, with answers.
+fn prefetch_on(
+    conn: &mut Conn,
+    keys: Vec<Vec<u8>>,
+    prefixes: Vec<Vec<u8>>,
+) -> Result<
+    (
+        Vec<(Vec<u8>, Option<Vec<u8>>)>,
+        Vec<(Vec<u8>, Vec<crate::Entry>)>,
+    ),
+    postgres::Error,
+> {
+    let mut sql =
+        String::from("SELECT 0::int AS q, k, v FROM cohort_kv WHERE k = ANY($1::bytea[])");
+    let mut bounds: Vec<Vec<u8>> = Vec::new();
+    for (i, p) in prefixes.iter().enumerate() {
+        let hi = crate::keyspace::prefix_successor(p).unwrap_or_default();
+        bounds.push(p.clone());
+        bounds.push(hi);
+        sql.push_str(&format!(
+            " UNION ALL (SELECT {}, k, v FROM cohort_kv WHERE k >= ${} AND k < ${} ORDER BY k LIMIT {PAGE})",
+            i + 1,
+            bounds.len(),
+            bounds.len() + 1
+        ));
+    }
+    let s = conn.statement(&sql)?;
+    let mut params: Vec<&(dyn postgres::types::ToSql + Sync)> = vec![&keys];
+    params.extend(
+        bounds
+            .iter()
+            .map(|b| b as &(dyn postgres::types::ToSql + Sync)),
+    );
+    let rows = conn.client()?.query(&s, &params)?;
+    let mut found: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
+    let mut ranges: Vec<Vec<crate::Entry>> = vec![Vec::new(); prefixes.len()];
+    for row in rows {
+        let q: i32 = row.get(0);
+        let (k, v): (Vec<u8>, Vec<u8>) = (row.get(1), row.get(2));
+        match usize::try_from(q) {
+            Ok(0) => {
+                found.insert(k, v);
+            }
+            Ok(i) if i <= ranges.len() => ranges[i - 1].push((k, v)),
+            _ => {}
+        }
+    }
+    let points = keys
+        .into_iter()
+        .map(|k| {
+            let v = found.remove(&k);
+            (k, v)
+        })
+        .collect();
+    let ranges = prefixes
+        .into_iter()
+        .zip(ranges)
+        .filter(|(_, r)| (r.len() as i64) < PAGE)
+        .collect();
+    Ok((points, ranges))
 }

@@ -211,7 +211,7 @@ impl Store {
             let url = options.url.as_deref().ok_or_else(|| {
                 StorageError::Engine("the postgres engine needs a postgres:// URL".into())
             })?;
-            let backend = PostgresBackend::open(url, options.connections)?;
+            let backend = PostgresBackend::open(url, options.connections, options.cache_bytes)?;
             return Ok(Store::with_backend(Arc::new(backend)));
         }
         std::fs::create_dir_all(dir)?;
@@ -446,6 +446,11 @@ impl Store {
                     // `WriteTxn::checkpoint`); it must reach the engine
                     // like any commit, and hold the lease until it has.
                     let _ = self.inner.durability.committed();
+                } else {
+                    // Nothing to flush, so no flush gives the lease back:
+                    // a refused write on an idle host would otherwise keep
+                    // every other host's writers waiting.
+                    self.release_lease_if_idle();
                 }
                 for abort in finished.on_abort {
                     abort();

@@ -245,8 +245,58 @@ macro_rules! on_each_engine {
             fn data_survives_reopen() {
                 super::data_survives_reopen($variant)
             }
+
+            #[test]
+            fn prefetched_reads_answer_as_plain_reads() {
+                super::prefetched_reads_answer_as_plain_reads($variant)
+            }
         }
     };
+}
+
+/// A prefetch changes no answer: present and absent keys, whole ranges,
+/// and the transaction's own writes over both; also again from what the
+/// engine kept (PostgreSQL's cache under the lease).
+fn prefetched_reads_answer_as_plain_reads(engine: Engine) {
+    let (_dir, store) = open(engine);
+    store
+        .write(|t| {
+            for k in [&b"p1"[..], b"p2", b"q1"] {
+                t.put(KS, k, k.to_vec());
+            }
+            Ok::<_, StorageError>(())
+        })
+        .unwrap()
+        .durable_blocking()
+        .unwrap();
+    for round in 0..2 {
+        store
+            .write(|t| {
+                t.put(KS, b"p3", b"new".to_vec());
+                t.delete(KS, b"q1");
+                t.prefetch(
+                    &[(KS, b"p1"), (KS, b"zz"), (KS, b"p3"), (KS, b"q1")],
+                    &[(KS, b"p"), (KS, b"q"), (KS, b"none"), (OTHER, b"p")],
+                )?;
+                assert_eq!(t.get(KS, b"p1")?, Some(b"p1".to_vec()), "round {round}");
+                assert_eq!(t.get(KS, b"zz")?, None);
+                assert_eq!(t.get(KS, b"p3")?, Some(b"new".to_vec()));
+                assert_eq!(t.get(KS, b"q1")?, None);
+                let p: Vec<Vec<u8>> = t.scan_prefix(KS, b"p")?.into_iter().map(|e| e.0).collect();
+                assert_eq!(p, [&b"p1"[..], b"p2", b"p3"]);
+                assert!(t.scan_prefix(KS, b"q")?.is_empty());
+                assert!(t.scan_prefix(KS, b"none")?.is_empty());
+                assert!(t.scan_prefix(OTHER, b"p")?.is_empty());
+                Err::<(), _>(StorageError::Engine("roll back".into()))
+            })
+            .err()
+            .unwrap();
+    }
+    // What the refused transactions wrote never reached the engine's cache.
+    assert_eq!(store.get(KS, b"p3").unwrap(), None);
+    assert_eq!(store.get(KS, b"q1").unwrap(), Some(b"q1".to_vec()));
+    let p: Vec<Vec<u8>> = keys(&store, b"p", None, true);
+    assert_eq!(p, [&b"p2"[..], b"p1"]);
 }
 
 on_each_engine!(fjall, Engine::Fjall);
@@ -327,6 +377,59 @@ fn a_directory_is_opened_only_by_the_engine_that_wrote_it() {
         .err()
         .unwrap();
     assert!(err.to_string().contains("holds a fjall store"), "{err}");
+}
+
+/// What a host keeps in memory under the writer lease is dropped when
+/// another host wrote in between: reads in and out of transactions, points
+/// and ranges, see the other host's writes. A refused write gives the lease
+/// back, or the other host's writes would wait for it.
+#[test]
+#[allow(clippy::disallowed_methods)] // Timing a lock wait, not domain time.
+fn a_host_never_answers_from_memory_what_another_host_changed() {
+    let opts = options(Engine::Postgres);
+    let a = Store::open(Path::new(""), &opts).unwrap();
+    let b = Store::open(Path::new(""), &opts).unwrap();
+    let put = |s: &Store, k: &[u8], v: &[u8]| {
+        s.write(|t| {
+            t.put(KS, k, v.to_vec());
+            Ok::<_, StorageError>(())
+        })
+        .unwrap()
+        .durable_blocking()
+        .unwrap();
+    };
+    put(&a, b"k", b"1");
+    let read = |s: &Store| {
+        s.write(|t| {
+            let v = t.get(KS, b"k")?;
+            let r: Vec<Vec<u8>> = t.scan_prefix(KS, b"")?.into_iter().map(|e| e.0).collect();
+            Err::<(), _>(StorageError::Engine(format!("{v:?} {r:?}")))
+        })
+        .err()
+        .unwrap()
+        .to_string()
+    };
+    for round in 0..3 {
+        // Past the linger after a flush: `a` has given the lease back, and
+        // the refused transaction below takes it anew.
+        std::thread::sleep(crate::durability::LINGER * 10);
+        let seen = read(&a);
+        assert!(seen.contains("Some([49])"), "round {round}: {seen}");
+        // Would wait 30 s for the lock, and fail, if the refused
+        // transaction above kept the lease.
+        let started = std::time::Instant::now();
+        put(&b, b"k", b"2");
+        put(&b, format!("n{round}").as_bytes(), b"");
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+        let seen = read(&a);
+        assert!(seen.contains("Some([50])"), "round {round}: {seen}");
+        assert!(
+            seen.contains(&format!("{:?}", format!("n{round}").as_bytes())),
+            "round {round}: {seen}"
+        );
+        assert_eq!(a.get(KS, b"k").unwrap(), Some(b"2".to_vec()));
+        put(&a, b"k", b"1");
+    }
 }
 
 /// `sslmode=require` is honoured: against the test server, which offers no

@@ -76,6 +76,12 @@ fn prefix(field: &str, skeleton: &str) -> Vec<u8> {
     layout::join(&[field.as_bytes(), &[0], skeleton.as_bytes(), &[0]])
 }
 
+/// The index range [`check_and_index`] reads for `value` of `field`, so
+/// that a caller can prefetch it with the other reads of a write.
+pub(crate) fn neighbours(field: &str, value: &str) -> (Keyspace, Vec<u8>) {
+    (USERS_BY_SKELETON, entry(field, value).0)
+}
+
 fn entry(field: &str, value: &str) -> (Vec<u8>, Vec<u8>) {
     let key = key_of(field)(value);
     let skel = skeleton(field, &String::from_utf8_lossy(&key));

@@ -285,6 +285,19 @@ pub(super) fn store_user(
     after: &User,
 ) -> Result<(), DomainError> {
     let id = layout::id(&after.id);
+    // Every check below reads; on PostgreSQL, one round trip for all.
+    let (username, email) = (
+        layout::username(&after.username),
+        layout::email(&after.email),
+    );
+    let near = [
+        super::confusables::neighbours("username", &after.username),
+        super::confusables::neighbours("email", &after.email),
+    ];
+    txn.prefetch(
+        &[(USERS_BY_USERNAME, &username), (USERS_BY_EMAIL, &email)],
+        &[(near[0].0, &near[0].1), (near[1].0, &near[1].1)],
+    )?;
     type KeyFn = fn(&str) -> Vec<u8>;
     let unique: [(_, _, _, KeyFn, _, _); 2] = [
         (

@@ -1,0 +1,298 @@
+//! What a PostgreSQL host has read, kept in memory for as long as it is
+//! exact: while this host holds the writer lease and no other host has
+//! written since it last looked.
+//!
+//! Why: write transactions run one at a time, and each of their reads is a
+//! round trip to the database. Creates were capped near 1,100/s by eight
+//! such reads per create (docs/PERFORMANCE.md). Under the lease no other
+//! host can write, and every write of this host passes through
+//! [`LeaseCache::applied`], so a value read once stays the database's value
+//! until the lease is given back. On taking the lease again, the writes'
+//! `generation` counter tells whether another host wrote meanwhile; if it
+//! did, everything here is dropped before anything reads it.
+//!
+//! A read that raced a write is never kept: every change here moves
+//! `epoch` on, and a read is only stored if the epoch it started in is
+//! still current.
+//!
+//! Two kinds of entries: single keys (including "absent"), and whole prefix
+//! ranges that fit in one page (a kind's attribute schema, an identity's
+//! confusable neighbours). A write invalidates the prefix ranges it falls in
+//! by looking up each of its own prefixes, so invalidation costs the key's
+//! length in lookups, not the number of cached ranges.
+//!
+//! Memory is bounded by two generations of each map: when the young one is
+//! full, the old one is dropped and the young one becomes old. An entry used
+//! from the old one moves back to the young one, so what is in use stays.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::Arc;
+
+use crate::Entry;
+
+/// Entries larger than this are not kept: a cache of huge values would
+/// hold memory that a page of small ones uses better.
+const MAX_VALUE: usize = 64 * 1024;
+
+/// Two generations of one map, bounded by bytes.
+struct Generations<K, V> {
+    young: HashMap<K, V>,
+    old: HashMap<K, V>,
+    young_bytes: usize,
+    /// Bytes a generation may hold before it is retired.
+    limit: usize,
+}
+
+impl<K: Hash + Eq + Clone, V: Clone> Generations<K, V> {
+    fn new(limit: usize) -> Self {
+        Generations {
+            young: HashMap::new(),
+            old: HashMap::new(),
+            young_bytes: 0,
+            limit,
+        }
+    }
+
+    fn get(&mut self, k: &K, size: impl Fn(&K, &V) -> usize) -> Option<V> {
+        if let Some(v) = self.young.get(k) {
+            return Some(v.clone());
+        }
+        let v = self.old.remove(k)?;
+        self.insert(k.clone(), v.clone(), size(k, &v));
+        Some(v)
+    }
+
+    fn insert(&mut self, k: K, v: V, bytes: usize) {
+        if self.young_bytes + bytes > self.limit {
+            self.old = std::mem::take(&mut self.young);
+            self.young_bytes = 0;
+        }
+        self.old.remove(&k);
+        self.young_bytes += bytes;
+        self.young.insert(k, v);
+    }
+
+    fn remove(&mut self, k: &K) {
+        self.young.remove(k);
+        self.old.remove(k);
+    }
+
+    fn clear(&mut self) {
+        self.young.clear();
+        self.old.clear();
+        self.young_bytes = 0;
+    }
+}
+
+fn point_size(k: &Vec<u8>, v: &Option<Vec<u8>>) -> usize {
+    k.len() + v.as_ref().map_or(0, Vec::len) + 48
+}
+
+fn range_size(k: &Vec<u8>, v: &Arc<Vec<Entry>>) -> usize {
+    k.len() + v.iter().map(|(k, v)| k.len() + v.len() + 48).sum::<usize>() + 48
+}
+
+/// The cache (see the module documentation). Not thread-safe by itself;
+/// the engine keeps it behind a mutex.
+pub(crate) struct LeaseCache {
+    /// Whether the cache may answer reads now: this host holds the lease.
+    valid: bool,
+    /// Moves on with every change, so that a read begun before it is not
+    /// stored after it.
+    epoch: u64,
+    points: Generations<Vec<u8>, Option<Vec<u8>>>,
+    /// Whole prefix ranges, by prefix (engine key), in key order.
+    ranges: Generations<Vec<u8>, Arc<Vec<Entry>>>,
+}
+
+/// Where a read begun: store what it found only if nothing changed since.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) struct Ticket(Option<u64>);
+
+impl Ticket {
+    /// A ticket taken without the lease: nothing read with it is kept.
+    pub(crate) const STALE: Ticket = Ticket(None);
+}
+
+impl LeaseCache {
+    /// A cache that holds at most about `bytes` (both generations of both
+    /// maps together).
+    pub(crate) fn new(bytes: u64) -> Self {
+        let per_generation = usize::try_from(bytes / 4).unwrap_or(usize::MAX).max(1);
+        LeaseCache {
+            valid: false,
+            epoch: 0,
+            points: Generations::new(per_generation),
+            ranges: Generations::new(per_generation),
+        }
+    }
+
+    /// The lease was taken. `moved`: another host wrote since this one last
+    /// held it, so nothing kept is known to be current.
+    pub(crate) fn lease_taken(&mut self, moved: bool) {
+        if moved {
+            self.points.clear();
+            self.ranges.clear();
+        }
+        self.valid = true;
+        self.epoch += 1;
+    }
+
+    /// The lease was given back or lost: another host may write from now
+    /// on. What is kept stays for the next time, if nobody writes meanwhile.
+    pub(crate) fn lease_gone(&mut self) {
+        self.valid = false;
+        self.epoch += 1;
+    }
+
+    /// Drops everything: a batch whose outcome is unknown.
+    pub(crate) fn forget(&mut self) {
+        self.points.clear();
+        self.ranges.clear();
+        self.epoch += 1;
+    }
+
+    /// What a read about to go to the database needs to store its answer.
+    pub(crate) fn ticket(&self) -> Ticket {
+        Ticket(self.valid.then_some(self.epoch))
+    }
+
+    fn current(&self, ticket: Ticket) -> bool {
+        self.valid && ticket.0 == Some(self.epoch)
+    }
+
+    /// The value of `key`: `Some(None)` when it is known to be absent,
+    /// `None` when the database must be asked.
+    pub(crate) fn get(&mut self, key: &[u8]) -> Option<Option<Vec<u8>>> {
+        if !self.valid {
+            return None;
+        }
+        self.points.get(&key.to_vec(), point_size)
+    }
+
+    /// Keeps what a read found, if still current.
+    pub(crate) fn put(&mut self, ticket: Ticket, key: Vec<u8>, value: Option<Vec<u8>>) {
+        if !self.current(ticket) || value.as_ref().is_some_and(|v| v.len() > MAX_VALUE) {
+            return;
+        }
+        let size = point_size(&key, &value);
+        self.points.insert(key, value, size);
+    }
+
+    /// The whole range under `prefix`, when known.
+    pub(crate) fn range(&mut self, prefix: &[u8]) -> Option<Arc<Vec<Entry>>> {
+        if !self.valid {
+            return None;
+        }
+        self.ranges.get(&prefix.to_vec(), range_size)
+    }
+
+    /// Keeps a whole prefix range a read found, if still current.
+    pub(crate) fn put_range(&mut self, ticket: Ticket, prefix: Vec<u8>, entries: Vec<Entry>) {
+        if !self.current(ticket) || entries.iter().any(|(_, v)| v.len() > MAX_VALUE) {
+            return;
+        }
+        let entries = Arc::new(entries);
+        let size = range_size(&prefix, &entries);
+        self.ranges.insert(prefix, entries, size);
+    }
+
+    /// This host committed `writes`: the cache takes their values, and
+    /// forgets the ranges they fall in.
+    pub(crate) fn applied<'a>(
+        &mut self,
+        writes: impl Iterator<Item = (&'a [u8], Option<&'a [u8]>)>,
+    ) {
+        self.epoch += 1;
+        for (k, v) in writes {
+            for end in 0..=k.len() {
+                self.ranges.remove(&k[..end].to_vec());
+            }
+            match v {
+                Some(v) if v.len() > MAX_VALUE => self.points.remove(&k.to_vec()),
+                v => {
+                    let (k, v) = (k.to_vec(), v.map(<[u8]>::to_vec));
+                    let size = point_size(&k, &v);
+                    self.points.insert(k, v, size);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cache() -> LeaseCache {
+        let mut c = LeaseCache::new(1 << 20);
+        c.lease_taken(false);
+        c
+    }
+
+    #[test]
+    fn answers_nothing_without_the_lease() {
+        let mut c = cache();
+        let t = c.ticket();
+        c.put(t, b"k".to_vec(), Some(b"v".to_vec()));
+        assert_eq!(c.get(b"k"), Some(Some(b"v".to_vec())));
+        c.lease_gone();
+        assert_eq!(c.get(b"k"), None);
+        // Taken again with nobody else writing: still exact.
+        c.lease_taken(false);
+        assert_eq!(c.get(b"k"), Some(Some(b"v".to_vec())));
+        // Taken again after another host wrote: dropped.
+        c.lease_gone();
+        c.lease_taken(true);
+        assert_eq!(c.get(b"k"), None);
+    }
+
+    #[test]
+    fn a_read_that_raced_a_write_is_not_kept() {
+        let mut c = cache();
+        let t = c.ticket();
+        c.applied([(&b"k"[..], Some(&b"new"[..]))].into_iter());
+        c.put(t, b"k".to_vec(), Some(b"old".to_vec()));
+        assert_eq!(c.get(b"k"), Some(Some(b"new".to_vec())));
+        let t = c.ticket();
+        c.lease_gone();
+        c.lease_taken(false);
+        c.put(t, b"j".to_vec(), None);
+        assert_eq!(c.get(b"j"), None);
+        // Without the lease, a read keeps nothing either.
+        c.lease_gone();
+        let t = c.ticket();
+        c.put(t, b"i".to_vec(), None);
+        c.lease_taken(false);
+        assert_eq!(c.get(b"i"), None);
+    }
+
+    #[test]
+    fn a_write_forgets_the_ranges_it_falls_in_and_only_those() {
+        let mut c = cache();
+        let t = c.ticket();
+        c.put_range(t, b"ab".to_vec(), vec![(b"abc".to_vec(), b"1".to_vec())]);
+        c.put_range(t, b"ax".to_vec(), vec![]);
+        c.put_range(t, b"a".to_vec(), vec![(b"abc".to_vec(), b"1".to_vec())]);
+        c.applied([(&b"abd"[..], None)].into_iter());
+        assert!(c.range(b"ab").is_none());
+        assert!(c.range(b"a").is_none());
+        assert_eq!(c.range(b"ax").map(|r| r.len()), Some(0));
+        assert_eq!(c.get(b"abd"), Some(None));
+    }
+
+    #[test]
+    fn memory_is_bounded_and_what_is_used_stays() {
+        let mut c = LeaseCache::new(4 * 1000);
+        c.lease_taken(false);
+        let t = c.ticket();
+        c.put(t, b"hot".to_vec(), Some(vec![0; 10]));
+        for i in 0..1000u32 {
+            c.put(t, i.to_be_bytes().to_vec(), None);
+            assert!(c.get(b"hot").is_some(), "evicted after {i}");
+        }
+        let kept = c.points.young.len() + c.points.old.len();
+        assert!(kept < 40, "{kept} entries kept in 4,000 bytes");
+    }
+}
