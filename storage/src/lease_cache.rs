@@ -31,7 +31,6 @@
 //! from the old one moves back to the young one, so what is in use stays.
 
 use std::collections::{HashMap, VecDeque};
-use std::hash::Hash;
 use std::sync::Arc;
 
 use crate::Entry;
@@ -44,35 +43,37 @@ const RECENT_BATCHES: usize = 64;
 /// hold memory that a page of small ones uses better.
 const MAX_VALUE: usize = 64 * 1024;
 
+type Map<V> = HashMap<Vec<u8>, V, foldhash::fast::RandomState>;
+
 /// Two generations of one map, bounded by bytes.
-struct Generations<K, V> {
-    young: HashMap<K, V>,
-    old: HashMap<K, V>,
+struct Generations<V> {
+    young: Map<V>,
+    old: Map<V>,
     young_bytes: usize,
     /// Bytes a generation may hold before it is retired.
     limit: usize,
 }
 
-impl<K: Hash + Eq + Clone, V: Clone> Generations<K, V> {
+impl<V: Clone> Generations<V> {
     fn new(limit: usize) -> Self {
         Generations {
-            young: HashMap::new(),
-            old: HashMap::new(),
+            young: Map::default(),
+            old: Map::default(),
             young_bytes: 0,
             limit,
         }
     }
 
-    fn get(&mut self, k: &K, size: impl Fn(&K, &V) -> usize) -> Option<V> {
+    fn get(&mut self, k: &[u8], size: impl Fn(&[u8], &V) -> usize) -> Option<V> {
         if let Some(v) = self.young.get(k) {
             return Some(v.clone());
         }
         let v = self.old.remove(k)?;
-        self.insert(k.clone(), v.clone(), size(k, &v));
+        self.insert(k.to_vec(), v.clone(), size(k, &v));
         Some(v)
     }
 
-    fn insert(&mut self, k: K, v: V, bytes: usize) {
+    fn insert(&mut self, k: Vec<u8>, v: V, bytes: usize) {
         if self.young_bytes + bytes > self.limit {
             self.old = std::mem::take(&mut self.young);
             self.young_bytes = 0;
@@ -82,7 +83,7 @@ impl<K: Hash + Eq + Clone, V: Clone> Generations<K, V> {
         self.young.insert(k, v);
     }
 
-    fn remove(&mut self, k: &K) {
+    fn remove(&mut self, k: &[u8]) {
         self.young.remove(k);
         self.old.remove(k);
     }
@@ -92,13 +93,17 @@ impl<K: Hash + Eq + Clone, V: Clone> Generations<K, V> {
         self.old.clear();
         self.young_bytes = 0;
     }
+
+    fn is_empty(&self) -> bool {
+        self.young.is_empty() && self.old.is_empty()
+    }
 }
 
-fn point_size(k: &Vec<u8>, v: &Option<Vec<u8>>) -> usize {
+fn point_size(k: &[u8], v: &Option<Vec<u8>>) -> usize {
     k.len() + v.as_ref().map_or(0, Vec::len) + 48
 }
 
-fn range_size(k: &Vec<u8>, v: &Arc<Vec<Entry>>) -> usize {
+fn range_size(k: &[u8], v: &Arc<Vec<Entry>>) -> usize {
     k.len() + v.iter().map(|(k, v)| k.len() + v.len() + 48).sum::<usize>() + 48
 }
 
@@ -114,9 +119,14 @@ pub(crate) struct LeaseCache {
     batches: u64,
     /// The keys of the last [`RECENT_BATCHES`] batches, sorted, by number.
     recent: VecDeque<(u64, Arc<Vec<Vec<u8>>>)>,
-    points: Generations<Vec<u8>, Option<Vec<u8>>>,
+    points: Generations<Option<Vec<u8>>>,
     /// Whole prefix ranges, by prefix (engine key), in key order.
-    ranges: Generations<Vec<u8>, Arc<Vec<Entry>>>,
+    ranges: Generations<Arc<Vec<Entry>>>,
+    /// The lengths of the prefixes put in `ranges` since it was last
+    /// cleared (a superset of those still there), so that a write looks up
+    /// only its own prefixes of those lengths: a handful, where every
+    /// length of a 50-byte key would be 50.
+    range_lengths: std::collections::BTreeSet<usize>,
 }
 
 /// Where a read begun: store what it found only if nothing changed since.
@@ -140,6 +150,7 @@ impl LeaseCache {
             recent: VecDeque::new(),
             points: Generations::new(per_generation),
             ranges: Generations::new(per_generation),
+            range_lengths: Default::default(),
         }
     }
 
@@ -149,6 +160,7 @@ impl LeaseCache {
         if moved {
             self.points.clear();
             self.ranges.clear();
+            self.range_lengths.clear();
         }
         self.valid = true;
         self.epoch += 1;
@@ -165,6 +177,7 @@ impl LeaseCache {
     pub(crate) fn forget(&mut self) {
         self.points.clear();
         self.ranges.clear();
+        self.range_lengths.clear();
         self.epoch += 1;
     }
 
@@ -203,7 +216,7 @@ impl LeaseCache {
         if !self.valid {
             return None;
         }
-        self.points.get(&key.to_vec(), point_size)
+        self.points.get(key, point_size)
     }
 
     /// Keeps what a read found, if still current.
@@ -222,7 +235,7 @@ impl LeaseCache {
         if !self.valid {
             return None;
         }
-        self.ranges.get(&prefix.to_vec(), range_size)
+        self.ranges.get(prefix, range_size)
     }
 
     /// Keeps a whole prefix range a read found, if still current.
@@ -236,6 +249,7 @@ impl LeaseCache {
         }
         let entries = Arc::new(entries);
         let size = range_size(&prefix, &entries);
+        self.range_lengths.insert(prefix.len());
         self.ranges.insert(prefix, entries, size);
     }
 
@@ -248,11 +262,13 @@ impl LeaseCache {
         let mut keys = Vec::new();
         for (k, v) in writes {
             keys.push(k.to_vec());
-            for end in 0..=k.len() {
-                self.ranges.remove(&k[..end].to_vec());
+            if !self.ranges.is_empty() {
+                for &end in self.range_lengths.range(..=k.len()) {
+                    self.ranges.remove(&k[..end]);
+                }
             }
             match v {
-                Some(v) if v.len() > MAX_VALUE => self.points.remove(&k.to_vec()),
+                Some(v) if v.len() > MAX_VALUE => self.points.remove(k),
                 v => {
                     let (k, v) = (k.to_vec(), v.map(<[u8]>::to_vec));
                     let size = point_size(&k, &v);

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use cohort_storage::WriteTxn;
+use cohort_storage::{Keyspace, WriteTxn};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -270,6 +270,53 @@ fn remove_index(
     Ok(())
 }
 
+/// The index entries [`store_user`] reads for a username and an email: the
+/// uniqueness keys and the confusable neighbours. Named once, so that a
+/// caller can have them fetched before its transaction (see
+/// [`cohort_storage::Store::prefetch`]) exactly as the transaction reads them.
+pub(super) struct IdentityReads {
+    keys: [(Keyspace, Vec<u8>); 2],
+    prefixes: [(Keyspace, Vec<u8>); 2],
+}
+
+impl IdentityReads {
+    pub(super) fn of(username: &str, email: &str) -> Self {
+        IdentityReads {
+            keys: [
+                (USERS_BY_USERNAME, layout::username(username)),
+                (USERS_BY_EMAIL, layout::email(email)),
+            ],
+            prefixes: [
+                super::confusables::neighbours("username", username),
+                super::confusables::neighbours("email", email),
+            ],
+        }
+    }
+
+    #[allow(clippy::type_complexity)] // Borrowed views of the two arrays.
+    fn borrowed(&self) -> ([(Keyspace, &[u8]); 2], [(Keyspace, &[u8]); 2]) {
+        fn view((ks, k): &(Keyspace, Vec<u8>)) -> (Keyspace, &[u8]) {
+            (*ks, k.as_slice())
+        }
+        (
+            self.keys.each_ref().map(view),
+            self.prefixes.each_ref().map(view),
+        )
+    }
+
+    /// Before the transaction: off the writer lock, when the engine can
+    /// keep what it reads (PostgreSQL under the lease).
+    pub(super) fn prefetch(&self, store: &cohort_storage::Store) -> Result<(), DomainError> {
+        let (keys, prefixes) = self.borrowed();
+        Ok(store.prefetch(&keys, &prefixes)?)
+    }
+
+    fn prefetch_in(&self, txn: &WriteTxn<'_>) -> Result<(), DomainError> {
+        let (keys, prefixes) = self.borrowed();
+        Ok(txn.prefetch(&keys, &prefixes)?)
+    }
+}
+
 /// Loads a user inside a transaction.
 pub(crate) fn load(txn: &WriteTxn<'_>, id: &Uuid) -> Result<User, DomainError> {
     txn.get_json(USERS, &layout::id(id))?
@@ -286,18 +333,7 @@ pub(super) fn store_user(
 ) -> Result<(), DomainError> {
     let id = layout::id(&after.id);
     // Every check below reads; on PostgreSQL, one round trip for all.
-    let (username, email) = (
-        layout::username(&after.username),
-        layout::email(&after.email),
-    );
-    let near = [
-        super::confusables::neighbours("username", &after.username),
-        super::confusables::neighbours("email", &after.email),
-    ];
-    txn.prefetch(
-        &[(USERS_BY_USERNAME, &username), (USERS_BY_EMAIL, &email)],
-        &[(near[0].0, &near[0].1), (near[1].0, &near[1].1)],
-    )?;
+    IdentityReads::of(&after.username, &after.email).prefetch_in(txn)?;
     type KeyFn = fn(&str) -> Vec<u8>;
     let unique: [(_, _, _, KeyFn, _, _); 2] = [
         (
@@ -509,6 +545,7 @@ impl Directory {
         input: UserInput,
     ) -> Result<User, DomainError> {
         let now = self.clock.now();
+        IdentityReads::of(&input.username, &input.email).prefetch(&self.store)?;
         super::commit(&self.store, |txn| {
             let user = self.build_user(txn, input, None, now)?;
             self.put_user(txn, cap.actor(), "user.create", None, &user)?;
