@@ -329,6 +329,15 @@ impl Store {
         self.inner.backend.sweep_rates(now)
     }
 
+    /// True when each storage read is a round trip to a server
+    /// (PostgreSQL), so that naming reads ahead ([`Store::prefetch`],
+    /// [`WriteTxn::prefetch`]) pays for the work of naming them. On the
+    /// embedded engines a read is a memory read, and naming it ahead is
+    /// only work.
+    pub fn reads_are_round_trips(&self) -> bool {
+        self.inner.backend.shared()
+    }
+
     /// True when other processes may write to the same data (PostgreSQL).
     pub fn is_shared(&self) -> bool {
         self.inner.backend.shared()

@@ -333,7 +333,9 @@ pub(super) fn store_user(
 ) -> Result<(), DomainError> {
     let id = layout::id(&after.id);
     // Every check below reads; on PostgreSQL, one round trip for all.
-    IdentityReads::of(&after.username, &after.email).prefetch_in(txn)?;
+    if txn.reads_are_round_trips() {
+        IdentityReads::of(&after.username, &after.email).prefetch_in(txn)?;
+    }
     type KeyFn = fn(&str) -> Vec<u8>;
     let unique: [(_, _, _, KeyFn, _, _); 2] = [
         (
@@ -545,7 +547,9 @@ impl Directory {
         input: UserInput,
     ) -> Result<User, DomainError> {
         let now = self.clock.now();
-        IdentityReads::of(&input.username, &input.email).prefetch(&self.store)?;
+        if self.store.reads_are_round_trips() {
+            IdentityReads::of(&input.username, &input.email).prefetch(&self.store)?;
+        }
         super::commit(&self.store, |txn| {
             let user = self.build_user(txn, input, None, now)?;
             self.put_user(txn, cap.actor(), "user.create", None, &user)?;
