@@ -263,8 +263,11 @@ fn main() {
     config.outbound.allow_private =
         vec![cohort::config::AllowPrivate("127.0.0.0/8".parse().unwrap())];
     config.sign_in.public_url = Some("http://127.0.0.1:9".into());
+    // As many request threads as `cohort serve` would start on this engine.
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let workers = config.http.worker_threads_for(config.storage.engine, cores);
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(workers)
         .enable_all()
         .build()
         .unwrap();
@@ -352,7 +355,7 @@ fn main() {
             "GET /api/v1/me: {cookie_rate:.0} sessions/s by cookie, {jwt_rate:.0} sessions/s by JWT ({} sessions, {concurrency} concurrent callers, {me_seconds} s each)",
             cookies.len()
         ));
-        println!("\nsign-in benchmark (2 worker threads, in process)");
+        println!("\nsign-in benchmark ({workers} worker threads, in process)");
         for line in report {
             println!("  {line}");
         }
