@@ -32,8 +32,21 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::Entry;
+
+/// How long after the last sign that this host still holds the lease (it
+/// took it, or a fenced batch of its own landed) the cache may answer. A
+/// lease can be lost without this host noticing (the database ended its
+/// session); then another host may write, and only this host's next batch
+/// would find out. Past this, reads go to the database until the next sign.
+pub(crate) const FRESH_FOR: Duration = Duration::from_secs(1);
+
+/// A batch with more keys than this (a recompute, an import) is not
+/// remembered key by key: it ends every read in flight instead, and what
+/// it wrote is forgotten rather than kept, so that it cannot fill the cache.
+const LARGE_BATCH: usize = 4096;
 
 /// Batches remembered for checking reads that were in flight when they
 /// landed; a read older than all of them is not kept.
@@ -100,7 +113,8 @@ impl<V: Clone> Generations<V> {
 }
 
 fn point_size(k: &[u8], v: &Option<Vec<u8>>) -> usize {
-    k.len() + v.as_ref().map_or(0, Vec::len) + 48
+    // The map's slot and the two allocations, roughly.
+    k.len() + v.as_ref().map_or(0, Vec::len) + 96
 }
 
 fn range_size(k: &[u8], v: &Arc<Vec<Entry>>) -> usize {
@@ -112,6 +126,8 @@ fn range_size(k: &[u8], v: &Arc<Vec<Entry>>) -> usize {
 pub(crate) struct LeaseCache {
     /// Whether the cache may answer reads now: this host holds the lease.
     valid: bool,
+    /// The last sign that it still does (see [`FRESH_FOR`]).
+    confirmed: Option<Instant>,
     /// Moves on when the lease changes hands or everything is dropped, so
     /// that a read begun before is not stored after.
     epoch: u64,
@@ -145,6 +161,7 @@ impl LeaseCache {
         let per_generation = usize::try_from(bytes / 4).unwrap_or(usize::MAX).max(1);
         LeaseCache {
             valid: false,
+            confirmed: None,
             epoch: 0,
             batches: 0,
             recent: VecDeque::new(),
@@ -156,7 +173,8 @@ impl LeaseCache {
 
     /// The lease was taken. `moved`: another host wrote since this one last
     /// held it, so nothing kept is known to be current.
-    pub(crate) fn lease_taken(&mut self, moved: bool) {
+    pub(crate) fn lease_taken(&mut self, moved: bool, now: Instant) {
+        self.confirmed = Some(now);
         if moved {
             self.points.clear();
             self.ranges.clear();
@@ -181,9 +199,20 @@ impl LeaseCache {
         self.epoch += 1;
     }
 
+    /// True when the cache may answer: the lease is held, and was known to
+    /// be a moment ago.
+    fn usable(&self) -> bool {
+        #[allow(clippy::disallowed_methods)] // A freshness bound, not domain time.
+        let now = Instant::now();
+        self.valid
+            && self
+                .confirmed
+                .is_some_and(|at| now.saturating_duration_since(at) < FRESH_FOR)
+    }
+
     /// What a read about to go to the database needs to store its answer.
     pub(crate) fn ticket(&self) -> Ticket {
-        Ticket(self.valid.then_some((self.epoch, self.batches)))
+        Ticket(self.usable().then_some((self.epoch, self.batches)))
     }
 
     /// True when what was read with `ticket` may be kept: same lease
@@ -192,7 +221,7 @@ impl LeaseCache {
         let Some((epoch, batches)) = ticket.0 else {
             return false;
         };
-        if !self.valid || epoch != self.epoch {
+        if !self.usable() || epoch != self.epoch {
             return false;
         }
         if batches == self.batches {
@@ -213,7 +242,7 @@ impl LeaseCache {
     /// The value of `key`: `Some(None)` when it is known to be absent,
     /// `None` when the database must be asked.
     pub(crate) fn get(&mut self, key: &[u8]) -> Option<Option<Vec<u8>>> {
-        if !self.valid {
+        if !self.usable() {
             return None;
         }
         self.points.get(key, point_size)
@@ -232,7 +261,7 @@ impl LeaseCache {
 
     /// The whole range under `prefix`, when known.
     pub(crate) fn range(&mut self, prefix: &[u8]) -> Option<Arc<Vec<Entry>>> {
-        if !self.valid {
+        if !self.usable() {
             return None;
         }
         self.ranges.get(prefix, range_size)
@@ -257,19 +286,26 @@ impl LeaseCache {
     /// forgets the ranges they fall in.
     pub(crate) fn applied<'a>(
         &mut self,
+        now: Instant,
         writes: impl Iterator<Item = (&'a [u8], Option<&'a [u8]>)>,
     ) {
+        // The fence passed: the lease was held a moment ago.
+        self.confirmed = Some(now);
+        // The lower bound is the count for the slices the engine passes.
+        if writes.size_hint().0 > LARGE_BATCH {
+            self.epoch += 1;
+            for (k, _) in writes {
+                self.forget_key(k);
+            }
+            return;
+        }
         let mut keys = Vec::new();
         for (k, v) in writes {
             keys.push(k.to_vec());
-            if !self.ranges.is_empty() {
-                for &end in self.range_lengths.range(..=k.len()) {
-                    self.ranges.remove(&k[..end]);
-                }
-            }
             match v {
-                Some(v) if v.len() > MAX_VALUE => self.points.remove(k),
+                Some(v) if v.len() > MAX_VALUE => self.forget_key(k),
                 v => {
+                    self.forget_ranges_of(k);
                     let (k, v) = (k.to_vec(), v.map(<[u8]>::to_vec));
                     let size = point_size(&k, &v);
                     self.points.insert(k, v, size);
@@ -285,13 +321,28 @@ impl LeaseCache {
     }
 }
 
+impl LeaseCache {
+    fn forget_key(&mut self, k: &[u8]) {
+        self.points.remove(k);
+        self.forget_ranges_of(k);
+    }
+
+    fn forget_ranges_of(&mut self, k: &[u8]) {
+        if !self.ranges.is_empty() {
+            for &end in self.range_lengths.range(..=k.len()) {
+                self.ranges.remove(&k[..end]);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn cache() -> LeaseCache {
         let mut c = LeaseCache::new(1 << 20);
-        c.lease_taken(false);
+        c.lease_taken(false, Instant::now());
         c
     }
 
@@ -304,11 +355,11 @@ mod tests {
         c.lease_gone();
         assert_eq!(c.get(b"k"), None);
         // Taken again with nobody else writing: still exact.
-        c.lease_taken(false);
+        c.lease_taken(false, Instant::now());
         assert_eq!(c.get(b"k"), Some(Some(b"v".to_vec())));
         // Taken again after another host wrote: dropped.
         c.lease_gone();
-        c.lease_taken(true);
+        c.lease_taken(true, Instant::now());
         assert_eq!(c.get(b"k"), None);
     }
 
@@ -316,19 +367,19 @@ mod tests {
     fn a_read_that_raced_a_write_is_not_kept() {
         let mut c = cache();
         let t = c.ticket();
-        c.applied([(&b"k"[..], Some(&b"new"[..]))].into_iter());
+        c.applied(Instant::now(), [(&b"k"[..], Some(&b"new"[..]))].into_iter());
         c.put(t, b"k".to_vec(), Some(b"old".to_vec()));
         assert_eq!(c.get(b"k"), Some(Some(b"new".to_vec())));
         let t = c.ticket();
         c.lease_gone();
-        c.lease_taken(false);
+        c.lease_taken(false, Instant::now());
         c.put(t, b"j".to_vec(), None);
         assert_eq!(c.get(b"j"), None);
         // Without the lease, a read keeps nothing either.
         c.lease_gone();
         let t = c.ticket();
         c.put(t, b"i".to_vec(), None);
-        c.lease_taken(false);
+        c.lease_taken(false, Instant::now());
         assert_eq!(c.get(b"i"), None);
     }
 
@@ -336,8 +387,11 @@ mod tests {
     fn a_read_across_batches_is_kept_unless_a_batch_wrote_what_it_read() {
         let mut c = cache();
         let t = c.ticket();
-        c.applied([(&b"other"[..], Some(&b"x"[..]))].into_iter());
-        c.applied([(&b"pz1"[..], None)].into_iter());
+        c.applied(
+            Instant::now(),
+            [(&b"other"[..], Some(&b"x"[..]))].into_iter(),
+        );
+        c.applied(Instant::now(), [(&b"pz1"[..], None)].into_iter());
         c.put(t, b"k".to_vec(), None);
         assert_eq!(c.get(b"k"), Some(None));
         c.put(t, b"other".to_vec(), None);
@@ -349,9 +403,40 @@ mod tests {
         // A read older than every remembered batch is not kept.
         let old = c.ticket();
         for i in 0..=RECENT_BATCHES as u32 {
-            c.applied([(&i.to_be_bytes()[..], None)].into_iter());
+            c.applied(Instant::now(), [(&i.to_be_bytes()[..], None)].into_iter());
         }
         c.put(old, b"j".to_vec(), None);
+        assert_eq!(c.get(b"j"), None);
+    }
+
+    #[test]
+    fn answers_stop_a_moment_after_the_last_sign_of_the_lease() {
+        let mut c = LeaseCache::new(1 << 20);
+        let long_ago = Instant::now() - FRESH_FOR - Duration::from_millis(1);
+        c.lease_taken(false, long_ago);
+        assert_eq!(c.ticket(), Ticket::STALE);
+        c.applied(Instant::now(), [(&b"k"[..], None)].into_iter());
+        assert_eq!(c.get(b"k"), Some(None));
+        c.applied(long_ago, std::iter::empty());
+        assert_eq!(c.get(b"k"), None);
+    }
+
+    #[test]
+    fn a_large_batch_is_forgotten_not_kept() {
+        let mut c = cache();
+        let t = c.ticket();
+        c.put(t, b"k0".to_vec(), Some(b"old".to_vec()));
+        let keys: Vec<Vec<u8>> = (0..=LARGE_BATCH)
+            .map(|i| format!("k{i}").into_bytes())
+            .collect();
+        c.applied(
+            Instant::now(),
+            keys.iter().map(|k| (k.as_slice(), Some(&b"v"[..]))),
+        );
+        assert_eq!(c.get(b"k0"), None);
+        assert_eq!(c.get(b"k1"), None);
+        // And ends every read in flight.
+        c.put(t, b"j".to_vec(), None);
         assert_eq!(c.get(b"j"), None);
     }
 
@@ -362,7 +447,7 @@ mod tests {
         c.put_range(t, b"ab".to_vec(), vec![(b"abc".to_vec(), b"1".to_vec())]);
         c.put_range(t, b"ax".to_vec(), vec![]);
         c.put_range(t, b"a".to_vec(), vec![(b"abc".to_vec(), b"1".to_vec())]);
-        c.applied([(&b"abd"[..], None)].into_iter());
+        c.applied(Instant::now(), [(&b"abd"[..], None)].into_iter());
         assert!(c.range(b"ab").is_none());
         assert!(c.range(b"a").is_none());
         assert_eq!(c.range(b"ax").map(|r| r.len()), Some(0));
@@ -372,7 +457,7 @@ mod tests {
     #[test]
     fn memory_is_bounded_and_what_is_used_stays() {
         let mut c = LeaseCache::new(4 * 1000);
-        c.lease_taken(false);
+        c.lease_taken(false, Instant::now());
         let t = c.ticket();
         c.put(t, b"hot".to_vec(), Some(vec![0; 10]));
         for i in 0..1000u32 {

@@ -30,8 +30,10 @@
 //! ([`Pool`]); callers hand them jobs and wait for the answer.
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::BuildHasher;
 use std::ops::Bound;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
@@ -83,6 +85,7 @@ const SCHEMA: &str = "
         layout int NOT NULL,
         generation bigint NOT NULL
     );
+    ALTER TABLE cohort_meta ADD COLUMN IF NOT EXISTS stamp bigint NOT NULL DEFAULT 0;
     CREATE UNLOGGED TABLE IF NOT EXISTS cohort_rate (
         k bytea PRIMARY KEY,
         tat bigint NOT NULL
@@ -269,7 +272,12 @@ struct Lease {
     held_since: Option<std::time::Instant>,
     /// The `generation` this host last saw: after its own batch, or when it
     /// took the lease.
-    seen: Option<i64>,
+    ///
+    /// With the `stamp` the batch that reached it wrote: a database restored
+    /// to an earlier point, or failed over to a replica that missed the
+    /// last commits, can reach the same generation again by other writes,
+    /// and only the stamp tells the two histories apart.
+    seen: Option<(i64, i64)>,
     /// The writer connection (`Conn::connects`) the lease was taken on: a
     /// reconnect loses the session lock, and with it the lease.
     on_connection: u64,
@@ -293,6 +301,10 @@ pub(crate) struct PostgresBackend {
     /// Reads answered from memory while the lease makes them exact (see
     /// [`crate::lease_cache`]).
     cache: Arc<Mutex<LeaseCache>>,
+    /// Seeded per process: each batch's stamp (see `Lease::seen`) is a
+    /// number no other host's batch has.
+    stamps: foldhash::fast::RandomState,
+    batches: AtomicU64,
 }
 
 impl PostgresBackend {
@@ -346,7 +358,11 @@ impl PostgresBackend {
             writer,
             leader,
             leading: Arc::default(),
-            cache: Arc::new(Mutex::new(LeaseCache::new(cache_bytes))),
+            // A quarter of the engine cache: PostgreSQL keeps its own pages,
+            // and this holds only what the lease makes exact.
+            cache: Arc::new(Mutex::new(LeaseCache::new(cache_bytes / 4))),
+            stamps: foldhash::fast::RandomState::default(),
+            batches: AtomicU64::new(0),
             // What the domain loads at start-up is the database as of now.
             lease: Mutex::new(Lease {
                 observed: Some(generation),
@@ -457,7 +473,10 @@ impl Backend for PostgresBackend {
                 None => deletes.push(k),
             }
         }
-        let (seen, on_connection) = {
+        let stamp = self
+            .stamps
+            .hash_one(self.batches.fetch_add(1, Ordering::Relaxed)) as i64;
+        let ((seen, seen_stamp), on_connection) = {
             let lease = self.lease.lock();
             match (lease.held_since, lease.seen) {
                 (Some(_), Some(seen)) => (seen, lease.on_connection),
@@ -475,6 +494,28 @@ impl Backend for PostgresBackend {
         let deletes = Arc::new(deletes);
         let (p, d) = (Arc::clone(&puts), Arc::clone(&deletes));
         let written = self.writer.run(false, move |conn| {
+            let written = write_batch(
+                conn,
+                on_connection,
+                (seen, seen_stamp, stamp),
+                &puts,
+                &deletes,
+            );
+            if matches!(written, Ok(None)) && conn.connects == on_connection {
+                // The fence failed on the session that holds the lock:
+                // end the session, and the lock with it, rather than keep
+                // a lock this host no longer believes it holds.
+                conn.client = None;
+            }
+            written
+        });
+        fn write_batch(
+            conn: &mut Conn,
+            on_connection: u64,
+            (seen, seen_stamp, stamp): (i64, i64, i64),
+            puts: &[(Vec<u8>, Vec<u8>)],
+            deletes: &[Vec<u8>],
+        ) -> Result<Option<i64>, postgres::Error> {
             conn.client()?;
             if conn.connects != on_connection {
                 // The session that held the lease is gone, and the lock
@@ -487,8 +528,8 @@ impl Backend for PostgresBackend {
                 // The writes see the fence's row only when it moved.
                 let whole = conn.statement(
                     "WITH bump AS (
-                         UPDATE cohort_meta SET generation = generation + 1
-                         WHERE id = 1 AND generation = $1
+                         UPDATE cohort_meta SET generation = generation + 1, stamp = $6
+                         WHERE id = 1 AND generation = $1 AND stamp = $5
                          RETURNING generation),
                      gone AS (
                          DELETE FROM cohort_kv
@@ -505,7 +546,7 @@ impl Backend for PostgresBackend {
                 let values: Vec<&[u8]> = puts.iter().map(|(_, v)| v.as_slice()).collect();
                 return Ok(conn
                     .client()?
-                    .query_opt(&whole, &[&seen, &gone, &keys, &values])?
+                    .query_opt(&whole, &[&seen, &gone, &keys, &values, &seen_stamp, &stamp])?
                     .map(|row| row.get::<_, i64>(0)));
             }
             let upsert = conn.statement(
@@ -514,12 +555,12 @@ impl Backend for PostgresBackend {
             )?;
             let delete = conn.statement("DELETE FROM cohort_kv WHERE k = ANY($1::bytea[])")?;
             let bump = conn.statement(
-                "UPDATE cohort_meta SET generation = generation + 1
-                 WHERE id = 1 AND generation = $1
+                "UPDATE cohort_meta SET generation = generation + 1, stamp = $3
+                 WHERE id = 1 AND generation = $1 AND stamp = $2
                  RETURNING generation",
             )?;
             let mut tx = conn.client()?.transaction()?;
-            let Some(row) = tx.query_opt(&bump, &[&seen])? else {
+            let Some(row) = tx.query_opt(&bump, &[&seen, &seen_stamp, &stamp])? else {
                 // Rolled back when `tx` drops: nothing of the batch lands.
                 return Ok(None);
             };
@@ -534,19 +575,26 @@ impl Backend for PostgresBackend {
             }
             tx.commit()?;
             Ok(Some(row.get::<_, i64>(0)))
-        });
+        }
         let generation = match written {
             Ok(g) => g,
             Err(e) => {
                 // Committed or not, nobody can tell: what is kept of the
-                // written keys may be wrong either way.
-                self.cache.lock().forget();
+                // written keys may be wrong either way, and the session may
+                // be gone with the lock. Nothing is answered from memory
+                // until the lease is taken again.
+                let mut cache = self.cache.lock();
+                cache.lease_gone();
+                cache.forget();
                 return Err(e);
             }
         };
         match generation {
             Some(g) => {
+                #[allow(clippy::disallowed_methods)] // A freshness bound, not domain time.
+                let now = std::time::Instant::now();
                 self.cache.lock().applied(
+                    now,
                     d.iter()
                         .map(|k| (k.as_slice(), None))
                         .chain(p.iter().map(|(k, v)| (k.as_slice(), Some(v.as_slice())))),
@@ -557,7 +605,7 @@ impl Backend for PostgresBackend {
                 if lease.observed == Some(g - 1) {
                     lease.observed = Some(g);
                 }
-                lease.seen = Some(g);
+                lease.seen = Some((g, stamp));
                 Ok(())
             }
             None => {
@@ -587,26 +635,39 @@ impl Backend for PostgresBackend {
         if self.lease.lock().held_since.is_some() {
             return Ok(false);
         }
-        let (generation, on_connection): (Option<i64>, u64) = self.writer.run(false, |conn| {
-            conn.client()?;
-            let connects = conn.connects;
-            // One round trip for both. In read committed each statement
-            // takes its own snapshot, so the second reads the generation as
-            // of after the lock was granted: what the last holder wrote.
-            let messages = conn.client()?.simple_query(&format!(
-                "SELECT pg_advisory_lock({LEASE_KEY}); \
-                 SELECT generation FROM cohort_meta WHERE id = 1"
-            ))?;
-            let generation = messages.iter().find_map(|m| match m {
-                postgres::SimpleQueryMessage::Row(row) => row
-                    .try_get("generation")
-                    .ok()
-                    .flatten()
-                    .and_then(|g: &str| g.parse::<i64>().ok()),
-                _ => None,
-            });
-            Ok((generation, connects))
-        })?;
+        let (generation, on_connection): (Option<(i64, i64)>, u64) =
+            self.writer.run(false, |conn| {
+                conn.client()?;
+                let connects = conn.connects;
+                // One round trip for both. In read committed each statement
+                // takes its own snapshot, so the second reads the generation as
+                // of after the lock was granted: what the last holder wrote.
+                let read = conn.client()?.simple_query(&format!(
+                    "SELECT pg_advisory_lock({LEASE_KEY}); \
+                 SELECT generation, stamp FROM cohort_meta WHERE id = 1"
+                ));
+                let seen = read.as_ref().ok().and_then(|messages| {
+                    messages.iter().find_map(|m| match m {
+                        postgres::SimpleQueryMessage::Row(row) => {
+                            let number = |c: &str| {
+                                row.try_get(c)
+                                    .ok()
+                                    .flatten()
+                                    .and_then(|g: &str| g.parse::<i64>().ok())
+                            };
+                            Some((number("generation")?, number("stamp")?))
+                        }
+                        _ => None,
+                    })
+                });
+                if seen.is_none() {
+                    // The lock may be held (a session lock outlives the failed
+                    // statement after it): end the session to let go of it.
+                    conn.client = None;
+                }
+                read?;
+                Ok((seen, connects))
+            })?;
         let Some(generation) = generation else {
             return Err(StorageError::Engine(
                 "postgres: cohort_meta has no generation; the table was changed by hand".into(),
@@ -619,7 +680,7 @@ impl Backend for PostgresBackend {
         lease.on_connection = on_connection;
         let moved = lease.seen != Some(generation);
         lease.seen = Some(generation);
-        self.cache.lock().lease_taken(moved);
+        self.cache.lock().lease_taken(moved, now);
         Ok(moved)
     }
 
@@ -711,6 +772,13 @@ impl Backend for PostgresBackend {
             conn.client()?.query_one(&s, &[]).map(|row| row.get(0))
         })?;
         let mut lease = self.lease.lock();
+        if lease.held_since.is_some() && lease.seen.is_some_and(|(g, _)| g != generation) {
+            // Written by another host while this one believes it holds the
+            // lease (or its own batch landed a moment ago): what it keeps
+            // may be stale, so it stops answering from memory until it
+            // takes the lease again.
+            self.cache.lock().lease_gone();
+        }
         let before = lease.observed.replace(generation);
         Ok(before != Some(generation))
     }
@@ -881,7 +949,8 @@ fn prefetch_on(
     let points = keys
         .into_iter()
         .map(|k| {
-            let v = found.remove(&k);
+            // `get`, not `remove`: a key asked twice is present twice.
+            let v = found.get(&k).cloned();
             (k, v)
         })
         .collect();

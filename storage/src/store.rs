@@ -461,6 +461,13 @@ impl Store {
             return Err(StorageError::Poisoned(msg.to_string()).into());
         }
         let mut sequences = self.inner.writer.lock();
+        if let Some(msg) = self.inner.durability.failure() {
+            // Failed while this thread waited for the lock. The flusher gave
+            // the lease back without the lock; a writer that took it again
+            // since must not keep it, for no flush will come to release it.
+            release_lease(self.inner.backend.as_ref());
+            return Err(StorageError::Poisoned(msg.to_string()).into());
+        }
         self.take_lease(&mut sequences)?;
         let mut txn = WriteTxn::new(self.inner.backend.as_ref(), &mut sequences);
         let value = match f(&mut txn) {
@@ -499,7 +506,12 @@ impl Store {
                 return Err(e.into());
             }
             sequences.extend(finished.taken);
-            self.inner.durability.committed()
+            let seq = self.inner.durability.committed();
+            if self.inner.durability.failure().is_some() {
+                // The flusher stopped during this transaction: see above.
+                release_lease(self.inner.backend.as_ref());
+            }
+            seq
         };
         Ok(Committed {
             value,

@@ -432,6 +432,50 @@ fn a_host_never_answers_from_memory_what_another_host_changed() {
     }
 }
 
+/// A database that went back in history (restored to an earlier point, or
+/// failed over to a replica that missed the last commits) and then reached
+/// the same generation through another host's write is not mistaken for
+/// the history this host cached: the stamp tells them apart.
+#[test]
+#[allow(clippy::disallowed_methods)] // Waiting out the lease's linger.
+fn a_history_that_reached_the_same_generation_again_is_not_trusted() {
+    let opts = options(Engine::Postgres);
+    let a = Store::open(Path::new(""), &opts).unwrap();
+    let b = Store::open(Path::new(""), &opts).unwrap();
+    let put = |s: &Store, v: &[u8]| {
+        s.write(|t| {
+            t.put(KS, b"name", v.to_vec());
+            Ok::<_, StorageError>(())
+        })
+        .unwrap()
+        .durable_blocking()
+        .unwrap();
+    };
+    put(&a, b"a");
+    // `a` read and kept it under the lease; then gives the lease back.
+    assert_eq!(a.get(KS, b"name").unwrap(), Some(b"a".to_vec()));
+    std::thread::sleep(crate::durability::LINGER * 10);
+    // The database loses `a`'s commit, as a failover to a lagging replica
+    // would: one generation back, the key as it was before.
+    let mut sql =
+        ::postgres::Client::connect(opts.url.as_deref().unwrap(), ::postgres::NoTls).unwrap();
+    sql.execute(
+        "UPDATE cohort_meta SET generation = generation - 1, stamp = 0 WHERE id = 1",
+        &[],
+    )
+    .unwrap();
+    sql.execute("DELETE FROM cohort_kv WHERE k = $1", &[&KS.encode(b"name")])
+        .unwrap();
+    // Host `b` writes, and the generation is where `a` last saw it.
+    put(&b, b"b");
+    let seen = a
+        .write(|t| Err::<(), _>(StorageError::Engine(format!("{:?}", t.get(KS, b"name")?))))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(seen.contains("[98]"), "{seen}");
+}
+
 /// `sslmode=require` is honoured: against the test server, which offers no
 /// TLS, the connection is refused rather than made in the clear.
 #[test]

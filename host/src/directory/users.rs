@@ -305,10 +305,13 @@ impl IdentityReads {
     }
 
     /// Before the transaction: off the writer lock, when the engine can
-    /// keep what it reads (PostgreSQL under the lease).
-    pub(super) fn prefetch(&self, store: &cohort_storage::Store) -> Result<(), DomainError> {
+    /// keep what it reads (PostgreSQL under the lease). A hint, so a
+    /// failure is the transaction's to report, not this.
+    pub(super) fn prefetch(&self, store: &cohort_storage::Store) {
         let (keys, prefixes) = self.borrowed();
-        Ok(store.prefetch(&keys, &prefixes)?)
+        if let Err(e) = store.prefetch(&keys, &prefixes) {
+            tracing::debug!(error = %e, "prefetching a user's identity reads failed");
+        }
     }
 
     fn prefetch_in(&self, txn: &WriteTxn<'_>) -> Result<(), DomainError> {
@@ -547,8 +550,13 @@ impl Directory {
         input: UserInput,
     ) -> Result<User, DomainError> {
         let now = self.clock.now();
-        if self.store.reads_are_round_trips() {
-            IdentityReads::of(&input.username, &input.email).prefetch(&self.store)?;
+        // Not for input that validation is about to refuse (the skeletons
+        // of a megabyte of text are work for nothing).
+        if self.store.reads_are_round_trips()
+            && input.username.len() <= 4 * identity::MAX_USERNAME_CHARS
+            && input.email.len() <= identity::MAX_EMAIL_BYTES
+        {
+            IdentityReads::of(&input.username, &input.email).prefetch(&self.store);
         }
         super::commit(&self.store, |txn| {
             let user = self.build_user(txn, input, None, now)?;
