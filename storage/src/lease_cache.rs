@@ -337,6 +337,8 @@ impl LeaseCache {
 }
 
 #[cfg(test)]
+// The freshness bound is real time, so the tests use it.
+#[allow(clippy::disallowed_methods)]
 mod tests {
     use super::*;
 
