@@ -53,6 +53,8 @@ pub const ENV_HTTP_BODY_TIMEOUT_MS: &str = "COHORT_HTTP_BODY_TIMEOUT_MS";
 pub const ENV_HTTP_IDLE_TIMEOUT_MS: &str = "COHORT_HTTP_IDLE_TIMEOUT_MS";
 /// Overrides `http.max_connections`.
 pub const ENV_HTTP_MAX_CONNECTIONS: &str = "COHORT_HTTP_MAX_CONNECTIONS";
+/// Overrides `storage.connections`.
+pub const ENV_STORAGE_CONNECTIONS: &str = "COHORT_STORAGE_CONNECTIONS";
 /// Overrides `http.worker_threads`.
 pub const ENV_HTTP_WORKER_THREADS: &str = "COHORT_HTTP_WORKER_THREADS";
 /// Overrides `http.max_connections_per_peer`.
@@ -784,6 +786,12 @@ impl Config {
                 key: "storage.url",
                 message: "the postgres engine needs storage.url (COHORT_STORAGE_URL)".into(),
             });
+        }
+        if let Some(v) = env(ENV_STORAGE_CONNECTIONS) {
+            config.storage.connections = v.parse().map_err(|_| ConfigError::Env {
+                var: ENV_STORAGE_CONNECTIONS,
+                message: format!("{v:?} is not a number of connections"),
+            })?;
         }
         if config.storage.connections == 0 {
             return Err(ConfigError::Invalid {
