@@ -2,7 +2,6 @@
 //! defaults. Unknown keys are errors, because a typo in a config file should
 //! not silently fall back to a default.
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -455,29 +454,6 @@ impl StorageConfig {
     }
 }
 
-/// A string that never shows up in `Debug` output or logs.
-#[derive(Clone, Deserialize, PartialEq, Eq)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret value.
-    pub fn new(s: impl Into<String>) -> Self {
-        Secret(s.into())
-    }
-
-    /// The secret itself; call only where it is used.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
-
 /// Where the data lives when the configuration does not say: the same place
 /// wherever `cohort` is started from, so that a service started from `/`
 /// and an admin's shell in their home directory open the same store.
@@ -808,6 +784,10 @@ impl Config {
         Ok(config)
     }
 }
+
+#[path = "config_secret.rs"]
+mod secret;
+pub use secret::Secret;
 
 #[cfg(test)]
 #[path = "config_tests.rs"]

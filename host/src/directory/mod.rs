@@ -11,6 +11,7 @@ mod devices;
 #[cfg(feature = "fixtures")]
 pub mod fixtures;
 pub mod identity;
+mod identity_reads;
 mod indexes;
 mod layout;
 mod query;

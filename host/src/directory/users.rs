@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use cohort_storage::{Keyspace, WriteTxn};
+use cohort_storage::WriteTxn;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -12,6 +12,7 @@ use uuid::Uuid;
 
 use super::attributes::{AttrValue, SubjectKind, check_string, track_usage, validate_custom};
 use super::identity;
+use super::identity_reads::IdentityReads;
 use super::layout::{self, USERS, USERS_BY_EMAIL, USERS_BY_MANAGER, USERS_BY_USERNAME};
 use super::query::{AttrRef, ListQuery, Subject, text};
 use super::{Directory, Versioned, decode_patch};
@@ -268,56 +269,6 @@ fn remove_index(
         txn.delete(ks, key);
     }
     Ok(())
-}
-
-/// The index entries [`store_user`] reads for a username and an email: the
-/// uniqueness keys and the confusable neighbours. Named once, so that a
-/// caller can have them fetched before its transaction (see
-/// [`cohort_storage::Store::prefetch`]) exactly as the transaction reads them.
-pub(super) struct IdentityReads {
-    keys: [(Keyspace, Vec<u8>); 2],
-    prefixes: [(Keyspace, Vec<u8>); 2],
-}
-
-impl IdentityReads {
-    pub(super) fn of(username: &str, email: &str) -> Self {
-        IdentityReads {
-            keys: [
-                (USERS_BY_USERNAME, layout::username(username)),
-                (USERS_BY_EMAIL, layout::email(email)),
-            ],
-            prefixes: [
-                super::confusables::neighbours("username", username),
-                super::confusables::neighbours("email", email),
-            ],
-        }
-    }
-
-    #[allow(clippy::type_complexity)] // Borrowed views of the two arrays.
-    fn borrowed(&self) -> ([(Keyspace, &[u8]); 2], [(Keyspace, &[u8]); 2]) {
-        fn view((ks, k): &(Keyspace, Vec<u8>)) -> (Keyspace, &[u8]) {
-            (*ks, k.as_slice())
-        }
-        (
-            self.keys.each_ref().map(view),
-            self.prefixes.each_ref().map(view),
-        )
-    }
-
-    /// Before the transaction: off the writer lock, when the engine can
-    /// keep what it reads (PostgreSQL under the lease). A hint, so a
-    /// failure is the transaction's to report, not this.
-    pub(super) fn prefetch(&self, store: &cohort_storage::Store) {
-        let (keys, prefixes) = self.borrowed();
-        if let Err(e) = store.prefetch(&keys, &prefixes) {
-            tracing::debug!(error = %e, "prefetching a user's identity reads failed");
-        }
-    }
-
-    fn prefetch_in(&self, txn: &WriteTxn<'_>) -> Result<(), DomainError> {
-        let (keys, prefixes) = self.borrowed();
-        Ok(txn.prefetch(&keys, &prefixes)?)
-    }
 }
 
 /// Loads a user inside a transaction.
