@@ -329,16 +329,9 @@ impl Store {
         self.inner.backend.sweep_rates(now)
     }
 
-    /// True when each storage read is a round trip to a server
-    /// (PostgreSQL), so that naming reads ahead ([`Store::prefetch`],
-    /// [`WriteTxn::prefetch`]) pays for the work of naming them. On the
-    /// embedded engines a read is a memory read, and naming it ahead is
-    /// only work.
-    pub fn reads_are_round_trips(&self) -> bool {
-        self.inner.backend.shared()
-    }
-
     /// True when other processes may write to the same data (PostgreSQL).
+    /// Each read is then a round trip to the server, so naming reads ahead
+    /// ([`Store::prefetch`]) pays for the work of naming them.
     pub fn is_shared(&self) -> bool {
         self.inner.backend.shared()
     }
@@ -457,14 +450,11 @@ impl Store {
     where
         E: From<StorageError>,
     {
-        if let Some(msg) = self.inner.durability.failure() {
-            return Err(StorageError::Poisoned(msg.to_string()).into());
-        }
         let mut sequences = self.inner.writer.lock();
         if let Some(msg) = self.inner.durability.failure() {
-            // Failed while this thread waited for the lock. The flusher gave
-            // the lease back without the lock; a writer that took it again
-            // since must not keep it, for no flush will come to release it.
+            // Checked under the lock: the flusher gives the lease back
+            // without it, so a writer that took the lease again since must
+            // not keep it, for no flush will come to release it.
             release_lease(self.inner.backend.as_ref());
             return Err(StorageError::Poisoned(msg.to_string()).into());
         }

@@ -147,11 +147,6 @@ impl<'a> WriteTxn<'a> {
         self.backend.prefetch(&keys, &prefixes)
     }
 
-    /// See [`crate::Store::reads_are_round_trips`].
-    pub fn reads_are_round_trips(&self) -> bool {
-        self.backend.shared()
-    }
-
     /// The value of `key` as this transaction sees it.
     pub fn get(&self, ks: Keyspace, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
         let full = ks.encode(key);

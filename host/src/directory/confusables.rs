@@ -91,14 +91,17 @@ fn entry(field: &str, value: &str) -> (Vec<u8>, Vec<u8>) {
 /// Refuses `after` for `field` when another user's identity looks the
 /// same, and indexes it; `before` is the user's value until now. Only a
 /// change of identity key is checked, so stored pairs keep working.
+/// `near` is [`neighbours`] of `after`, which the caller computed already
+/// to prefetch it (the skeleton is the costly part).
 pub(crate) fn check_and_index(
     txn: &mut WriteTxn<'_>,
     field: &'static str,
     id: &Uuid,
     before: Option<&str>,
     after: &str,
+    near: &[u8],
 ) -> Result<(), DomainError> {
-    let (new_prefix, new_key) = entry(field, after);
+    let (new_prefix, new_key) = (near.to_vec(), key_of(field)(after));
     let old = before.map(|b| entry(field, b));
     if old.as_ref().is_some_and(|(_, k)| *k == new_key) {
         return Ok(());

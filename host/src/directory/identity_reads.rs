@@ -50,6 +50,12 @@ impl IdentityReads {
         }
     }
 
+    /// The confusable-neighbour prefixes of the username and the email,
+    /// for [`super::confusables::check_and_index`].
+    pub(super) fn neighbours(&self) -> [&[u8]; 2] {
+        [&self.prefixes[0].1, &self.prefixes[1].1]
+    }
+
     pub(super) fn prefetch_in(&self, txn: &WriteTxn<'_>) -> Result<(), DomainError> {
         let (keys, prefixes) = self.borrowed();
         Ok(txn.prefetch(&keys, &prefixes)?)

@@ -286,10 +286,11 @@ pub(super) fn store_user(
     after: &User,
 ) -> Result<(), DomainError> {
     let id = layout::id(&after.id);
-    // Every check below reads; on PostgreSQL, one round trip for all.
-    if txn.reads_are_round_trips() {
-        IdentityReads::of(&after.username, &after.email).prefetch_in(txn)?;
-    }
+    // Every check below reads; on PostgreSQL, one round trip for all (the
+    // embedded engines ignore it). Computed once for the checks too.
+    let identity = IdentityReads::of(&after.username, &after.email);
+    identity.prefetch_in(txn)?;
+    let [near_username, near_email] = identity.neighbours();
     type KeyFn = fn(&str) -> Vec<u8>;
     let unique: [(_, _, _, KeyFn, _, _); 2] = [
         (
@@ -340,6 +341,7 @@ pub(super) fn store_user(
         &after.id,
         before.map(|b| b.username.as_str()),
         &after.username,
+        near_username,
     )?;
     super::confusables::check_and_index(
         txn,
@@ -347,6 +349,7 @@ pub(super) fn store_user(
         &after.id,
         before.map(|b| b.email.as_str()),
         &after.email,
+        near_email,
     )?;
     let old_manager = before.and_then(|b| b.manager_id);
     if old_manager != after.manager_id {
@@ -503,7 +506,7 @@ impl Directory {
         let now = self.clock.now();
         // Not for input that validation is about to refuse (the skeletons
         // of a megabyte of text are work for nothing).
-        if self.store.reads_are_round_trips()
+        if self.store.is_shared()
             && input.username.len() <= 4 * identity::MAX_USERNAME_CHARS
             && input.email.len() <= identity::MAX_EMAIL_BYTES
         {
