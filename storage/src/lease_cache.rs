@@ -191,8 +191,15 @@ impl LeaseCache {
         self.epoch += 1;
     }
 
+    /// A batch failed, or the lease was lost: nothing kept may be current,
+    /// and nothing is answered until the lease is taken again.
+    pub(crate) fn lease_lost(&mut self) {
+        self.lease_gone();
+        self.forget();
+    }
+
     /// Drops everything: a batch whose outcome is unknown.
-    pub(crate) fn forget(&mut self) {
+    fn forget(&mut self) {
         self.points.clear();
         self.ranges.clear();
         self.range_lengths.clear();

@@ -412,9 +412,7 @@ impl Backend for PostgresBackend {
                 // written keys may be wrong either way, and the session may
                 // be gone with the lock. Nothing is answered from memory
                 // until the lease is taken again.
-                let mut cache = self.cache.lock();
-                cache.lease_gone();
-                cache.forget();
+                self.cache.lock().lease_lost();
                 return Err(e);
             }
         };
@@ -439,9 +437,7 @@ impl Backend for PostgresBackend {
             }
             None => {
                 self.lease.lock().held_since = None;
-                let mut cache = self.cache.lock();
-                cache.lease_gone();
-                cache.forget();
+                self.cache.lock().lease_lost();
                 Err(StorageError::Engine(
                     "postgres: this host lost the writer lease (its connection broke) and another \
                      host may have written since; the batch was not written"
