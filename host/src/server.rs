@@ -364,10 +364,19 @@ fn spawn_schedules(
     tick: std::time::Duration,
 ) {
     tokio::spawn(async move {
+        let mut runs_checked: Option<std::time::Instant> = None;
         loop {
             tokio::time::sleep(tick).await;
             if !leads(&store, &replication, crate::replication::SCHEDULES).await {
+                runs_checked = None;
                 continue;
+            }
+            // On taking the work over, then once a minute: each look scans
+            // the run histories and asks the database about each running
+            // run's host.
+            if runs_checked.is_none_or(|at| at.elapsed() >= INTERRUPTED_RUNS_EVERY) {
+                runs_checked = Some(std::time::Instant::now());
+                close_interrupted_runs(&imports, &groups).await;
             }
             if let Err(e) = imports.run_due().await {
                 tracing::warn!(error = %e, "could not start scheduled imports");
@@ -377,6 +386,33 @@ fn spawn_schedules(
             }
         }
     });
+}
+
+/// How often the host that runs the scheduled work looks for runs whose
+/// host stopped.
+const INTERRUPTED_RUNS_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Marks as failed the import and recompute runs whose host stopped: a host
+/// that dies mid-run cannot say so itself.
+async fn close_interrupted_runs(imports: &crate::provisioning::imports::Imports, groups: &Groups) {
+    let (imports, groups) = (imports.clone(), groups.clone());
+    let closed = tokio::task::spawn_blocking(move || {
+        Ok::<_, DomainError>((
+            imports.fail_interrupted()?,
+            groups.close_interrupted_runs()?,
+        ))
+    })
+    .await;
+    match closed {
+        Ok(Ok((0, 0))) => {}
+        Ok(Ok((imports, recomputes))) => tracing::warn!(
+            imports,
+            recomputes,
+            "runs whose host stopped were marked failed"
+        ),
+        Ok(Err(e)) => tracing::warn!(error = %e, "could not close the runs of stopped hosts"),
+        Err(e) => tracing::warn!(error = %e, "could not close the runs of stopped hosts"),
+    }
 }
 
 /// Whether this host runs `role`'s work now. A failure to ask counts as no:

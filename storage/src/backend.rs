@@ -84,6 +84,22 @@ pub(crate) trait Backend: Send + Sync {
         Ok(true)
     }
 
+    /// The number this process holds among the processes sharing the
+    /// engine, for as long as it lives: work it starts is marked with it, so
+    /// that another process can tell whether that work still has a runner
+    /// ([`Backend::host_alive`]). `None` on the embedded engines, where the
+    /// store picks a number of its own.
+    fn host(&self) -> Option<u32> {
+        None
+    }
+
+    /// Whether the process that holds `host` (another one's [`Backend::host`])
+    /// is alive. On the embedded engines only this process opens the data,
+    /// so every other number is a process that is gone.
+    fn host_alive(&self, _host: u32) -> Result<bool, StorageError> {
+        Ok(false)
+    }
+
     /// Takes one event from the rate bucket `key` shared by every process
     /// on the engine (GCRA: `interval` between events at the steady rate,
     /// `tolerance` the burst, all in microseconds). `None` when the engine

@@ -198,6 +198,14 @@ impl Backend for Pending {
         self.engine.lead(role)
     }
 
+    fn host(&self) -> Option<u32> {
+        self.engine.host()
+    }
+
+    fn host_alive(&self, host: u32) -> Result<bool, StorageError> {
+        self.engine.host_alive(host)
+    }
+
     fn take_rate(
         &self,
         key: &[u8],

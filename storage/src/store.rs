@@ -151,6 +151,8 @@ pub(crate) struct Inner {
     durability: Arc<Durability>,
     /// Told when another process sharing the engine has written.
     foreign: Mutex<Vec<ForeignWrite>>,
+    /// See [`Store::host`].
+    host: u32,
 }
 
 /// See [`Store::on_foreign_write`].
@@ -263,14 +265,36 @@ impl Store {
             }) as AfterFlush
         });
         let durability = Durability::start(Arc::clone(&backend), after_flush);
+        let host = backend.host().unwrap_or_else(process_number);
         Store {
             inner: Arc::new(Inner {
                 backend,
                 writer,
                 durability,
                 foreign: Mutex::new(Vec::new()),
+                host,
             }),
         }
+    }
+
+    /// The number naming this process among those that share the store,
+    /// for as long as it lives. Long-running work (an import, a recompute)
+    /// records it, so that the host that runs the scheduled work can tell a
+    /// run whose process died, and close it, from one still going
+    /// ([`Store::host_alive`]).
+    pub fn host(&self) -> u32 {
+        self.inner.host
+    }
+
+    /// Whether the process that was `host` is still alive. On PostgreSQL
+    /// each host holds a lock named by its number for as long as its
+    /// session lives; on the embedded engines only this process opens the
+    /// data, so any other number is a process that stopped.
+    pub fn host_alive(&self, host: u32) -> Result<bool, StorageError> {
+        if host == self.inner.host {
+            return Ok(true);
+        }
+        self.inner.backend.host_alive(host)
     }
 
     /// Registers `f` to be called when another process sharing the engine
@@ -579,3 +603,17 @@ fn scan_bounds(
 #[cfg(test)]
 #[path = "store_tests.rs"]
 mod tests;
+
+/// A number for this process that an earlier process on the same data is
+/// unlikely to have had (one in four billion): the hasher's per-process seed
+/// mixed with the time of day.
+pub(crate) fn process_number() -> u32 {
+    use std::hash::BuildHasher;
+    // Only a source of variety between processes, not a time anything uses.
+    #[allow(clippy::disallowed_methods)]
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let mixed = foldhash::fast::RandomState::default().hash_one(nanos);
+    (mixed ^ (mixed >> 32)) as u32
+}

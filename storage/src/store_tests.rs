@@ -528,3 +528,47 @@ fn rate_buckets_are_shared_between_hosts() {
         None
     );
 }
+
+/// Each host has a number of its own that the others see alive while it
+/// runs and gone once it stops; the embedded engines know only their own
+/// process, so an earlier process's number is gone.
+#[test]
+#[allow(clippy::disallowed_methods)] // Waiting for the server to end a session.
+fn hosts_see_each_other_alive_until_one_stops() {
+    let opts = options(Engine::Postgres);
+    let a = Store::open(Path::new(""), &opts).unwrap();
+    let b = Store::open(Path::new(""), &opts).unwrap();
+    let b_number = b.host();
+    assert_ne!(a.host(), b_number);
+    assert!(a.host_alive(a.host()).unwrap());
+    assert!(a.host_alive(b_number).unwrap());
+    assert!(b.host_alive(a.host()).unwrap());
+    // A number nobody took.
+    let free = (1..)
+        .map(|i| a.host().wrapping_add(i))
+        .find(|n| *n != b_number);
+    assert!(!a.host_alive(free.unwrap()).unwrap());
+    // Asking took nothing: the number is still free afterwards, and b's is
+    // still b's.
+    assert!(!a.host_alive(free.unwrap()).unwrap());
+    assert!(a.host_alive(b_number).unwrap());
+    drop(b);
+    let started = std::time::Instant::now();
+    while a.host_alive(b_number).unwrap() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "a stopped host still counts as alive after 10 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let first = Store::open(dir.path(), &options(Engine::Fjall)).unwrap();
+    let earlier = first.host();
+    assert!(first.host_alive(earlier).unwrap());
+    assert!(!first.host_alive(earlier.wrapping_add(1)).unwrap());
+    drop(first);
+    let second = Store::open(dir.path(), &options(Engine::Fjall)).unwrap();
+    assert_ne!(second.host(), earlier);
+    assert!(!second.host_alive(earlier).unwrap());
+}

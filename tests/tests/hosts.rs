@@ -13,7 +13,7 @@
 use std::collections::BTreeSet;
 
 use cohort_tests::{Api, Server, plugin_env, postgres};
-use serde_json::json;
+use serde_json::{Value, json};
 
 /// A host on `database`, with the plugins and the secret key every host
 /// shares.
@@ -165,6 +165,18 @@ async fn two_hosts_share_writes_and_survive_the_loss_of_one() {
         .await
         .expect(200);
 
+    // An import on B that is still reading its source when B dies: the
+    // source accepts the connection and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in silent.incoming() {
+            held.push(stream);
+        }
+    });
+    let interrupted = start_silent_import(&api_b, port).await;
+
     // Write load through both; B is killed part-way through.
     let on_a = tokio::spawn(load(api_a.clone(), "a", 120));
     let on_b = tokio::spawn(load(api_b.clone(), "b", 400));
@@ -218,4 +230,68 @@ async fn two_hosts_share_writes_and_survive_the_loss_of_one() {
     // The survivor took the scheduled work over, and keeps taking writes.
     assert_eq!(leader(&[&api_a]).await, 0);
     api_a.create_user("after").await;
+    // The import B was running is not left "running" for ever: the host
+    // that took the scheduled work over marks it failed, naming B.
+    let b_number = interrupted["host"].as_u64().unwrap();
+    let mut run = Value::Null;
+    for _ in 0..100 {
+        run = api_a
+            .get(&format!(
+                "/api/v1/import-runs/{}",
+                interrupted["id"].as_str().unwrap()
+            ))
+            .await
+            .expect(200)
+            .body;
+        if run["state"] != "running" {
+            break;
+        }
+        #[allow(clippy::disallowed_methods)] // the other process's scheduler
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(run["state"], "failed", "{run}");
+    assert_eq!(
+        run["failure"],
+        format!("interrupted: the server running it stopped (host {b_number})"),
+        "{run}"
+    );
+}
+
+/// Starts an import on `api`'s host from a source on `port` that never
+/// answers; returns the run, checked to be running on that host.
+async fn start_silent_import(api: &Api, port: u16) -> Value {
+    use base64::Engine as _;
+    let wasm = std::fs::read(cohort_tests::plugins_dir().join("workday.wasm")).unwrap();
+    api.post(
+        "/api/v1/plugins",
+        json!({"component": base64::engine::general_purpose::STANDARD.encode(&wasm), "manifest": {
+            "name": "workday-silent", "version": "1.0.0", "world": "directory-importer",
+            "description": "workday, allowed to reach a source that never answers",
+            "allowed_hosts": [format!("127.0.0.1:{port}")],
+            "config": [
+                {"name": "report_url", "kind": "url", "required": true},
+                {"name": "username", "kind": "text", "required": true},
+                {"name": "password", "kind": "secret", "required": true},
+                {"name": "mappings", "kind": "text-list"},
+                {"name": "id_field", "kind": "text"}]}}),
+    )
+    .await
+    .expect(201);
+    api.post(
+        "/api/v1/plugin-instances",
+        json!({"name": "silent", "plugin": "workday-silent",
+               "config": {"report_url": format!("http://127.0.0.1:{port}/report?format=json"),
+                          "username": "isu", "password": "pw"}}),
+    )
+    .await
+    .expect(201);
+    let run = api
+        .post("/api/v1/import-runs", json!({"instance": "silent"}))
+        .await
+        .expect(202)
+        .body;
+    let ready = api.get("/readyz").await.body;
+    assert_eq!(run["state"], "running", "{run}");
+    assert_eq!(run["host"], ready["host"], "{run} {ready}");
+    run
 }

@@ -152,9 +152,9 @@ impl Groups {
             }),
         };
         groups.seed_defaults()?;
-        // Runs left "running" belong to a process that is gone, unless
-        // another host sharing the store is alive and running them: only
-        // the host that runs the scheduled work closes them.
+        // Runs left "running" by a process that is gone are closed by the
+        // host that runs the scheduled work: now, and every so often while
+        // it runs it (`server::spawn_schedules`), for hosts that die later.
         if groups.inner.store.lead(crate::replication::SCHEDULES)? {
             groups.close_interrupted_runs()?;
         }

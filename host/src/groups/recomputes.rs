@@ -50,6 +50,11 @@ pub struct RecomputeRun {
     pub error: Option<String>,
     /// How long it took, in milliseconds.
     pub elapsed_ms: Option<u64>,
+    /// The number of the host running it (`/readyz` shows each host's). A
+    /// run whose host stopped is marked failed by the host that runs the
+    /// scheduled work. Absent on runs recorded before hosts had numbers.
+    #[serde(default)]
+    pub host: Option<u32>,
 }
 
 impl Groups {
@@ -60,18 +65,47 @@ impl Groups {
         })
     }
 
-    /// Marks runs a crash or restart interrupted as failed.
-    pub(super) fn close_interrupted_runs(&self) -> Result<(), DomainError> {
+    /// Marks as failed the runs still "running" whose host stopped (a
+    /// crash, a restart, a host of several that died). Run by the host that
+    /// runs the scheduled work, at its start and every so often, so that a
+    /// run never stays "running" for ever. Returns how many it closed.
+    pub fn close_interrupted_runs(&self) -> Result<usize, DomainError> {
+        let mut stale = Vec::new();
         for entry in self.store().scan(RUNS, b"", None, false) {
             let (_, v) = entry?;
-            let mut run: RecomputeRun = cohort_storage::decode_json(RUNS, &v)?;
-            if run.state == RunState::Running {
-                run.state = RunState::Failed;
-                run.error = Some("interrupted: the server stopped while it ran".into());
-                self.write_run(&run)?.durable_blocking()?;
+            let run: RecomputeRun = cohort_storage::decode_json(RUNS, &v)?;
+            if run.state == RunState::Running
+                && run.host.map(|h| self.store().host_alive(h)).transpose()? != Some(true)
+            {
+                stale.push(run.id);
             }
         }
-        Ok(())
+        if stale.is_empty() {
+            return Ok(0);
+        }
+        let closed = stale.len();
+        self.store()
+            .write(|txn| {
+                for id in stale {
+                    // Read again inside the transaction: the run may have
+                    // finished since the scan, and its end must not be undone.
+                    let Some(mut run) = txn.get_json::<RecomputeRun>(RUNS, id.as_bytes())? else {
+                        continue;
+                    };
+                    if run.state != RunState::Running {
+                        continue;
+                    }
+                    run.state = RunState::Failed;
+                    run.error = Some(format!(
+                        "interrupted: the server running it stopped (host {})",
+                        run.host.map_or("unknown".into(), |h| h.to_string())
+                    ));
+                    txn.put_json(RUNS, run.id.as_bytes(), &run)?;
+                }
+                Ok::<_, DomainError>(())
+            })?
+            .durable_blocking()?;
+        Ok(closed)
     }
 
     /// Starts a full recompute in the background, or returns the one that is
@@ -99,6 +133,7 @@ impl Groups {
                 counts: None,
                 error: None,
                 elapsed_ms: None,
+                host: Some(self.store().host()),
             };
             *current = Some(run.id);
             run

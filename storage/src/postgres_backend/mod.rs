@@ -59,6 +59,10 @@ const SCHEMA_KEY: i64 = LEASE_KEY + 1;
 /// of a two-part advisory lock key, the role being the second.
 const LEADER_CLASS: i32 = 0x636f_6872;
 
+/// The class of the presence locks (see [`Backend::host`]): each host holds
+/// (`HOST_CLASS`, its number) on its leader connection while it lives.
+const HOST_CLASS: i32 = LEADER_CLASS + 1;
+
 /// The layout of the tables below. Bumped when they change; a database with
 /// a newer layout is refused rather than misread.
 const LAYOUT: i32 = 1;
@@ -127,6 +131,9 @@ pub(crate) struct PostgresBackend {
     leader: Pool,
     /// Roles led, with the connection (`Conn::connects`) that won each.
     leading: Arc<Mutex<HashMap<i32, u64>>>,
+    /// This host's number, and the leader connection (`Conn::connects`)
+    /// that holds its presence lock.
+    presence: Arc<Mutex<(u32, u64)>>,
     /// Reads answered from memory while the lease makes them exact (see
     /// [`crate::lease_cache`]).
     cache: Arc<Mutex<LeaseCache>>,
@@ -182,11 +189,27 @@ impl PostgresBackend {
         }
         let readers = Arc::new(Pool::start(&config, &tls, connections.max(1), "reader")?);
         let leader = Pool::start(&config, &tls, 1, "leader")?;
+        let presence = leader.run(true, |conn| {
+            // A number no live host holds: the lock says which are taken.
+            for _ in 0..64 {
+                let number = crate::store::process_number();
+                conn.client()?;
+                let connects = conn.connects;
+                if take_presence(conn, number)? {
+                    return Ok(Some((number, connects)));
+                }
+            }
+            Ok(None)
+        })?;
+        let presence = presence.ok_or_else(|| {
+            StorageError::Engine("postgres: no free host number after 64 tries".into())
+        })?;
         Ok(PostgresBackend {
             readers,
             writer,
             leader,
             leading: Arc::default(),
+            presence: Arc::new(Mutex::new(presence)),
             // A quarter of the engine cache: PostgreSQL keeps its own pages,
             // and this holds only what the lease makes exact.
             cache: Arc::new(Mutex::new(LeaseCache::new(cache_bytes / 4))),
@@ -518,12 +541,27 @@ impl Backend for PostgresBackend {
 
     fn lead(&self, role: i32) -> Result<bool, StorageError> {
         let leading = Arc::clone(&self.leading);
+        let presence = Arc::clone(&self.presence);
         self.leader.run(true, move |conn| {
             let won_on = leading.lock().get(&role).copied();
             // Connects first if needed, so that `connects` names the
             // connection the lock would be on.
             conn.client()?;
             let connects = conn.connects;
+            // Every host asks every few seconds, so a lost session's
+            // presence comes back that soon.
+            let (number, held_on) = *presence.lock();
+            if held_on != connects {
+                if take_presence(conn, number)? {
+                    *presence.lock() = (number, connects);
+                } else {
+                    tracing::warn!(
+                        host = number,
+                        "another host took this host's number while its session was down; \
+                         its runs may be closed as interrupted"
+                    );
+                }
+            }
             let client = conn.client()?;
             let client = match won_on {
                 // Still the connection that won: the lock is held as long
@@ -546,6 +584,25 @@ impl Backend for PostgresBackend {
                 leading.lock().remove(&role);
             }
             Ok(won)
+        })
+    }
+
+    fn host(&self) -> Option<u32> {
+        Some(self.presence.lock().0)
+    }
+
+    fn host_alive(&self, host: u32) -> Result<bool, StorageError> {
+        let number = host as i32;
+        self.readers.run(true, move |conn| {
+            // Free means nobody holds it: taken and given back at once, in
+            // one statement (CASE fixes the order of the two calls).
+            let s = conn.statement(
+                "SELECT CASE WHEN pg_try_advisory_lock($1, $2) \
+                 THEN NOT pg_advisory_unlock($1, $2) ELSE true END",
+            )?;
+            conn.client()?
+                .query_one(&s, &[&HOST_CLASS, &number])
+                .map(|row| row.get(0))
         })
     }
 
@@ -620,4 +677,16 @@ impl Backend for PostgresBackend {
                 .map(|_| ())
         })
     }
+}
+
+/// Takes the presence lock of `number` on the leader connection; false when
+/// a live host holds it.
+fn take_presence(conn: &mut Conn, number: u32) -> Result<bool, postgres::Error> {
+    let number = number as i32;
+    conn.client()?
+        .query_one(
+            "SELECT pg_try_advisory_lock($1, $2)",
+            &[&HOST_CLASS, &number],
+        )
+        .map(|row| row.get(0))
 }

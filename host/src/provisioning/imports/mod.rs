@@ -150,6 +150,7 @@ impl Imports {
             started_at: self.clock.now(),
             finished_at: None,
             duration_ms: None,
+            host: Some(self.store.host()),
         };
         self.save(&run).await?;
         let this = self.clone();
@@ -394,30 +395,45 @@ impl Imports {
         Ok(out)
     }
 
-    /// Marks runs a crash interrupted as failed (at start-up).
-    pub fn fail_interrupted(&self) -> Result<(), DomainError> {
+    /// Marks as failed the runs still "running" whose host stopped (see
+    /// `Groups::close_interrupted_runs`). Returns how many it closed.
+    pub fn fail_interrupted(&self) -> Result<usize, DomainError> {
         let mut stale = Vec::new();
         for entry in self.store.scan(RUNS, b"", None, false) {
             let (_, v) = entry?;
             let run: ImportRun = cohort_storage::decode_json(RUNS, &v)?;
-            if run.state == RunState::Running {
+            if run.state == RunState::Running
+                && run.host.map(|h| self.store.host_alive(h)).transpose()? != Some(true)
+            {
                 stale.push(run);
             }
         }
+        let closed = stale.len();
         if stale.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
         self.store
             .write(|txn| {
-                for mut run in stale {
+                for run in stale {
+                    // Read again inside the transaction: the run may have
+                    // finished since the scan, and its end must not be undone.
+                    let Some(mut run) = txn.get_json::<ImportRun>(RUNS, run.id.as_bytes())? else {
+                        continue;
+                    };
+                    if run.state != RunState::Running {
+                        continue;
+                    }
                     run.state = RunState::Failed;
-                    run.failure = Some("interrupted: the server stopped during the run".into());
+                    run.failure = Some(format!(
+                        "interrupted: the server running it stopped (host {})",
+                        run.host.map_or("unknown".into(), |h| h.to_string())
+                    ));
                     txn.put_json(RUNS, run.id.as_bytes(), &run)?;
                 }
                 Ok::<_, DomainError>(())
             })?
             .durable_blocking()?;
-        Ok(())
+        Ok(closed)
     }
 }
 

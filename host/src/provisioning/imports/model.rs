@@ -185,6 +185,11 @@ pub struct ImportRun {
     pub finished_at: Option<DateTime<Utc>>,
     /// How long it took, in milliseconds.
     pub duration_ms: Option<u64>,
+    /// The number of the host running it (`/readyz` shows each host's). A
+    /// run whose host stopped is marked failed by the host that runs the
+    /// scheduled work. Absent on runs recorded before hosts had numbers.
+    #[serde(default)]
+    pub host: Option<u32>,
 }
 
 /// One planned change.
