@@ -13,12 +13,13 @@
 //! successful look: with invalidation on notice, a host is never further
 //! behind than that.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
 use cohort_storage::{StorageError, Store};
 
-use crate::clock::Clock;
+use crate::clock::{Clock, Stopwatch};
 
 /// The role under which one host runs the scheduled work (import
 /// schedules, exemption expiry, the daily recompute) when several share a
@@ -31,6 +32,55 @@ pub const PERIOD: std::time::Duration = std::time::Duration::from_secs(1);
 /// A host further behind than this is not ready: it has not reached the
 /// database for several periods.
 pub const MAX_LAG_MS: i64 = 10_000;
+
+/// How long a host must have looked stopped, on every look, before its runs
+/// are closed. After the database itself restarts, every host's number is
+/// free until that host's scheduler next asks for its roles (within one
+/// tick), and a run must not be closed while its host is still running it.
+pub const STOPPED_FOR: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// The hosts of running runs that looked stopped, and since when (see
+/// [`STOPPED_FOR`]).
+#[derive(Default)]
+pub struct StoppedHosts {
+    since: HashMap<Option<u32>, Stopwatch>,
+}
+
+impl StoppedHosts {
+    /// Asks about `hosts` (those of running runs) and returns the ones that
+    /// have looked stopped on every look for at least [`STOPPED_FOR`]. A
+    /// run recorded without a host counts as stopped; no release wrote
+    /// one. On the embedded engines only this process opens the data, so
+    /// any other host is stopped at once.
+    pub fn confirm(
+        &mut self,
+        store: &Store,
+        hosts: impl IntoIterator<Item = Option<u32>>,
+    ) -> Result<HashSet<Option<u32>>, StorageError> {
+        let (mut looked, mut dead, mut stopped) = (HashSet::new(), HashSet::new(), HashSet::new());
+        for host in hosts {
+            if !looked.insert(host) {
+                continue;
+            }
+            let alive = match host {
+                Some(h) => store.host_alive(h)?,
+                None => false,
+            };
+            if alive {
+                continue;
+            }
+            dead.insert(host);
+            let since = self.since.entry(host).or_insert_with(Stopwatch::start);
+            if !store.is_shared() || since.elapsed() >= STOPPED_FOR {
+                stopped.insert(host);
+            }
+        }
+        // A host that looked alive, or has no running run any more, starts
+        // again from zero.
+        self.since.retain(|h, _| dead.contains(h));
+        Ok(stopped)
+    }
+}
 
 /// The host's replication state.
 pub struct Replication {

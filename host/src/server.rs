@@ -186,10 +186,6 @@ pub fn build(config: &Config, store: Store, clock: Arc<dyn Clock>) -> Result<App
         directory.clone(),
         instances.clone(),
     );
-    // As for recompute runs (see `Groups::open`).
-    if store.lead(crate::replication::SCHEDULES)? {
-        imports.fail_interrupted()?;
-    }
     let state = AppState {
         devices,
         imports,
@@ -364,20 +360,14 @@ fn spawn_schedules(
     tick: std::time::Duration,
 ) {
     tokio::spawn(async move {
-        let mut runs_checked: Option<std::time::Instant> = None;
+        let mut stopped = crate::replication::StoppedHosts::default();
         loop {
             tokio::time::sleep(tick).await;
             if !leads(&store, &replication, crate::replication::SCHEDULES).await {
-                runs_checked = None;
+                stopped = crate::replication::StoppedHosts::default();
                 continue;
             }
-            // On taking the work over, then once a minute: each look scans
-            // the run histories and asks the database about each running
-            // run's host.
-            if runs_checked.is_none_or(|at| at.elapsed() >= INTERRUPTED_RUNS_EVERY) {
-                runs_checked = Some(std::time::Instant::now());
-                close_interrupted_runs(&imports, &groups).await;
-            }
+            stopped = close_interrupted_runs(&store, &imports, &groups, stopped).await;
             if let Err(e) = imports.run_due().await {
                 tracing::warn!(error = %e, "could not start scheduled imports");
             }
@@ -388,30 +378,52 @@ fn spawn_schedules(
     });
 }
 
-/// How often the host that runs the scheduled work looks for runs whose
-/// host stopped.
-const INTERRUPTED_RUNS_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
-
 /// Marks as failed the import and recompute runs whose host stopped: a host
-/// that dies mid-run cannot say so itself.
-async fn close_interrupted_runs(imports: &crate::provisioning::imports::Imports, groups: &Groups) {
-    let (imports, groups) = (imports.clone(), groups.clone());
-    let closed = tokio::task::spawn_blocking(move || {
-        Ok::<_, DomainError>((
-            imports.fail_interrupted()?,
-            groups.close_interrupted_runs()?,
-        ))
+/// that dies mid-run cannot say so itself. Each look reads the running runs
+/// (an index for imports, the pruned history for recomputes) and asks the
+/// database about each of their hosts.
+async fn close_interrupted_runs(
+    store: &Store,
+    imports: &crate::provisioning::imports::Imports,
+    groups: &Groups,
+    mut stopped: crate::replication::StoppedHosts,
+) -> crate::replication::StoppedHosts {
+    let (store, imports, groups) = (store.clone(), imports.clone(), groups.clone());
+    let looked = tokio::task::spawn_blocking(move || {
+        let closed = (|| {
+            let mut hosts = imports.running_hosts()?;
+            hosts.extend(groups.running_hosts()?);
+            let gone = stopped.confirm(&store, hosts)?;
+            if gone.is_empty() {
+                return Ok::<_, DomainError>((0, 0));
+            }
+            let is_gone = |h: Option<u32>| gone.contains(&h);
+            Ok((
+                imports.fail_interrupted(&is_gone)?,
+                groups.close_interrupted_runs(&is_gone)?,
+            ))
+        })();
+        (closed, stopped)
     })
     .await;
-    match closed {
-        Ok(Ok((0, 0))) => {}
-        Ok(Ok((imports, recomputes))) => tracing::warn!(
-            imports,
-            recomputes,
-            "runs whose host stopped were marked failed"
-        ),
-        Ok(Err(e)) => tracing::warn!(error = %e, "could not close the runs of stopped hosts"),
-        Err(e) => tracing::warn!(error = %e, "could not close the runs of stopped hosts"),
+    match looked {
+        Ok((Ok((0, 0)), stopped)) => stopped,
+        Ok((Ok((imports, recomputes)), stopped)) => {
+            tracing::warn!(
+                imports,
+                recomputes,
+                "runs whose host stopped were marked failed"
+            );
+            stopped
+        }
+        Ok((Err(e), stopped)) => {
+            tracing::warn!(error = %e, "could not close the runs of stopped hosts");
+            stopped
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "could not close the runs of stopped hosts");
+            crate::replication::StoppedHosts::default()
+        }
     }
 }
 

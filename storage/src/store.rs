@@ -605,8 +605,9 @@ fn scan_bounds(
 mod tests;
 
 /// A number for this process that an earlier process on the same data is
-/// unlikely to have had (one in four billion): the hasher's per-process seed
-/// mixed with the time of day.
+/// unlikely to have had (one in two billion): the hasher's per-process seed
+/// mixed with the time of day. 31 bits, so that it is a non-negative
+/// 32-bit integer wherever it is shown.
 pub(crate) fn process_number() -> u32 {
     use std::hash::BuildHasher;
     // Only a source of variety between processes, not a time anything uses.
@@ -615,5 +616,5 @@ pub(crate) fn process_number() -> u32 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
     let mixed = foldhash::fast::RandomState::default().hash_one(nanos);
-    (mixed ^ (mixed >> 32)) as u32
+    ((mixed ^ (mixed >> 32)) as u32) & 0x7fff_ffff
 }

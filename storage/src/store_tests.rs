@@ -530,43 +530,67 @@ fn rate_buckets_are_shared_between_hosts() {
 }
 
 /// Each host has a number of its own that the others see alive while it
-/// runs and gone once it stops; the embedded engines know only their own
-/// process, so an earlier process's number is gone.
+/// runs and gone once it stops, and takes back after its session to the
+/// database broke; the embedded engines know only their own process, so an
+/// earlier process's number is gone.
 #[test]
-#[allow(clippy::disallowed_methods)] // Waiting for the server to end a session.
+#[allow(clippy::disallowed_methods)] // Waiting for the server to end sessions.
 fn hosts_see_each_other_alive_until_one_stops() {
     let opts = options(Engine::Postgres);
     let a = Store::open(Path::new(""), &opts).unwrap();
     let b = Store::open(Path::new(""), &opts).unwrap();
-    let b_number = b.host();
-    assert_ne!(a.host(), b_number);
-    assert!(a.host_alive(a.host()).unwrap());
+    let (a_number, b_number) = (a.host(), b.host());
+    assert_ne!(a_number, b_number);
+    assert!(a_number <= i32::MAX as u32 && b_number <= i32::MAX as u32);
     assert!(a.host_alive(b_number).unwrap());
-    assert!(b.host_alive(a.host()).unwrap());
-    // A number nobody took.
+    assert!(b.host_alive(a_number).unwrap());
+    // A number nobody took is free, and asking about it takes nothing:
+    // the other host, on sessions of its own, finds it free too.
     let free = (1..)
-        .map(|i| a.host().wrapping_add(i))
-        .find(|n| *n != b_number);
-    assert!(!a.host_alive(free.unwrap()).unwrap());
-    // Asking took nothing: the number is still free afterwards, and b's is
-    // still b's.
-    assert!(!a.host_alive(free.unwrap()).unwrap());
-    assert!(a.host_alive(b_number).unwrap());
-    drop(b);
-    let started = std::time::Instant::now();
-    while a.host_alive(b_number).unwrap() {
-        assert!(
-            started.elapsed() < std::time::Duration::from_secs(10),
-            "a stopped host still counts as alive after 10 s"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
+        .map(|i| a_number.wrapping_add(i))
+        .find(|n| *n != b_number)
+        .unwrap();
+    for _ in 0..4 {
+        assert!(!a.host_alive(free).unwrap());
+        assert!(!b.host_alive(free).unwrap());
     }
+    assert!(a.host_alive(b_number).unwrap());
+    let until = |what: &str, done: &dyn Fn() -> bool| {
+        let started = std::time::Instant::now();
+        while !done() {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(10),
+                "{what} after 10 s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+    // Every session of both hosts ends (a database restart, say): `a`'s
+    // number is free until it next asks for its roles, and then its own
+    // again.
+    let url = opts.url.clone().unwrap();
+    let mut admin = ::postgres::Client::connect(&url, ::postgres::NoTls).unwrap();
+    admin
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            &[],
+        )
+        .unwrap();
+    until("a's number is still held with its session gone", &|| {
+        !b.host_alive(a_number).unwrap()
+    });
+    a.lead("role").unwrap();
+    assert!(b.host_alive(a_number).unwrap());
+    drop(b);
+    until("a stopped host still counts as alive", &|| {
+        !a.host_alive(b_number).unwrap()
+    });
 
     let dir = tempfile::tempdir().unwrap();
     let first = Store::open(dir.path(), &options(Engine::Fjall)).unwrap();
     let earlier = first.host();
     assert!(first.host_alive(earlier).unwrap());
-    assert!(!first.host_alive(earlier.wrapping_add(1)).unwrap());
     drop(first);
     let second = Store::open(dir.path(), &options(Engine::Fjall)).unwrap();
     assert_ne!(second.host(), earlier);

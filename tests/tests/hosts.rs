@@ -192,6 +192,16 @@ async fn two_hosts_share_writes_and_survive_the_loss_of_one() {
         #[allow(clippy::disallowed_methods)]
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+    // Still reading its source (which times out after 10 s) when B dies.
+    let before_kill = api_b
+        .get(&format!(
+            "/api/v1/import-runs/{}",
+            interrupted["id"].as_str().unwrap()
+        ))
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(before_kill["state"], "running", "{before_kill}");
     hosts[victim].kill();
     let mut acked = on_a.await.unwrap();
     let from_b = on_b.await.unwrap();
@@ -234,7 +244,8 @@ async fn two_hosts_share_writes_and_survive_the_loss_of_one() {
     // that took the scheduled work over marks it failed, naming B.
     let b_number = interrupted["host"].as_u64().unwrap();
     let mut run = Value::Null;
-    for _ in 0..100 {
+    // A host must look stopped for 15 s before its runs are closed.
+    for _ in 0..300 {
         run = api_a
             .get(&format!(
                 "/api/v1/import-runs/{}",
@@ -292,6 +303,7 @@ async fn start_silent_import(api: &Api, port: u16) -> Value {
         .body;
     let ready = api.get("/readyz").await.body;
     assert_eq!(run["state"], "running", "{run}");
+    assert!(ready["host"].is_u64(), "{ready}");
     assert_eq!(run["host"], ready["host"], "{run} {ready}");
     run
 }

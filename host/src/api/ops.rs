@@ -56,8 +56,9 @@ pub struct Readiness {
     pub runs_scheduled_work: bool,
     /// This host's number among the hosts sharing the store, held while it
     /// lives. Import and recompute runs record the number of the host that
-    /// runs them (`host`); a run whose host stopped is marked failed.
-    pub host: u32,
+    /// runs them (`host`); a run whose host stopped is marked failed. Shown
+    /// only to a caller whose key may read the directory, like the groups.
+    pub host: Option<u32>,
     /// Rule-evaluator plugins that dynamic groups need and that cannot be
     /// called: not installed (no plugins directory, or one without them),
     /// disabled, or not rule evaluators.
@@ -153,7 +154,7 @@ pub async fn readyz(State(s): State<AppState>, origin: Origin, headers: HeaderMa
         storage,
         replication_lag_ms,
         runs_scheduled_work: s.replication.runs_scheduled_work(),
-        host: s.store.host(),
+        host: names_groups.then(|| s.store.host()),
         missing_evaluators: missing,
         waiting_group_count: waiting.len(),
         waiting_groups: if names_groups {

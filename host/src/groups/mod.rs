@@ -152,12 +152,6 @@ impl Groups {
             }),
         };
         groups.seed_defaults()?;
-        // Runs left "running" by a process that is gone are closed by the
-        // host that runs the scheduled work: now, and every so often while
-        // it runs it (`server::spawn_schedules`), for hosts that die later.
-        if groups.inner.store.lead(crate::replication::SCHEDULES)? {
-            groups.close_interrupted_runs()?;
-        }
         Ok(groups)
     }
 

@@ -65,27 +65,43 @@ impl Groups {
         })
     }
 
-    /// Marks as failed the runs still "running" whose host stopped (a
-    /// crash, a restart, a host of several that died). Run by the host that
-    /// runs the scheduled work, at its start and every so often, so that a
-    /// run never stays "running" for ever. Returns how many it closed.
-    pub fn close_interrupted_runs(&self) -> Result<usize, DomainError> {
+    /// The hosts of the runs that are running (`None`: a run recorded
+    /// without one). The history is pruned to the last 50 runs, so this
+    /// scan stays small.
+    pub fn running_hosts(&self) -> Result<Vec<Option<u32>>, DomainError> {
+        let mut hosts = Vec::new();
+        for entry in self.store().scan(RUNS, b"", None, false) {
+            let (_, v) = entry?;
+            let run: RecomputeRun = cohort_storage::decode_json(RUNS, &v)?;
+            if run.state == RunState::Running {
+                hosts.push(run.host);
+            }
+        }
+        Ok(hosts)
+    }
+
+    /// Marks as failed the runs still "running" whose host `stopped` says
+    /// is gone (a crash, a restart, a host of several that died; see
+    /// `replication::StoppedHosts`). Returns how many it closed.
+    pub fn close_interrupted_runs(
+        &self,
+        stopped: &dyn Fn(Option<u32>) -> bool,
+    ) -> Result<usize, DomainError> {
         let mut stale = Vec::new();
         for entry in self.store().scan(RUNS, b"", None, false) {
             let (_, v) = entry?;
             let run: RecomputeRun = cohort_storage::decode_json(RUNS, &v)?;
-            if run.state == RunState::Running
-                && run.host.map(|h| self.store().host_alive(h)).transpose()? != Some(true)
-            {
+            if run.state == RunState::Running && stopped(run.host) {
                 stale.push(run.id);
             }
         }
         if stale.is_empty() {
             return Ok(0);
         }
-        let closed = stale.len();
-        self.store()
+        Ok(self
+            .store()
             .write(|txn| {
+                let mut closed = 0;
                 for id in stale {
                     // Read again inside the transaction: the run may have
                     // finished since the scan, and its end must not be undone.
@@ -101,11 +117,11 @@ impl Groups {
                         run.host.map_or("unknown".into(), |h| h.to_string())
                     ));
                     txn.put_json(RUNS, run.id.as_bytes(), &run)?;
+                    closed += 1;
                 }
-                Ok::<_, DomainError>(())
+                Ok::<_, DomainError>(closed)
             })?
-            .durable_blocking()?;
-        Ok(closed)
+            .durable_blocking()?)
     }
 
     /// Starts a full recompute in the background, or returns the one that is

@@ -133,7 +133,8 @@ pub(crate) struct PostgresBackend {
     leading: Arc<Mutex<HashMap<i32, u64>>>,
     /// This host's number, and the leader connection (`Conn::connects`)
     /// that holds its presence lock.
-    presence: Arc<Mutex<(u32, u64)>>,
+    /// Whether taking it back failed and was reported.
+    presence: Arc<Mutex<(u32, u64, bool)>>,
     /// Reads answered from memory while the lease makes them exact (see
     /// [`crate::lease_cache`]).
     cache: Arc<Mutex<LeaseCache>>,
@@ -196,7 +197,7 @@ impl PostgresBackend {
                 conn.client()?;
                 let connects = conn.connects;
                 if take_presence(conn, number)? {
-                    return Ok(Some((number, connects)));
+                    return Ok(Some((number, connects, false)));
                 }
             }
             Ok(None)
@@ -550,15 +551,18 @@ impl Backend for PostgresBackend {
             let connects = conn.connects;
             // Every host asks every few seconds, so a lost session's
             // presence comes back that soon.
-            let (number, held_on) = *presence.lock();
+            let (number, held_on, warned) = *presence.lock();
             if held_on != connects {
                 if take_presence(conn, number)? {
-                    *presence.lock() = (number, connects);
-                } else {
+                    *presence.lock() = (number, connects, false);
+                } else if !warned {
+                    // Once: until the server ends the old session (its
+                    // keepalives), this repeats every tick.
+                    presence.lock().2 = true;
                     tracing::warn!(
                         host = number,
-                        "another host took this host's number while its session was down; \
-                         its runs may be closed as interrupted"
+                        "this host's number is still held, by its own old session or by \
+                         another host, so other hosts may count it as stopped and close its runs"
                     );
                 }
             }

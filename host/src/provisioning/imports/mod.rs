@@ -28,7 +28,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cohort_storage::{Keyspace, Store};
+use cohort_storage::{Keyspace, StorageError, Store};
 use uuid::Uuid;
 
 use crate::auth::{Actor, ManageDirectory, Mutation, Origin};
@@ -55,6 +55,22 @@ const PLANS: Keyspace = Keyspace::new("import_plans");
 const LINKS: Keyspace = Keyspace::new("import_links");
 /// Schedule id → `Schedule` JSON.
 const SCHEDULES: Keyspace = Keyspace::new("import_schedules");
+/// Run id → the number of the host running it, for the runs that are
+/// running: what the look for runs of stopped hosts reads, where the run
+/// history (never pruned) would be a scan of every run ever made.
+const RUNNING: Keyspace = Keyspace::new("import_running");
+
+/// Stores `run`, and keeps [`RUNNING`] in step with its state. Every write
+/// of a run goes through here.
+fn put_run(txn: &mut cohort_storage::WriteTxn, run: &ImportRun) -> Result<(), StorageError> {
+    txn.put_json(RUNS, run.id.as_bytes(), run)?;
+    if run.state == RunState::Running {
+        txn.put_json(RUNNING, run.id.as_bytes(), &run.host)
+    } else {
+        txn.delete(RUNNING, run.id.as_bytes());
+        Ok(())
+    }
+}
 
 /// Record errors kept on a run.
 const MAX_ERRORS: usize = 1000;
@@ -174,10 +190,7 @@ impl Imports {
     }
 
     async fn save(&self, run: &ImportRun) -> Result<(), DomainError> {
-        self.store
-            .write(|txn| txn.put_json(RUNS, run.id.as_bytes(), run))?
-            .durable()
-            .await?;
+        self.store.write(|txn| put_run(txn, run))?.durable().await?;
         Ok(())
     }
 
@@ -248,6 +261,8 @@ impl Imports {
             .get_json(PLANS, id.as_bytes())?
             .unwrap_or_default();
         run.state = RunState::Running;
+        // This host applies it now, whichever host planned it.
+        run.host = Some(self.store.host());
         run.approved_by = Some(cap.actor().name.clone());
         // From planned counts to done counts.
         run.counts.created = 0;
@@ -264,13 +279,19 @@ impl Imports {
             .map_or_else(|| run.instance_id.clone(), |i| i.name);
         let actor = run_actor(&instance_name, &run, &cap.actor().origin);
         let t = Stopwatch::start();
-        self.apply(&mut run, &actor, plan).await?;
+        if let Err(e) = self.apply(&mut run, &actor, plan).await {
+            run.state = RunState::Failed;
+            run.failure = Some(e.to_string());
+            self.finish(&mut run, t);
+            self.save(&run).await?;
+            return Err(e);
+        }
         run.state = RunState::Completed;
         self.finish(&mut run, t);
         self.store
             .write(|txn| {
                 txn.delete(PLANS, run.id.as_bytes());
-                txn.put_json(RUNS, run.id.as_bytes(), &run)
+                put_run(txn, &run)
             })?
             .durable()
             .await?;
@@ -321,7 +342,7 @@ impl Imports {
             self.store
                 .write(|txn| {
                     txn.put_json(PLANS, run.id.as_bytes(), &plan)?;
-                    txn.put_json(RUNS, run.id.as_bytes(), &run)
+                    put_run(txn, &run)
                 })?
                 .durable()
                 .await?;
@@ -395,32 +416,47 @@ impl Imports {
         Ok(out)
     }
 
-    /// Marks as failed the runs still "running" whose host stopped (see
-    /// `Groups::close_interrupted_runs`). Returns how many it closed.
-    pub fn fail_interrupted(&self) -> Result<usize, DomainError> {
-        let mut stale = Vec::new();
-        for entry in self.store.scan(RUNS, b"", None, false) {
+    /// The hosts of the runs that are running (`None`: a run recorded
+    /// without one), for [`Imports::fail_interrupted`] to ask about.
+    pub fn running_hosts(&self) -> Result<Vec<Option<u32>>, DomainError> {
+        let mut hosts = Vec::new();
+        for entry in self.store.scan(RUNNING, b"", None, false) {
             let (_, v) = entry?;
-            let run: ImportRun = cohort_storage::decode_json(RUNS, &v)?;
-            if run.state == RunState::Running
-                && run.host.map(|h| self.store.host_alive(h)).transpose()? != Some(true)
-            {
-                stale.push(run);
+            hosts.push(cohort_storage::decode_json(RUNNING, &v)?);
+        }
+        Ok(hosts)
+    }
+
+    /// Marks as failed the runs still "running" whose host `stopped` says
+    /// is gone (see `replication::StoppedHosts`). Returns how many it
+    /// closed.
+    pub fn fail_interrupted(
+        &self,
+        stopped: &dyn Fn(Option<u32>) -> bool,
+    ) -> Result<usize, DomainError> {
+        let mut stale = Vec::new();
+        for entry in self.store.scan(RUNNING, b"", None, false) {
+            let (k, v) = entry?;
+            let host: Option<u32> = cohort_storage::decode_json(RUNNING, &v)?;
+            if stopped(host) {
+                stale.push(k);
             }
         }
-        let closed = stale.len();
         if stale.is_empty() {
             return Ok(0);
         }
-        self.store
+        Ok(self
+            .store
             .write(|txn| {
-                for run in stale {
+                let mut closed = 0;
+                for id in stale {
                     // Read again inside the transaction: the run may have
                     // finished since the scan, and its end must not be undone.
-                    let Some(mut run) = txn.get_json::<ImportRun>(RUNS, run.id.as_bytes())? else {
+                    let Some(mut run) = txn.get_json::<ImportRun>(RUNS, &id)? else {
+                        txn.delete(RUNNING, &id);
                         continue;
                     };
-                    if run.state != RunState::Running {
+                    if run.state != RunState::Running || !stopped(run.host) {
                         continue;
                     }
                     run.state = RunState::Failed;
@@ -428,12 +464,12 @@ impl Imports {
                         "interrupted: the server running it stopped (host {})",
                         run.host.map_or("unknown".into(), |h| h.to_string())
                     ));
-                    txn.put_json(RUNS, run.id.as_bytes(), &run)?;
+                    put_run(txn, &run)?;
+                    closed += 1;
                 }
-                Ok::<_, DomainError>(())
+                Ok::<_, DomainError>(closed)
             })?
-            .durable_blocking()?;
-        Ok(closed)
+            .durable_blocking()?)
     }
 }
 
