@@ -43,6 +43,13 @@ fn identity_skeletons(txn: &mut WriteTxn<'_>) -> Result<(), StorageError> {
     crate::directory::build_skeleton_index(txn)
 }
 
+/// Version 6: the index of running import runs, which the host that runs
+/// the scheduled work reads to close the runs of stopped hosts; see
+/// `provisioning/imports`.
+fn running_imports(txn: &mut WriteTxn<'_>) -> Result<(), StorageError> {
+    crate::provisioning::imports::build_running_index(txn)
+}
+
 /// Every migration, oldest first.
 pub const MIGRATIONS: &[Migration] = &[
     Migration {
@@ -69,5 +76,10 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 5,
         description: "confusable skeletons of usernames and emails",
         apply: identity_skeletons,
+    },
+    Migration {
+        version: 6,
+        description: "running import runs by host",
+        apply: running_imports,
     },
 ];

@@ -33,45 +33,68 @@ pub const PERIOD: std::time::Duration = std::time::Duration::from_secs(1);
 /// database for several periods.
 pub const MAX_LAG_MS: i64 = 10_000;
 
-/// How long a host must have looked stopped, on every look, before its runs
-/// are closed. After the database itself restarts, every host's number is
-/// free until that host's scheduler next asks for its roles (within one
-/// tick), and a run must not be closed while its host is still running it.
+/// The least time a host must have looked stopped, on every look, before
+/// its runs are closed. After the database itself restarts, every host's
+/// number is free until that host's scheduler next asks for its roles
+/// (within one tick), and a run must not be closed while its host is still
+/// running it; see [`StoppedHosts::new`].
 pub const STOPPED_FOR: std::time::Duration = std::time::Duration::from_secs(15);
 
-/// The hosts of running runs that looked stopped, and since when (see
-/// [`STOPPED_FOR`]).
-#[derive(Default)]
+/// The hosts of running runs that looked stopped, and since when.
 pub struct StoppedHosts {
     since: HashMap<Option<u32>, Stopwatch>,
+    window: std::time::Duration,
 }
 
 impl StoppedHosts {
-    /// Asks about `hosts` (those of running runs) and returns the ones that
-    /// have looked stopped on every look for at least [`STOPPED_FOR`]. A
-    /// run recorded without a host counts as stopped; no release wrote
-    /// one. On the embedded engines only this process opens the data, so
-    /// any other host is stopped at once.
+    /// For a scheduler that looks every `tick`: a host must look stopped
+    /// for [`STOPPED_FOR`] or three ticks, whichever is longer, so that it
+    /// has had several chances to take its number back. Every host should
+    /// use the same `[schedules] tick_ms`.
+    pub fn new(tick: std::time::Duration) -> StoppedHosts {
+        StoppedHosts {
+            since: HashMap::new(),
+            window: STOPPED_FOR.max(tick * 3),
+        }
+    }
+
+    /// Asks the store about `hosts` (those of running runs) and returns the
+    /// ones that have looked stopped on every look for the window. A run
+    /// recorded without a host counts as stopped; no release wrote one. On
+    /// the embedded engines only this process opens the data, so any other
+    /// host is stopped at once.
     pub fn confirm(
         &mut self,
         store: &Store,
         hosts: impl IntoIterator<Item = Option<u32>>,
     ) -> Result<HashSet<Option<u32>>, StorageError> {
+        let shared = store.is_shared();
+        self.confirm_with(
+            |host| match host {
+                Some(h) => store.host_alive(h),
+                None => Ok(false),
+            },
+            !shared,
+            hosts,
+        )
+    }
+
+    /// [`StoppedHosts::confirm`] with the question asked by `alive`;
+    /// `at_once` when a host that looks stopped is stopped.
+    fn confirm_with(
+        &mut self,
+        alive: impl Fn(Option<u32>) -> Result<bool, StorageError>,
+        at_once: bool,
+        hosts: impl IntoIterator<Item = Option<u32>>,
+    ) -> Result<HashSet<Option<u32>>, StorageError> {
         let (mut looked, mut dead, mut stopped) = (HashSet::new(), HashSet::new(), HashSet::new());
         for host in hosts {
-            if !looked.insert(host) {
-                continue;
-            }
-            let alive = match host {
-                Some(h) => store.host_alive(h)?,
-                None => false,
-            };
-            if alive {
+            if !looked.insert(host) || alive(host)? {
                 continue;
             }
             dead.insert(host);
             let since = self.since.entry(host).or_insert_with(Stopwatch::start);
-            if !store.is_shared() || since.elapsed() >= STOPPED_FOR {
+            if at_once || since.elapsed() >= self.window {
                 stopped.insert(host);
             }
         }
@@ -79,6 +102,57 @@ impl StoppedHosts {
         // again from zero.
         self.since.retain(|h, _| dead.contains(h));
         Ok(stopped)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A host is stopped only after it looked stopped on every look for the
+    /// whole window; looking alive once starts it from zero.
+    #[test]
+    fn a_host_is_stopped_only_after_looking_stopped_for_the_window() {
+        let mut hosts = StoppedHosts::new(std::time::Duration::from_secs(1));
+        assert_eq!(hosts.window, STOPPED_FOR);
+        assert_eq!(
+            StoppedHosts::new(std::time::Duration::from_secs(60)).window,
+            std::time::Duration::from_secs(180)
+        );
+        let alive = |h: Option<u32>| Ok(h == Some(1));
+        let none = HashSet::new();
+        // 1 is alive, 2 looks stopped: not yet.
+        assert_eq!(
+            hosts
+                .confirm_with(alive, false, [Some(1), Some(2), Some(2)])
+                .unwrap(),
+            none
+        );
+        // Looked stopped for longer than the window.
+        hosts
+            .since
+            .insert(Some(2), Stopwatch::started_ago(STOPPED_FOR));
+        assert_eq!(
+            hosts
+                .confirm_with(alive, false, [Some(1), Some(2)])
+                .unwrap(),
+            HashSet::from([Some(2)])
+        );
+        // Alive again: starts from zero.
+        assert_eq!(
+            hosts.confirm_with(|_| Ok(true), false, [Some(2)]).unwrap(),
+            none
+        );
+        assert!(hosts.since.is_empty());
+        assert_eq!(hosts.confirm_with(alive, false, [Some(2)]).unwrap(), none);
+        // No running run any more: forgotten.
+        assert_eq!(hosts.confirm_with(alive, false, []).unwrap(), none);
+        assert!(hosts.since.is_empty());
+        // On one process's data: at once, and a run without a host too.
+        assert_eq!(
+            hosts.confirm_with(alive, true, [Some(2), None]).unwrap(),
+            HashSet::from([Some(2), None])
+        );
     }
 }
 

@@ -360,14 +360,14 @@ fn spawn_schedules(
     tick: std::time::Duration,
 ) {
     tokio::spawn(async move {
-        let mut stopped = crate::replication::StoppedHosts::default();
+        let mut stopped = crate::replication::StoppedHosts::new(tick);
         loop {
             tokio::time::sleep(tick).await;
             if !leads(&store, &replication, crate::replication::SCHEDULES).await {
-                stopped = crate::replication::StoppedHosts::default();
+                stopped = crate::replication::StoppedHosts::new(tick);
                 continue;
             }
-            stopped = close_interrupted_runs(&store, &imports, &groups, stopped).await;
+            stopped = close_interrupted_runs(&store, &imports, &groups, stopped, tick).await;
             if let Err(e) = imports.run_due().await {
                 tracing::warn!(error = %e, "could not start scheduled imports");
             }
@@ -387,6 +387,7 @@ async fn close_interrupted_runs(
     imports: &crate::provisioning::imports::Imports,
     groups: &Groups,
     mut stopped: crate::replication::StoppedHosts,
+    tick: std::time::Duration,
 ) -> crate::replication::StoppedHosts {
     let (store, imports, groups) = (store.clone(), imports.clone(), groups.clone());
     let looked = tokio::task::spawn_blocking(move || {
@@ -422,7 +423,7 @@ async fn close_interrupted_runs(
         }
         Err(e) => {
             tracing::warn!(error = %e, "could not close the runs of stopped hosts");
-            crate::replication::StoppedHosts::default()
+            crate::replication::StoppedHosts::new(tick)
         }
     }
 }

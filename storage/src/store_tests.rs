@@ -582,6 +582,8 @@ fn hosts_see_each_other_alive_until_one_stops() {
     });
     a.lead("role").unwrap();
     assert!(b.host_alive(a_number).unwrap());
+    b.lead("role").unwrap();
+    assert!(a.host_alive(b_number).unwrap());
     drop(b);
     until("a stopped host still counts as alive", &|| {
         !a.host_alive(b_number).unwrap()

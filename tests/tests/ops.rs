@@ -316,6 +316,15 @@ async fn readiness_names_the_groups_whose_evaluator_is_not_loaded() {
         status.contains("rules-standard") && status.contains("8 dynamic groups"),
         "{status}"
     );
+    // A load balancer asks about this host alone: a missing evaluator is
+    // the same on every host, so it does not take this one out. It still
+    // says what is missing; a scope it does not know is a 400 naming it.
+    let host_only = api.get("/readyz?scope=host").await.expect(200).body;
+    assert_eq!(host_only["status"], "ok", "{host_only}");
+    assert_eq!(host_only["missing_evaluators"], json!(["rules-standard"]));
+    api.get("/readyz?scope=all").await.expect(503);
+    let bad = api.get("/readyz?scope=cluster").await.expect(400).body;
+    assert_eq!(bad["error"]["field"], "scope", "{bad}");
 
     // Anyone may ask: they learn that groups wait and for which plugin,
     // not which groups (their names say things about people). Neither

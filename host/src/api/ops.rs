@@ -3,7 +3,7 @@
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -80,12 +80,45 @@ pub struct Readiness {
 /// rules; the body says which plugins are missing and how many groups
 /// wait, and names those groups to a caller whose key may read the
 /// directory. No key is needed; a missing or unknown one is not an error.
+///
+/// `?scope=host` asks only about what is particular to this host (its
+/// storage and its replication lag), for a load balancer choosing between
+/// hosts: a missing rule evaluator is the same on every host, and taking
+/// them all out would also take out the API call that enables it again.
 #[utoipa::path(
     get, path = "/readyz", tag = "ops",
-    responses((status = 200, body = Readiness), (status = 503, body = Readiness)),
+    params(("scope" = Option<String>, Query, description = "`host`: only this host's storage and replication lag; `all` (the default): also the rule evaluators")),
+    responses((status = 200, body = Readiness), (status = 503, body = Readiness), (status = 400, body = ErrorBody)),
     security((), ("api_key" = []))
 )]
-pub async fn readyz(State(s): State<AppState>, origin: Origin, headers: HeaderMap) -> Response {
+pub async fn readyz(
+    State(s): State<AppState>,
+    origin: Origin,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let mut host_only = false;
+    let pairs = match super::extract::query_pairs(query.as_deref()) {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    for (name, value) in pairs {
+        match (name.as_str(), value.as_str()) {
+            ("scope", "host") => host_only = true,
+            ("scope", "all") => host_only = false,
+            ("scope", _) => {
+                return ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_query",
+                    "scope must be `host` or `all`",
+                )
+                .with_field("scope")
+                .into_response();
+            }
+            // Unknown parameters are ignored, as on every other endpoint.
+            _ => {}
+        }
+    }
     let names_groups = principal_if_any(&s, &headers, &origin).is_some_and(|p| p.read().is_some());
     let storage = s.store.failure().map(|reason| {
         if names_groups {
@@ -130,7 +163,7 @@ pub async fn readyz(State(s): State<AppState>, origin: Origin, headers: HeaderMa
             problems.push("groups unreadable".to_string());
         }
     }
-    if !missing.is_empty() {
+    if !missing.is_empty() && !host_only {
         problems.push(format!(
             "rule evaluators not loaded: {} ({} dynamic group{} cannot follow {} rule{})",
             missing.join(", "),

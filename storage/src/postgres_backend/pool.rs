@@ -161,7 +161,9 @@ impl Pool {
         let (answer, wait) = mpsc::sync_channel(1);
         let job: Job = Box::new(move |conn: &mut Conn| {
             let mut result = f(conn);
-            if result.is_err() && conn.client.as_ref().is_none_or(Client::is_closed) {
+            if result.as_ref().is_err_and(session_ended)
+                || (result.is_err() && conn.client.as_ref().is_none_or(Client::is_closed))
+            {
                 conn.client = None;
                 if retry {
                     result = f(conn);
@@ -179,6 +181,16 @@ impl Pool {
             .map_err(|_| StorageError::Engine("postgres: a connection thread stopped".into()))?
             .map_err(engine)
     }
+}
+
+/// Whether `e` says the session is over: the server ended it (a restart,
+/// `pg_terminate_backend`: SQLSTATE class 57, operator intervention, but for
+/// 57014, a cancelled statement, after which the session goes on) or the
+/// connection closed, which the client may learn only from this error.
+fn session_ended(e: &postgres::Error) -> bool {
+    e.is_closed()
+        || e.code()
+            .is_some_and(|c| c.code().starts_with("57") && c.code() != "57014")
 }
 
 impl Drop for Pool {

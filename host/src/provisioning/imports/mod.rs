@@ -60,6 +60,26 @@ const SCHEDULES: Keyspace = Keyspace::new("import_schedules");
 /// history (never pruned) would be a scan of every run ever made.
 const RUNNING: Keyspace = Keyspace::new("import_running");
 
+/// Migration 6: [`RUNNING`] for the runs already stored, so that a run left
+/// running before the index existed is found, and closed, like any other
+/// (and its schedule, which waits for it, runs again).
+pub(crate) fn build_running_index(
+    txn: &mut cohort_storage::WriteTxn<'_>,
+) -> Result<(), StorageError> {
+    let mut running = Vec::new();
+    txn.for_each_prefix(RUNS, b"", |k, v| {
+        let run: serde_json::Value = cohort_storage::decode_json(RUNS, v)?;
+        if run["state"] == "running" {
+            running.push((k.to_vec(), run["host"].as_u64().map(|h| h as u32)));
+        }
+        Ok::<_, StorageError>(())
+    })?;
+    for (id, host) in running {
+        txn.put_json(RUNNING, &id, &host)?;
+    }
+    Ok(())
+}
+
 /// Stores `run`, and keeps [`RUNNING`] in step with its state. Every write
 /// of a run goes through here.
 fn put_run(txn: &mut cohort_storage::WriteTxn, run: &ImportRun) -> Result<(), StorageError> {
@@ -456,7 +476,12 @@ impl Imports {
                         txn.delete(RUNNING, &id);
                         continue;
                     };
-                    if run.state != RunState::Running || !stopped(run.host) {
+                    if run.state != RunState::Running {
+                        // Out of step (nothing should leave it so): mend it.
+                        txn.delete(RUNNING, &id);
+                        continue;
+                    }
+                    if !stopped(run.host) {
                         continue;
                     }
                     run.state = RunState::Failed;
