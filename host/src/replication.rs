@@ -105,57 +105,6 @@ impl StoppedHosts {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A host is stopped only after it looked stopped on every look for the
-    /// whole window; looking alive once starts it from zero.
-    #[test]
-    fn a_host_is_stopped_only_after_looking_stopped_for_the_window() {
-        let mut hosts = StoppedHosts::new(std::time::Duration::from_secs(1));
-        assert_eq!(hosts.window, STOPPED_FOR);
-        assert_eq!(
-            StoppedHosts::new(std::time::Duration::from_secs(60)).window,
-            std::time::Duration::from_secs(180)
-        );
-        let alive = |h: Option<u32>| Ok(h == Some(1));
-        let none = HashSet::new();
-        // 1 is alive, 2 looks stopped: not yet.
-        assert_eq!(
-            hosts
-                .confirm_with(alive, false, [Some(1), Some(2), Some(2)])
-                .unwrap(),
-            none
-        );
-        // Looked stopped for longer than the window.
-        hosts
-            .since
-            .insert(Some(2), Stopwatch::started_ago(STOPPED_FOR));
-        assert_eq!(
-            hosts
-                .confirm_with(alive, false, [Some(1), Some(2)])
-                .unwrap(),
-            HashSet::from([Some(2)])
-        );
-        // Alive again: starts from zero.
-        assert_eq!(
-            hosts.confirm_with(|_| Ok(true), false, [Some(2)]).unwrap(),
-            none
-        );
-        assert!(hosts.since.is_empty());
-        assert_eq!(hosts.confirm_with(alive, false, [Some(2)]).unwrap(), none);
-        // No running run any more: forgotten.
-        assert_eq!(hosts.confirm_with(alive, false, []).unwrap(), none);
-        assert!(hosts.since.is_empty());
-        // On one process's data: at once, and a run without a host too.
-        assert_eq!(
-            hosts.confirm_with(alive, true, [Some(2), None]).unwrap(),
-            HashSet::from([Some(2), None])
-        );
-    }
-}
-
 /// The host's replication state.
 pub struct Replication {
     store: Store,
@@ -232,4 +181,55 @@ pub fn spawn(replication: Arc<Replication>) {
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A host is stopped only after it looked stopped on every look for the
+    /// whole window; looking alive once starts it from zero.
+    #[test]
+    fn a_host_is_stopped_only_after_looking_stopped_for_the_window() {
+        let mut hosts = StoppedHosts::new(std::time::Duration::from_secs(1));
+        assert_eq!(hosts.window, STOPPED_FOR);
+        assert_eq!(
+            StoppedHosts::new(std::time::Duration::from_secs(60)).window,
+            std::time::Duration::from_secs(180)
+        );
+        let alive = |h: Option<u32>| Ok(h == Some(1));
+        let none = HashSet::new();
+        // 1 is alive, 2 looks stopped: not yet.
+        assert_eq!(
+            hosts
+                .confirm_with(alive, false, [Some(1), Some(2), Some(2)])
+                .unwrap(),
+            none
+        );
+        // Looked stopped for longer than the window.
+        hosts
+            .since
+            .insert(Some(2), Stopwatch::started_ago(STOPPED_FOR));
+        assert_eq!(
+            hosts
+                .confirm_with(alive, false, [Some(1), Some(2)])
+                .unwrap(),
+            HashSet::from([Some(2)])
+        );
+        // Alive again: starts from zero.
+        assert_eq!(
+            hosts.confirm_with(|_| Ok(true), false, [Some(2)]).unwrap(),
+            none
+        );
+        assert!(hosts.since.is_empty());
+        assert_eq!(hosts.confirm_with(alive, false, [Some(2)]).unwrap(), none);
+        // No running run any more: forgotten.
+        assert_eq!(hosts.confirm_with(alive, false, []).unwrap(), none);
+        assert!(hosts.since.is_empty());
+        // On one process's data: at once, and a run without a host too.
+        assert_eq!(
+            hosts.confirm_with(alive, true, [Some(2), None]).unwrap(),
+            HashSet::from([Some(2), None])
+        );
+    }
 }
