@@ -268,29 +268,7 @@ impl Imports {
         cap: &ManageDirectory<'_>,
         id: &Uuid,
     ) -> Result<ImportRun, DomainError> {
-        let mut run = self.get(id)?;
-        if run.state != RunState::AwaitingApproval {
-            return Err(DomainError::Conflict {
-                code: "not_awaiting_approval",
-                field: None,
-                message: format!("the run is {:?}, not awaiting approval", run.state),
-            });
-        }
-        let plan: Vec<Change> = self
-            .store
-            .get_json(PLANS, id.as_bytes())?
-            .unwrap_or_default();
-        run.state = RunState::Running;
-        // This host applies it now, whichever host planned it.
-        run.host = Some(self.store.host());
-        run.approved_by = Some(cap.actor().name.clone());
-        // From planned counts to done counts.
-        run.counts.created = 0;
-        run.counts.updated = 0;
-        run.counts.suspended = 0;
-        run.counts.devices_created = 0;
-        run.counts.devices_updated = 0;
-        self.save(&run).await?;
+        let run = self.get(id)?;
         let instance_name = self
             .instances
             .list()?
@@ -298,8 +276,59 @@ impl Imports {
             .find(|i| i.id == run.instance_id)
             .map_or_else(|| run.instance_id.clone(), |i| i.name);
         let actor = run_actor(&instance_name, &run, &cap.actor().origin);
+        let (approver, host) = (cap.actor().name.clone(), self.store.host());
+        // Checked and moved on in one transaction: two approvals at once
+        // apply the plan once.
+        let run = self
+            .store
+            .write(|txn| {
+                let mut run = txn
+                    .get_json::<ImportRun>(RUNS, id.as_bytes())?
+                    .ok_or_else(|| DomainError::not_found("import run", id))?;
+                if run.state != RunState::AwaitingApproval {
+                    return Err(DomainError::Conflict {
+                        code: "not_awaiting_approval",
+                        field: None,
+                        message: format!("the run is {:?}, not awaiting approval", run.state),
+                    });
+                }
+                run.state = RunState::Running;
+                // This host applies it now, whichever host planned it.
+                run.host = Some(host);
+                run.approved_by = Some(approver);
+                // From planned counts to done counts.
+                run.counts.created = 0;
+                run.counts.updated = 0;
+                run.counts.suspended = 0;
+                run.counts.devices_created = 0;
+                run.counts.devices_updated = 0;
+                put_run(txn, &run)?;
+                Ok(run)
+            })?
+            .durable()
+            .await?;
+        let plan: Vec<Change> = self
+            .store
+            .get_json(PLANS, id.as_bytes())?
+            .unwrap_or_default();
+        // In a task of its own: a caller that goes away (a closed
+        // connection drops this future) does not stop the apply half-way
+        // and leave the run "running" on a live host.
+        let this = self.clone();
+        tokio::spawn(async move { this.apply_approved(run, &actor, plan).await })
+            .await
+            .map_err(|e| DomainError::Internal(format!("the approved run stopped: {e}")))?
+    }
+
+    /// Applies an approved plan and records how it ended.
+    async fn apply_approved(
+        &self,
+        mut run: ImportRun,
+        actor: &Actor,
+        plan: Vec<Change>,
+    ) -> Result<ImportRun, DomainError> {
         let t = Stopwatch::start();
-        if let Err(e) = self.apply(&mut run, &actor, plan).await {
+        if let Err(e) = self.apply(&mut run, actor, plan).await {
             run.state = RunState::Failed;
             run.failure = Some(e.to_string());
             self.finish(&mut run, t);
