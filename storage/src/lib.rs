@@ -39,7 +39,7 @@ pub use keyspace::Keyspace;
 pub use migrate::Migration;
 pub use reader::Reader;
 pub use store::{Committed, Engine, LiveSize, OpenOptions, Store};
-pub use txn::{WriteTxn, decode_json};
+pub use txn::{Savepoint, WriteTxn, decode_json};
 
 /// What a shared rate bucket said (see [`Store::take_rate`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

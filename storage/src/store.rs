@@ -534,6 +534,27 @@ impl Store {
         })
     }
 
+    /// Runs `f` in a transaction that never commits: it reads the store
+    /// and its own writes like any other, and what it wrote is dropped at
+    /// the end, after which its `on_abort` callbacks run. The dry run of an
+    /// import goes through the same write path as the real one this way,
+    /// and finds the same errors. It takes neither the writer lock nor, on
+    /// a shared engine, the lease, so a long rehearsal does not hold other
+    /// writers back; it sees their commits as they land.
+    pub fn rehearse<T, E>(&self, f: impl FnOnce(&mut WriteTxn<'_>) -> Result<T, E>) -> Result<T, E>
+    where
+        E: From<StorageError>,
+    {
+        // Its own copy of the numbering: numbers it takes are never used.
+        let mut sequences = self.inner.writer.lock().clone();
+        let mut txn = WriteTxn::rehearsal(self.inner.backend.as_ref(), &mut sequences);
+        let result = f(&mut txn);
+        for abort in txn.finish().on_abort {
+            abort();
+        }
+        result
+    }
+
     /// Flushes everything applied so far, on the calling thread. Used at
     /// shutdown; request handlers use [`Committed::durable`] instead.
     pub fn flush(&self) -> Result<(), StorageError> {

@@ -250,8 +250,91 @@ macro_rules! on_each_engine {
             fn prefetched_reads_answer_as_plain_reads() {
                 super::prefetched_reads_answer_as_plain_reads($variant)
             }
+
+            #[test]
+            fn rehearsals_write_nothing_and_savepoints_undo() {
+                super::rehearsals_write_nothing_and_savepoints_undo($variant)
+            }
         }
     };
+}
+
+/// A rehearsal reads like a transaction and writes nothing, not even by a
+/// checkpoint, and holds no lock: a real write made while it runs lands,
+/// and the rehearsal sees it. A savepoint undoes the writes and gives back
+/// the sequence numbers taken after it, and keeps those before it.
+fn rehearsals_write_nothing_and_savepoints_undo(engine: Engine) {
+    let (_dir, store) = open(engine);
+    let put = |k: &[u8], v: &[u8]| {
+        store
+            .write(|t| {
+                t.put(KS, k, v.to_vec());
+                Ok::<_, StorageError>(())
+            })
+            .unwrap()
+            .durable_blocking()
+            .unwrap();
+    };
+    put(b"a", b"1");
+    let aborted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let seen = store
+        .rehearse(|t| {
+            let flag = std::sync::Arc::clone(&aborted);
+            t.on_abort(move || flag.store(true, std::sync::atomic::Ordering::SeqCst));
+            t.put(KS, b"b", b"2".to_vec());
+            assert_eq!(t.next_sequence(OTHER)?, 1);
+            let point = t.savepoint();
+            t.put(KS, b"a", b"changed".to_vec());
+            t.delete(KS, b"b");
+            t.put(KS, b"c", b"3".to_vec());
+            assert_eq!(t.next_sequence(OTHER)?, 2);
+            t.roll_back_to(point);
+            assert_eq!(t.get(KS, b"a")?, Some(b"1".to_vec()));
+            assert_eq!(t.get(KS, b"b")?, Some(b"2".to_vec()));
+            assert_eq!(t.get(KS, b"c")?, None);
+            assert_eq!(
+                t.next_sequence(OTHER)?,
+                2,
+                "a rolled-back number is given again"
+            );
+            let point = t.savepoint();
+            t.put(KS, b"d", b"4".to_vec());
+            t.release(point);
+            t.checkpoint()?;
+            // Another writer is not held back, and its commit is seen.
+            put(b"e", b"5");
+            Ok::<_, StorageError>(
+                t.scan_prefix(KS, b"")?
+                    .into_iter()
+                    .map(|(k, v)| (String::from_utf8(k).unwrap(), String::from_utf8(v).unwrap()))
+                    .collect::<Vec<_>>(),
+            )
+        })
+        .unwrap();
+    let pair = |k: &str, v: &str| (k.to_string(), v.to_string());
+    assert_eq!(
+        seen,
+        vec![
+            pair("a", "1"),
+            pair("b", "2"),
+            pair("d", "4"),
+            pair("e", "5")
+        ]
+    );
+    assert!(aborted.load(std::sync::atomic::Ordering::SeqCst));
+    // Nothing of the rehearsal is stored, and the numbering starts at 1.
+    assert_eq!(
+        keys(&store, b"", None, false),
+        vec![b"a".to_vec(), b"e".to_vec()]
+    );
+    store
+        .write(|t| {
+            assert_eq!(t.next_sequence(OTHER)?, 1);
+            Ok::<_, StorageError>(())
+        })
+        .unwrap()
+        .durable_blocking()
+        .unwrap();
 }
 
 /// A prefetch changes no answer: present and absent keys, whole ranges,

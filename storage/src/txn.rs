@@ -25,6 +25,19 @@ pub struct WriteTxn<'a> {
     checkpointed: bool,
     /// Run when the transaction does not commit.
     on_abort: Vec<Box<dyn FnOnce() + Send>>,
+    /// While a [`Savepoint`] is open: each buffered key's state before the
+    /// write that followed it (`None`: not buffered then), to undo them.
+    undo: Option<Vec<(Vec<u8>, Option<Option<Vec<u8>>>)>>,
+    /// A rehearsal ([`crate::Store::rehearse`]): nothing it writes reaches
+    /// the engine, checkpoints included.
+    rehearsal: bool,
+}
+
+/// A point in a transaction that [`WriteTxn::roll_back_to`] returns to.
+#[must_use = "a savepoint is rolled back to or released"]
+pub struct Savepoint {
+    undo_len: usize,
+    taken: HashMap<&'static str, u64>,
 }
 
 /// What a finished transaction hands back to the store.
@@ -47,6 +60,66 @@ impl<'a> WriteTxn<'a> {
             taken: HashMap::new(),
             checkpointed: false,
             on_abort: Vec::new(),
+            undo: None,
+            rehearsal: false,
+        }
+    }
+
+    pub(crate) fn rehearsal(
+        backend: &'a dyn Backend,
+        sequences: &'a mut crate::store::Sequences,
+    ) -> Self {
+        WriteTxn {
+            rehearsal: true,
+            ..WriteTxn::new(backend, sequences)
+        }
+    }
+
+    /// Marks this point, so that the writes after it can be undone (one
+    /// record of a batch that fails its checks, say) while those before it
+    /// stay. Savepoints nest; each is rolled back to or released.
+    pub fn savepoint(&mut self) -> Savepoint {
+        Savepoint {
+            undo_len: self.undo.get_or_insert_with(Vec::new).len(),
+            taken: self.taken.clone(),
+        }
+    }
+
+    /// Undoes every write, and gives back every sequence number, since
+    /// `point`.
+    pub fn roll_back_to(&mut self, point: Savepoint) {
+        if let Some(undo) = &mut self.undo {
+            while undo.len() > point.undo_len {
+                let Some((key, before)) = undo.pop() else {
+                    break;
+                };
+                match before {
+                    Some(v) => self.writes.insert(key, v),
+                    None => self.writes.remove(&key),
+                };
+            }
+        }
+        self.taken = point.taken;
+        self.release(Savepoint {
+            undo_len: point.undo_len,
+            taken: HashMap::new(),
+        });
+    }
+
+    /// Keeps the writes since `point`. Releasing the outermost savepoint
+    /// drops the undo record, so that a long transaction of many small
+    /// savepoints does not hold every write twice.
+    pub fn release(&mut self, point: Savepoint) {
+        if point.undo_len == 0 {
+            self.undo = None;
+        }
+    }
+
+    /// Buffers one write, noting what it replaces while a savepoint is open.
+    fn buffer(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) {
+        let before = self.writes.insert(key.clone(), value);
+        if let Some(undo) = &mut self.undo {
+            undo.push((key, before));
         }
     }
 
@@ -74,8 +147,11 @@ impl<'a> WriteTxn<'a> {
     /// memory at once. The transaction is then no longer atomic as a whole:
     /// if it fails later, what was checkpointed stays. Use it only where each
     /// checkpointed part is valid on its own. Reads keep seeing everything.
+    ///
+    /// Does nothing in a rehearsal, which must not write, or while a
+    /// savepoint is open, which must be able to undo what it buffered.
     pub fn checkpoint(&mut self) -> Result<(), StorageError> {
-        if self.writes.is_empty() {
+        if self.writes.is_empty() || self.rehearsal || self.undo.is_some() {
             return Ok(());
         }
         let writes = std::mem::take(&mut self.writes);
@@ -174,7 +250,7 @@ impl<'a> WriteTxn<'a> {
 
     /// Sets `key` to `value`.
     pub fn put(&mut self, ks: Keyspace, key: &[u8], value: Vec<u8>) {
-        self.writes.insert(ks.encode(key), Some(value));
+        self.buffer(ks.encode(key), Some(value));
     }
 
     /// Sets `key` to the JSON encoding of `value`.
@@ -194,7 +270,7 @@ impl<'a> WriteTxn<'a> {
 
     /// Removes `key` (a no-op when it does not exist).
     pub fn delete(&mut self, ks: Keyspace, key: &[u8]) {
-        self.writes.insert(ks.encode(key), None);
+        self.buffer(ks.encode(key), None);
     }
 
     /// All entries of `ks` under `prefix`, merged with this transaction's own
