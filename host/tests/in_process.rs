@@ -10,6 +10,7 @@ mod audit;
 mod cel_conformance;
 mod devices;
 mod directory;
+mod dry_runs;
 mod errors;
 mod exemption_expiry;
 mod groups;

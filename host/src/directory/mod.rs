@@ -110,6 +110,17 @@ impl Directory {
         self
     }
 
+    /// The same directory, telling no listener: for a rehearsal of writes
+    /// (an import's dry run) that derived state in memory (the group
+    /// memberships) must never see.
+    pub(crate) fn without_listeners(&self) -> Directory {
+        Directory {
+            store: self.store.clone(),
+            clock: Arc::clone(&self.clock),
+            listeners: Vec::new(),
+        }
+    }
+
     /// Audits the write of a user or device and tells the listeners which
     /// attributes changed (all of them when it is new), in the caller's
     /// transaction: one place, so users and devices cannot drift apart.

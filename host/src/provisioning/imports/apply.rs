@@ -15,7 +15,7 @@ use super::plan::{DEVICE_STANDARD, STANDARD, device_link};
 use super::{Change, ImportRun, Imports, LINKS, NewUsers, link_key, push_error};
 use crate::auth::Actor;
 use crate::directory::read as directory;
-use crate::directory::{Device, DeviceInput, User, UserInput, UserState};
+use crate::directory::{Device, DeviceInput, Directory, User, UserInput, UserState};
 use crate::error::DomainError;
 
 /// Writes between two waits for durability.
@@ -31,159 +31,18 @@ impl Imports {
         plan: Vec<Change>,
     ) -> Result<(), DomainError> {
         let instance = run.instance_id.clone();
+        let new_users = run.input.new_users;
         let mut pending: Option<Committed<()>> = None;
         for (n, change) in plan.into_iter().enumerate() {
             let result = self.store.write(|txn| {
-                match &change {
-                    Change::Create {
-                        external_id,
-                        attributes,
-                    } => {
-                        let mut input = input_from(None, attributes)?;
-                        input.state = Some(match run.input.new_users {
-                            NewUsers::Staged => UserState::Staged,
-                            NewUsers::Active => UserState::Active,
-                        });
-                        let now = self.clock.now();
-                        let user = self.directory.create_user_in(txn, actor, input, now)?;
-                        txn.put(
-                            LINKS,
-                            &link_key(&instance, external_id),
-                            user.id.as_bytes().to_vec(),
-                        );
-                    }
-                    Change::Update {
-                        external_id,
-                        user_id,
-                        version,
-                        fields,
-                    } => {
-                        let current = crate::directory::load_user(txn, user_id)?;
-                        let after: BTreeMap<String, Value> = fields
-                            .iter()
-                            .map(|(k, (_, a))| (k.clone(), a.clone()))
-                            .collect();
-                        let input = input_from(Some(&current), &after)?;
-                        self.directory.replace_user_in(
-                            txn,
-                            actor,
-                            user_id,
-                            input,
-                            None,
-                            Some(*version),
-                        )?;
-                        txn.put(
-                            LINKS,
-                            &link_key(&instance, external_id),
-                            user_id.as_bytes().to_vec(),
-                        );
-                    }
-                    Change::Suspend {
-                        user_id, version, ..
-                    } => {
-                        let current = crate::directory::load_user(txn, user_id)?;
-                        self.directory.replace_user_in(
-                            txn,
-                            actor,
-                            user_id,
-                            UserInput::from(&current),
-                            Some(UserState::Suspended),
-                            Some(*version),
-                        )?;
-                    }
-                    Change::Link {
-                        external_id,
-                        user_id,
-                    } => {
-                        if !external_id.is_empty() {
-                            txn.put(
-                                LINKS,
-                                &link_key(&instance, external_id),
-                                user_id.as_bytes().to_vec(),
-                            );
-                        }
-                    }
-                    Change::CreateDevice {
-                        external_id,
-                        attributes,
-                        owner,
-                    } => {
-                        let input = device_input_from(None, attributes)?;
-                        let now = self.clock.now();
-                        let device = self.directory.create_device_in(txn, actor, input, now)?;
-                        txn.put(
-                            LINKS,
-                            &link_key(&instance, &device_link(external_id)),
-                            device.id.as_bytes().to_vec(),
-                        );
-                        self.bind_owner(txn, actor, &device.id, owner.as_deref())?;
-                    }
-                    Change::UpdateDevice {
-                        external_id,
-                        device_id,
-                        version,
-                        fields,
-                        owner,
-                    } => {
-                        let current = crate::directory::load_device(txn, device_id)?;
-                        let after: BTreeMap<String, Value> = fields
-                            .iter()
-                            .map(|(k, (_, a))| (k.clone(), a.clone()))
-                            .collect();
-                        let input = device_input_from(Some(&current), &after)?;
-                        self.directory.replace_device_in(
-                            txn,
-                            actor,
-                            device_id,
-                            input,
-                            Some(*version),
-                        )?;
-                        txn.put(
-                            LINKS,
-                            &link_key(&instance, &device_link(external_id)),
-                            device_id.as_bytes().to_vec(),
-                        );
-                        self.bind_owner(txn, actor, device_id, owner.as_deref())?;
-                    }
-                    Change::LinkDevice {
-                        external_id,
-                        device_id,
-                        owner,
-                    } => {
-                        txn.put(
-                            LINKS,
-                            &link_key(&instance, &device_link(external_id)),
-                            device_id.as_bytes().to_vec(),
-                        );
-                        self.bind_owner(txn, actor, device_id, owner.as_deref())?;
-                    }
-                }
-                Ok::<_, DomainError>(())
+                self.write_change(txn, &self.directory, &instance, new_users, actor, &change)
             });
             match result {
                 Ok(c) => {
-                    match &change {
-                        Change::Create { .. } => run.counts.created += 1,
-                        Change::Update { .. } => run.counts.updated += 1,
-                        Change::Suspend { .. } => run.counts.suspended += 1,
-                        Change::CreateDevice { .. } => run.counts.devices_created += 1,
-                        Change::UpdateDevice { .. } => run.counts.devices_updated += 1,
-                        Change::Link { .. } | Change::LinkDevice { .. } => {}
-                    }
+                    count_done(&mut run.counts, &change);
                     pending = Some(c);
                 }
-                Err(e) => {
-                    let ext = match &change {
-                        Change::Create { external_id, .. }
-                        | Change::Update { external_id, .. }
-                        | Change::Suspend { external_id, .. }
-                        | Change::Link { external_id, .. }
-                        | Change::CreateDevice { external_id, .. }
-                        | Change::UpdateDevice { external_id, .. }
-                        | Change::LinkDevice { external_id, .. } => external_id.clone(),
-                    };
-                    push_error(run, Some(ext), e.to_string());
-                }
+                Err(e) => push_error(run, Some(external_id(&change)), e.to_string()),
             }
             if (n + 1) % BATCH == 0
                 && let Some(c) = pending.take()
@@ -197,12 +56,172 @@ impl Imports {
         Ok(())
     }
 
+    /// What [`Imports::apply`] would do with `plan`, found by doing it in a
+    /// rehearsal ([`cohort_storage::Store::rehearse`]) that is dropped at
+    /// the end: each change through the same write path, each failure the
+    /// same per-record error, later records seeing earlier ones. Group
+    /// rules are not evaluated (the in-memory memberships must not see
+    /// changes that will not be made), so the counts and errors are the
+    /// directory's, not the groups'. Blocking: the caller runs it off the
+    /// async threads.
+    pub(super) fn rehearse(
+        &self,
+        run: &mut ImportRun,
+        actor: &Actor,
+        plan: &[Change],
+    ) -> Result<(), DomainError> {
+        let directory = self.directory.without_listeners();
+        let instance = run.instance_id.clone();
+        let new_users = run.input.new_users;
+        self.store.rehearse(|txn| {
+            for change in plan {
+                let point = txn.savepoint();
+                match self.write_change(txn, &directory, &instance, new_users, actor, change) {
+                    Ok(()) => {
+                        txn.release(point);
+                        count_done(&mut run.counts, change);
+                    }
+                    Err(e) => {
+                        txn.roll_back_to(point);
+                        push_error(run, Some(external_id(change)), e.to_string());
+                    }
+                }
+            }
+            Ok::<_, DomainError>(())
+        })
+    }
+
+    /// One change of a plan, in `txn`, through `directory`'s write path.
+    fn write_change(
+        &self,
+        txn: &mut cohort_storage::WriteTxn<'_>,
+        directory: &Directory,
+        instance: &str,
+        new_users: NewUsers,
+        actor: &Actor,
+        change: &Change,
+    ) -> Result<(), DomainError> {
+        match change {
+            Change::Create {
+                external_id,
+                attributes,
+            } => {
+                let mut input = input_from(None, attributes)?;
+                input.state = Some(match new_users {
+                    NewUsers::Staged => UserState::Staged,
+                    NewUsers::Active => UserState::Active,
+                });
+                let now = self.clock.now();
+                let user = directory.create_user_in(txn, actor, input, now)?;
+                txn.put(
+                    LINKS,
+                    &link_key(instance, external_id),
+                    user.id.as_bytes().to_vec(),
+                );
+            }
+            Change::Update {
+                external_id,
+                user_id,
+                version,
+                fields,
+            } => {
+                let current = crate::directory::load_user(txn, user_id)?;
+                let after: BTreeMap<String, Value> = fields
+                    .iter()
+                    .map(|(k, (_, a))| (k.clone(), a.clone()))
+                    .collect();
+                let input = input_from(Some(&current), &after)?;
+                directory.replace_user_in(txn, actor, user_id, input, None, Some(*version))?;
+                txn.put(
+                    LINKS,
+                    &link_key(instance, external_id),
+                    user_id.as_bytes().to_vec(),
+                );
+            }
+            Change::Suspend {
+                user_id, version, ..
+            } => {
+                let current = crate::directory::load_user(txn, user_id)?;
+                directory.replace_user_in(
+                    txn,
+                    actor,
+                    user_id,
+                    UserInput::from(&current),
+                    Some(UserState::Suspended),
+                    Some(*version),
+                )?;
+            }
+            Change::Link {
+                external_id,
+                user_id,
+            } => {
+                if !external_id.is_empty() {
+                    txn.put(
+                        LINKS,
+                        &link_key(instance, external_id),
+                        user_id.as_bytes().to_vec(),
+                    );
+                }
+            }
+            Change::CreateDevice {
+                external_id,
+                attributes,
+                owner,
+            } => {
+                let input = device_input_from(None, attributes)?;
+                let now = self.clock.now();
+                let device = directory.create_device_in(txn, actor, input, now)?;
+                txn.put(
+                    LINKS,
+                    &link_key(instance, &device_link(external_id)),
+                    device.id.as_bytes().to_vec(),
+                );
+                self.bind_owner(txn, directory, actor, &device.id, owner.as_deref())?;
+            }
+            Change::UpdateDevice {
+                external_id,
+                device_id,
+                version,
+                fields,
+                owner,
+            } => {
+                let current = crate::directory::load_device(txn, device_id)?;
+                let after: BTreeMap<String, Value> = fields
+                    .iter()
+                    .map(|(k, (_, a))| (k.clone(), a.clone()))
+                    .collect();
+                let input = device_input_from(Some(&current), &after)?;
+                directory.replace_device_in(txn, actor, device_id, input, Some(*version))?;
+                txn.put(
+                    LINKS,
+                    &link_key(instance, &device_link(external_id)),
+                    device_id.as_bytes().to_vec(),
+                );
+                self.bind_owner(txn, directory, actor, device_id, owner.as_deref())?;
+            }
+            Change::LinkDevice {
+                external_id,
+                device_id,
+                owner,
+            } => {
+                txn.put(
+                    LINKS,
+                    &link_key(instance, &device_link(external_id)),
+                    device_id.as_bytes().to_vec(),
+                );
+                self.bind_owner(txn, directory, actor, device_id, owner.as_deref())?;
+            }
+        }
+        Ok(())
+    }
+
     /// Binds the device to the user the record names as owner (by email,
     /// then username). An owner that is not in the directory is an error
     /// for this record.
     fn bind_owner(
         &self,
         txn: &mut cohort_storage::WriteTxn<'_>,
+        directory: &Directory,
         actor: &Actor,
         device: &Uuid,
         owner: Option<&str>,
@@ -218,8 +237,33 @@ impl Imports {
             DomainError::invalid("owner", format!("no user {owner:?} to bind the device to"))
         })?;
         let now = self.clock.now();
-        self.directory.bind_in(txn, actor, &user, device, now)?;
+        directory.bind_in(txn, actor, &user, device, now)?;
         Ok(())
+    }
+}
+
+/// Counts a change that was made.
+fn count_done(counts: &mut super::Counts, change: &Change) {
+    match change {
+        Change::Create { .. } => counts.created += 1,
+        Change::Update { .. } => counts.updated += 1,
+        Change::Suspend { .. } => counts.suspended += 1,
+        Change::CreateDevice { .. } => counts.devices_created += 1,
+        Change::UpdateDevice { .. } => counts.devices_updated += 1,
+        Change::Link { .. } | Change::LinkDevice { .. } => {}
+    }
+}
+
+/// The source's id of the record a change comes from.
+fn external_id(change: &Change) -> String {
+    match change {
+        Change::Create { external_id, .. }
+        | Change::Update { external_id, .. }
+        | Change::Suspend { external_id, .. }
+        | Change::Link { external_id, .. }
+        | Change::CreateDevice { external_id, .. }
+        | Change::UpdateDevice { external_id, .. }
+        | Change::LinkDevice { external_id, .. } => external_id.clone(),
     }
 }
 

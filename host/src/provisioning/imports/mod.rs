@@ -363,7 +363,7 @@ impl Imports {
                 return self.save(&run).await;
             }
         };
-        let plan = self.plan(&run, records)?;
+        let mut plan = self.plan(&run, records)?;
         let size = directory::subject_count(&self.store)?;
         let touches = plan
             .iter()
@@ -376,6 +376,25 @@ impl Imports {
             .count();
         count_plan(&mut run.counts, &plan);
         let braked = size > 0 && touches as f64 > run.input.max_change_share * size as f64;
+        if run.input.dry_run {
+            // Counted as the real run counts: what its writes would do.
+            run.counts = Counts {
+                records: run.counts.records,
+                unchanged: run.counts.unchanged,
+                errors: run.counts.errors,
+                ..Counts::default()
+            };
+            let this = self.clone();
+            let actor = actor.clone();
+            let (rehearsed, kept, outcome) = tokio::task::spawn_blocking(move || {
+                let outcome = this.rehearse(&mut run, &actor, &plan);
+                (run, plan, outcome)
+            })
+            .await
+            .map_err(|e| DomainError::Internal(format!("the dry run stopped: {e}")))?;
+            (run, plan) = (rehearsed, kept);
+            outcome?;
+        }
         if run.input.dry_run || braked {
             if braked && !run.input.dry_run {
                 run.state = RunState::AwaitingApproval;
