@@ -27,11 +27,14 @@ pub struct WriteTxn<'a> {
     on_abort: Vec<Box<dyn FnOnce() + Send>>,
     /// While a [`Savepoint`] is open: each buffered key's state before the
     /// write that followed it (`None`: not buffered then), to undo them.
-    undo: Option<Vec<(Vec<u8>, Option<Option<Vec<u8>>>)>>,
+    undo: Option<Vec<Undo>>,
     /// A rehearsal ([`crate::Store::rehearse`]): nothing it writes reaches
     /// the engine, checkpoints included.
     rehearsal: bool,
 }
+
+/// A key, and its buffered state before a write (`None`: not buffered).
+type Undo = (Vec<u8>, Option<Option<Vec<u8>>>);
 
 /// A point in a transaction that [`WriteTxn::roll_back_to`] returns to.
 #[must_use = "a savepoint is rolled back to or released"]
