@@ -586,15 +586,22 @@ async fn upload_configure_preview_and_remove_a_plugin() {
     .await
     .expect(412);
 
-    // The same importer from the plugins directory may call no host at all.
-    let closed = create_instance(&api, "closed", "echo-importer", json!({"url": url})).await;
-    let refused = preview(&api, &closed, 200).await.body;
-    assert_eq!(refused["source_error"]["kind"], "http", "{refused}");
+    // The same importer from the plugins directory may call no host at all:
+    // an instance pointing it at one is refused when it is saved, naming
+    // the field and the host, not when it first runs.
+    let refused = api
+        .post(
+            "/api/v1/plugin-instances",
+            json!({"name": "closed", "plugin": "echo-importer", "config": {"url": url}}),
+        )
+        .await
+        .expect(422)
+        .body;
+    assert_eq!(refused["error"]["field"], "config.url", "{refused}");
+    let message = refused["error"]["message"].as_str().unwrap();
     assert!(
-        refused["source_error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("HostNotAllowed")
+        message.contains(&format!("127.0.0.1:{port}")) && message.contains("allowed_hosts (none)"),
+        "{message}"
     );
     assert_eq!(
         seen.lock().unwrap().len(),

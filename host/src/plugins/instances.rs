@@ -147,6 +147,46 @@ struct Checked {
     secrets: BTreeMap<String, String>,
 }
 
+/// Refuses a URL an importer could not call: its host is not in the
+/// manifest's `allowed_hosts`, so every run would fail at its first request.
+/// Said at save time, naming the field and the host, rather than as a
+/// failed preview. Identity-provider connectors do not call out themselves
+/// (the host fetches the provider's documents), so their URLs are not held
+/// to the list.
+fn check_reachable(
+    manifest: &Manifest,
+    field: &str,
+    url: &reqwest::Url,
+) -> Result<(), DomainError> {
+    if manifest.world != World::DirectoryImporter {
+        return Ok(());
+    }
+    let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
+    let default_port = if url.scheme() == "https" { 443 } else { 80 };
+    let port = url.port().unwrap_or(default_port);
+    if manifest.allows(&host, port, default_port) {
+        return Ok(());
+    }
+    let target = if port == default_port {
+        host
+    } else {
+        format!("{host}:{port}")
+    };
+    Err(DomainError::invalid(
+        field,
+        format!(
+            "{target} is not in plugin {}'s allowed_hosts ({}), so the plugin could not reach it; \
+             use a host it allows, or install a copy of the plugin whose manifest allows {target}",
+            manifest.name,
+            if manifest.allowed_hosts.is_empty() {
+                "none".to_string()
+            } else {
+                manifest.allowed_hosts.join(", ")
+            }
+        ),
+    ))
+}
+
 fn check_config(manifest: &Manifest, values: &Map<String, Value>) -> Result<Checked, DomainError> {
     let mut public = BTreeMap::new();
     let mut secrets = BTreeMap::new();
@@ -178,6 +218,7 @@ fn check_config(manifest: &Manifest, values: &Map<String, Value>) -> Result<Chec
                 match parsed {
                     Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
                         super::url_fields::check(&field, &u)?;
+                        check_reachable(manifest, &field, &u)?;
                     }
                     _ => {
                         return Err(DomainError::invalid(
@@ -713,13 +754,34 @@ fn preview_page(page: importer::Page) -> PreviewPage {
     }
 }
 
+/// A plugin's failed request in words an admin reads, not the variant's
+/// debug form.
+fn http_error_message(e: &importer::HttpError) -> String {
+    use importer::HttpError as H;
+    match e {
+        // The same refusal covers an internal address, which the plugin
+        // is not told apart (see `sandbox`).
+        H::HostNotAllowed(host) => format!(
+            "the plugin may not reach {host}: not in its allowed_hosts, or an internal address"
+        ),
+        H::InvalidUrl(m) => format!("invalid URL: {m}"),
+        H::Timeout => "the source did not answer in time".into(),
+        H::ResponseTooLarge(cap) => {
+            format!("the source's answer was larger than the {cap}-byte limit")
+        }
+        H::Connection(m) => format!("could not connect to the source: {m}"),
+        H::InvalidRequest(m) => format!("the plugin made an invalid request: {m}"),
+        H::Other(m) => m.clone(),
+    }
+}
+
 fn source_error(e: importer::ImportError) -> SourceError {
     use importer::ImportError as E;
     let (kind, message, retry_after) = match e {
         E::Config(c) => ("config", config_error(c).to_string(), None),
         E::Unauthorized(m) => ("unauthorized", m, None),
         E::RateLimited(s) => ("rate_limited", format!("retry after {s} s"), Some(s)),
-        E::Http(h) => ("http", format!("{h:?}"), None),
+        E::Http(h) => ("http", http_error_message(&h), None),
         E::BadResponse(m) => ("bad_response", m, None),
         E::Other(m) => ("other", m, None),
     };
