@@ -280,7 +280,12 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(api_keys::revoke_key))
         .routes(routes!(api_keys::whoami))
         .routes(routes!(plugins::list_plugins, plugins::install_plugin))
-        .routes(routes!(plugins::get_plugin, plugins::remove_plugin))
+        .routes(routes!(
+            plugins::get_plugin,
+            plugins::upgrade_plugin,
+            plugins::remove_plugin
+        ))
+        .routes(routes!(plugins::roll_back_plugin))
         .routes(routes!(plugins::enable_plugin))
         .routes(routes!(plugins::disable_plugin))
         .routes(routes!(plugins::evaluate))

@@ -103,14 +103,7 @@ pub async fn install_plugin(
 ) -> Result<(StatusCode, Json<PluginView>), ApiError> {
     allow(p.manage_plugins(), &p, "manage plugins")?;
     let upload: Upload = json_body(req, s.max_upload_bytes).await?;
-    let component = B64.decode(upload.component.as_bytes()).map_err(|e| {
-        ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_field",
-            format!("not base64: {e}"),
-        )
-        .with_field("component")
-    })?;
+    let component = component_bytes(&upload)?;
     let registry = s.plugins.clone();
     let committed = blocking(move || {
         let cap = p.manage_plugins().ok_or_else(|| forbidden(&p))?;
@@ -120,6 +113,18 @@ pub async fn install_plugin(
     })
     .await??;
     Ok((StatusCode::CREATED, Json(committed.durable().await?)))
+}
+
+/// The component of an upload, decoded.
+fn component_bytes(upload: &Upload) -> Result<Vec<u8>, ApiError> {
+    B64.decode(upload.component.as_bytes()).map_err(|e| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+            format!("not base64: {e}"),
+        )
+        .with_field("component")
+    })
 }
 
 /// One plugin: manifest, world, version, health, call counts.
@@ -136,6 +141,86 @@ pub async fn get_plugin(
 ) -> Result<Json<PluginView>, ApiError> {
     allow(p.read(), &p, "read plugins")?;
     Ok(Json(s.plugins.get(&name)?))
+}
+
+/// Upgrade an uploaded plugin in place: a new component and manifest under
+/// the same name. Its instances, with their secrets, and the import links,
+/// schedules and groups that name them, stay. Refused (`409
+/// incompatible_upgrade`, naming the instance and the reason) unless the
+/// new version implements the same world and every instance is a valid
+/// configuration of it: new required fields need a `default`, a field may
+/// not become or stop being a secret, and the new code must accept each
+/// instance's configuration. The version replaced is kept for
+/// `POST /api/v1/plugins/{name}/rollback`. Audited as `plugin.upgrade`.
+#[utoipa::path(
+    put, path = "/api/v1/plugins/{name}", tag = "plugins",
+    params(("name" = String, Path, description = "Plugin name")),
+    request_body = Upload,
+    responses(
+        (status = 200, body = PluginView), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 422, body = ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn upgrade_plugin(
+    State(s): State<AppState>,
+    Authorized(p, _): Authorized<needs::ManagePlugins>,
+    Path(name): Path<String>,
+    req: Request,
+) -> Result<Json<PluginView>, ApiError> {
+    allow(p.manage_plugins(), &p, "manage plugins")?;
+    let upload: Upload = json_body(req, s.max_upload_bytes).await?;
+    if upload.manifest.name != name {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+            format!(
+                "the manifest names {:?}, the path {name:?}; a plugin keeps its name across versions",
+                upload.manifest.name
+            ),
+        )
+        .with_field("manifest.name"));
+    }
+    let component = component_bytes(&upload)?;
+    let instances = s.instances.clone();
+    let committed = blocking(move || {
+        let cap = p.manage_plugins().ok_or_else(|| forbidden(&p))?;
+        instances
+            .upgrade_plugin(&cap, upload.manifest, &component)
+            .map_err(ApiError::from)
+    })
+    .await??;
+    Ok(Json(committed.durable().await?))
+}
+
+/// Go back to the version the last upgrade replaced, under the same checks
+/// as an upgrade. The version rolled back from is kept in turn, so a second
+/// rollback undoes the first. Audited as `plugin.rollback`.
+#[utoipa::path(
+    post, path = "/api/v1/plugins/{name}/rollback", tag = "plugins",
+    params(("name" = String, Path, description = "Plugin name")),
+    responses(
+        (status = 200, body = PluginView), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn roll_back_plugin(
+    State(s): State<AppState>,
+    Authorized(p, _): Authorized<needs::ManagePlugins>,
+    Path(name): Path<String>,
+) -> Result<Json<PluginView>, ApiError> {
+    allow(p.manage_plugins(), &p, "manage plugins")?;
+    let instances = s.instances.clone();
+    let committed = blocking(move || {
+        let cap = p.manage_plugins().ok_or_else(|| forbidden(&p))?;
+        instances
+            .roll_back_plugin(&cap, &name)
+            .map_err(ApiError::from)
+    })
+    .await??;
+    Ok(Json(committed.durable().await?))
 }
 
 /// Remove an uploaded plugin that no instance uses.

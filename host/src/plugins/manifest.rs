@@ -90,6 +90,12 @@ pub struct ConfigFieldSpec {
     /// parameter names, since signed links (`?sig=...`) are credentials.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub show_query: bool,
+    /// The value an instance that sets none gets, when it is saved and
+    /// when an upgrade meets it: a new required field needs one, or the
+    /// upgrade is refused for the instances that lack it. Not for secrets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub default: Option<serde_json::Value>,
 }
 
 /// The kind of a configuration field.
@@ -188,6 +194,27 @@ impl Manifest {
                     &format!("config[{i}].name"),
                     "must be lowercase letters, digits or '_'".into(),
                 ));
+            }
+            if let Some(default) = &field.default {
+                let fits = match field.kind {
+                    ConfigKind::Secret => false,
+                    ConfigKind::Text | ConfigKind::Url => default.is_string(),
+                    ConfigKind::Number => default.is_number(),
+                    ConfigKind::Boolean => default.is_boolean(),
+                    ConfigKind::TextList => default
+                        .as_array()
+                        .is_some_and(|items| items.iter().all(serde_json::Value::is_string)),
+                };
+                if !fits {
+                    return Err(invalid(
+                        &format!("config[{i}].default"),
+                        if field.kind == ConfigKind::Secret {
+                            "a secret field has no default".into()
+                        } else {
+                            format!("must be a value of kind {:?}", field.kind)
+                        },
+                    ));
+                }
             }
             if field.show_query && field.kind != ConfigKind::Url {
                 return Err(invalid(

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use super::manifest::{ConfigKind, Manifest};
+use super::manifest::{ConfigKind, Manifest, World};
 use crate::audit::Change;
 use crate::error::DomainError;
 use crate::outbound::redact_url as redact;
@@ -24,6 +24,46 @@ pub(crate) fn check(field: &str, url: &reqwest::Url) -> Result<(), DomainError> 
         ));
     }
     Ok(())
+}
+
+/// Refuses a URL an importer could not call: its host is not in the
+/// manifest's `allowed_hosts`, so every run would fail at its first request.
+/// Said at save time, naming the field and the host, rather than as a
+/// failed preview. Identity-provider connectors do not call out themselves
+/// (the host fetches the provider's documents), so their URLs are not held
+/// to the list.
+pub(crate) fn check_reachable(
+    manifest: &Manifest,
+    field: &str,
+    url: &reqwest::Url,
+) -> Result<(), DomainError> {
+    if manifest.world != World::DirectoryImporter {
+        return Ok(());
+    }
+    let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
+    let default_port = if url.scheme() == "https" { 443 } else { 80 };
+    let port = url.port().unwrap_or(default_port);
+    if manifest.allows(&host, port, default_port) {
+        return Ok(());
+    }
+    let target = if port == default_port {
+        host
+    } else {
+        format!("{host}:{port}")
+    };
+    Err(DomainError::invalid(
+        field,
+        format!(
+            "{target} is not in plugin {}'s allowed_hosts ({}), so the plugin could not reach it; \
+             use a host it allows, or install a copy of the plugin whose manifest allows {target}",
+            manifest.name,
+            if manifest.allowed_hosts.is_empty() {
+                "none".to_string()
+            } else {
+                manifest.allowed_hosts.join(", ")
+            }
+        ),
+    ))
 }
 
 /// Refuses a text value that is a URL with user information: a field not

@@ -244,9 +244,18 @@ async fn dry_run_real_run_rerun_removals_and_the_brake() {
 async fn a_source_that_fails_fails_the_run_and_bad_input_is_refused() {
     let server = Server::start_with_plugins(&[]);
     let api = server.admin();
+    // Allowed to call a port where nothing listens.
+    vendors::install_allowed(
+        &api,
+        "echo-importer",
+        9,
+        json!([{"name": "url", "kind": "url", "required": true},
+               {"name": "token", "kind": "secret"}]),
+    )
+    .await;
     api.post(
         "/api/v1/plugin-instances",
-        json!({"name": "down", "plugin": "echo-importer",
+        json!({"name": "down", "plugin": "echo-importer-test",
                "config": {"url": "http://127.0.0.1:9/people"}}),
     )
     .await
@@ -356,4 +365,5 @@ impl FakeOkta {
     }
 }
 
+mod upgrades;
 mod vendors;

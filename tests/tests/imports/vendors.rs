@@ -93,7 +93,7 @@ async fn okta_users_pages_waits_out_a_429_and_follows_removals() {
 /// /v1/company/employees?offset&limit` pages of at most 100 employees in
 /// Personio's `{"label", "value"}` shape, the second page answering 429
 /// with `Retry-After: 1` once.
-fn fake_personio(employees: Arc<Mutex<Vec<Value>>>) -> Fake {
+pub(super) fn fake_personio(employees: Arc<Mutex<Vec<Value>>>) -> Fake {
     let mut limited = false;
     Fake::start(move |_, r| {
         if r.line.starts_with("POST /v1/auth") {
@@ -125,7 +125,7 @@ fn fake_personio(employees: Arc<Mutex<Vec<Value>>>) -> Fake {
     })
 }
 
-fn personio_employee(id: usize, email: Option<String>, status: &str) -> Value {
+pub(super) fn personio_employee(id: usize, email: Option<String>, status: &str) -> Value {
     let mut attrs = json!({
         "id": {"label": "ID", "value": id, "type": "integer", "universal_id": "id"},
         "first_name": {"label": "First name", "value": "Emp", "type": "standard", "universal_id": "first_name"},
@@ -307,7 +307,7 @@ fn busy_once(body: String, status: &'static str) -> Fake {
 
 /// Installs `plugin` from `target/test-plugins` as `<plugin>-test`, allowed
 /// to reach `127.0.0.1:port`, with `config` fields.
-async fn install_allowed(api: &Api, plugin: &str, port: u16, config: Value) {
+pub(super) async fn install_allowed(api: &Api, plugin: &str, port: u16, config: Value) {
     use base64::Engine as _;
     let wasm = std::fs::read(cohort_tests::plugins_dir().join(format!("{plugin}.wasm"))).unwrap();
     api.post(

@@ -26,6 +26,10 @@ use crate::auth::{ManagePlugins, Mutation};
 use crate::clock::Clock;
 use crate::error::DomainError;
 
+mod upgrade;
+
+pub use upgrade::UpgradeCheck;
+
 /// name → `StoredPlugin` JSON, for uploaded plugins.
 const PLUGINS: Keyspace = Keyspace::new("plugins");
 /// name → `{"enabled": bool}`, for every plugin whose state an admin changed.
@@ -70,6 +74,64 @@ struct StoredPlugin {
     sha256: String,
     size_bytes: u64,
     installed_at: DateTime<Utc>,
+}
+
+/// Audits the install, upgrade or rollback of a plugin: the manifest's
+/// changes, with its `version` (which the generic diff leaves out, as the
+/// ETag of other resources; here it is the plugin's own, and the change
+/// admins look for first) and the component's SHA-256.
+fn audit_change(
+    txn: &mut WriteTxn<'_>,
+    now: DateTime<Utc>,
+    cap: &ManagePlugins<'_>,
+    action: &'static str,
+    before: Option<&StoredPlugin>,
+    after: &StoredPlugin,
+) -> Result<(), DomainError> {
+    let mut changes = audit::diff(before.map(|b| &b.manifest), Some(&after.manifest));
+    let value = |f: fn(&StoredPlugin) -> &String| before.map(|b| f(b).clone());
+    for (field, was, now_is) in [
+        (
+            "version",
+            value(|p| &p.manifest.version),
+            &after.manifest.version,
+        ),
+        ("sha256", value(|p| &p.sha256), &after.sha256),
+    ] {
+        if was.as_ref() != Some(now_is) {
+            changes.insert(
+                field.into(),
+                Change {
+                    before: was.map_or(serde_json::Value::Null, Into::into),
+                    after: now_is.clone().into(),
+                },
+            );
+        }
+    }
+    audit::record(
+        txn,
+        now,
+        cap.actor(),
+        Record {
+            action,
+            resource_type: "plugin",
+            resource_id: after.manifest.name.clone(),
+            changes,
+        },
+    )?;
+    Ok(())
+}
+
+impl StoredPlugin {
+    /// The record of `component` installed under `manifest` at `now`.
+    fn of(manifest: &Manifest, component: &[u8], now: DateTime<Utc>) -> StoredPlugin {
+        StoredPlugin {
+            manifest: manifest.clone(),
+            sha256: sha256_hex(component),
+            size_bytes: component.len() as u64,
+            installed_at: now,
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize, Default)]
@@ -364,7 +426,12 @@ impl Registry {
                 .values()
                 .filter(|p| match installed.get(&p.manifest.name) {
                     None => true,
-                    Some(i) => i.source == Source::Upload && i.sha256 != p.sha256,
+                    // Other code, or the same code under a new manifest
+                    // (an upgrade that only changed the version).
+                    Some(i) => {
+                        i.source == Source::Upload
+                            && (i.sha256 != p.sha256 || i.loaded.manifest() != &p.manifest)
+                    }
                 })
                 .cloned()
                 .collect()
@@ -531,14 +598,9 @@ impl Registry {
             .into());
         }
         let loaded = self.inner.runtime.load(manifest.clone(), component)?;
-        let sha256 = sha256_hex(component);
         let now = self.inner.clock.now();
-        let stored = StoredPlugin {
-            manifest: manifest.clone(),
-            sha256: sha256.clone(),
-            size_bytes: component.len() as u64,
-            installed_at: now,
-        };
+        let stored = StoredPlugin::of(&manifest, component, now);
+        let sha256 = stored.sha256.clone();
         let committed = self.inner.store.write(|txn| -> Result<(), Error> {
             if txn.contains(PLUGINS, name.as_bytes())? {
                 return Err(DomainError::Conflict {
@@ -551,25 +613,7 @@ impl Registry {
             txn.put_json(PLUGINS, name.as_bytes(), &stored)?;
             txn.put(COMPONENTS, sha256.as_bytes(), component.to_vec());
             txn.delete(PLUGIN_STATE, name.as_bytes());
-            let mut changes = audit::diff(None, Some(&manifest));
-            changes.insert(
-                "sha256".into(),
-                Change {
-                    before: serde_json::Value::Null,
-                    after: sha256.clone().into(),
-                },
-            );
-            audit::record(
-                txn,
-                now,
-                cap.actor(),
-                Record {
-                    action: "plugin.install",
-                    resource_type: "plugin",
-                    resource_id: name.clone(),
-                    changes,
-                },
-            )?;
+            audit_change(txn, now, cap, "plugin.install", None, &stored)?;
             Ok(())
         })?;
         let installed = Installed {
@@ -694,17 +738,15 @@ impl Registry {
             }
             txn.delete(PLUGINS, name.as_bytes());
             txn.delete(PLUGIN_STATE, name.as_bytes());
+            let previous = txn.get_json::<StoredPlugin>(upgrade::PREVIOUS, name.as_bytes())?;
+            txn.delete(upgrade::PREVIOUS, name.as_bytes());
             // Content-addressed: keep the bytes if another name uses them.
-            let shared = txn
-                .scan_prefix(PLUGINS, b"")?
-                .into_iter()
-                .filter(|(k, _)| k.as_slice() != name.as_bytes())
-                .any(|(_, v)| {
-                    cohort_storage::decode_json::<StoredPlugin>(PLUGINS, &v)
-                        .is_ok_and(|p| p.sha256 == sha256)
-                });
-            if !shared {
-                txn.delete(COMPONENTS, sha256.as_bytes());
+            let mut hashes = vec![sha256.clone()];
+            hashes.extend(previous.map(|p| p.sha256));
+            for hash in hashes {
+                if !upgrade::named_elsewhere(txn, name, &hash)? {
+                    txn.delete(COMPONENTS, hash.as_bytes());
+                }
             }
             audit::record(
                 txn,

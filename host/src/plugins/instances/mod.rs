@@ -24,6 +24,8 @@ use crate::auth::{ManagePlugins, Mutation};
 use crate::clock::Clock;
 use crate::error::DomainError;
 
+mod upgrade;
+
 /// id → `StoredInstance` JSON.
 const INSTANCES: Keyspace = Keyspace::new("plugin_instances");
 /// name → id. Instance names are unique.
@@ -147,46 +149,6 @@ struct Checked {
     secrets: BTreeMap<String, String>,
 }
 
-/// Refuses a URL an importer could not call: its host is not in the
-/// manifest's `allowed_hosts`, so every run would fail at its first request.
-/// Said at save time, naming the field and the host, rather than as a
-/// failed preview. Identity-provider connectors do not call out themselves
-/// (the host fetches the provider's documents), so their URLs are not held
-/// to the list.
-fn check_reachable(
-    manifest: &Manifest,
-    field: &str,
-    url: &reqwest::Url,
-) -> Result<(), DomainError> {
-    if manifest.world != World::DirectoryImporter {
-        return Ok(());
-    }
-    let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
-    let default_port = if url.scheme() == "https" { 443 } else { 80 };
-    let port = url.port().unwrap_or(default_port);
-    if manifest.allows(&host, port, default_port) {
-        return Ok(());
-    }
-    let target = if port == default_port {
-        host
-    } else {
-        format!("{host}:{port}")
-    };
-    Err(DomainError::invalid(
-        field,
-        format!(
-            "{target} is not in plugin {}'s allowed_hosts ({}), so the plugin could not reach it; \
-             use a host it allows, or install a copy of the plugin whose manifest allows {target}",
-            manifest.name,
-            if manifest.allowed_hosts.is_empty() {
-                "none".to_string()
-            } else {
-                manifest.allowed_hosts.join(", ")
-            }
-        ),
-    ))
-}
-
 fn check_config(manifest: &Manifest, values: &Map<String, Value>) -> Result<Checked, DomainError> {
     let mut public = BTreeMap::new();
     let mut secrets = BTreeMap::new();
@@ -218,7 +180,7 @@ fn check_config(manifest: &Manifest, values: &Map<String, Value>) -> Result<Chec
                 match parsed {
                     Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
                         super::url_fields::check(&field, &u)?;
-                        check_reachable(manifest, &field, &u)?;
+                        super::url_fields::check_reachable(manifest, &field, &u)?;
                     }
                     _ => {
                         return Err(DomainError::invalid(
@@ -254,6 +216,13 @@ fn check_config(manifest: &Manifest, values: &Map<String, Value>) -> Result<Chec
             secrets.insert(name.clone(), value.as_str().unwrap_or_default().to_owned());
         } else {
             public.insert(name.clone(), value.clone());
+        }
+    }
+    for spec in &manifest.config {
+        if let Some(default) = &spec.default
+            && !public.contains_key(&spec.name)
+        {
+            public.insert(spec.name.clone(), default.clone());
         }
     }
     for spec in manifest.config.iter().filter(|f| f.required) {
