@@ -18,6 +18,22 @@ async fn url_credentials_are_refused_and_query_strings_hidden() {
     let s = InProcess::start_with_plugins(&[]);
     let admin = s.admin();
     let reader = s.client(Some(&admin.create_key("reader", "read-only").await));
+    // An importer with a URL field, allowed to call the host below (an
+    // instance naming a host its plugin may not call is refused anyway).
+    let wasm = std::fs::read(cohort_tests::plugins_dir().join("echo-importer.wasm")).unwrap();
+    use base64::Engine as _;
+    admin
+        .post(
+            "/api/v1/plugins",
+            json!({"component": base64::engine::general_purpose::STANDARD.encode(&wasm),
+                   "manifest": {"name": "people-feed", "version": "1.0.0",
+                       "world": "directory-importer", "description": "echo",
+                       "allowed_hosts": ["files.example.com"],
+                       "config": [{"name": "url", "kind": "url", "required": true},
+                                  {"name": "token", "kind": "secret"}]}}),
+        )
+        .await
+        .expect(201);
 
     // user:password@ is refused, naming the field, and nothing is stored.
     for url in [
@@ -27,7 +43,7 @@ async fn url_credentials_are_refused_and_query_strings_hidden() {
         let r = admin
             .post(
                 "/api/v1/plugin-instances",
-                json!({"name": "people", "plugin": "csv", "config": {"url": url}}),
+                json!({"name": "people", "plugin": "people-feed", "config": {"url": url}}),
             )
             .await
             .expect(422);
@@ -64,7 +80,7 @@ async fn url_credentials_are_refused_and_query_strings_hidden() {
     let created = admin
         .post(
             "/api/v1/plugin-instances",
-            json!({"name": "people", "plugin": "csv",
+            json!({"name": "people", "plugin": "people-feed",
                    "config": {"url": "https://files.example.com/people.csv?sig=SECRETSIG"}}),
         )
         .await
@@ -121,7 +137,7 @@ async fn a_manifest_may_declare_a_query_harmless() {
     let manifest = |show: serde_json::Value| {
         json!({"component": base64::engine::general_purpose::STANDARD.encode(&wasm),
                "manifest": {"name": "feed", "version": "1.0.0", "world": "directory-importer",
-                   "description": "echo", "allowed_hosts": [],
+                   "description": "echo", "allowed_hosts": ["hr.example.com"],
                    "config": [{"name": "url", "kind": "url", "required": true, "show_query": show},
                               {"name": "token", "kind": "secret"}]}})
     };

@@ -545,8 +545,9 @@ impl Store {
     where
         E: From<StorageError>,
     {
-        // Its own copy of the numbering: numbers it takes are never used.
-        let mut sequences = self.inner.writer.lock().clone();
+        // Numbering of its own, read from the engine as it goes (no lock to
+        // copy the writers'): numbers it takes are never used.
+        let mut sequences = Sequences::new();
         let mut txn = WriteTxn::rehearsal(self.inner.backend.as_ref(), &mut sequences);
         let result = f(&mut txn);
         for abort in txn.finish().on_abort {

@@ -322,6 +322,25 @@ fn rehearsals_write_nothing_and_savepoints_undo(engine: Engine) {
         ]
     );
     assert!(aborted.load(std::sync::atomic::Ordering::SeqCst));
+    // Savepoints nest: closing an inner one keeps the outer one's record,
+    // even when nothing was written between them.
+    store
+        .rehearse(|t| {
+            let outer = t.savepoint();
+            let inner = t.savepoint();
+            t.release(inner);
+            t.put(KS, b"x", b"1".to_vec());
+            t.put(KS, b"x", b"2".to_vec());
+            let inner = t.savepoint();
+            t.delete(KS, b"a");
+            t.roll_back_to(inner);
+            assert_eq!(t.get(KS, b"a")?, Some(b"1".to_vec()));
+            assert_eq!(t.get(KS, b"x")?, Some(b"2".to_vec()));
+            t.roll_back_to(outer);
+            assert_eq!(t.get(KS, b"x")?, None);
+            Ok::<_, StorageError>(())
+        })
+        .unwrap();
     // Nothing of the rehearsal is stored, and the numbering starts at 1.
     assert_eq!(
         keys(&store, b"", None, false),

@@ -28,6 +28,8 @@ pub struct WriteTxn<'a> {
     /// While a [`Savepoint`] is open: each buffered key's state before the
     /// write that followed it (`None`: not buffered then), to undo them.
     undo: Option<Vec<Undo>>,
+    /// Savepoints open; the undo record goes when the last one closes.
+    open_savepoints: usize,
     /// A rehearsal ([`crate::Store::rehearse`]): nothing it writes reaches
     /// the engine, checkpoints included.
     rehearsal: bool,
@@ -64,6 +66,7 @@ impl<'a> WriteTxn<'a> {
             checkpointed: false,
             on_abort: Vec::new(),
             undo: None,
+            open_savepoints: 0,
             rehearsal: false,
         }
     }
@@ -78,10 +81,18 @@ impl<'a> WriteTxn<'a> {
         }
     }
 
+    /// Whether this is a rehearsal ([`crate::Store::rehearse`]), which
+    /// never commits: what only a committed write needs (its audit event)
+    /// can be left out of it.
+    pub fn is_rehearsal(&self) -> bool {
+        self.rehearsal
+    }
+
     /// Marks this point, so that the writes after it can be undone (one
     /// record of a batch that fails its checks, say) while those before it
     /// stay. Savepoints nest; each is rolled back to or released.
     pub fn savepoint(&mut self) -> Savepoint {
+        self.open_savepoints += 1;
         Savepoint {
             undo_len: self.undo.get_or_insert_with(Vec::new).len(),
             taken: self.taken.clone(),
@@ -109,11 +120,13 @@ impl<'a> WriteTxn<'a> {
         });
     }
 
-    /// Keeps the writes since `point`. Releasing the outermost savepoint
+    /// Keeps the writes since `point`. Closing the last open savepoint
     /// drops the undo record, so that a long transaction of many small
     /// savepoints does not hold every write twice.
     pub fn release(&mut self, point: Savepoint) {
-        if point.undo_len == 0 {
+        let _ = point;
+        self.open_savepoints = self.open_savepoints.saturating_sub(1);
+        if self.open_savepoints == 0 {
             self.undo = None;
         }
     }

@@ -155,6 +155,17 @@ async fn an_upgraded_importer_keeps_its_instance_secrets_and_links_and_rolls_bac
         message.contains("instance \"hr\"") && message.contains("config.report_url"),
         "{r}"
     );
+    // The refused version ran (it was asked about the instance), so the
+    // attempt is on the record.
+    let refused = api
+        .get("/api/v1/audit?action=plugin.upgrade_refused")
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(
+        refused["items"][0]["changes"]["version"]["after"], "2.0.0",
+        "{refused}"
+    );
     // Nothing changed: still 1.0.0, and the path must name the plugin.
     let now = api
         .get("/api/v1/plugins/personio-test")

@@ -152,7 +152,17 @@ struct Checked {
 fn check_config(manifest: &Manifest, values: &Map<String, Value>) -> Result<Checked, DomainError> {
     let mut public = BTreeMap::new();
     let mut secrets = BTreeMap::new();
-    for (name, value) in values {
+    // A field's default stands for a value the instance did not set, and is
+    // checked as one (a URL default must be reachable, hold no credentials).
+    let mut values = values.clone();
+    for spec in &manifest.config {
+        if let Some(default) = &spec.default
+            && !values.contains_key(&spec.name)
+        {
+            values.insert(spec.name.clone(), default.clone());
+        }
+    }
+    for (name, value) in &values {
         let field = format!("config.{name}");
         let Some(spec) = manifest.config.iter().find(|f| &f.name == name) else {
             let known: Vec<&str> = manifest.config.iter().map(|f| f.name.as_str()).collect();
@@ -216,13 +226,6 @@ fn check_config(manifest: &Manifest, values: &Map<String, Value>) -> Result<Chec
             secrets.insert(name.clone(), value.as_str().unwrap_or_default().to_owned());
         } else {
             public.insert(name.clone(), value.clone());
-        }
-    }
-    for spec in &manifest.config {
-        if let Some(default) = &spec.default
-            && !public.contains_key(&spec.name)
-        {
-            public.insert(spec.name.clone(), default.clone());
         }
     }
     for spec in manifest.config.iter().filter(|f| f.required) {

@@ -35,6 +35,7 @@ fn refused(instance: &str, reason: impl std::fmt::Display) -> Error {
 /// lost.
 fn config_for(
     manifest: &Manifest,
+    old: Option<&Manifest>,
     stored: &StoredInstance,
     secrets: &BTreeMap<String, String>,
 ) -> Result<Map<String, Value>, Error> {
@@ -43,6 +44,18 @@ fn config_for(
     for spec in &manifest.config {
         let public = stored.public.config.get(&spec.name);
         let secret = secrets.get(&spec.name);
+        if let Some(Value::String(v)) = public
+            && reveals_query(old, manifest, &spec.name, v)
+        {
+            return Err(refused(
+                name,
+                format!(
+                    "field {} would show the query string of its URL, which is hidden now \
+                     (a signed link is a credential); clear it first",
+                    spec.name
+                ),
+            ));
+        }
         match (spec.kind == ConfigKind::Secret, public, secret) {
             (true, Some(_), _) => {
                 return Err(refused(
@@ -68,10 +81,27 @@ fn config_for(
     Ok(values)
 }
 
+/// Whether `value` of field `field`, shown with its query string hidden
+/// under `old`, would be shown whole under `new` (the field stops being a
+/// URL, or declares its query harmless).
+fn reveals_query(old: Option<&Manifest>, new: &Manifest, field: &str, value: &str) -> bool {
+    let hidden = |m: &Manifest| {
+        m.config
+            .iter()
+            .find(|f| f.name == field)
+            .is_some_and(|f| f.kind == ConfigKind::Url && !f.show_query)
+    };
+    let has_query =
+        reqwest::Url::parse(value).is_ok_and(|u| u.query().is_some() || u.fragment().is_some());
+    has_query && old.is_some_and(hidden) && !hidden(new)
+}
+
 /// The instances of one plugin, checked against a new version of it.
 struct Following<'a> {
     instances: &'a Instances,
     plugin: String,
+    /// The manifest running now.
+    old: Option<Manifest>,
     now: chrono::DateTime<chrono::Utc>,
     actor: crate::auth::Actor,
 }
@@ -105,7 +135,7 @@ impl UpgradeCheck for Following<'_> {
         for id in self.ids(None)? {
             let stored = self.instances.load(&id)?;
             let secrets = self.instances.unseal(&stored)?;
-            let values = config_for(manifest, &stored, &secrets)?;
+            let values = config_for(manifest, self.old.as_ref(), &stored, &secrets)?;
             let checked =
                 check_config(manifest, &values).map_err(|e| refused(&stored.public.name, e))?;
             let config = entries(manifest, &checked);
@@ -131,7 +161,7 @@ impl UpgradeCheck for Following<'_> {
                 .keys()
                 .map(|k| (k.clone(), String::new()))
                 .collect();
-            let values = config_for(manifest, &stored, &names)?;
+            let values = config_for(manifest, self.old.as_ref(), &stored, &names)?;
             let checked =
                 check_config(manifest, &values).map_err(|e| refused(&stored.public.name, e))?;
             // Defaults of fields the instance did not set: written, so that
@@ -199,6 +229,7 @@ impl Instances {
         Following {
             instances: self,
             plugin: plugin.to_string(),
+            old: self.registry.manifest(plugin),
             now: self.clock.now(),
             actor: cap.actor().clone(),
         }
@@ -244,7 +275,7 @@ mod tests {
              [[config]]\nname = \"token\"\nkind = \"secret\"\nrequired = true\n\
              [[config]]\nname = \"tier\"\nkind = \"text\"\nrequired = true\ndefault = \"basic\"\n",
         );
-        let values = config_for(&with_default, &stored, &secrets).unwrap();
+        let values = config_for(&with_default, None, &stored, &secrets).unwrap();
         assert!(!values.contains_key("old"));
         let checked = check_config(&with_default, &values).unwrap();
         assert_eq!(checked.public["tier"], "basic");
@@ -254,7 +285,7 @@ mod tests {
             "[[config]]\nname = \"token\"\nkind = \"secret\"\n\
              [[config]]\nname = \"tier\"\nkind = \"text\"\nrequired = true\n",
         );
-        let values = config_for(&without, &stored, &secrets).unwrap();
+        let values = config_for(&without, None, &stored, &secrets).unwrap();
         let e = check_config(&without, &values).err().unwrap();
         assert_eq!(
             refused("hr-main", e).to_string(),
@@ -262,11 +293,29 @@ mod tests {
         );
 
         let exposed = manifest("[[config]]\nname = \"token\"\nkind = \"text\"\n");
-        let e = config_for(&exposed, &stored, &secrets).err().unwrap();
+        let e = config_for(&exposed, None, &stored, &secrets).err().unwrap();
         assert!(e.to_string().contains("token is no longer a secret"), "{e}");
         let hidden = manifest("[[config]]\nname = \"region\"\nkind = \"secret\"\n");
-        let e = config_for(&hidden, &stored, &secrets).err().unwrap();
+        let e = config_for(&hidden, None, &stored, &secrets).err().unwrap();
         assert!(e.to_string().contains("region becomes a secret"), "{e}");
+
+        // A signed link stays hidden: a URL field may not become text, nor
+        // declare its query harmless, while an instance holds one.
+        let (stored, secrets) = instance(
+            serde_json::json!({"feed": "https://files.example/x.csv?sig=S"}),
+            &[],
+        );
+        let url = manifest("[[config]]\nname = \"feed\"\nkind = \"url\"\n");
+        for shown in [
+            "[[config]]\nname = \"feed\"\nkind = \"text\"\n",
+            "[[config]]\nname = \"feed\"\nkind = \"url\"\nshow_query = true\n",
+        ] {
+            let e = config_for(&manifest(shown), Some(&url), &stored, &secrets)
+                .err()
+                .unwrap();
+            assert!(e.to_string().contains("query string"), "{e}");
+        }
+        assert!(config_for(&url, Some(&url), &stored, &secrets).is_ok());
     }
 
     #[test]

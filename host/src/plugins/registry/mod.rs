@@ -194,6 +194,10 @@ struct Inner {
     /// removed, enabled or disabled a plugin. Read again before the next
     /// use, so that a plugin disabled through one host stops on all.
     stale: Arc<std::sync::atomic::AtomicBool>,
+    /// Held by an upgrade or rollback from its check to its update of
+    /// `installed`, so that two of one plugin land in the order they
+    /// committed. Never taken while the store's writer is held elsewhere.
+    upgrading: parking_lot::Mutex<()>,
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -314,8 +318,22 @@ impl Registry {
             }
         }
         for entry in store.scan(PLUGINS, b"", None, false) {
-            let (_, value) = entry?;
-            let stored: StoredPlugin = cohort_storage::decode_json(PLUGINS, &value)?;
+            let (key, value) = entry?;
+            // A record this build cannot read (written by a newer host) is
+            // that plugin's failure, not the server's: reported, and the
+            // others load.
+            let stored: StoredPlugin = match cohort_storage::decode_json(PLUGINS, &value) {
+                Ok(s) => s,
+                Err(e) => {
+                    let file = format!("(uploaded) {}", String::from_utf8_lossy(&key));
+                    tracing::error!(file = %file, error = %e, "a stored plugin cannot be read");
+                    failures.push(LoadFailure {
+                        file,
+                        error: e.to_string(),
+                    });
+                    continue;
+                }
+            };
             let name = stored.manifest.name.clone();
             let file = format!("(uploaded) {name}");
             let loaded = store
@@ -366,6 +384,7 @@ impl Registry {
                 installed: RwLock::new(installed),
                 failures,
                 stale,
+                upgrading: parking_lot::Mutex::new(()),
             }),
         })
     }
@@ -723,10 +742,14 @@ impl Registry {
             .into());
         }
         let now = self.inner.clock.now();
-        let manifest = entry.loaded.manifest().clone();
-        let sha256 = entry.sha256.clone();
         drop(installed);
         let committed = self.inner.store.write(|txn| -> Result<(), Error> {
+            // As stored now: another host may have upgraded it.
+            let StoredPlugin {
+                manifest, sha256, ..
+            } = txn
+                .get_json(PLUGINS, name.as_bytes())?
+                .ok_or_else(|| DomainError::not_found("plugin", name))?;
             let users = instances(txn)?;
             if users > 0 {
                 return Err(DomainError::Conflict {

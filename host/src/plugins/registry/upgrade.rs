@@ -12,7 +12,7 @@ use cohort_storage::{Committed, Keyspace, WriteTxn};
 use super::{COMPONENTS, Error, Installed, PLUGINS, PluginView, Registry, Source, StoredPlugin};
 use crate::auth::ManagePlugins;
 use crate::error::DomainError;
-use crate::plugins::manifest::Manifest;
+use crate::plugins::manifest::{Manifest, World};
 use crate::plugins::runtime::LoadedPlugin;
 
 /// name → the `StoredPlugin` an upgrade replaced: what a rollback installs
@@ -98,6 +98,7 @@ impl Registry {
         action: &'static str,
     ) -> Result<Committed<PluginView>, Error> {
         let name = manifest.name.clone();
+        let _one_at_a_time = self.inner.upgrading.lock();
         // Not held across the store write (see `set_enabled`).
         let (old_world, source) = {
             let installed = self.inner.installed.read();
@@ -126,9 +127,31 @@ impl Registry {
                 ),
             ));
         }
+        if old_world == World::RuleEvaluator {
+            // Its groups hold compiled sessions of the running code, which
+            // this host would keep using while the others load the new one.
+            return Err(incompatible(
+                "manifest.world",
+                format!(
+                    "plugin {name:?} is a rule evaluator, which is not upgraded in place yet; \
+                     install the new version under another name and point the groups at it"
+                ),
+            ));
+        }
         let loaded = Arc::new(self.inner.runtime.load(manifest.clone(), component)?);
-        check.with_code(&manifest, &loaded)?;
         let now = self.inner.clock.now();
+        if let Err(refusal) = check.with_code(&manifest, &loaded) {
+            // The new code ran, with the instances' configurations and
+            // secrets: that is on the record even though nothing changed.
+            let refused = StoredPlugin::of(&manifest, component, now);
+            self.inner
+                .store
+                .write(|txn| {
+                    super::audit_change(txn, now, cap, "plugin.upgrade_refused", None, &refused)
+                })?
+                .durable_blocking()?;
+            return Err(refusal);
+        }
         let stored = StoredPlugin::of(&manifest, component, now);
         let sha256 = stored.sha256.clone();
         let committed = self.inner.store.write(|txn| -> Result<(), Error> {
@@ -167,12 +190,13 @@ impl Registry {
     }
 }
 
-/// Whether a plugin other than `name`, or a kept earlier version of one,
-/// still names component `sha256`.
+/// Whether a plugin other than `name`, or the kept earlier version of one,
+/// names component `sha256`. The caller accounts for `name`'s own records,
+/// which it is replacing or removing.
 pub(super) fn named_elsewhere(txn: &WriteTxn<'_>, name: &str, sha256: &str) -> Result<bool, Error> {
     for ks in [PLUGINS, PREVIOUS] {
         for (k, v) in txn.scan_prefix(ks, b"")? {
-            if ks == PLUGINS && k.as_slice() == name.as_bytes() {
+            if k.as_slice() == name.as_bytes() {
                 continue;
             }
             if cohort_storage::decode_json::<StoredPlugin>(ks, &v).is_ok_and(|p| p.sha256 == sha256)
