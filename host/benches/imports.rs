@@ -8,7 +8,9 @@
 //! with no dynamic groups, then into a fresh one with BENCH_GROUPS dynamic
 //! groups (default 50) over department and location, then the same feed
 //! again (nothing to change). Every create is validated, audited, and
-//! followed by the incremental group recompute.
+//! followed by the incremental group recompute. Before the first import, a
+//! dry run of the same feed (every create rehearsed through the same write
+//! path, nothing written) reports its time and the memory it took.
 
 #![allow(
     clippy::unwrap_used,
@@ -200,6 +202,25 @@ fn main() {
         for (label, g) in [("no dynamic groups", 0), ("with dynamic groups", groups)] {
             let dir = std::env::temp_dir().join(format!("cohort-import-bench-{}", Uuid::now_v7()));
             let router = app(&dir, port, g).await;
+            if g == 0 {
+                // The dry run first, on the empty directory: every create
+                // rehearsed through the write path, nothing written. The
+                // peak so far is the server before any import plus it.
+                let before = support::peak_rss_mib();
+                let (dry, took) = import(
+                    &router,
+                    json!({"instance": "hr", "new_users": "active", "dry_run": true}),
+                )
+                .await;
+                assert_eq!(dry["counts"]["created"], n, "{dry}");
+                report.push(format!(
+                    "dry run of {n} people: {:.1} s, {:.0} people/s; peak RSS {:.0} MiB before it, {:.0} MiB after",
+                    took.as_secs_f64(),
+                    n as f64 / took.as_secs_f64(),
+                    before,
+                    support::peak_rss_mib()
+                ));
+            }
             let (run, took) =
                 import(&router, json!({"instance": "hr", "new_users": "active"})).await;
             assert_eq!(run["counts"]["created"], n, "{run}");
