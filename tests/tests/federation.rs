@@ -164,7 +164,7 @@ async fn discovery_problems_are_the_admins_to_fix_at_once() {
     // An instance of another kind of plugin is not a connector.
     api.post(
         "/api/v1/plugin-instances",
-        json!({"name": "feed", "plugin": "echo-importer", "config": {"url": "http://127.0.0.1:9/people"}}),
+        json!({"name": "feed", "plugin": "csv", "config": {"data": "email\nann@example.com\n"}}),
     )
     .await
     .expect(201);
