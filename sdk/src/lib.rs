@@ -45,7 +45,7 @@ pub mod bindings {
     /// `types` and `host` interfaces).
     pub mod rule_evaluator {
         wit_bindgen::generate!({
-            path: "../wit/cohort-plugin@0.1.0",
+            path: "wit/cohort-plugin@0.1.0",
             world: "rule-evaluator",
             pub_export_macro: true,
             export_macro_name: "__export_rule_evaluator",
@@ -56,7 +56,7 @@ pub mod bindings {
     /// Bindings for the `directory-importer` world.
     pub mod directory_importer {
         wit_bindgen::generate!({
-            path: "../wit/cohort-plugin@0.1.0",
+            path: "wit/cohort-plugin@0.1.0",
             world: "directory-importer",
             pub_export_macro: true,
             export_macro_name: "__export_directory_importer",
@@ -71,7 +71,7 @@ pub mod bindings {
     /// Bindings for the `idp-connector` world.
     pub mod idp_connector {
         wit_bindgen::generate!({
-            path: "../wit/cohort-plugin@0.1.0",
+            path: "wit/cohort-plugin@0.1.0",
             world: "idp-connector",
             pub_export_macro: true,
             export_macro_name: "__export_idp_connector",
