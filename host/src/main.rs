@@ -122,6 +122,14 @@ enum Command {
         #[command(subcommand)]
         command: cli::Import,
     },
+    /// Plugin authoring: check and package a built component without a
+    /// server, upload or upgrade it.
+    Plugin {
+        #[command(flatten)]
+        target: cli::Target,
+        #[command(subcommand)]
+        command: cli::plugin::Plugin,
+    },
 }
 
 fn init_logging(config: &Config) {
@@ -414,6 +422,9 @@ async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
         }
         Command::Import { target, command } => {
             admin(&config, &target, cli::Admin::Import(command)).await?
+        }
+        Command::Plugin { target, command } => {
+            cli::plugin::run(&target, &format!("http://{}", config.listen), command).await?
         }
     }
     Ok(())

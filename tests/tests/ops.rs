@@ -74,6 +74,7 @@ fn help_documents_every_subcommand() {
     let help = String::from_utf8_lossy(&out.stdout);
     for sub in [
         "serve", "backup", "restore", "migrate", "openapi", "users", "groups", "keys", "import",
+        "plugin",
     ] {
         assert!(help.contains(sub), "{sub} missing from --help:\n{help}");
     }

@@ -7,6 +7,7 @@
 //! JSON, unchanged, for scripts (`jq`). Errors print the API's error body
 //! and exit with status 1; usage errors exit with 2, as clap does.
 
+pub mod plugin;
 mod table;
 
 use anyhow::{Context, bail};
@@ -171,14 +172,19 @@ pub enum Admin {
 }
 
 /// Calls the API.
-struct Client {
+pub(crate) struct Client {
     http: reqwest::Client,
     base: String,
     key: String,
 }
 
 impl Client {
-    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+    pub(crate) async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
         let url = format!("{}{path}", self.base);
         let mut req = self.http.request(method, &url).bearer_auth(&self.key);
         if let Some(body) = body {
@@ -248,7 +254,7 @@ impl Client {
 
 /// An id as one path segment: `../` or `?` in it cannot reach another
 /// endpoint.
-fn seg(id: &str) -> String {
+pub(crate) fn seg(id: &str) -> String {
     urlencode(id)
 }
 
@@ -280,8 +286,8 @@ fn pairs(set: &[String]) -> anyhow::Result<serde_json::Map<String, Value>> {
     Ok(out)
 }
 
-/// Runs one admin command and prints its result.
-pub async fn run(target: &Target, default_server: &str, command: Admin) -> anyhow::Result<()> {
+/// A client of `target`'s API.
+pub(crate) fn client(target: &Target, default_server: &str) -> anyhow::Result<Client> {
     let Some(key) = target.api_key.clone() else {
         bail!("an API key is needed: pass --api-key or set COHORT_API_KEY");
     };
@@ -291,11 +297,16 @@ pub async fn run(target: &Target, default_server: &str, command: Admin) -> anyho
         .unwrap_or_else(|| default_server.to_string())
         .trim_end_matches('/')
         .to_string();
-    let client = Client {
+    Ok(Client {
         http: reqwest::Client::new(),
         base,
         key,
-    };
+    })
+}
+
+/// Runs one admin command and prints its result.
+pub async fn run(target: &Target, default_server: &str, command: Admin) -> anyhow::Result<()> {
+    let client = client(target, default_server)?;
     let (value, shape) = match command {
         Admin::Users(c) => users(&client, c).await?,
         Admin::Groups(c) => groups(&client, c).await?,

@@ -261,6 +261,8 @@ pub struct DescribedField {
     name: String,
     kind: &'static str,
     required: bool,
+    label: String,
+    help: String,
 }
 
 impl PluginDescription {
@@ -276,10 +278,37 @@ impl PluginDescription {
                         name: f.name,
                         kind: kind_name_wit(f.kind),
                         required: f.required,
+                        label: f.label,
+                        help: f.help,
                     })
                     .collect(),
             ),
         }
+    }
+
+    /// Where the manifest's labels and help texts say something else than
+    /// the plugin's `describe()`. Not a reason to refuse the plugin (the
+    /// manifest's text is what admins see), but a sign that one of the two
+    /// was not updated: `cohort plugin package` warns of each.
+    pub fn help_differences(&self, manifest: &Manifest) -> Vec<String> {
+        let mut out = Vec::new();
+        for described in self.config.iter().flatten() {
+            let Some(spec) = manifest.config.iter().find(|f| f.name == described.name) else {
+                continue;
+            };
+            for (what, ours, theirs) in [
+                ("label", &spec.label, &described.label),
+                ("help", &spec.help, &described.help),
+            ] {
+                if ours.trim() != theirs.trim() {
+                    out.push(format!(
+                        "field {}: the manifest's {what} {ours:?} differs from describe()'s {theirs:?}",
+                        spec.name
+                    ));
+                }
+            }
+        }
+        out
     }
 }
 
