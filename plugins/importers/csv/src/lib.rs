@@ -202,7 +202,7 @@ impl Importer for Csv {
                 field(
                     "url",
                     "CSV URL",
-                    "Where to download the CSV (read again for every page of 1,000 rows).",
+                    "Where to download the CSV (it is read again for every page of 1,000 rows).",
                     ConfigKind::Url,
                     false,
                 ),
@@ -216,7 +216,7 @@ impl Importer for Csv {
                 field(
                     "delimiter",
                     "Delimiter",
-                    "One character; default a comma.",
+                    "One character; default a comma. Use a semicolon for spreadsheets saved in many European locales.",
                     ConfigKind::Text,
                     false,
                 ),

@@ -97,7 +97,7 @@ impl Importer for OktaUsers {
                 field(
                     "token",
                     "API token",
-                    "An Okta API token. Sent as SSWS; stored encrypted.",
+                    "An Okta API token (read-only admin is enough). Sent as SSWS; stored encrypted.",
                     ConfigKind::Secret,
                     true,
                 ),
@@ -111,7 +111,7 @@ impl Importer for OktaUsers {
                 field(
                     "base_url",
                     "Base URL",
-                    "Instead of https://<domain>: a proxy in front of Okta.",
+                    "Instead of https://<domain>: a proxy in front of Okta. Rarely needed.",
                     ConfigKind::Url,
                     false,
                 ),

@@ -113,14 +113,14 @@ impl Importer for Workday {
                 field(
                     "report_url",
                     "Report URL",
-                    "The report's RaaS URL with ?format=json.",
+                    "The report's RaaS URL, e.g. https://wd2-impl-services1.workday.com/ccx/service/customreport2/<tenant>/<owner>/<report>?format=json.",
                     ConfigKind::Url,
                     true,
                 ),
                 field(
                     "username",
                     "Integration user",
-                    "The integration system user.",
+                    "The integration system user (ISU), e.g. ISU_Cohort@<tenant>.",
                     ConfigKind::Text,
                     true,
                 ),
@@ -134,7 +134,7 @@ impl Importer for Workday {
                 field(
                     "mappings",
                     "Field mappings",
-                    "attribute=Report_Field pairs replacing the defaults.",
+                    "attribute=Report_Field pairs, replacing the defaults for those attributes. Defaults: employee_id=Employee_ID, email=Email_Address, first_name=First_Name, last_name=Last_Name, job_title=Business_Title, department=Department, location=Location, company=Company, cost_center=Cost_Center, employee_type=Worker_Type.",
                     ConfigKind::TextList,
                     false,
                 ),

@@ -34,7 +34,7 @@ impl Importer for Echo {
                 ConfigField {
                     name: "url".into(),
                     label: "People URL".into(),
-                    help: "Absolute URL returning the people feed.".into(),
+                    help: "Absolute URL returning {\"people\": [{\"id\", \"email\", \"department\"}], \"next\"}.".into(),
                     kind: ConfigKind::Url,
                     required: true,
                 },
