@@ -558,6 +558,21 @@ async fn upload_configure_preview_and_remove_a_plugin() {
         page["page"]["records"][0]["attributes"]["department"],
         "R&D"
     );
+    assert!(page["page"].get("logs").is_none(), "{page}");
+    // Asked for, the call's own log lines come back with the page.
+    let logged = api
+        .post(
+            &format!("/api/v1/plugin-instances/{id}/preview"),
+            json!({"logs": true}),
+        )
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(
+        logged["page"]["logs"],
+        json!([{"level": "info", "message": "fetched page", "fields": {"people": "1"}}]),
+        "{logged}"
+    );
     let head = seen.lock().unwrap()[0].to_ascii_lowercase();
     assert!(head.starts_with("get /people "), "{head}");
     assert!(
@@ -603,10 +618,11 @@ async fn upload_configure_preview_and_remove_a_plugin() {
         message.contains(&format!("127.0.0.1:{port}")) && message.contains("allowed_hosts (none)"),
         "{message}"
     );
+    // The two previews above, and nothing for the refused instance.
     assert_eq!(
         seen.lock().unwrap().len(),
-        1,
-        "the refused request never left the server"
+        2,
+        "the refused instance reached the source"
     );
 
     // Disabled plugins refuse calls but keep their instances.

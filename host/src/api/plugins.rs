@@ -604,6 +604,11 @@ pub async fn delete_instance(
 pub struct PreviewRequest {
     /// The `next_cursor` of a previous preview; absent for the first page.
     pub cursor: Option<String>,
+    /// Also return what the plugin logged while it read the page (its
+    /// `host::log` lines, within the per-call log limit), for its author.
+    /// They go to the server log either way.
+    #[serde(default)]
+    pub logs: bool,
 }
 
 /// The importer's answer: a page, or its own error.
@@ -637,7 +642,7 @@ pub async fn preview_instance(
     let instances = s.instances.clone();
     let outcome = blocking(move || {
         instances
-            .preview(&id, input.cursor.as_deref())
+            .preview(&id, input.cursor.as_deref(), input.logs)
             .map_err(ApiError::from)
     })
     .await??;

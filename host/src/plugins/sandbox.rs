@@ -35,6 +35,17 @@ pub struct Sandbox {
     memory_total: usize,
 }
 
+/// One line a plugin logged during a call.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, utoipa::ToSchema)]
+pub struct LogLine {
+    /// `trace`, `debug`, `info`, `warn` or `error`.
+    pub level: &'static str,
+    /// The message.
+    pub message: String,
+    /// The structured fields the plugin attached.
+    pub fields: std::collections::BTreeMap<String, String>,
+}
+
 /// What the current call has used.
 pub(crate) struct CallAccount {
     pub(crate) name: &'static str,
@@ -43,6 +54,9 @@ pub(crate) struct CallAccount {
     pub(crate) host_wait: Duration,
     pub(crate) log_bytes: usize,
     pub(crate) logs_dropped: u32,
+    /// The call's own log lines, within the same byte limit, for a caller
+    /// that shows them to the plugin's author (an instance's preview).
+    pub(crate) lines: Vec<LogLine>,
     pub(crate) cpu_exceeded: bool,
     pub(crate) wall_exceeded: bool,
 }
@@ -55,6 +69,7 @@ impl CallAccount {
             host_wait: Duration::ZERO,
             log_bytes: 0,
             logs_dropped: 0,
+            lines: Vec::new(),
             cpu_exceeded: false,
             wall_exceeded: false,
         }
@@ -228,12 +243,19 @@ impl wit::Host for Sandbox {
             return;
         }
         self.call.log_bytes += size;
-        let fields = serde_json::to_string(
-            &fields
-                .into_iter()
-                .collect::<std::collections::BTreeMap<_, _>>(),
-        )
-        .unwrap_or_default();
+        let fields: std::collections::BTreeMap<String, String> = fields.into_iter().collect();
+        self.call.lines.push(LogLine {
+            level: match level {
+                Level::Trace => "trace",
+                Level::Debug => "debug",
+                Level::Info => "info",
+                Level::Warn => "warn",
+                Level::Error => "error",
+            },
+            message: message.clone(),
+            fields: fields.clone(),
+        });
+        let fields = serde_json::to_string(&fields).unwrap_or_default();
         let plugin = self.plugin.name.as_str();
         let call = self.call.name;
         match level {

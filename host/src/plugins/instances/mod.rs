@@ -100,6 +100,10 @@ pub struct PreviewPage {
     pub problems: Vec<PreviewProblem>,
     /// Pass as `cursor` for the next page; null on the last page.
     pub next_cursor: Option<String>,
+    /// What the plugin logged while it read the page, when the preview
+    /// asked for it (`"logs": true`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub logs: Option<Vec<super::LogLine>>,
 }
 
 /// A mapped record.
@@ -132,6 +136,10 @@ pub struct SourceError {
     pub message: String,
     /// For `rate_limited`: seconds to wait.
     pub retry_after: Option<u32>,
+    /// What the plugin logged before it gave up, when the preview asked for
+    /// it (`"logs": true`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub logs: Option<Vec<super::LogLine>>,
 }
 
 /// Plugin instances.
@@ -667,10 +675,13 @@ impl Instances {
 
     /// Fetch one page from an importer instance without importing anything.
     /// Blocking: runs the plugin, which may call its source over HTTP.
+    /// One page of an importer instance, imported nowhere; with `logs`,
+    /// the lines the plugin logged while reading it.
     pub fn preview(
         &self,
         id: &str,
         cursor: Option<&str>,
+        logs: bool,
     ) -> Result<Result<PreviewPage, SourceError>, Error> {
         let stored = self.load(id)?;
         let manifest = self.manifest_for(&stored.public.plugin)?;
@@ -688,11 +699,21 @@ impl Instances {
         };
         let config = entries(&manifest, &checked);
         let plugin = self.registry.callable(&manifest.name, manifest.world)?;
-        let page = self
+        let (page, lines) = self
             .registry
             .runtime()
-            .importer_fetch_page(&plugin, &config, cursor)?;
-        Ok(page.map(preview_page).map_err(source_error))
+            .importer_fetch_page_logged(&plugin, &config, cursor);
+        let lines = logs.then_some(lines);
+        Ok(match page? {
+            Ok(page) => Ok(PreviewPage {
+                logs: lines,
+                ..preview_page(page)
+            }),
+            Err(e) => Err(SourceError {
+                logs: lines,
+                ..source_error(e)
+            }),
+        })
     }
 }
 
@@ -723,6 +744,7 @@ fn preview_page(page: importer::Page) -> PreviewPage {
             })
             .collect(),
         next_cursor: page.next_cursor,
+        logs: None,
     }
 }
 
@@ -761,5 +783,6 @@ fn source_error(e: importer::ImportError) -> SourceError {
         kind,
         message,
         retry_after,
+        logs: None,
     }
 }

@@ -85,16 +85,35 @@ impl Runtime {
         input_bytes: usize,
         f: impl FnOnce(&mut Store<Sandbox>) -> wasmtime::Result<R>,
     ) -> Result<R, PluginError> {
+        self.run_logged(plugin, name, input_bytes, f).0
+    }
+
+    /// [`Runtime::run`], also handing back the lines the plugin logged
+    /// during the call (within the per-call log limit).
+    pub(super) fn run_logged<R: Footprint>(
+        &self,
+        plugin: &LoadedPlugin,
+        name: &'static str,
+        input_bytes: usize,
+        f: impl FnOnce(&mut Store<Sandbox>) -> wasmtime::Result<R>,
+    ) -> (
+        Result<R, PluginError>,
+        Vec<crate::plugins::sandbox::LogLine>,
+    ) {
         if input_bytes > self.limits.input_bytes {
-            return Err(PluginError::InputTooLarge {
-                size: input_bytes,
-                limit: self.limits.input_bytes,
-            });
+            return (
+                Err(PluginError::InputTooLarge {
+                    size: input_bytes,
+                    limit: self.limits.input_bytes,
+                }),
+                Vec::new(),
+            );
         }
         let mut store = self.new_store(plugin);
         self.begin(&mut store, name);
         let result = f(&mut store);
-        self.settle(plugin, &store, result, |_| Ok(()))
+        let settled = self.settle(plugin, &store, result, |_| Ok(()));
+        (settled, std::mem::take(&mut store.data_mut().call.lines))
     }
 
     /// Classify, cap and check a call's result, then count it (once) in the

@@ -106,10 +106,30 @@ impl Runtime {
         config: &[types::ConfigEntry],
         cursor: Option<&str>,
     ) -> Result<Result<importer::Page, importer::ImportError>, PluginError> {
+        self.importer_fetch_page_logged(plugin, config, cursor).0
+    }
+
+    /// `importer.fetch-page`, with the lines the plugin logged during it:
+    /// what an instance's preview shows its author.
+    #[allow(clippy::type_complexity)] // The call's answer, and its log.
+    pub fn importer_fetch_page_logged(
+        &self,
+        plugin: &LoadedPlugin,
+        config: &[types::ConfigEntry],
+        cursor: Option<&str>,
+    ) -> (
+        Result<Result<importer::Page, importer::ImportError>, PluginError>,
+        Vec<crate::plugins::sandbox::LogLine>,
+    ) {
         let input = config.footprint() + cursor.map_or(0, str::len);
-        self.with_importer(plugin, "fetch-page", input, |i, s| {
-            i.cohort_plugin_importer()
-                .call_fetch_page(s, config, cursor)
+        let pre = match self.importer(plugin) {
+            Ok(pre) => pre,
+            Err(e) => return (Err(e), Vec::new()),
+        };
+        self.run_logged(plugin, "fetch-page", input, |store| {
+            let inst = pre.instantiate(&mut *store)?;
+            inst.cohort_plugin_importer()
+                .call_fetch_page(store, config, cursor)
         })
     }
 

@@ -439,10 +439,11 @@ impl Imports {
         loop {
             let instances = self.instances.clone();
             let (id, c) = (instance.to_string(), cursor.clone());
-            let page = tokio::task::spawn_blocking(move || instances.preview(&id, c.as_deref()))
-                .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| e.to_string())?;
+            let page =
+                tokio::task::spawn_blocking(move || instances.preview(&id, c.as_deref(), false))
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| e.to_string())?;
             let page = match page {
                 Ok(p) => p,
                 Err(e) if e.retry_after.is_some() && retries < 5 => {
