@@ -424,7 +424,13 @@ async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
             admin(&config, &target, cli::Admin::Import(command)).await?
         }
         Command::Plugin { target, command } => {
-            cli::plugin::run(&target, &format!("http://{}", config.listen), command).await?
+            cli::plugin::run(
+                &target,
+                &format!("http://{}", config.listen),
+                &config.plugins,
+                command,
+            )
+            .await?
         }
     }
     Ok(())

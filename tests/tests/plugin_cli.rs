@@ -66,6 +66,7 @@ async fn the_plugin_cli_packages_checks_and_uploads_without_a_server_in_between(
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let mut shipped = 0;
     for entry in std::fs::read_dir(&plugins).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_none_or(|e| e != "toml") {
@@ -88,7 +89,13 @@ async fn the_plugin_cli_packages_checks_and_uploads_without_a_server_in_between(
             path.display(),
             String::from_utf8_lossy(&out.stderr)
         );
+        shipped += 1;
     }
+    assert!(
+        shipped >= 10,
+        "only {shipped} plugins in {}",
+        plugins.display()
+    );
     // A help text edited in the manifest only is a warning, an error with
     // --strict.
     std::fs::write(

@@ -66,9 +66,14 @@ struct Checked {
     warnings: Vec<String>,
 }
 
-/// Loads `component` under `manifest` with a plugin runtime of this build's
-/// defaults: the server's own checks, run here.
-fn check(component: &Path, manifest: Option<&Path>) -> anyhow::Result<Checked> {
+/// Loads `component` under `manifest` with a plugin runtime under the
+/// configured `[plugins]` limits: the server's own checks, run here. It runs
+/// the component's `describe()`, which may contact its allowed hosts.
+fn check(
+    component: &Path,
+    manifest: Option<&Path>,
+    limits: &PluginsConfig,
+) -> anyhow::Result<Checked> {
     let manifest_path = manifest.map_or_else(|| PathBuf::from("plugin.toml"), Path::to_path_buf);
     let text = std::fs::read_to_string(&manifest_path)
         .with_context(|| format!("reading the manifest {}", manifest_path.display()))?;
@@ -79,12 +84,8 @@ fn check(component: &Path, manifest: Option<&Path>) -> anyhow::Result<Checked> {
         .map_err(|e| anyhow::anyhow!("{}: {e}", manifest_path.display()))?;
     let bytes = std::fs::read(component)
         .with_context(|| format!("reading the component {}", component.display()))?;
-    let runtime = Runtime::new(
-        Limits::from_config(&PluginsConfig::default()),
-        None,
-        Arc::new(SystemClock),
-    )
-    .map_err(|e| anyhow::anyhow!("starting the plugin runtime: {e}"))?;
+    let runtime = Runtime::new(Limits::from_config(limits), None, Arc::new(SystemClock))
+        .map_err(|e| anyhow::anyhow!("starting the plugin runtime: {e}"))?;
     let loaded = runtime
         .load(manifest.clone(), &bytes)
         .map_err(|e| anyhow::anyhow!("{}: {e}", component.display()))?;
@@ -131,7 +132,12 @@ fn warn(checked: &Checked) {
 }
 
 /// Runs one plugin command and prints its result.
-pub async fn run(target: &Target, default_server: &str, command: Plugin) -> anyhow::Result<()> {
+pub async fn run(
+    target: &Target,
+    default_server: &str,
+    limits: &PluginsConfig,
+    command: Plugin,
+) -> anyhow::Result<()> {
     match command {
         Plugin::Package {
             component,
@@ -139,7 +145,7 @@ pub async fn run(target: &Target, default_server: &str, command: Plugin) -> anyh
             out,
             strict,
         } => {
-            let checked = check(&component, manifest.as_deref())?;
+            let checked = check(&component, manifest.as_deref(), limits)?;
             warn(&checked);
             if strict && !checked.warnings.is_empty() {
                 bail!("{} warning(s) with --strict", checked.warnings.len());
@@ -167,9 +173,10 @@ pub async fn run(target: &Target, default_server: &str, command: Plugin) -> anyh
             manifest,
             upgrade,
         } => {
-            let checked = check(&component, manifest.as_deref())?;
-            warn(&checked);
+            // The key before the check, which compiles and runs the plugin.
             let client = super::client(target, default_server)?;
+            let checked = check(&component, manifest.as_deref(), limits)?;
+            warn(&checked);
             let body = upload_body(&checked);
             let installed = if upgrade {
                 let path = format!("/api/v1/plugins/{}", super::seg(&checked.manifest.name));

@@ -35,6 +35,9 @@ pub struct Sandbox {
     memory_total: usize,
 }
 
+/// What a log line costs against the per-call log limit beyond its text.
+const LINE_COST: usize = 64;
+
 /// One line a plugin logged during a call.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct LogLine {
@@ -54,9 +57,11 @@ pub(crate) struct CallAccount {
     pub(crate) host_wait: Duration,
     pub(crate) log_bytes: usize,
     pub(crate) logs_dropped: u32,
-    /// The call's own log lines, within the same byte limit, for a caller
-    /// that shows them to the plugin's author (an instance's preview).
+    /// The call's own log lines, within the same byte limit, kept only when
+    /// `keep_lines` (a caller that shows them to the plugin's author: an
+    /// instance's preview).
     pub(crate) lines: Vec<LogLine>,
+    pub(crate) keep_lines: bool,
     pub(crate) cpu_exceeded: bool,
     pub(crate) wall_exceeded: bool,
 }
@@ -70,6 +75,7 @@ impl CallAccount {
             log_bytes: 0,
             logs_dropped: 0,
             lines: Vec::new(),
+            keep_lines: false,
             cpu_exceeded: false,
             wall_exceeded: false,
         }
@@ -237,24 +243,30 @@ fn host_label(url: &reqwest::Url) -> String {
 
 impl wit::Host for Sandbox {
     fn log(&mut self, level: Level, message: String, fields: Vec<(String, String)>) {
-        let size = message.len() + fields.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+        // A line costs at least LINE_COST, so that empty lines cannot
+        // flood the log (and the lines kept for a preview) for free.
+        let size = LINE_COST
+            + message.len()
+            + fields.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
         if self.call.log_bytes + size > self.limits.log_bytes {
             self.call.logs_dropped += 1;
             return;
         }
         self.call.log_bytes += size;
         let fields: std::collections::BTreeMap<String, String> = fields.into_iter().collect();
-        self.call.lines.push(LogLine {
-            level: match level {
-                Level::Trace => "trace",
-                Level::Debug => "debug",
-                Level::Info => "info",
-                Level::Warn => "warn",
-                Level::Error => "error",
-            },
-            message: message.clone(),
-            fields: fields.clone(),
-        });
+        if self.call.keep_lines {
+            self.call.lines.push(LogLine {
+                level: match level {
+                    Level::Trace => "trace",
+                    Level::Debug => "debug",
+                    Level::Info => "info",
+                    Level::Warn => "warn",
+                    Level::Error => "error",
+                },
+                message: message.clone(),
+                fields: fields.clone(),
+            });
+        }
         let fields = serde_json::to_string(&fields).unwrap_or_default();
         let plugin = self.plugin.name.as_str();
         let call = self.call.name;

@@ -85,16 +85,17 @@ impl Runtime {
         input_bytes: usize,
         f: impl FnOnce(&mut Store<Sandbox>) -> wasmtime::Result<R>,
     ) -> Result<R, PluginError> {
-        self.run_logged(plugin, name, input_bytes, f).0
+        self.run_logged(plugin, name, input_bytes, false, f).0
     }
 
     /// [`Runtime::run`], also handing back the lines the plugin logged
-    /// during the call (within the per-call log limit).
+    /// during the call (within the per-call log limit) when `keep_lines`.
     pub(super) fn run_logged<R: Footprint>(
         &self,
         plugin: &LoadedPlugin,
         name: &'static str,
         input_bytes: usize,
+        keep_lines: bool,
         f: impl FnOnce(&mut Store<Sandbox>) -> wasmtime::Result<R>,
     ) -> (
         Result<R, PluginError>,
@@ -111,6 +112,7 @@ impl Runtime {
         }
         let mut store = self.new_store(plugin);
         self.begin(&mut store, name);
+        store.data_mut().call.keep_lines = keep_lines;
         let result = f(&mut store);
         let settled = self.settle(plugin, &store, result, |_| Ok(()));
         (settled, std::mem::take(&mut store.data_mut().call.lines))

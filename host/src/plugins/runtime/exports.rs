@@ -126,7 +126,7 @@ impl Runtime {
             Ok(pre) => pre,
             Err(e) => return (Err(e), Vec::new()),
         };
-        self.run_logged(plugin, "fetch-page", input, |store| {
+        self.run_logged(plugin, "fetch-page", input, true, |store| {
             let inst = pre.instantiate(&mut *store)?;
             inst.cohort_plugin_importer()
                 .call_fetch_page(store, config, cursor)
