@@ -193,14 +193,7 @@ async fn two_hosts_share_writes_and_survive_the_loss_of_one() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     // Still reading its source (which times out after 10 s) when B dies.
-    let before_kill = api_b
-        .get(&format!(
-            "/api/v1/import-runs/{}",
-            interrupted["id"].as_str().unwrap()
-        ))
-        .await
-        .expect(200)
-        .body;
+    let before_kill = import_run(&api_b, &interrupted).await;
     assert_eq!(before_kill["state"], "running", "{before_kill}");
     hosts[victim].kill();
     let mut acked = on_a.await.unwrap();
@@ -246,14 +239,7 @@ async fn two_hosts_share_writes_and_survive_the_loss_of_one() {
     let mut run = Value::Null;
     // A host must look stopped for 15 s before its runs are closed.
     for _ in 0..300 {
-        run = api_a
-            .get(&format!(
-                "/api/v1/import-runs/{}",
-                interrupted["id"].as_str().unwrap()
-            ))
-            .await
-            .expect(200)
-            .body;
+        run = import_run(&api_a, &interrupted).await;
         if run["state"] != "running" {
             break;
         }
@@ -266,6 +252,17 @@ async fn two_hosts_share_writes_and_survive_the_loss_of_one() {
         format!("interrupted: the server running it stopped (host {b_number})"),
         "{run}"
     );
+}
+
+/// `run` as `api`'s host reads it now.
+async fn import_run(api: &Api, run: &Value) -> Value {
+    api.get(&format!(
+        "/api/v1/import-runs/{}",
+        run["id"].as_str().unwrap()
+    ))
+    .await
+    .expect(200)
+    .body
 }
 
 /// Starts an import on `api`'s host from a source on `port` that never

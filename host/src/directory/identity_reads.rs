@@ -40,11 +40,21 @@ impl IdentityReads {
         )
     }
 
-    /// Before the transaction: off the writer lock, when the engine can
-    /// keep what it reads (PostgreSQL under the lease). A hint, so a
-    /// failure is the transaction's to report, not this.
-    pub(super) fn prefetch(&self, store: &cohort_storage::Store) {
-        let (keys, prefixes) = self.borrowed();
+    /// Fetches a new user's identity reads before its transaction: off the
+    /// writer lock, on an engine whose every read is a round trip and which
+    /// keeps what it reads (PostgreSQL under the lease). Not for input that
+    /// validation is about to refuse (the skeletons of a megabyte of text
+    /// are work for nothing). A hint, so a failure is the transaction's to
+    /// report, not this.
+    pub(super) fn prefetch_ahead(store: &cohort_storage::Store, username: &str, email: &str) {
+        if !store.is_shared()
+            || username.len() > 4 * super::identity::MAX_USERNAME_CHARS
+            || email.len() > super::identity::MAX_EMAIL_BYTES
+        {
+            return;
+        }
+        let reads = IdentityReads::of(username, email);
+        let (keys, prefixes) = reads.borrowed();
         if let Err(e) = store.prefetch(&keys, &prefixes) {
             tracing::debug!(error = %e, "prefetching a user's identity reads failed");
         }

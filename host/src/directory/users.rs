@@ -504,14 +504,7 @@ impl Directory {
         input: UserInput,
     ) -> Result<User, DomainError> {
         let now = self.clock.now();
-        // Not for input that validation is about to refuse (the skeletons
-        // of a megabyte of text are work for nothing).
-        if self.store.is_shared()
-            && input.username.len() <= 4 * identity::MAX_USERNAME_CHARS
-            && input.email.len() <= identity::MAX_EMAIL_BYTES
-        {
-            IdentityReads::of(&input.username, &input.email).prefetch(&self.store);
-        }
+        IdentityReads::prefetch_ahead(&self.store, &input.username, &input.email);
         super::commit(&self.store, |txn| {
             let user = self.build_user(txn, input, None, now)?;
             self.put_user(txn, cap.actor(), "user.create", None, &user)?;

@@ -126,11 +126,7 @@ impl Imports {
                 fields,
             } => {
                 let current = crate::directory::load_user(txn, user_id)?;
-                let after: BTreeMap<String, Value> = fields
-                    .iter()
-                    .map(|(k, (_, a))| (k.clone(), a.clone()))
-                    .collect();
-                let input = input_from(Some(&current), &after)?;
+                let input = input_from(Some(&current), &after_values(fields))?;
                 directory.replace_user_in(txn, actor, user_id, input, None, Some(*version))?;
                 txn.put(
                     LINKS,
@@ -186,11 +182,7 @@ impl Imports {
                 owner,
             } => {
                 let current = crate::directory::load_device(txn, device_id)?;
-                let after: BTreeMap<String, Value> = fields
-                    .iter()
-                    .map(|(k, (_, a))| (k.clone(), a.clone()))
-                    .collect();
-                let input = device_input_from(Some(&current), &after)?;
+                let input = device_input_from(Some(&current), &after_values(fields))?;
                 directory.replace_device_in(txn, actor, device_id, input, Some(*version))?;
                 txn.put(
                     LINKS,
@@ -240,6 +232,14 @@ impl Imports {
         directory.bind_in(txn, actor, &user, device, now)?;
         Ok(())
     }
+}
+
+/// The values a planned update sets, from its field-by-field changes.
+fn after_values(fields: &BTreeMap<String, (Value, Value)>) -> BTreeMap<String, Value> {
+    fields
+        .iter()
+        .map(|(k, (_, a))| (k.clone(), a.clone()))
+        .collect()
 }
 
 /// Counts a change that was made.

@@ -297,11 +297,7 @@ impl Imports {
                 run.host = Some(host);
                 run.approved_by = Some(approver);
                 // From planned counts to done counts.
-                run.counts.created = 0;
-                run.counts.updated = 0;
-                run.counts.suspended = 0;
-                run.counts.devices_created = 0;
-                run.counts.devices_updated = 0;
+                run.counts = run.counts.before_writes();
                 put_run(txn, &run)?;
                 Ok(run)
             })?
@@ -378,12 +374,7 @@ impl Imports {
         let braked = size > 0 && touches as f64 > run.input.max_change_share * size as f64;
         if run.input.dry_run {
             // Counted as the real run counts: what its writes would do.
-            run.counts = Counts {
-                records: run.counts.records,
-                unchanged: run.counts.unchanged,
-                errors: run.counts.errors,
-                ..Counts::default()
-            };
+            run.counts = run.counts.before_writes();
             let this = self.clone();
             let actor = actor.clone();
             let (rehearsed, kept, outcome) = tokio::task::spawn_blocking(move || {
@@ -416,12 +407,7 @@ impl Imports {
                 .await?;
             return Ok(());
         }
-        run.counts = Counts {
-            records: run.counts.records,
-            unchanged: run.counts.unchanged,
-            errors: run.counts.errors,
-            ..Counts::default()
-        };
+        run.counts = run.counts.before_writes();
         self.apply(&mut run, actor, plan).await?;
         run.state = RunState::Completed;
         self.finish(&mut run, t);

@@ -282,6 +282,20 @@ pub struct ChangePage {
 
 /// Adds a plan's changes to the counts, as planned: links are the records
 /// with nothing to change.
+impl Counts {
+    /// What a run has counted before it writes (records read, unchanged,
+    /// per-record errors), with the write counts at zero for the writes,
+    /// real or rehearsed, to count.
+    pub(super) fn before_writes(&self) -> Counts {
+        Counts {
+            records: self.records,
+            unchanged: self.unchanged,
+            errors: self.errors,
+            ..Counts::default()
+        }
+    }
+}
+
 pub(super) fn count_plan(counts: &mut Counts, plan: &[Change]) {
     for c in plan {
         match c {
