@@ -427,7 +427,7 @@ async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
             cli::plugin::run(
                 &target,
                 &format!("http://{}", config.listen),
-                &config.plugins,
+                &config,
                 command,
             )
             .await?

@@ -14,6 +14,7 @@ mod hosts;
 mod identities;
 mod imports;
 mod ops;
+mod plugin_author;
 mod plugin_cli;
 mod plugins;
 mod schemathesis;

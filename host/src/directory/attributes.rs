@@ -356,13 +356,10 @@ pub(crate) fn track_usage(
     }
 }
 
-/// The schema of one kind of subject: standard attributes, then custom ones
-/// by name. For the rule engine, which checks rules against it.
-pub fn schema(
-    store: &cohort_storage::Store,
-    kind: SubjectKind,
-) -> Result<Vec<Attribute>, DomainError> {
-    let mut out: Vec<Attribute> = standard(kind)
+/// The standard attributes of one kind of subject, which every directory
+/// has: what a rule evaluator is tested against without a server.
+pub fn standard_schema(kind: SubjectKind) -> Vec<Attribute> {
+    standard(kind)
         .iter()
         .map(|(name, ty, desc)| Attribute {
             name: name.to_string(),
@@ -372,7 +369,16 @@ pub fn schema(
             description: Some(desc.to_string()),
             created_at: None,
         })
-        .collect();
+        .collect()
+}
+
+/// The schema of one kind of subject: standard attributes, then custom ones
+/// by name. For the rule engine, which checks rules against it.
+pub fn schema(
+    store: &cohort_storage::Store,
+    kind: SubjectKind,
+) -> Result<Vec<Attribute>, DomainError> {
+    let mut out = standard_schema(kind);
     for entry in store.scan(
         ATTRIBUTE_DEFS,
         &[kind.as_str().as_bytes(), &[0]].concat(),

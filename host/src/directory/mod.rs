@@ -20,7 +20,7 @@ mod users;
 
 pub use attributes::{
     AttrType, AttrValue, Attribute, AttributeUpdate, NewAttribute, SubjectKind, check_string,
-    normalize_date, parse_value, schema, standard_type,
+    normalize_date, parse_value, schema, standard_schema, standard_type,
 };
 pub use bindings::Binding;
 pub use collisions::Collision;

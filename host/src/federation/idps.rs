@@ -18,7 +18,7 @@ use crate::clock::Clock;
 use crate::directory::decode_patch;
 use crate::error::DomainError;
 use crate::outbound::Outbound;
-use crate::plugins::bindings::idp::{ConnectorError, ProviderEndpoints};
+use crate::plugins::bindings::idp::ProviderEndpoints;
 use crate::plugins::bindings::types::ConfigValue;
 use crate::plugins::{Instances, Registry, World};
 
@@ -151,7 +151,12 @@ impl Federation {
             .await
             .map_err(|e| DomainError::invalid("instance", e.to_string()))?
             .map_err(|e| DomainError::invalid("instance", e.to_string()))?
-            .map_err(|e| DomainError::invalid("instance", connector_error(e)))
+            .map_err(|e| {
+                DomainError::invalid(
+                    "instance",
+                    crate::plugins::instances::connector_error_message(e),
+                )
+            })
     }
 
     /// The client id and secret Cohort is registered with at the provider.
@@ -457,7 +462,12 @@ impl Federation {
                 .await
                 .map_err(|e| DomainError::invalid("claims", e.to_string()))?
                 .map_err(|e| DomainError::invalid("claims", format!("the connector failed: {e}")))?
-                .map_err(|e| DomainError::invalid("claims", connector_error(e)))?;
+                .map_err(|e| {
+                    DomainError::invalid(
+                        "claims",
+                        crate::plugins::instances::connector_error_message(e),
+                    )
+                })?;
         Ok(Identity {
             subject: mapped.subject,
             attributes: mapped
@@ -576,14 +586,4 @@ fn put(
         },
     )?;
     Ok(())
-}
-
-fn connector_error(e: ConnectorError) -> String {
-    match e {
-        ConnectorError::Config(c) => format!("the connector refused its settings: {c:?}"),
-        ConnectorError::Rejected(m) | ConnectorError::BadResponse(m) | ConnectorError::Other(m) => {
-            m
-        }
-        ConnectorError::Http(h) => format!("{h:?}"),
-    }
 }

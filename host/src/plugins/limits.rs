@@ -37,6 +37,10 @@ pub struct Limits {
     /// The time a plugin reads (`now-millis`): the server's clock, so that a
     /// plugin's idea of now moves with a test's.
     pub clock: Arc<dyn crate::clock::Clock>,
+    /// Answers plugins' HTTP requests instead of the network, or watches
+    /// what the network answers: `cohort plugin test` replays and records
+    /// exchanges through it. `None` on a server.
+    pub http_tap: Option<Arc<dyn crate::plugins::HttpTap>>,
 }
 
 impl Limits {
@@ -56,6 +60,7 @@ impl Limits {
             max_instances: c.max_instances.max(2),
             outbound: Arc::default(),
             clock: Arc::new(crate::clock::SystemClock),
+            http_tap: None,
         }
     }
 }
@@ -64,6 +69,15 @@ impl Limits {
     /// These limits, with outbound requests under `outbound`.
     pub fn with_outbound(self, outbound: Arc<crate::outbound::Outbound>) -> Self {
         Limits { outbound, ..self }
+    }
+
+    /// These limits, with plugins' HTTP requests answered or watched by
+    /// `tap`.
+    pub fn with_http_tap(self, tap: Arc<dyn crate::plugins::HttpTap>) -> Self {
+        Limits {
+            http_tap: Some(tap),
+            ..self
+        }
     }
 
     /// These limits, with plugins reading the time from `clock`.

@@ -14,7 +14,7 @@ mod url_fields;
 pub use limits::{Limits, PluginError};
 pub use manifest::{Manifest, World};
 pub use runtime::{LoadedPlugin, RuleSession, Runtime};
-pub use sandbox::LogLine;
+pub use sandbox::{HttpTap, LogLine};
 pub mod instances;
 pub mod registry;
 pub mod secrets;

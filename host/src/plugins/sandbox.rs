@@ -35,6 +35,18 @@ pub struct Sandbox {
     memory_total: usize,
 }
 
+/// Stands between plugins and the network for `cohort plugin test`, which
+/// runs a component against recorded HTTP exchanges, or records them. The
+/// manifest's `allowed_hosts` are checked before it is asked, as for the
+/// network, so a test also proves the manifest lets the plugin reach its
+/// source.
+pub trait HttpTap: Send + Sync + std::fmt::Debug {
+    /// The answer to `request`, or `None` to send it to the network.
+    fn answer(&self, request: &Request) -> Option<Result<Response, HttpError>>;
+    /// Sees each request the network answered, with that answer.
+    fn observe(&self, request: &Request, response: &Response);
+}
+
 /// What a log line costs against the per-call log limit beyond its text.
 const LINE_COST: usize = 64;
 
@@ -131,6 +143,11 @@ impl Sandbox {
             );
             return Err(HttpError::HostNotAllowed(target));
         }
+        let tap = self.limits.http_tap.clone();
+        if let Some(answer) = tap.as_ref().and_then(|t| t.answer(&request)) {
+            return answer;
+        }
+        let seen = tap.as_ref().map(|_| request.clone());
         if let Err(refused) = self.limits.outbound.policy().check_url(&url) {
             tracing::warn!(plugin = %self.plugin.name, call = self.call.name,
                 host = %refused.host, address = %refused.addr, kind = refused.kind,
@@ -224,11 +241,15 @@ impl Sandbox {
         if body.len() > cap {
             return Err(HttpError::ResponseTooLarge(cap as u64));
         }
-        Ok(Response {
+        let response = Response {
             status,
             headers,
             body,
-        })
+        };
+        if let (Some(tap), Some(request)) = (tap, seen) {
+            tap.observe(&request, &response);
+        }
+        Ok(response)
     }
 }
 

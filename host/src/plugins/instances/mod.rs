@@ -14,7 +14,7 @@ use std::sync::Arc;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::bindings::{importer, types};
+use super::bindings::types;
 use super::manifest::{ConfigKind, Manifest};
 use super::registry::{Error, Registry, prefix};
 use super::secrets::SecretBox;
@@ -24,7 +24,13 @@ use crate::auth::{ManagePlugins, Mutation};
 use crate::clock::Clock;
 use crate::error::DomainError;
 
+mod preview;
 mod upgrade;
+
+pub use preview::{
+    PreviewPage, PreviewProblem, PreviewRecord, SourceError, connector_error_message,
+    http_error_message, preview_page, source_error,
+};
 
 /// id → `StoredInstance` JSON.
 const INSTANCES: Keyspace = Keyspace::new("plugin_instances");
@@ -88,58 +94,6 @@ pub struct InstanceUpdate {
     /// Fields to set or (with `null`) remove.
     #[schema(value_type = Object)]
     pub config: Option<Map<String, Value>>,
-}
-
-/// One page of records from an importer, for the admin to check a
-/// configuration before running an import.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct PreviewPage {
-    /// Records as the plugin mapped them.
-    pub records: Vec<PreviewRecord>,
-    /// Records the plugin skipped, with reasons.
-    pub problems: Vec<PreviewProblem>,
-    /// Pass as `cursor` for the next page; null on the last page.
-    pub next_cursor: Option<String>,
-    /// What the plugin logged while it read the page, when the preview
-    /// asked for it (`"logs": true`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub logs: Option<Vec<super::LogLine>>,
-}
-
-/// A mapped record.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct PreviewRecord {
-    /// `user` or `device`.
-    pub kind: &'static str,
-    /// The source's id.
-    pub external_id: String,
-    /// Attributes by name.
-    #[schema(value_type = Object)]
-    pub attributes: BTreeMap<String, Value>,
-}
-
-/// A skipped record.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct PreviewProblem {
-    /// The source's id, when known.
-    pub external_id: Option<String>,
-    /// Why it was skipped.
-    pub message: String,
-}
-
-/// Why the importer produced no page: its own typed error.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct SourceError {
-    /// `config`, `unauthorized`, `rate_limited`, `http`, `bad_response` or `other`.
-    pub kind: &'static str,
-    /// Details.
-    pub message: String,
-    /// For `rate_limited`: seconds to wait.
-    pub retry_after: Option<u32>,
-    /// What the plugin logged before it gave up, when the preview asked for
-    /// it (`"logs": true`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub logs: Option<Vec<super::LogLine>>,
 }
 
 /// Plugin instances.
@@ -247,6 +201,15 @@ fn check_config(manifest: &Manifest, values: &Map<String, Value>) -> Result<Chec
     Ok(Checked { public, secrets })
 }
 
+/// An instance's configuration as its plugin receives it, after the checks
+/// a save makes: what `cohort plugin test` runs a component with.
+pub fn config_entries(
+    manifest: &Manifest,
+    values: &Map<String, Value>,
+) -> Result<Vec<types::ConfigEntry>, DomainError> {
+    Ok(entries(manifest, &check_config(manifest, values)?))
+}
+
 fn entries(manifest: &Manifest, checked: &Checked) -> Vec<types::ConfigEntry> {
     let mut out = Vec::new();
     for spec in &manifest.config {
@@ -276,7 +239,8 @@ fn entries(manifest: &Manifest, checked: &Checked) -> Vec<types::ConfigEntry> {
     out
 }
 
-fn config_error(e: types::ConfigError) -> DomainError {
+/// A plugin's refusal of a configuration, naming the field.
+pub fn config_error(e: types::ConfigError) -> DomainError {
     match e {
         types::ConfigError::Missing(f) => {
             DomainError::invalid(format!("config.{f}"), "is required by the plugin")
@@ -714,75 +678,5 @@ impl Instances {
                 ..source_error(e)
             }),
         })
-    }
-}
-
-fn preview_page(page: importer::Page) -> PreviewPage {
-    PreviewPage {
-        records: page
-            .records
-            .into_iter()
-            .map(|r| PreviewRecord {
-                kind: match r.kind {
-                    types::SubjectKind::User => "user",
-                    types::SubjectKind::Device => "device",
-                },
-                external_id: r.external_id,
-                attributes: r
-                    .attributes
-                    .iter()
-                    .map(|a| (a.name.clone(), value_json(&a.value)))
-                    .collect(),
-            })
-            .collect(),
-        problems: page
-            .problems
-            .into_iter()
-            .map(|p| PreviewProblem {
-                external_id: p.external_id,
-                message: p.message,
-            })
-            .collect(),
-        next_cursor: page.next_cursor,
-        logs: None,
-    }
-}
-
-/// A plugin's failed request in words an admin reads, not the variant's
-/// debug form.
-fn http_error_message(e: &importer::HttpError) -> String {
-    use importer::HttpError as H;
-    match e {
-        // The same refusal covers an internal address, which the plugin
-        // is not told apart (see `sandbox`).
-        H::HostNotAllowed(host) => format!(
-            "the plugin may not reach {host}: not in its allowed_hosts, or an internal address"
-        ),
-        H::InvalidUrl(m) => format!("invalid URL: {m}"),
-        H::Timeout => "the source did not answer in time".into(),
-        H::ResponseTooLarge(cap) => {
-            format!("the source's answer was larger than the {cap}-byte limit")
-        }
-        H::Connection(m) => format!("could not connect to the source: {m}"),
-        H::InvalidRequest(m) => format!("the plugin made an invalid request: {m}"),
-        H::Other(m) => m.clone(),
-    }
-}
-
-fn source_error(e: importer::ImportError) -> SourceError {
-    use importer::ImportError as E;
-    let (kind, message, retry_after) = match e {
-        E::Config(c) => ("config", config_error(c).to_string(), None),
-        E::Unauthorized(m) => ("unauthorized", m, None),
-        E::RateLimited(s) => ("rate_limited", format!("retry after {s} s"), Some(s)),
-        E::Http(h) => ("http", http_error_message(&h), None),
-        E::BadResponse(m) => ("bad_response", m, None),
-        E::Other(m) => ("other", m, None),
-    };
-    SourceError {
-        kind,
-        message,
-        retry_after,
-        logs: None,
     }
 }

@@ -1,0 +1,230 @@
+//! `cohort plugin new`: a plugin project from the SDK's templates
+//! (`sdk/templates/`), embedded in the binary so that it works anywhere the
+//! binary does. A template is a complete plugin that builds, passes its unit
+//! tests and its recorded case as written; the new project differs only in
+//! its name and in where it finds the SDK.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use clap::ValueEnum;
+use cohort::plugins::manifest::Manifest;
+
+/// Which world the plugin implements.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Brings people and devices in from another system.
+    Importer,
+    /// Lets people sign in through an identity provider.
+    IdpConnector,
+    /// A language for group rules.
+    RuleEvaluator,
+}
+
+/// What the plugin is written in.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lang {
+    /// Rust, with the `cohort-sdk` crate.
+    Rust,
+    /// Python, with componentize-py and the `cohort_sdk` package.
+    Python,
+}
+
+/// One file of a template: its path in the project and its text.
+type File = (&'static str, &'static str);
+
+macro_rules! template {
+    ($dir:literal: $($path:literal),+ $(,)?) => {
+        &[$(($path, include_str!(concat!("../../../../sdk/templates/", $dir, "/", $path)))),+]
+    };
+}
+
+const RUST_IMPORTER: &[File] = template!("rust/importer":
+    "Cargo.toml", "clippy.toml", "plugin.toml", "src/lib.rs", "tests/cases/basic.json");
+const RUST_IDP: &[File] = template!("rust/idp-connector":
+    "Cargo.toml", "clippy.toml", "plugin.toml", "src/lib.rs", "tests/cases/basic.json");
+const RUST_RULES: &[File] = template!("rust/rule-evaluator":
+    "Cargo.toml", "clippy.toml", "plugin.toml", "src/lib.rs", "tests/cases/basic.json",
+    "tests/cases/unknown-attribute.json");
+const PYTHON_IMPORTER: &[File] = &[];
+const PYTHON_IDP: &[File] = &[];
+const PYTHON_RULES: &[File] = &[];
+
+/// The Python SDK, copied into every Python project: componentize-py
+/// bundles what it finds beside `app.py`, and a copy needs no pip index.
+const PYTHON_SDK: &[File] = &[];
+
+/// The contract the server implements, for componentize-py (Rust projects
+/// get it from the SDK crate's vendored copy).
+pub const WIT: &[File] = &[
+    (
+        "wit/cohort-plugin@0.1.0/host.wit",
+        include_str!("../../../../wit/cohort-plugin@0.1.0/host.wit"),
+    ),
+    (
+        "wit/cohort-plugin@0.1.0/idp.wit",
+        include_str!("../../../../wit/cohort-plugin@0.1.0/idp.wit"),
+    ),
+    (
+        "wit/cohort-plugin@0.1.0/importer.wit",
+        include_str!("../../../../wit/cohort-plugin@0.1.0/importer.wit"),
+    ),
+    (
+        "wit/cohort-plugin@0.1.0/rules.wit",
+        include_str!("../../../../wit/cohort-plugin@0.1.0/rules.wit"),
+    ),
+    (
+        "wit/cohort-plugin@0.1.0/types.wit",
+        include_str!("../../../../wit/cohort-plugin@0.1.0/types.wit"),
+    ),
+    (
+        "wit/cohort-plugin@0.1.0/worlds.wit",
+        include_str!("../../../../wit/cohort-plugin@0.1.0/worlds.wit"),
+    ),
+];
+
+/// The name each template's plugin has, replaced by the new one.
+fn template_name(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Importer => "my-importer",
+        Kind::IdpConnector => "my-idp",
+        Kind::RuleEvaluator => "my-rules",
+    }
+}
+
+fn files(kind: Kind, lang: Lang) -> &'static [File] {
+    match (lang, kind) {
+        (Lang::Rust, Kind::Importer) => RUST_IMPORTER,
+        (Lang::Rust, Kind::IdpConnector) => RUST_IDP,
+        (Lang::Rust, Kind::RuleEvaluator) => RUST_RULES,
+        (Lang::Python, Kind::Importer) => PYTHON_IMPORTER,
+        (Lang::Python, Kind::IdpConnector) => PYTHON_IDP,
+        (Lang::Python, Kind::RuleEvaluator) => PYTHON_RULES,
+    }
+}
+
+/// The `cohort-sdk` dependency line: the given path, else the SDK of the
+/// checkout this binary was built from when it is still there, else the
+/// published crate.
+fn sdk_dependency(sdk_path: Option<&Path>) -> anyhow::Result<(String, Option<String>)> {
+    let found = match sdk_path {
+        Some(p) => Some(
+            p.canonicalize()
+                .with_context(|| format!("--sdk-path {}", p.display()))?,
+        ),
+        None => Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../sdk"))
+            .canonicalize()
+            .ok(),
+    };
+    match found {
+        Some(path) if path.join("Cargo.toml").is_file() => {
+            let path = path.display().to_string();
+            Ok((format!("cohort-sdk = {{ path = {path:?} }}"), None))
+        }
+        Some(path) => bail!("{} has no Cargo.toml: not the SDK", path.display()),
+        None => Ok((
+            "cohort-sdk = \"0.1\"".into(),
+            Some(
+                "no Cohort checkout found for the SDK, so Cargo.toml asks for the crate \
+                 `cohort-sdk = \"0.1\"` from crates.io; pass --sdk-path <checkout>/sdk to use a \
+                 checkout instead"
+                    .into(),
+            ),
+        )),
+    }
+}
+
+/// What `new` made, for the summary it prints.
+pub struct Created {
+    pub dir: PathBuf,
+    pub files: Vec<String>,
+    pub warning: Option<String>,
+}
+
+/// Write a new project for a `kind` plugin in `lang` called `name` into
+/// `dir`, which must not exist or be empty.
+pub fn create(
+    dir: &Path,
+    name: Option<&str>,
+    kind: Kind,
+    lang: Lang,
+    sdk_path: Option<&Path>,
+) -> anyhow::Result<Created> {
+    if let Ok(mut entries) = std::fs::read_dir(dir)
+        && entries.next().is_some()
+    {
+        bail!(
+            "{} is not empty; give a new folder for the project",
+            dir.display()
+        );
+    }
+    let name = match name {
+        Some(n) => n.to_string(),
+        None => dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .map(str::to_string)
+            .context("give the plugin's name with --name")?,
+    };
+    let placeholder = template_name(kind);
+    let (dependency, warning) = match lang {
+        Lang::Rust => {
+            let (line, warning) = sdk_dependency(sdk_path)?;
+            (Some(line), warning)
+        }
+        Lang::Python => (None, None),
+    };
+    let mut out: Vec<(String, String)> = Vec::new();
+    for (path, text) in files(kind, lang) {
+        let mut text = text.replace(placeholder, &name);
+        if *path == "Cargo.toml" {
+            let dependency = dependency.as_deref().unwrap_or_default();
+            text = text
+                .lines()
+                .map(|l| {
+                    if l.starts_with("cohort-sdk = ") {
+                        dependency
+                    } else {
+                        l
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+                + "\n";
+        }
+        if *path == "plugin.toml" {
+            let manifest = Manifest::from_toml(&text).map_err(|e| anyhow::anyhow!("{e}"))?;
+            manifest
+                .validate()
+                .map_err(|e| anyhow::anyhow!("the name {name:?}: {e}"))?;
+        }
+        out.push(((*path).to_string(), text));
+    }
+    if lang == Lang::Python {
+        for (path, text) in PYTHON_SDK.iter().chain(WIT) {
+            out.push(((*path).to_string(), (*text).to_string()));
+        }
+    }
+    out.push((".gitignore".into(), gitignore(lang).into()));
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    for (path, text) in &out {
+        let target = dir.join(path);
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
+        }
+        std::fs::write(&target, text).with_context(|| format!("writing {}", target.display()))?;
+    }
+    Ok(Created {
+        dir: dir.to_path_buf(),
+        files: out.into_iter().map(|(p, _)| p).collect(),
+        warning,
+    })
+}
+
+fn gitignore(lang: Lang) -> &'static str {
+    match lang {
+        Lang::Rust => "/dist/\n/target/\nCargo.lock.orig\n",
+        Lang::Python => "/dist/\n__pycache__/\n",
+    }
+}

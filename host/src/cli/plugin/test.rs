@@ -1,0 +1,531 @@
+//! `cohort plugin test`: runs the built component itself (not a native
+//! build of its code) through the server's own runtime, under the
+//! configured limits, against cases in `tests/cases/*.json`. A case gives
+//! the configuration, the HTTP exchanges the plugin should make with their
+//! recorded answers, and what must come out. Requests are checked against
+//! the manifest's `allowed_hosts` as on a server, then answered from the
+//! case; a request with no recorded answer fails, and so does a recorded
+//! exchange the plugin never asked for.
+//!
+//! `--record` sends the requests to the network instead and writes what was
+//! asked and answered back into the case; `--bless` writes the outcome as
+//! the expectation. Both are for an author to review before committing.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use cohort::plugins::bindings::host::{HttpError, Method, Request, Response};
+use cohort::plugins::bindings::{rules, types};
+use cohort::plugins::instances::{
+    config_entries, config_error, connector_error_message, preview_page, source_error,
+};
+use cohort::plugins::{HttpTap, LoadedPlugin, Runtime, World};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+/// One case file.
+#[derive(Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Case {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    description: Option<String>,
+    /// The instance's configuration, as `POST /api/v1/plugin-instances`
+    /// takes it.
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    config: Map<String, Value>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    exchanges: Vec<Exchange>,
+    /// IdP connectors: validated ID token claims for `map-claims`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    claims: Option<Value>,
+    /// Rule evaluators: `user` (the default) or `device`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    kind: Option<String>,
+    /// Rule evaluators: custom attributes besides the standard ones.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    schema: Vec<SchemaEntry>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    rules: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    subjects: Vec<Map<String, Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    expect: Option<Value>,
+}
+
+#[derive(Deserialize, Serialize, Clone)]
+#[serde(deny_unknown_fields)]
+struct SchemaEntry {
+    name: String,
+    /// `text`, `number`, `boolean`, `timestamp` or `text-list`.
+    #[serde(rename = "type")]
+    type_: String,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug)]
+#[serde(deny_unknown_fields)]
+struct Exchange {
+    request: RecordedRequest,
+    response: RecordedResponse,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug)]
+#[serde(deny_unknown_fields)]
+struct RecordedRequest {
+    method: String,
+    url: String,
+    /// Headers the request must carry (names case-insensitive).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    headers: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug)]
+#[serde(deny_unknown_fields)]
+struct RecordedResponse {
+    status: u16,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    headers: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    json: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    text: Option<String>,
+}
+
+fn method_name(m: &Method) -> String {
+    match m {
+        Method::Get => "GET".into(),
+        Method::Post => "POST".into(),
+        Method::Put => "PUT".into(),
+        Method::Patch => "PATCH".into(),
+        Method::Delete => "DELETE".into(),
+        Method::Head => "HEAD".into(),
+        Method::Other(o) => o.to_ascii_uppercase(),
+    }
+}
+
+/// What the tap does for the current case.
+#[derive(Debug, Default)]
+enum Mode {
+    /// Answer from these exchanges; the flag marks the ones used.
+    #[default]
+    Idle,
+    Replay(Vec<(Exchange, bool)>),
+    /// Let requests through and keep what the network answered.
+    Record(Vec<Exchange>),
+}
+
+/// The runtime's HTTP tap: one per test run, set up again for each case.
+#[derive(Debug, Default)]
+pub struct Tap {
+    mode: Mutex<Mode>,
+    /// Requests no exchange answered.
+    unanswered: Mutex<Vec<String>>,
+}
+
+impl HttpTap for Tap {
+    fn answer(&self, request: &Request) -> Option<Result<Response, HttpError>> {
+        let mut mode = self.mode.lock();
+        let Mode::Replay(exchanges) = &mut *mode else {
+            return None;
+        };
+        let method = method_name(&request.method);
+        let found = exchanges.iter_mut().find(|(e, used)| {
+            !used
+                && e.request.method.eq_ignore_ascii_case(&method)
+                && e.request.url == request.url
+                && e.request.headers.iter().all(|(name, value)| {
+                    request
+                        .headers
+                        .iter()
+                        .any(|(n, v)| n.eq_ignore_ascii_case(name) && v == value)
+                })
+        });
+        let Some((exchange, used)) = found else {
+            let line = format!("{method} {}", request.url);
+            self.unanswered.lock().push(line.clone());
+            return Some(Err(HttpError::Connection(format!(
+                "no recorded exchange answers {line}"
+            ))));
+        };
+        *used = true;
+        let r = &exchange.response;
+        let body = match (&r.json, &r.text) {
+            (Some(json), _) => serde_json::to_vec(json).unwrap_or_default(),
+            (None, Some(text)) => text.clone().into_bytes(),
+            (None, None) => Vec::new(),
+        };
+        let mut headers: Vec<(String, String)> = r
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        if r.json.is_some()
+            && !r
+                .headers
+                .keys()
+                .any(|k| k.eq_ignore_ascii_case("content-type"))
+        {
+            headers.push(("content-type".into(), "application/json".into()));
+        }
+        Some(Ok(Response {
+            status: r.status,
+            headers,
+            body,
+        }))
+    }
+
+    fn observe(&self, request: &Request, response: &Response) {
+        if let Mode::Record(seen) = &mut *self.mode.lock() {
+            let json = serde_json::from_slice::<Value>(&response.body).ok();
+            let text = match json {
+                Some(_) => None,
+                None => Some(String::from_utf8_lossy(&response.body).into_owned()),
+            };
+            seen.push(Exchange {
+                // Request headers are not kept: they carry credentials.
+                request: RecordedRequest {
+                    method: method_name(&request.method),
+                    url: request.url.clone(),
+                    headers: BTreeMap::new(),
+                },
+                response: RecordedResponse {
+                    status: response.status,
+                    headers: response
+                        .headers
+                        .iter()
+                        .filter(|(k, _)| {
+                            matches!(
+                                k.to_ascii_lowercase().as_str(),
+                                "content-type" | "link" | "retry-after"
+                            )
+                        })
+                        .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+                        .collect(),
+                    json,
+                    text,
+                },
+            });
+        }
+    }
+}
+
+/// How a run treats its cases.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Run {
+    /// Compare with `expect`.
+    Check,
+    /// Write the outcome into `expect`.
+    Bless,
+    /// Use the network, and write the exchanges and the outcome.
+    Record,
+}
+
+/// The outcome of a test run.
+pub struct Report {
+    pub passed: Vec<String>,
+    pub failed: Vec<(String, String)>,
+    pub written: Vec<String>,
+}
+
+/// The case files under `dir/tests/cases`, by name.
+pub fn find_cases(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let cases = dir.join("tests").join("cases");
+    let mut found: Vec<PathBuf> = std::fs::read_dir(&cases)
+        .with_context(|| format!("reading {}", cases.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    found.sort();
+    if found.is_empty() {
+        bail!("{} has no *.json cases", cases.display());
+    }
+    Ok(found)
+}
+
+/// Run every case in `cases` against `plugin`.
+pub fn run_cases(
+    runtime: &Arc<Runtime>,
+    tap: &Tap,
+    plugin: &Arc<LoadedPlugin>,
+    cases: &[PathBuf],
+    run: Run,
+    show_logs: bool,
+) -> anyhow::Result<Report> {
+    let mut report = Report {
+        passed: Vec::new(),
+        failed: Vec::new(),
+        written: Vec::new(),
+    };
+    for path in cases {
+        let label = path.display().to_string();
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let mut case: Case =
+            serde_json::from_str(&text).with_context(|| format!("{}: not a case", label))?;
+        *tap.unanswered.lock() = Vec::new();
+        *tap.mode.lock() = match run {
+            Run::Record => Mode::Record(Vec::new()),
+            Run::Check | Run::Bless => {
+                Mode::Replay(case.exchanges.iter().cloned().map(|e| (e, false)).collect())
+            }
+        };
+        let outcome = outcome(runtime, plugin, &case, show_logs)
+            .with_context(|| format!("{label}: the case cannot run"))?;
+        let mode = std::mem::take(&mut *tap.mode.lock());
+        match run {
+            Run::Record | Run::Bless => {
+                if let Mode::Record(seen) = mode {
+                    case.exchanges = seen;
+                }
+                case.expect = Some(outcome);
+                let mut text = serde_json::to_string_pretty(&case)?;
+                text.push('\n');
+                std::fs::write(path, text).with_context(|| format!("writing {label}"))?;
+                report.written.push(label);
+            }
+            Run::Check => {
+                let mut problems = Vec::new();
+                if let Mode::Replay(exchanges) = mode {
+                    for (e, _) in exchanges.iter().filter(|(_, used)| !used) {
+                        problems.push(format!(
+                            "recorded but never requested: {} {}",
+                            e.request.method, e.request.url
+                        ));
+                    }
+                }
+                for line in tap.unanswered.lock().iter() {
+                    problems.push(format!("requested but not recorded: {line}"));
+                }
+                match &case.expect {
+                    None => problems.push(format!(
+                        "no \"expect\"; the outcome was:\n{}",
+                        serde_json::to_string_pretty(&outcome)?
+                    )),
+                    Some(expect) => {
+                        if !agrees(expect, &outcome) {
+                            problems.push(format!(
+                                "expected:\n{}\nbut got:\n{}",
+                                serde_json::to_string_pretty(expect)?,
+                                serde_json::to_string_pretty(&outcome)?
+                            ));
+                        }
+                    }
+                }
+                if problems.is_empty() {
+                    report.passed.push(label);
+                } else {
+                    report.failed.push((label, problems.join("\n")));
+                }
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// A new tap, for the runtime that runs the cases.
+pub fn new_tap() -> Arc<Tap> {
+    Arc::new(Tap::default())
+}
+
+/// An expected `{"error": "…"}` is met by an error that contains its text;
+/// anything else must be equal.
+fn agrees(expect: &Value, outcome: &Value) -> bool {
+    for key in ["error", "compile_error"] {
+        if let (Some(Value::String(want)), Some(Value::String(got))) =
+            (expect.get(key), outcome.get(key))
+        {
+            return got.contains(want.as_str());
+        }
+    }
+    expect == outcome
+}
+
+/// What the plugin did with the case, as the case's `expect` states it.
+fn outcome(
+    runtime: &Arc<Runtime>,
+    plugin: &Arc<LoadedPlugin>,
+    case: &Case,
+    show_logs: bool,
+) -> anyhow::Result<Value> {
+    let manifest = plugin.manifest();
+    let plain = |e: cohort::plugins::PluginError| json!({ "error": e.to_string() });
+    match manifest.world {
+        World::DirectoryImporter => {
+            let config = config_entries(manifest, &case.config)
+                .map_err(|e| anyhow::anyhow!("its config: {e}"))?;
+            match runtime.importer_validate_config(plugin, &config) {
+                Err(e) => return Ok(plain(e)),
+                Ok(Err(e)) => return Ok(json!({ "error": config_error(e).to_string() })),
+                Ok(Ok(())) => {}
+            }
+            let mut records = Vec::new();
+            let mut problems = Vec::new();
+            let mut cursor: Option<String> = None;
+            // A source that never stops paging is the plugin's bug, shown.
+            for _ in 0..1000 {
+                let (page, logs) =
+                    runtime.importer_fetch_page_logged(plugin, &config, cursor.as_deref());
+                if show_logs {
+                    for line in logs {
+                        eprintln!("  log {} {} {:?}", line.level, line.message, line.fields);
+                    }
+                }
+                let page = match page {
+                    Err(e) => return Ok(plain(e)),
+                    Ok(Err(e)) => return Ok(json!({ "error": source_error(e).message })),
+                    Ok(Ok(page)) => preview_page(page),
+                };
+                records.extend(page.records);
+                problems.extend(page.problems);
+                cursor = page.next_cursor;
+                if cursor.is_none() {
+                    return Ok(json!({ "records": records, "problems": problems }));
+                }
+            }
+            Ok(json!({ "error": "the plugin returned a next cursor 1000 times" }))
+        }
+        World::IdpConnector => {
+            let config = config_entries(manifest, &case.config)
+                .map_err(|e| anyhow::anyhow!("its config: {e}"))?;
+            match runtime.idp_validate_config(plugin, &config) {
+                Err(e) => return Ok(plain(e)),
+                Ok(Err(e)) => return Ok(json!({ "error": config_error(e).to_string() })),
+                Ok(Ok(())) => {}
+            }
+            let endpoints = match runtime.idp_endpoints(plugin, &config) {
+                Err(e) => return Ok(plain(e)),
+                Ok(Err(e)) => return Ok(json!({ "error": connector_error_message(e) })),
+                Ok(Ok(e)) => json!({
+                    "issuer": e.issuer,
+                    "issuer_aliases": e.issuer_aliases,
+                    "scopes": e.scopes,
+                    "authorize_params": e.authorize_params,
+                }),
+            };
+            let mut out = json!({ "endpoints": endpoints });
+            if let Some(claims) = &case.claims {
+                let identity = match runtime.idp_map_claims(plugin, &config, &claims.to_string()) {
+                    Err(e) => return Ok(plain(e)),
+                    Ok(Err(e)) => return Ok(json!({ "error": connector_error_message(e) })),
+                    Ok(Ok(m)) => json!({
+                        "subject": m.subject,
+                        "attributes": m.attributes.iter()
+                            .map(|a| (a.name.clone(), cohort::plugins::instances::value_json(&a.value)))
+                            .collect::<Map<String, Value>>(),
+                    }),
+                };
+                out["identity"] = identity;
+            }
+            Ok(out)
+        }
+        World::RuleEvaluator => rule_outcome(runtime, plugin, case),
+    }
+}
+
+fn rule_outcome(
+    runtime: &Arc<Runtime>,
+    plugin: &Arc<LoadedPlugin>,
+    case: &Case,
+) -> anyhow::Result<Value> {
+    use cohort::directory::SubjectKind;
+    use cohort::plugins::batch::{BatchBuilder, attribute_defs, date_millis, wit_kind};
+    let kind = match case.kind.as_deref().unwrap_or("user") {
+        "user" => SubjectKind::User,
+        "device" => SubjectKind::Device,
+        other => bail!("kind {other:?} is neither user nor device"),
+    };
+    let mut schema = attribute_defs(kind, &cohort::directory::standard_schema(kind));
+    for entry in &case.schema {
+        let type_ = match entry.type_.as_str() {
+            "text" => types::AttributeType::Text,
+            "number" => types::AttributeType::Number,
+            "boolean" => types::AttributeType::Boolean,
+            "timestamp" => types::AttributeType::Timestamp,
+            "text-list" => types::AttributeType::TextList,
+            other => bail!(
+                "schema: {}: type {other:?} is not text, number, boolean, timestamp or text-list",
+                entry.name
+            ),
+        };
+        schema.push(types::AttributeDef {
+            name: entry.name.clone(),
+            kind: wit_kind(kind),
+            type_,
+            custom: true,
+        });
+    }
+    let sources: Vec<rules::RuleSource> = case
+        .rules
+        .iter()
+        .map(|text| rules::RuleSource { text: text.clone() })
+        .collect();
+    let session = match runtime.compile_rules(Arc::clone(plugin), wit_kind(kind), &schema, &sources)
+    {
+        Err(e) => return Ok(json!({ "error": e.to_string() })),
+        Ok(Err(rules::CompileError::Invalid(problems))) => {
+            let text: Vec<String> = problems
+                .iter()
+                .map(|p| format!("rule {} at {}: {}", p.rule, p.at, p.message))
+                .collect();
+            return Ok(json!({ "compile_error": text.join("; ") }));
+        }
+        Ok(Err(rules::CompileError::Other(m))) => return Ok(json!({ "compile_error": m })),
+        Ok(Ok(session)) => session,
+    };
+    let mut batch = BatchBuilder::new(wit_kind(kind));
+    for (i, subject) in case.subjects.iter().enumerate() {
+        for (name, value) in subject {
+            let declared = schema.iter().find(|a| &a.name == name).map(|a| a.type_);
+            match value {
+                Value::String(s) if declared == Some(types::AttributeType::Timestamp) => {
+                    let millis = date_millis(s).with_context(|| {
+                        format!("subjects[{i}].{name}: {s:?} is not a date or RFC 3339 time")
+                    })?;
+                    batch.push_timestamp(name, millis);
+                }
+                Value::String(s) => batch.push_text(name, s),
+                Value::Number(n) => batch.push_number(name, n.as_f64().unwrap_or_default()),
+                Value::Bool(b) => batch.push_bool(name, *b),
+                Value::Array(items) => {
+                    for item in items {
+                        let s = item.as_str().with_context(|| {
+                            format!("subjects[{i}].{name}: a list holds strings only")
+                        })?;
+                        batch.push_text(name, s);
+                    }
+                }
+                Value::Null | Value::Object(_) => {
+                    bail!("subjects[{i}].{name}: give a string, number, boolean or list")
+                }
+            }
+        }
+        batch.finish_subject();
+    }
+    let options = rules::EvaluateOptions {
+        now_millis: cohort::clock::Clock::now(&cohort::clock::SystemClock).timestamp_millis(),
+        explain: false,
+    };
+    let evaluation = match session.evaluate(&batch.build(), options) {
+        Err(e) => return Ok(json!({ "error": e.to_string() })),
+        Ok(Err(rules::EvaluateError::InvalidBatch(m) | rules::EvaluateError::Other(m))) => {
+            return Ok(json!({ "error": m }));
+        }
+        Ok(Ok(evaluation)) => evaluation,
+    };
+    let words = evaluation.words_per_rule as usize;
+    let matches: Vec<Vec<usize>> = (0..case.rules.len())
+        .map(|r| {
+            (0..case.subjects.len())
+                .filter(|s| {
+                    evaluation
+                        .matches
+                        .get(r * words + s / 64)
+                        .is_some_and(|w| w & (1 << (s % 64)) != 0)
+                })
+                .collect()
+        })
+        .collect();
+    Ok(json!({ "matches": matches }))
+}
