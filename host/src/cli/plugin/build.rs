@@ -143,6 +143,15 @@ fn run(mut command: Command, what: &str) -> anyhow::Result<()> {
 /// Build the project in `dir` into `dir/dist/<name>.wasm`; returns that
 /// path. `target_dir` is where cargo builds (Rust only).
 pub fn build(dir: &Path, name: &str, world: &str, target_dir: &Path) -> anyhow::Result<PathBuf> {
+    // Tools run in the project's folder are given paths that hold there.
+    let dir = &dir
+        .canonicalize()
+        .with_context(|| format!("{}", dir.display()))?;
+    std::fs::create_dir_all(target_dir)
+        .with_context(|| format!("creating {}", target_dir.display()))?;
+    let target_dir = &target_dir
+        .canonicalize()
+        .with_context(|| format!("{}", target_dir.display()))?;
     let dist = dir.join("dist");
     std::fs::create_dir_all(&dist).with_context(|| format!("creating {}", dist.display()))?;
     let out = dist.join(format!("{name}.wasm"));

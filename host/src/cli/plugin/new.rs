@@ -46,13 +46,18 @@ const RUST_IDP: &[File] = template!("rust/idp-connector":
 const RUST_RULES: &[File] = template!("rust/rule-evaluator":
     "Cargo.toml", "clippy.toml", "plugin.toml", "src/lib.rs", "tests/cases/basic.json",
     "tests/cases/unknown-attribute.json");
-const PYTHON_IMPORTER: &[File] = &[];
-const PYTHON_IDP: &[File] = &[];
-const PYTHON_RULES: &[File] = &[];
+const PYTHON_IMPORTER: &[File] = template!("python/importer":
+    "app.py", "plugin.toml", "tests/test_app.py", "tests/cases/basic.json");
+const PYTHON_IDP: &[File] = template!("python/idp-connector":
+    "app.py", "plugin.toml", "tests/test_app.py", "tests/cases/basic.json");
+const PYTHON_RULES: &[File] = template!("python/rule-evaluator":
+    "app.py", "rules.py", "plugin.toml", "tests/test_app.py", "tests/cases/basic.json",
+    "tests/cases/unknown-attribute.json");
 
 /// The Python SDK, copied into every Python project: componentize-py
 /// bundles what it finds beside `app.py`, and a copy needs no pip index.
-const PYTHON_SDK: &[File] = &[];
+const PYTHON_SDK: &[File] = template!("../python":
+    "cohort_sdk/__init__.py", "cohort_sdk/_wit.py", "cohort_sdk/config.py", "cohort_sdk/encoding.py", "cohort_sdk/errors.py", "cohort_sdk/host.py", "cohort_sdk/http.py", "cohort_sdk/idp.py", "cohort_sdk/log.py", "cohort_sdk/records.py", "cohort_sdk/rules.py", "cohort_sdk/testing.py");
 
 /// The contract the server implements, for componentize-py (Rust projects
 /// get it from the SDK crate's vendored copy).

@@ -3,8 +3,10 @@
 //! has the subjects for which the text holds.
 //!
 //! The language is one comparison per rule: `<attribute> == "<text>"` or
-//! `<attribute> != "<text>"`. A subject without the attribute matches `!=`
-//! and not `==`; a text list matches `==` when any item is equal.
+//! `<attribute> != "<text>"`. A text list matches `==` when any item is
+//! equal. A subject without the attribute matches neither: the contract
+//! (`rules.wit`, "Missing attributes") says a missing attribute never
+//! satisfies a condition, not even a negative one.
 //!
 //! The host compiles a group's rules once, keeps the compiled form, and then
 //! sends subjects in batches, so do the work of reading a rule in `compile`
@@ -143,12 +145,12 @@ impl RuleEvaluator for MyRules {
             // An attribute no subject in the batch has is absent from it.
             let index = batch.attribute_index(&rule.attribute);
             for s in 0..batch.len() {
-                let found = index.is_some_and(|a| {
-                    batch
-                        .subject(s)
-                        .values(a)
-                        .any(|v| v == ValueRef::Text(&rule.text))
-                });
+                let Some(a) = index else { continue };
+                let subject = batch.subject(s);
+                if !subject.has(a) {
+                    continue;
+                }
+                let found = subject.values(a).any(|v| v == ValueRef::Text(&rule.text));
                 if found == rule.equal {
                     matches.set(r, s);
                 }
@@ -216,7 +218,8 @@ mod tests {
         let evaluation = MyRules::evaluate(&compiled, &view, &options).unwrap();
         let matches = Matches::from_evaluation(&evaluation);
         assert!(matches.get(0, 0) && !matches.get(0, 1) && !matches.get(0, 2));
-        assert!(!matches.get(1, 0) && matches.get(1, 1) && matches.get(1, 2));
+        // The third subject has no department: neither rule holds for it.
+        assert!(!matches.get(1, 0) && matches.get(1, 1) && !matches.get(1, 2));
     }
 
     #[test]
