@@ -87,9 +87,21 @@ async fn an_upgraded_importer_keeps_its_instance_secrets_and_links_and_rolls_bac
         "{audit}"
     );
 
-    // Someone left the source: the run after the upgrade still knows that
-    // this source brought them in (the links survived), and suspends them;
-    // the secret still authenticates it.
+    // The admin renames the source too: its identity is the instance's id,
+    // not its name.
+    let id = instance["id"].as_str().unwrap().to_string();
+    api.patch(
+        &format!("/api/v1/plugin-instances/{id}"),
+        json!({"name": "hr-renamed"}),
+    )
+    .await
+    .expect(200);
+    let mut input = input;
+    input["instance"] = json!(id);
+
+    // Someone left the source: the run after the upgrade and the rename
+    // still knows that this source brought them in (the links survived), and
+    // suspends them; the secret still authenticates it.
     employees.lock().unwrap().remove(2);
     let after = api.run_import(input.clone()).await;
     assert_eq!(after["state"], "completed", "{after}");
