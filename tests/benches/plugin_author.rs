@@ -50,7 +50,7 @@ fn timed(dir: &Path, target: &Path, args: &[&str]) -> f64 {
 }
 
 fn line(what: &str, seconds: f64) {
-    println!("{what:<52} {seconds:>8.2} s");
+    println!("{what:<52} {seconds:>9.3} s");
 }
 
 fn touch(path: &Path) {
@@ -64,7 +64,11 @@ async fn main() {
     let target = home.path().join("plugin-target");
     let h = home.path();
 
-    timed(h, &target, &["plugin", "new", "first", "--kind", "importer"]);
+    timed(
+        h,
+        &target,
+        &["plugin", "new", "first", "--kind", "importer"],
+    );
     let first = h.join("first");
     line(
         "rust: build, new crate, empty target dir",
@@ -75,7 +79,11 @@ async fn main() {
         "rust: rebuild after an edit",
         timed(&first, &target, &["plugin", "build"]),
     );
-    timed(h, &target, &["plugin", "new", "second", "--kind", "idp-connector"]);
+    timed(
+        h,
+        &target,
+        &["plugin", "new", "second", "--kind", "idp-connector"],
+    );
     line(
         "rust: build, another new crate, warm target dir",
         timed(&h.join("second"), &target, &["plugin", "build"]),
@@ -88,13 +96,12 @@ async fn main() {
     timed(
         h,
         &target,
-        &["plugin", "new", "py", "--kind", "importer", "--lang", "python"],
+        &[
+            "plugin", "new", "py", "--kind", "importer", "--lang", "python",
+        ],
     );
     let py = h.join("py");
-    line(
-        "python: build",
-        timed(&py, &target, &["plugin", "build"]),
-    );
+    line("python: build", timed(&py, &target, &["plugin", "build"]));
     touch(&py.join("app.py"));
     line(
         "python: rebuild after an edit",
@@ -142,10 +149,7 @@ async fn main() {
         let id = instance["id"].as_str().unwrap();
         let started = Instant::now();
         let page = api
-            .post(
-                &format!("/api/v1/plugin-instances/{id}/preview"),
-                json!({}),
-            )
+            .post(&format!("/api/v1/plugin-instances/{id}/preview"), json!({}))
             .await
             .expect(200)
             .body;
@@ -158,7 +162,10 @@ async fn main() {
     if let Some(pid) = server.pid() {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
         if let Some(hwm) = status.lines().find(|l| l.starts_with("VmHWM")) {
-            println!("server peak resident memory: {}", hwm.trim_start_matches("VmHWM:").trim());
+            println!(
+                "server peak resident memory: {}",
+                hwm.trim_start_matches("VmHWM:").trim()
+            );
         }
     }
 }

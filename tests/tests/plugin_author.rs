@@ -24,15 +24,22 @@ fn target_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/author-wasm")
 }
 
-/// `cohort <args>` in `dir`, as an author runs it.
+/// `cohort <args>` in `dir`, as an author runs it, allowed to reach
+/// loopback (where the tests' sources are).
 fn cohort(dir: &Path, args: &[&str]) -> Output {
+    cohort_with(dir, args, &[LOOPBACK_OPT_IN])
+}
+
+/// `cohort <args>` in `dir` with `env` besides.
+fn cohort_with(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     Command::new(cohort_tests::cohort_bin())
         .args(args)
         .current_dir(dir)
         .env("RUST_BACKTRACE", "0")
         .env("COHORT_PLUGIN_TARGET_DIR", target_dir())
-        .env(LOOPBACK_OPT_IN.0, LOOPBACK_OPT_IN.1)
+        .env_remove(LOOPBACK_OPT_IN.0)
         .env_remove("COHORT_API_KEY")
+        .envs(env.iter().copied())
         .output()
         .unwrap()
 }
@@ -140,26 +147,57 @@ async fn importer_from_an_empty_folder(lang: &str) {
     .unwrap();
     let live = project.join("tests/cases/live.json");
     let base_url = format!("http://{host}/api");
+    let record = [
+        "plugin",
+        "test",
+        "--record",
+        "--case",
+        "tests/cases/live.json",
+    ];
+    // A secret written into the case is refused: it would be committed.
     std::fs::write(
         &live,
         json!({"config": {"base_url": base_url, "api_token": "live-token"}}).to_string(),
     )
     .unwrap();
-    let recorded = ok(&cohort(
+    let refused = cohort(&project, &record);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("$env:NAME"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    std::fs::write(
+        &live,
+        json!({"config": {"base_url": base_url, "api_token": "$env:HR_TOKEN"}}).to_string(),
+    )
+    .unwrap();
+    // Recording honours the [outbound] policy: without the loopback
+    // opt-in, the plugin may not reach the source.
+    let blocked = cohort_with(&project, &record, &[("HR_TOKEN", "live-token")]);
+    let written: Value = serde_json::from_str(&std::fs::read_to_string(&live).unwrap()).unwrap();
+    assert!(
+        blocked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&blocked.stderr)
+    );
+    assert!(
+        written["expect"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("may not reach"),
+        "{written}"
+    );
+    assert!(source.requests().is_empty(), "nothing reached the source");
+    let recorded = ok(&cohort_with(
         &project,
-        &[
-            "plugin",
-            "test",
-            "--record",
-            "--case",
-            "tests/cases/live.json",
-            "--output",
-            "json",
-        ],
+        &[&record[..], &["--output", "json"]].concat(),
+        &[LOOPBACK_OPT_IN, ("HR_TOKEN", "live-token")],
     ));
     assert_eq!(recorded["written"], 1, "{recorded}");
     assert_eq!(source.requests().len(), 2, "record reads both pages");
-    let written: Value = serde_json::from_str(&std::fs::read_to_string(&live).unwrap()).unwrap();
+    let text = std::fs::read_to_string(&live).unwrap();
+    let written: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(
         written["exchanges"].as_array().unwrap().len(),
         2,
@@ -171,9 +209,15 @@ async fn importer_from_an_empty_folder(lang: &str) {
         "{written}"
     );
     assert!(
-        !written.to_string().contains("Bearer"),
-        "request headers are not recorded: {written}"
+        !text.contains("live-token"),
+        "no credential is written: {text}"
     );
+    assert_eq!(
+        written["exchanges"][0]["request"]["headers"]["authorization"], "<redacted>",
+        "{written}"
+    );
+    // The replay needs no network, and no token: the credential is checked
+    // to be sent, not what it was.
     let replayed = ok(&cohort(
         &project,
         &[
@@ -187,6 +231,21 @@ async fn importer_from_an_empty_folder(lang: &str) {
     ));
     assert_eq!(replayed["passed"], 1, "{replayed}");
     assert_eq!(source.requests().len(), 2, "a replay sends nothing");
+    // A header the plugin does not send fails the replay.
+    let mut needs = written.clone();
+    needs["exchanges"][0]["request"]["headers"]["x-api-key"] = json!("<redacted>");
+    std::fs::write(&live, needs.to_string()).unwrap();
+    let failed = cohort(
+        &project,
+        &["plugin", "test", "--case", "tests/cases/live.json"],
+    );
+    assert!(
+        String::from_utf8_lossy(&failed.stderr)
+            .contains("requested but not recorded: GET http://127.0.0.1"),
+        "{}",
+        String::from_utf8_lossy(&failed.stderr)
+    );
+    std::fs::write(&live, text).unwrap();
 
     // Upload to a server, configure an instance, preview it.
     let server = Server::start_with(&[LOOPBACK_OPT_IN]);

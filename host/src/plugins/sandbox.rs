@@ -145,7 +145,13 @@ impl Sandbox {
         }
         let tap = self.limits.http_tap.clone();
         if let Some(answer) = tap.as_ref().and_then(|t| t.answer(&request)) {
-            return answer;
+            // A replayed answer meets the same size limit as the network's,
+            // so a test passes only where a server would.
+            let cap = self.limits.http_response_bytes;
+            return match answer {
+                Ok(r) if r.body.len() > cap => Err(HttpError::ResponseTooLarge(cap as u64)),
+                other => other,
+            };
         }
         let seen = tap.as_ref().map(|_| request.clone());
         if let Err(refused) = self.limits.outbound.policy().check_url(&url) {

@@ -3,6 +3,11 @@
     from cohort_sdk import http
     data, response = http.request("GET", url).bearer(token).fetch_json()
     next_url = http.next_link(response)
+    if next_url is not None and not http.under(base_url, next_url):
+        raise BadResponse("the next-page link leaves the configured API")
+
+A link the source sends is the source's to choose: check that it stays
+under the configured API before following it with the credentials attached.
 
 ``fetch_json`` and ``fetch_text`` raise a ``FetchError`` subclass:
 
@@ -175,6 +180,13 @@ def check_status(response):
         raise RateLimited(seconds)
     body = bytes(response.body[:200]).decode("utf-8", "replace")
     raise UnexpectedStatus(status, body)
+
+
+def under(base_url, url):
+    """Whether ``url`` is ``base_url`` itself or a path below it (same
+    scheme, host and port): where credentials for that API may be sent."""
+    base = base_url.rstrip("/")
+    return url == base or url.startswith(base + "/") or url.startswith(base + "?")
 
 
 def next_link(response):

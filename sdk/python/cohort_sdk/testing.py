@@ -70,6 +70,26 @@ def _componentize_py():
     return exe
 
 
+def _user_cache():
+    """The per-user cache: never a shared temporary directory, where another
+    user could plant a wit_world module that the tests would then import."""
+    base = os.environ.get("XDG_CACHE_HOME")
+    if not base or not os.path.isabs(base):
+        base = os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "cohort" / "python-bindings"
+
+
+def _private_dir(path):
+    """Create `path` for this user only, and refuse one someone else owns or
+    others may write to."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    info = path.stat()
+    if hasattr(os, "getuid") and info.st_uid != os.getuid():
+        raise RuntimeError("%s belongs to another user; not loading bindings from it" % path)
+    if info.st_mode & 0o022:
+        raise RuntimeError("%s is writable by others; not loading bindings from it" % path)
+
+
 def load_bindings(world=None, wit=None, cache=None):
     """Generate (or reuse) stub bindings for ``world`` and put them on ``sys.path``.
 
@@ -95,11 +115,8 @@ def load_bindings(world=None, wit=None, cache=None):
     for path in sorted(wit.rglob("*.wit")):
         digest.update(str(path.relative_to(wit)).encode() + b"\0" + path.read_bytes())
     digest.update(subprocess.run([exe, "--version"], capture_output=True).stdout)
-    root = Path(
-        cache
-        or os.environ.get("COHORT_SDK_BINDINGS")
-        or Path(tempfile.gettempdir()) / "cohort-sdk-bindings"
-    )
+    root = Path(cache or os.environ.get("COHORT_SDK_BINDINGS") or _user_cache())
+    _private_dir(root)
     out = root / ("%s-%s" % (name, digest.hexdigest()[:16]))
 
     if _loaded is not None:
@@ -112,7 +129,6 @@ def load_bindings(world=None, wit=None, cache=None):
         raise RuntimeError("wit_world was imported before load_bindings")
 
     if not (out / ".complete").is_file():
-        root.mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(prefix=out.name + ".", dir=root))
         args = [exe, "-d", str(wit)]
         for w in worlds:

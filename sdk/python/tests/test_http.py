@@ -224,6 +224,18 @@ class NextLink(unittest.TestCase):
         self.assertEqual(http.next_link(response), "https://a.test/2")
 
 
+class Under(unittest.TestCase):
+    def test_only_the_api_and_below(self):
+        base = "https://hr.example.com/api/"
+        self.assertTrue(http.under(base, "https://hr.example.com/api"))
+        self.assertTrue(http.under(base, "https://hr.example.com/api/people?page=2"))
+        self.assertTrue(http.under(base, "https://hr.example.com/api?page=2"))
+        self.assertFalse(http.under(base, "https://hr.example.com/apiary/people"))
+        self.assertFalse(http.under(base, "https://hr.example.com.evil.test/api/people"))
+        self.assertFalse(http.under(base, "http://hr.example.com/api/people"))
+        self.assertFalse(http.under(base, "https://hr.example.com/other"))
+
+
 class Conversions(unittest.TestCase):
     def test_import_error_of_each_kind(self):
         missing = types.ConfigError_Missing("api_token")

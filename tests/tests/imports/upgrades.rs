@@ -164,7 +164,7 @@ async fn an_upgraded_importer_keeps_its_instance_secrets_and_links_and_rolls_bac
         .body;
     let message = r["error"]["message"].as_str().unwrap();
     assert!(
-        message.contains("instance \"hr\"") && message.contains("config.report_url"),
+        message.contains("instance \"hr-renamed\"") && message.contains("config.report_url"),
         "{r}"
     );
     // The refused version ran (it was asked about the instance), so the

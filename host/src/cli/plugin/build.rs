@@ -13,16 +13,18 @@ use std::process::Command;
 use anyhow::{Context, bail};
 
 /// Where Rust builds go unless told: one directory for every project.
-pub fn default_target_dir() -> PathBuf {
+/// `None` without a home directory.
+pub fn default_target_dir() -> Option<PathBuf> {
     if let Some(dir) = std::env::var_os("COHORT_PLUGIN_TARGET_DIR") {
-        return PathBuf::from(dir);
+        return Some(PathBuf::from(dir));
     }
     let cache = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
         .filter(|p| p.is_absolute())
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(std::env::temp_dir);
-    cache.join("cohort").join("plugin-target")
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")));
+    // Never a shared temporary directory: what another user plants in a
+    // build directory runs at the next build.
+    cache.map(|c| c.join("cohort").join("plugin-target"))
 }
 
 /// The language a project is in, by the files it has.
@@ -128,9 +130,21 @@ fn crate_name(manifest: &str) -> Option<String> {
         .map(str::to_string)
 }
 
+/// Keeps Cohort's own settings (API keys, the secret key, the storage URL)
+/// from the build: every dependency's build script and macro runs in it.
+fn scrubbed(mut command: Command) -> Command {
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("COHORT_") {
+            command.env_remove(name);
+        }
+    }
+    command
+}
+
 /// Run `command`, with its output on this process's stderr, failing with
 /// `what` when it fails.
-fn run(mut command: Command, what: &str) -> anyhow::Result<()> {
+fn run(command: Command, what: &str) -> anyhow::Result<()> {
+    let mut command = scrubbed(command);
     let status = command
         .status()
         .with_context(|| format!("starting {what}"))?;
@@ -138,6 +152,38 @@ fn run(mut command: Command, what: &str) -> anyhow::Result<()> {
         bail!("{what} failed ({status})");
     }
     Ok(())
+}
+
+/// Runs a `cargo build` that reports in JSON on stdout (diagnostics still
+/// rendered on stderr), and returns the `.wasm` it built for the package of
+/// `manifest`: asked of cargo, not guessed from names in a target directory
+/// other projects share.
+fn cargo_artifact(command: Command, manifest: &Path) -> anyhow::Result<Option<PathBuf>> {
+    let mut command = scrubbed(command);
+    let output = command
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("starting cargo build")?;
+    if !output.status.success() {
+        bail!("cargo build failed ({})", output.status);
+    }
+    let mut found = None;
+    for line in output.stdout.split(|b| *b == b'\n') {
+        let Ok(message) = serde_json::from_slice::<serde_json::Value>(line) else {
+            continue;
+        };
+        if message["reason"] != "compiler-artifact"
+            || message["manifest_path"].as_str().map(Path::new) != Some(manifest)
+        {
+            continue;
+        }
+        for file in message["filenames"].as_array().into_iter().flatten() {
+            if let Some(f) = file.as_str().filter(|f| f.ends_with(".wasm")) {
+                found = Some(PathBuf::from(f));
+            }
+        }
+    }
+    Ok(found)
 }
 
 /// Build the project in `dir` into `dir/dist/<name>.wasm`; returns that
@@ -188,16 +234,12 @@ pub fn build(dir: &Path, name: &str, world: &str, target_dir: &Path) -> anyhow::
                 .arg(dir.join("Cargo.toml"))
                 .arg("--target-dir")
                 .arg(target_dir);
-            run(cargo, "cargo build")?;
-            let core = target_dir
-                .join("wasm32-unknown-unknown/release")
-                .join(format!("{}.wasm", krate.replace('-', "_")));
-            if !core.is_file() {
-                bail!(
-                    "cargo built no {} (is crate-type \"cdylib\" set in Cargo.toml?)",
-                    core.display()
-                );
-            }
+            cargo.args(["--message-format", "json-render-diagnostics"]);
+            let core = cargo_artifact(cargo, &dir.join("Cargo.toml"))?.with_context(|| {
+                format!(
+                    "cargo built no .wasm for {krate} (is crate-type \"cdylib\" set in Cargo.toml?)"
+                )
+            })?;
             let mut component = Command::new("wasm-tools");
             component
                 .args(["component", "new"])

@@ -244,9 +244,6 @@ pub async fn run(
             sdk_path,
         } => {
             let created = new::create(&dir, name.as_deref(), kind, lang, sdk_path.as_deref())?;
-            if let Some(w) = &created.warning {
-                eprintln!("warning: {w}");
-            }
             let summary = json!({
                 "dir": created.dir.display().to_string(),
                 "files": created.files,
@@ -259,7 +256,10 @@ pub async fn run(
         }
         Plugin::Build { dir, target_dir } => {
             let manifest = read_manifest(&dir.join("plugin.toml"))?;
-            let target_dir = target_dir.unwrap_or_else(build::default_target_dir);
+            let target_dir = target_dir.or_else(build::default_target_dir).context(
+                "no home directory for the shared build directory: give --target-dir or \
+                 COHORT_PLUGIN_TARGET_DIR",
+            )?;
             let started = cohort::clock::Stopwatch::start();
             let dir_for_build = dir.clone();
             let name = manifest.name.clone();
@@ -308,6 +308,9 @@ pub async fn run(
             .await??;
             for name in &report.written {
                 eprintln!("wrote {name}; review it before committing it");
+            }
+            for place in &report.review {
+                eprintln!("review: {}", table::printable(place));
             }
             for name in &report.passed {
                 eprintln!("ok      {name}");

@@ -109,41 +109,35 @@ fn files(kind: Kind, lang: Lang) -> &'static [File] {
 }
 
 /// The `cohort-sdk` dependency line: the given path, else the SDK of the
-/// checkout this binary was built from when it is still there, else the
-/// published crate.
-fn sdk_dependency(sdk_path: Option<&Path>) -> anyhow::Result<(String, Option<String>)> {
-    let found = match sdk_path {
-        Some(p) => Some(
-            p.canonicalize()
-                .with_context(|| format!("--sdk-path {}", p.display()))?,
-        ),
+/// checkout this binary was built from. The crate is not on crates.io yet,
+/// and a name there that Cohort does not own is not one to build against.
+fn sdk_dependency(sdk_path: Option<&Path>) -> anyhow::Result<String> {
+    let path = match sdk_path {
+        Some(p) => p
+            .canonicalize()
+            .with_context(|| format!("--sdk-path {}", p.display()))?,
         None => Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../sdk"))
             .canonicalize()
-            .ok(),
+            .ok()
+            .filter(|p| p.join("Cargo.toml").is_file())
+            .context(
+                "this cohort binary was not built from a checkout that is still here, so give the \
+                 SDK with --sdk-path <Cohort checkout>/sdk",
+            )?,
     };
-    match found {
-        Some(path) if path.join("Cargo.toml").is_file() => {
-            let path = path.display().to_string();
-            Ok((format!("cohort-sdk = {{ path = {path:?} }}"), None))
-        }
-        Some(path) => bail!("{} has no Cargo.toml: not the SDK", path.display()),
-        None => Ok((
-            "cohort-sdk = \"0.1\"".into(),
-            Some(
-                "no Cohort checkout found for the SDK, so Cargo.toml asks for the crate \
-                 `cohort-sdk = \"0.1\"` from crates.io; pass --sdk-path <checkout>/sdk to use a \
-                 checkout instead"
-                    .into(),
-            ),
-        )),
+    if !path.join("Cargo.toml").is_file() {
+        bail!("{} has no Cargo.toml: not the SDK", path.display());
     }
+    Ok(format!(
+        "cohort-sdk = {{ path = {:?} }}",
+        path.display().to_string()
+    ))
 }
 
 /// What `new` made, for the summary it prints.
 pub struct Created {
     pub dir: PathBuf,
     pub files: Vec<String>,
-    pub warning: Option<String>,
 }
 
 /// Write a new project for a `kind` plugin in `lang` called `name` into
@@ -172,12 +166,20 @@ pub fn create(
             .context("give the plugin's name with --name")?,
     };
     let placeholder = template_name(kind);
-    let (dependency, warning) = match lang {
-        Lang::Rust => {
-            let (line, warning) = sdk_dependency(sdk_path)?;
-            (Some(line), warning)
-        }
-        Lang::Python => (None, None),
+    // The name goes into TOML, Rust and Python text: check it before it is
+    // written anywhere, with the server's own rule.
+    let (_, manifest) = files(kind, lang)
+        .iter()
+        .find(|(path, _)| *path == "plugin.toml")
+        .context("the template has no plugin.toml")?;
+    let mut manifest = Manifest::from_toml(manifest).map_err(|e| anyhow::anyhow!("{e}"))?;
+    manifest.name = name.clone();
+    manifest
+        .validate()
+        .map_err(|e| anyhow::anyhow!("the name {name:?}: {e}"))?;
+    let dependency = match lang {
+        Lang::Rust => Some(sdk_dependency(sdk_path)?),
+        Lang::Python => None,
     };
     let mut out: Vec<(String, String)> = Vec::new();
     for (path, text) in files(kind, lang) {
@@ -196,12 +198,6 @@ pub fn create(
                 .collect::<Vec<_>>()
                 .join("\n")
                 + "\n";
-        }
-        if *path == "plugin.toml" {
-            let manifest = Manifest::from_toml(&text).map_err(|e| anyhow::anyhow!("{e}"))?;
-            manifest
-                .validate()
-                .map_err(|e| anyhow::anyhow!("the name {name:?}: {e}"))?;
         }
         out.push(((*path).to_string(), text));
     }
@@ -223,7 +219,6 @@ pub fn create(
     Ok(Created {
         dir: dir.to_path_buf(),
         files: out.into_iter().map(|(p, _)| p).collect(),
-        warning,
     })
 }
 

@@ -21,6 +21,7 @@ use cohort::plugins::bindings::{rules, types};
 use cohort::plugins::instances::{
     config_entries, config_error, connector_error_message, preview_page, source_error,
 };
+use cohort::plugins::manifest::ConfigKind;
 use cohort::plugins::{HttpTap, LoadedPlugin, Runtime, World};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
@@ -93,6 +94,75 @@ struct RecordedResponse {
     text: Option<String>,
 }
 
+/// A recorded header value that stands for "present, whatever its value".
+const REDACTED: &str = "<redacted>";
+
+/// Whether a header, query parameter or JSON key is named like a
+/// credential, so that its value is not written to a case file (headers)
+/// or is pointed out for review (URLs and bodies, which a replay needs as
+/// they were).
+fn credential(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    [
+        "auth", "token", "key", "secret", "password", "cookie", "sig", "session", "code",
+    ]
+    .iter()
+    .any(|word| name.contains(word))
+}
+
+/// Where a recorded exchange may hold a credential a case file should not:
+/// query parameters and JSON keys named like one.
+fn credential_places(e: &Exchange) -> Vec<String> {
+    let mut found = Vec::new();
+    if let Ok(url) = reqwest::Url::parse(&e.request.url) {
+        for (name, _) in url.query_pairs() {
+            if credential(&name) {
+                found.push(format!("the query parameter {name} of {}", e.request.url));
+            }
+        }
+    }
+    fn keys(v: &Value, path: &str, found: &mut Vec<String>, url: &str) {
+        match v {
+            Value::Object(map) => {
+                for (k, v) in map {
+                    let here = format!("{path}/{k}");
+                    if credential(k) && !matches!(v, Value::Null | Value::Bool(_)) {
+                        found.push(format!("{here} in the answer to {url}"));
+                    }
+                    keys(v, &here, found, url);
+                }
+            }
+            Value::Array(items) => {
+                for (i, v) in items.iter().enumerate() {
+                    keys(v, &format!("{path}/{i}"), found, url);
+                }
+            }
+            _ => {}
+        }
+    }
+    if let Some(json) = &e.response.json {
+        keys(json, "", &mut found, &e.request.url);
+    }
+    found
+}
+
+/// A case's configuration as the plugin gets it: `"$env:NAME"` stands for
+/// the environment variable NAME, so that a credential a `--record` needs
+/// never sits in the case file. Unset, the text stays as it is, which is
+/// what a replay needs.
+fn resolve_env(config: &Map<String, Value>) -> Map<String, Value> {
+    config
+        .iter()
+        .map(|(k, v)| {
+            let v = match v.as_str().and_then(|s| s.strip_prefix("$env:")) {
+                Some(var) => std::env::var(var).map_or_else(|_| v.clone(), Value::String),
+                None => v.clone(),
+            };
+            (k.clone(), v)
+        })
+        .collect()
+}
+
 fn method_name(m: &Method) -> String {
     match m {
         Method::Get => "GET".into(),
@@ -108,9 +178,11 @@ fn method_name(m: &Method) -> String {
 /// What the tap does for the current case.
 #[derive(Debug, Default)]
 enum Mode {
-    /// Answer from these exchanges; the flag marks the ones used.
+    /// Between cases (loading the component included): nothing reaches the
+    /// network.
     #[default]
-    Idle,
+    Refuse,
+    /// Answer from these exchanges; the flag marks the ones used.
     Replay(Vec<(Exchange, bool)>),
     /// Let requests through and keep what the network answered.
     Record(Vec<Exchange>),
@@ -127,19 +199,25 @@ pub struct Tap {
 impl HttpTap for Tap {
     fn answer(&self, request: &Request) -> Option<Result<Response, HttpError>> {
         let mut mode = self.mode.lock();
-        let Mode::Replay(exchanges) = &mut *mode else {
-            return None;
-        };
         let method = method_name(&request.method);
+        let exchanges = match &mut *mode {
+            Mode::Record(_) => return None,
+            Mode::Refuse => {
+                return Some(Err(HttpError::Connection(format!(
+                    "{method} {}: a plugin makes requests only while a case runs",
+                    request.url
+                ))));
+            }
+            Mode::Replay(exchanges) => exchanges,
+        };
         let found = exchanges.iter_mut().find(|(e, used)| {
             !used
                 && e.request.method.eq_ignore_ascii_case(&method)
                 && e.request.url == request.url
                 && e.request.headers.iter().all(|(name, value)| {
-                    request
-                        .headers
-                        .iter()
-                        .any(|(n, v)| n.eq_ignore_ascii_case(name) && v == value)
+                    request.headers.iter().any(|(n, v)| {
+                        n.eq_ignore_ascii_case(name) && (value == REDACTED || v == value)
+                    })
                 })
         });
         let Some((exchange, used)) = found else {
@@ -184,11 +262,24 @@ impl HttpTap for Tap {
                 None => Some(String::from_utf8_lossy(&response.body).into_owned()),
             };
             seen.push(Exchange {
-                // Request headers are not kept: they carry credentials.
+                // Credentials are kept as names only: a replay checks that
+                // the plugin still sends them, not what they were.
                 request: RecordedRequest {
                     method: method_name(&request.method),
                     url: request.url.clone(),
-                    headers: BTreeMap::new(),
+                    headers: request
+                        .headers
+                        .iter()
+                        .map(|(k, v)| {
+                            let k = k.to_ascii_lowercase();
+                            let v = if credential(&k) {
+                                REDACTED.to_string()
+                            } else {
+                                v.clone()
+                            };
+                            (k, v)
+                        })
+                        .collect(),
                 },
                 response: RecordedResponse {
                     status: response.status,
@@ -227,6 +318,8 @@ pub struct Report {
     pub passed: Vec<String>,
     pub failed: Vec<(String, String)>,
     pub written: Vec<String>,
+    /// What a recording wrote that looks like a credential.
+    pub review: Vec<String>,
 }
 
 /// The case files under `dir/tests/cases`, by name.
@@ -257,6 +350,7 @@ pub fn run_cases(
         passed: Vec::new(),
         failed: Vec::new(),
         written: Vec::new(),
+        review: Vec::new(),
     };
     for path in cases {
         let label = path.display().to_string();
@@ -264,6 +358,24 @@ pub fn run_cases(
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let mut case: Case =
             serde_json::from_str(&text).with_context(|| format!("{}: not a case", label))?;
+        if run == Run::Record {
+            for field in plugin
+                .manifest()
+                .config
+                .iter()
+                .filter(|f| f.kind == ConfigKind::Secret)
+            {
+                if let Some(Value::String(v)) = case.config.get(&field.name)
+                    && !v.starts_with("$env:")
+                {
+                    bail!(
+                        "{label}: config.{0} is a secret; give it as \"$env:NAME\" and set NAME \
+                         in the environment, so that the recorded case does not hold it",
+                        field.name
+                    );
+                }
+            }
+        }
         *tap.unanswered.lock() = Vec::new();
         *tap.mode.lock() = match run {
             Run::Record => Mode::Record(Vec::new()),
@@ -277,6 +389,11 @@ pub fn run_cases(
         match run {
             Run::Record | Run::Bless => {
                 if let Mode::Record(seen) = mode {
+                    for place in seen.iter().flat_map(credential_places) {
+                        report
+                            .review
+                            .push(format!("{label}: {place} may hold a credential"));
+                    }
                     case.exchanges = seen;
                 }
                 case.expect = Some(outcome);
@@ -329,14 +446,15 @@ pub fn new_tap() -> Arc<Tap> {
     Arc::new(Tap::default())
 }
 
-/// An expected `{"error": "…"}` is met by an error that contains its text;
-/// anything else must be equal.
+/// An expected `{"error": "…"}` (nothing else beside it, and not empty) is
+/// met by an error that contains its text; anything else must be equal.
 fn agrees(expect: &Value, outcome: &Value) -> bool {
     for key in ["error", "compile_error"] {
         if let (Some(Value::String(want)), Some(Value::String(got))) =
             (expect.get(key), outcome.get(key))
         {
-            return got.contains(want.as_str());
+            let alone = expect.as_object().is_some_and(|o| o.len() == 1);
+            return alone && !want.is_empty() && got.contains(want.as_str());
         }
     }
     expect == outcome
@@ -353,7 +471,7 @@ fn outcome(
     let plain = |e: cohort::plugins::PluginError| json!({ "error": e.to_string() });
     match manifest.world {
         World::DirectoryImporter => {
-            let config = config_entries(manifest, &case.config)
+            let config = config_entries(manifest, &resolve_env(&case.config))
                 .map_err(|e| anyhow::anyhow!("its config: {e}"))?;
             match runtime.importer_validate_config(plugin, &config) {
                 Err(e) => return Ok(plain(e)),
@@ -387,7 +505,7 @@ fn outcome(
             Ok(json!({ "error": "the plugin returned a next cursor 1000 times" }))
         }
         World::IdpConnector => {
-            let config = config_entries(manifest, &case.config)
+            let config = config_entries(manifest, &resolve_env(&case.config))
                 .map_err(|e| anyhow::anyhow!("its config: {e}"))?;
             match runtime.idp_validate_config(plugin, &config) {
                 Err(e) => return Ok(plain(e)),

@@ -2,7 +2,8 @@
 //! protocol itself (discovery, the authorization code flow with PKCE, and
 //! the ID token's validation); a connector says where the provider is and
 //! turns the validated claims into directory attributes. This one maps the
-//! standard claims, and a department from a claim the admin names.
+//! standard claims (the email only when the provider says it verified it),
+//! and a department from a claim the admin names.
 //!
 //! Change `endpoints` for a provider with a fixed issuer or extra authorize
 //! parameters, and `map_claims` for the claims your provider sends.
@@ -83,9 +84,11 @@ impl IdpConnector for MyIdp {
 
     fn map_claims(config: &Config, claims: &Value) -> Result<MappedIdentity, ConnectorError> {
         let subject = string_claim(claims, "sub")?;
-        // An email the provider says is unverified must not be matched
-        // against the directory: anyone could claim anyone's address.
-        let verified = claims.get("email_verified") != Some(&Value::Bool(false));
+        // Only an email the provider says it verified may be matched
+        // against the directory: with a provider that lets people set their
+        // own address and says nothing, anyone could claim anyone's
+        // account. A missing claim, or "true" as a string, is not a yes.
+        let verified = claims.get("email_verified") == Some(&Value::Bool(true));
         let mut attributes = standard_attributes(claims, verified);
         let claim = config.text("department_claim").unwrap_or("department");
         if let Some(department) = claims
@@ -148,10 +151,20 @@ mod tests {
     }
 
     #[test]
-    fn an_unverified_email_is_left_out() {
-        let claims = json!({"sub": "u-7", "email": "ada@example.com", "email_verified": false});
+    fn an_email_not_verified_in_so_many_words_is_left_out() {
+        for verified in [json!(false), json!("true"), json!(null)] {
+            let claims =
+                json!({"sub": "u-7", "email": "ada@example.com", "email_verified": verified});
+            let identity = MyIdp::map_claims(&config(None), &claims).unwrap();
+            assert_eq!(attribute(&identity, "email"), None, "{verified}");
+        }
+        let claims = json!({"sub": "u-7", "email": "ada@example.com"});
         let identity = MyIdp::map_claims(&config(None), &claims).unwrap();
-        assert_eq!(attribute(&identity, "email"), None);
+        assert_eq!(
+            attribute(&identity, "email"),
+            None,
+            "no email_verified claim"
+        );
     }
 
     #[test]
