@@ -18,13 +18,18 @@ pub fn default_target_dir() -> Option<PathBuf> {
     if let Some(dir) = std::env::var_os("COHORT_PLUGIN_TARGET_DIR") {
         return Some(PathBuf::from(dir));
     }
-    let cache = std::env::var_os("XDG_CACHE_HOME")
+    user_cache().map(|c| c.join("plugin-target"))
+}
+
+/// `~/.cache/cohort` (or under `$XDG_CACHE_HOME`). Never a shared temporary
+/// directory: what another user plants in a build directory runs at the
+/// next build, and a planted compiled component at the next load.
+pub fn user_cache() -> Option<PathBuf> {
+    std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
         .filter(|p| p.is_absolute())
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")));
-    // Never a shared temporary directory: what another user plants in a
-    // build directory runs at the next build.
-    cache.map(|c| c.join("cohort").join("plugin-target"))
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .map(|c| c.join("cohort"))
 }
 
 /// The language a project is in, by the files it has.

@@ -140,14 +140,22 @@ fn read_manifest(path: &Path) -> anyhow::Result<Manifest> {
 
 /// A plugin runtime under the configured `[plugins]` limits and
 /// `[outbound]` policy, as a server would run the plugin; with `tap`, its
-/// HTTP requests go through the tap first.
+/// HTTP requests go through the tap first. Compiled components are cached
+/// (the configured cache, else `~/.cache/cohort/compiled-plugins`), so that
+/// `test`, `package` and `upload` of the same build compile it once: a
+/// Python component takes seconds.
 fn runtime(config: &Config, tap: Option<Arc<test::Tap>>) -> anyhow::Result<Arc<Runtime>> {
     let outbound = Arc::new(cohort::outbound::Outbound::new(config.outbound.policy()));
     let mut limits = Limits::from_config(&config.plugins).with_outbound(outbound);
     if let Some(tap) = tap {
         limits = limits.with_http_tap(tap);
     }
-    let runtime = Runtime::new(limits, None, Arc::new(SystemClock))
+    let cache = config
+        .plugins
+        .cache_dir
+        .clone()
+        .or_else(|| build::user_cache().map(|c| c.join("compiled-plugins")));
+    let runtime = Runtime::new(limits, cache.as_deref(), Arc::new(SystemClock))
         .map_err(|e| anyhow::anyhow!("starting the plugin runtime: {e}"))?;
     Ok(Arc::new(runtime))
 }
