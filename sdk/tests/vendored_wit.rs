@@ -44,8 +44,9 @@ fn the_vendored_wit_is_the_repositorys_byte_for_byte() {
     }
 }
 
-/// What `cargo package` would publish: the WIT copy and the docs, and no
-/// path out of the crate (the build would fail where the repository is not).
+/// What `cargo package` would publish: the WIT copy and the docs, not the
+/// Python SDK or the templates beside it, and no path out of the crate (the
+/// build would fail where the repository is not).
 #[test]
 fn the_crate_packages_on_its_own() {
     let sdk = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -80,6 +81,16 @@ fn the_crate_packages_on_its_own() {
             "{wanted} is not in the package:\n{listed}"
         );
     }
+    for unwanted in ["python/", "templates/"] {
+        assert!(
+            !listed.lines().any(|l| l.starts_with(unwanted)),
+            "{unwanted} is in the package:\n{listed}"
+        );
+    }
+    assert!(
+        !listed.lines().any(|l| l == "test"),
+        "sdk/test is in the package"
+    );
     let lib = std::fs::read_to_string(sdk.join("src/lib.rs")).unwrap();
     assert!(
         !lib.contains("\"../"),
