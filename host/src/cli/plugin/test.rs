@@ -469,14 +469,22 @@ fn outcome(
 ) -> anyhow::Result<Value> {
     let manifest = plugin.manifest();
     let plain = |e: cohort::plugins::PluginError| json!({ "error": e.to_string() });
+    let config = || {
+        config_entries(manifest, &resolve_env(&case.config))
+            .map_err(|e| anyhow::anyhow!("its config: {e}"))
+    };
+    // The plugin's own check of its configuration, as a save makes it: the
+    // outcome when it refuses.
+    let refused = |checked: Result<Result<(), types::ConfigError>, _>| match checked {
+        Err(e) => Some(plain(e)),
+        Ok(Err(e)) => Some(json!({ "error": config_error(e).to_string() })),
+        Ok(Ok(())) => None,
+    };
     match manifest.world {
         World::DirectoryImporter => {
-            let config = config_entries(manifest, &resolve_env(&case.config))
-                .map_err(|e| anyhow::anyhow!("its config: {e}"))?;
-            match runtime.importer_validate_config(plugin, &config) {
-                Err(e) => return Ok(plain(e)),
-                Ok(Err(e)) => return Ok(json!({ "error": config_error(e).to_string() })),
-                Ok(Ok(())) => {}
+            let config = config()?;
+            if let Some(outcome) = refused(runtime.importer_validate_config(plugin, &config)) {
+                return Ok(outcome);
             }
             let mut records = Vec::new();
             let mut problems = Vec::new();
@@ -505,12 +513,9 @@ fn outcome(
             Ok(json!({ "error": "the plugin returned a next cursor 1000 times" }))
         }
         World::IdpConnector => {
-            let config = config_entries(manifest, &resolve_env(&case.config))
-                .map_err(|e| anyhow::anyhow!("its config: {e}"))?;
-            match runtime.idp_validate_config(plugin, &config) {
-                Err(e) => return Ok(plain(e)),
-                Ok(Err(e)) => return Ok(json!({ "error": config_error(e).to_string() })),
-                Ok(Ok(())) => {}
+            let config = config()?;
+            if let Some(outcome) = refused(runtime.idp_validate_config(plugin, &config)) {
+                return Ok(outcome);
             }
             let endpoints = match runtime.idp_endpoints(plugin, &config) {
                 Err(e) => return Ok(plain(e)),
