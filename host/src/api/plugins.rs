@@ -22,8 +22,8 @@ use super::extract::{ApiJson, etag, if_match, json_body};
 use super::extract::{Authorized, needs};
 use super::{AppState, allow};
 use crate::auth::Principal;
-use crate::directory::{SubjectKind, parse_value};
-use crate::plugins::batch::{BatchBuilder, attribute_defs, wit_kind};
+use crate::directory::SubjectKind;
+use crate::plugins::batch::{attribute_defs, matching, sample_batch, wit_kind};
 use crate::plugins::bindings::rules;
 use crate::plugins::instances::{Instance, InstanceUpdate, NewInstance, PreviewPage, SourceError};
 use crate::plugins::registry::{LoadFailure, PluginView};
@@ -372,22 +372,7 @@ pub async fn evaluate(
     let plugin = s.plugins.callable(&name, World::RuleEvaluator)?;
     let attributes = s.directory.list_attributes(&read, Some(input.kind))?;
     let schema = attribute_defs(input.kind, &attributes);
-    let mut batch = BatchBuilder::new(wit_kind(input.kind));
-    for (i, subject) in input.subjects.iter().enumerate() {
-        for (attr, raw) in subject {
-            let field = format!("subjects[{i}].{attr}");
-            let Some(def) = attributes.iter().find(|a| &a.name == attr) else {
-                return Err(invalid(field, format!("unknown attribute {attr:?}")));
-            };
-            if raw.is_null() {
-                continue;
-            }
-            let value = parse_value(&field, def.attr_type, raw)?;
-            batch.push_value(attr, def.attr_type, &value);
-        }
-        batch.finish_subject();
-    }
-    let batch = batch.build();
+    let batch = sample_batch(input.kind, &attributes, &input.subjects)?;
     let sources: Vec<rules::RuleSource> = input
         .rules
         .into_iter()
@@ -438,16 +423,7 @@ pub async fn evaluate(
         }
     })
     .await??;
-    let subjects = input.subjects.len();
-    let words = outcome.words_per_rule as usize;
-    let matches = (0..rule_count)
-        .map(|r| {
-            (0..subjects)
-                .filter(|&s| outcome.matches[r * words + s / 64] & (1 << (s % 64)) != 0)
-                .map(|s| s as u32)
-                .collect()
-        })
-        .collect();
+    let matches = matching(&outcome, rule_count, input.subjects.len());
     Ok(Json(EvaluateResponse {
         matches,
         explanations: outcome

@@ -175,3 +175,57 @@ pub fn attribute_defs(
         })
         .collect()
 }
+
+/// Sample subjects (attribute name → JSON value, typed by `attributes`) as a
+/// batch: what an admin tries a rule evaluator on (`POST
+/// /api/v1/plugins/{name}/evaluate`) and what an author's test case gives
+/// (`cohort plugin test`). A null is a missing attribute; a name
+/// `attributes` lacks is refused, naming `subjects[i].name`.
+pub fn sample_batch(
+    kind: directory::SubjectKind,
+    attributes: &[Attribute],
+    subjects: &[std::collections::BTreeMap<String, serde_json::Value>],
+) -> Result<super::bindings::rules::SubjectBatch, crate::error::DomainError> {
+    let mut batch = BatchBuilder::new(wit_kind(kind));
+    for (i, subject) in subjects.iter().enumerate() {
+        for (attr, raw) in subject {
+            let field = format!("subjects[{i}].{attr}");
+            let Some(def) = attributes.iter().find(|a| &a.name == attr) else {
+                return Err(crate::error::DomainError::invalid(
+                    field,
+                    format!("unknown attribute {attr:?}"),
+                ));
+            };
+            if raw.is_null() {
+                continue;
+            }
+            let value = directory::parse_value(&field, def.attr_type, raw)?;
+            batch.push_value(attr, def.attr_type, &value);
+        }
+        batch.finish_subject();
+    }
+    Ok(batch.build())
+}
+
+/// For each of `rules` rules, the indices of the `subjects` subjects its
+/// bitmap in `evaluation` marks.
+pub fn matching(
+    evaluation: &super::bindings::rules::Evaluation,
+    rules: usize,
+    subjects: usize,
+) -> Vec<Vec<u32>> {
+    let words = evaluation.words_per_rule as usize;
+    (0..rules)
+        .map(|r| {
+            (0..subjects)
+                .filter(|s| {
+                    evaluation
+                        .matches
+                        .get(r * words + s / 64)
+                        .is_some_and(|w| w & (1 << (s % 64)) != 0)
+                })
+                .map(|s| s as u32)
+                .collect()
+        })
+        .collect()
+}

@@ -51,7 +51,7 @@ pub struct Case {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     rules: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    subjects: Vec<Map<String, Value>>,
+    subjects: Vec<BTreeMap<String, Value>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     expect: Option<Value>,
 }
@@ -552,33 +552,40 @@ fn rule_outcome(
     plugin: &Arc<LoadedPlugin>,
     case: &Case,
 ) -> anyhow::Result<Value> {
-    use cohort::directory::SubjectKind;
-    use cohort::plugins::batch::{BatchBuilder, attribute_defs, date_millis, wit_kind};
+    use cohort::directory::{AttrType, Attribute, SubjectKind};
+    use cohort::plugins::batch::{attribute_defs, matching, sample_batch, wit_kind};
     let kind = match case.kind.as_deref().unwrap_or("user") {
         "user" => SubjectKind::User,
         "device" => SubjectKind::Device,
         other => bail!("kind {other:?} is neither user nor device"),
     };
-    let mut schema = attribute_defs(kind, &cohort::directory::standard_schema(kind));
+    // The standard schema every directory has, and the case's custom
+    // attributes, named with the contract's type names.
+    let mut attributes = cohort::directory::standard_schema(kind);
     for entry in &case.schema {
-        let type_ = match entry.type_.as_str() {
-            "text" => types::AttributeType::Text,
-            "number" => types::AttributeType::Number,
-            "boolean" => types::AttributeType::Boolean,
-            "timestamp" => types::AttributeType::Timestamp,
-            "text-list" => types::AttributeType::TextList,
+        let attr_type = match entry.type_.as_str() {
+            "text" => AttrType::String,
+            "number" => AttrType::Number,
+            "boolean" => AttrType::Boolean,
+            "timestamp" => AttrType::Date,
+            "text-list" => AttrType::StringList,
             other => bail!(
                 "schema: {}: type {other:?} is not text, number, boolean, timestamp or text-list",
                 entry.name
             ),
         };
-        schema.push(types::AttributeDef {
+        attributes.push(Attribute {
             name: entry.name.clone(),
-            kind: wit_kind(kind),
-            type_,
-            custom: true,
+            subject: kind,
+            attr_type,
+            standard: false,
+            description: None,
+            created_at: None,
         });
     }
+    let schema = attribute_defs(kind, &attributes);
+    let batch =
+        sample_batch(kind, &attributes, &case.subjects).map_err(|e| anyhow::anyhow!("{e}"))?;
     let sources: Vec<rules::RuleSource> = case
         .rules
         .iter()
@@ -597,58 +604,17 @@ fn rule_outcome(
         Ok(Err(rules::CompileError::Other(m))) => return Ok(json!({ "compile_error": m })),
         Ok(Ok(session)) => session,
     };
-    let mut batch = BatchBuilder::new(wit_kind(kind));
-    for (i, subject) in case.subjects.iter().enumerate() {
-        for (name, value) in subject {
-            let declared = schema.iter().find(|a| &a.name == name).map(|a| a.type_);
-            match value {
-                Value::String(s) if declared == Some(types::AttributeType::Timestamp) => {
-                    let millis = date_millis(s).with_context(|| {
-                        format!("subjects[{i}].{name}: {s:?} is not a date or RFC 3339 time")
-                    })?;
-                    batch.push_timestamp(name, millis);
-                }
-                Value::String(s) => batch.push_text(name, s),
-                Value::Number(n) => batch.push_number(name, n.as_f64().unwrap_or_default()),
-                Value::Bool(b) => batch.push_bool(name, *b),
-                Value::Array(items) => {
-                    for item in items {
-                        let s = item.as_str().with_context(|| {
-                            format!("subjects[{i}].{name}: a list holds strings only")
-                        })?;
-                        batch.push_text(name, s);
-                    }
-                }
-                Value::Null | Value::Object(_) => {
-                    bail!("subjects[{i}].{name}: give a string, number, boolean or list")
-                }
-            }
-        }
-        batch.finish_subject();
-    }
     let options = rules::EvaluateOptions {
         now_millis: cohort::clock::Clock::now(&cohort::clock::SystemClock).timestamp_millis(),
         explain: false,
     };
-    let evaluation = match session.evaluate(&batch.build(), options) {
+    let evaluation = match session.evaluate(&batch, options) {
         Err(e) => return Ok(json!({ "error": e.to_string() })),
         Ok(Err(rules::EvaluateError::InvalidBatch(m) | rules::EvaluateError::Other(m))) => {
             return Ok(json!({ "error": m }));
         }
         Ok(Ok(evaluation)) => evaluation,
     };
-    let words = evaluation.words_per_rule as usize;
-    let matches: Vec<Vec<usize>> = (0..case.rules.len())
-        .map(|r| {
-            (0..case.subjects.len())
-                .filter(|s| {
-                    evaluation
-                        .matches
-                        .get(r * words + s / 64)
-                        .is_some_and(|w| w & (1 << (s % 64)) != 0)
-                })
-                .collect()
-        })
-        .collect();
+    let matches = matching(&evaluation, case.rules.len(), case.subjects.len());
     Ok(json!({ "matches": matches }))
 }
